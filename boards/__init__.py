@@ -1,0 +1,1 @@
+"""boards part of Sluice."""

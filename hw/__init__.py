@@ -1,0 +1,1 @@
+"""hw part of Sluice."""

@@ -1,0 +1,1 @@
+"""model part of Sluice."""

@@ -1,0 +1,8 @@
+"""The one error type every part of Sluice raises for bad input.
+
+The command line turns a :class:`SluiceError` into one line on stderr and exit status 2.
+"""
+
+
+class SluiceError(Exception):
+    """Bad input (file, field or parameter): the message names what is wrong."""
