@@ -16,6 +16,7 @@ from sluice import __version__
 from sluice.errors import SluiceError
 
 PLUGIN_MODULES = (
+    "sluice.demo",
     "sluice.model.commands",
     "sluice.hw.commands",
     "sluice.sim.commands",

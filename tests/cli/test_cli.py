@@ -1,0 +1,60 @@
+"""The `sluice` command line as a user meets it."""
+
+import argparse
+import subprocess
+import sys
+
+import pytest
+
+from sluice.cli import build_parser, main
+
+
+def _subcommands():
+    parser = build_parser()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return sorted(action.choices)
+    return []
+
+
+def test_core_subcommands_present():
+    assert {"run-layer", "make-layer", "info", "demo"} <= set(_subcommands())
+
+
+@pytest.mark.parametrize("command", _subcommands())
+def test_every_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    assert e.value.code == 0
+    assert "usage: sluice " + command in capsys.readouterr().out
+
+
+def test_top_level_help_is_fast_and_lists_commands():
+    proc = subprocess.run([sys.executable, "-m", "sluice.cli", "--help"], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0 and "run-layer" in proc.stdout
+    # heavy frameworks are imported by the handlers that need them, not by --help
+    proc = subprocess.run([sys.executable, "-c", "import sys; import sluice.cli as c; "
+                           "c.build_parser(); print(sorted(m for m in ('torch', 'amaranth', "
+                           "'cocotb') if m in sys.modules))"], capture_output=True, text=True)
+    assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+
+
+def test_rtl_sim_unavailable_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    import importlib
+    real = importlib.import_module
+
+    def fake(name, *a, **k):
+        if name == "sluice.sim.runner":
+            raise ModuleNotFoundError(name=name)
+        return real(name, *a, **k)
+
+    from sluice.model.layerfile import write_layer
+    from sluice.model.randlayer import make_layer
+    write_layer(tmp_path / "l.layer.npz", make_layer(seed=1))
+    monkeypatch.setattr(importlib, "import_module", fake)
+    status = main(["run-layer", str(tmp_path / "l.layer.npz"), "-o",
+                   str(tmp_path / "o.result.npz"), "--sim", "icarus"])
+    assert status == 2
+    assert "--sim icarus" in capsys.readouterr().err
+    assert not (tmp_path / "o.result.npz").exists()
