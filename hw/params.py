@@ -1,0 +1,256 @@
+"""The one source of truth for Sluice's hardware parameters.
+
+Array size defaults, bit widths, buffer depths, the AXI4-Lite register map, the layer
+descriptor, the error flags and the AXI4-Stream word formats are defined here and imported by
+the generator (``sluice.hw.top``), the host sequence (``sluice.sim.host``), the cycle model
+(``sluice.hw.cycle_model``), the tests and the generated register map (``hw/REGMAP.md``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from sluice.errors import SluiceError
+
+VERSION = 1  # bumps when the register map or the stream format changes
+
+# ---------------------------------------------------------------------------------------------
+# Bit widths (SPEC section 2)
+ACT_BITS = 8  # int8 activations
+WGT_BITS = 8  # int8 weights
+ACC_BITS = 32  # int32 accumulators (the exporter guarantees no overflow)
+PARAM_BITS = 32  # bias, thresh, mult, shift, res_mult, res_shift
+DIM_BITS = 16  # channel counts and map sizes in the descriptor
+PIX_BITS = 16  # output pixel index in result words
+
+KERNELS = (1, 3, 5, 7)
+STRIDES = (1, 2)
+MAX_PADDING = 3
+MAX_SHIFT = 62
+
+
+@dataclass(frozen=True)
+class HwParams:
+    """Generator parameters of one accelerator instance.
+
+    rows x cols processing elements (a row is an output pixel, a column an output channel);
+    ``act_depth`` bytes of activation buffer (replicated once per row), ``wgt_depth`` weight
+    words of ``cols`` bytes (one word per (input channel, ky, kx) step of a channel tile),
+    ``pix_depth`` output pixels per layer job (partial-sum, active-list and residual buffers).
+    """
+
+    rows: int = 8
+    cols: int = 8
+    act_depth: int = 16384
+    wgt_depth: int = 2048
+    pix_depth: int = 1024
+
+    def __post_init__(self):
+        for name in ("rows", "cols"):
+            v = getattr(self, name)
+            if not 2 <= v <= 32:
+                raise SluiceError(f"--{name}: {v} is outside 2..32")
+        for name in ("act_depth", "wgt_depth", "pix_depth"):
+            v = getattr(self, name)
+            if v < 1 or v & (v - 1) or v > 1 << 20:
+                raise SluiceError(f"--{name.replace('_', '-')}: {v} must be a power of two "
+                                  "in 1..2^20")
+        if self.act_depth % self.stream_bytes:
+            raise SluiceError(f"--act-depth: {self.act_depth} must be a multiple of the stream "
+                              f"width ({self.stream_bytes} bytes)")
+
+    @property
+    def stream_bytes(self) -> int:
+        """Input stream beat width in bytes: one weight step (cols int8) or one 32-bit param."""
+        n = max(self.cols, 4)
+        return 1 << (n - 1).bit_length()  # power of two so activation bytes pack evenly
+
+    @property
+    def out_bits(self) -> int:
+        """Result word width: cols int8 values, the pixel index, cols gate bits, byte-aligned."""
+        n = 8 * self.cols + PIX_BITS + self.cols
+        return (n + 7) // 8 * 8
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+DEFAULT = HwParams()
+
+# ---------------------------------------------------------------------------------------------
+# AXI4-Lite register map: 32-bit registers, byte addresses.
+
+
+@dataclass(frozen=True)
+class Register:
+    name: str
+    addr: int
+    access: str  # "rw", "ro", "wo"
+    doc: str
+    fields: tuple = field(default_factory=tuple)  # (name, lsb, width, doc)
+
+
+# Descriptor registers, in order. Every one is 16 bits wide (upper bits read as zero).
+DESCRIPTOR = (
+    ("C_IN", "input channels"),
+    ("C_OUT", "output channels"),
+    ("H_IN", "input map height (rows of this job's input band)"),
+    ("W_IN", "input map width"),
+    ("H_OUT", "output map height of this job"),
+    ("W_OUT", "output map width"),
+    ("KERNEL", "kernel size K, one of 1, 3, 5, 7"),
+    ("STRIDE", "stride, 1 or 2"),
+    ("PAD_TOP", "zero rows above the input band, 0..3"),
+    ("PAD_LEFT", "zero columns left of the input, 0..3 (right/bottom padding follow from "
+                 "W_OUT/H_OUT)"),
+    ("PARTITIONS", "p; must divide C_IN and C_OUT (1 for a dense layer)"),
+    ("BASE_CIN", "C_IN / p (checked by the hardware: BASE_CIN * p == C_IN)"),
+    ("GROUP_COUT", "C_OUT / p (checked: GROUP_COUT * p == C_OUT)"),
+    ("FLAGS", "layer flags, see fields"),
+)
+
+FLAG_FIELDS = (
+    ("GATED", 0, 1, "1: base phase, gate unit, conditional phase; 0: one dense phase"),
+    ("RELU", 1, 1, "clamp low bound 0 instead of -128"),
+    ("RESIDUAL", 2, 1, "add rescale(residual, res_mult, res_shift) before requantising"),
+    ("BASE_FIRST", 3, 1, "base set is input channels [0, C_IN/p) for every output channel "
+                         "(SPEC 'first'); 0: channel grouping ('group')"),
+)
+
+CTRL_FIELDS = (("START", 0, 1, "write 1: start the layer job described by the descriptor"),)
+STATUS_FIELDS = (
+    ("BUSY", 0, 1, "a job is running"),
+    ("DONE", 1, 1, "the last job finished (cleared by START)"),
+    ("ERROR", 2, 1, "the last START was refused; see ERROR register"),
+)
+
+# Error flags (ERROR register). A refused job never touches the streams.
+ERROR_FIELDS = (
+    ("ZERO_SIZE", 0, 1, "a channel count, map size or partition count is zero"),
+    ("KERNEL", 1, 1, "KERNEL not in 1, 3, 5, 7"),
+    ("STRIDE", 2, 1, "STRIDE not 1 or 2"),
+    ("PADDING", 3, 1, "PAD_TOP or PAD_LEFT above 3"),
+    ("PARTITIONS", 4, 1, "BASE_CIN * p != C_IN or GROUP_COUT * p != C_OUT"),
+    ("GEOMETRY", 5, 1, "an output window reaches beyond the input plus 3 padding rows/cols"),
+    ("ACT_BUFFER", 6, 1, "C_IN * H_IN * W_IN exceeds the activation buffer"),
+    ("WGT_BUFFER", 7, 1, "C_IN * K * K exceeds the weight buffer"),
+    ("PIX_BUFFER", 8, 1, "H_OUT * W_OUT exceeds the pixel buffers"),
+)
+
+COUNTERS = (
+    ("CYCLES", "cycles from START to DONE"),
+    ("MACS_ISSUED", "element MACs performed (accumulate enabled, valid pixel and channel)"),
+    ("MACS_SKIPPED", "element MACs of the conditional phase avoided by the skip controller "
+                     "(pixels whose whole tile is gated off) and by per-element enables"),
+    ("STALL_CYCLES", "compute cycles in which no step entered the array (row-set loads, "
+                     "waiting for the result drain, phase switches)"),
+    ("LOAD_CYCLES", "cycles spent reading the input stream while the array was idle"),
+    ("PASSES", "array passes issued (rows pixels x cols channels each)"),
+    ("ACTIVE_PIXELS", "pixels that entered a conditional phase (summed over tiles)"),
+)
+
+
+def _build_regmap():
+    regs = [
+        Register("ID", 0x00, "ro", "bits 31..24 VERSION, 23..16 reserved, 15..8 ROWS, "
+                 "7..0 COLS (of this instance)"),
+        Register("CTRL", 0x04, "wo", "control", CTRL_FIELDS),
+        Register("STATUS", 0x08, "ro", "status", STATUS_FIELDS),
+        Register("ERROR", 0x0C, "ro", "error flags of the last START", ERROR_FIELDS),
+    ]
+    for i, (name, doc) in enumerate(DESCRIPTOR):
+        regs.append(Register(name, 0x10 + 4 * i, "rw", doc,
+                             FLAG_FIELDS if name == "FLAGS" else ()))
+    for i, (name, doc) in enumerate(COUNTERS):
+        regs.append(Register(name, 0x80 + 4 * i, "ro", doc + " (32 bits, wraps)"))
+    return tuple(regs)
+
+
+REGISTERS = _build_regmap()
+REG = {r.name: r for r in REGISTERS}
+ADDR_BITS = 8  # AXI4-Lite address width (byte address)
+
+# ---------------------------------------------------------------------------------------------
+# Input stream (AXI4-Stream, TDATA = 8 * stream_bytes bits), in this order per job:
+#   1. ACT: C_IN*H_IN*W_IN int8 activations, channel-major (c, y, x), packed stream_bytes per
+#      beat, little-endian (byte j of a beat in TDATA[8j+7:8j]); the last beat is zero-padded.
+#   2. for each channel tile t (output channels [t*cols, t*cols + cols)):
+#      a. WGT: C_IN*K*K beats, beat (i*K*K + ky*K + kx) holds w[t*cols + c, i, ky, kx] in byte c
+#         (zero for channels beyond C_OUT);
+#      b. PAR: 6*cols beats, one 32-bit value in TDATA[31:0] each: for each parameter in
+#         PARAM_ORDER, the value of columns 0..cols-1 (zero beyond C_OUT; thresh ignored when
+#         dense; res_* ignored without RESIDUAL);
+#      c. RES (only with RESIDUAL): H_OUT*W_OUT beats, beat p holds residual[t*cols + c, p] in
+#         byte c.
+# TLAST is ignored on input. The output stream (TDATA = out_bits) carries, per channel tile,
+# exactly H_OUT*W_OUT result words in pixel order of completion (see RESULT_FIELDS); TLAST
+# marks the job's last word.
+PARAM_ORDER = ("bias", "thresh", "mult", "shift", "res_mult", "res_shift")
+
+
+def result_fields(p: HwParams):
+    """(name, lsb, width, doc) of an output stream word."""
+    c = p.cols
+    return (
+        ("Y", 0, 8 * c, "int8 result of column c in bits 8c+7..8c"),
+        ("PIXEL", 8 * c, PIX_BITS, "output pixel index y_out * W_OUT + x_out"),
+        ("GATE", 8 * c + PIX_BITS, c, "gate bit d of column c (all ones in dense mode)"),
+    )
+
+
+def kk_of(k: int) -> int:
+    return k * k
+
+
+# ---------------------------------------------------------------------------------------------
+# Documentation
+
+
+def regmap_markdown(p: HwParams = DEFAULT) -> str:
+    """The register map and stream format as Markdown (committed as hw/REGMAP.md)."""
+    out = ["# Sluice register map and stream format",
+           "",
+           "Generated by `sluice regmap` from `hw/params.py` (do not edit by hand). "
+           f"Version {VERSION}, shown for the default {p.rows} x {p.cols} array.",
+           "",
+           "## AXI4-Lite registers (32-bit, byte addresses)",
+           "",
+           "| addr | name | access | meaning |",
+           "|---|---|---|---|"]
+    for r in REGISTERS:
+        out.append(f"| 0x{r.addr:02X} | {r.name} | {r.access} | {r.doc} |")
+    for r in REGISTERS:
+        if r.fields:
+            out += ["", f"### {r.name} fields", "", "| bits | name | meaning |", "|---|---|---|"]
+            for name, lsb, width, doc in r.fields:
+                bits = f"{lsb}" if width == 1 else f"{lsb + width - 1}..{lsb}"
+                out.append(f"| {bits} | {name} | {doc} |")
+    out += ["",
+            "## Input stream",
+            "",
+            f"TDATA is 8 x stream_bytes bits (stream_bytes = next power of two of "
+            f"max(cols, 4); {p.stream_bytes} for this array). Per job, in order:",
+            "",
+            "1. **ACT**: `C_IN*H_IN*W_IN` int8 activations in `(c, y, x)` order, "
+            "`stream_bytes` per beat, byte j in `TDATA[8j+7:8j]`, last beat zero-padded.",
+            "2. For each tile `t` of `cols` output channels:",
+            "   1. **WGT**: `C_IN*K*K` beats; beat `i*K*K + ky*K + kx` holds "
+            "`w[t*cols + c, i, ky, kx]` in byte c (zero beyond C_OUT).",
+            f"   2. **PAR**: `6*cols` beats, a 32-bit value in `TDATA[31:0]`: for each of "
+            f"{', '.join('`' + n + '`' for n in PARAM_ORDER)}, columns 0..cols-1.",
+            "   3. **RES** (only with FLAGS.RESIDUAL): `H_OUT*W_OUT` beats, beat p holds "
+            "`residual[t*cols + c, p]` in byte c.",
+            "",
+            "## Output stream",
+            "",
+            f"TDATA is {p.out_bits} bits for this array. Per channel tile, exactly "
+            "`H_OUT*W_OUT` words (one per output pixel, in order of completion: pixels "
+            "skipped by the gates first, then the conditional-phase pixels); TLAST marks the "
+            "job's last word.",
+            "",
+            "| bits | name | meaning |",
+            "|---|---|---|"]
+    for name, lsb, width, doc in result_fields(p):
+        out.append(f"| {lsb + width - 1}..{lsb} | {name} | {doc} |")
+    out.append("")
+    return "\n".join(out)

@@ -1,0 +1,104 @@
+"""Processing element and the output-stationary systolic array.
+
+A row of the array is an output pixel, a column an output channel. Activations (with their
+control: valid, first, last, and a per-column accumulate-enable vector) enter each row at column
+0 and move one column right per cycle; weights enter each column at row 0 and move one row down
+per cycle. The feeder skews row r by r cycles and column c by c cycles, so element (r, c) sees
+step s of a pass at cycle s + r + c. Every element keeps its own int32 sum; on the ``last`` step
+of a pass it copies the finished sum into ``psum`` (kept until the next pass finishes), so the
+next pass can stream in while the result is drained.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Signal, signed
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from sluice.hw.params import ACC_BITS, ACT_BITS, WGT_BITS
+
+
+class PE(wiring.Component):
+    """One int8 x int8 -> int32 multiply-accumulate element.
+
+    ``en`` is the per-element accumulate enable: base-set membership of the input channel for
+    this column, and in the conditional phase the element's gate bit. A disabled element adds 0.
+    """
+
+    def __init__(self, *, cols=1, col=0):
+        self._cols, self._col = cols, col
+        super().__init__({
+            "a_in": In(signed(ACT_BITS)), "valid_in": In(1), "first_in": In(1), "last_in": In(1),
+            "en_in": In(cols), "w_in": In(signed(WGT_BITS)),
+            "a_out": Out(signed(ACT_BITS)), "valid_out": Out(1), "first_out": Out(1),
+            "last_out": Out(1), "en_out": Out(cols), "w_out": Out(signed(WGT_BITS)),
+            "psum": Out(signed(ACC_BITS)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        col = self._col
+        acc = Signal(signed(ACC_BITS))
+        prod = Signal(signed(2 * ACT_BITS))
+        m.d.comb += prod.eq(self.a_in * self.w_in)
+        m.d.sync += [
+            self.a_out.eq(self.a_in), self.valid_out.eq(self.valid_in),
+            self.first_out.eq(self.first_in), self.last_out.eq(self.last_in),
+            self.en_out.eq(self.en_in), self.w_out.eq(self.w_in),
+        ]
+        add = Signal(signed(2 * ACT_BITS))
+        m.d.comb += add.eq(0)
+        with m.If(self.en_in[col]):
+            m.d.comb += add.eq(prod)
+        total = Signal(signed(ACC_BITS))
+        with m.If(self.first_in):
+            m.d.comb += total.eq(add)
+        with m.Else():
+            m.d.comb += total.eq(acc + add)
+        with m.If(self.valid_in):
+            m.d.sync += acc.eq(total)
+            with m.If(self.last_in):
+                m.d.sync += self.psum.eq(total)
+        return m
+
+
+class SystolicArray(wiring.Component):
+    """``rows x cols`` PEs. Inputs are already skewed (row r delayed r cycles, column c by c).
+
+    Ports: ``a[r]``, ``valid[r]``, ``first[r]``, ``last[r]``, ``en[r]`` (cols bits) per row;
+    ``w[c]`` per column; ``psum[r][c]`` the finished sums of the last pass.
+    """
+
+    def __init__(self, *, rows, cols):
+        self._rows, self._cols = rows, cols
+        super().__init__({
+            "a": In(signed(ACT_BITS)).array(rows), "valid": In(1).array(rows),
+            "first": In(1).array(rows), "last": In(1).array(rows), "en": In(cols).array(rows),
+            "w": In(signed(WGT_BITS)).array(cols),
+            "psum": Out(signed(ACC_BITS)).array(rows, cols),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        R, C = self._rows, self._cols
+        pes = [[None] * C for _ in range(R)]
+        for r in range(R):
+            for c in range(C):
+                pe = PE(cols=C, col=c)
+                m.submodules[f"pe_{r}_{c}"] = pe
+                pes[r][c] = pe
+                m.d.comb += self.psum[r][c].eq(pe.psum)
+                if c == 0:
+                    m.d.comb += [pe.a_in.eq(self.a[r]), pe.valid_in.eq(self.valid[r]),
+                                 pe.first_in.eq(self.first[r]), pe.last_in.eq(self.last[r]),
+                                 pe.en_in.eq(self.en[r])]
+                else:
+                    left = pes[r][c - 1]
+                    m.d.comb += [pe.a_in.eq(left.a_out), pe.valid_in.eq(left.valid_out),
+                                 pe.first_in.eq(left.first_out), pe.last_in.eq(left.last_out),
+                                 pe.en_in.eq(left.en_out)]
+                if r == 0:
+                    m.d.comb += pe.w_in.eq(self.w[c])
+                else:
+                    m.d.comb += pe.w_in.eq(pes[r - 1][c].w_out)
+        return m

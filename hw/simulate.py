@@ -1,0 +1,126 @@
+"""Run layers on the Amaranth model of the top level (Python simulator), through its real ports.
+
+The testbench only moves the transactions that ``sluice.sim.host`` builds: AXI4-Lite writes of
+the descriptor and START, input stream beats, output stream words, AXI4-Lite reads of STATUS and
+the counters. Used by the tests; slow (pure Python), so meant for small layers.
+"""
+
+from __future__ import annotations
+
+from amaranth.sim import Simulator
+
+from sluice.hw.params import COUNTERS, DEFAULT, REG, HwParams
+from sluice.hw.top import Sluice
+
+
+async def axil_write(ctx, dut, addr, value):
+    ctx.set(dut.axil_awaddr, addr)
+    ctx.set(dut.axil_wdata, value & 0xFFFFFFFF)
+    ctx.set(dut.axil_wstrb, 0xF)
+    ctx.set(dut.axil_awvalid, 1)
+    ctx.set(dut.axil_wvalid, 1)
+    ctx.set(dut.axil_bready, 1)
+    while not ctx.get(dut.axil_awready):
+        await ctx.tick()
+    await ctx.tick()
+    ctx.set(dut.axil_awvalid, 0)
+    ctx.set(dut.axil_wvalid, 0)
+    while not ctx.get(dut.axil_bvalid):
+        await ctx.tick()
+    await ctx.tick()
+    ctx.set(dut.axil_bready, 0)
+
+
+async def axil_read(ctx, dut, addr):
+    ctx.set(dut.axil_araddr, addr)
+    ctx.set(dut.axil_arvalid, 1)
+    ctx.set(dut.axil_rready, 1)
+    while not ctx.get(dut.axil_arready):
+        await ctx.tick()
+    await ctx.tick()
+    ctx.set(dut.axil_arvalid, 0)
+    while not ctx.get(dut.axil_rvalid):
+        await ctx.tick()
+    value = ctx.get(dut.axil_rdata)
+    await ctx.tick()
+    ctx.set(dut.axil_rready, 0)
+    return value
+
+
+async def run_job(ctx, dut, job, max_cycles=2_000_000):
+    """Write the descriptor, start, stream ``job.beats`` in, collect ``job.n_out`` words.
+
+    Returns ``(words, status, error, counters)``.
+    """
+    for addr, value in job.writes:
+        await axil_write(ctx, dut, addr, value)
+    status = await axil_read(ctx, dut, REG["STATUS"].addr)
+    words = []
+    if not status & 0b100:  # refused jobs take no stream traffic
+        i, n = 0, len(job.beats)
+        ctx.set(dut.m_axis_tready, 1)
+        cycles = 0
+        while len(words) < job.n_out or i < n:
+            if i < n:
+                ctx.set(dut.s_axis_tvalid, 1)
+                ctx.set(dut.s_axis_tdata, job.beats[i])
+            else:
+                ctx.set(dut.s_axis_tvalid, 0)
+            took = i < n and ctx.get(dut.s_axis_tready)
+            if ctx.get(dut.m_axis_tvalid):
+                words.append(ctx.get(dut.m_axis_tdata))
+            await ctx.tick()
+            i += bool(took)
+            cycles += 1
+            if cycles > max_cycles:
+                raise RuntimeError(f"job did not finish in {max_cycles} cycles "
+                                   f"({i}/{n} beats in, {len(words)}/{job.n_out} words out)")
+        ctx.set(dut.s_axis_tvalid, 0)
+        while True:
+            status = await axil_read(ctx, dut, REG["STATUS"].addr)
+            if not status & 1:
+                break
+    error = await axil_read(ctx, dut, REG["ERROR"].addr)
+    counters = {}
+    for name, _ in COUNTERS:
+        counters[name.lower()] = await axil_read(ctx, dut, REG[name].addr)
+    return words, status, error, counters
+
+
+def simulate_jobs(jobs, params: HwParams = DEFAULT, vcd=None):
+    """Run ``jobs`` back to back on a fresh instance; list of (words, status, error, counters)."""
+    dut = Sluice(params)
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    out = []
+
+    async def bench(ctx):
+        for job in jobs:
+            out.append(await run_job(ctx, dut, job))
+
+    sim.add_testbench(bench)
+    if vcd:
+        with sim.write_vcd(vcd):
+            sim.run()
+    else:
+        sim.run()
+    return out
+
+
+def run_layer_amaranth(layer, params: HwParams = DEFAULT, dense: bool = False):
+    """Run a whole layer; returns a ``sluice.model.layerfile.Result`` (runner ``amaranth``)."""
+    from sluice.errors import SluiceError
+    from sluice.model.layerfile import Result
+    from sluice.sim.host import decode_words, layer_jobs, new_outputs
+
+    jobs = layer_jobs(layer, params, dense=dense)
+    y, gate = new_outputs(layer)
+    totals = {}
+    for job, (words, status, error, counters) in zip(jobs, simulate_jobs(jobs, params)):
+        if error:
+            raise SluiceError(f"{layer.name}: the accelerator refused the job (ERROR=0x{error:x})")
+        decode_words(layer, job, words, y, gate, params)
+        for k, v in counters.items():
+            totals[k] = totals.get(k, 0) + v
+    return Result(y=y, gate=gate, cycles=totals["cycles"], runner="amaranth",
+                  rows=params.rows, cols=params.cols, counters=totals)

@@ -1,0 +1,613 @@
+"""Sluice top level: registers, stream loader, sequencer, skip controller, array, drain.
+
+One layer job (see ``hw/README.md`` for the full story):
+
+1. ``LOAD_ACT`` reads the input activations from the input stream into ``rows`` replicated
+   activation buffers (one read port per array row).
+2. For every tile of ``cols`` output channels: ``LOAD_WGT`` / ``LOAD_PAR`` / ``LOAD_RES`` read the
+   tile's weights, per-channel parameters and residual; ``COL_SETUP`` works out each column's
+   base input channels; then one dense phase, or a base phase and a conditional phase, run.
+3. A phase is a sequence of passes. A pass puts ``rows`` output pixels (the *row set*) on the
+   array and streams every (input channel, ky, kx) step of the phase's channel segments through
+   it. The row-set loader fills the next row set while the current pass runs: from a pixel walker
+   (dense and base phases) or from the skip controller's *active list* (conditional phase).
+4. The drain reads each finished pass row by row. Dense phase: post-process and emit. Base phase:
+   the gate unit compares the partial sums with the thresholds; a pixel whose gates are all off
+   in this tile is post-processed and emitted at once (it is never streamed again), any other
+   pixel is appended to the active list (the skip controller's compaction) with its gate bits,
+   and its partial sums go to the partial-sum buffer. Conditional phase: only elements with their
+   gate bit set accumulate; the drain adds the stored base sums and emits.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from sluice.hw.params import (ACC_BITS, COUNTERS, DEFAULT, DIM_BITS, ERROR_FIELDS, FLAG_FIELDS,
+                              MAX_PADDING, PARAM_ORDER, PIX_BITS, HwParams)
+from sluice.hw.pe import SystolicArray
+from sluice.hw.postproc import GateUnit, PostProc
+from sluice.hw.regs import RegisterFile, axil_members
+
+ERR = {name: lsb for name, lsb, _, _ in ERROR_FIELDS}
+FLAG = {name: lsb for name, lsb, _, _ in FLAG_FIELDS}
+PH_DENSE, PH_BASE, PH_COND = 0, 1, 2
+OUT_FIFO_DEPTH = 8
+
+
+def _log2(n):
+    return (n - 1).bit_length()
+
+
+class Sluice(wiring.Component):
+    """The accelerator. Ports: AXI4-Lite slave ``axil_*``, AXI4-Stream in ``s_axis_*`` and out
+    ``m_axis_*``; one clock (``clk``), synchronous reset (``rst``)."""
+
+    def __init__(self, params: HwParams = DEFAULT):
+        self.params = params
+        members = axil_members()
+        members.update({
+            "s_axis_tdata": In(8 * params.stream_bytes), "s_axis_tvalid": In(1),
+            "s_axis_tready": Out(1), "s_axis_tlast": In(1),
+            "m_axis_tdata": Out(params.out_bits), "m_axis_tvalid": Out(1),
+            "m_axis_tready": In(1), "m_axis_tlast": Out(1),
+        })
+        super().__init__(members)
+
+    def elaborate(self, platform):  # noqa: C901 - one sequencer, read top to bottom
+        m = Module()
+        P = self.params
+        R, C, B = P.rows, P.cols, P.stream_bytes
+        abits = _log2(P.act_depth)
+        act_words = P.act_depth // B
+        bbits = _log2(B)
+        pbits = max(_log2(P.pix_depth), 1)
+        wbits = max(_log2(P.wgt_depth), 1)
+        sdim = signed(DIM_BITS + 3)
+        saddr = signed(abits + DIM_BITS + 3)
+
+        # ---------------------------------------------------------------- registers
+        m.submodules.regs = regs = RegisterFile(rows=R, cols=C)
+        for name in axil_members():
+            port, mine = getattr(regs, name), getattr(self, name)
+            if name in ("axil_awready", "axil_wready", "axil_bresp", "axil_bvalid",
+                        "axil_arready", "axil_rdata", "axil_rresp", "axil_rvalid"):
+                m.d.comb += mine.eq(port)
+            else:
+                m.d.comb += port.eq(mine)
+        c_in, c_out, h_in, w_in = regs.c_in, regs.c_out, regs.h_in, regs.w_in
+        h_out, w_out, kernel, stride = regs.h_out, regs.w_out, regs.kernel, regs.stride
+        pad_top, pad_left, parts = regs.pad_top, regs.pad_left, regs.partitions
+        base_cin, group_cout, flags = regs.base_cin, regs.group_cout, regs.flags
+        gated = flags[FLAG["GATED"]]
+        relu = flags[FLAG["RELU"]]
+        has_res = flags[FLAG["RESIDUAL"]]
+        base_first = flags[FLAG["BASE_FIRST"]]
+
+        kk = Signal(7)
+        m.d.comb += kk.eq(kernel * kernel)
+        hw_in = Signal(2 * DIM_BITS)
+        hw_out = Signal(2 * DIM_BITS)
+        m.d.comb += [hw_in.eq(h_in * w_in), hw_out.eq(h_out * w_out)]
+        n_act = Signal(3 * DIM_BITS)
+        n_wgt = Signal(DIM_BITS + 7)
+        m.d.comb += [n_act.eq(c_in * hw_in), n_wgt.eq(c_in * kk)]
+        cond_empty = Signal()
+        m.d.comb += cond_empty.eq(base_cin == c_in)
+
+        # descriptor validation (error flags instead of a hang)
+        err = Signal(len(ERROR_FIELDS))
+        span_h = Signal(signed(2 * DIM_BITS + 4))
+        span_w = Signal(signed(2 * DIM_BITS + 4))
+        m.d.comb += [span_h.eq((h_out - 1) * stride + kernel),
+                     span_w.eq((w_out - 1) * stride + kernel)]
+        zero = ((c_in == 0) | (c_out == 0) | (h_in == 0) | (w_in == 0) | (h_out == 0) |
+                (w_out == 0) | (parts == 0))
+        m.d.comb += [
+            err[ERR["ZERO_SIZE"]].eq(zero),
+            err[ERR["KERNEL"]].eq(~((kernel == 1) | (kernel == 3) | (kernel == 5) |
+                                    (kernel == 7))),
+            err[ERR["STRIDE"]].eq(~((stride == 1) | (stride == 2))),
+            err[ERR["PADDING"]].eq((pad_top > MAX_PADDING) | (pad_left > MAX_PADDING)),
+            err[ERR["PARTITIONS"]].eq((base_cin * parts != c_in) |
+                                      (group_cout * parts != c_out) | (base_cin == 0) |
+                                      (group_cout == 0)),
+            err[ERR["GEOMETRY"]].eq(~zero & ((span_h > h_in + pad_top + MAX_PADDING) |
+                                             (span_w > w_in + pad_left + MAX_PADDING))),
+            err[ERR["ACT_BUFFER"]].eq(n_act > P.act_depth),
+            err[ERR["WGT_BUFFER"]].eq(n_wgt > P.wgt_depth),
+            err[ERR["PIX_BUFFER"]].eq(hw_out > P.pix_depth),
+        ]
+
+        busy = Signal()
+        done = Signal()
+        err_reg = Signal(32)
+        m.d.comb += [regs.busy.eq(busy), regs.done.eq(done), regs.error.eq(err_reg)]
+
+        # performance counters
+        cnt = {name: Signal(32, name="cnt_" + name.lower()) for name, _ in COUNTERS}
+        for name, _ in COUNTERS:
+            m.d.comb += getattr(regs, "cnt_" + name.lower()).eq(cnt[name])
+
+        # ---------------------------------------------------------------- memories
+        act_mems, act_rd = [], []
+        act_wr_addr = Signal(_log2(act_words) or 1)
+        act_wr_en = Signal()
+        for r in range(R):
+            mem = Memory(shape=unsigned(8 * B), depth=act_words, init=[])
+            m.submodules[f"act_buf_{r}"] = mem
+            wp = mem.write_port()
+            m.d.comb += [wp.addr.eq(act_wr_addr), wp.data.eq(self.s_axis_tdata), wp.en.eq(act_wr_en)]
+            act_rd.append(mem.read_port())
+            act_mems.append(mem)
+
+        m.submodules.wgt_buf = wgt_mem = Memory(shape=unsigned(8 * C), depth=P.wgt_depth, init=[])
+        wgt_wp = wgt_mem.write_port()
+        wgt_rp = wgt_mem.read_port()
+        m.submodules.res_buf = res_mem = Memory(shape=unsigned(8 * C), depth=P.pix_depth, init=[])
+        res_wp = res_mem.write_port()
+        res_rp = res_mem.read_port()
+        m.submodules.psum_buf = psum_mem = Memory(
+            shape=data.ArrayLayout(signed(ACC_BITS), C), depth=P.pix_depth, init=[])
+        psum_wp = psum_mem.write_port()
+        psum_rp = psum_mem.read_port()
+        entry = data.StructLayout({"p": PIX_BITS, "ybase": sdim, "xbase": sdim, "abase": saddr,
+                                   "gate": C})
+        m.submodules.active_list = al_mem = Memory(shape=entry, depth=P.pix_depth, init=[])
+        al_wp = al_mem.write_port()
+        al_rp = al_mem.read_port()
+        for wp in (wgt_wp, res_wp, psum_wp, al_wp):
+            m.d.comb += wp.en.eq(0)
+
+        # ---------------------------------------------------------------- per-tile state
+        par = [[Signal(32, name=f"par_{n}_{c}") for c in range(C)] for n in PARAM_ORDER]
+        par_of = dict(zip(PARAM_ORDER, par))
+        col_lo = [Signal(DIM_BITS, name=f"col_lo_{c}") for c in range(C)]
+        col_valid = Signal(C)
+        tile_o0 = Signal(DIM_BITS + 1)
+        last_tile = Signal()
+        grp_r = Signal(DIM_BITS)
+        grp_lo = Signal(DIM_BITS)
+        last_lo = Signal(DIM_BITS)
+        ncols = Signal(range(C + 1))
+        setup_c = Signal(range(C + 1))
+        tile_single = Signal()
+        m.d.comb += tile_single.eq(base_first | (col_lo[0] == last_lo))
+        cond_work = Signal(32)
+        m.d.comb += cond_work.eq(ncols * (c_in - base_cin) * kk)
+
+        phase = Signal(2)
+        seg0_lo, seg0_hi, seg1_lo, seg1_hi = (Signal(DIM_BITS, name=n) for n in
+                                              ("seg0_lo", "seg0_hi", "seg1_lo", "seg1_hi"))
+        seg1_en = Signal()
+
+        # ---------------------------------------------------------------- row sets
+        def rowset(prefix):
+            return {
+                "valid": [Signal(name=f"{prefix}_valid_{r}") for r in range(R)],
+                "p": [Signal(PIX_BITS, name=f"{prefix}_p_{r}") for r in range(R)],
+                "ybase": [Signal(sdim, name=f"{prefix}_ybase_{r}") for r in range(R)],
+                "xbase": [Signal(sdim, name=f"{prefix}_xbase_{r}") for r in range(R)],
+                "abase": [Signal(saddr, name=f"{prefix}_abase_{r}") for r in range(R)],
+                "gate": [Signal(C, name=f"{prefix}_gate_{r}") for r in range(R)],
+                "k": [Signal(PIX_BITS, name=f"{prefix}_k_{r}") for r in range(R)],
+            }
+        nxt, cur, drn = rowset("next"), rowset("cur"), rowset("drain")
+        FIELDS = tuple(nxt)
+
+        # pixel walker (dense / base phases)
+        pw_p = Signal(2 * DIM_BITS)
+        pw_x = Signal(DIM_BITS)
+        pw_ybase = Signal(sdim)
+        pw_xbase = Signal(sdim)
+        pw_rowaddr = Signal(saddr)
+        # active list (skip controller)
+        n_active = Signal(PIX_BITS + 1)
+        al_rd = Signal(PIX_BITS + 1)
+
+        # row-set loader
+        rl_busy = Signal()
+        rl_done = Signal()
+        rl_r = Signal(range(R + 1))
+        rl_wr = Signal()
+        rl_wr_row = Signal(range(R))
+        rl_wr_valid = Signal()
+        rl_wr_walk = {f: Signal(len(nxt[f][0]) if f != "valid" else 1, name=f"rl_w_{f}")
+                      for f in FIELDS}
+        rl_wr_k = Signal(PIX_BITS)
+        src_left = Signal()
+        m.d.comb += src_left.eq(Mux(phase == PH_COND, al_rd < n_active, pw_p < hw_out))
+        running = Signal()  # in RUN state
+
+        # issuer
+        have_cur = Signal()
+        st_seg = Signal()
+        st_i = Signal(DIM_BITS)
+        st_ky = Signal(3)
+        st_kx = Signal(3)
+        st_choff = Signal(abits + DIM_BITS + 2)
+        st_kyoff = Signal(abits + 2)
+        st_w = Signal(wbits + DIM_BITS)
+        st_first = Signal()
+        in_flight = Signal()
+
+        seg0_choff = Signal(abits + DIM_BITS + 2)
+        seg1_choff = Signal(abits + DIM_BITS + 2)
+        seg0_w = Signal(wbits + DIM_BITS)
+        seg1_w = Signal(wbits + DIM_BITS)
+        m.d.comb += [seg0_choff.eq(seg0_lo * hw_in), seg1_choff.eq(seg1_lo * hw_in),
+                     seg0_w.eq(seg0_lo * kk), seg1_w.eq(seg1_lo * kk)]
+
+        seg_hi = Mux(st_seg, seg1_hi, seg0_hi)
+        last_kx = st_kx == kernel - 1
+        last_ky = st_ky == kernel - 1
+        last_i = st_i == seg_hi - 1
+        final_seg = st_seg | ~seg1_en
+        is_last = Signal()
+        m.d.comb += is_last.eq(final_seg & last_i & last_ky & last_kx)
+
+        issue = Signal()
+        swap = Signal()
+
+        def reset_steps():
+            return [st_seg.eq(0), st_i.eq(seg0_lo), st_ky.eq(0), st_kx.eq(0),
+                    st_choff.eq(seg0_choff), st_kyoff.eq(0), st_w.eq(seg0_w), st_first.eq(1)]
+
+        def copy_set(dst, src):
+            return [dst[f][r].eq(src[f][r]) for f in FIELDS for r in range(R)]
+
+        # ---------------------------------------------------------------- array feed
+        m.submodules.array = arr = SystolicArray(rows=R, cols=C)
+        colmask = Signal(C)
+        for c in range(C):
+            in_base = (st_i >= col_lo[c]) & (st_i < col_lo[c] + base_cin)
+            m.d.comb += colmask[c].eq(col_valid[c] & Mux(phase == PH_DENSE, 1,
+                                                          Mux(phase == PH_BASE, in_base,
+                                                              ~in_base)))
+        act_off = Signal(abits + DIM_BITS + 3)
+        m.d.comb += act_off.eq(st_choff + st_kyoff + st_kx)
+        s1_valid = Signal(R)
+        s1_first = Signal()
+        s1_last = Signal()
+        s1_en = [Signal(C, name=f"s1_en_{r}") for r in range(R)]
+        s1_inb = Signal(R)
+        s1_byte = [Signal(max(bbits, 1), name=f"s1_byte_{r}") for r in range(R)]
+        macs_now = []
+        skips_now = []
+        for r in range(R):
+            iy = Signal(sdim, name=f"iy_{r}")
+            ix = Signal(sdim, name=f"ix_{r}")
+            addr = Signal(saddr, name=f"addr_{r}")
+            m.d.comb += [iy.eq(cur["ybase"][r] + st_ky), ix.eq(cur["xbase"][r] + st_kx),
+                         addr.eq(cur["abase"][r] + act_off)]
+            inb = (iy >= 0) & (iy < h_in) & (ix >= 0) & (ix < w_in)
+            en = Signal(C, name=f"en_{r}")
+            m.d.comb += en.eq(Mux(phase == PH_COND, colmask & cur["gate"][r], colmask))
+            m.d.comb += act_rd[r].addr.eq(addr[bbits:])
+            m.d.sync += [s1_valid[r].eq(issue & cur["valid"][r]), s1_en[r].eq(en),
+                         s1_inb[r].eq(inb), s1_byte[r].eq(addr[:bbits] if bbits else 0)]
+            vr = cur["valid"][r]
+            macs_now.append(Mux(vr, sum(en[c] for c in range(C)), 0))
+            skips_now.append(Mux(vr & (phase == PH_COND),
+                                 sum((colmask & ~cur["gate"][r])[c] for c in range(C)), 0))
+        m.d.sync += [s1_first.eq(st_first), s1_last.eq(is_last)]
+        m.d.comb += wgt_rp.addr.eq(st_w)
+
+        # skew: row r delayed r cycles, column c delayed c cycles
+        for r in range(R):
+            byte = act_rd[r].data.word_select(s1_byte[r], 8) if bbits else act_rd[r].data[:8]
+            a = Signal(signed(8), name=f"feed_a_{r}")
+            m.d.comb += a.eq(Mux(s1_inb[r], byte, 0))
+            stage = (a, s1_valid[r], s1_first, s1_last, s1_en[r])
+            for d in range(r):
+                nxt_stage = tuple(Signal.like(s, name=f"skew_r{r}_{d}_{i}")
+                                  for i, s in enumerate(stage))
+                m.d.sync += [n.eq(s) for n, s in zip(nxt_stage, stage)]
+                stage = nxt_stage
+            m.d.comb += [arr.a[r].eq(stage[0]), arr.valid[r].eq(stage[1]),
+                         arr.first[r].eq(stage[2]), arr.last[r].eq(stage[3]),
+                         arr.en[r].eq(stage[4])]
+        for c in range(C):
+            w = Signal(signed(8), name=f"feed_w_{c}")
+            m.d.comb += w.eq(wgt_rp.data[8 * c:8 * c + 8])
+            for d in range(c):
+                w2 = Signal(signed(8), name=f"skew_c{c}_{d}")
+                m.d.sync += w2.eq(w)
+                w = w2
+            m.d.comb += arr.w[c].eq(w)
+
+        # ---------------------------------------------------------------- drain
+        m.submodules.out_fifo = fifo = SyncFIFOBuffered(width=P.out_bits + 1,
+                                                        depth=OUT_FIFO_DEPTH)
+        m.d.comb += [self.m_axis_tdata.eq(fifo.r_data[:P.out_bits]),
+                     self.m_axis_tlast.eq(fifo.r_data[P.out_bits]),
+                     self.m_axis_tvalid.eq(fifo.r_rdy), fifo.r_en.eq(self.m_axis_tready)]
+        dcount = Signal(range(C + 2))
+        d_on = Signal()
+        d_r = Signal(range(R))
+        d1_go = Signal()
+        d1_psum = [Signal(signed(ACC_BITS), name=f"d1_psum_{c}") for c in range(C)]
+        d1 = {f: Signal.like(drn[f][0], name=f"d1_{f}") for f in FIELDS}
+        tile_out = Signal(2 * DIM_BITS)
+        room = Signal()
+        m.d.comb += room.eq(fifo.level + d1_go < OUT_FIFO_DEPTH - 1)
+        drn_arr = {f: Array(drn[f]) for f in FIELDS}
+        psum_rows = Array([Array([arr.psum[r][c] for c in range(C)]) for r in range(R)])
+
+        d_fire = Signal()
+        m.d.comb += d_fire.eq(in_flight & (dcount == 0) & room)
+        m.d.sync += d1_go.eq(d_fire)
+        m.d.comb += [res_rp.addr.eq(drn_arr["p"][d_r]), psum_rp.addr.eq(drn_arr["k"][d_r])]
+        with m.If(in_flight & (dcount != 0)):
+            m.d.sync += dcount.eq(dcount - 1)
+        with m.If(d_fire):
+            m.d.sync += [d1[f].eq(drn_arr[f][d_r]) for f in FIELDS]
+            m.d.sync += [d1_psum[c].eq(psum_rows[d_r][c]) for c in range(C)]
+            m.d.sync += d_r.eq(d_r + 1)
+            with m.If(d_r == R - 1):
+                m.d.sync += [d_r.eq(0), in_flight.eq(0)]
+
+        m.submodules.gate_unit = gu = GateUnit(cols=C)
+        m.d.comb += gu.col_valid.eq(col_valid)
+        acc_in = []
+        ys = []
+        for c in range(C):
+            m.d.comb += [gu.psum[c].eq(d1_psum[c]), gu.thresh[c].eq(par_of["thresh"][c])]
+            pp = PostProc()
+            m.submodules[f"post_{c}"] = pp
+            acc = Signal(signed(ACC_BITS + 1), name=f"acc_{c}")
+            m.d.comb += acc.eq(Mux(phase == PH_COND, psum_rp.data[c] + d1_psum[c], d1_psum[c]))
+            m.d.comb += [pp.acc.eq(acc), pp.bias.eq(par_of["bias"][c]),
+                         pp.residual.eq(res_rp.data[8 * c:8 * c + 8]), pp.has_res.eq(has_res),
+                         pp.res_mult.eq(par_of["res_mult"][c]),
+                         pp.res_shift.eq(par_of["res_shift"][c][:6]),
+                         pp.mult.eq(par_of["mult"][c]), pp.shift.eq(par_of["shift"][c][:6]),
+                         pp.relu.eq(relu)]
+            acc_in.append(acc)
+            ys.append(pp.y)
+        gate_out = Signal(C)
+        m.d.comb += gate_out.eq(Mux(phase == PH_DENSE, Const((1 << C) - 1, C),
+                                    Mux(phase == PH_BASE, gu.gate, d1["gate"])))
+        to_active = Signal()
+        m.d.comb += to_active.eq((phase == PH_BASE) & (gu.gate != 0) & ~cond_empty)
+        is_tlast = Signal()
+        m.d.comb += is_tlast.eq(last_tile & (tile_out == hw_out - 1))
+        word = Cat(*ys, d1["p"], gate_out)
+        m.d.comb += [fifo.w_data.eq(Cat(word, Const(0, P.out_bits - len(word)), is_tlast)),
+                     fifo.w_en.eq(0)]
+        m.d.comb += [al_wp.addr.eq(n_active), psum_wp.addr.eq(n_active)]
+        m.d.comb += [al_wp.data.p.eq(d1["p"]), al_wp.data.ybase.eq(d1["ybase"]),
+                     al_wp.data.xbase.eq(d1["xbase"]), al_wp.data.abase.eq(d1["abase"]),
+                     al_wp.data.gate.eq(gu.gate)]
+        m.d.comb += [psum_wp.data[c].eq(d1_psum[c]) for c in range(C)]
+        skip_drain = Signal(32)  # conditional work of a pixel emitted straight from the base
+        m.d.comb += skip_drain.eq(0)
+        with m.If(d1_go & d1["valid"]):
+            with m.If(to_active):
+                m.d.comb += [al_wp.en.eq(1), psum_wp.en.eq(1)]
+                m.d.sync += [n_active.eq(n_active + 1),
+                             cnt["ACTIVE_PIXELS"].eq(cnt["ACTIVE_PIXELS"] + 1)]
+            with m.Else():
+                m.d.comb += fifo.w_en.eq(1)
+                m.d.sync += tile_out.eq(tile_out + 1)
+                with m.If((phase == PH_BASE) & ~cond_empty):
+                    m.d.comb += skip_drain.eq(cond_work)
+
+        # ---------------------------------------------------------------- row-set loader
+        m.d.comb += al_rp.addr.eq(al_rd)
+        m.d.sync += rl_wr.eq(0)
+        with m.If(running & ~rl_busy & ~rl_wr & ~rl_done & src_left):
+            m.d.sync += [rl_busy.eq(1), rl_r.eq(0)]
+        with m.If(rl_busy):
+            m.d.sync += [rl_wr.eq(1), rl_wr_row.eq(rl_r), rl_wr_valid.eq(src_left),
+                         rl_wr_k.eq(al_rd[:PIX_BITS])]
+            m.d.sync += [rl_wr_walk["p"].eq(pw_p[:PIX_BITS]), rl_wr_walk["ybase"].eq(pw_ybase),
+                         rl_wr_walk["xbase"].eq(pw_xbase),
+                         rl_wr_walk["abase"].eq(pw_rowaddr + pw_xbase)]
+            m.d.sync += rl_r.eq(rl_r + 1)
+            with m.If(rl_r == R - 1):
+                m.d.sync += rl_busy.eq(0)
+            with m.If(src_left):
+                with m.If(phase == PH_COND):
+                    m.d.sync += al_rd.eq(al_rd + 1)
+                with m.Else():
+                    m.d.sync += pw_p.eq(pw_p + 1)
+                    with m.If(pw_x == w_out - 1):
+                        m.d.sync += [pw_x.eq(0), pw_xbase.eq(-pad_left),
+                                     pw_ybase.eq(pw_ybase + stride),
+                                     pw_rowaddr.eq(pw_rowaddr + stride * w_in)]
+                    with m.Else():
+                        m.d.sync += [pw_x.eq(pw_x + 1), pw_xbase.eq(pw_xbase + stride)]
+        with m.If(rl_wr):
+            for r in range(R):
+                with m.If(rl_wr_row == r):
+                    m.d.sync += [nxt["valid"][r].eq(rl_wr_valid), nxt["k"][r].eq(rl_wr_k)]
+                    with m.If(phase == PH_COND):
+                        m.d.sync += [nxt["p"][r].eq(al_rp.data.p),
+                                     nxt["ybase"][r].eq(al_rp.data.ybase),
+                                     nxt["xbase"][r].eq(al_rp.data.xbase),
+                                     nxt["abase"][r].eq(al_rp.data.abase),
+                                     nxt["gate"][r].eq(al_rp.data.gate)]
+                    with m.Else():
+                        m.d.sync += [nxt[f][r].eq(rl_wr_walk[f])
+                                     for f in ("p", "ybase", "xbase", "abase")]
+                        m.d.sync += nxt["gate"][r].eq((1 << C) - 1)
+            with m.If(rl_wr_row == R - 1):
+                m.d.sync += rl_done.eq(1)
+
+        # ---------------------------------------------------------------- issuer
+        with m.If(running):
+            with m.If(have_cur):
+                m.d.comb += issue.eq(~(is_last & in_flight))
+            with m.Elif(rl_done):
+                m.d.comb += swap.eq(1)
+        with m.If(issue):
+            m.d.sync += st_first.eq(0)
+            m.d.sync += cnt["MACS_ISSUED"].eq(cnt["MACS_ISSUED"] + sum(macs_now))
+            with m.If(is_last):
+                m.d.sync += copy_set(drn, cur)
+                m.d.sync += [in_flight.eq(1), dcount.eq(C), d_r.eq(0),
+                             cnt["PASSES"].eq(cnt["PASSES"] + 1)]
+                m.d.sync += reset_steps()
+                with m.If(rl_done):
+                    m.d.comb += swap.eq(1)
+                with m.Else():
+                    m.d.sync += have_cur.eq(0)
+            with m.Elif(~last_kx):
+                m.d.sync += [st_kx.eq(st_kx + 1), st_w.eq(st_w + 1)]
+            with m.Elif(~last_ky):
+                m.d.sync += [st_kx.eq(0), st_ky.eq(st_ky + 1), st_kyoff.eq(st_kyoff + w_in),
+                             st_w.eq(st_w + 1)]
+            with m.Elif(~last_i):
+                m.d.sync += [st_kx.eq(0), st_ky.eq(0), st_kyoff.eq(0), st_i.eq(st_i + 1),
+                             st_choff.eq(st_choff + hw_in), st_w.eq(st_w + 1)]
+            with m.Else():
+                m.d.sync += [st_kx.eq(0), st_ky.eq(0), st_kyoff.eq(0), st_seg.eq(1),
+                             st_i.eq(seg1_lo), st_choff.eq(seg1_choff), st_w.eq(seg1_w)]
+        with m.If(swap):
+            m.d.sync += copy_set(cur, nxt)
+            m.d.sync += [rl_done.eq(0), have_cur.eq(1)]
+            m.d.sync += reset_steps()
+
+        m.d.sync += cnt["MACS_SKIPPED"].eq(cnt["MACS_SKIPPED"] + skip_drain +
+                                           Mux(issue, sum(skips_now), 0))
+
+        phase_done = Signal()
+        m.d.comb += phase_done.eq(~have_cur & ~rl_busy & ~rl_wr & ~rl_done & ~src_left &
+                                  ~in_flight & ~d1_go)
+
+        # ---------------------------------------------------------------- main FSM
+        ld_cnt = Signal(3 * DIM_BITS)
+        fire = Signal()
+        m.d.comb += fire.eq(self.s_axis_tvalid & self.s_axis_tready)
+        act_beats = Signal(3 * DIM_BITS)
+        m.d.comb += act_beats.eq((n_act + B - 1) >> bbits)
+        m.d.comb += [act_wr_addr.eq(ld_cnt), wgt_wp.addr.eq(ld_cnt), res_wp.addr.eq(ld_cnt),
+                     wgt_wp.data.eq(self.s_axis_tdata[:8 * C]),
+                     res_wp.data.eq(self.s_axis_tdata[:8 * C])]
+        par_k = Signal(range(len(PARAM_ORDER) + 1))
+        par_c = Signal(range(C + 1))
+        loading = Signal()
+
+        with m.If(busy):
+            m.d.sync += cnt["CYCLES"].eq(cnt["CYCLES"] + 1)
+            with m.If(loading):
+                m.d.sync += cnt["LOAD_CYCLES"].eq(cnt["LOAD_CYCLES"] + 1)
+            with m.Elif(~issue):
+                m.d.sync += cnt["STALL_CYCLES"].eq(cnt["STALL_CYCLES"] + 1)
+
+        def start_phase(ph):
+            stmts = [phase.eq(ph), pw_p.eq(0), pw_x.eq(0), pw_ybase.eq(-pad_top),
+                     pw_xbase.eq(-pad_left), pw_rowaddr.eq(-(pad_top * w_in)), al_rd.eq(0),
+                     have_cur.eq(0), rl_done.eq(0), rl_busy.eq(0)]
+            return stmts
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(regs.start):
+                    m.d.sync += [err_reg.eq(err), done.eq(err != 0)]
+                    with m.If(err == 0):
+                        m.d.sync += [busy.eq(1), ld_cnt.eq(0), tile_o0.eq(0), grp_r.eq(0),
+                                     grp_lo.eq(0)]
+                        m.d.sync += [s.eq(0) for s in cnt.values()]
+                        m.next = "LOAD_ACT"
+            with m.State("LOAD_ACT"):
+                m.d.comb += [self.s_axis_tready.eq(1), loading.eq(1), act_wr_en.eq(fire)]
+                with m.If(fire):
+                    m.d.sync += ld_cnt.eq(ld_cnt + 1)
+                    with m.If(ld_cnt == act_beats - 1):
+                        m.d.sync += ld_cnt.eq(0)
+                        m.next = "LOAD_WGT"
+            with m.State("LOAD_WGT"):
+                m.d.comb += [self.s_axis_tready.eq(1), loading.eq(1), wgt_wp.en.eq(fire)]
+                m.d.sync += [tile_out.eq(0), last_tile.eq(tile_o0 + C >= c_out)]
+                with m.If(fire):
+                    m.d.sync += ld_cnt.eq(ld_cnt + 1)
+                    with m.If(ld_cnt == n_wgt - 1):
+                        m.d.sync += [ld_cnt.eq(0), par_k.eq(0), par_c.eq(0)]
+                        m.next = "LOAD_PAR"
+            with m.State("LOAD_PAR"):
+                m.d.comb += [self.s_axis_tready.eq(1), loading.eq(1)]
+                with m.If(fire):
+                    for k in range(len(PARAM_ORDER)):
+                        for c in range(C):
+                            with m.If((par_k == k) & (par_c == c)):
+                                m.d.sync += par[k][c].eq(self.s_axis_tdata[:32])
+                    m.d.sync += par_c.eq(par_c + 1)
+                    with m.If(par_c == C - 1):
+                        m.d.sync += [par_c.eq(0), par_k.eq(par_k + 1)]
+                        with m.If(par_k == len(PARAM_ORDER) - 1):
+                            m.d.sync += setup_c.eq(0)
+                            with m.If(has_res):
+                                m.next = "LOAD_RES"
+                            with m.Else():
+                                m.next = "COL_SETUP"
+            with m.State("LOAD_RES"):
+                m.d.comb += [self.s_axis_tready.eq(1), loading.eq(1), res_wp.en.eq(fire)]
+                with m.If(fire):
+                    m.d.sync += ld_cnt.eq(ld_cnt + 1)
+                    with m.If(ld_cnt == hw_out - 1):
+                        m.d.sync += ld_cnt.eq(0)
+                        m.next = "COL_SETUP"
+            with m.State("COL_SETUP"):
+                # shift in column setup_c's base range; the group counter runs across tiles
+                valid = (tile_o0 + setup_c) < c_out
+                lo = Mux(base_first, 0, grp_lo)
+                m.d.sync += [col_lo[c].eq(col_lo[c + 1]) for c in range(C - 1)]
+                m.d.sync += [col_lo[C - 1].eq(lo), col_valid.eq(Cat(col_valid[1:], valid))]
+                with m.If(setup_c == 0):
+                    m.d.sync += ncols.eq(valid)
+                with m.Else():
+                    m.d.sync += ncols.eq(ncols + valid)
+                with m.If(valid):
+                    m.d.sync += last_lo.eq(lo)
+                    with m.If(grp_r == group_cout - 1):
+                        m.d.sync += [grp_r.eq(0), grp_lo.eq(grp_lo + base_cin)]
+                    with m.Else():
+                        m.d.sync += grp_r.eq(grp_r + 1)
+                m.d.sync += setup_c.eq(setup_c + 1)
+                with m.If(setup_c == C - 1):
+                    m.next = "PHASE"
+            with m.State("PHASE"):
+                # first phase of the tile: dense or base
+                with m.If(gated):
+                    m.d.sync += start_phase(PH_BASE)
+                    m.d.sync += [seg0_lo.eq(col_lo[0]), seg0_hi.eq(last_lo + base_cin),
+                                 seg1_en.eq(0), n_active.eq(0)]
+                with m.Else():
+                    m.d.sync += start_phase(PH_DENSE)
+                    m.d.sync += [seg0_lo.eq(0), seg0_hi.eq(c_in), seg1_en.eq(0)]
+                m.next = "RUN"
+            with m.State("RUN"):
+                m.d.comb += running.eq(1)
+                with m.If(phase_done):
+                    with m.If((phase == PH_BASE) & (n_active != 0)):
+                        m.next = "COND"
+                    with m.Else():
+                        m.d.sync += tile_o0.eq(tile_o0 + C)
+                        with m.If(last_tile):
+                            m.next = "FLUSH"
+                        with m.Else():
+                            m.next = "LOAD_WGT"
+            with m.State("COND"):
+                m.d.sync += start_phase(PH_COND)
+                blo, bhi = col_lo[0], last_lo + base_cin
+                with m.If(tile_single & (blo != 0) & (bhi != c_in)):
+                    m.d.sync += [seg0_lo.eq(0), seg0_hi.eq(blo), seg1_lo.eq(bhi),
+                                 seg1_hi.eq(c_in), seg1_en.eq(1)]
+                with m.Elif(tile_single & (blo == 0)):
+                    m.d.sync += [seg0_lo.eq(bhi), seg0_hi.eq(c_in), seg1_en.eq(0)]
+                with m.Elif(tile_single):
+                    m.d.sync += [seg0_lo.eq(0), seg0_hi.eq(blo), seg1_en.eq(0)]
+                with m.Else():
+                    m.d.sync += [seg0_lo.eq(0), seg0_hi.eq(c_in), seg1_en.eq(0)]
+                m.next = "RUN"
+            with m.State("FLUSH"):
+                with m.If(fifo.level == 0):
+                    m.d.sync += [busy.eq(0), done.eq(1)]
+                    m.next = "IDLE"
+        return m

@@ -1,0 +1,154 @@
+"""Host sequence: a layer -> register writes and stream beats; result words -> ``y``, ``gate``.
+
+Pure Python/NumPy, no simulator specifics: the Amaranth testbenches, the cocotb testbenches and
+the board host all drive the accelerator with the transactions built here. Formats and addresses
+come from ``sluice.hw.params`` (see ``hw/REGMAP.md``).
+
+A layer whose activations or output pixels do not fit the on-chip buffers is split into bands of
+output rows; each band is one *job* (its own descriptor, with its own top padding and input rows),
+run one after the other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sluice.errors import SluiceError
+from sluice.hw.params import (DEFAULT, FLAG_FIELDS, PARAM_ORDER, PIX_BITS, REG, HwParams)
+
+_FLAG = {name: lsb for name, lsb, _, _ in FLAG_FIELDS}
+
+
+@dataclass
+class Job:
+    """One accelerator job: descriptor writes, input beats, and where its results go."""
+
+    writes: list  # [(byte address, value)], descriptor registers then CTRL.START
+    beats: list  # input stream TDATA values (ints)
+    n_out: int  # result words the job emits
+    y0: int  # first output row of the band
+    h_out: int
+    descriptor: dict = field(default_factory=dict)
+
+
+def _words_from_bytes(raw: np.ndarray, nbytes: int) -> list:
+    raw = np.asarray(raw, dtype=np.uint8).ravel()
+    pad = (-len(raw)) % nbytes
+    raw = np.concatenate([raw, np.zeros(pad, np.uint8)]).reshape(-1, nbytes)
+    return [int.from_bytes(row.tobytes(), "little") for row in raw]
+
+
+def _u32(v) -> int:
+    return int(v) & 0xFFFFFFFF
+
+
+def band_rows(layer, params: HwParams) -> int:
+    """Most output rows per job that fit the activation and pixel buffers."""
+    k, s, p = layer.kernel, layer.stride, layer.padding
+    if layer.c_in * k * k > params.wgt_depth:
+        raise SluiceError(f"{layer.name}: C_in*K*K = {layer.c_in * k * k} exceeds the weight "
+                          f"buffer ({params.wgt_depth} words); build with a larger --wgt-depth")
+    best = 0
+    for rows in range(1, layer.h_out + 1):
+        in_rows = min((rows - 1) * s + k, layer.h_in + p)
+        if (layer.c_in * in_rows * layer.w_in > params.act_depth
+                or rows * layer.w_out > params.pix_depth):
+            break
+        best = rows
+    if best == 0:
+        raise SluiceError(f"{layer.name}: one output row needs more than the activation buffer "
+                          f"({params.act_depth} bytes) or pixel buffers ({params.pix_depth}); "
+                          "build with larger --act-depth/--pix-depth")
+    return best
+
+
+def layer_jobs(layer, params: HwParams = DEFAULT, dense: bool = False) -> list[Job]:
+    """The jobs that run ``layer`` (``dense``: gating off, every output gets the full sum)."""
+    C = params.cols
+    k, s, pad = layer.kernel, layer.stride, layer.padding
+    p = layer.partitions
+    gated = layer.gated and not dense
+    n_tiles = -(-layer.c_out // C)
+    cpad = n_tiles * C
+
+    def per_col(a, fill=0):
+        out = np.full(cpad, fill, np.int64)
+        if a is not None:
+            out[:layer.c_out] = np.asarray(a, np.int64)
+        return out
+
+    params_cols = {
+        "bias": per_col(layer.bias), "thresh": per_col(layer.thresh),
+        "mult": per_col(layer.mult), "shift": per_col(layer.shift),
+        "res_mult": per_col(layer.res_mult), "res_shift": per_col(layer.res_shift),
+    }
+    w = np.zeros((cpad, layer.c_in, k, k), np.int8)
+    w[:layer.c_out] = layer.w
+    flags = ((gated << _FLAG["GATED"]) | (bool(layer.relu) << _FLAG["RELU"])
+             | ((layer.residual is not None) << _FLAG["RESIDUAL"])
+             | ((layer.base == "first") << _FLAG["BASE_FIRST"]))
+
+    jobs = []
+    band = band_rows(layer, params)
+    for y0 in range(0, layer.h_out, band):
+        y1 = min(layer.h_out, y0 + band)
+        in_lo = y0 * s - pad
+        in_hi = (y1 - 1) * s - pad + k
+        lo, hi = max(0, in_lo), min(layer.h_in, in_hi)
+        x = layer.x[:, lo:hi, :]
+        desc = {
+            "C_IN": layer.c_in, "C_OUT": layer.c_out, "H_IN": hi - lo, "W_IN": layer.w_in,
+            "H_OUT": y1 - y0, "W_OUT": layer.w_out, "KERNEL": k, "STRIDE": s,
+            "PAD_TOP": lo - in_lo, "PAD_LEFT": pad, "PARTITIONS": p,
+            "BASE_CIN": layer.c_in // p, "GROUP_COUT": layer.c_out // p, "FLAGS": flags,
+        }
+        beats = _words_from_bytes(x.view(np.uint8), params.stream_bytes)
+        hw = (y1 - y0) * layer.w_out
+        for t in range(n_tiles):
+            wt = w[t * C:(t + 1) * C]  # C, C_in, K, K
+            steps = wt.reshape(C, -1).T  # C_in*K*K, C
+            beats += [int.from_bytes(row.astype(np.int8).tobytes(), "little") for row in steps]
+            for name in PARAM_ORDER:
+                beats += [_u32(v) for v in params_cols[name][t * C:(t + 1) * C]]
+            if layer.residual is not None:
+                res = np.zeros((C, y1 - y0, layer.w_out), np.int8)
+                cs = min(C, layer.c_out - t * C)
+                res[:cs] = layer.residual[t * C:t * C + cs, y0:y1]
+                rows = res.reshape(C, hw).T
+                beats += [int.from_bytes(row.tobytes(), "little") for row in rows]
+        writes = [(REG[name].addr, int(v)) for name, v in desc.items()]
+        writes.append((REG["CTRL"].addr, 1))
+        jobs.append(Job(writes=writes, beats=beats, n_out=n_tiles * hw, y0=y0, h_out=y1 - y0,
+                        descriptor=desc))
+    return jobs
+
+
+def decode_words(layer, job: Job, words: list, y: np.ndarray, gate: np.ndarray,
+                 params: HwParams = DEFAULT) -> None:
+    """Place one job's result words into ``y`` and ``gate`` (``C_out, H_out, W_out``)."""
+    C = params.cols
+    hw = job.h_out * layer.w_out
+    if len(words) != job.n_out:
+        raise SluiceError(f"job at output row {job.y0}: {len(words)} result words, expected "
+                          f"{job.n_out}")
+    for n, word in enumerate(words):
+        t = n // hw
+        pix = (word >> (8 * C)) & ((1 << PIX_BITS) - 1)
+        if pix >= hw:
+            raise SluiceError(f"result word {n}: pixel index {pix} out of range")
+        yy, xx = divmod(pix, layer.w_out)
+        gbits = word >> (8 * C + PIX_BITS)
+        for c in range(C):
+            o = t * C + c
+            if o >= layer.c_out:
+                break
+            v = (word >> (8 * c)) & 0xFF
+            y[o, job.y0 + yy, xx] = v - 256 if v >= 128 else v
+            gate[o, job.y0 + yy, xx] = (gbits >> c) & 1
+
+
+def new_outputs(layer):
+    shape = (layer.c_out, layer.h_out, layer.w_out)
+    return np.zeros(shape, np.int8), np.zeros(shape, np.uint8)
