@@ -1,0 +1,68 @@
+"""Checkpoints: everything needed to rebuild, evaluate, quantise and resume a network."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from sluice.errors import SluiceError
+
+CKPT_FORMAT = "sluice.ckpt/1"
+
+
+def atomic_write_bytes(path, writer) -> None:
+    """Call ``writer(fileobj)`` on a temporary file beside ``path``, then rename it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            writer(f)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def save_checkpoint(path, ckpt: dict) -> None:
+    import torch
+    ckpt = dict(ckpt, format=CKPT_FORMAT)
+    atomic_write_bytes(path, lambda f: torch.save(ckpt, f))
+
+
+def load_checkpoint(path) -> dict:
+    import torch
+    path = Path(path)
+    if not path.is_file():
+        raise SluiceError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # torch raises many types for a non-checkpoint file
+        raise SluiceError(f"{path}: not a readable PyTorch checkpoint "
+                          f"({type(e).__name__})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CKPT_FORMAT:
+        got = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise SluiceError(f"{path}: field 'format' is {got!r}, expected {CKPT_FORMAT!r} "
+                          f"(a checkpoint written by `sluice train`)")
+    for key in ("config", "state_dict", "data"):
+        if key not in ckpt:
+            raise SluiceError(f"{path}: field {key!r} missing from checkpoint")
+    return ckpt
+
+
+def load_model(path):
+    """(model in eval mode, checkpoint dict)."""
+    from .resnet import build_model
+    ckpt = load_checkpoint(path)
+    model = build_model(ckpt["config"])
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as e:
+        raise SluiceError(f"{path}: field 'state_dict' does not match its config: "
+                          f"{str(e).splitlines()[0]}") from None
+    model.eval()
+    return model, ckpt

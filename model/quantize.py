@@ -1,0 +1,315 @@
+"""Post-training quantisation of a trained ResNet to the integer semantics of SPEC section 2.
+
+- BN folded into each convolution: ``w_f = w * s_bn``, ``bias_f = beta - mean * s_bn``.
+- Weights: per-output-channel symmetric int8 in [-127, 127]; accumulator unit of output
+  channel o is ``s_x * s_w[o]``.
+- Activations: one scale per tensor (layer output), calibrated on training images; the network
+  input is exactly ``pixel - 128`` (see data.py), so no rounding happens there.
+- Requantisation and the residual rescale: ``rescale(v, mult, shift)`` with
+  ``mult / 2^shift`` closest to the ratio of scales, ``mult < 2^31``.
+- Gate: the float gate is ``BN_noaffine(Yp) > Δ``, i.e. ``Yp > T = mean + Δ sqrt(var + eps)``
+  on the unfolded base partial sum (which includes a conv bias, if any). The integer base sum
+  (bias excluded) is ``acc_b ~= s_bn * (Yp - b_conv) / (s_x s_w)``, so with ``s_bn > 0``
+  ``thresh = floor(s_bn * (T - b_conv) / (s_x s_w))`` and ``acc_b > thresh`` is the same test.
+- Classifier: global average pool and FC in integers: ``logits_acc = W_q . sum_hw(f) + b_q``
+  (int64), float logits ``logits_acc * logit_scale``.
+
+:class:`QuantNet` runs the quantised network batched in PyTorch with exact integer arithmetic
+(int8 x int8 convolutions are exact in float64, everything else in int64); ``intnet.py`` must
+reproduce its ``logits_acc`` bit for bit from the exported layer files.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sluice.errors import SluiceError
+
+from .gated import base_mask, is_gated
+
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+
+
+def mult_shift(ratio: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel (mult, shift) with ``mult / 2^shift ~= ratio``, mult in [0, 2^31), shift <= 62."""
+    ratio = np.asarray(ratio, dtype=np.float64)
+    if not np.all(np.isfinite(ratio)) or np.any(ratio < 0):
+        raise SluiceError(f"{where}: requantisation ratio is negative or not finite")
+    mult = np.zeros(ratio.shape, np.int64)
+    shift = np.zeros(ratio.shape, np.int64)
+    for i, r in enumerate(ratio.ravel()):
+        if r == 0:
+            continue
+        s = min(62, math.floor(math.log2((2**31 - 1) / r)))
+        if s < 0:
+            raise SluiceError(f"{where}: scale ratio {r:.3g} too large for a 31-bit multiplier")
+        m = round(r * 2**s)
+        while m >= 2**31:
+            s -= 1
+            m = round(r * 2**s)
+        mult.flat[i], shift.flat[i] = m, s
+    return mult.astype(np.int32), shift.astype(np.int32)
+
+
+def rescale_t(v: torch.Tensor, mult: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """SPEC rescale in int64 torch; ``mult``/``shift`` broadcast against ``v``."""
+    rnd = torch.where(shift > 0, torch.ones_like(shift) << (shift - 1).clamp(min=0),
+                      torch.zeros_like(shift))
+    return (v * mult + rnd) >> shift
+
+
+@dataclass
+class QLayer:
+    """One quantised convolution, SPEC section 2 parameters plus its wiring."""
+
+    name: str
+    input: str                    # tensor name of x ("input" or a producing layer's name)
+    residual: str | None          # tensor name of the residual, if any
+    w: np.ndarray                 # int8 (C_out, C_in, K, K)
+    bias: np.ndarray              # int32 (C_out,)
+    mult: np.ndarray
+    shift: np.ndarray
+    kernel: int
+    stride: int
+    padding: int
+    relu: bool
+    partitions: int = 1
+    base: str = "group"
+    thresh: np.ndarray | None = None
+    res_mult: np.ndarray | None = None
+    res_shift: np.ndarray | None = None
+    out_scale: float = 1.0        # float value of one step of this layer's int8 output
+    w_scale: np.ndarray | None = None
+
+    @property
+    def gated(self):
+        return self.thresh is not None
+
+
+@dataclass
+class QuantNet:
+    """The whole quantised network; ``forward`` is integer-exact and batched."""
+
+    layers: list[QLayer]
+    input_scale: float
+    pixel_offset: int
+    feature: str                  # tensor fed to the pool + classifier
+    fc_w: np.ndarray              # int8 (classes, C)
+    fc_b: np.ndarray              # int64 (classes,)
+    logit_scale: np.ndarray       # float64 (classes,)
+    image_size: int = 32
+    in_channels: int = 1
+    stats: dict = field(default_factory=dict)
+
+    def quantise_input(self, u8: torch.Tensor) -> torch.Tensor:
+        """uint8 pixels -> int8 network input (exact: pixel - 128)."""
+        return u8.to(torch.int64) - self.pixel_offset
+
+    def _conv_acc(self, x: torch.Tensor, L: QLayer):
+        xf = x.to(torch.float64)
+        w = torch.from_numpy(L.w.astype(np.float64))
+        full = F.conv2d(xf, w, None, L.stride, L.padding)
+        if not L.gated:
+            return full.round().to(torch.int64), None
+        mask = base_mask(w.shape[0], w.shape[1], L.partitions, L.base)[:, :, None, None]
+        acc_b = F.conv2d(xf, w * mask, None, L.stride, L.padding)
+        acc_b = acc_b.round().to(torch.int64)
+        return acc_b, full.round().to(torch.int64) - acc_b
+
+    def run_layer(self, L: QLayer, x: torch.Tensor, residual: torch.Tensor | None):
+        """(y int64 in int8 range, gate int64 0/1) for a batch; SPEC section 2."""
+        ch = lambda a, dt=torch.int64: torch.from_numpy(np.asarray(a)).to(dt).view(1, -1, 1, 1)
+        acc_b, acc_c = self._conv_acc(x, L)
+        if L.gated:
+            gate = (acc_b > ch(L.thresh)).to(torch.int64)
+            acc = acc_b + gate * acc_c
+        else:
+            gate = torch.ones_like(acc_b)
+            acc = acc_b
+        acc = acc + ch(L.bias)
+        if L.residual is not None:
+            acc = acc + rescale_t(residual, ch(L.res_mult), ch(L.res_shift))
+        y = rescale_t(acc, ch(L.mult), ch(L.shift)).clamp(0 if L.relu else -128, 127)
+        return y, gate
+
+    def forward(self, x_int8: torch.Tensor, record=None):
+        """int8-valued input (N, C, H, W) -> int64 ``logits_acc`` (N, classes).
+
+        ``record``: optional dict filled with name -> (y, gate) of every layer.
+        """
+        t = {"input": x_int8.to(torch.int64)}
+        for L in self.layers:
+            res = t[L.residual] if L.residual is not None else None
+            y, gate = self.run_layer(L, t[L.input], res)
+            t[L.name] = y
+            if record is not None:
+                record[L.name] = (y, gate)
+        return self.classify(t[self.feature])
+
+    def classify(self, feat: torch.Tensor) -> torch.Tensor:
+        pooled = feat.to(torch.int64).sum(dim=(2, 3))
+        w = torch.from_numpy(self.fc_w.astype(np.int64))
+        return (pooled[:, None, :] * w[None]).sum(-1) + torch.from_numpy(self.fc_b)
+
+    def logits(self, logits_acc: torch.Tensor) -> torch.Tensor:
+        return logits_acc.to(torch.float64) * torch.from_numpy(self.logit_scale)
+
+
+def graph(model):
+    """(name, conv, bn, input tensor, residual tensor, relu) in execution order."""
+    out = [("conv1", model.conv1, model.bn1, "input", None, True)]
+    prev = "conv1"
+    for sname in ("layer1", "layer2", "layer3", "layer4"):
+        stage = getattr(model, sname)
+        if not isinstance(stage, torch.nn.Sequential):
+            continue
+        for j, b in enumerate(stage):
+            pre = f"{sname}.{j}"
+            out.append((f"{pre}.conv1", b.conv1, b.bn1, prev, None, True))
+            res = prev
+            if b.downsample is not None:
+                out.append((f"{pre}.downsample.0", b.downsample[0], b.downsample[1], prev, None,
+                            False))
+                res = f"{pre}.downsample.0"
+            out.append((f"{pre}.conv2", b.conv2, b.bn2, f"{pre}.conv1", res, True))
+            prev = f"{pre}.conv2"
+    return out, prev
+
+
+@torch.no_grad()
+def trace_float(model, x: torch.Tensor) -> dict:
+    """Float value of every tensor of the integer graph (eval mode): name -> tensor."""
+    g, _ = graph(model)
+    t = {"input": x}
+    for name, conv, bn, inp, res, relu in g:
+        y = bn(conv(t[inp]))
+        if res is not None:
+            y = y + t[res]
+        t[name] = torch.relu(y) if relu else y
+    return t
+
+
+def _fold(conv, bn):
+    """(folded weight float64, folded bias float64, s_bn float64)."""
+    w = conv.weight.detach().to(torch.float64)
+    s_bn = bn.weight.detach().double() / torch.sqrt(bn.running_var.double() + bn.eps)
+    b_conv = conv.bias.detach().double() if conv.bias is not None else torch.zeros(w.shape[0],
+                                                                                 dtype=torch.float64)
+    b = bn.bias.detach().double() + (b_conv - bn.running_mean.double()) * s_bn
+    return w * s_bn.view(-1, 1, 1, 1), b, s_bn, b_conv
+
+
+@torch.no_grad()
+def calibrate(model, batches, percentile=99.99) -> dict:
+    """Per-tensor activation ranges (mean over batches of the |x| percentile)."""
+    model.eval()
+    sums, n = {}, 0
+    for x in batches:
+        t = trace_float(model, x)
+        for name, v in t.items():
+            a = v.abs().flatten()
+            k = max(1, min(a.numel(), int(math.ceil(a.numel() * percentile / 100.0))))
+            q = float(a.kthvalue(k).values) if percentile < 100 else float(a.max())
+            sums[name] = sums.get(name, 0.0) + q
+        n += 1
+    if n == 0:
+        raise SluiceError("quantisation: no calibration images")
+    return {k: v / n for k, v in sums.items()}
+
+
+@torch.no_grad()
+def quantize(model, calib_batches, input_scale: float, pixel_offset: int = 128,
+             percentile: float = 99.99, image_size: int = 32) -> QuantNet:
+    """Quantise a trained (eval-mode) ResNet; ``calib_batches`` yields normalised floats."""
+    from .gated import is_gated as _is_gated
+    model.eval()
+    for _, m in model.named_modules():
+        if _is_gated(m) and m.shuffle:
+            raise SluiceError("quantisation: channel shuffle is not expressible in SPEC's "
+                              "contiguous base sets; train without --shuffle")
+    ranges = calibrate(model, calib_batches, percentile)
+    g, feature = graph(model)
+    scales = {"input": float(input_scale)}
+    for name, *_ in g:
+        r = ranges[name]
+        scales[name] = (r if r > 0 else 1.0) / 127.0
+    layers = []
+    for name, conv, bn, inp, res, relu in g:
+        k = conv.kernel_size[0]
+        if conv.kernel_size[0] != conv.kernel_size[1] or conv.groups != 1 or \
+                conv.dilation != (1, 1) or conv.stride[0] != conv.stride[1] or \
+                conv.padding[0] != conv.padding[1]:
+            raise SluiceError(f"quantisation: layer {name}: only square, ungrouped, "
+                              f"undilated convolutions are supported")
+        w_f, b_f, s_bn, b_conv = _fold(conv, bn)
+        amax = w_f.abs().amax(dim=(1, 2, 3))
+        s_w = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
+        w_q = torch.round(w_f / s_w.view(-1, 1, 1, 1)).clamp(-127, 127)
+        s_acc = scales[inp] * s_w                                 # float64 per channel
+        bias = torch.round(b_f / s_acc)
+        if bias.abs().max() > INT32_MAX:
+            raise SluiceError(f"quantisation: layer {name}: folded bias does not fit int32")
+        mult, shift = mult_shift((s_acc / scales[name]).numpy(), f"layer {name}")
+        L = QLayer(name=name, input=inp, residual=res, w=w_q.numpy().astype(np.int8),
+                   bias=bias.numpy().astype(np.int32), mult=mult, shift=shift, kernel=k,
+                   stride=conv.stride[0], padding=conv.padding[0], relu=relu,
+                   out_scale=scales[name], w_scale=s_w.numpy())
+        if is_gated(conv):
+            if torch.any(s_bn <= 0):
+                bad = int(torch.nonzero(s_bn <= 0)[0])
+                raise SluiceError(f"quantisation: layer {name}: BN scale of output channel {bad} "
+                                  f"is not positive, so the gate cannot be expressed as "
+                                  f"acc_b > thresh (train with model.constrain())")
+            T = conv.threshold_float().double()
+            th = torch.floor(s_bn * (T - b_conv) / s_acc).clamp(INT32_MIN, INT32_MAX)
+            L.thresh = th.numpy().astype(np.int32)
+            L.partitions, L.base = conv.partitions, conv.base
+        if res is not None:
+            L.res_mult, L.res_shift = mult_shift((scales[res] / s_acc).numpy(),
+                                                 f"layer {name} residual")
+        layers.append(L)
+    fc = model.fc
+    wfc = fc.weight.detach().double()
+    amax = wfc.abs().amax(dim=1)
+    s_wfc = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
+    fc_w = torch.round(wfc / s_wfc[:, None]).clamp(-127, 127)
+    # pooled sum over the H*W positions of the final map; scale of one unit of logits_acc
+    feat_hw = _final_hw(layers, image_size)
+    unit = s_wfc * scales[feature] / feat_hw
+    fc_b = torch.round(fc.bias.detach().double() / unit) if fc.bias is not None else \
+        torch.zeros_like(unit)
+    return QuantNet(layers=layers, input_scale=float(input_scale), pixel_offset=pixel_offset,
+                    feature=feature, fc_w=fc_w.numpy().astype(np.int8),
+                    fc_b=fc_b.numpy().astype(np.int64), logit_scale=unit.numpy(),
+                    image_size=image_size, in_channels=int(model.conv1.in_channels),
+                    stats={"calibration_ranges": ranges, "percentile": percentile})
+
+
+def _final_hw(layers, size: int) -> int:
+    """Number of positions of the final feature map for a ``size`` x ``size`` input."""
+    sizes = {"input": size}
+    for L in layers:
+        sizes[L.name] = (sizes[L.input] + 2 * L.padding - L.kernel) // L.stride + 1
+    return sizes[layers[-1].name] ** 2
+
+
+def quantize_checkpoint(model, ckpt, *, data_dir=None, calib=1000, percentile=99.99,
+                        dataset=None) -> QuantNet:
+    """Quantise a loaded checkpoint, calibrating on its first ``calib`` training images.
+
+    Deterministic (no augmentation, fixed images), so ``sluice eval --int8`` and
+    ``sluice export`` build the same integer network.
+    """
+    from .data import load_dataset
+    ds = load_dataset(dataset or ckpt["data"]["dataset"], "train", data_dir)
+    if calib < 1:
+        raise SluiceError(f"--calib must be >= 1, got {calib}")
+    u8 = ds.images[:calib]
+    batches = [ds.normalise(u8[i:i + 250]) for i in range(0, len(u8), 250)]
+    return quantize(model, batches, input_scale=ds.scale, pixel_offset=128,
+                    percentile=percentile, image_size=int(ds.images.shape[-1]))
