@@ -17,6 +17,7 @@ def add_commands(sub) -> None:
     train.add_arguments(p)
     p.set_defaults(func=_train)
     add_eval(sub)
+    add_export(sub)
 
 
 def _eval(args) -> int:
@@ -29,3 +30,15 @@ def add_eval(sub) -> None:
     p = sub.add_parser("eval", help="top-1, MAC reduction and gate rates of checkpoints")
     evaluate.add_arguments(p)
     p.set_defaults(func=_eval)
+
+
+def _export(args) -> int:
+    from .export import run
+    return run(args)
+
+
+def add_export(sub) -> None:
+    from . import export
+    p = sub.add_parser("export", help="quantise a checkpoint and write layer files + manifest")
+    export.add_arguments(p)
+    p.set_defaults(func=_export)
