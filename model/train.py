@@ -119,6 +119,16 @@ def evaluate_float(model, data, device, batch_size=500, dist=None):
     return correct / max(total, 1), (on / tot if tot else float("nan")), int(correct), int(total)
 
 
+def make_optimizer(model, lr, momentum, weight_decay):
+    """SGD; the gate thresholds (group 1) are excluded from weight decay."""
+    import torch
+    thresholds = [p for n, p in model.named_parameters() if n.endswith("threshold")]
+    others = [p for n, p in model.named_parameters() if not n.endswith("threshold")]
+    return torch.optim.SGD([{"params": others, "weight_decay": weight_decay},
+                            {"params": thresholds, "weight_decay": 0.0}],
+                           lr=lr, momentum=momentum)
+
+
 def run(args) -> int:
     import torch
     import torch.nn.functional as F
@@ -188,11 +198,8 @@ def run(args) -> int:
     model.to(device, memory_format=mf)
     if teacher is not None:
         teacher.to(memory_format=mf)
-    thresholds = [p for n, p in model.named_parameters() if n.endswith("threshold")]
-    others = [p for n, p in model.named_parameters() if not n.endswith("threshold")]
-    opt = torch.optim.SGD([{"params": others, "weight_decay": args.weight_decay},
-                           {"params": thresholds, "weight_decay": 0.0}],
-                          lr=args.lr, momentum=args.momentum)
+    opt = make_optimizer(model, args.lr, args.momentum, args.weight_decay)
+    thresholds = opt.param_groups[1]["params"]
     steps_per_epoch = math.ceil(len(train_set) // dist.world / args.batch_size)
     total_steps = steps_per_epoch * args.epochs
 

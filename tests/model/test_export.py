@@ -1,0 +1,84 @@
+"""Export: files pass the SPEC readers, reproduce y_ref/gate_ref, and the chained integer
+network (reference only) gives exactly the quantised PyTorch model's logits."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sluice.errors import SluiceError
+from sluice.model.export import export_qnet
+from sluice.model.intnet import IntNet, check_export
+from sluice.model.layerfile import read_layer
+from sluice.model.quantize import quantize
+from sluice.model.reference import run_reference
+
+
+@pytest.fixture(scope="module")
+def exported(gated_model, syn_train, syn_test, tmp_path_factory):
+    model, _ = gated_model
+    batches = [x for x, _ in syn_train.batches(128)][:2]
+    qnet = quantize(model, batches, input_scale=syn_train.scale, image_size=16)
+    out = tmp_path_factory.mktemp("export")
+    manifest = export_qnet(qnet, out, sample_u8=syn_test.images[3],
+                           sample_info={"dataset": "synthetic", "index": 3})
+    return qnet, out, manifest
+
+
+def test_files_pass_readers_and_reproduce_refs(exported):
+    qnet, out, manifest = exported
+    files = sorted(p.name for p in out.glob("*.layer.npz"))
+    assert files == [e["file"] for e in manifest["layers"]]  # order obvious from names
+    assert files[0].startswith("00_conv1") and "downsample" in " ".join(files)
+    for e in manifest["layers"]:
+        layer = read_layer(out / e["file"])
+        assert layer.name == e["name"]
+        assert layer.gated == e["gated"]
+        y, gate = run_reference(layer)
+        assert np.array_equal(y, layer.y_ref) and np.array_equal(gate, layer.gate_ref)
+        assert (layer.residual is not None) == (e["residual"] is not None)
+    assert sum(e["gated"] for e in manifest["layers"]) == 16
+    check_export(out)
+
+
+def test_intnet_equals_quantised_torch_model_on_random_inputs(exported):
+    qnet, out, _ = exported
+    net = IntNet(out)
+    g = torch.Generator().manual_seed(5)
+    u8 = torch.randint(0, 256, (4, 1, 16, 16), generator=g, dtype=torch.uint8)
+    x = qnet.quantise_input(u8)
+    rec_t = {}
+    logits_t = qnet.forward(x, record=rec_t)
+    for n in range(4):
+        rec_r = {}
+        logits_r = net.forward(net.quantise_input(u8[n].numpy()), record=rec_r)
+        assert logits_r.tolist() == logits_t[n].tolist()
+        for name, (y, gate) in rec_r.items():
+            assert np.array_equal(y, rec_t[name][0][n].numpy().astype(np.int8)), name
+            assert np.array_equal(gate, rec_t[name][1][n].numpy().astype(np.uint8)), name
+        assert np.allclose(net.logits(logits_r), qnet.logits(logits_t[n:n + 1])[0].numpy())
+
+
+def test_manifest_describes_wiring_input_and_classifier(exported):
+    _, out, manifest = exported
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["format"] == "sluice.model/1"
+    names = [e["name"] for e in m["layers"]]
+    for e in m["layers"]:
+        assert e["input"] == "input" or names.index(e["input"]) < e["index"]
+    ds = [e for e in m["layers"] if e["name"] == "layer2.0.conv2"][0]
+    assert ds["residual"] == "layer2.0.downsample.0"
+    assert m["input"]["pixel_offset"] == 128 and m["classifier"]["arithmetic"].startswith("int")
+    assert m["sample"]["index"] == 3 and len(m["sample"]["logits_acc"]) == 4
+
+
+def test_broken_export_is_a_clear_error(exported, tmp_path):
+    _, out, _ = exported
+    with pytest.raises(SluiceError, match="manifest.json: missing"):
+        IntNet(tmp_path)
+    m = json.loads((out / "manifest.json").read_text())
+    m["format"] = "other/9"
+    (tmp_path / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(SluiceError, match="field 'format'"):
+        IntNet(tmp_path)

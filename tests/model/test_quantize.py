@@ -1,0 +1,97 @@
+"""Quantisation: the integer model equals the reference bit for bit; gates match the float."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sluice.model.gated import base_mask, is_gated
+from sluice.model.layerfile import Layer
+from sluice.model.quantize import graph, mult_shift, quantize
+from sluice.model.reference import run_reference
+
+
+@pytest.fixture(scope="module")
+def qnet(gated_model, syn_train):
+    model, _ = gated_model
+    batches = [x for x, _ in syn_train.batches(128)][:2]
+    return quantize(model, batches, input_scale=syn_train.scale, image_size=16)
+
+
+def to_layer(L, x, residual=None):
+    return Layer(x=x, w=L.w, bias=L.bias, mult=L.mult, shift=L.shift, kernel=L.kernel,
+                 stride=L.stride, padding=L.padding, partitions=L.partitions if L.gated else 1,
+                 base=L.base, relu=L.relu, name=L.name, thresh=L.thresh, residual=residual,
+                 res_mult=L.res_mult, res_shift=L.res_shift)
+
+
+def test_mult_shift_is_accurate():
+    r = np.array([3e-4, 0.7, 1.0, 300.0, 1e-12, 0.0])
+    m, s = mult_shift(r, "test")
+    assert m.dtype == np.int32 and s.dtype == np.int32
+    assert np.all(m >= 0) and np.all(s <= 62) and np.all(s >= 0)
+    approx = m.astype(np.float64) / 2.0 ** s
+    big = r > 1e-9
+    assert np.all(np.abs(approx[big] - r[big]) / r[big] < 2.0 ** -29)
+    assert m[-1] == 0
+
+
+def test_every_layer_matches_reference_on_random_inputs(qnet):
+    g = np.random.default_rng(1)
+    shapes = {"input": (1, 16, 16)}
+    for L in qnet.layers:
+        c_in = L.w.shape[1]
+        h = shapes[L.input][1]
+        lo = -128 if L.input == "input" else 0
+        x = g.integers(lo, 128, size=(3, c_in, h, h)).astype(np.int8)
+        res = None
+        h_out = (h + 2 * L.padding - L.kernel) // L.stride + 1
+        shapes[L.name] = (L.w.shape[0], h_out, h_out)
+        if L.residual is not None:
+            res = g.integers(-128, 128, size=(3, L.w.shape[0], h_out, h_out)).astype(np.int8)
+        y, gate = qnet.run_layer(L, torch.from_numpy(x).long(),
+                                 None if res is None else torch.from_numpy(res).long())
+        for n in range(3):
+            y_ref, gate_ref = run_reference(to_layer(L, x[n], None if res is None else res[n]))
+            assert np.array_equal(y[n].numpy().astype(np.int8), y_ref), L.name
+            assert np.array_equal(gate[n].numpy().astype(np.uint8), gate_ref), L.name
+        if L.gated:
+            assert 0 < gate.float().mean() < 1, L.name
+
+
+def test_integer_gate_agrees_with_float_gate_beyond_rounding(gated_model, qnet, syn_test):
+    """``acc_b > thresh`` equals ``BN_noaffine(Yp) > Δ`` wherever the float margin exceeds the
+    weight-rounding error bound, for the same (quantised) input."""
+    model, _ = gated_model
+    convs = {name: (conv, bn) for name, conv, bn, *_ in graph(model)[0]}
+    rec = {}
+    x_in = qnet.quantise_input(syn_test.images[:16])
+    qnet.forward(x_in, record=rec)
+    tensors = {"input": x_in}
+    tensors.update({k: v[0] for k, v in rec.items()})
+    checked = 0
+    for L in qnet.layers:
+        if not L.gated:
+            continue
+        conv, bn = convs[L.name]
+        assert is_gated(conv)
+        s_x = qnet.input_scale if L.input == "input" else \
+            next(q.out_scale for q in qnet.layers if q.name == L.input)
+        x = tensors[L.input].double()
+        mask = base_mask(conv.out_channels, conv.in_channels, L.partitions, L.base)[:, :, None,
+                                                                                    None]
+        with torch.no_grad():
+            y_base = F.conv2d(x * s_x, conv.weight.double() * mask, None, L.stride, L.padding)
+            t = conv.threshold_float().double().view(1, -1, 1, 1)
+            d_float = y_base > t
+            s_bn = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).double().view(1, -1, 1, 1)
+            s_w = torch.from_numpy(L.w_scale).view(1, -1, 1, 1)
+            # |error of acc_b * s_acc / s_bn| <= 0.5 s_w / s_bn * sum |x| s_x over the window
+            bound = 0.5 * s_w / s_bn * F.conv2d(x.abs() * s_x, mask.double().expand_as(
+                conv.weight).double(), None, L.stride, L.padding) + 2 * s_x * s_w / s_bn
+        d_int = rec[L.name][1].bool()
+        clear = (y_base - t).abs() > bound
+        assert clear.float().mean() > 0.5
+        assert torch.equal(d_int[clear], d_float[clear]), L.name
+        checked += 1
+    assert checked > 0
