@@ -47,58 +47,76 @@ async def axil_read(ctx, dut, addr):
     return value
 
 
-async def run_job(ctx, dut, job, max_cycles=2_000_000):
-    """Write the descriptor, start, stream ``job.beats`` in, collect ``job.n_out`` words.
+def simulate_jobs(jobs, params: HwParams = DEFAULT, vcd=None, max_cycles=2_000_000):
+    """Run ``jobs`` back to back on a fresh instance.
 
-    Returns ``(words, status, error, counters)``.
+    Two testbench processes: the *control* one writes the descriptor and START over AXI4-Lite,
+    then polls STATUS and reads the counters; the *stream* one presents the job's input beats
+    (from before START, so the input is never the bottleneck) and collects the output words with
+    TREADY held high. Returns a list of ``(words, status, error, counters)``.
     """
-    for addr, value in job.writes:
-        await axil_write(ctx, dut, addr, value)
-    status = await axil_read(ctx, dut, REG["STATUS"].addr)
-    words = []
-    if not status & 0b100:  # refused jobs take no stream traffic
-        i, n = 0, len(job.beats)
-        ctx.set(dut.m_axis_tready, 1)
-        cycles = 0
-        while len(words) < job.n_out or i < n:
-            if i < n:
-                ctx.set(dut.s_axis_tvalid, 1)
-                ctx.set(dut.s_axis_tdata, job.beats[i])
-            else:
-                ctx.set(dut.s_axis_tvalid, 0)
-            took = i < n and ctx.get(dut.s_axis_tready)
-            if ctx.get(dut.m_axis_tvalid):
-                words.append(ctx.get(dut.m_axis_tdata))
-            await ctx.tick()
-            i += bool(took)
-            cycles += 1
-            if cycles > max_cycles:
-                raise RuntimeError(f"job did not finish in {max_cycles} cycles "
-                                   f"({i}/{n} beats in, {len(words)}/{job.n_out} words out)")
-        ctx.set(dut.s_axis_tvalid, 0)
-        while True:
-            status = await axil_read(ctx, dut, REG["STATUS"].addr)
-            if not status & 1:
-                break
-    error = await axil_read(ctx, dut, REG["ERROR"].addr)
-    counters = {}
-    for name, _ in COUNTERS:
-        counters[name.lower()] = await axil_read(ctx, dut, REG[name].addr)
-    return words, status, error, counters
-
-
-def simulate_jobs(jobs, params: HwParams = DEFAULT, vcd=None):
-    """Run ``jobs`` back to back on a fresh instance; list of (words, status, error, counters)."""
     dut = Sluice(params)
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     out = []
+    state = {"job": -1, "stop": False, "finished": -1}
 
-    async def bench(ctx):
-        for job in jobs:
-            out.append(await run_job(ctx, dut, job))
+    async def control(ctx):
+        for j, job in enumerate(jobs):
+            for addr, value in job.writes[:-1]:
+                await axil_write(ctx, dut, addr, value)
+            state["job"], state["stop"] = j, False
+            await axil_write(ctx, dut, *job.writes[-1])  # CTRL.START
+            status = await axil_read(ctx, dut, REG["STATUS"].addr)
+            if status & 0b100:
+                state["stop"] = True
+            else:
+                cycles = 0
+                while state["finished"] != j:
+                    await ctx.tick()
+                    cycles += 1
+                    if cycles > max_cycles:
+                        raise RuntimeError(f"job {j} did not finish in {max_cycles} cycles")
+                while True:
+                    status = await axil_read(ctx, dut, REG["STATUS"].addr)
+                    if not status & 1:
+                        break
+            error = await axil_read(ctx, dut, REG["ERROR"].addr)
+            counters = {}
+            for name, _ in COUNTERS:
+                counters[name.lower()] = await axil_read(ctx, dut, REG[name].addr)
+            out.append((stream_words[j], status, error, counters))
+            state["finished"] = j
 
-    sim.add_testbench(bench)
+    stream_words = [[] for _ in jobs]
+
+    async def stream(ctx):
+        ctx.set(dut.m_axis_tready, 1)
+        for j, job in enumerate(jobs):
+            while state["job"] != j:
+                await ctx.tick()
+            words = stream_words[j]
+            i, n = 0, len(job.beats)
+            while (len(words) < job.n_out or i < n) and not state["stop"]:
+                if i < n:
+                    ctx.set(dut.s_axis_tvalid, 1)
+                    ctx.set(dut.s_axis_tdata, job.beats[i])
+                else:
+                    ctx.set(dut.s_axis_tvalid, 0)
+                took = i < n and ctx.get(dut.s_axis_tready)
+                if ctx.get(dut.m_axis_tvalid):
+                    words.append(ctx.get(dut.m_axis_tdata))
+                await ctx.tick()
+                i += bool(took)
+            ctx.set(dut.s_axis_tvalid, 0)
+            if not state["stop"]:
+                state["finished"] = j
+            while state["finished"] < j or (state["job"] == j and state["stop"]
+                                             and len(out) <= j):
+                await ctx.tick()
+
+    sim.add_testbench(control)
+    sim.add_testbench(stream, background=True)
     if vcd:
         with sim.write_vcd(vcd):
             sim.run()

@@ -1,0 +1,128 @@
+"""Hardware subcommands of ``sluice``: verilog, lint, regmap, cycles."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+from sluice.errors import SluiceError
+
+WAIVERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lint_waivers.vlt")
+
+
+def _add_params(p):
+    from sluice.hw.params import DEFAULT
+    p.add_argument("--rows", type=int, default=DEFAULT.rows, help="array rows (output pixels)")
+    p.add_argument("--cols", type=int, default=DEFAULT.cols,
+                   help="array columns (output channels)")
+    p.add_argument("--act-depth", type=int, default=DEFAULT.act_depth,
+                   help="activation buffer bytes (power of two)")
+    p.add_argument("--wgt-depth", type=int, default=DEFAULT.wgt_depth,
+                   help="weight buffer words (power of two)")
+    p.add_argument("--pix-depth", type=int, default=DEFAULT.pix_depth,
+                   help="output pixels per job (power of two)")
+
+
+def _params(args):
+    from sluice.hw.params import HwParams
+    return HwParams(rows=args.rows, cols=args.cols, act_depth=args.act_depth,
+                    wgt_depth=args.wgt_depth, pix_depth=args.pix_depth)
+
+
+def cmd_verilog(args) -> int:
+    from sluice.hw.verilog import verilog_text, write_atomic
+    params = _params(args)
+    if not args.output.endswith(".v"):
+        raise SluiceError(f"-o: {args.output!r} must end in .v")
+    out_dir = os.path.dirname(os.path.abspath(args.output))
+    os.makedirs(out_dir, exist_ok=True)
+    write_atomic(args.output, verilog_text(params))
+    print(f"wrote {args.output} ({params.rows}x{params.cols} array)")
+    return 0
+
+
+def run_lint(verilog_path: str) -> subprocess.CompletedProcess:
+    """``verilator --lint-only -Wall`` with the waiver file; raises if verilator is missing."""
+    exe = shutil.which("verilator")
+    if exe is None:
+        raise SluiceError("verilator is not installed (apt-get install verilator)")
+    from sluice.hw.verilog import TOP_NAME
+    return subprocess.run([exe, "--lint-only", "-Wall", "--top-module", TOP_NAME, WAIVERS,
+                           verilog_path], capture_output=True, text=True)
+
+
+def cmd_lint(args) -> int:
+    from sluice.hw.verilog import verilog_text
+    params = _params(args)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = args.verilog or os.path.join(tmp, "sluice.v")
+        if not args.verilog:
+            with open(path, "w") as f:
+                f.write(verilog_text(params))
+        proc = run_lint(path)
+    sys.stdout.write(proc.stdout)
+    sys.stderr.write(proc.stderr)
+    if proc.returncode == 0:
+        print(f"lint clean ({params.rows}x{params.cols}; waivers: {WAIVERS})")
+    return 0 if proc.returncode == 0 else 1
+
+
+def cmd_regmap(args) -> int:
+    from sluice.hw.params import regmap_markdown
+    from sluice.hw.verilog import write_atomic
+    text = regmap_markdown(_params(args))
+    if args.output:
+        write_atomic(args.output, text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_cycles(args) -> int:
+    from sluice.hw.cycle_model import predict
+    from sluice.model.layerfile import read_layer
+    from sluice.model.reference import run_reference, work_figures
+    params = _params(args)
+    layer = read_layer(args.layer)
+    _, gate = run_reference(layer)
+    pred = predict(layer, gate, params, dense=args.dense)
+    dense = predict(layer, None, params, dense=True)
+    fig = work_figures(layer, gate, params.rows, params.cols)
+    print(f"{layer.name}: {params.rows}x{params.cols}, "
+          f"{'dense' if args.dense or not layer.gated else 'gated'} run")
+    for key, value in pred.items():
+        print(f"  {key:14s} {value}")
+    print(f"  bound_cycles   {fig['bound_cycles']}")
+    util = fig["macs_dense"] / (dense["cycles"] * params.rows * params.cols)
+    print(f"  dense cycles   {dense['cycles']} (utilisation {util:.3f})")
+    if layer.gated and not args.dense:
+        speedup = dense["cycles"] / pred["cycles"]
+        print(f"  speedup        {speedup:.3f}  reduction {fig['reduction']:.3f}  "
+              f"efficiency {speedup / fig['reduction']:.3f}")
+    return 0
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("verilog", help="emit the accelerator as one Verilog file")
+    p.add_argument("-o", "--output", required=True, help="output .v file")
+    _add_params(p)
+    p.set_defaults(func=cmd_verilog)
+
+    p = sub.add_parser("lint", help="verilator --lint-only -Wall on the generated Verilog")
+    p.add_argument("--verilog", help="lint this file instead of generating one")
+    _add_params(p)
+    p.set_defaults(func=cmd_lint)
+
+    p = sub.add_parser("regmap", help="print the register map and stream format (Markdown)")
+    p.add_argument("-o", "--output", help="write to this file instead of stdout")
+    _add_params(p)
+    p.set_defaults(func=cmd_regmap)
+
+    p = sub.add_parser("cycles", help="cycle model prediction for a layer file")
+    p.add_argument("layer", help="LAYER.npz")
+    p.add_argument("--dense", action="store_true", help="predict the dense-mode run")
+    _add_params(p)
+    p.set_defaults(func=cmd_cycles)

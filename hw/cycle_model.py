@@ -1,0 +1,118 @@
+"""Analytic cycle model of the top level (``sluice.hw.top``), same parameters and tiling.
+
+It follows the RTL pass by pass (not cycle by cycle): for every job (band of output rows) and
+channel tile, the loads, the column setup, and each phase's passes with the three things that can
+hold a pass back: the row-set loader (``rows + 3`` cycles to fill the next row set), the drain of
+the previous pass (its last step may only issue ``rows + cols + 1`` cycles after the previous
+pass's last step) and the pass length itself. Assumes the input stream always has the next beat
+and the output stream is always ready (the host sequence's contract); under those conditions it
+reproduces the RTL's CYCLES counter exactly (the tests check this).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sluice.hw.params import DEFAULT, PARAM_ORDER, HwParams
+
+# fixed costs, in cycles (see the RTL): PHASE/COND states; FLUSH waits for the output FIFO to
+# empty: 2 cycles when the last array row of the last pass wrote a result, else 1.
+PHASE_ENTRY = 1
+
+
+def phase_cycles(npix: int, steps: int, p: HwParams) -> tuple[int, int]:
+    """Cycles of one RUN state (one phase) and the number of passes."""
+    R, C = p.rows, p.cols
+    n_pass = -(-npix // R)
+    s = R + 2  # swap cycle of the first row set
+    e_prev = None
+    ready = None
+    for j in range(n_pass):
+        if j > 0:
+            s = e_prev if ready <= e_prev else ready
+        a = s + 1
+        e = a + steps - 1
+        if e_prev is not None:
+            e = max(e, e_prev + C + R + 1)
+        ready = s + R + 3
+        e_prev = e
+    return e_prev + C + R + 3, n_pass
+
+
+def tile_columns(layer, t: int, p: HwParams):
+    """Base ranges of tile t: (valid column count, union lo, union hi, single group)."""
+    C = p.cols
+    base_cin = layer.c_in // layer.partitions
+    group_cout = layer.c_out // layer.partitions
+    os = range(t * C, min(layer.c_out, t * C + C))
+    los = [0 if layer.base == "first" else (o // group_cout) * base_cin for o in os]
+    return len(los), los[0], los[-1] + base_cin, los[0] == los[-1]
+
+
+def job_cycles(layer, job_desc: dict, gate_band, p: HwParams, dense: bool) -> dict:
+    """Cycles of one job; ``gate_band`` is the job's ``C_out, H_out, W_out`` gate bits."""
+    C, B = p.cols, p.stream_bytes
+    k = layer.kernel
+    kk = k * k
+    c_in = layer.c_in
+    hw_out = job_desc["H_OUT"] * job_desc["W_OUT"]
+    n_act = c_in * job_desc["H_IN"] * job_desc["W_IN"]
+    gated = layer.gated and not dense
+    base_cin = c_in // layer.partitions
+    cond_empty = base_cin == c_in
+    load = -(-n_act // B)
+    other = 0
+    steps_total = 0
+    passes = 0
+    n_tiles = -(-layer.c_out // C)
+    for t in range(n_tiles):
+        load += c_in * kk + len(PARAM_ORDER) * C
+        if layer.residual is not None:
+            load += hw_out
+        other += C + PHASE_ENTRY  # COL_SETUP, PHASE
+        ncols, blo, bhi, single = tile_columns(layer, t, p)
+        if not gated:
+            steps = c_in * kk
+            cyc, n = phase_cycles(hw_out, steps, p)
+            other += cyc
+            steps_total += n * steps
+            passes += n
+            last_npix = hw_out
+            continue
+        steps = (bhi - blo) * kk
+        cyc, n = phase_cycles(hw_out, steps, p)
+        other += cyc
+        steps_total += n * steps
+        passes += n
+        last_npix = hw_out
+        g = gate_band[t * C:t * C + ncols].reshape(ncols, -1)
+        n_active = int(g.any(axis=0).sum())
+        if n_active and not cond_empty:
+            cond_ch = (c_in - base_cin) if single else c_in
+            steps = cond_ch * kk
+            cyc, n = phase_cycles(n_active, steps, p)
+            other += PHASE_ENTRY + cyc
+            steps_total += n * steps
+            passes += n
+            last_npix = n_active
+    flush = 2 if last_npix % p.rows == 0 else 1
+    cycles = load + other + flush
+    return {"cycles": cycles, "load_cycles": load, "stall_cycles": cycles - load - steps_total,
+            "steps": steps_total, "passes": passes}
+
+
+def predict(layer, gate=None, params: HwParams = DEFAULT, dense: bool = False) -> dict:
+    """Predicted counters for a whole layer (all jobs). ``gate``: the layer's gate bits
+    (from the reference); needed for gated runs."""
+    from sluice.sim.host import layer_jobs
+
+    if gate is None:
+        if layer.gated and not dense:
+            raise ValueError("a gated run needs the gate bits")
+        gate = np.ones((layer.c_out, layer.h_out, layer.w_out), np.uint8)
+    total = {}
+    for job in layer_jobs(layer, params, dense=dense):
+        band = gate[:, job.y0:job.y0 + job.h_out]
+        for key, v in job_cycles(layer, job.descriptor, band, params, dense).items():
+            total[key] = total.get(key, 0) + v
+    return total
