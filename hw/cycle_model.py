@@ -50,7 +50,12 @@ def tile_columns(layer, t: int, p: HwParams):
 
 
 def job_cycles(layer, job_desc: dict, gate_band, p: HwParams, dense: bool) -> dict:
-    """Cycles of one job; ``gate_band`` is the job's ``C_out, H_out, W_out`` gate bits."""
+    """Cycles of one job; ``gate_band`` is the job's ``C_out, H_out, W_out`` gate bits.
+
+    Cycle 1 is the first busy cycle. The loader reads the activations (cycles 1..A), then fills
+    tile banks alternately; the compute side starts a tile the cycle after it sees the tile's
+    bank full and frees the bank when the tile's last phase ends.
+    """
     C, B = p.cols, p.stream_bytes
     k = layer.kernel
     kk = k * k
@@ -60,45 +65,54 @@ def job_cycles(layer, job_desc: dict, gate_band, p: HwParams, dense: bool) -> di
     gated = layer.gated and not dense
     base_cin = c_in // layer.partitions
     cond_empty = base_cin == c_in
-    load = -(-n_act // B)
-    other = 0
-    steps_total = 0
-    passes = 0
     n_tiles = -(-layer.c_out // C)
+    n_load = c_in * kk + len(PARAM_ORDER) * C + (hw_out if layer.residual is not None else 0)
+
+    # compute-side work per tile: (cycles from COL_SETUP to the last RUN cycle, steps, passes)
+    work = []
+    last_npix = hw_out
     for t in range(n_tiles):
-        load += c_in * kk + len(PARAM_ORDER) * C
-        if layer.residual is not None:
-            load += hw_out
-        other += C + PHASE_ENTRY  # COL_SETUP, PHASE
         ncols, blo, bhi, single = tile_columns(layer, t, p)
-        if not gated:
-            steps = c_in * kk
-            cyc, n = phase_cycles(hw_out, steps, p)
-            other += cyc
-            steps_total += n * steps
-            passes += n
-            last_npix = hw_out
-            continue
-        steps = (bhi - blo) * kk
+        steps = (c_in if not gated else bhi - blo) * kk
         cyc, n = phase_cycles(hw_out, steps, p)
-        other += cyc
-        steps_total += n * steps
-        passes += n
+        span, st, ps = C + PHASE_ENTRY + cyc, n * steps, n
         last_npix = hw_out
-        g = gate_band[t * C:t * C + ncols].reshape(ncols, -1)
-        n_active = int(g.any(axis=0).sum())
-        if n_active and not cond_empty:
-            cond_ch = (c_in - base_cin) if single else c_in
-            steps = cond_ch * kk
-            cyc, n = phase_cycles(n_active, steps, p)
-            other += PHASE_ENTRY + cyc
-            steps_total += n * steps
-            passes += n
-            last_npix = n_active
+        if gated:
+            g = gate_band[t * C:t * C + ncols].reshape(ncols, -1)
+            n_active = int(g.any(axis=0).sum())
+            if n_active and not cond_empty:
+                steps = ((c_in - base_cin) if single else c_in) * kk
+                cyc, n = phase_cycles(n_active, steps, p)
+                span += PHASE_ENTRY + cyc
+                st += n * steps
+                ps += n
+                last_npix = n_active
+        work.append((span, st, ps))
+
+    A = -(-n_act // B)
+    full = []  # cycle in which bank of tile t is first seen full
+    ends = []  # last RUN cycle of tile t
+    load_wait = 0
+    w = A + 1  # loader enters L_WAIT
+    a = 1  # compute enters TILE_WAIT
+    for t in range(n_tiles):
+        free = ends[t - 2] + 1 if t >= 2 else 0
+        # the loader's tile t load may depend on the compute of tile t-2: interleave
+        y = max(w, free)
+        f = y + n_load + 1
+        full.append(f)
+        w = f
+        s = max(a, f) + 1
+        load_wait += max(0, f - a)
+        e = s + work[t][0] - 1
+        ends.append(e)
+        a = e + 1
     flush = 2 if last_npix % p.rows == 0 else 1
-    cycles = load + other + flush
-    return {"cycles": cycles, "load_cycles": load, "stall_cycles": cycles - load - steps_total,
-            "steps": steps_total, "passes": passes}
+    cycles = ends[-1] + flush
+    steps_total = sum(x[1] for x in work)
+    return {"cycles": cycles, "load_cycles": load_wait,
+            "stall_cycles": cycles - load_wait - steps_total,
+            "steps": steps_total, "passes": sum(x[2] for x in work)}
 
 
 def predict(layer, gate=None, params: HwParams = DEFAULT, dense: bool = False) -> dict:

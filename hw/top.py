@@ -145,10 +145,14 @@ class Sluice(wiring.Component):
             act_rd.append(mem.read_port())
             act_mems.append(mem)
 
-        m.submodules.wgt_buf = wgt_mem = Memory(shape=unsigned(8 * C), depth=P.wgt_depth, init=[])
+        # weights and residual are double-buffered per channel tile (bank = tile parity), so the
+        # loader fills tile t+1 while tile t computes
+        m.submodules.wgt_buf = wgt_mem = Memory(shape=unsigned(8 * C), depth=2 * P.wgt_depth,
+                                                init=[])
         wgt_wp = wgt_mem.write_port()
         wgt_rp = wgt_mem.read_port()
-        m.submodules.res_buf = res_mem = Memory(shape=unsigned(8 * C), depth=P.pix_depth, init=[])
+        m.submodules.res_buf = res_mem = Memory(shape=unsigned(8 * C), depth=2 * P.pix_depth,
+                                                init=[])
         res_wp = res_mem.write_port()
         res_rp = res_mem.read_port()
         m.submodules.psum_buf = psum_mem = Memory(
@@ -165,6 +169,11 @@ class Sluice(wiring.Component):
 
         # ---------------------------------------------------------------- per-tile state
         par = [[Signal(32, name=f"par_{n}_{c}") for c in range(C)] for n in PARAM_ORDER]
+        par_ld = [[[Signal(32, name=f"par{b}_{n}_{c}") for c in range(C)] for n in PARAM_ORDER]
+                  for b in range(2)]
+        cmp_bank = Signal()  # bank of the tile being computed
+        ld_bank = Signal()  # bank the loader fills next
+        bank_full = Signal(2)
         par_of = dict(zip(PARAM_ORDER, par))
         col_lo = [Signal(DIM_BITS, name=f"col_lo_{c}") for c in range(C)]
         col_valid = Signal(C)
@@ -295,7 +304,7 @@ class Sluice(wiring.Component):
             skips_now.append(Mux(vr & (phase == PH_COND),
                                  sum((colmask & ~cur["gate"][r])[c] for c in range(C)), 0))
         m.d.sync += [s1_first.eq(st_first), s1_last.eq(is_last)]
-        m.d.comb += wgt_rp.addr.eq(st_w)
+        m.d.comb += wgt_rp.addr.eq(Cat(st_w[:wbits], cmp_bank))
 
         # skew: row r delayed r cycles, column c delayed c cycles
         for r in range(R):
@@ -341,7 +350,7 @@ class Sluice(wiring.Component):
         d_fire = Signal()
         m.d.comb += d_fire.eq(in_flight & (dcount == 0) & room)
         m.d.sync += d1_go.eq(d_fire)
-        m.d.comb += [res_rp.addr.eq(drn_arr["p"][d_r]), psum_rp.addr.eq(drn_arr["k"][d_r])]
+        m.d.comb += [res_rp.addr.eq(Cat(drn_arr["p"][d_r][:pbits], cmp_bank)), psum_rp.addr.eq(drn_arr["k"][d_r])]
         with m.If(in_flight & (dcount != 0)):
             m.d.sync += dcount.eq(dcount - 1)
         with m.If(d_fire):
@@ -480,22 +489,84 @@ class Sluice(wiring.Component):
         m.d.comb += phase_done.eq(~have_cur & ~rl_busy & ~rl_wr & ~rl_done & ~src_left &
                                   ~in_flight & ~d1_go)
 
-        # ---------------------------------------------------------------- main FSM
+        # ---------------------------------------------------------------- loader FSM
         ld_cnt = Signal(3 * DIM_BITS)
+        ld_tile = Signal(DIM_BITS + 1)  # first output channel of the tile being loaded
         fire = Signal()
         m.d.comb += fire.eq(self.s_axis_tvalid & self.s_axis_tready)
         act_beats = Signal(3 * DIM_BITS)
         m.d.comb += act_beats.eq((n_act + B - 1) >> bbits)
-        m.d.comb += [act_wr_addr.eq(ld_cnt), wgt_wp.addr.eq(ld_cnt), res_wp.addr.eq(ld_cnt),
+        m.d.comb += [act_wr_addr.eq(ld_cnt), wgt_wp.addr.eq(Cat(ld_cnt[:wbits], ld_bank)),
+                     res_wp.addr.eq(Cat(ld_cnt[:pbits], ld_bank)),
                      wgt_wp.data.eq(self.s_axis_tdata[:8 * C]),
                      res_wp.data.eq(self.s_axis_tdata[:8 * C])]
         par_k = Signal(range(len(PARAM_ORDER) + 1))
         par_c = Signal(range(C + 1))
-        loading = Signal()
+        start_job = Signal()
+        bank_set = Signal(2)
+        bank_clr = Signal(2)
+        m.d.sync += bank_full.eq((bank_full | bank_set) & ~bank_clr)
 
+        def bank_loaded():
+            stmts = [ld_cnt.eq(0), ld_bank.eq(~ld_bank), ld_tile.eq(ld_tile + C)]
+            return stmts
+
+        with m.FSM(name="loader"):
+            with m.State("L_IDLE"):
+                with m.If(start_job):
+                    m.d.sync += [ld_cnt.eq(0), ld_tile.eq(0), ld_bank.eq(0)]
+                    m.next = "L_ACT"
+            with m.State("L_ACT"):
+                m.d.comb += [self.s_axis_tready.eq(1), act_wr_en.eq(fire)]
+                with m.If(fire):
+                    m.d.sync += ld_cnt.eq(ld_cnt + 1)
+                    with m.If(ld_cnt == act_beats - 1):
+                        m.d.sync += ld_cnt.eq(0)
+                        m.next = "L_WAIT"
+            with m.State("L_WAIT"):
+                with m.If(ld_tile >= c_out):
+                    m.next = "L_IDLE"
+                with m.Elif(~bank_full.bit_select(ld_bank, 1)):
+                    m.next = "L_WGT"
+            with m.State("L_WGT"):
+                m.d.comb += [self.s_axis_tready.eq(1), wgt_wp.en.eq(fire)]
+                with m.If(fire):
+                    m.d.sync += ld_cnt.eq(ld_cnt + 1)
+                    with m.If(ld_cnt == n_wgt - 1):
+                        m.d.sync += [ld_cnt.eq(0), par_k.eq(0), par_c.eq(0)]
+                        m.next = "L_PAR"
+            with m.State("L_PAR"):
+                m.d.comb += self.s_axis_tready.eq(1)
+                with m.If(fire):
+                    for b in range(2):
+                        for k in range(len(PARAM_ORDER)):
+                            for c in range(C):
+                                with m.If((ld_bank == b) & (par_k == k) & (par_c == c)):
+                                    m.d.sync += par_ld[b][k][c].eq(self.s_axis_tdata[:32])
+                    m.d.sync += par_c.eq(par_c + 1)
+                    with m.If(par_c == C - 1):
+                        m.d.sync += [par_c.eq(0), par_k.eq(par_k + 1)]
+                        with m.If(par_k == len(PARAM_ORDER) - 1):
+                            with m.If(has_res):
+                                m.next = "L_RES"
+                            with m.Else():
+                                m.d.comb += bank_set.eq(Mux(ld_bank, 0b10, 0b01))
+                                m.d.sync += bank_loaded()
+                                m.next = "L_WAIT"
+            with m.State("L_RES"):
+                m.d.comb += [self.s_axis_tready.eq(1), res_wp.en.eq(fire)]
+                with m.If(fire):
+                    m.d.sync += ld_cnt.eq(ld_cnt + 1)
+                    with m.If(ld_cnt == hw_out - 1):
+                        m.d.comb += bank_set.eq(Mux(ld_bank, 0b10, 0b01))
+                        m.d.sync += bank_loaded()
+                        m.next = "L_WAIT"
+
+        # ---------------------------------------------------------------- compute FSM
+        waiting = Signal()  # compute waits for the loader (counted as LOAD_CYCLES)
         with m.If(busy):
             m.d.sync += cnt["CYCLES"].eq(cnt["CYCLES"] + 1)
-            with m.If(loading):
+            with m.If(waiting):
                 m.d.sync += cnt["LOAD_CYCLES"].eq(cnt["LOAD_CYCLES"] + 1)
             with m.Elif(~issue):
                 m.d.sync += cnt["STALL_CYCLES"].eq(cnt["STALL_CYCLES"] + 1)
@@ -506,53 +577,29 @@ class Sluice(wiring.Component):
                      have_cur.eq(0), rl_done.eq(0), rl_busy.eq(0)]
             return stmts
 
+        def tile_finished():
+            return [bank_clr.eq(Mux(cmp_bank, 0b10, 0b01))]
+
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(regs.start):
                     m.d.sync += [err_reg.eq(err), done.eq(err != 0)]
                     with m.If(err == 0):
-                        m.d.sync += [busy.eq(1), ld_cnt.eq(0), tile_o0.eq(0), grp_r.eq(0),
-                                     grp_lo.eq(0)]
+                        m.d.comb += start_job.eq(1)
+                        m.d.sync += [busy.eq(1), tile_o0.eq(0), grp_r.eq(0), grp_lo.eq(0),
+                                     cmp_bank.eq(0), bank_full.eq(0)]
                         m.d.sync += [s.eq(0) for s in cnt.values()]
-                        m.next = "LOAD_ACT"
-            with m.State("LOAD_ACT"):
-                m.d.comb += [self.s_axis_tready.eq(1), loading.eq(1), act_wr_en.eq(fire)]
-                with m.If(fire):
-                    m.d.sync += ld_cnt.eq(ld_cnt + 1)
-                    with m.If(ld_cnt == act_beats - 1):
-                        m.d.sync += ld_cnt.eq(0)
-                        m.next = "LOAD_WGT"
-            with m.State("LOAD_WGT"):
-                m.d.comb += [self.s_axis_tready.eq(1), loading.eq(1), wgt_wp.en.eq(fire)]
-                m.d.sync += [tile_out.eq(0), last_tile.eq(tile_o0 + C >= c_out)]
-                with m.If(fire):
-                    m.d.sync += ld_cnt.eq(ld_cnt + 1)
-                    with m.If(ld_cnt == n_wgt - 1):
-                        m.d.sync += [ld_cnt.eq(0), par_k.eq(0), par_c.eq(0)]
-                        m.next = "LOAD_PAR"
-            with m.State("LOAD_PAR"):
-                m.d.comb += [self.s_axis_tready.eq(1), loading.eq(1)]
-                with m.If(fire):
+                        m.next = "TILE_WAIT"
+            with m.State("TILE_WAIT"):
+                m.d.sync += [tile_out.eq(0), last_tile.eq(tile_o0 + C >= c_out), setup_c.eq(0)]
+                with m.If(bank_full.bit_select(cmp_bank, 1)):
                     for k in range(len(PARAM_ORDER)):
                         for c in range(C):
-                            with m.If((par_k == k) & (par_c == c)):
-                                m.d.sync += par[k][c].eq(self.s_axis_tdata[:32])
-                    m.d.sync += par_c.eq(par_c + 1)
-                    with m.If(par_c == C - 1):
-                        m.d.sync += [par_c.eq(0), par_k.eq(par_k + 1)]
-                        with m.If(par_k == len(PARAM_ORDER) - 1):
-                            m.d.sync += setup_c.eq(0)
-                            with m.If(has_res):
-                                m.next = "LOAD_RES"
-                            with m.Else():
-                                m.next = "COL_SETUP"
-            with m.State("LOAD_RES"):
-                m.d.comb += [self.s_axis_tready.eq(1), loading.eq(1), res_wp.en.eq(fire)]
-                with m.If(fire):
-                    m.d.sync += ld_cnt.eq(ld_cnt + 1)
-                    with m.If(ld_cnt == hw_out - 1):
-                        m.d.sync += ld_cnt.eq(0)
-                        m.next = "COL_SETUP"
+                            m.d.sync += par[k][c].eq(Mux(cmp_bank, par_ld[1][k][c],
+                                                         par_ld[0][k][c]))
+                    m.next = "COL_SETUP"
+                with m.Else():
+                    m.d.comb += waiting.eq(1)
             with m.State("COL_SETUP"):
                 # shift in column setup_c's base range; the group counter runs across tiles
                 valid = (tile_o0 + setup_c) < c_out
@@ -588,11 +635,12 @@ class Sluice(wiring.Component):
                     with m.If((phase == PH_BASE) & (n_active != 0)):
                         m.next = "COND"
                     with m.Else():
-                        m.d.sync += tile_o0.eq(tile_o0 + C)
+                        m.d.comb += tile_finished()
+                        m.d.sync += [tile_o0.eq(tile_o0 + C), cmp_bank.eq(~cmp_bank)]
                         with m.If(last_tile):
                             m.next = "FLUSH"
                         with m.Else():
-                            m.next = "LOAD_WGT"
+                            m.next = "TILE_WAIT"
             with m.State("COND"):
                 m.d.sync += start_phase(PH_COND)
                 blo, bhi = col_lo[0], last_lo + base_cin
