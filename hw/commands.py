@@ -24,12 +24,15 @@ def _add_params(p):
                    help="weight buffer words (power of two)")
     p.add_argument("--pix-depth", type=int, default=DEFAULT.pix_depth,
                    help="output pixels per job (power of two)")
+    p.add_argument("--skip-cols", type=int, default=DEFAULT.skip_cols,
+                   help="skip group width in columns (divides --cols)")
 
 
 def _params(args):
     from sluice.hw.params import HwParams
     return HwParams(rows=args.rows, cols=args.cols, act_depth=args.act_depth,
-                    wgt_depth=args.wgt_depth, pix_depth=args.pix_depth)
+                    wgt_depth=args.wgt_depth, pix_depth=args.pix_depth,
+                    skip_cols=args.skip_cols)
 
 
 def cmd_verilog(args) -> int:

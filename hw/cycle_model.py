@@ -15,9 +15,10 @@ import numpy as np
 
 from sluice.hw.params import DEFAULT, PARAM_ORDER, HwParams
 
-# fixed costs, in cycles (see the RTL): PHASE/COND states; FLUSH waits for the output FIFO to
-# empty: 2 cycles when the last array row of the last pass wrote a result, else 1.
+# fixed costs, in cycles (see the RTL): PHASE/COND states; TERM writes the terminating word
+# (1 cycle) and FLUSH waits until it has left the output FIFO (3 cycles).
 PHASE_ENTRY = 1
+TAIL = 4
 
 
 def phase_cycles(npix: int, steps: int, p: HwParams) -> tuple[int, int]:
@@ -37,6 +38,17 @@ def phase_cycles(npix: int, steps: int, p: HwParams) -> tuple[int, int]:
         ready = s + R + 3
         e_prev = e
     return e_prev + C + R + 3, n_pass
+
+
+def active_items(gate_band, t: int, p: HwParams) -> list[int]:
+    """Per skip group of tile t: pixels with any gate on in the group's columns."""
+    C, G = p.cols, p.skip_cols
+    g = gate_band[t * C:t * C + C].reshape(-1, gate_band[0].size)
+    out = []
+    for j in range(p.groups):
+        cols = g[j * G:(j + 1) * G]
+        out.append(int(cols.any(axis=0).sum()) if len(cols) else 0)
+    return out
 
 
 def tile_columns(layer, t: int, p: HwParams):
@@ -70,23 +82,19 @@ def job_cycles(layer, job_desc: dict, gate_band, p: HwParams, dense: bool) -> di
 
     # compute-side work per tile: (cycles from COL_SETUP to the last RUN cycle, steps, passes)
     work = []
-    last_npix = hw_out
     for t in range(n_tiles):
         ncols, blo, bhi, single = tile_columns(layer, t, p)
         steps = (c_in if not gated else bhi - blo) * kk
         cyc, n = phase_cycles(hw_out, steps, p)
         span, st, ps = C + PHASE_ENTRY + cyc, n * steps, n
-        last_npix = hw_out
         if gated:
-            g = gate_band[t * C:t * C + ncols].reshape(ncols, -1)
-            n_active = int(g.any(axis=0).sum())
+            n_active = max(active_items(gate_band, t, p))
             if n_active and not cond_empty:
                 steps = ((c_in - base_cin) if single else c_in) * kk
                 cyc, n = phase_cycles(n_active, steps, p)
                 span += PHASE_ENTRY + cyc
                 st += n * steps
                 ps += n
-                last_npix = n_active
         work.append((span, st, ps))
 
     A = -(-n_act // B)
@@ -107,8 +115,7 @@ def job_cycles(layer, job_desc: dict, gate_band, p: HwParams, dense: bool) -> di
         e = s + work[t][0] - 1
         ends.append(e)
         a = e + 1
-    flush = 2 if last_npix % p.rows == 0 else 1
-    cycles = ends[-1] + flush
+    cycles = ends[-1] + TAIL
     steps_total = sum(x[1] for x in work)
     return {"cycles": cycles, "load_cycles": load_wait,
             "stall_cycles": cycles - load_wait - steps_total,

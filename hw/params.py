@@ -37,13 +37,18 @@ class HwParams:
     ``act_depth`` bytes of activation buffer (replicated once per row), ``wgt_depth`` weight
     words of ``cols`` bytes (one word per (input channel, ky, kx) step of a channel tile),
     ``pix_depth`` output pixels per layer job (partial-sum, active-list and residual buffers).
+    ``skip_cols``: width of a skip group (divides ``cols``). Each group of ``skip_cols`` columns
+    has its own activation feed and its own compacted pixel list in the conditional phase, so a
+    pixel is skipped for a group when the group's ``skip_cols`` gates are all off. Narrower
+    groups skip more work but need ``rows * cols / skip_cols`` activation buffer copies.
     """
 
     rows: int = 8
     cols: int = 8
-    act_depth: int = 16384
+    act_depth: int = 8192
     wgt_depth: int = 2048
     pix_depth: int = 1024
+    skip_cols: int = 2
 
     def __post_init__(self):
         for name in ("rows", "cols"):
@@ -55,6 +60,8 @@ class HwParams:
             if v < 1 or v & (v - 1) or v > 1 << 20:
                 raise SluiceError(f"--{name.replace('_', '-')}: {v} must be a power of two "
                                   "in 1..2^20")
+        if self.skip_cols < 1 or self.cols % self.skip_cols:
+            raise SluiceError(f"--skip-cols: {self.skip_cols} must divide --cols {self.cols}")
         if self.act_depth % self.stream_bytes:
             raise SluiceError(f"--act-depth: {self.act_depth} must be a multiple of the stream "
                               f"width ({self.stream_bytes} bytes)")
@@ -66,9 +73,20 @@ class HwParams:
         return 1 << (n - 1).bit_length()  # power of two so activation bytes pack evenly
 
     @property
+    def groups(self) -> int:
+        """Skip groups per array row."""
+        return self.cols // self.skip_cols
+
+    @property
+    def act_copies(self) -> int:
+        """Activation buffer copies (one read port per row and skip group)."""
+        return self.rows * self.groups
+
+    @property
     def out_bits(self) -> int:
-        """Result word width: cols int8 values, the pixel index, cols gate bits, byte-aligned."""
-        n = 8 * self.cols + PIX_BITS + self.cols
+        """Result word width (see ``result_fields``), byte-aligned."""
+        f = result_fields(self)[-1]
+        n = f[1] + f[2]
         return (n + 7) // 8 * 8
 
     def as_dict(self) -> dict:
@@ -146,7 +164,8 @@ COUNTERS = (
                      "waiting for the result drain, phase switches)"),
     ("LOAD_CYCLES", "cycles spent reading the input stream while the array was idle"),
     ("PASSES", "array passes issued (rows pixels x cols channels each)"),
-    ("ACTIVE_PIXELS", "pixels that entered a conditional phase (summed over tiles)"),
+    ("ACTIVE_PIXELS", "(pixel, skip group) items that entered a conditional phase, summed "
+                      "over tiles"),
 )
 
 
@@ -182,20 +201,32 @@ ADDR_BITS = 8  # AXI4-Lite address width (byte address)
 #         dense; res_* ignored without RESIDUAL);
 #      c. RES (only with RESIDUAL): H_OUT*W_OUT beats, beat p holds residual[t*cols + c, p] in
 #         byte c.
-# TLAST is ignored on input. The output stream (TDATA = out_bits) carries, per channel tile,
-# exactly H_OUT*W_OUT result words in pixel order of completion (see RESULT_FIELDS); TLAST
-# marks the job's last word.
+# TLAST is ignored on input. The output stream (TDATA = out_bits, see result_fields) carries
+# one word per drained array row that holds any final result; every (output pixel, skip group)
+# of every tile arrives exactly once across the words. The job ends with one word with VALID = 0
+# and TLAST = 1.
 PARAM_ORDER = ("bias", "thresh", "mult", "shift", "res_mult", "res_shift")
 
 
 def result_fields(p: HwParams):
-    """(name, lsb, width, doc) of an output stream word."""
-    c = p.cols
-    return (
-        ("Y", 0, 8 * c, "int8 result of column c in bits 8c+7..8c"),
-        ("PIXEL", 8 * c, PIX_BITS, "output pixel index y_out * W_OUT + x_out"),
-        ("GATE", 8 * c + PIX_BITS, c, "gate bit d of column c (all ones in dense mode)"),
-    )
+    """(name, lsb, width, doc) of an output stream word.
+
+    A word carries one array row of one drained pass: the int8 results of all columns, and per
+    skip group j the output pixel its columns hold and whether they hold a final result.
+    """
+    c, g, ng = p.cols, p.skip_cols, p.cols // p.skip_cols
+    fields = [("Y", 0, 8 * c, "int8 result of column c in bits 8c+7..8c")]
+    lsb = 8 * c
+    for j in range(ng):
+        fields.append((f"PIXEL{j}", lsb, PIX_BITS,
+                       f"output pixel (y_out * W_OUT + x_out) of columns {j * g}..{j * g + g - 1}"))
+        lsb += PIX_BITS
+    fields.append(("VALID", lsb, ng, "bit j: the columns of skip group j hold final results"))
+    lsb += ng
+    fields.append(("GATE", lsb, c, "gate bit d of column c (all ones in dense mode)"))
+    lsb += c
+    fields.append(("TILE", lsb, PIX_BITS, "channel tile: output channel = TILE * cols + c"))
+    return tuple(fields)
 
 
 def kk_of(k: int) -> int:
@@ -243,10 +274,14 @@ def regmap_markdown(p: HwParams = DEFAULT) -> str:
             "",
             "## Output stream",
             "",
-            f"TDATA is {p.out_bits} bits for this array. Per channel tile, exactly "
-            "`H_OUT*W_OUT` words (one per output pixel, in order of completion: pixels "
-            "skipped by the gates first, then the conditional-phase pixels); TLAST marks the "
-            "job's last word.",
+            f"TDATA is {p.out_bits} bits for this array ({p.groups} skip groups of "
+            f"{p.skip_cols} columns). One word per drained array row that holds any final "
+            "result: in the dense and base phases all groups of a row hold the same pixel, and "
+            "a group whose gates are all off delivers its result at once (VALID bit set), "
+            "while the other groups deliver theirs later from the conditional phase, where "
+            "each group works through its own pixel list. Every (output pixel, skip group) of "
+            "every tile arrives exactly once. The job ends with one word with VALID = 0 and "
+            "TLAST = 1.",
             "",
             "| bits | name | meaning |",
             "|---|---|---|"]

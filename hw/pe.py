@@ -63,35 +63,43 @@ class PE(wiring.Component):
 
 
 class SystolicArray(wiring.Component):
-    """``rows x cols`` PEs. Inputs are already skewed (row r delayed r cycles, column c by c).
+    """``rows x cols`` PEs in skip groups of ``group`` columns.
 
-    Ports: ``a[r]``, ``valid[r]``, ``first[r]``, ``last[r]``, ``en[r]`` (cols bits) per row;
-    ``w[c]`` per column; ``psum[r][c]`` the finished sums of the last pass.
+    Each row of each skip group has its own activation feed (``a[r][j]`` with ``valid``,
+    ``first``, ``last`` and a ``group``-bit ``en``), injected at column ``j * group`` and moving
+    right inside the group, so the groups of one row can work on different pixels (the
+    conditional phase packs each group's own pixel list). Inputs are already skewed: feed
+    ``(r, j)`` is delayed ``r + j * group`` cycles, weight column ``c`` by ``c`` cycles.
+    ``psum[r][c]`` holds the finished sums of the last pass.
     """
 
-    def __init__(self, *, rows, cols):
-        self._rows, self._cols = rows, cols
+    def __init__(self, *, rows, cols, group=None):
+        group = group or cols
+        self._rows, self._cols, self._group = rows, cols, group
+        ng = cols // group
         super().__init__({
-            "a": In(signed(ACT_BITS)).array(rows), "valid": In(1).array(rows),
-            "first": In(1).array(rows), "last": In(1).array(rows), "en": In(cols).array(rows),
+            "a": In(signed(ACT_BITS)).array(rows, ng), "valid": In(1).array(rows, ng),
+            "first": In(1).array(rows, ng), "last": In(1).array(rows, ng),
+            "en": In(group).array(rows, ng),
             "w": In(signed(WGT_BITS)).array(cols),
             "psum": Out(signed(ACC_BITS)).array(rows, cols),
         })
 
     def elaborate(self, platform):
         m = Module()
-        R, C = self._rows, self._cols
+        R, C, G = self._rows, self._cols, self._group
         pes = [[None] * C for _ in range(R)]
         for r in range(R):
             for c in range(C):
-                pe = PE(cols=C, col=c)
+                pe = PE(cols=G, col=c % G)
                 m.submodules[f"pe_{r}_{c}"] = pe
                 pes[r][c] = pe
                 m.d.comb += self.psum[r][c].eq(pe.psum)
-                if c == 0:
-                    m.d.comb += [pe.a_in.eq(self.a[r]), pe.valid_in.eq(self.valid[r]),
-                                 pe.first_in.eq(self.first[r]), pe.last_in.eq(self.last[r]),
-                                 pe.en_in.eq(self.en[r])]
+                if c % G == 0:
+                    j = c // G
+                    m.d.comb += [pe.a_in.eq(self.a[r][j]), pe.valid_in.eq(self.valid[r][j]),
+                                 pe.first_in.eq(self.first[r][j]),
+                                 pe.last_in.eq(self.last[r][j]), pe.en_in.eq(self.en[r][j])]
                 else:
                     left = pes[r][c - 1]
                     m.d.comb += [pe.a_in.eq(left.a_out), pe.valid_in.eq(left.valid_out),

@@ -53,7 +53,7 @@ def simulate_jobs(jobs, params: HwParams = DEFAULT, vcd=None, max_cycles=2_000_0
     Two testbench processes: the *control* one writes the descriptor and START over AXI4-Lite,
     then polls STATUS and reads the counters; the *stream* one presents the job's input beats
     (from before START, so the input is never the bottleneck) and collects the output words with
-    TREADY held high. Returns a list of ``(words, status, error, counters)``.
+    TREADY held high until the TLAST word. Returns a list of ``(words, status, error, counters)``.
     """
     dut = Sluice(params)
     sim = Simulator(dut)
@@ -97,7 +97,8 @@ def simulate_jobs(jobs, params: HwParams = DEFAULT, vcd=None, max_cycles=2_000_0
                 await ctx.tick()
             words = stream_words[j]
             i, n = 0, len(job.beats)
-            while (len(words) < job.n_out or i < n) and not state["stop"]:
+            ended = False
+            while not ended and not state["stop"]:
                 if i < n:
                     ctx.set(dut.s_axis_tvalid, 1)
                     ctx.set(dut.s_axis_tdata, job.beats[i])
@@ -105,7 +106,10 @@ def simulate_jobs(jobs, params: HwParams = DEFAULT, vcd=None, max_cycles=2_000_0
                     ctx.set(dut.s_axis_tvalid, 0)
                 took = i < n and ctx.get(dut.s_axis_tready)
                 if ctx.get(dut.m_axis_tvalid):
-                    words.append(ctx.get(dut.m_axis_tdata))
+                    if ctx.get(dut.m_axis_tlast):
+                        ended = True  # the terminating word carries no results
+                    else:
+                        words.append(ctx.get(dut.m_axis_tdata))
                 await ctx.tick()
                 i += bool(took)
             ctx.set(dut.s_axis_tvalid, 0)

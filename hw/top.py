@@ -62,6 +62,8 @@ class Sluice(wiring.Component):
         m = Module()
         P = self.params
         R, C, B = P.rows, P.cols, P.stream_bytes
+        G, NG = P.skip_cols, P.groups
+        Q = R * NG  # slots: (row r, skip group j) -> q = r * NG + j
         abits = _log2(P.act_depth)
         act_words = P.act_depth // B
         bbits = _log2(B)
@@ -137,9 +139,9 @@ class Sluice(wiring.Component):
         act_mems, act_rd = [], []
         act_wr_addr = Signal(_log2(act_words) or 1)
         act_wr_en = Signal()
-        for r in range(R):
+        for q in range(Q):
             mem = Memory(shape=unsigned(8 * B), depth=act_words, init=[])
-            m.submodules[f"act_buf_{r}"] = mem
+            m.submodules[f"act_buf_{q}"] = mem
             wp = mem.write_port()
             m.d.comb += [wp.addr.eq(act_wr_addr), wp.data.eq(self.s_axis_tdata), wp.en.eq(act_wr_en)]
             act_rd.append(mem.read_port())
@@ -154,17 +156,22 @@ class Sluice(wiring.Component):
         m.submodules.res_buf = res_mem = Memory(shape=unsigned(8 * C), depth=2 * P.pix_depth,
                                                 init=[])
         res_wp = res_mem.write_port()
-        res_rp = res_mem.read_port()
-        m.submodules.psum_buf = psum_mem = Memory(
-            shape=data.ArrayLayout(signed(ACC_BITS), C), depth=P.pix_depth, init=[])
-        psum_wp = psum_mem.write_port()
-        psum_rp = psum_mem.read_port()
+        res_rp = [res_mem.read_port() for j in range(NG)]
+        # per skip group: partial sums of the deferred pixels and the active list
         entry = data.StructLayout({"p": PIX_BITS, "ybase": sdim, "xbase": sdim, "abase": saddr,
-                                   "gate": C})
-        m.submodules.active_list = al_mem = Memory(shape=entry, depth=P.pix_depth, init=[])
-        al_wp = al_mem.write_port()
-        al_rp = al_mem.read_port()
-        for wp in (wgt_wp, res_wp, psum_wp, al_wp):
+                                   "gate": G})
+        psum_wp, psum_rp, al_wp, al_rp = [], [], [], []
+        for j in range(NG):
+            mem = Memory(shape=data.ArrayLayout(signed(ACC_BITS), G), depth=P.pix_depth,
+                         init=[])
+            m.submodules[f"psum_buf_{j}"] = mem
+            psum_wp.append(mem.write_port())
+            psum_rp.append(mem.read_port())
+            mem = Memory(shape=entry, depth=P.pix_depth, init=[])
+            m.submodules[f"active_list_{j}"] = mem
+            al_wp.append(mem.write_port())
+            al_rp.append(mem.read_port())
+        for wp in (wgt_wp, res_wp, *psum_wp, *al_wp):
             m.d.comb += wp.en.eq(0)
 
         # ---------------------------------------------------------------- per-tile state
@@ -178,6 +185,7 @@ class Sluice(wiring.Component):
         col_lo = [Signal(DIM_BITS, name=f"col_lo_{c}") for c in range(C)]
         col_valid = Signal(C)
         tile_o0 = Signal(DIM_BITS + 1)
+        tile_idx = Signal(PIX_BITS)
         last_tile = Signal()
         grp_r = Signal(DIM_BITS)
         grp_lo = Signal(DIM_BITS)
@@ -186,8 +194,8 @@ class Sluice(wiring.Component):
         setup_c = Signal(range(C + 1))
         tile_single = Signal()
         m.d.comb += tile_single.eq(base_first | (col_lo[0] == last_lo))
-        cond_work = Signal(32)
-        m.d.comb += cond_work.eq(ncols * (c_in - base_cin) * kk)
+        col_work = Signal(32)  # conditional MACs of one output (pixel, channel)
+        m.d.comb += col_work.eq((c_in - base_cin) * kk)
 
         phase = Signal(2)
         seg0_lo, seg0_hi, seg1_lo, seg1_hi = (Signal(DIM_BITS, name=n) for n in
@@ -197,13 +205,13 @@ class Sluice(wiring.Component):
         # ---------------------------------------------------------------- row sets
         def rowset(prefix):
             return {
-                "valid": [Signal(name=f"{prefix}_valid_{r}") for r in range(R)],
-                "p": [Signal(PIX_BITS, name=f"{prefix}_p_{r}") for r in range(R)],
-                "ybase": [Signal(sdim, name=f"{prefix}_ybase_{r}") for r in range(R)],
-                "xbase": [Signal(sdim, name=f"{prefix}_xbase_{r}") for r in range(R)],
-                "abase": [Signal(saddr, name=f"{prefix}_abase_{r}") for r in range(R)],
-                "gate": [Signal(C, name=f"{prefix}_gate_{r}") for r in range(R)],
-                "k": [Signal(PIX_BITS, name=f"{prefix}_k_{r}") for r in range(R)],
+                "valid": [Signal(name=f"{prefix}_valid_{q}") for q in range(Q)],
+                "p": [Signal(PIX_BITS, name=f"{prefix}_p_{q}") for q in range(Q)],
+                "ybase": [Signal(sdim, name=f"{prefix}_ybase_{q}") for q in range(Q)],
+                "xbase": [Signal(sdim, name=f"{prefix}_xbase_{q}") for q in range(Q)],
+                "abase": [Signal(saddr, name=f"{prefix}_abase_{q}") for q in range(Q)],
+                "gate": [Signal(G, name=f"{prefix}_gate_{q}") for q in range(Q)],
+                "k": [Signal(PIX_BITS, name=f"{prefix}_k_{q}") for q in range(Q)],
             }
         nxt, cur, drn = rowset("next"), rowset("cur"), rowset("drain")
         FIELDS = tuple(nxt)
@@ -214,9 +222,13 @@ class Sluice(wiring.Component):
         pw_ybase = Signal(sdim)
         pw_xbase = Signal(sdim)
         pw_rowaddr = Signal(saddr)
-        # active list (skip controller)
-        n_active = Signal(PIX_BITS + 1)
-        al_rd = Signal(PIX_BITS + 1)
+        # active lists (skip controller), one per skip group
+        n_active = [Signal(PIX_BITS + 1, name=f"n_active_{j}") for j in range(NG)]
+        al_rd = [Signal(PIX_BITS + 1, name=f"al_rd_{j}") for j in range(NG)]
+        al_left = Signal(NG)
+        m.d.comb += [al_left[j].eq(al_rd[j] < n_active[j]) for j in range(NG)]
+        any_active = Signal()
+        m.d.comb += any_active.eq(Cat(*(n != 0 for n in n_active)).any())
 
         # row-set loader
         rl_busy = Signal()
@@ -224,12 +236,12 @@ class Sluice(wiring.Component):
         rl_r = Signal(range(R + 1))
         rl_wr = Signal()
         rl_wr_row = Signal(range(R))
-        rl_wr_valid = Signal()
+        rl_wr_valid = Signal(NG)
         rl_wr_walk = {f: Signal(len(nxt[f][0]) if f != "valid" else 1, name=f"rl_w_{f}")
                       for f in FIELDS}
-        rl_wr_k = Signal(PIX_BITS)
+        rl_wr_k = [Signal(PIX_BITS, name=f"rl_wr_k_{j}") for j in range(NG)]
         src_left = Signal()
-        m.d.comb += src_left.eq(Mux(phase == PH_COND, al_rd < n_active, pw_p < hw_out))
+        m.d.comb += src_left.eq(Mux(phase == PH_COND, al_left.any(), pw_p < hw_out))
         running = Signal()  # in RUN state
 
         # issuer
@@ -267,10 +279,10 @@ class Sluice(wiring.Component):
                     st_choff.eq(seg0_choff), st_kyoff.eq(0), st_w.eq(seg0_w), st_first.eq(1)]
 
         def copy_set(dst, src):
-            return [dst[f][r].eq(src[f][r]) for f in FIELDS for r in range(R)]
+            return [dst[f][q].eq(src[f][q]) for f in FIELDS for q in range(Q)]
 
         # ---------------------------------------------------------------- array feed
-        m.submodules.array = arr = SystolicArray(rows=R, cols=C)
+        m.submodules.array = arr = SystolicArray(rows=R, cols=C, group=G)
         colmask = Signal(C)
         for c in range(C):
             in_base = (st_i >= col_lo[c]) & (st_i < col_lo[c] + base_cin)
@@ -279,47 +291,50 @@ class Sluice(wiring.Component):
                                                               ~in_base)))
         act_off = Signal(abits + DIM_BITS + 3)
         m.d.comb += act_off.eq(st_choff + st_kyoff + st_kx)
-        s1_valid = Signal(R)
+        s1_valid = Signal(Q)
         s1_first = Signal()
         s1_last = Signal()
-        s1_en = [Signal(C, name=f"s1_en_{r}") for r in range(R)]
-        s1_inb = Signal(R)
-        s1_byte = [Signal(max(bbits, 1), name=f"s1_byte_{r}") for r in range(R)]
+        s1_en = [Signal(G, name=f"s1_en_{q}") for q in range(Q)]
+        s1_inb = Signal(Q)
+        s1_byte = [Signal(max(bbits, 1), name=f"s1_byte_{q}") for q in range(Q)]
         macs_now = []
         skips_now = []
-        for r in range(R):
-            iy = Signal(sdim, name=f"iy_{r}")
-            ix = Signal(sdim, name=f"ix_{r}")
-            addr = Signal(saddr, name=f"addr_{r}")
-            m.d.comb += [iy.eq(cur["ybase"][r] + st_ky), ix.eq(cur["xbase"][r] + st_kx),
-                         addr.eq(cur["abase"][r] + act_off)]
+        for q in range(Q):
+            j = q % NG
+            iy = Signal(sdim, name=f"iy_{q}")
+            ix = Signal(sdim, name=f"ix_{q}")
+            addr = Signal(saddr, name=f"addr_{q}")
+            m.d.comb += [iy.eq(cur["ybase"][q] + st_ky), ix.eq(cur["xbase"][q] + st_kx),
+                         addr.eq(cur["abase"][q] + act_off)]
             inb = (iy >= 0) & (iy < h_in) & (ix >= 0) & (ix < w_in)
-            en = Signal(C, name=f"en_{r}")
-            m.d.comb += en.eq(Mux(phase == PH_COND, colmask & cur["gate"][r], colmask))
-            m.d.comb += act_rd[r].addr.eq(addr[bbits:])
-            m.d.sync += [s1_valid[r].eq(issue & cur["valid"][r]), s1_en[r].eq(en),
-                         s1_inb[r].eq(inb), s1_byte[r].eq(addr[:bbits] if bbits else 0)]
-            vr = cur["valid"][r]
-            macs_now.append(Mux(vr, sum(en[c] for c in range(C)), 0))
-            skips_now.append(Mux(vr & (phase == PH_COND),
-                                 sum((colmask & ~cur["gate"][r])[c] for c in range(C)), 0))
+            gmask = colmask[j * G:(j + 1) * G]
+            en = Signal(G, name=f"en_{q}")
+            m.d.comb += en.eq(Mux(phase == PH_COND, gmask & cur["gate"][q], gmask))
+            m.d.comb += act_rd[q].addr.eq(addr[bbits:])
+            m.d.sync += [s1_valid[q].eq(issue & cur["valid"][q]), s1_en[q].eq(en),
+                         s1_inb[q].eq(inb), s1_byte[q].eq(addr[:bbits] if bbits else 0)]
+            vq = cur["valid"][q]
+            macs_now.append(Mux(vq, sum(en[c] for c in range(G)), 0))
+            skips_now.append(Mux(vq & (phase == PH_COND),
+                                 sum((gmask & ~cur["gate"][q])[c] for c in range(G)), 0))
         m.d.sync += [s1_first.eq(st_first), s1_last.eq(is_last)]
         m.d.comb += wgt_rp.addr.eq(Cat(st_w[:wbits], cmp_bank))
 
-        # skew: row r delayed r cycles, column c delayed c cycles
-        for r in range(R):
-            byte = act_rd[r].data.word_select(s1_byte[r], 8) if bbits else act_rd[r].data[:8]
-            a = Signal(signed(8), name=f"feed_a_{r}")
-            m.d.comb += a.eq(Mux(s1_inb[r], byte, 0))
-            stage = (a, s1_valid[r], s1_first, s1_last, s1_en[r])
-            for d in range(r):
-                nxt_stage = tuple(Signal.like(s, name=f"skew_r{r}_{d}_{i}")
-                                  for i, s in enumerate(stage))
-                m.d.sync += [n.eq(s) for n, s in zip(nxt_stage, stage)]
+        # skew: feed (r, j) delayed r + j*G cycles, weight column c delayed c cycles
+        for q in range(Q):
+            r, j = divmod(q, NG)
+            byte = act_rd[q].data.word_select(s1_byte[q], 8) if bbits else act_rd[q].data[:8]
+            a = Signal(signed(8), name=f"feed_a_{q}")
+            m.d.comb += a.eq(Mux(s1_inb[q], byte, 0))
+            stage = (a, s1_valid[q], s1_first, s1_last, s1_en[q])
+            for d in range(r + j * G):
+                nxt_stage = tuple(Signal.like(x, name=f"skew_q{q}_{d}_{i}")
+                                  for i, x in enumerate(stage))
+                m.d.sync += [n.eq(x) for n, x in zip(nxt_stage, stage)]
                 stage = nxt_stage
-            m.d.comb += [arr.a[r].eq(stage[0]), arr.valid[r].eq(stage[1]),
-                         arr.first[r].eq(stage[2]), arr.last[r].eq(stage[3]),
-                         arr.en[r].eq(stage[4])]
+            m.d.comb += [arr.a[r][j].eq(stage[0]), arr.valid[r][j].eq(stage[1]),
+                         arr.first[r][j].eq(stage[2]), arr.last[r][j].eq(stage[3]),
+                         arr.en[r][j].eq(stage[4])]
         for c in range(C):
             w = Signal(signed(8), name=f"feed_w_{c}")
             m.d.comb += w.eq(wgt_rp.data[8 * c:8 * c + 8])
@@ -336,25 +351,27 @@ class Sluice(wiring.Component):
                      self.m_axis_tlast.eq(fifo.r_data[P.out_bits]),
                      self.m_axis_tvalid.eq(fifo.r_rdy), fifo.r_en.eq(self.m_axis_tready)]
         dcount = Signal(range(C + 2))
-        d_on = Signal()
         d_r = Signal(range(R))
         d1_go = Signal()
         d1_psum = [Signal(signed(ACC_BITS), name=f"d1_psum_{c}") for c in range(C)]
-        d1 = {f: Signal.like(drn[f][0], name=f"d1_{f}") for f in FIELDS}
-        tile_out = Signal(2 * DIM_BITS)
+        d1 = [{f: Signal.like(drn[f][0], name=f"d1_{f}_{j}") for f in FIELDS}
+              for j in range(NG)]
         room = Signal()
         m.d.comb += room.eq(fifo.level + d1_go < OUT_FIFO_DEPTH - 1)
-        drn_arr = {f: Array(drn[f]) for f in FIELDS}
+        drn_arr = [{f: Array([drn[f][r * NG + j] for r in range(R)]) for f in FIELDS}
+                   for j in range(NG)]
         psum_rows = Array([Array([arr.psum[r][c] for c in range(C)]) for r in range(R)])
 
         d_fire = Signal()
         m.d.comb += d_fire.eq(in_flight & (dcount == 0) & room)
         m.d.sync += d1_go.eq(d_fire)
-        m.d.comb += [res_rp.addr.eq(Cat(drn_arr["p"][d_r][:pbits], cmp_bank)), psum_rp.addr.eq(drn_arr["k"][d_r])]
+        for j in range(NG):
+            m.d.comb += [res_rp[j].addr.eq(Cat(drn_arr[j]["p"][d_r][:pbits], cmp_bank)),
+                         psum_rp[j].addr.eq(drn_arr[j]["k"][d_r])]
         with m.If(in_flight & (dcount != 0)):
             m.d.sync += dcount.eq(dcount - 1)
         with m.If(d_fire):
-            m.d.sync += [d1[f].eq(drn_arr[f][d_r]) for f in FIELDS]
+            m.d.sync += [d1[j][f].eq(drn_arr[j][f][d_r]) for f in FIELDS for j in range(NG)]
             m.d.sync += [d1_psum[c].eq(psum_rows[d_r][c]) for c in range(C)]
             m.d.sync += d_r.eq(d_r + 1)
             with m.If(d_r == R - 1):
@@ -362,68 +379,84 @@ class Sluice(wiring.Component):
 
         m.submodules.gate_unit = gu = GateUnit(cols=C)
         m.d.comb += gu.col_valid.eq(col_valid)
-        acc_in = []
         ys = []
         for c in range(C):
+            j = c // G
             m.d.comb += [gu.psum[c].eq(d1_psum[c]), gu.thresh[c].eq(par_of["thresh"][c])]
             pp = PostProc()
             m.submodules[f"post_{c}"] = pp
             acc = Signal(signed(ACC_BITS + 1), name=f"acc_{c}")
-            m.d.comb += acc.eq(Mux(phase == PH_COND, psum_rp.data[c] + d1_psum[c], d1_psum[c]))
+            m.d.comb += acc.eq(Mux(phase == PH_COND, psum_rp[j].data[c % G] + d1_psum[c],
+                                   d1_psum[c]))
             m.d.comb += [pp.acc.eq(acc), pp.bias.eq(par_of["bias"][c]),
-                         pp.residual.eq(res_rp.data[8 * c:8 * c + 8]), pp.has_res.eq(has_res),
+                         pp.residual.eq(res_rp[j].data[8 * c:8 * c + 8]),
+                         pp.has_res.eq(has_res),
                          pp.res_mult.eq(par_of["res_mult"][c]),
                          pp.res_shift.eq(par_of["res_shift"][c][:6]),
                          pp.mult.eq(par_of["mult"][c]), pp.shift.eq(par_of["shift"][c][:6]),
                          pp.relu.eq(relu)]
-            acc_in.append(acc)
             ys.append(pp.y)
         gate_out = Signal(C)
         m.d.comb += gate_out.eq(Mux(phase == PH_DENSE, Const((1 << C) - 1, C),
-                                    Mux(phase == PH_BASE, gu.gate, d1["gate"])))
-        to_active = Signal()
-        m.d.comb += to_active.eq((phase == PH_BASE) & (gu.gate != 0) & ~cond_empty)
-        is_tlast = Signal()
-        m.d.comb += is_tlast.eq(last_tile & (tile_out == hw_out - 1))
-        word = Cat(*ys, d1["p"], gate_out)
-        m.d.comb += [fifo.w_data.eq(Cat(word, Const(0, P.out_bits - len(word)), is_tlast)),
+                                    Mux(phase == PH_BASE, gu.gate,
+                                        Cat(*(d1[j]["gate"] for j in range(NG))))))
+        # skip controller: a group with any gate on defers the pixel to its active list
+        to_active = Signal(NG)
+        out_valid = Signal(NG)
+        for j in range(NG):
+            m.d.comb += to_active[j].eq(d1[j]["valid"] & (phase == PH_BASE) &
+                                        gu.gate[j * G:(j + 1) * G].any() & ~cond_empty)
+            m.d.comb += out_valid[j].eq(d1[j]["valid"] & ~to_active[j])
+        term = Signal()  # the job's terminating word (VALID = 0, TLAST = 1)
+        word = Cat(*ys, *(d1[j]["p"] for j in range(NG)), Mux(term, 0, out_valid), gate_out,
+                   tile_idx)
+        m.d.comb += [fifo.w_data.eq(Cat(word, Const(0, P.out_bits - len(word)), term)),
                      fifo.w_en.eq(0)]
-        m.d.comb += [al_wp.addr.eq(n_active), psum_wp.addr.eq(n_active)]
-        m.d.comb += [al_wp.data.p.eq(d1["p"]), al_wp.data.ybase.eq(d1["ybase"]),
-                     al_wp.data.xbase.eq(d1["xbase"]), al_wp.data.abase.eq(d1["abase"]),
-                     al_wp.data.gate.eq(gu.gate)]
-        m.d.comb += [psum_wp.data[c].eq(d1_psum[c]) for c in range(C)]
-        skip_drain = Signal(32)  # conditional work of a pixel emitted straight from the base
-        m.d.comb += skip_drain.eq(0)
-        with m.If(d1_go & d1["valid"]):
-            with m.If(to_active):
-                m.d.comb += [al_wp.en.eq(1), psum_wp.en.eq(1)]
-                m.d.sync += [n_active.eq(n_active + 1),
-                             cnt["ACTIVE_PIXELS"].eq(cnt["ACTIVE_PIXELS"] + 1)]
-            with m.Else():
-                m.d.comb += fifo.w_en.eq(1)
-                m.d.sync += tile_out.eq(tile_out + 1)
-                with m.If((phase == PH_BASE) & ~cond_empty):
-                    m.d.comb += skip_drain.eq(cond_work)
+        skipped_cols = Signal(C)  # valid columns of groups emitted straight from the base
+        for j in range(NG):
+            wp, pw = al_wp[j], psum_wp[j]
+            m.d.comb += [wp.addr.eq(n_active[j]), pw.addr.eq(n_active[j])]
+            m.d.comb += [wp.data.p.eq(d1[j]["p"]), wp.data.ybase.eq(d1[j]["ybase"]),
+                         wp.data.xbase.eq(d1[j]["xbase"]), wp.data.abase.eq(d1[j]["abase"]),
+                         wp.data.gate.eq(gu.gate[j * G:(j + 1) * G])]
+            m.d.comb += [pw.data[c].eq(d1_psum[j * G + c]) for c in range(G)]
+            with m.If(d1_go & to_active[j]):
+                m.d.comb += [wp.en.eq(1), pw.en.eq(1)]
+                m.d.sync += n_active[j].eq(n_active[j] + 1)
+            m.d.comb += skipped_cols[j * G:(j + 1) * G].eq(
+                Mux(d1_go & out_valid[j] & (phase == PH_BASE) & ~cond_empty,
+                    col_valid[j * G:(j + 1) * G], 0))
+        with m.If(d1_go & out_valid.any()):
+            m.d.comb += fifo.w_en.eq(1)
+        with m.If(d1_go):
+            m.d.sync += cnt["ACTIVE_PIXELS"].eq(cnt["ACTIVE_PIXELS"] +
+                                                sum(to_active[j] for j in range(NG)))
+        skip_drain = Signal(32)  # conditional work of outputs emitted straight from the base
+        m.d.comb += skip_drain.eq(sum(skipped_cols[c] for c in range(C)) * col_work)
 
         # ---------------------------------------------------------------- row-set loader
-        m.d.comb += al_rp.addr.eq(al_rd)
+        for j in range(NG):
+            m.d.comb += al_rp[j].addr.eq(al_rd[j])
         m.d.sync += rl_wr.eq(0)
         with m.If(running & ~rl_busy & ~rl_wr & ~rl_done & src_left):
             m.d.sync += [rl_busy.eq(1), rl_r.eq(0)]
         with m.If(rl_busy):
-            m.d.sync += [rl_wr.eq(1), rl_wr_row.eq(rl_r), rl_wr_valid.eq(src_left),
-                         rl_wr_k.eq(al_rd[:PIX_BITS])]
+            m.d.sync += [rl_wr.eq(1), rl_wr_row.eq(rl_r)]
+            m.d.sync += [rl_wr_k[j].eq(al_rd[j][:PIX_BITS]) for j in range(NG)]
             m.d.sync += [rl_wr_walk["p"].eq(pw_p[:PIX_BITS]), rl_wr_walk["ybase"].eq(pw_ybase),
                          rl_wr_walk["xbase"].eq(pw_xbase),
                          rl_wr_walk["abase"].eq(pw_rowaddr + pw_xbase)]
             m.d.sync += rl_r.eq(rl_r + 1)
             with m.If(rl_r == R - 1):
                 m.d.sync += rl_busy.eq(0)
-            with m.If(src_left):
-                with m.If(phase == PH_COND):
-                    m.d.sync += al_rd.eq(al_rd + 1)
-                with m.Else():
+            with m.If(phase == PH_COND):
+                m.d.sync += rl_wr_valid.eq(al_left)
+                for j in range(NG):
+                    with m.If(al_left[j]):
+                        m.d.sync += al_rd[j].eq(al_rd[j] + 1)
+            with m.Else():
+                m.d.sync += rl_wr_valid.eq(Mux(src_left, (1 << NG) - 1, 0))
+                with m.If(src_left):
                     m.d.sync += pw_p.eq(pw_p + 1)
                     with m.If(pw_x == w_out - 1):
                         m.d.sync += [pw_x.eq(0), pw_xbase.eq(-pad_left),
@@ -434,17 +467,19 @@ class Sluice(wiring.Component):
         with m.If(rl_wr):
             for r in range(R):
                 with m.If(rl_wr_row == r):
-                    m.d.sync += [nxt["valid"][r].eq(rl_wr_valid), nxt["k"][r].eq(rl_wr_k)]
-                    with m.If(phase == PH_COND):
-                        m.d.sync += [nxt["p"][r].eq(al_rp.data.p),
-                                     nxt["ybase"][r].eq(al_rp.data.ybase),
-                                     nxt["xbase"][r].eq(al_rp.data.xbase),
-                                     nxt["abase"][r].eq(al_rp.data.abase),
-                                     nxt["gate"][r].eq(al_rp.data.gate)]
-                    with m.Else():
-                        m.d.sync += [nxt[f][r].eq(rl_wr_walk[f])
-                                     for f in ("p", "ybase", "xbase", "abase")]
-                        m.d.sync += nxt["gate"][r].eq((1 << C) - 1)
+                    for j in range(NG):
+                        q = r * NG + j
+                        m.d.sync += [nxt["valid"][q].eq(rl_wr_valid[j]),
+                                     nxt["k"][q].eq(rl_wr_k[j])]
+                        with m.If(phase == PH_COND):
+                            d = al_rp[j].data
+                            m.d.sync += [nxt["p"][q].eq(d.p), nxt["ybase"][q].eq(d.ybase),
+                                         nxt["xbase"][q].eq(d.xbase),
+                                         nxt["abase"][q].eq(d.abase), nxt["gate"][q].eq(d.gate)]
+                        with m.Else():
+                            m.d.sync += [nxt[f][q].eq(rl_wr_walk[f])
+                                         for f in ("p", "ybase", "xbase", "abase")]
+                            m.d.sync += nxt["gate"][q].eq((1 << G) - 1)
             with m.If(rl_wr_row == R - 1):
                 m.d.sync += rl_done.eq(1)
 
@@ -573,7 +608,8 @@ class Sluice(wiring.Component):
 
         def start_phase(ph):
             stmts = [phase.eq(ph), pw_p.eq(0), pw_x.eq(0), pw_ybase.eq(-pad_top),
-                     pw_xbase.eq(-pad_left), pw_rowaddr.eq(-(pad_top * w_in)), al_rd.eq(0),
+                     pw_xbase.eq(-pad_left), pw_rowaddr.eq(-(pad_top * w_in)),
+                     *(a.eq(0) for a in al_rd),
                      have_cur.eq(0), rl_done.eq(0), rl_busy.eq(0)]
             return stmts
 
@@ -587,11 +623,12 @@ class Sluice(wiring.Component):
                     with m.If(err == 0):
                         m.d.comb += start_job.eq(1)
                         m.d.sync += [busy.eq(1), tile_o0.eq(0), grp_r.eq(0), grp_lo.eq(0),
+                                     tile_idx.eq(0),
                                      cmp_bank.eq(0), bank_full.eq(0)]
                         m.d.sync += [s.eq(0) for s in cnt.values()]
                         m.next = "TILE_WAIT"
             with m.State("TILE_WAIT"):
-                m.d.sync += [tile_out.eq(0), last_tile.eq(tile_o0 + C >= c_out), setup_c.eq(0)]
+                m.d.sync += [last_tile.eq(tile_o0 + C >= c_out), setup_c.eq(0)]
                 with m.If(bank_full.bit_select(cmp_bank, 1)):
                     for k in range(len(PARAM_ORDER)):
                         for c in range(C):
@@ -624,7 +661,7 @@ class Sluice(wiring.Component):
                 with m.If(gated):
                     m.d.sync += start_phase(PH_BASE)
                     m.d.sync += [seg0_lo.eq(col_lo[0]), seg0_hi.eq(last_lo + base_cin),
-                                 seg1_en.eq(0), n_active.eq(0)]
+                                 seg1_en.eq(0), *(n.eq(0) for n in n_active)]
                 with m.Else():
                     m.d.sync += start_phase(PH_DENSE)
                     m.d.sync += [seg0_lo.eq(0), seg0_hi.eq(c_in), seg1_en.eq(0)]
@@ -632,13 +669,14 @@ class Sluice(wiring.Component):
             with m.State("RUN"):
                 m.d.comb += running.eq(1)
                 with m.If(phase_done):
-                    with m.If((phase == PH_BASE) & (n_active != 0)):
+                    with m.If((phase == PH_BASE) & any_active):
                         m.next = "COND"
                     with m.Else():
                         m.d.comb += tile_finished()
-                        m.d.sync += [tile_o0.eq(tile_o0 + C), cmp_bank.eq(~cmp_bank)]
+                        m.d.sync += [tile_o0.eq(tile_o0 + C), cmp_bank.eq(~cmp_bank),
+                                     tile_idx.eq(tile_idx + 1)]
                         with m.If(last_tile):
-                            m.next = "FLUSH"
+                            m.next = "TERM"
                         with m.Else():
                             m.next = "TILE_WAIT"
             with m.State("COND"):
@@ -654,6 +692,10 @@ class Sluice(wiring.Component):
                 with m.Else():
                     m.d.sync += [seg0_lo.eq(0), seg0_hi.eq(c_in), seg1_en.eq(0)]
                 m.next = "RUN"
+            with m.State("TERM"):
+                with m.If(room):
+                    m.d.comb += [term.eq(1), fifo.w_en.eq(1)]
+                    m.next = "FLUSH"
             with m.State("FLUSH"):
                 with m.If(fifo.level == 0):
                     m.d.sync += [busy.eq(0), done.eq(1)]

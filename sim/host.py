@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sluice.errors import SluiceError
-from sluice.hw.params import (DEFAULT, FLAG_FIELDS, PARAM_ORDER, PIX_BITS, REG, HwParams)
+from sluice.hw.params import DEFAULT, FLAG_FIELDS, PARAM_ORDER, REG, HwParams, result_fields
 
 _FLAG = {name: lsb for name, lsb, _, _ in FLAG_FIELDS}
 
@@ -27,7 +27,6 @@ class Job:
 
     writes: list  # [(byte address, value)], descriptor registers then CTRL.START
     beats: list  # input stream TDATA values (ints)
-    n_out: int  # result words the job emits
     y0: int  # first output row of the band
     h_out: int
     descriptor: dict = field(default_factory=dict)
@@ -120,33 +119,50 @@ def layer_jobs(layer, params: HwParams = DEFAULT, dense: bool = False) -> list[J
                 beats += [int.from_bytes(row.tobytes(), "little") for row in rows]
         writes = [(REG[name].addr, int(v)) for name, v in desc.items()]
         writes.append((REG["CTRL"].addr, 1))
-        jobs.append(Job(writes=writes, beats=beats, n_out=n_tiles * hw, y0=y0, h_out=y1 - y0,
+        jobs.append(Job(writes=writes, beats=beats, y0=y0, h_out=y1 - y0,
                         descriptor=desc))
     return jobs
 
 
 def decode_words(layer, job: Job, words: list, y: np.ndarray, gate: np.ndarray,
                  params: HwParams = DEFAULT) -> None:
-    """Place one job's result words into ``y`` and ``gate`` (``C_out, H_out, W_out``)."""
-    C = params.cols
+    """Place one job's result words into ``y`` and ``gate`` (``C_out, H_out, W_out``).
+
+    Checks that every (output pixel, channel) of the job arrives exactly once.
+    """
+    C, G, NG = params.cols, params.skip_cols, params.groups
+    f = {name: (lsb, width) for name, lsb, width, _ in result_fields(params)}
     hw = job.h_out * layer.w_out
-    if len(words) != job.n_out:
-        raise SluiceError(f"job at output row {job.y0}: {len(words)} result words, expected "
-                          f"{job.n_out}")
+    n_tiles = -(-layer.c_out // C)
+    seen = np.zeros((n_tiles * C, hw), np.int32)
+
+    def field(word, name, j=None):
+        lsb, width = f[name if j is None else f"{name}{j}"]
+        return (word >> lsb) & ((1 << width) - 1)
+
     for n, word in enumerate(words):
-        t = n // hw
-        pix = (word >> (8 * C)) & ((1 << PIX_BITS) - 1)
-        if pix >= hw:
-            raise SluiceError(f"result word {n}: pixel index {pix} out of range")
-        yy, xx = divmod(pix, layer.w_out)
-        gbits = word >> (8 * C + PIX_BITS)
-        for c in range(C):
-            o = t * C + c
-            if o >= layer.c_out:
-                break
-            v = (word >> (8 * c)) & 0xFF
-            y[o, job.y0 + yy, xx] = v - 256 if v >= 128 else v
-            gate[o, job.y0 + yy, xx] = (gbits >> c) & 1
+        valid = field(word, "VALID")
+        tile = field(word, "TILE")
+        gbits = field(word, "GATE")
+        for j in range(NG):
+            if not (valid >> j) & 1:
+                continue
+            pix = field(word, "PIXEL", j)
+            if pix >= hw or tile >= n_tiles:
+                raise SluiceError(f"result word {n}: pixel {pix} / tile {tile} out of range")
+            yy, xx = divmod(pix, layer.w_out)
+            for c in range(j * G, (j + 1) * G):
+                o = tile * C + c
+                seen[o, pix] += 1
+                if o >= layer.c_out:
+                    continue
+                v = (word >> (8 * c)) & 0xFF
+                y[o, job.y0 + yy, xx] = v - 256 if v >= 128 else v
+                gate[o, job.y0 + yy, xx] = (gbits >> c) & 1
+    if not (seen == 1).all():
+        bad = int((seen != 1).sum())
+        raise SluiceError(f"job at output row {job.y0}: {bad} (channel, pixel) results missing "
+                          "or repeated in the result words")
 
 
 def new_outputs(layer):

@@ -17,18 +17,21 @@ def _run(dut, bench, clock=True):
     sim.run()
 
 
-@pytest.mark.parametrize("rows,cols", [(3, 4), (2, 2)])
-def test_array_pass_is_matrix_product(rows, cols):
-    """Two back-to-back skewed passes with enables; psum == masked dot products per element."""
-    rng = np.random.default_rng(rows * 10 + cols)
+@pytest.mark.parametrize("rows,cols,group", [(3, 4, 4), (2, 4, 2), (2, 3, 1)])
+def test_array_pass_is_matrix_product(rows, cols, group):
+    """Two back-to-back skewed passes with enables, each skip group on its own activations;
+    psum == masked dot products per element."""
+    rng = np.random.default_rng(rows * 10 + cols + group)
+    ng = cols // group
     steps = 12  # > rows + cols: pass 1 is fully latched before pass 2 latches anywhere
-    dut = SystolicArray(rows=rows, cols=cols)
+    dut = SystolicArray(rows=rows, cols=cols, group=group)
     passes = []
     for _ in range(2):
-        a = rng.integers(-128, 128, (rows, steps))
+        a = rng.integers(-128, 128, (rows, ng, steps))  # each (row, group) its own pixel
         w = rng.integers(-127, 128, (cols, steps))
-        en = rng.integers(0, 2, (rows, steps, cols))
-        expect = np.einsum("rs,cs,rsc->rc", a, w, en)
+        en = rng.integers(0, 2, (rows, cols, steps))
+        expect = np.array([[int((a[r, c // group] * w[c] * en[r, c]).sum())
+                            for c in range(cols)] for r in range(rows)])
         passes.append((a, w, en, expect))
     got = []
 
@@ -36,22 +39,24 @@ def test_array_pass_is_matrix_product(rows, cols):
         total = 2 * steps + rows + cols + 4
         for t in range(total):
             for r in range(rows):
-                s = t - r
-                j, s = divmod(s, steps) if s >= 0 else (9, 0)
-                if 0 <= j < 2:
-                    a, _, en, _ = passes[j]
-                    ctx.set(dut.a[r], int(a[r, s]))
-                    ctx.set(dut.valid[r], 1)
-                    ctx.set(dut.first[r], s == 0)
-                    ctx.set(dut.last[r], s == steps - 1)
-                    ctx.set(dut.en[r], int(sum(int(b) << c for c, b in enumerate(en[r, s]))))
-                else:
-                    ctx.set(dut.valid[r], 0)
+                for j in range(ng):
+                    s = t - r - j * group
+                    k, s = divmod(s, steps) if s >= 0 else (9, 0)
+                    if 0 <= k < 2:
+                        a, _, en, _ = passes[k]
+                        ctx.set(dut.a[r][j], int(a[r, j, s]))
+                        ctx.set(dut.valid[r][j], 1)
+                        ctx.set(dut.first[r][j], s == 0)
+                        ctx.set(dut.last[r][j], s == steps - 1)
+                        bits = en[r, j * group:(j + 1) * group, s]
+                        ctx.set(dut.en[r][j], int(sum(int(b) << i for i, b in enumerate(bits))))
+                    else:
+                        ctx.set(dut.valid[r][j], 0)
             for c in range(cols):
                 s = t - c
-                j, s = divmod(s, steps) if s >= 0 else (9, 0)
-                if 0 <= j < 2:
-                    ctx.set(dut.w[c], int(passes[j][1][c, s]))
+                k, s = divmod(s, steps) if s >= 0 else (9, 0)
+                if 0 <= k < 2:
+                    ctx.set(dut.w[c], int(passes[k][1][c, s]))
             await ctx.tick()
             if t == steps + rows + cols:  # first pass finished everywhere, second not yet
                 got.append([[ctx.get(dut.psum[r][c]) for c in range(cols)] for r in range(rows)])

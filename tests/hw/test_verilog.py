@@ -10,7 +10,7 @@ import pytest
 from sluice.hw.params import DEFAULT, HwParams, regmap_markdown
 from sluice.hw.verilog import verilog_text
 
-SMALL = HwParams(rows=2, cols=3, act_depth=256, wgt_depth=64, pix_depth=16)
+SMALL = HwParams(rows=2, cols=4, act_depth=256, wgt_depth=64, pix_depth=16, skip_cols=2)
 HW_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "hw")
 
 
@@ -21,21 +21,21 @@ def small_verilog():
 
 def test_verilog_is_deterministic(small_verilog):
     assert verilog_text(SMALL) == small_verilog
-    assert "//   rows = 2" in small_verilog and "//   cols = 3" in small_verilog
+    assert "//   rows = 2" in small_verilog and "//   cols = 4" in small_verilog
     assert "module sluice_top(" in small_verilog
     assert small_verilog.count("\nmodule ") == 1 or "endmodule" in small_verilog
     assert "src =" not in small_verilog  # no source paths: byte-identical across checkouts
 
 
 def test_verilog_differs_with_parameters(small_verilog):
-    other = verilog_text(HwParams(rows=3, cols=3, act_depth=256, wgt_depth=64, pix_depth=16))
+    other = verilog_text(HwParams(rows=3, cols=4, act_depth=256, wgt_depth=64, pix_depth=16))
     assert other != small_verilog
 
 
 def test_cli_writes_verilog(tmp_path):
     from sluice.cli import main
     out = tmp_path / "a.v"
-    assert main(["verilog", "-o", str(out), "--rows", "2", "--cols", "3", "--act-depth", "256",
+    assert main(["verilog", "-o", str(out), "--rows", "2", "--cols", "4", "--act-depth", "256",
                  "--wgt-depth", "64", "--pix-depth", "16"]) == 0
     assert out.read_text() == verilog_text(SMALL)
     assert main(["verilog", "-o", str(tmp_path / "b.v"), "--rows", "1"]) == 2
