@@ -10,6 +10,15 @@ from sluice.errors import SluiceError
 
 CKPT_FORMAT = "sluice.ckpt/1"
 
+#: The embedded default: width-16 post-activation ResNet-18, Fashion-MNIST, p = 4, group.
+#: Commands accept the word ``default`` for it; its training record is the .json beside it.
+DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "fmnist_resnet18w16_cg_p4.pt"
+
+
+def resolve(path) -> Path:
+    """``"default"`` -> the embedded checkpoint; anything else unchanged."""
+    return DEFAULT_CHECKPOINT if str(path) == "default" else Path(path)
+
 
 def atomic_write_bytes(path, writer) -> None:
     """Call ``writer(fileobj)`` on a temporary file beside ``path``, then rename it."""
@@ -36,7 +45,7 @@ def save_checkpoint(path, ckpt: dict) -> None:
 
 def load_checkpoint(path) -> dict:
     import torch
-    path = Path(path)
+    path = resolve(path)
     if not path.is_file():
         raise SluiceError(f"{path}: checkpoint not found")
     try:

@@ -119,6 +119,7 @@ def evaluate_checkpoint(path, *, int8=False, data_dir=None, limit=0, calib=1000,
         qnet = quantize_checkpoint(model, ckpt, data_dir=data_dir, calib=calib,
                                    percentile=percentile, dataset=ds_name)
         agree = agree_n = 0
+        batch_size = min(batch_size, 100)  # float64/int64 maps: keep them cache-sized
         for i in range(0, len(test), batch_size):
             u8, y = test.images[i:i + batch_size], test.labels[i:i + batch_size]
             rec = {}

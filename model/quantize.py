@@ -110,16 +110,37 @@ class QuantNet:
         """uint8 pixels -> int8 network input (exact: pixel - 128)."""
         return u8.to(torch.int64) - self.pixel_offset
 
+    def _weights(self, L: QLayer):
+        """float64 weights (full, and base-only as a grouped conv), cached per layer."""
+        cache = self.__dict__.setdefault("_wcache", {})
+        if L.name not in cache:
+            w = torch.from_numpy(L.w.astype(np.float64))
+            wb = None
+            if L.gated:
+                p, co, ci = L.partitions, w.shape[0], w.shape[1]
+                if L.base == "group":  # block diagonal: a grouped conv with 1/p of the work
+                    wb = torch.diagonal(w.view(p, co // p, p, ci // p, *w.shape[2:]), dim1=0,
+                                        dim2=2).permute(4, 0, 1, 2, 3).reshape(co, ci // p,
+                                                                                *w.shape[2:])
+                else:
+                    wb = w[:, :ci // p].contiguous()
+            cache[L.name] = (w, wb)
+        return cache[L.name]
+
     def _conv_acc(self, x: torch.Tensor, L: QLayer):
+        """(acc_b, acc_c) int64, or (acc, None) for a dense layer. int8 x int8 sums stay
+        below 2^53, so float64 convolutions are exact."""
         xf = x.to(torch.float64)
-        w = torch.from_numpy(L.w.astype(np.float64))
-        full = F.conv2d(xf, w, None, L.stride, L.padding)
+        w, wb = self._weights(L)
+        full = F.conv2d(xf, w, None, L.stride, L.padding).round_().to(torch.int64)
         if not L.gated:
-            return full.round().to(torch.int64), None
-        mask = base_mask(w.shape[0], w.shape[1], L.partitions, L.base)[:, :, None, None]
-        acc_b = F.conv2d(xf, w * mask, None, L.stride, L.padding)
-        acc_b = acc_b.round().to(torch.int64)
-        return acc_b, full.round().to(torch.int64) - acc_b
+            return full, None
+        if L.base == "group":
+            acc_b = F.conv2d(xf, wb, None, L.stride, L.padding, groups=L.partitions)
+        else:
+            acc_b = F.conv2d(xf[:, :wb.shape[1]], wb, None, L.stride, L.padding)
+        acc_b = acc_b.round_().to(torch.int64)
+        return acc_b, full - acc_b
 
     def run_layer(self, L: QLayer, x: torch.Tensor, residual: torch.Tensor | None):
         """(y int64 in int8 range, gate int64 0/1) for a batch; SPEC section 2."""

@@ -120,3 +120,19 @@ def test_fashion_mnist_from_debian_package():
     assert int(test.images[:, :, :2].max()) == 0  # padded with background
     x, _ = next(test.batches(8, augment=True, gen=torch.Generator().manual_seed(0)))
     assert x.shape == (8, 1, 32, 32) and x.dtype == torch.float32
+
+
+def test_init_from_dense_for_gated_fine_tuning(dense_run, tmp_path):
+    out = tmp_path / "ft"
+    assert main(["train", *COMMON, "--epochs", "1", "--init-from", str(dense_run / "model.pt"),
+                 "--threshold-init", "1.5", "--lr", "0.0", "-o", str(out)]) == 0
+    dense = load_checkpoint(dense_run / "model.pt")["state_dict"]
+    gated = load_checkpoint(out / "model.pt")["state_dict"]
+    # lr 0: the copied weights are unchanged, thresholds start at the given value
+    assert torch.equal(gated["layer1.0.conv1.weight"], dense["layer1.0.conv1.weight"])
+    assert torch.all(gated["layer1.0.conv1.threshold"] == 1.5)
+    with pytest.raises(SluiceError, match="--init-from"):
+        from sluice.model.resnet import build_model, default_config
+        from sluice.model.train import init_from
+        init_from(build_model(default_config(width=16, in_channels=1, num_classes=4)),
+                  dense_run / "model.pt")
