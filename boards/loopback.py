@@ -1,0 +1,77 @@
+"""A stand-in accelerator for link tests: the real register file, a trivial stream function.
+
+Same ports as ``sluice.hw.top.Sluice`` (plus ``done``). Writing CTRL.START starts a job of
+``C_IN`` input beats; each beat comes back as one output word, ``word = (beat | index << 8 *
+stream_bytes) mod 2^out_bits``, TLAST on the last. The input is taken only every other cycle and
+the output waits in a 4-word FIFO, so the bridge sees back-pressure both ways. ``CYCLES``
+counts the job's cycles. Used by the bridge tests and for bringing up a board's link
+(``sluice build --board NAME --loopback``).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from sluice.hw.params import COUNTERS, DIM_BITS
+from sluice.hw.regs import RegisterFile, axil_members
+
+
+def loopback_word(beat: int, index: int, params) -> int:
+    """What the loopback answers for input ``beat`` number ``index`` (the test's oracle)."""
+    return (beat | index << 8 * params.stream_bytes) & ((1 << params.out_bits) - 1)
+
+
+class LoopbackAccelerator(wiring.Component):
+    def __init__(self, params):
+        self.params = params
+        members = axil_members()
+        members.update({
+            "s_axis_tdata": In(8 * params.stream_bytes), "s_axis_tvalid": In(1),
+            "s_axis_tready": Out(1), "s_axis_tlast": In(1),
+            "m_axis_tdata": Out(params.out_bits), "m_axis_tvalid": Out(1),
+            "m_axis_tready": In(1), "m_axis_tlast": Out(1),
+            "done": Out(1),
+        })
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        m.submodules.regs = regs = RegisterFile(rows=p.rows, cols=p.cols)
+        for name, member in axil_members().items():
+            if member.flow == Out:
+                m.d.comb += getattr(self, name).eq(getattr(regs, name))
+            else:
+                m.d.comb += getattr(regs, name).eq(getattr(self, name))
+        busy = Signal()
+        index = Signal(DIM_BITS)
+        phase = Signal()
+        cycles = Signal(32)
+        m.d.comb += [regs.busy.eq(busy), regs.done.eq(self.done), regs.error.eq(0),
+                     regs.cnt_cycles.eq(cycles)]
+        for name, _ in COUNTERS[1:]:
+            m.d.comb += getattr(regs, "cnt_" + name.lower()).eq(0)
+
+        m.submodules.fifo = fifo = SyncFIFOBuffered(width=p.out_bits + 1, depth=4)
+        m.d.comb += [self.m_axis_tdata.eq(fifo.r_data[:p.out_bits]),
+                     self.m_axis_tlast.eq(fifo.r_data[p.out_bits]),
+                     self.m_axis_tvalid.eq(fifo.r_rdy), fifo.r_en.eq(self.m_axis_tready)]
+        last = index == regs.c_in - 1
+        word = Signal(p.out_bits)
+        m.d.comb += word.eq(Cat(self.s_axis_tdata, index))  # truncates or zero-extends
+        m.d.comb += [self.s_axis_tready.eq(busy & phase & fifo.w_rdy),
+                     fifo.w_data.eq(Cat(word, last)),
+                     fifo.w_en.eq(self.s_axis_tvalid & self.s_axis_tready)]
+        m.d.sync += phase.eq(~phase)
+        with m.If(busy):
+            m.d.sync += cycles.eq(cycles + 1)
+        with m.If(regs.start & ~busy):
+            m.d.sync += [busy.eq(1), index.eq(0), self.done.eq(0), cycles.eq(0)]
+        with m.If(fifo.w_en):
+            m.d.sync += index.eq(index + 1)
+            with m.If(last):
+                m.d.sync += [busy.eq(0), self.done.eq(1)]
+        return m

@@ -1,0 +1,91 @@
+"""Board top level: the UART bridge joined to the accelerator, for simulation and for FPGAs.
+
+Ports of the bridge and the accelerator share their names (``axil_*``, ``s_axis_*``,
+``m_axis_*``), so they are joined by name; the accelerator sits behind a reset that the bridge's
+RESET command drives.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Elaboratable, Module, ResetInserter, Signal
+
+from sluice.boards.bridge import UARTBridge
+
+BRIDGED_PORTS = tuple(
+    ["axil_" + s for s in ("awaddr", "awvalid", "awready", "wdata", "wstrb", "wvalid", "wready",
+                           "bresp", "bvalid", "bready", "araddr", "arvalid", "arready", "rdata",
+                           "rresp", "rvalid", "rready")]
+    + ["s_axis_" + s for s in ("tdata", "tvalid", "tready", "tlast")]
+    + ["m_axis_" + s for s in ("tdata", "tvalid", "tready", "tlast")])
+
+
+def join_by_name(m: Module, bridge, acc, names=BRIDGED_PORTS):
+    """Connect ``bridge.<name>`` and ``acc.<name>`` in the direction the bridge declares."""
+    from amaranth.lib.wiring import Out
+
+    for name in names:
+        b, a = getattr(bridge, name), getattr(acc, name)
+        if bridge.signature.members[name].flow == Out:
+            m.d.comb += a.eq(b)
+        else:
+            m.d.comb += b.eq(a)
+
+
+def make_accelerator(params, **options):
+    """The accelerator component for ``params`` (``sluice.hw.top.Sluice``).
+
+    ``options`` are passed through to the generator (e.g. a gating switch, where it offers one).
+    """
+    from sluice.hw.top import Sluice
+
+    return Sluice(params, **options) if options else Sluice(params)
+
+
+class BoardTop(Elaboratable):
+    """UART bridge + accelerator.
+
+    With a ``platform`` (an FPGA build) the UART pins come from the platform's ``uart`` resource
+    and the LEDs show ``done`` and link activity; without one (simulation), ``rx``/``tx`` are
+    plain signals of this object.
+    """
+
+    def __init__(self, params, *, divisor, in_buf_bytes=512, out_depth=32, accelerator=None,
+                 acc_options=None):
+        self.params = params
+        self.divisor = divisor
+        self.bridge = UARTBridge(divisor=divisor, stream_bytes=params.stream_bytes,
+                                 out_bits=params.out_bits, in_buf_bytes=in_buf_bytes,
+                                 out_depth=out_depth)
+        self.acc = accelerator if accelerator is not None else make_accelerator(
+            params, **(acc_options or {}))
+        self.rx = Signal(init=1)
+        self.tx = Signal(init=1)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.bridge = bridge = self.bridge
+        m.submodules.acc = ResetInserter({"sync": bridge.acc_rst})(self.acc)
+        join_by_name(m, bridge, self.acc)
+        members = self.acc.signature.members if hasattr(self.acc, "signature") else {}
+        if "done" in members:
+            m.d.comb += bridge.done.eq(self.acc.done)
+
+        if platform is None:
+            m.d.comb += [bridge.rx.eq(self.rx), self.tx.eq(bridge.tx)]
+            return m
+
+        from amaranth.build import ResourceError
+
+        uart = platform.request("uart", 0)
+        m.d.comb += [bridge.rx.eq(uart.rx.i), uart.tx.o.eq(bridge.tx)]
+        try:  # ULX3S: the FTDI's TX buffer must be enabled explicitly
+            m.d.comb += platform.request("uart_tx_enable", 0).o.eq(1)
+        except ResourceError:  # boards without it
+            pass
+        try:
+            led_done = platform.request("led", 0)
+            led_rx = platform.request("led", 1)
+            m.d.comb += [led_done.o.eq(bridge.done), led_rx.o.eq(~uart.rx.i)]
+        except ResourceError:  # boards with fewer LEDs
+            pass
+        return m
