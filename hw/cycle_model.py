@@ -51,16 +51,6 @@ def active_items(gate_band, t: int, p: HwParams) -> list[int]:
     return out
 
 
-def tile_columns(layer, t: int, p: HwParams):
-    """Base ranges of tile t: (valid column count, union lo, union hi, single group)."""
-    C = p.cols
-    base_cin = layer.c_in // layer.partitions
-    group_cout = layer.c_out // layer.partitions
-    os = range(t * C, min(layer.c_out, t * C + C))
-    los = [0 if layer.base == "first" else (o // group_cout) * base_cin for o in os]
-    return len(los), los[0], los[-1] + base_cin, los[0] == los[-1]
-
-
 def job_cycles(layer, job_desc: dict, gate_band, p: HwParams, dense: bool) -> dict:
     """Cycles of one job; ``gate_band`` is the job's ``C_out, H_out, W_out`` gate bits.
 
@@ -69,28 +59,27 @@ def job_cycles(layer, job_desc: dict, gate_band, p: HwParams, dense: bool) -> di
     bank full and frees the bank when the tile's last phase ends.
     """
     C, B = p.cols, p.stream_bytes
-    k = layer.kernel
-    kk = k * k
+    kk = layer.kernel * layer.kernel
     c_in = layer.c_in
+    c_out = job_desc["C_OUT"]
     hw_out = job_desc["H_OUT"] * job_desc["W_OUT"]
     n_act = c_in * job_desc["H_IN"] * job_desc["W_IN"]
     gated = layer.gated and not dense
-    base_cin = c_in // layer.partitions
+    base_cin = job_desc["BASE_CIN"]
     cond_empty = base_cin == c_in
-    n_tiles = -(-layer.c_out // C)
+    n_tiles = -(-c_out // C)
     n_load = c_in * kk + len(PARAM_ORDER) * C + (hw_out if layer.residual is not None else 0)
 
     # compute-side work per tile: (cycles from COL_SETUP to the last RUN cycle, steps, passes)
     work = []
     for t in range(n_tiles):
-        ncols, blo, bhi, single = tile_columns(layer, t, p)
-        steps = (c_in if not gated else bhi - blo) * kk
+        steps = (base_cin if gated else c_in) * kk
         cyc, n = phase_cycles(hw_out, steps, p)
         span, st, ps = C + PHASE_ENTRY + cyc, n * steps, n
         if gated:
             n_active = max(active_items(gate_band, t, p))
             if n_active and not cond_empty:
-                steps = ((c_in - base_cin) if single else c_in) * kk
+                steps = (c_in - base_cin) * kk
                 cyc, n = phase_cycles(n_active, steps, p)
                 span += PHASE_ENTRY + cyc
                 st += n * steps
@@ -133,7 +122,7 @@ def predict(layer, gate=None, params: HwParams = DEFAULT, dense: bool = False) -
         gate = np.ones((layer.c_out, layer.h_out, layer.w_out), np.uint8)
     total = {}
     for job in layer_jobs(layer, params, dense=dense):
-        band = gate[:, job.y0:job.y0 + job.h_out]
+        band = gate[job.o0:job.o0 + (job.c_out or layer.c_out), job.y0:job.y0 + job.h_out]
         for key, v in job_cycles(layer, job.descriptor, band, params, dense).items():
             total[key] = total.get(key, 0) + v
     return total

@@ -125,14 +125,17 @@ DESCRIPTOR = (
     ("BASE_CIN", "C_IN / p (checked by the hardware: BASE_CIN * p == C_IN)"),
     ("GROUP_COUT", "C_OUT / p (checked: GROUP_COUT * p == C_OUT)"),
     ("FLAGS", "layer flags, see fields"),
+    ("BASE_LO", "with FLAGS.BASE_FIRST: first input channel of the common base set "
+                "(0 for SPEC 'first'; the host uses g*BASE_CIN to run base group g on its own)"),
 )
 
 FLAG_FIELDS = (
     ("GATED", 0, 1, "1: base phase, gate unit, conditional phase; 0: one dense phase"),
     ("RELU", 1, 1, "clamp low bound 0 instead of -128"),
     ("RESIDUAL", 2, 1, "add rescale(residual, res_mult, res_shift) before requantising"),
-    ("BASE_FIRST", 3, 1, "base set is input channels [0, C_IN/p) for every output channel "
-                         "(SPEC 'first'); 0: channel grouping ('group')"),
+    ("BASE_FIRST", 3, 1, "every output channel's base set is input channels "
+                         "[BASE_LO, BASE_LO + BASE_CIN) (SPEC 'first' with BASE_LO = 0); "
+                         "0: channel grouping ('group')"),
 )
 
 CTRL_FIELDS = (("START", 0, 1, "write 1: start the layer job described by the descriptor"),)
@@ -148,11 +151,14 @@ ERROR_FIELDS = (
     ("KERNEL", 1, 1, "KERNEL not in 1, 3, 5, 7"),
     ("STRIDE", 2, 1, "STRIDE not 1 or 2"),
     ("PADDING", 3, 1, "PAD_TOP or PAD_LEFT above 3"),
-    ("PARTITIONS", 4, 1, "BASE_CIN * p != C_IN or GROUP_COUT * p != C_OUT"),
+    ("PARTITIONS", 4, 1, "BASE_CIN * p != C_IN, or GROUP_COUT * p != C_OUT (group mode), "
+                         "or BASE_LO + BASE_CIN > C_IN (BASE_FIRST)"),
     ("GEOMETRY", 5, 1, "an output window reaches beyond the input plus 3 padding rows/cols"),
     ("ACT_BUFFER", 6, 1, "C_IN * H_IN * W_IN exceeds the activation buffer"),
     ("WGT_BUFFER", 7, 1, "C_IN * K * K exceeds the weight buffer"),
     ("PIX_BUFFER", 8, 1, "H_OUT * W_OUT exceeds the pixel buffers"),
+    ("SKIP_GROUP", 9, 1, "gated group mode with GROUP_COUT not a multiple of the skip group "
+                         "width (the host then runs each base group as its own BASE_FIRST job)"),
 )
 
 COUNTERS = (
@@ -194,8 +200,10 @@ ADDR_BITS = 8  # AXI4-Lite address width (byte address)
 #   1. ACT: C_IN*H_IN*W_IN int8 activations, channel-major (c, y, x), packed stream_bytes per
 #      beat, little-endian (byte j of a beat in TDATA[8j+7:8j]); the last beat is zero-padded.
 #   2. for each channel tile t (output channels [t*cols, t*cols + cols)):
-#      a. WGT: C_IN*K*K beats, beat (i*K*K + ky*K + kx) holds w[t*cols + c, i, ky, kx] in byte c
-#         (zero for channels beyond C_OUT);
+#      a. WGT: C_IN*K*K beats; byte c of beat (n*K*K + ky*K + kx) holds w[o, i, ky, kx] of
+#         column c's output channel o = t*cols + c (zero beyond C_OUT), where i is the n-th
+#         input channel of o's sequence: dense, 0..C_IN-1; gated, o's base set first, then
+#         the other channels in increasing order (each column streams its own channels);
 #      b. PAR: 6*cols beats, one 32-bit value in TDATA[31:0] each: for each parameter in
 #         PARAM_ORDER, the value of columns 0..cols-1 (zero beyond C_OUT; thresh ignored when
 #         dense; res_* ignored without RESIDUAL);
@@ -265,8 +273,11 @@ def regmap_markdown(p: HwParams = DEFAULT) -> str:
             "1. **ACT**: `C_IN*H_IN*W_IN` int8 activations in `(c, y, x)` order, "
             "`stream_bytes` per beat, byte j in `TDATA[8j+7:8j]`, last beat zero-padded.",
             "2. For each tile `t` of `cols` output channels:",
-            "   1. **WGT**: `C_IN*K*K` beats; beat `i*K*K + ky*K + kx` holds "
-            "`w[t*cols + c, i, ky, kx]` in byte c (zero beyond C_OUT).",
+            "   1. **WGT**: `C_IN*K*K` beats; byte c of beat `n*K*K + ky*K + kx` holds "
+            "`w[o, i, ky, kx]` for column c's channel `o = t*cols + c` (zero beyond C_OUT), "
+            "where `i` is the n-th input channel of o's sequence: `0..C_IN-1` in dense mode; "
+            "in gated mode o's base set first, then the other channels in increasing order "
+            "(every column streams its own channels).",
             f"   2. **PAR**: `6*cols` beats, a 32-bit value in `TDATA[31:0]`: for each of "
             f"{', '.join('`' + n + '`' for n in PARAM_ORDER)}, columns 0..cols-1.",
             "   3. **RES** (only with FLAGS.RESIDUAL): `H_OUT*W_OUT` beats, beat p holds "

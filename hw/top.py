@@ -115,9 +115,11 @@ class Sluice(wiring.Component):
                                     (kernel == 7))),
             err[ERR["STRIDE"]].eq(~((stride == 1) | (stride == 2))),
             err[ERR["PADDING"]].eq((pad_top > MAX_PADDING) | (pad_left > MAX_PADDING)),
-            err[ERR["PARTITIONS"]].eq((base_cin * parts != c_in) |
-                                      (group_cout * parts != c_out) | (base_cin == 0) |
-                                      (group_cout == 0)),
+            err[ERR["PARTITIONS"]].eq((base_cin * parts != c_in) | (base_cin == 0) |
+                                      Mux(base_first, regs.base_lo + base_cin > c_in,
+                                          (group_cout * parts != c_out) | (group_cout == 0))),
+            err[ERR["SKIP_GROUP"]].eq(gated & ~base_first & (parts != 1) &
+                                      (group_cout % G != 0)),
             err[ERR["GEOMETRY"]].eq(~zero & ((span_h > h_in + pad_top + MAX_PADDING) |
                                              (span_w > w_in + pad_left + MAX_PADDING))),
             err[ERR["ACT_BUFFER"]].eq(n_act > P.act_depth),
@@ -189,18 +191,14 @@ class Sluice(wiring.Component):
         last_tile = Signal()
         grp_r = Signal(DIM_BITS)
         grp_lo = Signal(DIM_BITS)
-        last_lo = Signal(DIM_BITS)
         ncols = Signal(range(C + 1))
         setup_c = Signal(range(C + 1))
-        tile_single = Signal()
-        m.d.comb += tile_single.eq(base_first | (col_lo[0] == last_lo))
         col_work = Signal(32)  # conditional MACs of one output (pixel, channel)
         m.d.comb += col_work.eq((c_in - base_cin) * kk)
 
         phase = Signal(2)
-        seg0_lo, seg0_hi, seg1_lo, seg1_hi = (Signal(DIM_BITS, name=n) for n in
-                                              ("seg0_lo", "seg0_hi", "seg1_lo", "seg1_hi"))
-        seg1_en = Signal()
+        n_ch = Signal(DIM_BITS)  # input channels per pass in this phase (same for every column)
+        w_start = Signal(wbits + DIM_BITS)  # first weight word of the phase
 
         # ---------------------------------------------------------------- row sets
         def rowset(prefix):
@@ -246,37 +244,37 @@ class Sluice(wiring.Component):
 
         # issuer
         have_cur = Signal()
-        st_seg = Signal()
-        st_i = Signal(DIM_BITS)
+        st_n = Signal(DIM_BITS)  # channel step within the pass
         st_ky = Signal(3)
         st_kx = Signal(3)
-        st_choff = Signal(abits + DIM_BITS + 2)
         st_kyoff = Signal(abits + 2)
         st_w = Signal(wbits + DIM_BITS)
         st_first = Signal()
         in_flight = Signal()
+        # every skip group streams its own columns' channel sequence: the base set in the base
+        # phase, the other channels in the conditional phase (skipping the base range)
+        g_lo = [col_lo[j * G] for j in range(NG)]
+        g_i = [Signal(DIM_BITS, name=f"g_i_{j}") for j in range(NG)]
+        g_off = [Signal(abits + DIM_BITS + 2, name=f"g_off_{j}") for j in range(NG)]
+        g_start = [Signal(DIM_BITS, name=f"g_start_{j}") for j in range(NG)]
+        g_start_off = [Signal(abits + DIM_BITS + 2, name=f"g_start_off_{j}") for j in range(NG)]
+        m.d.comb += [g_start_off[j].eq(g_start[j] * hw_in) for j in range(NG)]
+        skip_off = Signal(abits + DIM_BITS + 2)
+        m.d.comb += skip_off.eq((base_cin + 1) * hw_in)
 
-        seg0_choff = Signal(abits + DIM_BITS + 2)
-        seg1_choff = Signal(abits + DIM_BITS + 2)
-        seg0_w = Signal(wbits + DIM_BITS)
-        seg1_w = Signal(wbits + DIM_BITS)
-        m.d.comb += [seg0_choff.eq(seg0_lo * hw_in), seg1_choff.eq(seg1_lo * hw_in),
-                     seg0_w.eq(seg0_lo * kk), seg1_w.eq(seg1_lo * kk)]
-
-        seg_hi = Mux(st_seg, seg1_hi, seg0_hi)
         last_kx = st_kx == kernel - 1
         last_ky = st_ky == kernel - 1
-        last_i = st_i == seg_hi - 1
-        final_seg = st_seg | ~seg1_en
+        last_n = st_n == n_ch - 1
         is_last = Signal()
-        m.d.comb += is_last.eq(final_seg & last_i & last_ky & last_kx)
+        m.d.comb += is_last.eq(last_n & last_ky & last_kx)
 
         issue = Signal()
         swap = Signal()
 
         def reset_steps():
-            return [st_seg.eq(0), st_i.eq(seg0_lo), st_ky.eq(0), st_kx.eq(0),
-                    st_choff.eq(seg0_choff), st_kyoff.eq(0), st_w.eq(seg0_w), st_first.eq(1)]
+            return [st_n.eq(0), st_ky.eq(0), st_kx.eq(0), st_kyoff.eq(0), st_w.eq(w_start),
+                    st_first.eq(1), *(g_i[j].eq(g_start[j]) for j in range(NG)),
+                    *(g_off[j].eq(g_start_off[j]) for j in range(NG))]
 
         def copy_set(dst, src):
             return [dst[f][q].eq(src[f][q]) for f in FIELDS for q in range(Q)]
@@ -284,13 +282,7 @@ class Sluice(wiring.Component):
         # ---------------------------------------------------------------- array feed
         m.submodules.array = arr = SystolicArray(rows=R, cols=C, group=G)
         colmask = Signal(C)
-        for c in range(C):
-            in_base = (st_i >= col_lo[c]) & (st_i < col_lo[c] + base_cin)
-            m.d.comb += colmask[c].eq(col_valid[c] & Mux(phase == PH_DENSE, 1,
-                                                          Mux(phase == PH_BASE, in_base,
-                                                              ~in_base)))
-        act_off = Signal(abits + DIM_BITS + 3)
-        m.d.comb += act_off.eq(st_choff + st_kyoff + st_kx)
+        m.d.comb += colmask.eq(col_valid)
         s1_valid = Signal(Q)
         s1_first = Signal()
         s1_last = Signal()
@@ -305,7 +297,7 @@ class Sluice(wiring.Component):
             ix = Signal(sdim, name=f"ix_{q}")
             addr = Signal(saddr, name=f"addr_{q}")
             m.d.comb += [iy.eq(cur["ybase"][q] + st_ky), ix.eq(cur["xbase"][q] + st_kx),
-                         addr.eq(cur["abase"][q] + act_off)]
+                         addr.eq(cur["abase"][q] + g_off[j] + st_kyoff + st_kx)]
             inb = (iy >= 0) & (iy < h_in) & (ix >= 0) & (ix < w_in)
             gmask = colmask[j * G:(j + 1) * G]
             en = Signal(G, name=f"en_{q}")
@@ -506,12 +498,15 @@ class Sluice(wiring.Component):
             with m.Elif(~last_ky):
                 m.d.sync += [st_kx.eq(0), st_ky.eq(st_ky + 1), st_kyoff.eq(st_kyoff + w_in),
                              st_w.eq(st_w + 1)]
-            with m.Elif(~last_i):
-                m.d.sync += [st_kx.eq(0), st_ky.eq(0), st_kyoff.eq(0), st_i.eq(st_i + 1),
-                             st_choff.eq(st_choff + hw_in), st_w.eq(st_w + 1)]
             with m.Else():
-                m.d.sync += [st_kx.eq(0), st_ky.eq(0), st_kyoff.eq(0), st_seg.eq(1),
-                             st_i.eq(seg1_lo), st_choff.eq(seg1_choff), st_w.eq(seg1_w)]
+                m.d.sync += [st_kx.eq(0), st_ky.eq(0), st_kyoff.eq(0), st_n.eq(st_n + 1),
+                             st_w.eq(st_w + 1)]
+                for j in range(NG):
+                    with m.If((phase == PH_COND) & (g_i[j] + 1 == g_lo[j])):
+                        m.d.sync += [g_i[j].eq(g_i[j] + 1 + base_cin),
+                                     g_off[j].eq(g_off[j] + skip_off)]
+                    with m.Else():
+                        m.d.sync += [g_i[j].eq(g_i[j] + 1), g_off[j].eq(g_off[j] + hw_in)]
         with m.If(swap):
             m.d.sync += copy_set(cur, nxt)
             m.d.sync += [rl_done.eq(0), have_cur.eq(1)]
@@ -640,7 +635,7 @@ class Sluice(wiring.Component):
             with m.State("COL_SETUP"):
                 # shift in column setup_c's base range; the group counter runs across tiles
                 valid = (tile_o0 + setup_c) < c_out
-                lo = Mux(base_first, 0, grp_lo)
+                lo = Mux(base_first, regs.base_lo, grp_lo)
                 m.d.sync += [col_lo[c].eq(col_lo[c + 1]) for c in range(C - 1)]
                 m.d.sync += [col_lo[C - 1].eq(lo), col_valid.eq(Cat(col_valid[1:], valid))]
                 with m.If(setup_c == 0):
@@ -648,7 +643,6 @@ class Sluice(wiring.Component):
                 with m.Else():
                     m.d.sync += ncols.eq(ncols + valid)
                 with m.If(valid):
-                    m.d.sync += last_lo.eq(lo)
                     with m.If(grp_r == group_cout - 1):
                         m.d.sync += [grp_r.eq(0), grp_lo.eq(grp_lo + base_cin)]
                     with m.Else():
@@ -660,11 +654,13 @@ class Sluice(wiring.Component):
                 # first phase of the tile: dense or base
                 with m.If(gated):
                     m.d.sync += start_phase(PH_BASE)
-                    m.d.sync += [seg0_lo.eq(col_lo[0]), seg0_hi.eq(last_lo + base_cin),
-                                 seg1_en.eq(0), *(n.eq(0) for n in n_active)]
+                    m.d.sync += [n_ch.eq(base_cin), w_start.eq(0),
+                                 *(g_start[j].eq(g_lo[j]) for j in range(NG)),
+                                 *(n.eq(0) for n in n_active)]
                 with m.Else():
                     m.d.sync += start_phase(PH_DENSE)
-                    m.d.sync += [seg0_lo.eq(0), seg0_hi.eq(c_in), seg1_en.eq(0)]
+                    m.d.sync += [n_ch.eq(c_in), w_start.eq(0),
+                                 *(g_start[j].eq(0) for j in range(NG))]
                 m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += running.eq(1)
@@ -681,16 +677,9 @@ class Sluice(wiring.Component):
                             m.next = "TILE_WAIT"
             with m.State("COND"):
                 m.d.sync += start_phase(PH_COND)
-                blo, bhi = col_lo[0], last_lo + base_cin
-                with m.If(tile_single & (blo != 0) & (bhi != c_in)):
-                    m.d.sync += [seg0_lo.eq(0), seg0_hi.eq(blo), seg1_lo.eq(bhi),
-                                 seg1_hi.eq(c_in), seg1_en.eq(1)]
-                with m.Elif(tile_single & (blo == 0)):
-                    m.d.sync += [seg0_lo.eq(bhi), seg0_hi.eq(c_in), seg1_en.eq(0)]
-                with m.Elif(tile_single):
-                    m.d.sync += [seg0_lo.eq(0), seg0_hi.eq(blo), seg1_en.eq(0)]
-                with m.Else():
-                    m.d.sync += [seg0_lo.eq(0), seg0_hi.eq(c_in), seg1_en.eq(0)]
+                m.d.sync += [n_ch.eq(c_in - base_cin), w_start.eq(base_cin * kk),
+                             *(g_start[j].eq(Mux(g_lo[j] == 0, base_cin, 0))
+                               for j in range(NG))]
                 m.next = "RUN"
             with m.State("TERM"):
                 with m.If(room):

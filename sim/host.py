@@ -30,6 +30,8 @@ class Job:
     y0: int  # first output row of the band
     h_out: int
     descriptor: dict = field(default_factory=dict)
+    o0: int = 0  # first output channel of the job
+    c_out: int = 0  # output channels of the job (0: all of the layer)
 
 
 def _words_from_bytes(raw: np.ndarray, nbytes: int) -> list:
@@ -63,19 +65,52 @@ def band_rows(layer, params: HwParams) -> int:
     return best
 
 
+def channel_order(c_in: int, base_lo: int, base_cin: int, gated: bool) -> list[int]:
+    """The input channel sequence one column streams: all channels (dense), or its base set
+    ``[base_lo, base_lo + base_cin)`` then the others in increasing order (gated)."""
+    if not gated:
+        return list(range(c_in))
+    base = list(range(base_lo, base_lo + base_cin))
+    return base + [i for i in range(c_in) if not base_lo <= i < base_lo + base_cin]
+
+
 def layer_jobs(layer, params: HwParams = DEFAULT, dense: bool = False) -> list[Job]:
-    """The jobs that run ``layer`` (``dense``: gating off, every output gets the full sum)."""
+    """The jobs that run ``layer`` (``dense``: gating off, every output gets the full sum).
+
+    Bands of output rows when the buffers are too small; and, for a gated layer with channel
+    grouping whose groups are not a whole number of skip groups, one ``BASE_FIRST`` job per
+    base group (output channels of group g, base set starting at ``g * C_in / p``).
+    """
+    p = layer.partitions
+    gated = layer.gated and not dense
+    base_cin = layer.c_in // p
+    group_cout = layer.c_out // p
+    if (gated and layer.base == "group" and p > 1
+            and group_cout % params.skip_cols != 0):
+        parts = [(g * group_cout, group_cout, g * base_cin) for g in range(p)]
+        first = True
+    else:
+        parts = [(0, layer.c_out, 0)]
+        first = layer.base == "first"
+    jobs = []
+    for o0, n_out, base_lo in parts:
+        jobs += _channel_jobs(layer, params, gated, o0, n_out, base_lo, first)
+    return jobs
+
+
+def _channel_jobs(layer, params, gated, o0, c_out, base_lo, first):
     C = params.cols
     k, s, pad = layer.kernel, layer.stride, layer.padding
     p = layer.partitions
-    gated = layer.gated and not dense
-    n_tiles = -(-layer.c_out // C)
+    base_cin = layer.c_in // p
+    n_tiles = -(-c_out // C)
     cpad = n_tiles * C
+    sel = slice(o0, o0 + c_out)
 
     def per_col(a, fill=0):
         out = np.full(cpad, fill, np.int64)
         if a is not None:
-            out[:layer.c_out] = np.asarray(a, np.int64)
+            out[:c_out] = np.asarray(a, np.int64)[sel]
         return out
 
     params_cols = {
@@ -83,11 +118,18 @@ def layer_jobs(layer, params: HwParams = DEFAULT, dense: bool = False) -> list[J
         "mult": per_col(layer.mult), "shift": per_col(layer.shift),
         "res_mult": per_col(layer.res_mult), "res_shift": per_col(layer.res_shift),
     }
+    # per column: its own input channel sequence (SPEC base sets)
     w = np.zeros((cpad, layer.c_in, k, k), np.int8)
-    w[:layer.c_out] = layer.w
+    for n in range(c_out):
+        o = o0 + n
+        if first:
+            lo = base_lo
+        else:
+            lo = (o // (layer.c_out // p)) * base_cin
+        w[n] = layer.w[o][channel_order(layer.c_in, lo, base_cin, gated)]
     flags = ((gated << _FLAG["GATED"]) | (bool(layer.relu) << _FLAG["RELU"])
              | ((layer.residual is not None) << _FLAG["RESIDUAL"])
-             | ((layer.base == "first") << _FLAG["BASE_FIRST"]))
+             | (first << _FLAG["BASE_FIRST"]))
 
     jobs = []
     band = band_rows(layer, params)
@@ -98,29 +140,30 @@ def layer_jobs(layer, params: HwParams = DEFAULT, dense: bool = False) -> list[J
         lo, hi = max(0, in_lo), min(layer.h_in, in_hi)
         x = layer.x[:, lo:hi, :]
         desc = {
-            "C_IN": layer.c_in, "C_OUT": layer.c_out, "H_IN": hi - lo, "W_IN": layer.w_in,
+            "C_IN": layer.c_in, "C_OUT": c_out, "H_IN": hi - lo, "W_IN": layer.w_in,
             "H_OUT": y1 - y0, "W_OUT": layer.w_out, "KERNEL": k, "STRIDE": s,
             "PAD_TOP": lo - in_lo, "PAD_LEFT": pad, "PARTITIONS": p,
-            "BASE_CIN": layer.c_in // p, "GROUP_COUT": layer.c_out // p, "FLAGS": flags,
+            "BASE_CIN": base_cin, "GROUP_COUT": c_out // p if not first else c_out,
+            "FLAGS": flags, "BASE_LO": base_lo,
         }
         beats = _words_from_bytes(x.view(np.uint8), params.stream_bytes)
         hw = (y1 - y0) * layer.w_out
         for t in range(n_tiles):
-            wt = w[t * C:(t + 1) * C]  # C, C_in, K, K
+            wt = w[t * C:(t + 1) * C]  # C, C_in (column order), K, K
             steps = wt.reshape(C, -1).T  # C_in*K*K, C
             beats += [int.from_bytes(row.astype(np.int8).tobytes(), "little") for row in steps]
             for name in PARAM_ORDER:
                 beats += [_u32(v) for v in params_cols[name][t * C:(t + 1) * C]]
             if layer.residual is not None:
                 res = np.zeros((C, y1 - y0, layer.w_out), np.int8)
-                cs = min(C, layer.c_out - t * C)
-                res[:cs] = layer.residual[t * C:t * C + cs, y0:y1]
+                cs = min(C, c_out - t * C)
+                res[:cs] = layer.residual[o0 + t * C:o0 + t * C + cs, y0:y1]
                 rows = res.reshape(C, hw).T
                 beats += [int.from_bytes(row.tobytes(), "little") for row in rows]
         writes = [(REG[name].addr, int(v)) for name, v in desc.items()]
         writes.append((REG["CTRL"].addr, 1))
-        jobs.append(Job(writes=writes, beats=beats, y0=y0, h_out=y1 - y0,
-                        descriptor=desc))
+        jobs.append(Job(writes=writes, beats=beats, y0=y0, h_out=y1 - y0, descriptor=desc,
+                        o0=o0, c_out=c_out))
     return jobs
 
 
@@ -133,7 +176,8 @@ def decode_words(layer, job: Job, words: list, y: np.ndarray, gate: np.ndarray,
     C, G, NG = params.cols, params.skip_cols, params.groups
     f = {name: (lsb, width) for name, lsb, width, _ in result_fields(params)}
     hw = job.h_out * layer.w_out
-    n_tiles = -(-layer.c_out // C)
+    c_out = job.c_out or layer.c_out
+    n_tiles = -(-c_out // C)
     seen = np.zeros((n_tiles * C, hw), np.int32)
 
     def field(word, name, j=None):
@@ -152,10 +196,11 @@ def decode_words(layer, job: Job, words: list, y: np.ndarray, gate: np.ndarray,
                 raise SluiceError(f"result word {n}: pixel {pix} / tile {tile} out of range")
             yy, xx = divmod(pix, layer.w_out)
             for c in range(j * G, (j + 1) * G):
-                o = tile * C + c
-                seen[o, pix] += 1
-                if o >= layer.c_out:
+                n_ch = tile * C + c
+                seen[n_ch, pix] += 1
+                if n_ch >= c_out:
                     continue
+                o = job.o0 + n_ch
                 v = (word >> (8 * c)) & 0xFF
                 y[o, job.y0 + yy, xx] = v - 256 if v >= 128 else v
                 gate[o, job.y0 + yy, xx] = (gbits >> c) & 1

@@ -71,8 +71,11 @@ def test_layer_bit_exact(name):
     res, gate = check_run(layer, params, dense=False)
     if layer.gated:
         # the skip controller streams exactly the (pixel, skip group) items with any gate on
-        n_tiles = -(-layer.c_out // params.cols)
-        active = sum(sum(active_items(gate, t, params)) for t in range(n_tiles))
+        active = 0
+        for job in layer_jobs(layer, params):
+            band = gate[job.o0:job.o0 + job.c_out, job.y0:job.y0 + job.h_out]
+            n_tiles = -(-job.c_out // params.cols)
+            active += sum(sum(active_items(band, t, params)) for t in range(n_tiles))
         if layer.partitions > 1:
             assert res.counters["active_pixels"] == active
 
@@ -82,6 +85,14 @@ def test_dense_mode_of_gated_layer(name):
     params, kw = CASES[name]
     layer = make_layer(**kw, seed=len(name))
     check_run(layer, params, dense=True)
+
+
+def test_odd_base_groups_run_as_per_group_jobs():
+    """Base groups of 3 channels with skip groups of 2: one BASE_FIRST job per base group."""
+    layer = make_layer(c_in=4, c_out=6, size=(4, 4), partitions=2, gate_rate=0.4, seed=9)
+    jobs = layer_jobs(layer, SQUARE)
+    assert [(j.o0, j.c_out, j.descriptor["BASE_LO"]) for j in jobs] == [(0, 3, 0), (3, 3, 2)]
+    check_run(layer, SQUARE, dense=False)
 
 
 def test_layer_in_bands():
@@ -113,6 +124,7 @@ def test_invalid_descriptors_set_error_flags():
         "ACT_BUFFER": dict(H_IN=60, W_IN=60, H_OUT=58, W_OUT=1),
         "WGT_BUFFER": dict(C_IN=64, BASE_CIN=32),
         "PIX_BUFFER": dict(H_IN=12, W_IN=12, H_OUT=10, W_OUT=10),
+        "SKIP_GROUP": dict(C_OUT=6, GROUP_COUT=3),
     }
     jobs = [_job({**good.descriptor, **change}, good.beats) for change in bad.values()]
     jobs.append(good)  # the accelerator is not hung afterwards
