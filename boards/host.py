@@ -210,25 +210,26 @@ class BoardRunner:
         ob = self.params.out_bits
         return raw & ((1 << ob) - 1), raw >> ob & 1
 
-    def run_job(self, regs, beats) -> tuple[list[tuple[int, int]], dict, int]:
-        """Descriptor writes, START, stream ``beats`` in while draining results until TLAST.
+    def run_job(self, writes, beats) -> tuple[list[int], dict, int, int]:
+        """One job: ``writes`` (``(addr, value)``, the last one CTRL.START), then ``beats``
+        streamed in while the result words are drained, up to the TLAST terminator.
 
-        Returns ``(words, counters, status)`` like the cocotb testbench's ``Bench.run_job``.
+        Returns ``(words, counters, status, error)``; ``words`` excludes the terminator, as in
+        ``sluice.hw.simulate``.
         """
-        from sluice.hw.params import COUNTERS, STATUS_FIELDS
+        from sluice.hw.params import COUNTERS, REG, STATUS_FIELDS
 
         bit = {name: lsb for name, lsb, _, _ in STATUS_FIELDS}
         link, B = self.link, self.params.stream_bytes
-        for name, value in regs:
-            link.write_reg(name, value)
-        link.write_reg("CTRL", 1)
-        status = link.read_reg("STATUS")
-        if status & (1 << bit["ERROR"]) and not status & (1 << bit["BUSY"]):
-            return [], {}, status
         data = beats_to_bytes(beats, B)
         cap = link.info.in_buf_bytes if link.max_push is None else link.max_push
-        sent, words, got_last, idle = 0, [], False, 0
-        while not got_last:
+        for addr, value in writes:
+            link.write(addr, value)
+        status = link.read(REG["STATUS"].addr)
+        if status & (1 << bit["ERROR"]) and not status & (1 << bit["BUSY"]):
+            return [], {}, status, link.read(REG["ERROR"].addr)  # refused: no stream traffic
+        sent, words, ended, idle = 0, [], False, 0
+        while not ended:
             moved = False
             room = min(link.state.in_free, cap, len(data) - sent) // B * B
             if room:
@@ -237,51 +238,58 @@ class BoardRunner:
                 moved = True
             if link.state.out_avail or sent == len(data) or not room:
                 for raw in link.pop():
-                    w, last = self._split(raw)
-                    words.append((w, last))
-                    got_last |= bool(last)
                     moved = True
+                    w, last = self._split(raw)
+                    if last:
+                        ended = True  # the terminating word carries no results
+                        break
+                    words.append(w)
             if moved:
                 idle = 0
                 continue
             idle += 1
             if idle > self.max_idle_polls:
-                status = link.read_reg("STATUS")
+                status = link.read(REG["STATUS"].addr)
                 raise BridgeError(f"the accelerator stopped: {sent} of {len(data)} input bytes "
-                                  f"taken, {len(words)} words out, no TLAST "
-                                  f"(STATUS=0x{status:x}, ERROR=0x{link.read_reg('ERROR'):x})")
-        counters = {name.lower(): link.read_reg(name) for name, _ in COUNTERS}
-        status = link.read_reg("STATUS")
+                                  f"sent, {len(words)} words out, no TLAST "
+                                  f"(STATUS=0x{status:x}, "
+                                  f"ERROR=0x{link.read(REG['ERROR'].addr):x})")
+        for _ in range(self.max_idle_polls):
+            status = link.read(REG["STATUS"].addr)
+            if not status & (1 << bit["BUSY"]):
+                break
+        else:
+            raise BridgeError(f"the accelerator stayed busy after TLAST (STATUS=0x{status:x})")
         if sent != len(data):
             raise BridgeError(f"TLAST after {sent} of {len(data)} input bytes")
-        return words, counters, status
+        error = link.read(REG["ERROR"].addr)
+        counters = {name.lower(): link.read(REG[name].addr) for name, _ in COUNTERS}
+        return words, counters, status, error
 
     def run_layer(self, layer, *, dense: bool = False):
         """Every job of ``layer`` on the board; returns a ``Result`` (SPEC section 5)."""
-        from sluice.hw.params import STATUS_FIELDS
         from sluice.model.layerfile import Result
 
         host = host_sequence()
-        bit = {name: lsb for name, lsb, _, _ in STATUS_FIELDS}
-        jobs = host.plan_layer(layer, self.params, dense=dense)
-        outputs, total = [], {}
+        jobs = host.layer_jobs(layer, self.params, dense=dense)
+        y, gate = host.new_outputs(layer)
+        total = {}
         for n, job in enumerate(jobs):
-            words, counters, status = self.run_job(job.regs, job.beats)
-            if status & (1 << bit["ERROR"]):
-                err = self.link.read_reg("ERROR")
+            words, counters, status, error = self.run_job(job.writes, job.beats)
+            if error:
                 raise BridgeError(f"{layer.name}: job {n} refused by the accelerator, "
-                                  f"ERROR=0x{err:x}")
-            outputs.append(words)
+                                  f"ERROR=0x{error:x}")
+            host.decode_words(layer, job, words, y, gate, self.params)
             for k, v in counters.items():
                 total[k] = total.get(k, 0) + v
-        y, gate = host.assemble(layer, self.params, jobs, outputs, dense=dense)
         cycles = total.pop("cycles", 0)
         return Result(y=y, gate=gate, cycles=cycles, runner=self.runner_name,
                       rows=self.params.rows, cols=self.params.cols, counters=total)
 
 
 def host_sequence():
-    """The shared host sequence module (``sluice.sim.host``): ``plan_layer`` and ``assemble``."""
+    """The shared host sequence (``sluice.sim.host``): ``layer_jobs``, ``new_outputs``,
+    ``decode_words``."""
     try:
         return importlib.import_module("sluice.sim.host")
     except ModuleNotFoundError as e:

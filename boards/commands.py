@@ -1,0 +1,163 @@
+"""``sluice build`` and ``sluice board ...``: bitstreams, and running layers on a board."""
+
+from __future__ import annotations
+
+import sys
+
+from sluice.errors import SluiceError
+
+SIM_DIVISOR = 4  # clocks per UART bit in the simulated board (--simulate)
+
+
+def _board_params(args):
+    from sluice.boards.platforms import get_board
+
+    board = get_board(args.board)
+    return board, board.params(args.rows, args.cols, skip_cols=getattr(args, "skip_cols", None))
+
+
+def cmd_build(args) -> int:
+    from sluice.boards.build import build
+
+    if args.rows is not None and args.rows < 2 or args.cols is not None and args.cols < 2:
+        raise SluiceError("--rows/--cols: the array needs at least 2 x 2")
+    build(args.board, rows=args.rows, cols=args.cols, dense_only=args.dense_only,
+          loopback=args.loopback, program=args.program, out_root=args.out_dir, seed=args.seed)
+    return 0
+
+
+def cmd_board_list(args) -> int:
+    from sluice.boards.platforms import BOARDS
+
+    for b in BOARDS.values():
+        print(f"{b.name:12s} {b.doc}; default {b.rows}x{b.cols} array, act_depth {b.act_depth}, "
+              f"wgt_depth {b.wgt_depth}, pix_depth {b.pix_depth}, skip_cols {b.skip_cols}")
+    return 0
+
+
+def _open_link(args, board, params):
+    """A Link to the real board on --port, or to the simulated one (--simulate)."""
+    from sluice.boards.host import Link, SerialTransport
+
+    if args.simulate:
+        from sluice.boards.simlink import SimTransport
+        from sluice.boards.top import BoardTop
+
+        top = BoardTop(params, divisor=SIM_DIVISOR, in_buf_bytes=board.in_buf_bytes,
+                       out_depth=board.out_depth)
+        return Link(SimTransport(top, divisor=SIM_DIVISOR)), f"board-sim:{board.name}"
+    if not args.port:
+        raise SluiceError("--port: name the board's serial port (e.g. /dev/ttyUSB0), or pass "
+                          "--simulate to run the bridge and accelerator in the simulator")
+    baud = args.baud or board.baud
+    return Link(SerialTransport(args.port, baud, timeout=args.timeout)), f"board:{board.name}"
+
+
+def cmd_board_run_layer(args) -> int:
+    from sluice.boards.host import BoardRunner
+    from sluice.model.layerfile import read_layer, write_result
+
+    if not args.output.endswith(".npz"):
+        raise SluiceError(f"-o: {args.output!r} must end in .npz (e.g. OUT.result.npz)")
+    layer = read_layer(args.layer)
+    board, params = _board_params(args)
+    link, runner_name = _open_link(args, board, params)
+    try:
+        runner = BoardRunner(link, params, runner_name=runner_name)
+        result = runner.run_layer(layer, dense=args.dense)
+    finally:
+        close = getattr(link.t, "close", None)
+        if close:
+            close()
+    write_result(args.output, result)
+    print(f"{layer.name}: {runner_name}, {params.rows}x{params.cols} array, cycles "
+          f"{result.cycles}, {link.frames} frames ({link.retried} retried)")
+    status = 0
+    if layer.y_ref is not None and not args.dense:
+        ok_y = bool((result.y == layer.y_ref).all())
+        ok_g = layer.gate_ref is None or bool((result.gate == layer.gate_ref).all())
+        if ok_y and ok_g:
+            print("matches y_ref" + (" and gate_ref" if layer.gate_ref is not None else ""))
+        else:
+            bad = int((result.y != layer.y_ref).sum())
+            print(f"MISMATCH against the layer file's references: {bad} outputs differ, "
+                  f"gate {'ok' if ok_g else 'differs'}", file=sys.stderr)
+            status = 1
+    print(f"wrote {args.output}")
+    return status
+
+
+def cmd_board_ping(args) -> int:
+    board, params = _board_params(args)
+    link, runner_name = _open_link(args, board, params)
+    info = link.ping()
+    ident = link.read(0x00)
+    print(f"{runner_name}: bridge protocol {info.version}, stream {info.stream_bytes} bytes, "
+          f"result words {info.word_bytes} bytes, input buffer {info.in_buf_bytes} bytes; "
+          f"accelerator ID 0x{ident:08x} ({ident >> 8 & 0xFF}x{ident & 0xFF})")
+    return 0
+
+
+def _add_board_args(p, port=True):
+    p.add_argument("--board", default="icebreaker",
+                   help="board whose bitstream is loaded (sets the array size and buffer "
+                        "depths the host plans for; default icebreaker; see `sluice board "
+                        "list`)")
+    p.add_argument("--rows", type=int, default=None, help="array rows, if not the board's "
+                                                          "default")
+    p.add_argument("--cols", type=int, default=None, help="array columns, if not the board's "
+                                                          "default")
+    if port:
+        p.add_argument("--port", default=None, help="serial port, e.g. /dev/ttyUSB0")
+        p.add_argument("--baud", type=int, default=None, help="baud rate (default: the "
+                                                              "board's)")
+        p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for a reply")
+        p.add_argument("--simulate", action="store_true",
+                       help="no board: run the bridge and the accelerator in the Amaranth "
+                            "simulator behind a simulated UART (slow; small layers)")
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("build", help="build a bitstream for an FPGA board (YoWASP toolchain)",
+                       description="Synthesise, place and route the UART bridge and the "
+                                   "accelerator for a board with yosys and nextpnr from PyPI "
+                                   "(YoWASP), and write a resource/timing report (JSON and "
+                                   "Markdown) next to the bitstream.")
+    p.add_argument("--board", required=True, help="board name (see `sluice board list`)")
+    p.add_argument("--rows", type=int, default=None, help="array rows (default: the board's)")
+    p.add_argument("--cols", type=int, default=None, help="array columns (default: the "
+                                                          "board's)")
+    p.add_argument("--dense-only", action="store_true",
+                   help="leave the gating logic out at elaboration (the baseline of the gating "
+                        "cost)")
+    p.add_argument("--loopback", action="store_true",
+                   help="bridge + a loopback stand-in instead of the accelerator (link "
+                        "bring-up)")
+    p.add_argument("--program", action="store_true", help="program the board with "
+                                                          "openFPGALoader after the build")
+    p.add_argument("--out-dir", default="build/boards", help="build root (default "
+                                                             "build/boards)")
+    p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("board", help="talk to a board running a Sluice bitstream",
+                       description="Run layers on a board over its USB serial port.")
+    bsub = p.add_subparsers(dest="board_command", metavar="SUBCOMMAND", required=True)
+
+    q = bsub.add_parser("run-layer", help="run one layer file on the board",
+                        description="Run LAYER.npz on the board through the UART bridge (the "
+                                    "same host sequence as the testbenches) and write "
+                                    "OUT.result.npz; checked against y_ref/gate_ref when the "
+                                    "layer file has them (exit 1 on a mismatch).")
+    q.add_argument("layer", metavar="LAYER.npz")
+    q.add_argument("-o", "--output", required=True, metavar="OUT.result.npz")
+    q.add_argument("--dense", action="store_true", help="switch gating off for this run")
+    _add_board_args(q)
+    q.set_defaults(func=cmd_board_run_layer)
+
+    q = bsub.add_parser("ping", help="check the link: bridge info and the accelerator's ID")
+    _add_board_args(q)
+    q.set_defaults(func=cmd_board_ping)
+
+    q = bsub.add_parser("list", help="the boards Sluice builds for, with their defaults")
+    q.set_defaults(func=cmd_board_list)

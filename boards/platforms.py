@@ -1,0 +1,109 @@
+"""Boards Sluice builds for: an amaranth-boards platform, a default accelerator size, a UART rate.
+
+Adding a board is one :func:`register` call with the platform's ``module:Class`` in
+amaranth-boards, its FPGA family (``ice40`` or ``ecp5``, which pick the YoWASP tools), the
+default array and buffer sizes that fit the part, and the UART baud rate its USB-serial chip
+handles reliably at the board clock (the bridge divides the board clock by an integer, so pick
+``baud`` with ``clk_freq / baud`` a whole number, or within 1%).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+
+from sluice.errors import SluiceError
+
+
+@dataclass(frozen=True)
+class Board:
+    name: str
+    platform: str  # "amaranth_boards.module:Class"
+    family: str  # "ice40" or "ecp5"
+    rows: int
+    cols: int
+    act_depth: int
+    wgt_depth: int
+    pix_depth: int
+    skip_cols: int
+    baud: int
+    in_buf_bytes: int = 512  # bridge input ring (one block RAM)
+    out_depth: int = 32  # bridge output FIFO, words
+    programmer: tuple = ()  # openFPGALoader arguments before the bitstream
+    doc: str = ""
+    resources: dict = field(default_factory=dict)  # the part's capacity, for the docs
+
+    def params(self, rows=None, cols=None, **overrides):
+        """``HwParams`` for this board, with ``--rows``/``--cols`` (and more) overridden."""
+        from sluice.hw.params import HwParams
+
+        kw = dict(rows=rows or self.rows, cols=cols or self.cols, act_depth=self.act_depth,
+                  wgt_depth=self.wgt_depth, pix_depth=self.pix_depth,
+                  skip_cols=self.skip_cols)
+        if kw["cols"] % kw["skip_cols"]:
+            kw["skip_cols"] = 1 if kw["cols"] % 2 else 2
+        kw.update({k: v for k, v in overrides.items() if v is not None})
+        return HwParams(**kw)
+
+    def make_platform(self):
+        mod_name, cls_name = self.platform.split(":")
+        try:
+            mod = importlib.import_module(mod_name)
+        except ModuleNotFoundError as e:
+            raise SluiceError(f"--board {self.name}: the Python package {e.name!r} is missing; "
+                              "install the FPGA extra: pip install 'sluice[fpga]'") from None
+        return getattr(mod, cls_name)()
+
+    def clk_freq(self, platform) -> float:
+        return platform.default_clk_frequency
+
+    def divisor(self, platform) -> int:
+        return round(self.clk_freq(platform) / self.baud)
+
+
+BOARDS: dict[str, Board] = {}
+
+
+def register(board: Board) -> Board:
+    if board.family not in ("ice40", "ecp5"):
+        raise ValueError(f"board {board.name}: family {board.family!r} is not ice40 or ecp5")
+    BOARDS[board.name] = board
+    return board
+
+
+def get_board(name: str) -> Board:
+    try:
+        return BOARDS[name]
+    except KeyError:
+        raise SluiceError(f"--board: unknown board {name!r}; known boards: "
+                          f"{', '.join(sorted(BOARDS))}") from None
+
+
+# iCEBreaker: iCE40 UP5K (5280 LUT4, 30 EBR of 4 kbit, 8 DSP), 12 MHz, FT2232H (3 Mbaud at
+# 12 MHz is exactly 4 clocks per bit).
+register(Board(
+    name="icebreaker", platform="amaranth_boards.icebreaker:ICEBreakerPlatform", family="ice40",
+    rows=2, cols=2, act_depth=256, wgt_depth=64, pix_depth=32, skip_cols=2, baud=3_000_000,
+    in_buf_bytes=256, out_depth=16, programmer=("-b", "ice40_generic"),
+    doc="iCE40 UP5K, 12 MHz, FT2232H at 3 Mbaud",
+    resources={"LUT4": 5280, "EBR (4 kbit)": 30, "DSP": 8}))
+
+# ULX3S: ECP5 with an FT231X (3 Mbaud max; 25 MHz / 1 Mbaud = 25 clocks per bit exactly, the
+# fastest rate both the FT231X's divider and the 25 MHz clock hit without error).
+_ULX3S = dict(family="ecp5", baud=1_000_000, programmer=("-b", "ulx3s"))
+register(Board(name="ulx3s-12f", platform="amaranth_boards.ulx3s:ULX3S_12F_Platform",
+               rows=2, cols=4, act_depth=1024, wgt_depth=256, pix_depth=128, skip_cols=2,
+               doc="ECP5 LFE5U-12F, 25 MHz, FT231X at 1 Mbaud",
+               resources={"LUT4": 12288, "DP16KD": 32, "MULT18X18D": 28}, **_ULX3S))
+register(Board(name="ulx3s-25f", platform="amaranth_boards.ulx3s:ULX3S_25F_Platform",
+               rows=4, cols=4, act_depth=1024, wgt_depth=512, pix_depth=256, skip_cols=2,
+               doc="ECP5 LFE5U-25F, 25 MHz, FT231X at 1 Mbaud",
+               resources={"LUT4": 24288, "DP16KD": 56, "MULT18X18D": 28}, **_ULX3S))
+register(Board(name="ulx3s-45f", platform="amaranth_boards.ulx3s:ULX3S_45F_Platform",
+               rows=4, cols=8, act_depth=2048, wgt_depth=1024, pix_depth=512, skip_cols=2,
+               doc="ECP5 LFE5U-45F, 25 MHz, FT231X at 1 Mbaud",
+               resources={"LUT4": 43848, "DP16KD": 108, "MULT18X18D": 72}, **_ULX3S))
+register(Board(name="ulx3s-85f", platform="amaranth_boards.ulx3s:ULX3S_85F_Platform",
+               rows=8, cols=8, act_depth=2048, wgt_depth=1024, pix_depth=512, skip_cols=2,
+               doc="ECP5 LFE5U-85F, 25 MHz, FT231X at 1 Mbaud",
+               resources={"LUT4": 83640, "DP16KD": 208, "MULT18X18D": 156}, **_ULX3S))

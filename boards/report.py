@@ -1,0 +1,177 @@
+"""Resource and timing figures from a build: nextpnr's log (and yosys's), as JSON and Markdown.
+
+Parsed from the text nextpnr writes with ``--log`` (amaranth names it ``<name>.tim``): the
+``Device utilisation`` table (``CELL: used/available pct%``) and the last ``Max frequency for
+clock`` line of each clock (the post-route figure); plus the cell counts of yosys's final
+``stat`` for the LUT/FF split on iCE40, whose logic cells (``ICESTORM_LC``) hold a LUT and a
+flip-flop each.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+_UTIL = re.compile(r"^Info:\s+([A-Za-z0-9_$]+):\s+(\d+)\s*/\s*(\d+)\s+(\d+)%\s*$")
+_FMAX = re.compile(r"Max frequency for clock\s+'([^']+)':\s+([0-9.]+) MHz\s+\((PASS|FAIL) at "
+                   r"([0-9.]+) MHz\)")
+
+# cell names -> report categories, per family
+CATEGORIES = {
+    "ecp5": {"TRELLIS_COMB": "lut", "TRELLIS_FF": "ff", "DP16KD": "bram",
+             "MULT18X18D": "dsp", "TRELLIS_RAMW": "lutram", "TRELLIS_IO": "io"},
+    "ice40": {"ICESTORM_LC": "logic_cells", "ICESTORM_RAM": "bram", "ICESTORM_DSP": "dsp",
+              "ICESTORM_SPRAM": "spram", "SB_IO": "io"},
+}
+
+
+def parse_nextpnr_log(text: str) -> dict:
+    """``{"utilisation": {cell: {"used", "available"}}, "fmax": {clock: {...}}}``.
+
+    The last utilisation table and the last Fmax line per clock win (nextpnr prints estimates
+    before routing and the final figures after it).
+    """
+    util, fmax = {}, {}
+    in_table = False
+    for line in text.splitlines():
+        if "Device utilisation:" in line:
+            util, in_table = {}, True
+            continue
+        if in_table:
+            mt = _UTIL.match(line.strip() if line.startswith("Info:") else line)
+            if mt:
+                util[mt.group(1)] = {"used": int(mt.group(2)), "available": int(mt.group(3))}
+                continue
+            if line.strip() in ("Info:", ""):
+                continue
+            in_table = False
+        mf = _FMAX.search(line)
+        if mf:
+            fmax[mf.group(1)] = {"achieved_mhz": float(mf.group(2)), "pass": mf.group(3) == "PASS",
+                                 "constraint_mhz": float(mf.group(4))}
+    return {"utilisation": util, "fmax": fmax}
+
+
+def over_capacity(util: dict) -> list[str]:
+    """Human lines for every cell type used beyond what the part has."""
+    out = []
+    for cell, u in util.items():
+        if u["used"] > u["available"]:
+            pct = 100.0 * u["used"] / max(u["available"], 1)
+            out.append(f"{cell} {u['used']}/{u['available']} ({pct:.0f}%, "
+                       f"{u['used'] - u['available']} over)")
+    return out
+
+
+def nextpnr_errors(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.startswith("ERROR:")]
+
+
+def parse_yosys_stat(text: str) -> dict:
+    """Cell counts of the last ``Printing statistics`` block of a yosys log."""
+    blocks = text.split("Printing statistics.")
+    if len(blocks) < 2:
+        return {}
+    cells = {}
+    for line in blocks[-1].splitlines():
+        s = line.strip()
+        m1 = re.match(r"^(\$?[A-Za-z_][\w$]*)\s+(\d+)$", s)  # older: "SB_LUT4   1234"
+        m2 = re.match(r"^(\d+)\s+(?:[0-9.]+\s+)?(\$?[A-Za-z_][\w$]*)$", s)  # newer: "1234 SB_LUT4"
+        if m1 and not m1.group(1).startswith("Number"):
+            cells[m1.group(1)] = int(m1.group(2))
+        elif m2:
+            cells[m2.group(2)] = int(m2.group(1))
+    return cells
+
+
+def summarise(family: str, nextpnr: dict, yosys_cells: dict | None = None) -> dict:
+    """Report categories (lut, ff, bram, dsp, ...) with used/available, and the Fmax."""
+    res = {}
+    for cell, cat in CATEGORIES[family].items():
+        if cell in nextpnr["utilisation"]:
+            res[cat] = dict(nextpnr["utilisation"][cell], cell=cell)
+    if family == "ice40" and yosys_cells:
+        lc = res.get("logic_cells", {}).get("available")
+        res["lut"] = {"used": yosys_cells.get("SB_LUT4", 0), "available": lc, "cell": "SB_LUT4"}
+        ffs = sum(v for k, v in yosys_cells.items() if k.startswith("SB_DFF"))
+        res["ff"] = {"used": ffs, "available": lc, "cell": "SB_DFF*"}
+    clocks = nextpnr["fmax"]
+    fmax = min((c["achieved_mhz"] for c in clocks.values()), default=None)
+    return {"resources": res, "clocks": clocks, "fmax_mhz": fmax}
+
+
+def markdown(report: dict) -> str:
+    r = report
+    lines = [f"# Build report: {r['name']}", "",
+             f"- board: `{r['board']}` ({r['device']}), family {r['family']}",
+             f"- accelerator: {r['params']['rows']} x {r['params']['cols']} array, "
+             f"act_depth {r['params']['act_depth']}, wgt_depth {r['params']['wgt_depth']}, "
+             f"pix_depth {r['params']['pix_depth']}, skip_cols {r['params']['skip_cols']}"
+             + (", gating left out (dense only)" if r.get("dense_only") else ""),
+             f"- UART: {r['baud']} baud ({r['divisor']} clocks per bit at "
+             f"{r['clk_mhz']:g} MHz)",
+             f"- command: `{r['command']}`",
+             f"- wall time: {r['seconds']:.0f} s",
+             "", "| resource | cell | used | available | % |", "|---|---|---|---|---|"]
+    for cat, u in r["resources"].items():
+        pct = f"{100.0 * u['used'] / u['available']:.1f}" if u.get("available") else ""
+        lines.append(f"| {cat} | {u['cell']} | {u['used']} | {u.get('available', '')} | {pct} |")
+    lines += ["", "| clock | Fmax (MHz) | constraint (MHz) | |", "|---|---|---|---|"]
+    for clk, c in r["clocks"].items():
+        lines.append(f"| `{clk}` | {c['achieved_mhz']:.2f} | {c['constraint_mhz']:.2f} | "
+                     f"{'PASS' if c['pass'] else 'FAIL'} |")
+    if r.get("gating_cost"):
+        g = r["gating_cost"]
+        lines += ["", "## Cost of gating", "",
+                  f"Against the dense-only build of the same array (`{g['dense_report']}`):", "",
+                  "| resource | gated | dense only | overhead |", "|---|---|---|---|"]
+        for cat, v in g["resources"].items():
+            lines.append(f"| {cat} | {v['gated']} | {v['dense']} | {v['overhead_pct']:+.1f}% |")
+        if g.get("fmax"):
+            lines.append(f"| Fmax (MHz) | {g['fmax']['gated']:.2f} | {g['fmax']['dense']:.2f} | "
+                         f"{g['fmax']['overhead_pct']:+.1f}% |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def gating_cost(gated: dict, dense: dict) -> dict:
+    """Side by side figures of a gated build and the dense-only build of the same array."""
+    res = {}
+    for cat in ("lut", "ff", "logic_cells", "bram", "dsp"):
+        a = gated["resources"].get(cat, {}).get("used")
+        b = dense["resources"].get(cat, {}).get("used")
+        if a is not None and b is not None:
+            res[cat] = {"gated": a, "dense": b,
+                        "overhead_pct": 100.0 * (a - b) / b if b else 0.0}
+    out = {"dense_report": dense["name"], "resources": res}
+    if gated.get("fmax_mhz") and dense.get("fmax_mhz"):
+        out["fmax"] = {"gated": gated["fmax_mhz"], "dense": dense["fmax_mhz"],
+                       "overhead_pct": 100.0 * (gated["fmax_mhz"] - dense["fmax_mhz"])
+                       / dense["fmax_mhz"]}
+    return out
+
+
+def write_atomic(path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_reports(report: dict, out_dir) -> tuple[Path, Path]:
+    out_dir = Path(out_dir)
+    j = out_dir / f"{report['name']}.report.json"
+    md = out_dir / f"{report['name']}.report.md"
+    write_atomic(j, json.dumps(report, indent=1) + "\n")
+    write_atomic(md, markdown(report))
+    return j, md
