@@ -64,3 +64,28 @@ def test_icarus_parses(small_verilog, tmp_path):
 def test_regmap_doc_is_current():
     with open(os.path.join(HW_DIR, "REGMAP.md")) as f:
         assert f.read() == regmap_markdown(DEFAULT), "run: sluice regmap -o hw/REGMAP.md"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("verilator") is None, reason="verilator is not installed")
+def test_default_instance_lint_clean(tmp_path):
+    from sluice.hw.commands import run_lint
+    path = tmp_path / "sluice.v"
+    path.write_text(verilog_text(DEFAULT))
+    proc = run_lint(str(path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_cli_regmap_and_cycles(tmp_path, capsys):
+    from sluice.cli import main
+    from sluice.model.layerfile import write_layer
+    from sluice.model.randlayer import make_layer
+    out = tmp_path / "regmap.md"
+    assert main(["regmap", "-o", str(out)]) == 0
+    assert out.read_text() == regmap_markdown(DEFAULT)
+    layer_path = tmp_path / "l.layer.npz"
+    write_layer(str(layer_path), make_layer(c_in=8, c_out=8, size=(6, 6), partitions=4, seed=1))
+    assert main(["cycles", str(layer_path)]) == 0
+    text = capsys.readouterr().out
+    assert "bound_cycles" in text and "efficiency" in text
+    assert main(["cycles", str(layer_path), "--skip-cols", "3"]) == 2
