@@ -400,7 +400,10 @@ class Sluice(wiring.Component):
                                         gu.gate[j * G:(j + 1) * G].any() & ~cond_empty)
             m.d.comb += out_valid[j].eq(d1[j]["valid"] & ~to_active[j])
         term = Signal()  # the job's terminating word (VALID = 0, TLAST = 1)
-        word = Cat(*ys, *(d1[j]["p"] for j in range(NG)), Mux(term, 0, out_valid), gate_out,
+        # results of groups without a final result are zeroed (they may come from unwritten
+        # buffer rows, which are X in a Verilog simulation)
+        ys_out = [Mux(out_valid[c // G] & col_valid[c] & ~term, ys[c], 0) for c in range(C)]
+        word = Cat(*ys_out, *(d1[j]["p"] for j in range(NG)), Mux(term, 0, out_valid), gate_out,
                    tile_idx)
         m.d.comb += [fifo.w_data.eq(Cat(word, Const(0, P.out_bits - len(word)), term)),
                      fifo.w_en.eq(0)]
