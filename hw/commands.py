@@ -26,13 +26,15 @@ def _add_params(p):
                    help="output pixels per job (power of two)")
     p.add_argument("--skip-cols", type=int, default=DEFAULT.skip_cols,
                    help="skip group width in columns (divides --cols)")
+    p.add_argument("--stream-width", type=int, default=DEFAULT.stream_width,
+                   help="input stream bytes per beat (0: automatic)")
 
 
 def _params(args):
     from sluice.hw.params import HwParams
     return HwParams(rows=args.rows, cols=args.cols, act_depth=args.act_depth,
                     wgt_depth=args.wgt_depth, pix_depth=args.pix_depth,
-                    skip_cols=args.skip_cols)
+                    skip_cols=args.skip_cols, stream_width=args.stream_width)
 
 
 def cmd_verilog(args) -> int:

@@ -45,10 +45,11 @@ class HwParams:
 
     rows: int = 8
     cols: int = 8
-    act_depth: int = 8192
+    act_depth: int = 16384
     wgt_depth: int = 2048
     pix_depth: int = 1024
     skip_cols: int = 2
+    stream_width: int = 0  # input stream bytes per beat; 0: automatic (see stream_bytes)
 
     def __post_init__(self):
         for name in ("rows", "cols"):
@@ -62,14 +63,21 @@ class HwParams:
                                   "in 1..2^20")
         if self.skip_cols < 1 or self.cols % self.skip_cols:
             raise SluiceError(f"--skip-cols: {self.skip_cols} must divide --cols {self.cols}")
+        sw = self.stream_width
+        if sw and (sw & (sw - 1) or sw < max(self.cols, 4)):
+            raise SluiceError(f"--stream-width: {sw} must be a power of two >= max(cols, 4)")
         if self.act_depth % self.stream_bytes:
             raise SluiceError(f"--act-depth: {self.act_depth} must be a multiple of the stream "
                               f"width ({self.stream_bytes} bytes)")
 
     @property
     def stream_bytes(self) -> int:
-        """Input stream beat width in bytes: one weight step (cols int8) or one 32-bit param."""
-        n = max(self.cols, 4)
+        """Input stream beat width in bytes: ``stream_width`` or, when 0, the next power of two
+        of max(cols, 16); a beat holds one weight step (cols int8), one 32-bit parameter or
+        ``stream_bytes`` activations."""
+        if self.stream_width:
+            return self.stream_width
+        n = max(self.cols, 16)
         return 1 << (n - 1).bit_length()  # power of two so activation bytes pack evenly
 
     @property
@@ -267,8 +275,9 @@ def regmap_markdown(p: HwParams = DEFAULT) -> str:
     out += ["",
             "## Input stream",
             "",
-            f"TDATA is 8 x stream_bytes bits (stream_bytes = next power of two of "
-            f"max(cols, 4); {p.stream_bytes} for this array). Per job, in order:",
+            f"TDATA is 8 x stream_bytes bits (stream_bytes = `--stream-width`, by default the "
+            f"next power of two of max(cols, 16); {p.stream_bytes} for this array). Per job, "
+            "in order:",
             "",
             "1. **ACT**: `C_IN*H_IN*W_IN` int8 activations in `(c, y, x)` order, "
             "`stream_bytes` per beat, byte j in `TDATA[8j+7:8j]`, last beat zero-padded.",

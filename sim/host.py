@@ -51,13 +51,17 @@ def band_rows(layer, params: HwParams) -> int:
     if layer.c_in * k * k > params.wgt_depth:
         raise SluiceError(f"{layer.name}: C_in*K*K = {layer.c_in * k * k} exceeds the weight "
                           f"buffer ({params.wgt_depth} words); build with a larger --wgt-depth")
-    best = 0
-    for rows in range(1, layer.h_out + 1):
-        in_rows = min((rows - 1) * s + k, layer.h_in + p)
-        if (layer.c_in * in_rows * layer.w_in > params.act_depth
-                or rows * layer.w_out > params.pix_depth):
-            break
-        best = rows
+    def fits(rows):
+        if rows * layer.w_out > params.pix_depth:
+            return False
+        for y0 in range(0, layer.h_out, rows):
+            y1 = min(layer.h_out, y0 + rows)
+            in_rows = min(layer.h_in, (y1 - 1) * s - p + k) - max(0, y0 * s - p)
+            if layer.c_in * in_rows * layer.w_in > params.act_depth:
+                return False
+        return True
+
+    best = next((rows for rows in range(layer.h_out, 0, -1) if fits(rows)), 0)
     if best == 0:
         raise SluiceError(f"{layer.name}: one output row needs more than the activation buffer "
                           f"({params.act_depth} bytes) or pixel buffers ({params.pix_depth}); "
