@@ -47,13 +47,16 @@ async def axil_read(ctx, dut, addr):
     return value
 
 
-def simulate_jobs(jobs, params: HwParams = DEFAULT, vcd=None, max_cycles=2_000_000):
+def simulate_jobs(jobs, params: HwParams = DEFAULT, vcd=None, max_cycles=2_000_000,
+                  throttle_seed=None):
     """Run ``jobs`` back to back on a fresh instance.
 
     Two testbench processes: the *control* one writes the descriptor and START over AXI4-Lite,
     then polls STATUS and reads the counters; the *stream* one presents the job's input beats
     (from before START, so the input is never the bottleneck) and collects the output words with
-    TREADY held high until the TLAST word. Returns a list of ``(words, status, error, counters)``.
+    TREADY held high until the TLAST word (``throttle_seed``: instead drop TVALID and TREADY at
+    random, a third of the cycles each, to exercise back-pressure). Returns a list of
+    ``(words, status, error, counters)``.
     """
     dut = Sluice(params)
     sim = Simulator(dut)
@@ -90,6 +93,9 @@ def simulate_jobs(jobs, params: HwParams = DEFAULT, vcd=None, max_cycles=2_000_0
 
     stream_words = [[] for _ in jobs]
 
+    import random
+    rng = random.Random(throttle_seed)
+
     async def stream(ctx):
         ctx.set(dut.m_axis_tready, 1)
         for j, job in enumerate(jobs):
@@ -99,13 +105,16 @@ def simulate_jobs(jobs, params: HwParams = DEFAULT, vcd=None, max_cycles=2_000_0
             i, n = 0, len(job.beats)
             ended = False
             while not ended and not state["stop"]:
-                if i < n:
+                gap = throttle_seed is not None and rng.random() < 1 / 3
+                if throttle_seed is not None:
+                    ctx.set(dut.m_axis_tready, rng.random() >= 1 / 3)
+                if i < n and not gap:
                     ctx.set(dut.s_axis_tvalid, 1)
                     ctx.set(dut.s_axis_tdata, job.beats[i])
                 else:
                     ctx.set(dut.s_axis_tvalid, 0)
-                took = i < n and ctx.get(dut.s_axis_tready)
-                if ctx.get(dut.m_axis_tvalid):
+                took = i < n and not gap and ctx.get(dut.s_axis_tready)
+                if ctx.get(dut.m_axis_tvalid) and ctx.get(dut.m_axis_tready):
                     if ctx.get(dut.m_axis_tlast):
                         ended = True  # the terminating word carries no results
                     else:
@@ -129,7 +138,8 @@ def simulate_jobs(jobs, params: HwParams = DEFAULT, vcd=None, max_cycles=2_000_0
     return out
 
 
-def run_layer_amaranth(layer, params: HwParams = DEFAULT, dense: bool = False):
+def run_layer_amaranth(layer, params: HwParams = DEFAULT, dense: bool = False,
+                       throttle_seed=None):
     """Run a whole layer; returns a ``sluice.model.layerfile.Result`` (runner ``amaranth``)."""
     from sluice.errors import SluiceError
     from sluice.model.layerfile import Result
@@ -138,7 +148,8 @@ def run_layer_amaranth(layer, params: HwParams = DEFAULT, dense: bool = False):
     jobs = layer_jobs(layer, params, dense=dense)
     y, gate = new_outputs(layer)
     totals = {}
-    for job, (words, status, error, counters) in zip(jobs, simulate_jobs(jobs, params)):
+    for job, (words, status, error, counters) in zip(jobs, simulate_jobs(jobs, params,
+                                                                     throttle_seed=throttle_seed)):
         if error:
             raise SluiceError(f"{layer.name}: the accelerator refused the job (ERROR=0x{error:x})")
         decode_words(layer, job, words, y, gate, params)
