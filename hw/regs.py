@@ -7,7 +7,7 @@ Unmapped addresses read as zero and ignore writes; responses are always OKAY.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 

@@ -1,22 +1,24 @@
-"""Sluice top level: registers, stream loader, sequencer, skip controller, array, drain.
+"""Sluice top level: registers, loader, sequencer, skip controller, array, drain.
 
 One layer job (see ``hw/README.md`` for the full story):
 
-1. ``LOAD_ACT`` reads the input activations from the input stream into ``rows`` replicated
-   activation buffers (one read port per array row).
-2. For every tile of ``cols`` output channels: ``LOAD_WGT`` / ``LOAD_PAR`` / ``LOAD_RES`` read the
-   tile's weights, per-channel parameters and residual; ``COL_SETUP`` works out each column's
-   base input channels; then one dense phase, or a base phase and a conditional phase, run.
-3. A phase is a sequence of passes. A pass puts ``rows`` output pixels (the *row set*) on the
-   array and streams every (input channel, ky, kx) step of the phase's channel segments through
-   it. The row-set loader fills the next row set while the current pass runs: from a pixel walker
-   (dense and base phases) or from the skip controller's *active list* (conditional phase).
+1. The *loader* FSM reads the activations into ``rows * cols / skip_cols`` replicated
+   activation buffers (one read port per row and skip group), then, for every tile of ``cols``
+   output channels, the tile's weights, parameters and residual into one of two banks, so tile
+   t+1 loads while tile t computes.
+2. The *compute* FSM, per tile: ``COL_SETUP`` works out each column's base input channels, then
+   one dense phase, or a base phase and a conditional phase.
+3. A phase is a sequence of passes. A pass puts a *row set* (per row and skip group: an output
+   pixel) on the array and streams every step of the phase: each skip group its own columns'
+   input channels (base set, or the others) times (ky, kx). The row-set loader fills the next row
+   set while the current pass runs: from a pixel walker (dense and base phases) or from the skip
+   groups' *active lists* (conditional phase).
 4. The drain reads each finished pass row by row. Dense phase: post-process and emit. Base phase:
-   the gate unit compares the partial sums with the thresholds; a pixel whose gates are all off
-   in this tile is post-processed and emitted at once (it is never streamed again), any other
-   pixel is appended to the active list (the skip controller's compaction) with its gate bits,
-   and its partial sums go to the partial-sum buffer. Conditional phase: only elements with their
-   gate bit set accumulate; the drain adds the stored base sums and emits.
+   the gate unit compares the partial sums with the thresholds; for a skip group whose gates are
+   all off the results are post-processed and emitted at once (the pixel is never streamed again
+   for that group), otherwise the pixel goes to the group's active list with its gate bits and
+   its partial sums to the group's partial-sum buffer. Conditional phase: only elements with
+   their gate bit set accumulate; the drain adds the stored base sums and emits.
 """
 
 from __future__ import annotations
@@ -138,7 +140,7 @@ class Sluice(wiring.Component):
             m.d.comb += getattr(regs, "cnt_" + name.lower()).eq(cnt[name])
 
         # ---------------------------------------------------------------- memories
-        act_mems, act_rd = [], []
+        act_rd = []
         act_wr_addr = Signal(_log2(act_words) or 1)
         act_wr_en = Signal()
         for q in range(Q):
@@ -147,7 +149,6 @@ class Sluice(wiring.Component):
             wp = mem.write_port()
             m.d.comb += [wp.addr.eq(act_wr_addr), wp.data.eq(self.s_axis_tdata), wp.en.eq(act_wr_en)]
             act_rd.append(mem.read_port())
-            act_mems.append(mem)
 
         # weights and residual are double-buffered per channel tile (bank = tile parity), so the
         # loader fills tile t+1 while tile t computes
@@ -191,7 +192,6 @@ class Sluice(wiring.Component):
         last_tile = Signal()
         grp_r = Signal(DIM_BITS)
         grp_lo = Signal(DIM_BITS)
-        ncols = Signal(range(C + 1))
         setup_c = Signal(range(C + 1))
         col_work = Signal(32)  # conditional MACs of one output (pixel, channel)
         m.d.comb += col_work.eq((c_in - base_cin) * kk)
@@ -641,10 +641,6 @@ class Sluice(wiring.Component):
                 lo = Mux(base_first, regs.base_lo, grp_lo)
                 m.d.sync += [col_lo[c].eq(col_lo[c + 1]) for c in range(C - 1)]
                 m.d.sync += [col_lo[C - 1].eq(lo), col_valid.eq(Cat(col_valid[1:], valid))]
-                with m.If(setup_c == 0):
-                    m.d.sync += ncols.eq(valid)
-                with m.Else():
-                    m.d.sync += ncols.eq(ncols + valid)
                 with m.If(valid):
                     with m.If(grp_r == group_cout - 1):
                         m.d.sync += [grp_r.eq(0), grp_lo.eq(grp_lo + base_cin)]
