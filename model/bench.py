@@ -1,0 +1,68 @@
+"""Model benchmark: the issue's targets on the full test set, measured, not assumed.
+
+    python -m sluice.model.bench --dense DENSE.pt --gated GATED.pt [-o eval]
+
+Evaluates the dense baseline (float), the gated network (float and int8), checks the targets
+(dense >= 93.5 %; gated int8 >= 3.0x MAC reduction and at most 0.5 points below dense; int8
+within 0.2 points of float) and writes ``targets.json`` plus the usual eval reports and plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def main(argv=None) -> int:
+    import torch
+    from .checkpoint import atomic_write_bytes
+    from .evaluate import _run_name, evaluate_checkpoint, plot_gate_rates, plot_tradeoff
+
+    ap = argparse.ArgumentParser(prog="python -m sluice.model.bench")
+    ap.add_argument("--dense", required=True)
+    ap.add_argument("--gated", required=True)
+    ap.add_argument("-o", "--out", default="eval")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--limit", type=int, default=0)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    runs = [("dense", args.dense, False), ("gated", args.gated, False),
+            ("gated_int8", args.gated, True)]
+    reports = {}
+    for key, ck, int8 in runs:
+        r = evaluate_checkpoint(ck, int8=int8, limit=args.limit)
+        stem = _run_name(ck) + (".int8" if int8 else "")
+        atomic_write_bytes(out / f"{stem}.eval.json",
+                           lambda f: f.write(json.dumps(r, indent=1).encode()))
+        plot_gate_rates(r, out / f"{stem}.gates.png")
+        reports[key] = r
+        rate = "-" if r["gate_rate"] is None else f"{100 * r['gate_rate']:.2f}%"
+        print(f"{key:11s} top-1 {100 * r['top1']:.2f}%  reduction {r['reduction']:.3f}x  "
+              f"gates on {rate}", flush=True)
+    plot_tradeoff(list(reports.values()), out / "accuracy_vs_reduction.png")
+    d, g, q = (reports[k]["top1"] * 100 for k in ("dense", "gated", "gated_int8"))
+    targets = {
+        "dense_top1": d, "gated_float_top1": g, "gated_int8_top1": q,
+        "gated_int8_reduction": reports["gated_int8"]["reduction"],
+        "gated_int8_gate_rate": reports["gated_int8"]["gate_rate"],
+        "checks": {
+            "dense >= 93.5": d >= 93.5,
+            "gated int8 reduction >= 3.0x": reports["gated_int8"]["reduction"] >= 3.0,
+            "gated int8 >= dense - 0.5": q >= d - 0.5,
+            "|int8 - float| <= 0.2": abs(q - g) <= 0.2,
+        },
+        "images": reports["dense"]["images"],
+        "dense": args.dense, "gated": args.gated,
+    }
+    atomic_write_bytes(out / "targets.json",
+                       lambda f: f.write(json.dumps(targets, indent=1).encode()))
+    for k, v in targets["checks"].items():
+        print(f"{'PASS' if v else 'MISS'}  {k}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
