@@ -21,23 +21,41 @@ PHASE_ENTRY = 1
 TAIL = 4
 
 
-def phase_cycles(npix: int, steps: int, p: HwParams) -> tuple[int, int]:
-    """Cycles of one RUN state (one phase) and the number of passes."""
+def phase_cycles(npix: int, steps: int, p: HwParams, start: int = 0, need=None,
+                 act_end: int = 0) -> tuple[int, int, int]:
+    """One RUN state (one phase) whose first cycle is ``start``.
+
+    Returns (last RUN cycle + 1, passes, cycles waiting for activations). ``need(n)``: the
+    cycle from which step n of a pass may issue (its input channels are loaded); only
+    consulted for steps that could issue before ``act_end``.
+    """
     R, C = p.rows, p.cols
     n_pass = -(-npix // R)
-    s = R + 2  # swap cycle of the first row set
+    s = start + R + 2  # swap cycle of the first row set
     e_prev = None
     ready = None
+    wait = 0
     for j in range(n_pass):
         if j > 0:
             s = e_prev if ready <= e_prev else ready
         a = s + 1
-        e = a + steps - 1
-        if e_prev is not None:
-            e = max(e, e_prev + C + R + 1)
+        if need is not None and a < act_end:
+            t = a - 1
+            for n in range(steps):
+                lo = t + 1
+                nd = need(n)
+                t = max(lo, nd)
+                if n == steps - 1 and e_prev is not None:
+                    t = max(t, e_prev + C + R + 1)
+                wait += max(0, min(t, nd) - lo)
+            e = t
+        else:
+            e = a + steps - 1
+            if e_prev is not None:
+                e = max(e, e_prev + C + R + 1)
         ready = s + R + 3
         e_prev = e
-    return e_prev + C + R + 3, n_pass
+    return e_prev + C + R + 3, n_pass, wait
 
 
 def active_items(gate_band, t: int, p: HwParams) -> list[int]:
@@ -54,61 +72,89 @@ def active_items(gate_band, t: int, p: HwParams) -> list[int]:
 def job_cycles(layer, job_desc: dict, gate_band, p: HwParams, dense: bool) -> dict:
     """Cycles of one job; ``gate_band`` is the job's ``C_out, H_out, W_out`` gate bits.
 
-    Cycle 1 is the first busy cycle. The loader reads the activations (cycles 1..A), then fills
-    tile banks alternately; the compute side starts a tile the cycle after it sees the tile's
-    bank full and frees the bank when the tile's last phase ends.
+    Cycle 1 is the first busy cycle. The loader fills tile 0's bank, streams the activations,
+    then fills the banks of tiles 1, 2, ... alternately; the compute side starts a tile the cycle
+    after it sees the tile's bank full, frees the bank when the tile's last phase ends, and a step
+    waits until the activations of its input channels are in.
     """
-    C, B = p.cols, p.stream_bytes
+    C, B, G = p.cols, p.stream_bytes, p.skip_cols
     kk = layer.kernel * layer.kernel
     c_in = layer.c_in
     c_out = job_desc["C_OUT"]
+    hw_in = job_desc["H_IN"] * job_desc["W_IN"]
     hw_out = job_desc["H_OUT"] * job_desc["W_OUT"]
-    n_act = c_in * job_desc["H_IN"] * job_desc["W_IN"]
     gated = layer.gated and not dense
     base_cin = job_desc["BASE_CIN"]
+    first = bool(job_desc["FLAGS"] & 8)
+    group_cout = job_desc["GROUP_COUT"]
     cond_empty = base_cin == c_in
     n_tiles = -(-c_out // C)
     n_load = c_in * kk + len(PARAM_ORDER) * C + (hw_out if layer.residual is not None else 0)
+    A = -(-c_in * hw_in // B)
 
-    # compute-side work per tile: (cycles from COL_SETUP to the last RUN cycle, steps, passes)
-    work = []
+    def group_lo(o):
+        if first:
+            return job_desc["BASE_LO"]
+        return (min(o, c_out) // group_cout) * base_cin  # columns beyond C_OUT: next group
+
+    f0 = n_load + 2  # tile 0's bank seen full; the activations stream in from this cycle
+    act_end = f0 + A
+
+    def avail(i):
+        if i >= c_in:
+            return act_end
+        return f0 + -(-(i + 1) * hw_in // B)
+
+    def need_for(t, kind):
+        los = [group_lo(t * C + j * G) for j in range(p.groups)]
+
+        def chan(lo, k):
+            if kind == "dense":
+                return k
+            if kind == "base":
+                return lo + k
+            return k if k < lo else k + base_cin
+
+        return lambda n: max(avail(chan(lo, n // kk)) for lo in los)
+
+    full, ends = [], []
+    load_wait = 0
+    steps_total = passes = 0
+    w = 1  # loader enters L_WAIT
+    a = 1  # compute enters TILE_WAIT
     for t in range(n_tiles):
-        steps = (base_cin if gated else c_in) * kk
-        cyc, n = phase_cycles(hw_out, steps, p)
-        span, st, ps = C + PHASE_ENTRY + cyc, n * steps, n
+        free = ends[t - 2] + 1 if t >= 2 else 0
+        y = max(w, free)
+        f = y + n_load + 1
+        full.append(f)
+        w = f + A if t == 0 else f
+        s = max(a, f) + 1
+        load_wait += max(0, f - a)
+        run = s + C + PHASE_ENTRY  # first RUN cycle
+        if not gated:
+            steps = c_in * kk
+            end, n, wt = phase_cycles(hw_out, steps, p, run, need_for(t, "dense"), act_end)
+        else:
+            steps = base_cin * kk
+            end, n, wt = phase_cycles(hw_out, steps, p, run, need_for(t, "base"), act_end)
+        steps_total += n * steps
+        passes += n
+        load_wait += wt
         if gated:
             n_active = max(active_items(gate_band, t, p))
             if n_active and not cond_empty:
                 steps = (c_in - base_cin) * kk
-                cyc, n = phase_cycles(n_active, steps, p)
-                span += PHASE_ENTRY + cyc
-                st += n * steps
-                ps += n
-        work.append((span, st, ps))
-
-    A = -(-n_act // B)
-    full = []  # cycle in which bank of tile t is first seen full
-    ends = []  # last RUN cycle of tile t
-    load_wait = 0
-    w = A + 1  # loader enters L_WAIT
-    a = 1  # compute enters TILE_WAIT
-    for t in range(n_tiles):
-        free = ends[t - 2] + 1 if t >= 2 else 0
-        # the loader's tile t load may depend on the compute of tile t-2: interleave
-        y = max(w, free)
-        f = y + n_load + 1
-        full.append(f)
-        w = f
-        s = max(a, f) + 1
-        load_wait += max(0, f - a)
-        e = s + work[t][0] - 1
-        ends.append(e)
-        a = e + 1
+                end, n, wt = phase_cycles(n_active, steps, p, end + PHASE_ENTRY,
+                                          need_for(t, "cond"), act_end)
+                steps_total += n * steps
+                passes += n
+                load_wait += wt
+        ends.append(end - 1)
+        a = end
     cycles = ends[-1] + TAIL
-    steps_total = sum(x[1] for x in work)
     return {"cycles": cycles, "load_cycles": load_wait,
             "stall_cycles": cycles - load_wait - steps_total,
-            "steps": steps_total, "passes": sum(x[2] for x in work)}
+            "steps": steps_total, "passes": passes}
 
 
 def predict(layer, gate=None, params: HwParams = DEFAULT, dense: bool = False) -> dict:

@@ -204,10 +204,12 @@ REG = {r.name: r for r in REGISTERS}
 ADDR_BITS = 8  # AXI4-Lite address width (byte address)
 
 # ---------------------------------------------------------------------------------------------
-# Input stream (AXI4-Stream, TDATA = 8 * stream_bytes bits), in this order per job:
-#   1. ACT: C_IN*H_IN*W_IN int8 activations, channel-major (c, y, x), packed stream_bytes per
+# Input stream (AXI4-Stream, TDATA = 8 * stream_bytes bits), per job: the tiles' sections in
+# tile order, with the ACT section right after tile 0's (compute on tile 0 starts while the
+# activations stream in, each step waiting for its input channels):
+#   ACT: C_IN*H_IN*W_IN int8 activations, channel-major (c, y, x), packed stream_bytes per
 #      beat, little-endian (byte j of a beat in TDATA[8j+7:8j]); the last beat is zero-padded.
-#   2. for each channel tile t (output channels [t*cols, t*cols + cols)):
+#   per channel tile t (output channels [t*cols, t*cols + cols)):
 #      a. WGT: C_IN*K*K beats; byte c of beat (n*K*K + ky*K + kx) holds w[o, i, ky, kx] of
 #         column c's output channel o = t*cols + c (zero beyond C_OUT), where i is the n-th
 #         input channel of o's sequence: dense, 0..C_IN-1; gated, o's base set first, then
@@ -276,12 +278,14 @@ def regmap_markdown(p: HwParams = DEFAULT) -> str:
             "## Input stream",
             "",
             f"TDATA is 8 x stream_bytes bits (stream_bytes = `--stream-width`, by default the "
-            f"next power of two of max(cols, 16); {p.stream_bytes} for this array). Per job, "
-            "in order:",
+            f"next power of two of max(cols, 16); {p.stream_bytes} for this array). Per job: "
+            "tile 0's section, then ACT, then the sections of tiles 1, 2, ... (the first "
+            "tile computes while the activations stream in; a step waits for its input "
+            "channels).",
             "",
-            "1. **ACT**: `C_IN*H_IN*W_IN` int8 activations in `(c, y, x)` order, "
+            "- **ACT**: `C_IN*H_IN*W_IN` int8 activations in `(c, y, x)` order, "
             "`stream_bytes` per beat, byte j in `TDATA[8j+7:8j]`, last beat zero-padded.",
-            "2. For each tile `t` of `cols` output channels:",
+            "- The section of tile `t` of `cols` output channels:",
             "   1. **WGT**: `C_IN*K*K` beats; byte c of beat `n*K*K + ky*K + kx` holds "
             "`w[o, i, ky, kx]` for column c's channel `o = t*cols + c` (zero beyond C_OUT), "
             "where `i` is the n-th input channel of o's sequence: `0..C_IN-1` in dense mode; "

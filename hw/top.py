@@ -479,9 +479,18 @@ class Sluice(wiring.Component):
                 m.d.sync += rl_done.eq(1)
 
         # ---------------------------------------------------------------- issuer
+        # the activations stream in after the first tile's weights, channel by channel, while
+        # the first passes run: a step waits until every group's input channel is complete
+        act_loaded = Signal()
+        act_have = Signal(3 * DIM_BITS)  # activation beats written so far
+        step_ready = Signal()
+        m.d.comb += step_ready.eq(act_loaded | Cat(*(
+            g_off[j] + hw_in <= (act_have << bbits) for j in range(NG))).all())
+        act_wait = Signal()
         with m.If(running):
             with m.If(have_cur):
-                m.d.comb += issue.eq(~(is_last & in_flight))
+                m.d.comb += [issue.eq(step_ready & ~(is_last & in_flight)),
+                             act_wait.eq(~step_ready)]
             with m.Elif(rl_done):
                 m.d.comb += swap.eq(1)
         with m.If(issue):
@@ -544,17 +553,24 @@ class Sluice(wiring.Component):
             stmts = [ld_cnt.eq(0), ld_bank.eq(~ld_bank), ld_tile.eq(ld_tile + C)]
             return stmts
 
+        def after_bank():  # the activations follow the first tile's bank
+            with m.If(act_loaded):
+                m.next = "L_WAIT"
+            with m.Else():
+                m.next = "L_ACT"
+
         with m.FSM(name="loader"):
             with m.State("L_IDLE"):
                 with m.If(start_job):
-                    m.d.sync += [ld_cnt.eq(0), ld_tile.eq(0), ld_bank.eq(0)]
-                    m.next = "L_ACT"
+                    m.d.sync += [ld_cnt.eq(0), ld_tile.eq(0), ld_bank.eq(0),
+                                 act_loaded.eq(0), act_have.eq(0)]
+                    m.next = "L_WAIT"
             with m.State("L_ACT"):
                 m.d.comb += [self.s_axis_tready.eq(1), act_wr_en.eq(fire)]
                 with m.If(fire):
-                    m.d.sync += ld_cnt.eq(ld_cnt + 1)
+                    m.d.sync += [ld_cnt.eq(ld_cnt + 1), act_have.eq(act_have + 1)]
                     with m.If(ld_cnt == act_beats - 1):
-                        m.d.sync += ld_cnt.eq(0)
+                        m.d.sync += [ld_cnt.eq(0), act_loaded.eq(1)]
                         m.next = "L_WAIT"
             with m.State("L_WAIT"):
                 with m.If(ld_tile >= c_out):
@@ -585,7 +601,7 @@ class Sluice(wiring.Component):
                             with m.Else():
                                 m.d.comb += bank_set.eq(Mux(ld_bank, 0b10, 0b01))
                                 m.d.sync += bank_loaded()
-                                m.next = "L_WAIT"
+                                after_bank()
             with m.State("L_RES"):
                 m.d.comb += [self.s_axis_tready.eq(1), res_wp.en.eq(fire)]
                 with m.If(fire):
@@ -593,10 +609,11 @@ class Sluice(wiring.Component):
                     with m.If(ld_cnt == hw_out - 1):
                         m.d.comb += bank_set.eq(Mux(ld_bank, 0b10, 0b01))
                         m.d.sync += bank_loaded()
-                        m.next = "L_WAIT"
+                        after_bank()
 
         # ---------------------------------------------------------------- compute FSM
         waiting = Signal()  # compute waits for the loader (counted as LOAD_CYCLES)
+        m.d.comb += waiting.eq(act_wait)
         with m.If(busy):
             m.d.sync += cnt["CYCLES"].eq(cnt["CYCLES"] + 1)
             with m.If(waiting):

@@ -150,9 +150,12 @@ def _channel_jobs(layer, params, gated, o0, c_out, base_lo, first):
             "BASE_CIN": base_cin, "GROUP_COUT": c_out // p if not first else c_out,
             "FLAGS": flags, "BASE_LO": base_lo,
         }
-        beats = _words_from_bytes(x.view(np.uint8), params.stream_bytes)
+        act = _words_from_bytes(x.view(np.uint8), params.stream_bytes)
         hw = (y1 - y0) * layer.w_out
+        beats = []
         for t in range(n_tiles):
+            if t == 1:
+                beats += act
             wt = w[t * C:(t + 1) * C]  # C, C_in (column order), K, K
             steps = wt.reshape(C, -1).T  # C_in*K*K, C
             beats += [int.from_bytes(row.astype(np.int8).tobytes(), "little") for row in steps]
@@ -164,6 +167,8 @@ def _channel_jobs(layer, params, gated, o0, c_out, base_lo, first):
                 res[:cs] = layer.residual[o0 + t * C:o0 + t * C + cs, y0:y1]
                 rows = res.reshape(C, hw).T
                 beats += [int.from_bytes(row.tobytes(), "little") for row in rows]
+        if n_tiles == 1:
+            beats += act
         writes = [(REG[name].addr, int(v)) for name, v in desc.items()]
         writes.append((REG["CTRL"].addr, 1))
         jobs.append(Job(writes=writes, beats=beats, y0=y0, h_out=y1 - y0, descriptor=desc,
