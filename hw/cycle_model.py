@@ -168,7 +168,10 @@ def predict(layer, gate=None, params: HwParams = DEFAULT, dense: bool = False) -
         gate = np.ones((layer.c_out, layer.h_out, layer.w_out), np.uint8)
     total = {}
     for job in layer_jobs(layer, params, dense=dense):
-        band = gate[job.o0:job.o0 + (job.c_out or layer.c_out), job.y0:job.y0 + job.h_out]
+        rows = gate[:, job.y0:job.y0 + job.h_out]
+        band = np.zeros((len(job.channels),) + rows.shape[1:], rows.dtype)  # padding: gate 0
+        real = [n for n, o in enumerate(job.channels) if o >= 0]
+        band[real] = rows[[job.channels[n] for n in real]]
         for key, v in job_cycles(layer, job.descriptor, band, params, dense).items():
             total[key] = total.get(key, 0) + v
     return total

@@ -134,7 +134,7 @@ DESCRIPTOR = (
     ("GROUP_COUT", "C_OUT / p (checked: GROUP_COUT * p == C_OUT)"),
     ("FLAGS", "layer flags, see fields"),
     ("BASE_LO", "with FLAGS.BASE_FIRST: first input channel of the common base set "
-                "(0 for SPEC 'first'; the host uses g*BASE_CIN to run base group g on its own)"),
+                "(0 for SPEC 'first'; g*BASE_CIN runs base group g of a grouped layer alone)"),
 )
 
 FLAG_FIELDS = (
@@ -166,7 +166,7 @@ ERROR_FIELDS = (
     ("WGT_BUFFER", 7, 1, "C_IN * K * K exceeds the weight buffer"),
     ("PIX_BUFFER", 8, 1, "H_OUT * W_OUT exceeds the pixel buffers"),
     ("SKIP_GROUP", 9, 1, "gated group mode with GROUP_COUT not a multiple of the skip group "
-                         "width (the host then runs each base group as its own BASE_FIRST job)"),
+                         "width (the host pads each base group with unused channels)"),
 )
 
 COUNTERS = (

@@ -6,7 +6,8 @@ come from ``sluice.hw.params`` (see ``hw/REGMAP.md``).
 
 A layer whose activations or output pixels do not fit the on-chip buffers is split into bands of
 output rows; each band is one *job* (its own descriptor, with its own top padding and input rows),
-run one after the other.
+run one after the other. Base groups that are not a whole number of skip groups are padded with
+unused channels (``job_channels``).
 """
 
 from __future__ import annotations
@@ -30,8 +31,7 @@ class Job:
     y0: int  # first output row of the band
     h_out: int
     descriptor: dict = field(default_factory=dict)
-    o0: int = 0  # first output channel of the job
-    c_out: int = 0  # output channels of the job (0: all of the layer)
+    channels: list = field(default_factory=list)  # layer channel of each job channel (-1: pad)
 
 
 def _words_from_bytes(raw: np.ndarray, nbytes: int) -> list:
@@ -78,43 +78,49 @@ def channel_order(c_in: int, base_lo: int, base_cin: int, gated: bool) -> list[i
     return base + [i for i in range(c_in) if not base_lo <= i < base_lo + base_cin]
 
 
-def layer_jobs(layer, params: HwParams = DEFAULT, dense: bool = False) -> list[Job]:
-    """The jobs that run ``layer`` (``dense``: gating off, every output gets the full sum).
+def job_channels(layer, params: HwParams = DEFAULT, dense: bool = False) -> tuple[list, int]:
+    """The job's output channels, column order: layer channel per job channel (-1: padding),
+    and the job's GROUP_COUT.
 
-    Bands of output rows when the buffers are too small; and, for a gated layer with channel
-    grouping whose groups are not a whole number of skip groups, one ``BASE_FIRST`` job per
-    base group (output channels of group g, base set starting at ``g * C_in / p``).
+    A gated layer with channel grouping whose base groups are not a whole number of skip groups
+    (e.g. ``C_out / p`` odd with ``skip_cols = 2``) gets each base group padded with unused
+    channels (zero weights, results dropped) up to a multiple of ``skip_cols``, so the columns
+    of a skip group always share their base set.
     """
     p = layer.partitions
     gated = layer.gated and not dense
-    base_cin = layer.c_in // p
-    group_cout = layer.c_out // p
-    if (gated and layer.base == "group" and p > 1
-            and group_cout % params.skip_cols != 0):
-        parts = [(g * group_cout, group_cout, g * base_cin) for g in range(p)]
-        first = True
-    else:
-        parts = [(0, layer.c_out, 0)]
-        first = layer.base == "first"
-    jobs = []
-    for o0, n_out, base_lo in parts:
-        jobs += _channel_jobs(layer, params, gated, o0, n_out, base_lo, first)
-    return jobs
+    gc = layer.c_out // p
+    G = params.skip_cols
+    if gated and layer.base == "group" and p > 1 and gc % G:
+        gcp = -(-gc // G) * G
+        chans = []
+        for g in range(p):
+            chans += [g * gc + i for i in range(gc)] + [-1] * (gcp - gc)
+        return chans, gcp
+    return list(range(layer.c_out)), (gc if layer.base == "group" else layer.c_out)
 
 
-def _channel_jobs(layer, params, gated, o0, c_out, base_lo, first):
+def layer_jobs(layer, params: HwParams = DEFAULT, dense: bool = False) -> list[Job]:
+    """The jobs that run ``layer`` (``dense``: gating off, every output gets the full sum):
+    one per band of output rows (one band when the buffers are large enough)."""
     C = params.cols
     k, s, pad = layer.kernel, layer.stride, layer.padding
     p = layer.partitions
+    gated = layer.gated and not dense
+    first = layer.base == "first"
     base_cin = layer.c_in // p
+    chans, group_cout = job_channels(layer, params, dense)
+    c_out = len(chans)
     n_tiles = -(-c_out // C)
     cpad = n_tiles * C
-    sel = slice(o0, o0 + c_out)
+    chans_pad = chans + [-1] * (cpad - c_out)
+    real = [n for n, o in enumerate(chans_pad) if o >= 0]
+    src = [chans_pad[n] for n in real]
 
-    def per_col(a, fill=0):
-        out = np.full(cpad, fill, np.int64)
+    def per_col(a):
+        out = np.zeros(cpad, np.int64)
         if a is not None:
-            out[:c_out] = np.asarray(a, np.int64)[sel]
+            out[real] = np.asarray(a, np.int64)[src]
         return out
 
     params_cols = {
@@ -124,13 +130,9 @@ def _channel_jobs(layer, params, gated, o0, c_out, base_lo, first):
     }
     # per column: its own input channel sequence (SPEC base sets)
     w = np.zeros((cpad, layer.c_in, k, k), np.int8)
-    for n in range(c_out):
-        o = o0 + n
-        if first:
-            lo = base_lo
-        else:
-            lo = (o // (layer.c_out // p)) * base_cin
-        w[n] = layer.w[o][channel_order(layer.c_in, lo, base_cin, gated)]
+    for n in real:
+        lo = 0 if first else (n // group_cout) * base_cin
+        w[n] = layer.w[chans_pad[n]][channel_order(layer.c_in, lo, base_cin, gated)]
     flags = ((gated << _FLAG["GATED"]) | (bool(layer.relu) << _FLAG["RELU"])
              | ((layer.residual is not None) << _FLAG["RESIDUAL"])
              | (first << _FLAG["BASE_FIRST"]))
@@ -147,11 +149,14 @@ def _channel_jobs(layer, params, gated, o0, c_out, base_lo, first):
             "C_IN": layer.c_in, "C_OUT": c_out, "H_IN": hi - lo, "W_IN": layer.w_in,
             "H_OUT": y1 - y0, "W_OUT": layer.w_out, "KERNEL": k, "STRIDE": s,
             "PAD_TOP": lo - in_lo, "PAD_LEFT": pad, "PARTITIONS": p,
-            "BASE_CIN": base_cin, "GROUP_COUT": c_out // p if not first else c_out,
-            "FLAGS": flags, "BASE_LO": base_lo,
+            "BASE_CIN": base_cin, "GROUP_COUT": group_cout, "FLAGS": flags, "BASE_LO": 0,
         }
         act = _words_from_bytes(x.view(np.uint8), params.stream_bytes)
         hw = (y1 - y0) * layer.w_out
+        res_all = None
+        if layer.residual is not None:
+            res_all = np.zeros((cpad, y1 - y0, layer.w_out), np.int8)
+            res_all[real] = layer.residual[src, y0:y1]
         beats = []
         for t in range(n_tiles):
             if t == 1:
@@ -161,18 +166,15 @@ def _channel_jobs(layer, params, gated, o0, c_out, base_lo, first):
             beats += [int.from_bytes(row.astype(np.int8).tobytes(), "little") for row in steps]
             for name in PARAM_ORDER:
                 beats += [_u32(v) for v in params_cols[name][t * C:(t + 1) * C]]
-            if layer.residual is not None:
-                res = np.zeros((C, y1 - y0, layer.w_out), np.int8)
-                cs = min(C, c_out - t * C)
-                res[:cs] = layer.residual[o0 + t * C:o0 + t * C + cs, y0:y1]
-                rows = res.reshape(C, hw).T
+            if res_all is not None:
+                rows = res_all[t * C:(t + 1) * C].reshape(C, hw).T
                 beats += [int.from_bytes(row.tobytes(), "little") for row in rows]
         if n_tiles == 1:
             beats += act
         writes = [(REG[name].addr, int(v)) for name, v in desc.items()]
         writes.append((REG["CTRL"].addr, 1))
         jobs.append(Job(writes=writes, beats=beats, y0=y0, h_out=y1 - y0, descriptor=desc,
-                        o0=o0, c_out=c_out))
+                        channels=chans))
     return jobs
 
 
@@ -185,7 +187,8 @@ def decode_words(layer, job: Job, words: list, y: np.ndarray, gate: np.ndarray,
     C, G, NG = params.cols, params.skip_cols, params.groups
     f = {name: (lsb, width) for name, lsb, width, _ in result_fields(params)}
     hw = job.h_out * layer.w_out
-    c_out = job.c_out or layer.c_out
+    chans = job.channels or list(range(layer.c_out))
+    c_out = len(chans)
     n_tiles = -(-c_out // C)
     seen = np.zeros((n_tiles * C, hw), np.int32)
 
@@ -207,9 +210,9 @@ def decode_words(layer, job: Job, words: list, y: np.ndarray, gate: np.ndarray,
             for c in range(j * G, (j + 1) * G):
                 n_ch = tile * C + c
                 seen[n_ch, pix] += 1
-                if n_ch >= c_out:
+                if n_ch >= c_out or chans[n_ch] < 0:
                     continue
-                o = job.o0 + n_ch
+                o = chans[n_ch]
                 v = (word >> (8 * c)) & 0xFF
                 y[o, job.y0 + yy, xx] = v - 256 if v >= 128 else v
                 gate[o, job.y0 + yy, xx] = (gbits >> c) & 1

@@ -52,8 +52,13 @@ def check_run(layer, params, dense):
     fig = work_figures(layer, gate, params.rows, params.cols)
     cnt = res.counters
     # every element MAC the layer needs is issued, no more, and the rest are counted skipped
-    assert cnt["macs_issued"] == fig["macs_theory"]
-    assert cnt["macs_issued"] + cnt["macs_skipped"] == fig["macs_dense"]
+    # (padding channels, see sim.host.job_channels, do their base MACs and skip the rest)
+    npad = layer_jobs(layer, params, dense=dense)[0].channels.count(-1)
+    kk = layer.kernel ** 2
+    pad_base = npad * layer.h_out * layer.w_out * (layer.c_in // layer.partitions) * kk
+    pad_dense = npad * layer.h_out * layer.w_out * layer.c_in * kk
+    assert cnt["macs_issued"] == fig["macs_theory"] + pad_base
+    assert cnt["macs_issued"] + cnt["macs_skipped"] == fig["macs_dense"] + pad_dense
     assert res.cycles >= fig["bound_cycles"]
     # the cycle model reproduces the RTL's counters exactly
     model = predict(layer, gate_gated, params, dense=dense)
@@ -73,8 +78,9 @@ def test_layer_bit_exact(name):
         # the skip controller streams exactly the (pixel, skip group) items with any gate on
         active = 0
         for job in layer_jobs(layer, params):
-            band = gate[job.o0:job.o0 + job.c_out, job.y0:job.y0 + job.h_out]
-            n_tiles = -(-job.c_out // params.cols)
+            band = gate[job.channels, job.y0:job.y0 + job.h_out]  # padding: gate 0, no items
+            band[np.array(job.channels) < 0] = 0
+            n_tiles = -(-len(job.channels) // params.cols)
             active += sum(sum(active_items(band, t, params)) for t in range(n_tiles))
         if layer.partitions > 1:
             assert res.counters["active_pixels"] == active
@@ -87,11 +93,12 @@ def test_dense_mode_of_gated_layer(name):
     check_run(layer, params, dense=True)
 
 
-def test_odd_base_groups_run_as_per_group_jobs():
-    """Base groups of 3 channels with skip groups of 2: one BASE_FIRST job per base group."""
+def test_odd_base_groups_are_padded():
+    """Base groups of 3 channels with skip groups of 2: each group padded to 4 channels."""
     layer = make_layer(c_in=4, c_out=6, size=(4, 4), partitions=2, gate_rate=0.4, seed=9)
-    jobs = layer_jobs(layer, SQUARE)
-    assert [(j.o0, j.c_out, j.descriptor["BASE_LO"]) for j in jobs] == [(0, 3, 0), (3, 3, 2)]
+    (job,) = layer_jobs(layer, SQUARE)
+    assert job.channels == [0, 1, 2, -1, 3, 4, 5, -1]
+    assert job.descriptor["GROUP_COUT"] == 4 and job.descriptor["C_OUT"] == 8
     check_run(layer, SQUARE, dense=False)
 
 
