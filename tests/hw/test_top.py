@@ -16,6 +16,9 @@ from sluice.sim.host import Job, layer_jobs
 SQUARE = HwParams(rows=4, cols=4, act_depth=1024, wgt_depth=512, pix_depth=64, skip_cols=2)
 TALL = HwParams(rows=3, cols=5, act_depth=1024, wgt_depth=512, pix_depth=64, skip_cols=5)
 NARROW = HwParams(rows=2, cols=3, act_depth=512, wgt_depth=256, pix_depth=64, skip_cols=1)
+# a 32-bit input stream: the activation load overlaps many passes and the second tile
+SLOW = HwParams(rows=4, cols=4, act_depth=2048, wgt_depth=512, pix_depth=256, skip_cols=2,
+                stream_width=4)
 ERR = {name: lsb for name, lsb, _, _ in ERROR_FIELDS}
 
 CASES = {
@@ -36,6 +39,8 @@ CASES = {
     "gated_all_off": (SQUARE, dict(c_in=4, c_out=4, size=(4, 4), partitions=2, gate_rate=0.0)),
     "gated_all_on": (SQUARE, dict(c_in=4, c_out=4, size=(4, 4), partitions=2, gate_rate=1.0)),
     "gated_p1": (SQUARE, dict(c_in=3, c_out=4, size=(4, 3), partitions=1, gate_rate=0.5)),
+    "slow_stream_k1_partial_tile": (SLOW, dict(c_in=12, c_out=6, size=(9, 9), kernel=1,
+                                                padding=0, partitions=3, gate_rate=0.3)),
     "gated_skip1": (NARROW, dict(c_in=4, c_out=5, size=(4, 4), kernel=3, padding=1,
                                  partitions=1, gate_rate=0.3)),
     "gated_skip1_p": (NARROW, dict(c_in=4, c_out=6, size=(5, 4), kernel=3, padding=1,
