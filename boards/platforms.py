@@ -42,6 +42,9 @@ class Board:
                   skip_cols=self.skip_cols)
         if kw["cols"] % kw["skip_cols"]:
             kw["skip_cols"] = 1 if kw["cols"] % 2 else 2
+        if "stream_width" in HwParams.__dataclass_fields__:
+            # the narrowest input stream: the UART is the bottleneck, a wide beat only pads
+            kw["stream_width"] = 1 << (max(kw["cols"], 4) - 1).bit_length()
         kw.update({k: v for k, v in overrides.items() if v is not None})
         return HwParams(**kw)
 

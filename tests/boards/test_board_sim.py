@@ -1,0 +1,40 @@
+"""`sluice board run-layer --simulate`: a layer file through the host, a simulated UART, the
+bridge and the real accelerator (Amaranth simulator), bit-exact against the integer reference."""
+
+import numpy as np
+
+from sluice.cli import main
+from sluice.model.layerfile import read_result, write_layer
+from sluice.model.randlayer import make_layer
+from sluice.model.reference import run_reference
+
+
+def test_gated_layer_end_to_end(tmp_path, capsys):
+    # fits the iCEBreaker defaults (2x2 array, 256-byte activation buffer) in one job
+    layer = make_layer(c_in=4, c_out=4, size=(3, 3), kernel=3, padding=1, partitions=2,
+                       gate_rate=0.4, seed=3, name="tiny")
+    src, out = tmp_path / "tiny.layer.npz", tmp_path / "tiny.result.npz"
+    write_layer(src, layer)
+    assert main(["board", "run-layer", str(src), "-o", str(out), "--board", "icebreaker",
+                 "--simulate"]) == 0
+    assert "matches y_ref and gate_ref" in capsys.readouterr().out
+    res = read_result(out)
+    y, gate = run_reference(layer)
+    assert np.array_equal(res.y, y) and np.array_equal(res.gate, gate)
+    assert 0 < gate.mean() < 1  # both gate outcomes exercised
+    assert res.runner == "board-sim:icebreaker" and (res.rows, res.cols) == (2, 2)
+    assert res.cycles > 0 and res.counters["macs_skipped"] > 0
+
+
+def test_run_layer_needs_a_port(tmp_path, capsys):
+    layer = make_layer(c_in=2, c_out=2, size=(3, 3), partitions=1, dense=True, seed=1)
+    src = tmp_path / "d.layer.npz"
+    write_layer(src, layer)
+    assert main(["board", "run-layer", str(src), "-o", str(tmp_path / "d.result.npz")]) == 2
+    assert "--port" in capsys.readouterr().err
+
+
+def test_unknown_board_lists_known_ones(capsys):
+    assert main(["build", "--board", "no-such-board"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown board 'no-such-board'" in err and "icebreaker" in err and "ulx3s-85f" in err
