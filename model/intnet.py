@@ -72,19 +72,28 @@ class IntNet:
     def quantise_input(self, u8: np.ndarray) -> np.ndarray:
         return (np.asarray(u8, np.int16) - self.manifest["input"]["pixel_offset"]).astype(np.int8)
 
+    @staticmethod
+    def bind(entry: dict, layer, tensors: dict):
+        """``layer`` with the input (and residual) that the manifest wires in from ``tensors``."""
+        res = entry.get("residual")
+        return layer.replace(x=tensors[entry["input"]],
+                             residual=tensors[res] if res is not None else None,
+                             y_ref=None, gate_ref=None)
+
+    def head(self, tensors: dict) -> np.ndarray:
+        """The host's part: global sum pool of the output tensor and the integer classifier."""
+        pooled = tensors[self.manifest["output"]].astype(np.int64).sum(axis=(1, 2))
+        return self.fc_w.astype(np.int64) @ pooled + self.fc_b
+
     def forward(self, x_int8: np.ndarray, record=None) -> np.ndarray:
         """int8 (C, H, W) image -> int64 logits_acc (classes,)."""
         t = {"input": np.asarray(x_int8, dtype=np.int8)}
         for e, layer in self.layers:
-            res = e.get("residual")
-            run = layer.replace(x=t[e["input"]], residual=t[res] if res is not None else None,
-                                y_ref=None, gate_ref=None)
-            y, gate = run_reference(run)
+            y, gate = run_reference(self.bind(e, layer, t))
             t[e["name"]] = y
             if record is not None:
                 record[e["name"]] = (y, gate)
-        pooled = t[self.manifest["output"]].astype(np.int64).sum(axis=(1, 2))
-        return self.fc_w.astype(np.int64) @ pooled + self.fc_b
+        return self.head(t)
 
     def logits(self, logits_acc: np.ndarray) -> np.ndarray:
         return logits_acc.astype(np.float64) * self.logit_scale

@@ -17,12 +17,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-from sluice.errors import SluiceError
+from sluice.errors import RunFailed, SluiceError
 from sluice.hw.params import HwParams
 from sluice.model.layerfile import Layer, read_result, write_layer
 
 SIMULATORS = ("icarus", "verilator")
 TB_MODULE = "sluice.sim.tb_layer"
+
+
+class SimulationFailed(RunFailed):
+    """The simulator or the testbench failed; the message says where the logs are."""
 
 
 def default_build_root() -> Path:
@@ -91,6 +95,40 @@ def _sim_env(sim: str):
                 os.environ[k] = v
 
 
+@contextlib.contextmanager
+def _logged(log: Path, what: str):
+    """Send everything the simulator tools print (fd 1 and 2, subprocesses included) to
+    ``log``; on failure, say where it is and show its tail. ``SLUICE_SIM_VERBOSE=1`` keeps
+    the output on the console."""
+    if os.environ.get("SLUICE_SIM_VERBOSE"):
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log, "wb") as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            tail = log.read_text(errors="replace").splitlines()[-15:]
+            print(f"{what} failed; the last lines of {log}:", file=sys.stderr)
+            print("\n".join(tail), file=sys.stderr)
+            raise
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
 def _lock(path: Path):
     path.parent.mkdir(parents=True, exist_ok=True)
     f = open(path, "w")
@@ -134,37 +172,39 @@ class RtlSim:
                     "--x-initial", "0", "-O2"]
             if os.environ.get("WAVES"):
                 args += ["--trace-fst", "--trace-structs"]
-        with _sim_env(self.sim), contextlib.redirect_stdout(sys.stderr):
+        with _sim_env(self.sim), _logged(self.build_dir / "build.log", f"{self.sim} build"):
             self._runner().build(
                 sources=[self.build_dir / "sluice_top.v", self.build_dir / "sluice_harness.v"],
                 hdl_toplevel=self.top, build_dir=self.build_dir, build_args=args,
                 timescale=("1ns", "1ps"), waves=bool(os.environ.get("WAVES")))
 
-    def run(self, runs: list[dict], testcase: str = "run_plan", workdir: Path | None = None):
-        """Execute ``runs`` (dicts: layer, result, dense, stall_in, stall_out, seed)."""
+    def run(self, runs: list[dict], testcase: str = "run_plan", workdir: Path | None = None,
+            extra: dict | None = None):
+        """Execute ``runs`` (dicts: layer, result, dense, stall_in, stall_out, seed) with the
+        testbench's ``testcase``; ``extra`` goes into the plan as it is."""
         tmp = None
         if workdir is None:
             tmp = tempfile.TemporaryDirectory(prefix="sluice-sim-")
             workdir = Path(tmp.name)
         workdir = Path(workdir).resolve()
         workdir.mkdir(parents=True, exist_ok=True)
-        plan = {"params": self.params.as_dict(), "runs": runs}
+        plan = {"params": self.params.as_dict(), "runs": runs, **(extra or {})}
         (workdir / "plan.json").write_text(json.dumps(plan, indent=1))
         env = {"SLUICE_PLAN": str(workdir / "plan.json"), "SLUICE_RUNNER": self.sim,
                "COCOTB_LOG_LEVEL": os.environ.get("COCOTB_LOG_LEVEL", "WARNING")}
         try:
-            with _sim_env(self.sim), contextlib.redirect_stdout(sys.stderr):
+            with _sim_env(self.sim), _logged(workdir / "sim.log", f"{self.sim} simulation"):
                 xml = self._runner().test(
                     test_module=TB_MODULE, hdl_toplevel=self.top, hdl_toplevel_lang="verilog",
                     testcase=testcase,
                     build_dir=self.build_dir, test_dir=workdir, extra_env=env,
                     waves=bool(os.environ.get("WAVES")), timescale=("1ns", "1ps"))
         except SystemExit as e:
-            raise RuntimeError(f"{self.sim} simulation failed (exit {e.code}); "
+            raise SimulationFailed(f"{self.sim} simulation failed (exit {e.code}); "
                                f"logs in {workdir}") from None
         failures = _failures(Path(xml))
         if failures:
-            raise RuntimeError(f"{self.sim} testbench failed: {failures}; logs in {workdir}")
+            raise SimulationFailed(f"{self.sim} testbench failed: {failures}; logs in {workdir}")
         if tmp is not None:
             tmp.cleanup()
 

@@ -240,3 +240,29 @@ async def reset_mid_layer(dut):
     assert await bench.axil.read_reg("STATUS") & (1 << STATUS_BIT["BUSY"]) == 0
     result = await run_layer(bench, layer)
     write_result(item["result"], result)
+
+
+@cocotb.test()
+async def run_model(dut):
+    """The exported network layer by layer on the RTL, each layer fed with the RTL's own output
+    of the layers before it (the manifest's wiring); gated layers also run in dense mode (the
+    speedup baseline). The host part (pool, classifier) is done outside, from the results."""
+    from sluice.model.intnet import IntNet
+
+    plan, workdir = _plan()
+    bench = Bench(dut, HwParams(**plan["params"]), workdir)
+    await bench.start()
+    spec = plan["model"]
+    net = IntNet(spec["export"])
+    out = Path(spec["out"])
+    tensors = {"input": net.layers[0][1].x}
+    for entry, layer in net.layers[:spec.get("limit") or None]:
+        bound = net.bind(entry, layer, tensors)
+        stem = Path(entry["file"]).name.removesuffix(".layer.npz")
+        result = await run_layer(bench, bound)
+        write_result(out / f"{stem}.result.npz", result)
+        tensors[entry["name"]] = result.y
+        if spec.get("dense_baseline", True) and layer.gated:
+            dense = await run_layer(bench, bound, dense=True)
+            write_result(out / f"{stem}.dense.result.npz", dense)
+        dut._log.warning("%s: %d cycles", layer.name, result.cycles)

@@ -13,10 +13,11 @@ import importlib
 import sys
 
 from sluice import __version__
-from sluice.errors import SluiceError
+from sluice.errors import RunFailed, SluiceError
 
 PLUGIN_MODULES = (
     "sluice.demo",
+    "sluice.bench",
     "sluice.model.commands",
     "sluice.hw.commands",
     "sluice.sim.commands",
@@ -181,6 +182,9 @@ def main(argv=None) -> int:
     except SluiceError as e:
         print(f"sluice {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except RunFailed as e:
+        print(f"sluice {args.command}: failed: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"sluice {args.command}: interrupted", file=sys.stderr)
         return 130

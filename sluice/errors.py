@@ -6,3 +6,8 @@ The command line turns a :class:`SluiceError` into one line on stderr and exit s
 
 class SluiceError(Exception):
     """Bad input (file, field or parameter): the message names what is wrong."""
+
+
+class RunFailed(Exception):
+    """A run that started on valid input but failed (simulator, testbench or hardware): the
+    command line prints the message and exits with status 1."""

@@ -134,8 +134,10 @@ def test_verilator_run(tmp_path):
     global SIM
     saved, SIM = SIM, "verilator"
     try:
+        # a small instance: Verilator's C++ build of the default 8x8 takes minutes
         layers = [make_layer(c_in=8, c_out=8, size=(6, 6), residual=True, seed=12, name="vl")]
-        (result,) = _run(tmp_path, HwParams(rows=8, cols=8), layers)
+        small = HwParams(rows=4, cols=4, act_depth=2048, wgt_depth=512, pix_depth=256)
+        (result,) = _run(tmp_path, small, layers)
     finally:
         SIM = saved
     _check(layers[0], result)

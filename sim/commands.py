@@ -1,0 +1,25 @@
+"""Commands of the verification part: ``sluice run-model``."""
+
+from __future__ import annotations
+
+
+def _cmd_run_model(args) -> int:
+    from sluice.sim.model_run import cmd_run_model
+
+    return cmd_run_model(args)
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser(
+        "run-model", help="run an exported network on the RTL, bit for bit, with cycle counts",
+        description="Run every layer of a `sluice export` directory on the RTL (each fed with "
+                    "the RTL's own earlier outputs), check outputs, gates and final logits "
+                    "against the integer model, and write layers.md/.csv, speedup.png and "
+                    "summary.json. Exit 1 on any mismatch.")
+    p.add_argument("export_dir", metavar="EXPORT_DIR")
+    p.add_argument("--sim", choices=("icarus", "verilator"), default="icarus")
+    p.add_argument("--rows", type=int, default=8)
+    p.add_argument("--cols", type=int, default=8)
+    p.add_argument("--layers", type=int, default=0, help="only the first N layers (0: all)")
+    p.add_argument("-o", "--out", default="build/run-model", help="report folder")
+    p.set_defaults(func=_cmd_run_model)

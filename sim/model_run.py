@@ -1,0 +1,190 @@
+"""``sluice run-model``: a whole exported network on the RTL, checked and tabulated.
+
+Every layer runs on the RTL with its input taken from the RTL's own outputs of earlier layers
+(as the manifest wires them); its output and gate bits are compared with the integer reference
+on that same input, and the final logits with the integer model's. Gated layers run again in
+dense mode for the speedup baseline. Writes ``layers.md``, ``layers.csv``, ``speedup.png`` and
+``summary.json`` into the output folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from sluice.errors import SluiceError
+from sluice.hw.params import HwParams
+from sluice.model.layerfile import read_result
+from sluice.model.reference import run_reference, work_figures
+
+COLUMNS = ("layer", "gated", "gate_rate", "cycles_gated", "cycles_dense", "speedup",
+           "reduction", "efficiency", "utilisation", "model_gated", "model_dense", "exact")
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def run_model(export_dir, out_dir, *, sim="icarus", params: HwParams | None = None,
+              limit: int = 0, progress=print) -> dict:
+    """Run the export on the RTL; returns the summary (also written to ``out_dir``)."""
+    from sluice.hw.cycle_model import predict
+    from sluice.model.intnet import IntNet
+    from sluice.sim.runner import RtlSim
+
+    params = params or HwParams()
+    net = IntNet(export_dir)  # validates the manifest and every layer file
+    layers = net.layers[:limit or None]
+    out = Path(out_dir).resolve()
+    res_dir = out / "results"
+    res_dir.mkdir(parents=True, exist_ok=True)
+    progress(f"building the {sim} simulation of the {params.rows}x{params.cols} array ...")
+    t0 = time.monotonic()
+    rtl = RtlSim(params, sim)
+    t_build = time.monotonic() - t0
+    progress(f"running {len(layers)} layers on {sim} (gated, plus dense for gated layers) ...")
+    t0 = time.monotonic()
+    rtl.run([], testcase="run_model", workdir=out / "sim",
+            extra={"model": {"export": str(Path(export_dir).resolve()), "out": str(res_dir),
+                             "limit": limit, "dense_baseline": True}})
+    t_run = time.monotonic() - t0
+
+    tensors = {"input": layers[0][1].x}
+    rows, failures = [], []
+    tot = dict(cycles_gated=0, cycles_dense=0, macs_dense=0, macs_theory=0)
+    for entry, layer in layers:
+        stem = Path(entry["file"]).name.removesuffix(".layer.npz")
+        bound = net.bind(entry, layer, tensors)
+        r = read_result(res_dir / f"{stem}.result.npz")
+        y, gate = run_reference(bound)
+        exact = bool(np.array_equal(r.y, y) and np.array_equal(r.gate, gate))
+        if bound.x is layer.x or np.array_equal(bound.x, layer.x):  # the export's own input
+            exact &= layer.y_ref is None or bool(np.array_equal(r.y, layer.y_ref))
+        if not exact:
+            failures.append(layer.name)
+        tensors[entry["name"]] = r.y
+        fig = work_figures(bound, r.gate, params.rows, params.cols)
+        dense_path = res_dir / f"{stem}.dense.result.npz"
+        if layer.gated:
+            rd = read_result(dense_path)
+            y_dense, _ = run_reference(bound, dense=True)
+            if not np.array_equal(rd.y, y_dense):
+                failures.append(layer.name + " (dense mode)")
+            cycles_dense = rd.cycles
+        else:
+            cycles_dense = r.cycles
+        model_g = predict(bound, r.gate, params)["cycles"]
+        model_d = predict(bound, None, params, dense=True)["cycles"]
+        speedup = cycles_dense / r.cycles
+        rows.append(dict(layer=layer.name, gated=layer.gated, gate_rate=fig["gate_rate"],
+                         cycles_gated=r.cycles, cycles_dense=cycles_dense, speedup=speedup,
+                         reduction=fig["reduction"], efficiency=speedup / fig["reduction"],
+                         utilisation=fig["macs_dense"] / (cycles_dense * params.rows * params.cols),
+                         model_gated=model_g, model_dense=model_d, exact=exact))
+        tot["cycles_gated"] += r.cycles
+        tot["cycles_dense"] += cycles_dense
+        tot["macs_dense"] += fig["macs_dense"]
+        tot["macs_theory"] += fig["macs_theory"]
+
+    summary = {"export": str(export_dir), "sim": sim, "array": [params.rows, params.cols],
+               "layers": len(layers), "build_s": round(t_build, 1), "run_s": round(t_run, 1),
+               "bit_exact": not failures, "mismatches": failures, **tot}
+    summary["speedup"] = tot["cycles_dense"] / tot["cycles_gated"]
+    summary["reduction"] = tot["macs_dense"] / tot["macs_theory"]
+    summary["efficiency"] = summary["speedup"] / summary["reduction"]
+    summary["utilisation"] = tot["macs_dense"] / (tot["cycles_dense"] * params.rows * params.cols)
+    if len(layers) == len(net.layers):
+        logits = net.head(tensors)
+        expect = net.forward(layers[0][1].x)
+        summary["logits_exact"] = bool(np.array_equal(logits, expect))
+        summary["predicted"] = int(np.argmax(net.logits(logits)))
+        sample = net.manifest.get("sample", {})
+        if "label" in sample:
+            summary["label"] = sample["label"]
+        if not summary["logits_exact"]:
+            summary["bit_exact"] = False
+            failures.append("logits")
+    _write_reports(out, rows, summary)
+    return summary
+
+
+def _fmt(row):
+    return {k: (f"{v:.3f}" if isinstance(v, float) else v) for k, v in row.items()}
+
+
+def markdown_table(rows, summary) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for row in rows:
+        f = _fmt(row)
+        lines.append("| " + " | ".join(str(f[c]) for c in COLUMNS) + " |")
+    s = summary
+    lines.append(f"| **total** | | | {s['cycles_gated']} | {s['cycles_dense']} | "
+                 f"{s['speedup']:.3f} | {s['reduction']:.3f} | {s['efficiency']:.3f} | "
+                 f"{s['utilisation']:.3f} | | | {'yes' if s['bit_exact'] else 'NO'} |")
+    return "\n".join(lines) + "\n"
+
+
+def _write_reports(out: Path, rows, summary) -> None:
+    _atomic_text(out / "layers.md", markdown_table(rows, summary))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS)
+    w.writeheader()
+    for row in rows:
+        w.writerow(row)
+    _atomic_text(out / "layers.csv", buf.getvalue())
+    _atomic_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")
+    plot_speedup(rows, out / "speedup.png")
+
+
+def plot_speedup(rows, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    gated = [r for r in rows if r["gated"]]
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    if gated:
+        red = [r["reduction"] for r in gated]
+        ax.scatter(red, [r["speedup"] for r in gated], label="measured (RTL)")
+        for r in gated:
+            ax.annotate(r["layer"], (r["reduction"], r["speedup"]), fontsize=6)
+        top = max(red + [r["speedup"] for r in gated]) * 1.1
+        ax.plot([1, top], [1, top], "k--", lw=0.8, label="speedup = reduction")
+    ax.set_xlabel("element-level MAC reduction")
+    ax.set_ylabel("measured speedup (dense cycles / gated cycles)")
+    ax.set_title("Per-layer speedup against MAC reduction")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def cmd_run_model(args) -> int:
+    params = HwParams(rows=args.rows, cols=args.cols)
+    if not Path(args.export_dir).is_dir():
+        raise SluiceError(f"{args.export_dir}: not a directory (expected `sluice export` output)")
+    s = run_model(args.export_dir, args.out, sim=args.sim, params=params, limit=args.layers)
+    print((Path(args.out) / "layers.md").read_text(), end="")
+    line = (f"{s['layers']} layers on {s['sim']} in {s['run_s']:.0f} s: speedup "
+            f"{s['speedup']:.2f}x, MAC reduction {s['reduction']:.2f}x, efficiency "
+            f"{s['efficiency']:.2f}, dense utilisation {s['utilisation']:.2f}")
+    if "predicted" in s:
+        line += f"; predicted class {s['predicted']}" + (
+            f" (label {s['label']})" if "label" in s else "")
+    print(line)
+    if not s["bit_exact"]:
+        print(f"MISMATCH: {', '.join(s['mismatches'])}")
+        return 1
+    print(f"bit-exact against the integer model; reports in {args.out}")
+    return 0

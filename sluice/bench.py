@@ -1,0 +1,170 @@
+"""``sluice bench``: the measurements quoted in the README (long; never part of the tests).
+
+1. simulator speed: simulated cycles per second on Icarus and Verilator, default array;
+2. dense utilisation on 3x3 layers whose channel counts are multiples of the array, measured on
+   the RTL (loads counted) next to the cycle model;
+3. the embedded-default network on the RTL: per-layer speedup, reduction, efficiency and the
+   cycle model's error, and the wall time of ``run-model`` per simulator.
+
+Writes ``report.md`` and ``bench.json`` into the output folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+
+def _now():
+    return time.monotonic()
+
+
+def sim_speed(sim, params, work: Path) -> dict:
+    """Cycles per second on one gated and one dense run of a 16->16, 16x16, 3x3 layer."""
+    from sluice.model.layerfile import read_result, write_layer
+    from sluice.model.randlayer import make_layer
+    from sluice.sim.runner import RtlSim
+
+    t0 = _now()
+    rtl = RtlSim(params, sim)
+    build_s = _now() - t0
+    layer = make_layer(c_in=16, c_out=16, size=(16, 16), partitions=4, gate_rate=0.2, seed=1,
+                       name="speed")
+    lpath = work / f"speed_{sim}.layer.npz"
+    write_layer(lpath, layer)
+    runs = [dict(layer=str(lpath), result=str(work / f"speed_{sim}_{m}.result.npz"),
+                 dense=(m == "dense")) for m in ("gated", "dense")]
+    t0 = _now()
+    rtl.run(runs, workdir=work / f"speed_{sim}")
+    run_s = _now() - t0
+    cycles = sum(read_result(r["result"]).cycles for r in runs)
+    return dict(sim=sim, build_s=round(build_s, 1), run_s=round(run_s, 2), cycles=cycles,
+                cycles_per_s=round(cycles / run_s))
+
+
+def dense_utilisation(sim, params, work: Path) -> list[dict]:
+    from sluice.hw.cycle_model import predict
+    from sluice.model.layerfile import read_result, write_layer
+    from sluice.model.randlayer import make_layer
+    from sluice.sim.runner import RtlSim
+
+    shapes = [(16, 32), (32, 16), (64, 8), (128, 4)]
+    layers, runs = [], []
+    for c, size in shapes:
+        layer = make_layer(c_in=c, c_out=c, size=(size, size), partitions=4, gate_rate=0.06,
+                           seed=c, name=f"{c}->{c} @{size}x{size}")
+        lpath = work / f"util_{c}.layer.npz"
+        write_layer(lpath, layer)
+        layers.append(layer)
+        runs.append(dict(layer=str(lpath), result=str(work / f"util_{c}.result.npz"),
+                         dense=True))
+    RtlSim(params, sim).run(runs, workdir=work / "util")
+    rows = []
+    for layer, r in zip(layers, runs):
+        res = read_result(r["result"])
+        macs = layer.c_out * layer.h_out * layer.w_out * layer.c_in * 9
+        model = predict(layer, None, params, dense=True)["cycles"]
+        rows.append(dict(layer=layer.name, cycles=res.cycles, model=model,
+                         utilisation=macs / (res.cycles * params.rows * params.cols),
+                         load_cycles=res.counters.get("load_cycles"),
+                         stall_cycles=res.counters.get("stall_cycles")))
+    return rows
+
+
+def export_default(work: Path) -> Path:
+    from sluice.model import export
+    from sluice.model.checkpoint import DEFAULT_CHECKPOINT
+
+    out = work / "export"
+    if not (out / "manifest.json").exists():
+        export.run(argparse.Namespace(checkpoint=str(DEFAULT_CHECKPOINT), out=str(out),
+                                      sample=0, calib=1000, percentile=99.99, data_dir=None,
+                                      threads=2))
+    return out
+
+
+def cmd_bench(args) -> int:
+    from sluice.hw.params import HwParams
+    from sluice.sim.model_run import markdown_table, run_model  # noqa: F401
+    from sluice.sim.runner import simulator_missing
+
+    params = HwParams()
+    out = Path(args.out).resolve()
+    work = out / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    sims = [s for s in args.sims.split(",") if s]
+    for s in sims:
+        why = simulator_missing(s)
+        if why:
+            print(f"bench: skipping {s}: {why}")
+    sims = [s for s in sims if simulator_missing(s) is None]
+    fast = "verilator" if "verilator" in sims else sims[0]
+    res = {"machine": f"{platform.machine()}, {os.cpu_count()} cores",
+           "array": [params.rows, params.cols]}
+
+    print("[1/3] simulator speed ...", flush=True)
+    res["speed"] = [sim_speed(s, params, work) for s in sims]
+    for r in res["speed"]:
+        print(f"      {r['sim']}: {r['cycles_per_s']} cycles/s (build {r['build_s']} s)")
+
+    print(f"[2/3] dense utilisation on 3x3 layers ({fast}) ...", flush=True)
+    res["utilisation"] = dense_utilisation(fast, params, work)
+    for r in res["utilisation"]:
+        print(f"      {r['layer']}: {r['utilisation']:.3f} ({r['cycles']} cycles, model "
+              f"{r['model']})")
+
+    print("[3/3] the embedded-default network on the RTL ...", flush=True)
+    exp = export_default(work)
+    res["network"] = {}
+    for s in (sims if args.network_all else [fast]):
+        t0 = _now()
+        summ = run_model(exp, out / f"network_{s}", sim=s, params=params,
+                         progress=lambda t: print("      " + t, flush=True))
+        summ["wall_s"] = round(_now() - t0, 1)
+        res["network"][s] = summ
+        print(f"      {s}: {summ['wall_s']:.0f} s, speedup {summ['speedup']:.2f}x, reduction "
+              f"{summ['reduction']:.2f}x, efficiency {summ['efficiency']:.3f}, bit-exact "
+              f"{summ['bit_exact']}")
+
+    (out / "bench.json").write_text(json.dumps(res, indent=1) + "\n")
+    _write_report(out, res, fast)
+    print(f"bench report: {out / 'report.md'}")
+    return 0
+
+
+def _write_report(out: Path, res: dict, fast: str) -> None:
+    L = ["# Sluice benchmark", "", f"Machine: {res['machine']}; array "
+         f"{res['array'][0]}x{res['array'][1]}. Command: `make bench`.", "",
+         "## Simulator speed", "", "| simulator | build s | cycles | run s | cycles/s |",
+         "|---|---|---|---|---|"]
+    for r in res["speed"]:
+        L.append(f"| {r['sim']} | {r['build_s']} | {r['cycles']} | {r['run_s']} | "
+                 f"{r['cycles_per_s']} |")
+    L += ["", f"## Dense utilisation, 3x3 layers ({fast}, loads counted)", "",
+          "| layer | cycles (RTL) | cycle model | utilisation | load cycles | stall cycles |",
+          "|---|---|---|---|---|---|"]
+    for r in res["utilisation"]:
+        L.append(f"| {r['layer']} | {r['cycles']} | {r['model']} | {r['utilisation']:.3f} | "
+                 f"{r['load_cycles']} | {r['stall_cycles']} |")
+    for s, summ in res["network"].items():
+        L += ["", f"## Embedded-default network on {s}", "",
+              f"Wall time of `sluice run-model`: {summ['wall_s']:.0f} s (build "
+              f"{summ['build_s']:.0f} s). Bit-exact: {summ['bit_exact']}.", "",
+              (out / f"network_{s}" / "layers.md").read_text()]
+    (out / "report.md").write_text("\n".join(L) + "\n")
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("bench", help="the README's measurements (long)",
+                       description="Measure simulator speed, dense utilisation and the "
+                                   "embedded network's speedup and efficiency on the RTL.")
+    p.add_argument("-o", "--out", default="build/bench")
+    p.add_argument("--sims", default="icarus,verilator", help="simulators to measure")
+    p.add_argument("--network-all", action="store_true",
+                   help="run the whole network on every simulator (Icarus takes long), not "
+                        "only the fastest")
+    p.set_defaults(func=cmd_bench)
