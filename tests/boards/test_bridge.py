@@ -13,7 +13,8 @@ from sluice.boards.simlink import SimTransport
 from sluice.boards.top import BoardTop
 from sluice.hw.params import REG, HwParams
 
-PARAMS = HwParams(rows=2, cols=2, act_depth=256, wgt_depth=64, pix_depth=16, skip_cols=2)
+PARAMS = HwParams(rows=2, cols=2, act_depth=256, wgt_depth=64, pix_depth=16, skip_cols=2,
+                  stream_width=4)
 IN_BUF = 32  # small, so a job needs many PUSH frames and the ring wraps
 
 
@@ -34,7 +35,7 @@ def raw(link, frame: bytes):
 
 def test_ping_and_registers(link):
     info = link.ping()
-    assert (info.version, info.stream_bytes, info.in_buf_bytes) == (1, 4, IN_BUF)
+    assert (info.version, info.stream_bytes, info.in_buf_bytes) == (1, PARAMS.stream_bytes, IN_BUF)
     assert info.word_bytes == P.word_bytes(PARAMS.out_bits)
     assert link.state.in_free == IN_BUF and link.state.out_avail == 0
     ident = link.read_reg("ID")
