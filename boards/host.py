@@ -188,12 +188,14 @@ class BoardRunner:
     """Runs accelerator jobs over a :class:`Link` for an accelerator with ``params``."""
 
     def __init__(self, link: Link, params, *, runner_name: str = "board",
-                 max_idle_polls: int = 2000):
+                 max_idle_polls: int = 2000, reset: bool = True):
         self.link = link
         self.params = params
         self.runner_name = runner_name
         self.max_idle_polls = max_idle_polls
         info = link.ping()
+        if reset:  # whatever an earlier session left half-done (a job, buffered beats) goes
+            link.reset()
         if info.stream_bytes != params.stream_bytes:
             raise BridgeError(f"the board's stream is {info.stream_bytes} bytes wide, the host "
                               f"expects {params.stream_bytes} (--rows/--cols of the bitstream?)")
