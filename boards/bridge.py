@@ -217,6 +217,7 @@ class UARTBridge(wiring.Component):
         m.d.comb += [self.axil_awaddr.eq(arg[:ADDR_BITS]), self.axil_araddr.eq(arg[:ADDR_BITS]),
                      self.axil_wdata.eq(arg[8:40]), self.axil_wstrb.eq(0xF)]
 
+        pop_k = Signal(8)
         rst_cnt = Signal(3)
         m.d.comb += [self.acc_rst.eq(rst_cnt != 0), flush.eq(rst_cnt != 0)]
 
@@ -319,13 +320,16 @@ class UARTBridge(wiring.Component):
                         m.d.sync += start_reply(P.ST_OK)
                         m.next = "REPLY"
                     with m.Case(P.CMD_POP):
-                        k = Mux(arg[:8] < out_level, arg[:8], out_level)
-                        m.d.sync += start_reply(P.ST_OK, words=k)
-                        m.next = "REPLY"
+                        # words to send: registered first (keeps min -> length off one path)
+                        m.d.sync += pop_k.eq(Mux(arg[:8] < out_level, arg[:8], out_level))
+                        m.next = "POP"
                     with m.Case(P.CMD_RESET):
                         m.d.sync += [rst_cnt.eq(7), wr_ptr.eq(0), commit_ptr.eq(0),
                                      rd_ptr.eq(0), nbytes.eq(0)]
                         m.next = "RESETTING"
+            with m.State("POP"):
+                m.d.sync += start_reply(P.ST_OK, words=pop_k)
+                m.next = "REPLY"
             with m.State("RESETTING"):
                 # hold the accelerator in reset and drain the output FIFO
                 m.d.comb += ofifo.r_en.eq(1)
