@@ -201,11 +201,11 @@ class UARTBridge(wiring.Component):
         m.d.comb += out_level.eq(ofifo.r_level)
         m.d.comb += [utx.i.valid.eq(0), utx.i.payload.eq(0)]
 
-        def start_reply(code, ndata=0, words=0):
+        def start_reply(code, ndata=0, words=0, word_bytes=0):
             """Snapshot the link state and begin sending a reply with status ``code``."""
             avail = Signal(range(self._out_depth + 1), name="avail_after")
             m.d.comb += avail.eq(out_level - words)
-            return [status.eq(code), rp_len.eq(P.LINK_STATE_BYTES + ndata + words * W),
+            return [status.eq(code), rp_len.eq(P.LINK_STATE_BYTES + ndata + word_bytes),
                     rp_idx.eq(0), rp_ndata.eq(ndata), rp_words.eq(words), rp_wbyte.eq(0),
                     rp_state[0:16].eq(in_free),
                     rp_state[16:24].eq(Mux(avail > 255, 255, avail)),
@@ -218,6 +218,7 @@ class UARTBridge(wiring.Component):
                      self.axil_wdata.eq(arg[8:40]), self.axil_wstrb.eq(0xF)]
 
         pop_k = Signal(8)
+        pop_bytes = Signal(16)
         rst_cnt = Signal(3)
         m.d.comb += [self.acc_rst.eq(rst_cnt != 0), flush.eq(rst_cnt != 0)]
 
@@ -328,7 +329,12 @@ class UARTBridge(wiring.Component):
                                      rd_ptr.eq(0), nbytes.eq(0)]
                         m.next = "RESETTING"
             with m.State("POP"):
-                m.d.sync += start_reply(P.ST_OK, words=pop_k)
+                # pop_k * W as shifts and adds (a constant multiply; no DSP on the path)
+                m.d.sync += pop_bytes.eq(sum(pop_k << i for i in range(W.bit_length())
+                                             if W >> i & 1))
+                m.next = "POP_REPLY"
+            with m.State("POP_REPLY"):
+                m.d.sync += start_reply(P.ST_OK, words=pop_k, word_bytes=pop_bytes)
                 m.next = "REPLY"
             with m.State("RESETTING"):
                 # hold the accelerator in reset and drain the output FIFO
