@@ -110,7 +110,9 @@ def markdown(report: dict) -> str:
              f"- accelerator: {r['params']['rows']} x {r['params']['cols']} array, "
              f"act_depth {r['params']['act_depth']}, wgt_depth {r['params']['wgt_depth']}, "
              f"pix_depth {r['params']['pix_depth']}, skip_cols {r['params']['skip_cols']}"
-             + (", gating left out (dense only)" if r.get("dense_only") else ""),
+             + (", gating left out (dense only)" if r.get("dense_only") else "")
+             + (" (loopback stand-in in its place: bridge + register file only)"
+                if r.get("loopback") else ""),
              f"- UART: {r['baud']} baud ({r['divisor']} clocks per bit at "
              f"{r['clk_mhz']:g} MHz)",
              f"- command: `{r['command']}`",
