@@ -114,8 +114,11 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=F
     nextpnr_opts = ["--timing-allow-fail", f"--seed {seed}"]
     log(f"{name}: elaborating ({params.rows}x{params.cols}, UART {board.baud} baud = "
         f"{divisor} clocks/bit at {clk / 1e6:g} MHz)")
+    extra = {}
+    if board.family == "ice40":
+        extra["synth_opts"] = "-dsp"  # map multipliers to the UP5K's SB_MAC16 blocks
     plan = platform.build(top, name=name, build_dir=str(build_dir), do_build=False,
-                          nextpnr_opts=" ".join(nextpnr_opts))
+                          nextpnr_opts=" ".join(nextpnr_opts), **extra)
     plan.extract(str(build_dir))
     script = f"{plan.script}.sh"
     cmd = (["nice", "-n", str(nice)] if nice and shutil.which("nice") else []) + ["sh", script]
