@@ -27,6 +27,16 @@ def test_verilog_is_deterministic(small_verilog):
     assert "src =" not in small_verilog  # no source paths: byte-identical across checkouts
 
 
+def test_comb_processes_run_at_time_zero(small_verilog):
+    """Every module's always @* trigger register toggles at time 0 (IEEE 1800 simulators do not
+    treat its declaration initialiser as an event; see sluice.hw.verilog)."""
+    modules = small_verilog.count("\nmodule ")
+    kicks = small_verilog.count("initial #0 \\$auto$verilog_backend")
+    assert kicks == small_verilog.count(":dump_module$") - small_verilog.count(
+        "if (\\$auto$verilog_backend") - kicks
+    assert 0 < kicks <= modules
+
+
 def test_verilog_differs_with_parameters(small_verilog):
     other = verilog_text(HwParams(rows=3, cols=4, act_depth=256, wgt_depth=64, pix_depth=16))
     assert other != small_verilog
