@@ -270,6 +270,12 @@ def quantize(model, calib_batches, input_scale: float, pixel_offset: int = 128,
         w_f, b_f, s_bn, b_conv = _fold(conv, bn)
         amax = w_f.abs().amax(dim=(1, 2, 3))
         s_w = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
+        # SPEC: |acc| < 2^31 for every int8 input. Bias and residual grow in accumulator units
+        # as s_w shrinks (near-dead channels, BN scale ~0), so floor s_w where they would not
+        # fit; such a channel just uses fewer weight levels.
+        budget = 0.9 * (INT32_MAX - 127 * 128 * conv.in_channels * k * k)
+        extra = b_f.abs() + (128.0 * scales[res] if res is not None else 0.0)
+        s_w = torch.maximum(s_w, extra / (scales[inp] * budget))
         w_q = torch.round(w_f / s_w.view(-1, 1, 1, 1)).clamp(-127, 127)
         s_acc = scales[inp] * s_w                                 # float64 per channel
         bias = torch.round(b_f / s_acc)
