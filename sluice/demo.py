@@ -70,17 +70,16 @@ class Demo:
     # --- steps ------------------------------------------------------------------------------
 
     def train(self):
+        """Replay the training commands recorded beside the embedded checkpoint."""
+        from sluice.cli import main
         from sluice.model.checkpoint import DEFAULT_CHECKPOINT
 
         record = json.loads(DEFAULT_CHECKPOINT.with_suffix(".json").read_text())
-        argv = list(record["argv"])
-        if "-o" in argv:
-            argv[argv.index("-o") + 1] = str(self.out / "train")
-        from sluice.cli import main
-
-        if main(argv) != 0:
-            raise SluiceError("training failed (see above)")
-        self.checkpoint = self.out / "train" / "model.pt"
+        for argv in train_commands(record, self.out / "train"):
+            self.say("sluice " + " ".join(argv))
+            if main(argv) != 0:
+                raise SluiceError("training failed (see above)")
+            self.checkpoint = Path(argv[argv.index("-o") + 1]) / "model.pt"
 
     def _ckpt(self):
         from sluice.model.checkpoint import resolve
@@ -180,6 +179,24 @@ class Demo:
             "![gate masks](gates.png)", "",
         ]
         _atomic_write(self.out / "report.md", "\n".join(lines))
+
+
+def train_commands(record: dict, train_dir: Path) -> list[list[str]]:
+    """The record's training commands as ``sluice`` argv lists, one process each (the record's
+    torchrun runs used 2 ranks of batch 64, so batch 128 here), outputs under ``train_dir``."""
+    import shlex
+
+    commands = []
+    for command in record["commands"]:
+        words = shlex.split(command.split("#")[0])
+        argv = words[words.index("train"):]
+        argv = [train_dir.joinpath(*Path(w).parts[1:]).as_posix() if w.startswith("runs/")
+                else w for w in argv]
+        for flag, value in (("--batch-size", "128"), ("--threads", "2")):
+            if flag in argv:
+                argv[argv.index(flag) + 1] = value
+        commands.append(argv)
+    return commands
 
 
 def _slim(report: dict) -> dict:

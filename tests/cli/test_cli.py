@@ -58,3 +58,25 @@ def test_rtl_sim_unavailable_is_a_clear_error(tmp_path, capsys, monkeypatch):
     assert status == 2
     assert "--sim icarus" in capsys.readouterr().err
     assert not (tmp_path / "o.result.npz").exists()
+
+
+def test_demo_train_replays_the_recorded_commands(tmp_path):
+    """`sluice demo --train` turns the checkpoint's training record into valid commands whose
+    outputs land in the demo folder and chain (the gated run starts from the dense one)."""
+    import json
+
+    from sluice.demo import train_commands
+    from sluice.model.checkpoint import DEFAULT_CHECKPOINT
+
+    record = json.loads(DEFAULT_CHECKPOINT.with_suffix(".json").read_text())
+    commands = train_commands(record, tmp_path / "train")
+    assert commands and all(argv[0] == "train" for argv in commands)
+    parser = build_parser()
+    outs = []
+    for argv in commands:
+        args = parser.parse_args(argv)
+        assert args.batch_size == 128 and str(tmp_path) in args.out
+        outs.append(args.out)
+    last = parser.parse_args(commands[-1])
+    if last.init_from:
+        assert last.init_from == f"{outs[0]}/model.pt"
