@@ -82,3 +82,17 @@ def test_broken_export_is_a_clear_error(exported, tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(SluiceError, match="field 'format'"):
         IntNet(tmp_path)
+
+
+def test_near_dead_channel_still_fits_int32(syn_train, syn_test, tmp_path):
+    """A BN scale near zero (here 1e-6) must not blow bias/residual up past
+    the SPEC int32 bound: the exporter floors that channel's weight scale."""
+    from conftest import make_gated
+    model, _ = make_gated(syn_train, seed=3)
+    with torch.no_grad():
+        model.layer1[0].bn2.weight[0] = 1e-6
+        model.layer1[0].bn2.bias[0] = 0.5
+    batches = [x for x, _ in syn_train.batches(128)][:2]
+    qnet = quantize(model, batches, input_scale=syn_train.scale, image_size=16)
+    export_qnet(qnet, tmp_path, sample_u8=syn_test.images[0], sample_info={})
+    check_export(tmp_path)
