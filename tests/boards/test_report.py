@@ -63,3 +63,14 @@ def test_ecp5_lines_and_gating_cost_table():
     assert cost["resources"]["lut"]["overhead_pct"] == 5.0
     assert cost["resources"]["ff"]["overhead_pct"] == 0.0
     assert round(cost["fmax"]["overhead_pct"], 1) == -1.9
+
+
+def test_captured_overfull_build():
+    # the real `sluice build --board icebreaker` (2 x 2 accelerator) log: nextpnr stops
+    text = (DATA / "icebreaker_2x2_overfull.nextpnr.log").read_text()
+    parsed = rpt.parse_nextpnr_log(text)
+    assert parsed["utilisation"]["ICESTORM_RAM"] == {"used": 24, "available": 30}
+    assert rpt.over_capacity(parsed["utilisation"]) == [
+        "ICESTORM_LC 27238/5280 (516%, 21958 over)"]
+    assert "no BELs remaining" in rpt.nextpnr_errors(text)[-1]
+    assert parsed["fmax"] == {}
