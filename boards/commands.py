@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 from sluice.errors import SluiceError
 
 SIM_DIVISOR = 4  # clocks per UART bit in the simulated board (--simulate)
@@ -55,6 +53,7 @@ def _open_link(args, board, params):
 
 def cmd_board_run_layer(args) -> int:
     from sluice.boards.host import BoardRunner
+    from sluice.cli import check_against_refs
     from sluice.model.layerfile import read_layer, write_result
 
     if not args.output.endswith(".npz"):
@@ -72,17 +71,7 @@ def cmd_board_run_layer(args) -> int:
     write_result(args.output, result)
     print(f"{layer.name}: {runner_name}, {params.rows}x{params.cols} array, cycles "
           f"{result.cycles}, {link.frames} frames ({link.retried} retried)")
-    status = 0
-    if layer.y_ref is not None and not args.dense:
-        ok_y = bool((result.y == layer.y_ref).all())
-        ok_g = layer.gate_ref is None or bool((result.gate == layer.gate_ref).all())
-        if ok_y and ok_g:
-            print("matches y_ref" + (" and gate_ref" if layer.gate_ref is not None else ""))
-        else:
-            bad = int((result.y != layer.y_ref).sum())
-            print(f"MISMATCH against the layer file's references: {bad} outputs differ, "
-                  f"gate {'ok' if ok_g else 'differs'}", file=sys.stderr)
-            status = 1
+    status = check_against_refs(layer, result, args.dense)
     print(f"wrote {args.output}")
     return status
 

@@ -10,10 +10,10 @@ flip-flop each.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
+
+from sluice.fileio import atomic_write_text
 
 _UTIL = re.compile(r"^Info:\s+([A-Za-z0-9_$]+):\s+(\d+)\s*/\s*(\d+)\s+(\d+)%\s*$")
 _FMAX = re.compile(r"Max frequency for clock\s+'([^']+)':\s+([0-9.]+) MHz\s+\((PASS|FAIL) at "
@@ -156,18 +156,7 @@ def gating_cost(gated: dict, dense: dict) -> dict:
     return out
 
 
-def write_atomic(path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+write_atomic = atomic_write_text  # the name this module's callers use
 
 
 def write_reports(report: dict, out_dir) -> tuple[Path, Path]:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 
+from sluice.fileio import atomic_write_text
 from sluice.hw.params import VERSION, HwParams
 
 TOP_NAME = "sluice_top"
@@ -62,17 +61,4 @@ def _kick_comb_processes(text: str) -> str:
     return out
 
 
-def write_atomic(path: str, text: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+write_atomic = atomic_write_text  # the name hw.commands uses

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from sluice.errors import SluiceError
+from sluice.fileio import atomic_write_bytes  # noqa: F401  (re-exported for model/)
 
 CKPT_FORMAT = "sluice.ckpt/1"
 
@@ -20,21 +19,6 @@ def resolve(path) -> Path:
     return DEFAULT_CHECKPOINT if str(path) == "default" else Path(path)
 
 
-def atomic_write_bytes(path, writer) -> None:
-    """Call ``writer(fileobj)`` on a temporary file beside ``path``, then rename it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            writer(f)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def save_checkpoint(path, ckpt: dict) -> None:

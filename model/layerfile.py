@@ -9,8 +9,6 @@ Writers validate too and write atomically (temporary file, then rename).
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from sluice.errors import SluiceError
+from sluice.fileio import atomic_write_bytes
 
 LAYER_FORMAT = "sluice.layer/1"
 RESULT_FORMAT = "sluice.result/1"
@@ -226,19 +225,7 @@ def _scalar(v):
 
 
 def _atomic_savez(path, arrays: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    atomic_write_bytes(path, lambda f: np.savez(f, **arrays))
 
 
 def write_layer(path, layer: Layer) -> None:

@@ -12,13 +12,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 
 from sluice.errors import SluiceError
+from sluice.fileio import atomic_write_bytes, atomic_write_text
 from sluice.hw.params import HwParams
 from sluice.model.layerfile import read_result
 from sluice.model.reference import run_reference, work_figures
@@ -27,10 +27,6 @@ COLUMNS = ("layer", "gated", "gate_rate", "cycles_gated", "cycles_dense", "speed
            "reduction", "efficiency", "utilisation", "model_gated", "model_dense", "exact")
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def run_model(export_dir, out_dir, *, sim="icarus", params: HwParams | None = None,
@@ -133,14 +129,14 @@ def markdown_table(rows, summary) -> str:
 
 
 def _write_reports(out: Path, rows, summary) -> None:
-    _atomic_text(out / "layers.md", markdown_table(rows, summary))
+    atomic_write_text(out / "layers.md", markdown_table(rows, summary))
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=COLUMNS)
     w.writeheader()
     for row in rows:
         w.writerow(row)
-    _atomic_text(out / "layers.csv", buf.getvalue())
-    _atomic_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")
+    atomic_write_text(out / "layers.csv", buf.getvalue())
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")
     plot_speedup(rows, out / "speedup.png")
 
 
@@ -164,10 +160,8 @@ def plot_speedup(rows, path: Path) -> None:
     ax.set_title("Per-layer speedup against MAC reduction")
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
+    atomic_write_bytes(path, lambda f: fig.savefig(f, format="png", dpi=120))
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def cmd_run_model(args) -> int:

@@ -48,6 +48,22 @@ def _run_layer_rtl(layer, args):
                                 dense=args.dense)
 
 
+def check_against_refs(layer, result, dense: bool) -> int:
+    """Compare a run with the layer file's ``y_ref``/``gate_ref`` (when it has them and the run
+    was not forced dense); print the verdict; 1 on a mismatch, else 0."""
+    if layer.y_ref is None or dense:
+        return 0
+    ok_y = bool((result.y == layer.y_ref).all())
+    ok_g = layer.gate_ref is None or bool((result.gate == layer.gate_ref).all())
+    if ok_y and ok_g:
+        print("matches y_ref" + (" and gate_ref" if layer.gate_ref is not None else ""))
+        return 0
+    bad = int((result.y != layer.y_ref).sum())
+    print(f"MISMATCH against the layer file's references: {bad} outputs differ, "
+          f"gate {'ok' if ok_g else 'differs'}", file=sys.stderr)
+    return 1
+
+
 def cmd_run_layer(args) -> int:
     from sluice.model.layerfile import Result, read_layer, write_result
     from sluice.model.reference import run_reference, work_figures
@@ -69,17 +85,7 @@ def cmd_run_layer(args) -> int:
           f"p={layer.partitions}, "
           f"{mode}, {result.runner}: gate rate {fig['gate_rate']:.3f}, "
           f"MAC reduction {fig['reduction']:.2f}x, cycles {result.cycles}")
-    status = 0
-    if layer.y_ref is not None and not args.dense:
-        ok_y = bool((result.y == layer.y_ref).all())
-        ok_g = layer.gate_ref is None or bool((result.gate == layer.gate_ref).all())
-        if ok_y and ok_g:
-            print("matches y_ref" + (" and gate_ref" if layer.gate_ref is not None else ""))
-        else:
-            bad = int((result.y != layer.y_ref).sum())
-            print(f"MISMATCH against the layer file's references: {bad} outputs differ, "
-                  f"gate {'ok' if ok_g else 'differs'}", file=sys.stderr)
-            status = 1
+    status = check_against_refs(layer, result, args.dense)
     print(f"wrote {args.output}")
     return status
 
