@@ -235,8 +235,10 @@ def plot_gate_overlay(export_dir: Path, results: Path, png: Path) -> None:
         gate = read_result(results / f"{stem}.result.npz").gate.mean(axis=0)
         scale = image.shape[0] / gate.shape[0]
         ax.imshow(image, cmap="gray")
-        ax.imshow(gate, cmap="inferno", alpha=0.6, vmin=0, vmax=1,
-                  extent=(-0.5, gate.shape[1] * scale - 0.5, gate.shape[0] * scale - 0.5, -0.5))
+        im = ax.imshow(gate, cmap="inferno", alpha=0.65, vmin=0, vmax=max(float(gate.max()), 1e-3),
+                       extent=(-0.5, gate.shape[1] * scale - 0.5, gate.shape[0] * scale - 0.5,
+                               -0.5))
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, format=lambda v, _: f"{100 * v:.0f}%")
         ax.set_title(f"{layer.name}\n{100 * gate.mean():.0f}% gates on", fontsize=8)
     for ax in axes:
         ax.axis("off")
