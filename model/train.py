@@ -223,8 +223,14 @@ def run(args) -> int:
         model = build_model(cfg)  # fresh init under the seed
         if args.init_from:
             init_from(model, args.init_from)
-    # channels_last: about 1.5x faster on CPU for these small maps
+    # channels_last: about 1.5x faster on CPU for these small maps. torch 2.13's CPU grouped
+    # convolution with one channel per group segfaults in channels_last (width 4, p = 4).
     mf = torch.channels_last if args.channels_last else torch.contiguous_format
+    if (mf is torch.channels_last and device.type == "cpu" and cfg["gating"] != "none"
+            and cfg["width"] // cfg["partitions"] <= 1):
+        print("sluice train: one channel per base group: using NCHW memory format "
+              "(channels_last crashes torch's CPU grouped convolution here)", flush=True)
+        mf = torch.contiguous_format
     model.to(device, memory_format=mf)
     if teacher is not None:
         teacher.to(memory_format=mf)
