@@ -1,0 +1,76 @@
+"""The embedded-default network's exported layers on the RTL, bit for bit.
+
+`make test` runs a representative subset on Icarus (the stem, a 1x1 shortcut, and gated layers
+of the 16x16 and 4x4 stages); `make test-full` runs the whole network layer by layer, chained
+on the RTL's own outputs, with the final logits (Verilator when installed: Icarus takes many
+minutes for the ~900k cycles).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pytest
+
+from sluice.hw.cycle_model import predict
+from sluice.hw.params import HwParams
+from sluice.model.layerfile import read_result
+from sluice.model.reference import run_reference
+from sluice.sim.runner import RtlSim, simulator_missing
+
+pytestmark = pytest.mark.skipif(simulator_missing("icarus") is not None,
+                                reason=str(simulator_missing("icarus")))
+
+SUBSET = ("conv1", "layer2.0.conv1", "layer3.0.downsample.0", "layer4.1.conv2")
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory):
+    from sluice.model import export
+    from sluice.model.checkpoint import DEFAULT_CHECKPOINT
+
+    out = tmp_path_factory.mktemp("embedded") / "export"
+    export.run(argparse.Namespace(checkpoint=str(DEFAULT_CHECKPOINT), out=str(out), sample=0,
+                                  calib=1000, percentile=99.99, data_dir=None, threads=1))
+    return out
+
+
+def test_embedded_layers_subset_bit_exact(export_dir, tmp_path):
+    from sluice.model.intnet import IntNet
+
+    net = IntNet(export_dir)
+    chosen = [(e, layer) for e, layer in net.layers if layer.name in SUBSET]
+    assert [layer.name for _, layer in chosen] == list(SUBSET)
+    params = HwParams()
+    runs = []
+    for e, layer in chosen:
+        runs.append(dict(layer=str(export_dir / e["file"]),
+                         result=str(tmp_path / f"{layer.name}.result.npz")))
+    RtlSim(params, "icarus").run(runs, workdir=tmp_path / "sim")
+    for (e, layer), run in zip(chosen, runs):
+        r = read_result(run["result"])
+        np.testing.assert_array_equal(r.y, layer.y_ref, err_msg=layer.name)
+        np.testing.assert_array_equal(r.gate, layer.gate_ref, err_msg=layer.name)
+        assert r.cycles == predict(layer, r.gate, params)["cycles"], layer.name
+
+
+@pytest.mark.slow
+def test_embedded_network_full(export_dir, tmp_path):
+    from sluice.sim.model_run import run_model
+
+    sim = "verilator" if simulator_missing("verilator") is None else "icarus"
+    s = run_model(export_dir, tmp_path / "run", sim=sim, progress=lambda t: None)
+    assert s["layers"] == 20
+    assert s["bit_exact"], s["mismatches"]
+    assert s["logits_exact"]
+    assert s["predicted"] == s["label"] == 9  # test image 0, an ankle boot
+
+
+def test_export_layers_reproduce_refs(export_dir):
+    """The exported files themselves agree with the reference (the oracle the RTL is held to)."""
+    from sluice.model.intnet import IntNet
+
+    for e, layer in IntNet(export_dir).layers:
+        y, gate = run_reference(layer)
+        assert np.array_equal(y, layer.y_ref) and np.array_equal(gate, layer.gate_ref), e["file"]
