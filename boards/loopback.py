@@ -14,10 +14,11 @@ from __future__ import annotations
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
-from amaranth.lib.wiring import In, Out
+from amaranth.lib.wiring import Out
 
 from sluice.hw.params import COUNTERS, DIM_BITS
 from sluice.hw.regs import RegisterFile, axil_members
+from sluice.hw.top import port_members
 
 
 def loopback_word(beat: int, index: int, params) -> int:
@@ -28,14 +29,8 @@ def loopback_word(beat: int, index: int, params) -> int:
 class LoopbackAccelerator(wiring.Component):
     def __init__(self, params):
         self.params = params
-        members = axil_members()
-        members.update({
-            "s_axis_tdata": In(8 * params.stream_bytes), "s_axis_tvalid": In(1),
-            "s_axis_tready": Out(1), "s_axis_tlast": In(1),
-            "m_axis_tdata": Out(params.out_bits), "m_axis_tvalid": Out(1),
-            "m_axis_tready": In(1), "m_axis_tlast": Out(1),
-            "done": Out(1),
-        })
+        members = port_members(params)
+        members["done"] = Out(1)
         super().__init__(members)
 
     def elaborate(self, platform):

@@ -45,20 +45,26 @@ def _log2(n):
     return (n - 1).bit_length()
 
 
+def port_members(params: HwParams) -> dict:
+    """The top level's ports: AXI4-Lite slave ``axil_*``, AXI4-Stream in ``s_axis_*`` and out
+    ``m_axis_*`` (also used by stand-ins with the same interface, e.g. the board loopback)."""
+    members = axil_members()
+    members.update({
+        "s_axis_tdata": In(8 * params.stream_bytes), "s_axis_tvalid": In(1),
+        "s_axis_tready": Out(1), "s_axis_tlast": In(1),
+        "m_axis_tdata": Out(params.out_bits), "m_axis_tvalid": Out(1),
+        "m_axis_tready": In(1), "m_axis_tlast": Out(1),
+    })
+    return members
+
+
 class Sluice(wiring.Component):
     """The accelerator. Ports: AXI4-Lite slave ``axil_*``, AXI4-Stream in ``s_axis_*`` and out
     ``m_axis_*``; one clock (``clk``), synchronous reset (``rst``)."""
 
     def __init__(self, params: HwParams = DEFAULT):
         self.params = params
-        members = axil_members()
-        members.update({
-            "s_axis_tdata": In(8 * params.stream_bytes), "s_axis_tvalid": In(1),
-            "s_axis_tready": Out(1), "s_axis_tlast": In(1),
-            "m_axis_tdata": Out(params.out_bits), "m_axis_tvalid": Out(1),
-            "m_axis_tready": In(1), "m_axis_tlast": Out(1),
-        })
-        super().__init__(members)
+        super().__init__(port_members(params))
 
     def elaborate(self, platform):  # noqa: C901 - one sequencer, read top to bottom
         m = Module()

@@ -201,16 +201,21 @@ async def run_plan(dut):
         dut._log.info("%s: %d cycles", layer.name, result.cycles)
 
 
-@cocotb.test()
-async def invalid_then_valid(dut):
-    """An invalid descriptor sets the error flag without touching the streams; then a valid
-    layer runs bit-exact."""
+async def _first_layer(dut):
+    """Bench started on plan.json's first run: (bench, run item, layer, its first job)."""
     plan, workdir = _plan()
     bench = Bench(dut, HwParams(**plan["params"]), workdir)
     await bench.start()
     item = plan["runs"][0]
     layer = read_layer(item["layer"])
-    job = host.layer_jobs(layer, bench.params)[0]
+    return bench, item, layer, host.layer_jobs(layer, bench.params)[0]
+
+
+@cocotb.test()
+async def invalid_then_valid(dut):
+    """An invalid descriptor sets the error flag without touching the streams; then a valid
+    layer runs bit-exact."""
+    bench, item, layer, job = await _first_layer(dut)
     bad = [(a, 4 if a == REG["KERNEL"].addr else v) for a, v in job.writes]
     words, _, status = await bench.run_job(dataclasses.replace(job, writes=bad),
                                            timeout_cycles=1000)
@@ -224,12 +229,7 @@ async def invalid_then_valid(dut):
 @cocotb.test()
 async def reset_mid_layer(dut):
     """Reset while a layer is streaming, then the same layer runs clean and correct."""
-    plan, workdir = _plan()
-    bench = Bench(dut, HwParams(**plan["params"]), workdir)
-    await bench.start()
-    item = plan["runs"][0]
-    layer = read_layer(item["layer"])
-    job = host.layer_jobs(layer, bench.params)[0]
+    bench, item, layer, job = await _first_layer(dut)
     await bench.load_stream(job.beats)
     dut.feed.value = 1
     for addr, value in job.writes:
