@@ -9,7 +9,6 @@ additions are not counted.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 from sluice.errors import SluiceError

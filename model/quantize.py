@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from sluice.errors import SluiceError
 
-from .gated import base_mask, is_gated
+from .gated import is_gated
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 

@@ -330,10 +330,8 @@ def run(args) -> int:
                     "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
             save_checkpoint(out / "last.pt", dict(base, optimizer=opt.state_dict(),
                                                   rng=gen.get_state()))
-            line = json.dumps(rec) + "\n"
             atomic_write_bytes(out / "log.jsonl", lambda f: f.write(
                 "".join(json.dumps(r) + "\n" for r in history).encode()))
-            del line
     if dist.main:
         base = {"config": cfg, "data": data_meta, "train_args": train_args,
                 "epoch": args.epochs, "history": history,

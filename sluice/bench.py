@@ -89,7 +89,7 @@ def export_default(work: Path) -> Path:
 
 def cmd_bench(args) -> int:
     from sluice.hw.params import HwParams
-    from sluice.sim.model_run import markdown_table, run_model  # noqa: F401
+    from sluice.sim.model_run import run_model
     from sluice.sim.runner import simulator_missing
 
     params = HwParams()
