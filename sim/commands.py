@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sluice.sim.runner import SIMULATORS
+
 
 def _cmd_run_model(args) -> int:
     from sluice.sim.model_run import cmd_run_model
@@ -17,7 +19,7 @@ def add_commands(sub) -> None:
                     "against the integer model, and write layers.md/.csv, speedup.png and "
                     "summary.json. Exit 1 on any mismatch.")
     p.add_argument("export_dir", metavar="EXPORT_DIR")
-    p.add_argument("--sim", choices=("icarus", "verilator"), default="icarus")
+    p.add_argument("--sim", choices=SIMULATORS, default="icarus")
     p.add_argument("--rows", type=int, default=8)
     p.add_argument("--cols", type=int, default=8)
     p.add_argument("--layers", type=int, default=0, help="only the first N layers (0: all)")

@@ -14,6 +14,7 @@ import sys
 
 from sluice import __version__
 from sluice.errors import RunFailed, SluiceError
+from sluice.sim.runner import SIMULATORS as RTL_SIMULATORS
 
 PLUGIN_MODULES = (
     "sluice.demo",
@@ -23,7 +24,6 @@ PLUGIN_MODULES = (
     "sluice.sim.commands",
     "sluice.boards.commands",
 )
-SIMULATORS = ("reference", "icarus", "verilator")
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "them (exit 1 on a mismatch).")
     p.add_argument("layer", metavar="LAYER.npz")
     p.add_argument("-o", "--output", required=True, metavar="OUT.result.npz")
-    p.add_argument("--sim", choices=SIMULATORS, default="reference",
+    p.add_argument("--sim", choices=("reference", *RTL_SIMULATORS), default="reference",
                    help="runner (default: reference)")
     p.add_argument("--rows", type=int, default=None, help="array rows (RTL runs)")
     p.add_argument("--cols", type=int, default=None, help="array columns (RTL runs)")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from sluice.errors import SluiceError
 from sluice.fileio import atomic_write_bytes, atomic_write_text
+from sluice.sim.runner import SIMULATORS
 
 CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                "Sneaker", "Bag", "Ankle boot")
@@ -263,7 +264,7 @@ def add_commands(sub) -> None:
     p.add_argument("--checkpoint", default="default", help="checkpoint (default: embedded)")
     p.add_argument("--train", action="store_true",
                    help="train a fresh embedded-default model first (about an hour on 2 cores)")
-    p.add_argument("--sim", choices=("icarus", "verilator"), default=None,
+    p.add_argument("--sim", choices=SIMULATORS, default=None,
                    help="RTL simulator (default: verilator when installed, else icarus)")
     p.add_argument("--sample", type=int, default=0, help="test image index (default 0)")
     p.add_argument("--eval-images", type=int, default=0,
