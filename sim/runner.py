@@ -2,7 +2,8 @@
 
 One build directory per simulator and design parameter set, under ``build/sim/`` (or
 ``$SLUICE_SIM_BUILD``), reused by every later run and shared safely by parallel pytest workers
-(a file lock guards the build). ``WAVES=1`` records an FST trace next to the results.
+(a file lock guards the build). ``WAVES=1`` builds a traced simulation (its own build
+directory, suffix ``_waves``) and records an FST trace there (``sluice_harness.fst`` with Icarus).
 """
 
 from __future__ import annotations
@@ -147,7 +148,10 @@ class RtlSim:
         from sluice.sim.harness import HARNESS_TOP
 
         root = build_root or default_build_root()
-        self.build_dir = root / f"{sim}_{params.rows}x{params.cols}_{design_key(params)}"
+        # a traced build (WAVES=1) is a different build: never reuse one for the other
+        self.waves = bool(os.environ.get("WAVES"))
+        self.build_dir = root / (f"{sim}_{params.rows}x{params.cols}_{design_key(params)}"
+                                 + ("_waves" if self.waves else ""))
         self.top = HARNESS_TOP
         with _lock(root / f".{self.build_dir.name}.lock"):
             if not (self.build_dir / ".built").exists():
@@ -170,13 +174,13 @@ class RtlSim:
         if self.sim == "verilator":
             args = ["-Wno-fatal", "-Wno-WIDTH", "-Wno-UNUSED", "--x-assign", "0",
                     "--x-initial", "0", "-O2"]
-            if os.environ.get("WAVES"):
+            if self.waves:
                 args += ["--trace-fst", "--trace-structs"]
         with _sim_env(self.sim), _logged(self.build_dir / "build.log", f"{self.sim} build"):
             self._runner().build(
                 sources=[self.build_dir / "sluice_top.v", self.build_dir / "sluice_harness.v"],
                 hdl_toplevel=self.top, build_dir=self.build_dir, build_args=args,
-                timescale=("1ns", "1ps"), waves=bool(os.environ.get("WAVES")))
+                timescale=("1ns", "1ps"), waves=self.waves)
 
     def run(self, runs: list[dict], testcase: str = "run_plan", workdir: Path | None = None,
             extra: dict | None = None):
@@ -198,7 +202,7 @@ class RtlSim:
                     test_module=TB_MODULE, hdl_toplevel=self.top, hdl_toplevel_lang="verilog",
                     testcase=testcase,
                     build_dir=self.build_dir, test_dir=workdir, extra_env=env,
-                    waves=bool(os.environ.get("WAVES")), timescale=("1ns", "1ps"))
+                    waves=self.waves, timescale=("1ns", "1ps"))
         except SystemExit as e:
             raise SimulationFailed(f"{self.sim} simulation failed (exit {e.code}); "
                                f"logs in {workdir}") from None

@@ -160,3 +160,20 @@ def test_verilator_run(tmp_path):
         SIM = saved
     _check(layers[0], result)
     assert result.runner == "verilator"
+
+
+def test_waves_use_their_own_traced_build(tmp_path, monkeypatch):
+    """WAVES=1 must not reuse an untraced build: it gets its own build and writes a trace."""
+    monkeypatch.setenv("SLUICE_SIM_BUILD", str(tmp_path / "build"))
+    small = HwParams(rows=2, cols=2, act_depth=1024, wgt_depth=256, pix_depth=64)
+    plain = RtlSim(small, "icarus")
+    monkeypatch.setenv("WAVES", "1")
+    traced = RtlSim(small, "icarus")
+    assert traced.build_dir != plain.build_dir and traced.build_dir.name.endswith("_waves")
+    layer = make_layer(c_in=4, c_out=2, size=(3, 3), partitions=2, seed=3, name="waves")
+    write_layer(tmp_path / "w.layer.npz", layer)
+    traced.run([dict(layer=str(tmp_path / "w.layer.npz"), result=str(tmp_path / "w.result.npz"))],
+               workdir=tmp_path / "run")
+    _check(layer, read_result(tmp_path / "w.result.npz"))
+    assert list(traced.build_dir.glob("*.fst")), "no FST trace written"
+    assert not list(plain.build_dir.glob("*.fst"))
