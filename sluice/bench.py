@@ -50,6 +50,7 @@ def dense_utilisation(sim, params, work: Path) -> list[dict]:
     from sluice.hw.cycle_model import predict
     from sluice.model.layerfile import read_result, write_layer
     from sluice.model.randlayer import make_layer
+    from sluice.model.reference import work_figures
     from sluice.sim.runner import RtlSim
 
     shapes = [(16, 32), (32, 16), (64, 8), (128, 4)]
@@ -66,7 +67,7 @@ def dense_utilisation(sim, params, work: Path) -> list[dict]:
     rows = []
     for layer, r in zip(layers, runs):
         res = read_result(r["result"])
-        macs = layer.c_out * layer.h_out * layer.w_out * layer.c_in * 9
+        macs = work_figures(layer, res.gate)["macs_dense"]
         model = predict(layer, None, params, dense=True)["cycles"]
         rows.append(dict(layer=layer.name, cycles=res.cycles, model=model,
                          utilisation=macs / (res.cycles * params.rows * params.cols),
