@@ -8,7 +8,7 @@ bitstream. A design that does not fit fails with the cell types over capacity an
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -56,23 +56,6 @@ def toolchain_env(family: str) -> dict:
     return env
 
 
-def accelerator_options(dense_only: bool) -> dict:
-    """Elaboration options of the generator for a dense-only build (no gate unit, no skip
-    controller), if the generator offers such a switch."""
-    if not dense_only:
-        return {}
-    from sluice.hw.params import HwParams
-    from sluice.hw.top import Sluice
-
-    if "gating" in inspect.signature(Sluice.__init__).parameters:
-        return {"gating": False}
-    if "gating" in getattr(HwParams, "__dataclass_fields__", {}):
-        return {"params.gating": False}
-    raise SluiceError("--dense-only: the generator (sluice.hw.top.Sluice) has no switch yet to "
-                      "leave the gating logic out at elaboration; the gating cost cannot be "
-                      "measured with this version")
-
-
 def build_name(board: Board, params, dense_only=False, loopback=False) -> str:
     tag = "_dense" if dense_only else ""
     tag += "_loopback" if loopback else ""
@@ -86,13 +69,9 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=F
     env = toolchain_env(board.family)
     if program:
         programmer_path()  # fail before a long build, not after
-    opts = accelerator_options(dense_only)
     params = board.params(rows, cols)
-    if "params.gating" in opts:
-        import dataclasses
-
+    if dense_only:  # the same array with the gating hardware left out at elaboration
         params = dataclasses.replace(params, gating=False)
-        opts = {}
     platform = board.make_platform()
     divisor = board.divisor(platform)
     clk = board.clk_freq(platform)
@@ -108,7 +87,7 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=F
 
         acc = LoopbackAccelerator(params)
     top = BoardTop(params, divisor=divisor, in_buf_bytes=board.in_buf_bytes,
-                   out_depth=board.out_depth, accelerator=acc, acc_options=opts)
+                   out_depth=board.out_depth, accelerator=acc)
     name = build_name(board, params, dense_only, loopback)
     build_dir = Path(out_root) / name
     nextpnr_opts = ["--timing-allow-fail", f"--seed {seed}"]

@@ -16,7 +16,7 @@ from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import Out
 
-from sluice.hw.params import COUNTERS, DIM_BITS
+from sluice.hw.params import COUNTERS, DIM_BITS, id_value
 from sluice.hw.regs import RegisterFile, axil_members
 from sluice.hw.top import port_members
 
@@ -36,7 +36,7 @@ class LoopbackAccelerator(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         p = self.params
-        m.submodules.regs = regs = RegisterFile(rows=p.rows, cols=p.cols)
+        m.submodules.regs = regs = RegisterFile(ident=id_value(p))
         for name, member in axil_members().items():
             if member.flow == Out:
                 m.d.comb += getattr(self, name).eq(getattr(regs, name))

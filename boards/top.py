@@ -31,14 +31,12 @@ def join_by_name(m: Module, bridge, acc, names=BRIDGED_PORTS):
             m.d.comb += b.eq(a)
 
 
-def make_accelerator(params, **options):
-    """The accelerator component for ``params`` (``sluice.hw.top.Sluice``).
-
-    ``options`` are passed through to the generator (e.g. a gating switch, where it offers one).
-    """
+def make_accelerator(params):
+    """The accelerator component for ``params`` (``sluice.hw.top.Sluice``; ``params.gating``
+    False gives the dense-only build)."""
     from sluice.hw.top import Sluice
 
-    return Sluice(params, **options) if options else Sluice(params)
+    return Sluice(params)
 
 
 class BoardTop(Elaboratable):
@@ -49,15 +47,13 @@ class BoardTop(Elaboratable):
     plain signals of this object.
     """
 
-    def __init__(self, params, *, divisor, in_buf_bytes=512, out_depth=32, accelerator=None,
-                 acc_options=None):
+    def __init__(self, params, *, divisor, in_buf_bytes=512, out_depth=32, accelerator=None):
         self.params = params
         self.divisor = divisor
         self.bridge = UARTBridge(divisor=divisor, stream_bytes=params.stream_bytes,
                                  out_bits=params.out_bits, in_buf_bytes=in_buf_bytes,
                                  out_depth=out_depth)
-        self.acc = accelerator if accelerator is not None else make_accelerator(
-            params, **(acc_options or {}))
+        self.acc = accelerator if accelerator is not None else make_accelerator(params)
         self.rx = Signal(init=1)
         self.tx = Signal(init=1)
 

@@ -28,13 +28,17 @@ def _add_params(p):
                    help="skip group width in columns (divides --cols)")
     p.add_argument("--stream-width", type=int, default=DEFAULT.stream_width,
                    help="input stream bytes per beat (0: automatic)")
+    p.add_argument("--dense-only", action="store_true",
+                   help="leave the gating hardware out (gate unit, skip controller, active "
+                        "lists, per-group feeds): the baseline for the cost of gating")
 
 
 def _params(args):
     from sluice.hw.params import HwParams
     return HwParams(rows=args.rows, cols=args.cols, act_depth=args.act_depth,
                     wgt_depth=args.wgt_depth, pix_depth=args.pix_depth,
-                    skip_cols=args.skip_cols, stream_width=args.stream_width)
+                    skip_cols=args.skip_cols, stream_width=args.stream_width,
+                    gating=not args.dense_only)
 
 
 def cmd_verilog(args) -> int:
@@ -45,7 +49,8 @@ def cmd_verilog(args) -> int:
     out_dir = os.path.dirname(os.path.abspath(args.output))
     os.makedirs(out_dir, exist_ok=True)
     write_atomic(args.output, verilog_text(params))
-    print(f"wrote {args.output} ({params.rows}x{params.cols} array)")
+    kind = "dense-only " if not params.gating else ""
+    print(f"wrote {args.output} ({params.rows}x{params.cols} {kind}array)")
     return 0
 
 

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 
 from sluice.errors import SluiceError
 
-VERSION = 1  # bumps when the register map or the stream format changes
+VERSION = 2  # bumps when the register map or the stream format changes
 
 # ---------------------------------------------------------------------------------------------
 # Bit widths (SPEC section 2)
@@ -41,6 +41,11 @@ class HwParams:
     has its own activation feed and its own compacted pixel list in the conditional phase, so a
     pixel is skipped for a group when the group's ``skip_cols`` gates are all off. Narrower
     groups skip more work but need ``rows * cols / skip_cols`` activation buffer copies.
+    ``gating``: False leaves the gating hardware out at elaboration (gate unit, skip
+    controller, active lists, partial-sum buffers, per-group activation feeds): a dense-only
+    build of the same array, the baseline for the cost of gating. Such a build has one
+    activation feed per row (``skip_cols`` becomes ``cols``) and refuses FLAGS.GATED with
+    ERROR.GATING; ID bit 16 tells the host which kind it talks to.
     """
 
     rows: int = 8
@@ -50,8 +55,11 @@ class HwParams:
     pix_depth: int = 1024
     skip_cols: int = 2
     stream_width: int = 0  # input stream bytes per beat; 0: automatic (see stream_bytes)
+    gating: bool = True
 
     def __post_init__(self):
+        if not self.gating:  # no skip groups without gating: one feed per row
+            object.__setattr__(self, "skip_cols", self.cols)
         for name in ("rows", "cols"):
             v = getattr(self, name)
             if not 2 <= v <= 32:
@@ -167,6 +175,8 @@ ERROR_FIELDS = (
     ("PIX_BUFFER", 8, 1, "H_OUT * W_OUT exceeds the pixel buffers"),
     ("SKIP_GROUP", 9, 1, "gated group mode with GROUP_COUT not a multiple of the skip group "
                          "width (the host pads each base group with unused channels)"),
+    ("GATING", 10, 1, "FLAGS.GATED on a dense-only build (generated with gating off, ID bit 16 "
+                      "clear)"),
 )
 
 COUNTERS = (
@@ -185,8 +195,9 @@ COUNTERS = (
 
 def _build_regmap():
     regs = [
-        Register("ID", 0x00, "ro", "bits 31..24 VERSION, 23..16 reserved, 15..8 ROWS, "
-                 "7..0 COLS (of this instance)"),
+        Register("ID", 0x00, "ro", "bits 31..24 VERSION, 23..17 reserved, 16 GATING (1: gated "
+                 "layers supported; 0: a dense-only build), 15..8 ROWS, 7..0 COLS (of this "
+                 "instance)"),
         Register("CTRL", 0x04, "wo", "control", CTRL_FIELDS),
         Register("STATUS", 0x08, "ro", "status", STATUS_FIELDS),
         Register("ERROR", 0x0C, "ro", "error flags of the last START", ERROR_FIELDS),
@@ -200,6 +211,13 @@ def _build_regmap():
 
 
 REGISTERS = _build_regmap()
+ID_GATING_BIT = 16
+
+
+def id_value(p: HwParams) -> int:
+    """Value of the ID register of an instance (see the register map)."""
+    return (VERSION << 24) | (int(p.gating) << ID_GATING_BIT) | (p.rows << 8) | p.cols
+
 REG = {r.name: r for r in REGISTERS}
 ADDR_BITS = 8  # AXI4-Lite address width (byte address)
 

@@ -11,7 +11,7 @@ from amaranth.hdl import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from sluice.hw.params import ADDR_BITS, COUNTERS, DESCRIPTOR, DIM_BITS, REG, VERSION
+from sluice.hw.params import ADDR_BITS, COUNTERS, DESCRIPTOR, DIM_BITS, REG
 
 
 def axil_members():
@@ -28,8 +28,8 @@ def axil_members():
 class RegisterFile(wiring.Component):
     """Descriptor registers out, status/counters in, ``start`` pulse out."""
 
-    def __init__(self, *, rows, cols):
-        self._rows, self._cols = rows, cols
+    def __init__(self, *, ident: int):
+        self._ident = ident  # ID register value (params.id_value)
         members = axil_members()
         for name, _ in DESCRIPTOR:
             members[name.lower()] = Out(DIM_BITS)
@@ -67,8 +67,7 @@ class RegisterFile(wiring.Component):
             m.d.sync += self.axil_rvalid.eq(1)
             with m.Switch(self.axil_araddr):
                 with m.Case(REG["ID"].addr):
-                    m.d.sync += self.axil_rdata.eq(
-                        (VERSION << 24) | (self._rows << 8) | self._cols)
+                    m.d.sync += self.axil_rdata.eq(self._ident)
                 with m.Case(REG["STATUS"].addr):
                     m.d.sync += self.axil_rdata.eq(
                         self.busy | (self.done << 1) | ((self.error != 0) << 2))

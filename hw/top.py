@@ -30,7 +30,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from sluice.hw.params import (ACC_BITS, COUNTERS, DEFAULT, DIM_BITS, ERROR_FIELDS, FLAG_FIELDS,
-                              MAX_PADDING, PARAM_ORDER, PIX_BITS, HwParams)
+                              MAX_PADDING, PARAM_ORDER, PIX_BITS, HwParams, id_value)
 from sluice.hw.pe import SystolicArray
 from sluice.hw.postproc import GateUnit, PostProc
 from sluice.hw.regs import RegisterFile, axil_members
@@ -71,6 +71,7 @@ class Sluice(wiring.Component):
         P = self.params
         R, C, B = P.rows, P.cols, P.stream_bytes
         G, NG = P.skip_cols, P.groups
+        gating = P.gating  # False: a dense-only build (no base/conditional phases)
         Q = R * NG  # slots: (row r, skip group j) -> q = r * NG + j
         abits = _log2(P.act_depth)
         act_words = P.act_depth // B
@@ -81,7 +82,7 @@ class Sluice(wiring.Component):
         saddr = signed(abits + DIM_BITS + 3)
 
         # ---------------------------------------------------------------- registers
-        m.submodules.regs = regs = RegisterFile(rows=R, cols=C)
+        m.submodules.regs = regs = RegisterFile(ident=id_value(P))
         for name in axil_members():
             port, mine = getattr(regs, name), getattr(self, name)
             if name in ("axil_awready", "axil_wready", "axil_bresp", "axil_bvalid",
@@ -93,7 +94,7 @@ class Sluice(wiring.Component):
         h_out, w_out, kernel, stride = regs.h_out, regs.w_out, regs.kernel, regs.stride
         pad_top, pad_left, parts = regs.pad_top, regs.pad_left, regs.partitions
         base_cin, group_cout, flags = regs.base_cin, regs.group_cout, regs.flags
-        gated = flags[FLAG["GATED"]]
+        gated = flags[FLAG["GATED"]] if gating else Const(0)
         relu = flags[FLAG["RELU"]]
         has_res = flags[FLAG["RESIDUAL"]]
         base_first = flags[FLAG["BASE_FIRST"]]
@@ -128,6 +129,7 @@ class Sluice(wiring.Component):
                                           (group_cout * parts != c_out) | (group_cout == 0))),
             err[ERR["SKIP_GROUP"]].eq(gated & ~base_first & (parts != 1) &
                                       (group_cout % G != 0)),
+            err[ERR["GATING"]].eq(flags[FLAG["GATED"]] & (not gating)),
             err[ERR["GEOMETRY"]].eq(~zero & ((span_h > h_in + pad_top + MAX_PADDING) |
                                              (span_w > w_in + pad_left + MAX_PADDING))),
             err[ERR["ACT_BUFFER"]].eq(n_act > P.act_depth),
@@ -170,7 +172,7 @@ class Sluice(wiring.Component):
         entry = data.StructLayout({"p": PIX_BITS, "ybase": sdim, "xbase": sdim, "abase": saddr,
                                    "gate": G})
         psum_wp, psum_rp, al_wp, al_rp = [], [], [], []
-        for j in range(NG):
+        for j in range(NG if gating else 0):
             mem = Memory(shape=data.ArrayLayout(signed(ACC_BITS), G), depth=P.pix_depth,
                          init=[])
             m.submodules[f"psum_buf_{j}"] = mem
@@ -203,6 +205,9 @@ class Sluice(wiring.Component):
         m.d.comb += col_work.eq((c_in - base_cin) * kk)
 
         phase = Signal(2)
+        # phase tests; constant in a dense-only build so the gating logic is not generated
+        is_cond = (phase == PH_COND) if gating else Const(0)
+        is_base = (phase == PH_BASE) if gating else Const(0)
         n_ch = Signal(DIM_BITS)  # input channels per pass in this phase (same for every column)
         w_start = Signal(wbits + DIM_BITS)  # first weight word of the phase
 
@@ -245,7 +250,7 @@ class Sluice(wiring.Component):
                       for f in FIELDS}
         rl_wr_k = [Signal(PIX_BITS, name=f"rl_wr_k_{j}") for j in range(NG)]
         src_left = Signal()
-        m.d.comb += src_left.eq(Mux(phase == PH_COND, al_left.any(), pw_p < hw_out))
+        m.d.comb += src_left.eq(Mux(is_cond, al_left.any(), pw_p < hw_out))
         running = Signal()  # in RUN state
 
         # issuer
@@ -307,13 +312,13 @@ class Sluice(wiring.Component):
             inb = (iy >= 0) & (iy < h_in) & (ix >= 0) & (ix < w_in)
             gmask = colmask[j * G:(j + 1) * G]
             en = Signal(G, name=f"en_{q}")
-            m.d.comb += en.eq(Mux(phase == PH_COND, gmask & cur["gate"][q], gmask))
+            m.d.comb += en.eq(Mux(is_cond, gmask & cur["gate"][q], gmask))
             m.d.comb += act_rd[q].addr.eq(addr[bbits:])
             m.d.sync += [s1_valid[q].eq(issue & cur["valid"][q]), s1_en[q].eq(en),
                          s1_inb[q].eq(inb), s1_byte[q].eq(addr[:bbits] if bbits else 0)]
             vq = cur["valid"][q]
             macs_now.append(Mux(vq, sum(en[c] for c in range(G)), 0))
-            skips_now.append(Mux(vq & (phase == PH_COND),
+            skips_now.append(Mux(vq & is_cond,
                                  sum((gmask & ~cur["gate"][q])[c] for c in range(G)), 0))
         m.d.sync += [s1_first.eq(st_first), s1_last.eq(is_last)]
         m.d.comb += wgt_rp.addr.eq(Cat(st_w[:wbits], cmp_bank))
@@ -364,8 +369,9 @@ class Sluice(wiring.Component):
         m.d.comb += d_fire.eq(in_flight & (dcount == 0) & room)
         m.d.sync += d1_go.eq(d_fire)
         for j in range(NG):
-            m.d.comb += [res_rp[j].addr.eq(Cat(drn_arr[j]["p"][d_r][:pbits], cmp_bank)),
-                         psum_rp[j].addr.eq(drn_arr[j]["k"][d_r])]
+            m.d.comb += res_rp[j].addr.eq(Cat(drn_arr[j]["p"][d_r][:pbits], cmp_bank))
+            if gating:
+                m.d.comb += psum_rp[j].addr.eq(drn_arr[j]["k"][d_r])
         with m.If(in_flight & (dcount != 0)):
             m.d.sync += dcount.eq(dcount - 1)
         with m.If(d_fire):
@@ -375,17 +381,25 @@ class Sluice(wiring.Component):
             with m.If(d_r == R - 1):
                 m.d.sync += [d_r.eq(0), in_flight.eq(0)]
 
-        m.submodules.gate_unit = gu = GateUnit(cols=C)
-        m.d.comb += gu.col_valid.eq(col_valid)
+        if gating:
+            m.submodules.gate_unit = gu = GateUnit(cols=C)
+            m.d.comb += gu.col_valid.eq(col_valid)
+            gate_now = gu.gate
+        else:
+            gate_now = Const(0, C)
         ys = []
         for c in range(C):
             j = c // G
-            m.d.comb += [gu.psum[c].eq(d1_psum[c]), gu.thresh[c].eq(par_of["thresh"][c])]
+            if gating:
+                m.d.comb += [gu.psum[c].eq(d1_psum[c]), gu.thresh[c].eq(par_of["thresh"][c])]
             pp = PostProc()
             m.submodules[f"post_{c}"] = pp
             acc = Signal(signed(ACC_BITS + 1), name=f"acc_{c}")
-            m.d.comb += acc.eq(Mux(phase == PH_COND, psum_rp[j].data[c % G] + d1_psum[c],
-                                   d1_psum[c]))
+            if gating:
+                m.d.comb += acc.eq(Mux(is_cond, psum_rp[j].data[c % G] + d1_psum[c],
+                                       d1_psum[c]))
+            else:
+                m.d.comb += acc.eq(d1_psum[c])
             m.d.comb += [pp.acc.eq(acc), pp.bias.eq(par_of["bias"][c]),
                          pp.residual.eq(res_rp[j].data[8 * c:8 * c + 8]),
                          pp.has_res.eq(has_res),
@@ -396,14 +410,14 @@ class Sluice(wiring.Component):
             ys.append(pp.y)
         gate_out = Signal(C)
         m.d.comb += gate_out.eq(Mux(phase == PH_DENSE, Const((1 << C) - 1, C),
-                                    Mux(phase == PH_BASE, gu.gate,
+                                    Mux(is_base, gate_now,
                                         Cat(*(d1[j]["gate"] for j in range(NG))))))
         # skip controller: a group with any gate on defers the pixel to its active list
         to_active = Signal(NG)
         out_valid = Signal(NG)
         for j in range(NG):
-            m.d.comb += to_active[j].eq(d1[j]["valid"] & (phase == PH_BASE) &
-                                        gu.gate[j * G:(j + 1) * G].any() & ~cond_empty)
+            m.d.comb += to_active[j].eq(d1[j]["valid"] & is_base &
+                                        gate_now[j * G:(j + 1) * G].any() & ~cond_empty)
             m.d.comb += out_valid[j].eq(d1[j]["valid"] & ~to_active[j])
         term = Signal()  # the job's terminating word (VALID = 0, TLAST = 1)
         # results of groups without a final result are zeroed (they may come from unwritten
@@ -414,18 +428,18 @@ class Sluice(wiring.Component):
         m.d.comb += [fifo.w_data.eq(Cat(word, Const(0, P.out_bits - len(word)), term)),
                      fifo.w_en.eq(0)]
         skipped_cols = Signal(C)  # valid columns of groups emitted straight from the base
-        for j in range(NG):
+        for j in range(NG if gating else 0):
             wp, pw = al_wp[j], psum_wp[j]
             m.d.comb += [wp.addr.eq(n_active[j]), pw.addr.eq(n_active[j])]
             m.d.comb += [wp.data.p.eq(d1[j]["p"]), wp.data.ybase.eq(d1[j]["ybase"]),
                          wp.data.xbase.eq(d1[j]["xbase"]), wp.data.abase.eq(d1[j]["abase"]),
-                         wp.data.gate.eq(gu.gate[j * G:(j + 1) * G])]
+                         wp.data.gate.eq(gate_now[j * G:(j + 1) * G])]
             m.d.comb += [pw.data[c].eq(d1_psum[j * G + c]) for c in range(G)]
             with m.If(d1_go & to_active[j]):
                 m.d.comb += [wp.en.eq(1), pw.en.eq(1)]
                 m.d.sync += n_active[j].eq(n_active[j] + 1)
             m.d.comb += skipped_cols[j * G:(j + 1) * G].eq(
-                Mux(d1_go & out_valid[j] & (phase == PH_BASE) & ~cond_empty,
+                Mux(d1_go & out_valid[j] & is_base & ~cond_empty,
                     col_valid[j * G:(j + 1) * G], 0))
         with m.If(d1_go & out_valid.any()):
             m.d.comb += fifo.w_en.eq(1)
@@ -436,7 +450,7 @@ class Sluice(wiring.Component):
         m.d.comb += skip_drain.eq(sum(skipped_cols[c] for c in range(C)) * col_work)
 
         # ---------------------------------------------------------------- row-set loader
-        for j in range(NG):
+        for j in range(NG if gating else 0):
             m.d.comb += al_rp[j].addr.eq(al_rd[j])
         m.d.sync += rl_wr.eq(0)
         with m.If(running & ~rl_busy & ~rl_wr & ~rl_done & src_left):
@@ -450,7 +464,7 @@ class Sluice(wiring.Component):
             m.d.sync += rl_r.eq(rl_r + 1)
             with m.If(rl_r == R - 1):
                 m.d.sync += rl_busy.eq(0)
-            with m.If(phase == PH_COND):
+            with m.If(is_cond):
                 m.d.sync += rl_wr_valid.eq(al_left)
                 for j in range(NG):
                     with m.If(al_left[j]):
@@ -472,15 +486,19 @@ class Sluice(wiring.Component):
                         q = r * NG + j
                         m.d.sync += [nxt["valid"][q].eq(rl_wr_valid[j]),
                                      nxt["k"][q].eq(rl_wr_k[j])]
-                        with m.If(phase == PH_COND):
+                        walk = [nxt[f][q].eq(rl_wr_walk[f])
+                                for f in ("p", "ybase", "xbase", "abase")]
+                        walk.append(nxt["gate"][q].eq((1 << G) - 1))
+                        if not gating:
+                            m.d.sync += walk
+                            continue
+                        with m.If(is_cond):
                             d = al_rp[j].data
                             m.d.sync += [nxt["p"][q].eq(d.p), nxt["ybase"][q].eq(d.ybase),
                                          nxt["xbase"][q].eq(d.xbase),
                                          nxt["abase"][q].eq(d.abase), nxt["gate"][q].eq(d.gate)]
                         with m.Else():
-                            m.d.sync += [nxt[f][q].eq(rl_wr_walk[f])
-                                         for f in ("p", "ybase", "xbase", "abase")]
-                            m.d.sync += nxt["gate"][q].eq((1 << G) - 1)
+                            m.d.sync += walk
             with m.If(rl_wr_row == R - 1):
                 m.d.sync += rl_done.eq(1)
 
@@ -520,7 +538,7 @@ class Sluice(wiring.Component):
                 m.d.sync += [st_kx.eq(0), st_ky.eq(0), st_kyoff.eq(0), st_n.eq(st_n + 1),
                              st_w.eq(st_w + 1)]
                 for j in range(NG):
-                    with m.If((phase == PH_COND) & (g_i[j] + 1 == g_lo[j])):
+                    with m.If(is_cond & (g_i[j] + 1 == g_lo[j])):
                         m.d.sync += [g_i[j].eq(g_i[j] + 1 + base_cin),
                                      g_off[j].eq(g_off[j] + skip_off)]
                     with m.Else():
@@ -684,25 +702,32 @@ class Sluice(wiring.Component):
                     m.d.sync += [n_ch.eq(c_in), w_start.eq(0),
                                  *(g_start[j].eq(0) for j in range(NG))]
                 m.next = "RUN"
+            def next_tile():
+                m.d.comb += tile_finished()
+                m.d.sync += [tile_o0.eq(tile_o0 + C), cmp_bank.eq(~cmp_bank),
+                             tile_idx.eq(tile_idx + 1)]
+                with m.If(last_tile):
+                    m.next = "TERM"
+                with m.Else():
+                    m.next = "TILE_WAIT"
+
             with m.State("RUN"):
                 m.d.comb += running.eq(1)
                 with m.If(phase_done):
-                    with m.If((phase == PH_BASE) & any_active):
-                        m.next = "COND"
-                    with m.Else():
-                        m.d.comb += tile_finished()
-                        m.d.sync += [tile_o0.eq(tile_o0 + C), cmp_bank.eq(~cmp_bank),
-                                     tile_idx.eq(tile_idx + 1)]
-                        with m.If(last_tile):
-                            m.next = "TERM"
+                    if gating:
+                        with m.If(is_base & any_active):
+                            m.next = "COND"
                         with m.Else():
-                            m.next = "TILE_WAIT"
-            with m.State("COND"):
-                m.d.sync += start_phase(PH_COND)
-                m.d.sync += [n_ch.eq(c_in - base_cin), w_start.eq(base_cin * kk),
-                             *(g_start[j].eq(Mux(g_lo[j] == 0, base_cin, 0))
-                               for j in range(NG))]
-                m.next = "RUN"
+                            next_tile()
+                    else:
+                        next_tile()
+            if gating:
+                with m.State("COND"):
+                    m.d.sync += start_phase(PH_COND)
+                    m.d.sync += [n_ch.eq(c_in - base_cin), w_start.eq(base_cin * kk),
+                                 *(g_start[j].eq(Mux(g_lo[j] == 0, base_cin, 0))
+                                   for j in range(NG))]
+                    m.next = "RUN"
             with m.State("TERM"):
                 with m.If(room):
                     m.d.comb += [term.eq(1), fifo.w_en.eq(1)]

@@ -107,6 +107,9 @@ def layer_jobs(layer, params: HwParams = DEFAULT, dense: bool = False) -> list[J
     k, s, pad = layer.kernel, layer.stride, layer.padding
     p = layer.partitions
     gated = layer.gated and not dense
+    if gated and not params.gating:
+        raise SluiceError(f"layer {layer.name!r} is gated but the accelerator was generated "
+                          "dense-only (gating off); run it in dense mode (--dense)")
     first = layer.base == "first"
     base_cin = layer.c_in // p
     chans, group_cout = job_channels(layer, params, dense)

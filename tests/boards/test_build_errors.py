@@ -25,19 +25,6 @@ def test_missing_programmer_before_the_build(monkeypatch):
         b.build("icebreaker", program=True)
 
 
-def test_dense_only_needs_a_generator_switch():
-    import inspect
-
-    from sluice.hw.top import Sluice
-
-    if "gating" in inspect.signature(Sluice.__init__).parameters:
-        assert b.accelerator_options(True) == {"gating": False}
-    else:
-        with pytest.raises(SluiceError, match="--dense-only"):
-            b.accelerator_options(True)
-    assert b.accelerator_options(False) == {}
-
-
 def test_board_defaults_are_valid_params():
     pytest.importorskip("amaranth_boards")  # the 'fpga' extra
     for name in BOARDS:

@@ -154,7 +154,7 @@ def test_id_register():
     from sluice.hw.simulate import axil_read
     from sluice.hw.top import Sluice
     from amaranth.sim import Simulator
-    from sluice.hw.params import VERSION
+    from sluice.hw.params import ID_GATING_BIT, VERSION
     dut = Sluice(TALL)
     sim = Simulator(dut)
     sim.add_clock(1e-8)
@@ -166,7 +166,7 @@ def test_id_register():
 
     sim.add_testbench(bench)
     sim.run()
-    assert got == [(VERSION << 24) | (3 << 8) | 5, 0]
+    assert got == [(VERSION << 24) | (1 << ID_GATING_BIT) | (3 << 8) | 5, 0]
 
 
 def test_back_pressure_keeps_results_exact():
