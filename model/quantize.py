@@ -15,7 +15,8 @@
   (int64), float logits ``logits_acc * logit_scale``.
 
 :class:`QuantNet` runs the quantised network batched in PyTorch with exact integer arithmetic
-(int8 x int8 convolutions are exact in float64, everything else in int64); ``intnet.py`` must
+(int8 x int8 convolutions exactly in float32 chunks or float64, see
+:func:`exact_conv`; everything else in int64); ``intnet.py`` must
 reproduce its ``logits_acc`` bit for bit from the exported layer files.
 """
 
@@ -61,6 +62,34 @@ def rescale_t(v: torch.Tensor, mult: torch.Tensor, shift: torch.Tensor) -> torch
     rnd = torch.where(shift > 0, torch.ones_like(shift) << (shift - 1).clamp(min=0),
                       torch.zeros_like(shift))
     return (v * mult + rnd) >> shift
+
+
+# float32 holds every integer up to 2^24 exactly, so a float32 convolution of int8 values is
+# exact while the sum of |products| stays within that: 128 * 127 per product.
+F32_EXACT_TERMS = (1 << 24) // (128 * 127)
+
+
+def exact_conv(x: torch.Tensor, w: torch.Tensor, stride: int, padding: int,
+               groups: int = 1) -> torch.Tensor:
+    """int64 convolution of int8-valued float64 tensors ``x`` and ``w``, exactly.
+
+    Computed in float32 over chunks of at most ``F32_EXACT_TERMS`` products per output (several
+    times faster than float64 on the CPU), the chunks summed in float64 (exact below 2^53). A
+    float32 algorithm that is not exact on integers (e.g. Winograd) leaves fractions behind:
+    then the whole convolution is redone in float64, which is exact for any int8 layer."""
+    kk = w.shape[2] * w.shape[3]
+    step = max(1, F32_EXACT_TERMS // kk)
+    cin = w.shape[1]
+    if groups == 1 or cin <= step:
+        x32, w32 = x.to(torch.float32), w.to(torch.float32)
+        if groups == 1 and cin > step:
+            y = sum(F.conv2d(x32[:, i:i + step], w32[:, i:i + step], None, stride,
+                             padding).to(torch.float64) for i in range(0, cin, step))
+        else:
+            y = F.conv2d(x32, w32, None, stride, padding, groups=groups).to(torch.float64)
+        if torch.equal(y, torch.round(y)):
+            return y.to(torch.int64)
+    return F.conv2d(x, w, None, stride, padding, groups=groups).round_().to(torch.int64)
 
 
 @dataclass
@@ -128,18 +157,16 @@ class QuantNet:
         return cache[L.name]
 
     def _conv_acc(self, x: torch.Tensor, L: QLayer):
-        """(acc_b, acc_c) int64, or (acc, None) for a dense layer. int8 x int8 sums stay
-        below 2^53, so float64 convolutions are exact."""
+        """(acc_b, acc_c) int64, or (acc, None) for a dense layer (see :func:`exact_conv`)."""
         xf = x.to(torch.float64)
         w, wb = self._weights(L)
-        full = F.conv2d(xf, w, None, L.stride, L.padding).round_().to(torch.int64)
+        full = exact_conv(xf, w, L.stride, L.padding)
         if not L.gated:
             return full, None
         if L.base == "group":
-            acc_b = F.conv2d(xf, wb, None, L.stride, L.padding, groups=L.partitions)
+            acc_b = exact_conv(xf, wb, L.stride, L.padding, groups=L.partitions)
         else:
-            acc_b = F.conv2d(xf[:, :wb.shape[1]], wb, None, L.stride, L.padding)
-        acc_b = acc_b.round_().to(torch.int64)
+            acc_b = exact_conv(xf[:, :wb.shape[1]], wb, L.stride, L.padding)
         return acc_b, full - acc_b
 
     def run_layer(self, L: QLayer, x: torch.Tensor, residual: torch.Tensor | None):

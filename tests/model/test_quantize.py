@@ -95,3 +95,22 @@ def test_integer_gate_agrees_with_float_gate_beyond_rounding(gated_model, qnet, 
         assert torch.equal(d_int[clear], d_float[clear]), L.name
         checked += 1
     assert checked > 0
+
+
+@pytest.mark.parametrize("cin,k,groups", [(256, 3, 1), (40, 1, 1), (128, 3, 4), (8, 7, 2)])
+def test_exact_conv_matches_int64(cin, k, groups):
+    """Float32 chunks give the exact integer convolution, including the worst-case magnitude
+    (every product 127 * 127, odd sums above 2^24) where one float32 sum would round."""
+    from sluice.model.quantize import exact_conv
+    g = torch.Generator().manual_seed(cin + k)
+    x = torch.randint(-128, 128, (3, cin, 6, 5), generator=g)
+    w = torch.randint(-127, 128, (8, cin // groups, k, k), generator=g)
+    x[0] = 127
+    w[:4] = 127
+    want = torch.nn.functional.conv2d(x.double(), w.double(), None, 1, k // 2, 1, groups)
+    got = exact_conv(x.double(), w.double(), 1, k // 2, groups)
+    assert got.dtype == torch.int64
+    assert torch.equal(got, want.round().to(torch.int64))
+    if groups == 1 and cin * k * k > 1032:  # a single float32 sum would not be exact here
+        one = torch.nn.functional.conv2d(x.float(), w.float(), None, 1, k // 2)
+        assert not torch.equal(one.double(), want)
