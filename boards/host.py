@@ -10,11 +10,13 @@ writes and input beats; output words -> ``y`` and ``gate``).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from dataclasses import dataclass
 
 from sluice.boards import protocol as P
 from sluice.errors import SluiceError
+from sluice.hw.params import ID_GATING_BIT
 
 
 class BridgeError(SluiceError):
@@ -196,13 +198,15 @@ class BoardRunner:
         info = link.ping()
         if reset:  # whatever an earlier session left half-done (a job, buffered beats) goes
             link.reset()
+        ident = link.read_reg("ID")
+        if not ident >> ID_GATING_BIT & 1 and params.gating:  # a --dense-only bitstream
+            params = self.params = dataclasses.replace(params, gating=False)
         if info.stream_bytes != params.stream_bytes:
             raise BridgeError(f"the board's stream is {info.stream_bytes} bytes wide, the host "
                               f"expects {params.stream_bytes} (--rows/--cols of the bitstream?)")
         if info.word_bytes != P.word_bytes(params.out_bits):
             raise BridgeError(f"the board's output words are {info.word_bytes} bytes, the host "
                               f"expects {P.word_bytes(params.out_bits)} (--rows/--cols?)")
-        ident = link.read_reg("ID")
         rows, cols = ident >> 8 & 0xFF, ident & 0xFF
         if (rows, cols) != (params.rows, params.cols):
             raise BridgeError(f"the board's accelerator is {rows}x{cols}, the host was told "

@@ -119,7 +119,7 @@ def job_cycles(layer, job_desc: dict, gate_band, p: HwParams, dense: bool) -> di
 
     full, ends = [], []
     load_wait = 0
-    steps_total = passes = 0
+    steps_total = passes = active_total = 0
     w = 1  # loader enters L_WAIT
     a = 1  # compute enters TILE_WAIT
     for t in range(n_tiles):
@@ -141,7 +141,10 @@ def job_cycles(layer, job_desc: dict, gate_band, p: HwParams, dense: bool) -> di
         passes += n
         load_wait += wt
         if gated:
-            n_active = max(active_items(gate_band, t, p))
+            items = active_items(gate_band, t, p)
+            n_active = max(items)
+            if not cond_empty:
+                active_total += sum(items)
             if n_active and not cond_empty:
                 steps = (c_in - base_cin) * kk
                 end, n, wt = phase_cycles(n_active, steps, p, end + PHASE_ENTRY,
@@ -154,7 +157,7 @@ def job_cycles(layer, job_desc: dict, gate_band, p: HwParams, dense: bool) -> di
     cycles = ends[-1] + TAIL
     return {"cycles": cycles, "load_cycles": load_wait,
             "stall_cycles": cycles - load_wait - steps_total,
-            "steps": steps_total, "passes": passes}
+            "steps": steps_total, "passes": passes, "active_pixels": active_total}
 
 
 def predict(layer, gate=None, params: HwParams = DEFAULT, dense: bool = False) -> dict:
@@ -175,3 +178,50 @@ def predict(layer, gate=None, params: HwParams = DEFAULT, dense: bool = False) -
         for key, v in job_cycles(layer, job.descriptor, band, params, dense).items():
             total[key] = total.get(key, 0) + v
     return total
+
+
+#: the terms of :func:`loss_breakdown`, in the order they are reported
+LOSS_TERMS = ("ideal", "base_fill", "skip_tile", "packing", "overhead")
+
+
+def loss_breakdown(layer, gate, counters: dict, params: HwParams = DEFAULT,
+                   dense: bool = False) -> dict:
+    """Where a run's cycles go, from its performance counters (RTL or :func:`predict`).
+
+    ``cycles = ideal + base_fill + skip_tile + packing + overhead`` exactly, in cycles:
+
+    - ``ideal``: the element-level MACs (SPEC ``macs_theory``) on all ``rows * cols`` PEs;
+    - ``base_fill``: dense or base phase steps beyond their MACs: partial passes (map size not
+      a multiple of ``rows``), partial tiles and padding channels (``C_out`` vs ``cols``);
+    - ``skip_tile``: the conditional work of whole skip groups: an active (pixel, group) item
+      (counter ACTIVE_PIXELS) streams all ``skip_cols`` columns, though only some gates are on;
+    - ``packing``: conditional passes beyond ACTIVE_PIXELS items perfectly packed ``rows`` per
+      group: partial last passes per tile and groups with shorter lists waiting for the
+      busiest one (they run in lockstep);
+    - ``overhead``: STALL_CYCLES + LOAD_CYCLES (row-set fills, drain waits, column setup,
+      waiting for the input stream).
+    """
+    from sluice.model.reference import work_figures
+    from sluice.sim.host import layer_jobs
+
+    R, C, NG = params.rows, params.cols, params.groups
+    kk = layer.kernel * layer.kernel
+    gated = layer.gated and not dense
+    fig = work_figures(layer, gate if gated else np.ones_like(gate))
+    cycles = counters["cycles"]
+    overhead = counters["stall_cycles"] + counters["load_cycles"]
+    issued = cycles - overhead
+    base_cin = layer.c_in // layer.partitions if gated else layer.c_in
+    first_steps = 0  # steps of the dense or base phase, all jobs and tiles
+    for job in layer_jobs(layer, params, dense=dense):
+        tiles = -(-len(job.channels) // C)
+        first_steps += tiles * -(-job.h_out * layer.w_out // R) * base_cin * kk
+    first_macs = fig["macs_base"] if gated else fig["macs_dense"]
+    out = {"cycles": cycles, "ideal": fig["macs_theory"] / (R * C),
+           "base_fill": first_steps - first_macs / (R * C), "overhead": overhead}
+    cond_steps = issued - first_steps
+    cond_macs = fig["macs_theory"] - first_macs
+    tiled = counters.get("active_pixels", 0) * (layer.c_in - base_cin) * kk / (R * NG)
+    out["skip_tile"] = tiled - cond_macs / (R * C) if gated else 0.0
+    out["packing"] = cond_steps - tiled if gated else 0.0
+    return out

@@ -32,7 +32,7 @@ COLUMNS = ("layer", "gated", "gate_rate", "cycles_gated", "cycles_dense", "speed
 def run_model(export_dir, out_dir, *, sim="icarus", params: HwParams | None = None,
               limit: int = 0, progress=print) -> dict:
     """Run the export on the RTL; returns the summary (also written to ``out_dir``)."""
-    from sluice.hw.cycle_model import predict
+    from sluice.hw.cycle_model import LOSS_TERMS, loss_breakdown, predict
     from sluice.model.intnet import IntNet
     from sluice.sim.runner import RtlSim
 
@@ -54,7 +54,7 @@ def run_model(export_dir, out_dir, *, sim="icarus", params: HwParams | None = No
     t_run = time.monotonic() - t0
 
     tensors = {"input": layers[0][1].x}
-    rows, failures = [], []
+    rows, failures, losses = [], [], []
     tot = dict(cycles_gated=0, cycles_dense=0, macs_dense=0, macs_theory=0)
     for entry, layer in layers:
         stem = Path(entry["file"]).name.removesuffix(".layer.npz")
@@ -77,6 +77,12 @@ def run_model(export_dir, out_dir, *, sim="icarus", params: HwParams | None = No
             cycles_dense = rd.cycles
         else:
             cycles_dense = r.cycles
+        counters = dict(r.counters, cycles=r.cycles)
+        lb = loss_breakdown(bound, r.gate, counters, params) if layer.gated else \
+            loss_breakdown(bound, r.gate, counters, params, dense=True)
+        for t in LOSS_TERMS:
+            tot["loss_" + t] = tot.get("loss_" + t, 0.0) + lb[t]
+        losses.append(dict(layer=layer.name, cycles=r.cycles, **{t: lb[t] for t in LOSS_TERMS}))
         model_g = predict(bound, r.gate, params)["cycles"]
         model_d = predict(bound, None, params, dense=True)["cycles"]
         speedup = cycles_dense / r.cycles
@@ -112,7 +118,7 @@ def run_model(export_dir, out_dir, *, sim="icarus", params: HwParams | None = No
         if not summary["logits_exact"]:
             summary["bit_exact"] = False
             failures.append("logits")
-    _write_reports(out, rows, summary)
+    _write_reports(out, rows, summary, losses)
     return summary
 
 
@@ -132,8 +138,24 @@ def markdown_table(rows, summary) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_reports(out: Path, rows, summary) -> None:
-    atomic_write_text(out / "layers.md", markdown_table(rows, summary))
+def loss_table(losses, summary) -> str:
+    """Where the gated run's cycles go (``hw.cycle_model.loss_breakdown`` of each layer's
+    counters), as percent of the layer's cycles."""
+    from sluice.hw.cycle_model import LOSS_TERMS
+    lines = ["| layer | cycles | " + " | ".join(f"{t} %" for t in LOSS_TERMS) + " |",
+             "|" + "---|" * (2 + len(LOSS_TERMS))]
+    for row in losses + [dict(layer="**total**", cycles=summary["cycles_gated"],
+                              **{t: summary["loss_" + t] for t in LOSS_TERMS})]:
+        lines.append(f"| {row['layer']} | {row['cycles']} | " + " | ".join(
+            f"{100 * row[t] / row['cycles']:.1f}" for t in LOSS_TERMS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _write_reports(out: Path, rows, summary, losses) -> None:
+    atomic_write_text(out / "layers.md", markdown_table(rows, summary) + "\nWhere the cycles "
+                      "of the gated run go (percent of each layer's cycles; "
+                      "`sluice.hw.cycle_model.loss_breakdown`, from the RTL's counters):\n\n"
+                      + loss_table(losses, summary))
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=COLUMNS)
     w.writeheader()

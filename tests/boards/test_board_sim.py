@@ -38,3 +38,32 @@ def test_unknown_board_lists_known_ones(capsys):
     assert main(["build", "--board", "no-such-board"]) == 2
     err = capsys.readouterr().err
     assert "unknown board 'no-such-board'" in err and "icebreaker" in err and "ulx3s-85f" in err
+
+
+def test_dense_only_board_is_detected_from_its_id(tmp_path):
+    """A dense-only bitstream (ID bit 16 clear): the host adopts it, runs a gated layer in
+    dense mode bit-exact, and refuses a gated run with a message naming --dense."""
+    import dataclasses
+
+    import pytest
+
+    from sluice.boards.commands import SIM_DIVISOR
+    from sluice.boards.host import BoardRunner, Link
+    from sluice.boards.platforms import get_board
+    from sluice.boards.simlink import SimTransport
+    from sluice.boards.top import BoardTop
+    from sluice.errors import SluiceError
+
+    board = get_board("icebreaker")
+    params = board.params()
+    top = BoardTop(dataclasses.replace(params, gating=False), divisor=SIM_DIVISOR,
+                   in_buf_bytes=board.in_buf_bytes, out_depth=board.out_depth)
+    runner = BoardRunner(Link(SimTransport(top, divisor=SIM_DIVISOR)), params)
+    assert not runner.params.gating
+    layer = make_layer(c_in=4, c_out=4, size=(3, 3), kernel=3, padding=1, partitions=2,
+                       gate_rate=0.4, seed=3, name="tiny")
+    with pytest.raises(SluiceError, match="--dense"):
+        runner.run_layer(layer)
+    res = runner.run_layer(layer, dense=True)
+    y, _ = run_reference(layer, dense=True)
+    assert np.array_equal(res.y, y) and res.gate.all()

@@ -5,7 +5,7 @@ cycle model; invalid descriptors against the error flags."""
 import numpy as np
 import pytest
 
-from sluice.hw.cycle_model import active_items, predict
+from sluice.hw.cycle_model import LOSS_TERMS, active_items, loss_breakdown, predict
 from sluice.hw.params import ERROR_FIELDS, REG, HwParams
 from sluice.hw.simulate import run_layer_amaranth, simulate_jobs
 from sluice.model.randlayer import make_layer
@@ -71,6 +71,13 @@ def check_run(layer, params, dense):
     assert model["load_cycles"] == cnt["load_cycles"]
     assert model["stall_cycles"] == cnt["stall_cycles"]
     assert model["passes"] == cnt["passes"]
+    if layer.gated and not dense and layer.c_in // layer.partitions < layer.c_in:
+        assert model["active_pixels"] == cnt["active_pixels"]
+    # the loss breakdown accounts for every cycle, each term non-negative
+    lb = loss_breakdown(layer, gate_gated, dict(cnt, cycles=res.cycles), params, dense)
+    assert sum(lb[t] for t in LOSS_TERMS) == pytest.approx(res.cycles)
+    assert all(lb[t] >= -1e-9 for t in LOSS_TERMS), lb
+    assert lb["ideal"] == pytest.approx(fig["macs_theory"] / (params.rows * params.cols))
     return res, gate
 
 
