@@ -4,7 +4,9 @@
 - Weights: per-output-channel symmetric int8 in [-127, 127]; accumulator unit of output
   channel o is ``s_x * s_w[o]``.
 - Activations: one scale per tensor (layer output), calibrated on training images; the network
-  input is exactly ``pixel - 128`` (see data.py), so no rounding happens there.
+  input is exactly ``pixel - 128`` (see data.py), so no rounding happens there. Before that,
+  outlier channels are scaled down into their consumers' weights (:func:`equalise`), an exact
+  rewrite of the float network that gives per-tensor scales a usable resolution.
 - Requantisation and the residual rescale: ``rescale(v, mult, shift)`` with
   ``mult / 2^shift`` closest to the ratio of scales, ``mult < 2^31``.
 - Gate: the float gate is ``BN_noaffine(Yp) > Δ``, i.e. ``Yp > T = mean + Δ sqrt(var + eps)``
@@ -242,6 +244,82 @@ def trace_float(model, x: torch.Tensor) -> dict:
     return t
 
 
+#: default of :func:`equalise`'s ``spread`` in :func:`quantize` (measured on the embedded
+#: default: int8 top-1 87.75% without, 90.65% with, float 91.10%, first 2000 test images)
+EQUALISE_SPREAD = 2.0
+
+
+def channel_spaces(model) -> list[list[str]]:
+    """Tensors that share one channel space: a layer's output and its residual are added,
+    so a residual stream (stem + the blocks of a stage) is one space. Input excluded."""
+    g, _ = graph(model)
+    parent = {name: name for name, *_ in g}
+
+    def find(a):
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for name, _, _, _, res, _ in g:
+        if res is not None:
+            parent[find(name)] = find(res)
+    spaces = {}
+    for name, *_ in g:
+        spaces.setdefault(find(name), []).append(name)
+    return list(spaces.values())
+
+
+@torch.no_grad()
+def equalise(model, batches, percentile=99.99, spread=EQUALISE_SPREAD):
+    """A copy of ``model`` (same float function) whose activations suit per-tensor int8.
+
+    A trained network often keeps a few channels far larger than the rest (a near-constant
+    channel of a residual stream that the next layers use as a bias), and one scale per tensor
+    then leaves the other channels a handful of levels: gates of the consuming layers flip and
+    accuracy drops. For every channel space (:func:`channel_spaces`), a channel whose calibrated
+    range ``r_c`` exceeds ``spread`` times the space's median range is divided by
+    ``f_c = r_c / (spread * median)`` in every producing BN (weight and bias; ReLU and the
+    residual addition commute with a positive per-channel scale) and its consumers' weights
+    (convolutions reading the tensor, the classifier) are multiplied by ``f_c``. Gates compare
+    pre-BN partial sums, so every gate decision and every output is unchanged in float
+    (cross-layer equalisation, Nagel et al. 2019, restricted to shrinking outliers).
+    """
+    import copy
+    model = copy.deepcopy(model).eval()
+    g, feature = graph(model)
+    ranges = {}
+    n = 0
+    for x in batches:
+        t = trace_float(model, x)
+        for name, *_ in g:
+            v = t[name].abs().transpose(0, 1).flatten(1)          # (C, N*H*W)
+            k = max(1, min(v.shape[1], int(math.ceil(v.shape[1] * percentile / 100.0))))
+            q = v.kthvalue(k, dim=1).values.double()
+            ranges[name] = ranges.get(name, 0) + q
+        n += 1
+    if n == 0:
+        raise SluiceError("quantisation: no calibration images")
+    for space in channel_spaces(model):
+        r = torch.stack([ranges[name] / n for name in space]).amax(0)
+        med = float(r.median())
+        if med <= 0:
+            continue
+        f = torch.clamp(r / (spread * med), min=1.0)
+        if torch.all(f == 1.0):
+            continue
+        members = set(space)
+        for name, conv, bn, inp, res, relu in g:
+            if name in members:
+                bn.weight.div_(f.to(bn.weight.dtype))
+                bn.bias.div_(f.to(bn.bias.dtype))
+            if inp in members:
+                conv.weight.mul_(f.to(conv.weight.dtype).view(1, -1, 1, 1))
+        if feature in members:
+            model.fc.weight.mul_(f.to(model.fc.weight.dtype).view(1, -1))
+    return model
+
+
 def _fold(conv, bn):
     """(folded weight float64, folded bias float64, s_bn float64)."""
     w = conv.weight.detach().to(torch.float64)
@@ -272,10 +350,15 @@ def calibrate(model, batches, percentile=99.99) -> dict:
 
 @torch.no_grad()
 def quantize(model, calib_batches, input_scale: float, pixel_offset: int = 128,
-             percentile: float = 99.99, image_size: int = 32) -> QuantNet:
-    """Quantise a trained (eval-mode) ResNet; ``calib_batches`` yields normalised floats."""
+             percentile: float = 99.99, image_size: int = 32,
+             spread: float | None = EQUALISE_SPREAD) -> QuantNet:
+    """Quantise a trained (eval-mode) ResNet; ``calib_batches``: a list of normalised float
+    batches. ``spread``: equalise channel ranges first (:func:`equalise`; None: do not)."""
     from .gated import is_gated as _is_gated
+    calib_batches = list(calib_batches)
     model.eval()
+    if spread is not None:
+        model = equalise(model, calib_batches, percentile, spread)
     for _, m in model.named_modules():
         if _is_gated(m) and m.shuffle:
             raise SluiceError("quantisation: channel shuffle is not expressible in SPEC's "

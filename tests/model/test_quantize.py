@@ -7,15 +7,20 @@ import torch.nn.functional as F
 
 from sluice.model.gated import base_mask, is_gated
 from sluice.model.layerfile import Layer
-from sluice.model.quantize import graph, mult_shift, quantize
+from sluice.model.quantize import (channel_spaces, equalise, graph, mult_shift, quantize,
+                                   trace_float)
 from sluice.model.reference import run_reference
 
 
 @pytest.fixture(scope="module")
-def qnet(gated_model, syn_train):
+def calib(syn_train):
+    return [x for x, _ in syn_train.batches(128)][:2]
+
+
+@pytest.fixture(scope="module")
+def qnet(gated_model, syn_train, calib):
     model, _ = gated_model
-    batches = [x for x, _ in syn_train.batches(128)][:2]
-    return quantize(model, batches, input_scale=syn_train.scale, image_size=16)
+    return quantize(model, calib, input_scale=syn_train.scale, image_size=16)
 
 
 def to_layer(L, x, residual=None):
@@ -59,10 +64,12 @@ def test_every_layer_matches_reference_on_random_inputs(qnet):
             assert 0 < gate.float().mean() < 1, L.name
 
 
-def test_integer_gate_agrees_with_float_gate_beyond_rounding(gated_model, qnet, syn_test):
+def test_integer_gate_agrees_with_float_gate_beyond_rounding(gated_model, qnet, syn_test,
+                                                            calib):
     """``acc_b > thresh`` equals ``BN_noaffine(Yp) > Δ`` wherever the float margin exceeds the
-    weight-rounding error bound, for the same (quantised) input."""
-    model, _ = gated_model
+    weight-rounding error bound, for the same (quantised) input (of the equalised network that
+    was quantised)."""
+    model = equalise(gated_model[0], calib)
     convs = {name: (conv, bn) for name, conv, bn, *_ in graph(model)[0]}
     rec = {}
     x_in = qnet.quantise_input(syn_test.images[:16])
@@ -114,3 +121,47 @@ def test_exact_conv_matches_int64(cin, k, groups):
     if groups == 1 and cin * k * k > 1032:  # a single float32 sum would not be exact here
         one = torch.nn.functional.conv2d(x.float(), w.float(), None, 1, k // 2)
         assert not torch.equal(one.double(), want)
+
+
+def _with_outlier_channel(model, factor=200.0):
+    """An equivalent float network whose channel 0 of the stem's channel space is ``factor``
+    times larger (its consumers' weights divided by ``factor``): the kind of outlier that
+    training leaves behind (a near-constant channel used as a bias)."""
+    import copy
+    m = copy.deepcopy(model)
+    g, feature = graph(m)
+    space = next(s for s in channel_spaces(m) if "conv1" in s)
+    with torch.no_grad():
+        for name, conv, bn, inp, res, relu in g:
+            if name in space:
+                bn.weight[0] *= factor
+                bn.bias[0] *= factor
+            if inp in space:
+                conv.weight[:, 0] /= factor
+        if feature in space:
+            m.fc.weight[:, 0] /= factor
+    return m, space
+
+
+def test_equalise_keeps_the_float_function_and_rescues_int8(gated_model, syn_train, syn_test,
+                                                           calib):
+    model = gated_model[0]
+    x = syn_test.normalise(syn_test.images[:64])
+    with torch.no_grad():
+        want = model(x)
+        out, space = _with_outlier_channel(model)
+        t = trace_float(out, x)
+        assert torch.allclose(out(x), want, atol=1e-3)  # same function ...
+        assert float(t["conv1"][:, 0].abs().max()) > 20 * float(t["conv1"][:, 1:].abs().max())
+        eq = equalise(out, calib)
+        assert torch.allclose(eq(x), want, atol=1e-3)
+        te = trace_float(eq, x)
+        for name in space:  # ... and the outlier is gone from every tensor of its space
+            assert float(te[name][:, 0].abs().max()) < 4 * float(te[name][:, 1:].abs().max())
+
+    def int8_error(spread):
+        q = quantize(out, calib, input_scale=syn_train.scale, image_size=16, spread=spread)
+        logits = q.logits(q.forward(q.quantise_input(syn_test.images[:64])))
+        return float((logits - want.double()).abs().mean())
+
+    assert int8_error(2.0) < 0.5 * int8_error(None)
