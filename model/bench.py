@@ -26,11 +26,16 @@ def main(argv=None) -> int:
     ap.add_argument("-o", "--out", default="eval")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--limit", type=int, default=0)
+    ap.add_argument("--also", nargs="*", default=[], metavar="CKPT",
+                    help="more gated checkpoints (float and int8) for the accuracy/reduction "
+                         "plot, e.g. other p or gate targets")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     runs = [("dense", args.dense, False), ("gated", args.gated, False),
             ("gated_int8", args.gated, True)]
+    runs += [(f"{ck}{' int8' if int8 else ''}", ck, int8) for ck in args.also
+             for int8 in (False, True)]
     reports = {}
     for key, ck, int8 in runs:
         r = evaluate_checkpoint(ck, int8=int8, limit=args.limit)
@@ -40,7 +45,7 @@ def main(argv=None) -> int:
         plot_gate_rates(r, out / f"{stem}.gates.png")
         reports[key] = r
         rate = "-" if r["gate_rate"] is None else f"{100 * r['gate_rate']:.2f}%"
-        print(f"{key:11s} top-1 {100 * r['top1']:.2f}%  reduction {r['reduction']:.3f}x  "
+        print(f"{Path(ck).parent.name + (' int8' if int8 else ''):11s} top-1 {100 * r['top1']:.2f}%  reduction {r['reduction']:.3f}x  "
               f"gates on {rate}", flush=True)
     plot_tradeoff(list(reports.values()), out / "accuracy_vs_reduction.png")
     d, g, q = (reports[k]["top1"] * 100 for k in ("dense", "gated", "gated_int8"))
