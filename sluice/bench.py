@@ -80,11 +80,10 @@ def export_default(work: Path) -> Path:
     from sluice.model import export
     from sluice.model.checkpoint import DEFAULT_CHECKPOINT
 
-    out = work / "export"
-    if not (out / "manifest.json").exists():
-        export.run(argparse.Namespace(checkpoint=str(DEFAULT_CHECKPOINT), out=str(out),
-                                      sample=0, calib=1000, percentile=99.99, data_dir=None,
-                                      threads=2))
+    out = work / "export"  # exported afresh every time (seconds): never a stale checkpoint's
+    export.run(argparse.Namespace(checkpoint=str(DEFAULT_CHECKPOINT), out=str(out),
+                                  sample=0, calib=1000, percentile=99.99, data_dir=None,
+                                  threads=2))
     return out
 
 
