@@ -50,6 +50,10 @@ def add_arguments(p) -> None:
                         "missing from it keep their initial values)")
     p.add_argument("--threshold-init", type=float, default=0.0,
                    help="initial gate threshold Δ (e.g. the target when fine-tuning)")
+    p.add_argument("--reset-thresholds", action="store_true",
+                   help="with --init-from: start every gate threshold at --threshold-init "
+                        "instead of the checkpoint's (moves a trained gated network to a new "
+                        "gate target)")
     p.add_argument("--resume", default=None, help="continue from a last.pt checkpoint")
     p.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if any)")
@@ -190,6 +194,8 @@ def run(args) -> int:
         args.batch_size = 128
     if args.gating == "none" and args.shuffle:
         raise SluiceError("--shuffle needs --gating cgnet")
+    if getattr(args, "reset_thresholds", False) and not args.init_from:
+        raise SluiceError("--reset-thresholds needs --init-from CKPT")
     if args.epochs < 1 or args.batch_size < 1:
         raise SluiceError("--epochs and --batch-size must be >= 1")
     if args.schedule not in ("cosine", "constant"):
@@ -223,6 +229,11 @@ def run(args) -> int:
         model = build_model(cfg)  # fresh init under the seed
         if args.init_from:
             init_from(model, args.init_from)
+            if getattr(args, "reset_thresholds", False):
+                from .gated import gated_modules
+                with torch.no_grad():
+                    for _, m in gated_modules(model):
+                        m.threshold.fill_(args.threshold_init)
     # channels_last: about 1.5x faster on CPU for these small maps. torch 2.13's CPU grouped
     # convolution with one channel per group segfaults in channels_last (width 4, p = 4).
     mf = torch.channels_last if args.channels_last else torch.contiguous_format

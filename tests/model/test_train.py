@@ -136,3 +136,23 @@ def test_init_from_dense_for_gated_fine_tuning(dense_run, tmp_path):
         from sluice.model.train import init_from
         init_from(build_model(default_config(width=16, in_channels=1, num_classes=4)),
                   dense_run / "model.pt")
+
+
+def test_reset_thresholds_moves_a_gated_network_to_a_new_target(dense_run, tmp_path, capsys):
+    src, out = tmp_path / "src", tmp_path / "moved"
+    assert main(["train", *COMMON, "--epochs", "1", "--init-from", str(dense_run / "model.pt"),
+                 "--threshold-init", "1.5", "--lr", "0.0", "-o", str(src)]) == 0
+    assert main(["train", *COMMON, "--epochs", "1", "--init-from", str(src / "model.pt"),
+                 "--reset-thresholds", "--threshold-init", "0.25", "--lr", "0.0",
+                 "-o", str(out)]) == 0
+    a = load_checkpoint(src / "model.pt")["state_dict"]
+    b = load_checkpoint(out / "model.pt")["state_dict"]
+    assert torch.all(a["layer1.0.conv1.threshold"] == 1.5)
+    assert torch.all(b["layer1.0.conv1.threshold"] == 0.25)
+    assert torch.equal(a["layer1.0.conv1.weight"], b["layer1.0.conv1.weight"])
+    # lower thresholds: more gates on
+    ga = load_checkpoint(src / "model.pt")["history"][0]["test_gate_rate"]
+    gb = load_checkpoint(out / "model.pt")["history"][0]["test_gate_rate"]
+    assert gb > ga
+    assert main(["train", *COMMON, "--reset-thresholds", "-o", str(tmp_path / "x")]) == 2
+    assert "--reset-thresholds needs --init-from" in capsys.readouterr().err
