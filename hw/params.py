@@ -69,6 +69,9 @@ class HwParams:
             if v < 1 or v & (v - 1) or v > 1 << 20:
                 raise SluiceError(f"--{name.replace('_', '-')}: {v} must be a power of two "
                                   "in 1..2^20")
+        if self.pix_depth > 1 << PIX_BITS:  # a pixel index must fit the result word's field
+            raise SluiceError(f"--pix-depth: {self.pix_depth} is above 2^{PIX_BITS}, the "
+                              "largest pixel index a result word carries")
         if self.skip_cols < 1 or self.cols % self.skip_cols:
             raise SluiceError(f"--skip-cols: {self.skip_cols} must divide --cols {self.cols}")
         sw = self.stream_width

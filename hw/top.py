@@ -80,6 +80,13 @@ class Sluice(wiring.Component):
         wbits = max(_log2(P.wgt_depth), 1)
         sdim = signed(DIM_BITS + 3)
         saddr = signed(abits + DIM_BITS + 3)
+        # stored per row-set slot and active-list entry, sized from the buffer depths (a valid
+        # job has H_OUT*W_OUT <= pix_depth and C_IN*H_IN*W_IN <= act_depth): a pixel or list
+        # index < pix_depth; a window origin in [-3, H_IN + 2]; its buffer address
+        # ybase*W_IN + xbase in [-3*act_depth - 3, 4*act_depth + 2]
+        pix_s = unsigned(pbits)
+        org_s = signed(abits + 3)
+        adr_s = signed(abits + 4)
 
         # ---------------------------------------------------------------- registers
         m.submodules.regs = regs = RegisterFile(ident=id_value(P))
@@ -169,7 +176,7 @@ class Sluice(wiring.Component):
         res_wp = res_mem.write_port()
         res_rp = [res_mem.read_port() for j in range(NG)]
         # per skip group: partial sums of the deferred pixels and the active list
-        entry = data.StructLayout({"p": PIX_BITS, "ybase": sdim, "xbase": sdim, "abase": saddr,
+        entry = data.StructLayout({"p": pix_s, "ybase": org_s, "xbase": org_s, "abase": adr_s,
                                    "gate": G})
         psum_wp, psum_rp, al_wp, al_rp = [], [], [], []
         for j in range(NG if gating else 0):
@@ -215,12 +222,12 @@ class Sluice(wiring.Component):
         def rowset(prefix):
             return {
                 "valid": [Signal(name=f"{prefix}_valid_{q}") for q in range(Q)],
-                "p": [Signal(PIX_BITS, name=f"{prefix}_p_{q}") for q in range(Q)],
-                "ybase": [Signal(sdim, name=f"{prefix}_ybase_{q}") for q in range(Q)],
-                "xbase": [Signal(sdim, name=f"{prefix}_xbase_{q}") for q in range(Q)],
-                "abase": [Signal(saddr, name=f"{prefix}_abase_{q}") for q in range(Q)],
+                "p": [Signal(pix_s, name=f"{prefix}_p_{q}") for q in range(Q)],
+                "ybase": [Signal(org_s, name=f"{prefix}_ybase_{q}") for q in range(Q)],
+                "xbase": [Signal(org_s, name=f"{prefix}_xbase_{q}") for q in range(Q)],
+                "abase": [Signal(adr_s, name=f"{prefix}_abase_{q}") for q in range(Q)],
                 "gate": [Signal(G, name=f"{prefix}_gate_{q}") for q in range(Q)],
-                "k": [Signal(PIX_BITS, name=f"{prefix}_k_{q}") for q in range(Q)],
+                "k": [Signal(pix_s, name=f"{prefix}_k_{q}") for q in range(Q)],
             }
         nxt, cur, drn = rowset("next"), rowset("cur"), rowset("drain")
         FIELDS = tuple(nxt)
@@ -248,7 +255,7 @@ class Sluice(wiring.Component):
         rl_wr_valid = Signal(NG)
         rl_wr_walk = {f: Signal(len(nxt[f][0]) if f != "valid" else 1, name=f"rl_w_{f}")
                       for f in FIELDS}
-        rl_wr_k = [Signal(PIX_BITS, name=f"rl_wr_k_{j}") for j in range(NG)]
+        rl_wr_k = [Signal(pix_s, name=f"rl_wr_k_{j}") for j in range(NG)]
         src_left = Signal()
         m.d.comb += src_left.eq(Mux(is_cond, al_left.any(), pw_p < hw_out))
         running = Signal()  # in RUN state
@@ -423,7 +430,8 @@ class Sluice(wiring.Component):
         # results of groups without a final result are zeroed (they may come from unwritten
         # buffer rows, which are X in a Verilog simulation)
         ys_out = [Mux(out_valid[c // G] & col_valid[c] & ~term, ys[c], 0) for c in range(C)]
-        word = Cat(*ys_out, *(d1[j]["p"] for j in range(NG)), Mux(term, 0, out_valid), gate_out,
+        word = Cat(*ys_out, *(Cat(d1[j]["p"], Const(0, PIX_BITS - pbits)) for j in range(NG)),
+                   Mux(term, 0, out_valid), gate_out,
                    tile_idx)
         m.d.comb += [fifo.w_data.eq(Cat(word, Const(0, P.out_bits - len(word)), term)),
                      fifo.w_en.eq(0)]
@@ -457,8 +465,8 @@ class Sluice(wiring.Component):
             m.d.sync += [rl_busy.eq(1), rl_r.eq(0)]
         with m.If(rl_busy):
             m.d.sync += [rl_wr.eq(1), rl_wr_row.eq(rl_r)]
-            m.d.sync += [rl_wr_k[j].eq(al_rd[j][:PIX_BITS]) for j in range(NG)]
-            m.d.sync += [rl_wr_walk["p"].eq(pw_p[:PIX_BITS]), rl_wr_walk["ybase"].eq(pw_ybase),
+            m.d.sync += [rl_wr_k[j].eq(al_rd[j][:pbits]) for j in range(NG)]
+            m.d.sync += [rl_wr_walk["p"].eq(pw_p[:pbits]), rl_wr_walk["ybase"].eq(pw_ybase),
                          rl_wr_walk["xbase"].eq(pw_xbase),
                          rl_wr_walk["abase"].eq(pw_rowaddr + pw_xbase)]
             m.d.sync += rl_r.eq(rl_r + 1)
