@@ -50,6 +50,16 @@ def test_cli_writes_verilog(tmp_path):
     assert out.read_text() == verilog_text(SMALL)
     assert main(["verilog", "-o", str(tmp_path / "b.v"), "--rows", "1"]) == 2
     assert main(["verilog", "-o", str(tmp_path / "b.txt")]) == 2
+    assert main(["verilog", "-o", str(tmp_path / "c.v"), "--pix-depth", str(1 << 17)]) == 2
+    assert not (tmp_path / "c.v").exists()
+
+
+def test_pix_depth_must_fit_the_result_pixel_field():
+    from sluice.errors import SluiceError
+    from sluice.hw.params import PIX_BITS
+    HwParams(pix_depth=1 << PIX_BITS)
+    with pytest.raises(SluiceError, match="--pix-depth"):
+        HwParams(pix_depth=1 << (PIX_BITS + 1))
 
 
 @pytest.mark.skipif(shutil.which("verilator") is None, reason="verilator is not installed")
