@@ -14,11 +14,13 @@ from __future__ import annotations
 import numpy as np
 
 from sluice.hw.params import DEFAULT, PARAM_ORDER, HwParams
+from sluice.hw.postproc import POST_LATENCY
 
 # fixed costs, in cycles (see the RTL): PHASE/COND states; TERM writes the terminating word
-# (1 cycle) and FLUSH waits until it has left the output FIFO (3 cycles).
+# once the last results have left the post-processing pipeline (POST_LATENCY - 1 cycles after
+# the last phase ends) and FLUSH waits until it has left the output FIFO (3 cycles).
 PHASE_ENTRY = 1
-TAIL = 4
+TAIL = 3 + POST_LATENCY
 
 
 def phase_cycles(npix: int, steps: int, p: HwParams, start: int = 0, need=None,

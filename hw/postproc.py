@@ -17,22 +17,42 @@ from amaranth.lib.wiring import In, Out
 from sluice.hw.params import ACC_BITS, ACT_BITS, PARAM_BITS
 
 
+def _round_shift(m, twice_prod, shift, width):
+    """``(twice_prod + 2^s) >> (s + 1)``: SPEC ``rescale`` from ``2*v*M`` (``width`` bits)."""
+    rnd = Signal(unsigned(64))
+    m.d.comb += rnd.eq(Const(1, 64) << shift[:6])
+    total = Signal(signed(width))
+    m.d.comb += total.eq(twice_prod + rnd)
+    out = Signal(signed(width))
+    m.d.comb += out.eq(total >> (shift[:6] + 1))
+    return out
+
+
 def rescale_expr(m, v, mult, shift, width):
     """Amaranth expression for SPEC ``rescale``; ``width`` bits of signed result (no overflow)."""
     wide = max(width, 64) + 2  # room for 2*v*M and the rounding term 2^s (s <= 62)
     prod = Signal(signed(wide))
     m.d.comb += prod.eq((v * mult) << 1)
-    rnd = Signal(unsigned(64))
-    m.d.comb += rnd.eq(Const(1, 64) << shift[:6])
-    total = Signal(signed(wide))
-    m.d.comb += total.eq(prod + rnd)
-    out = Signal(signed(wide))
-    m.d.comb += out.eq(total >> (shift[:6] + 1))
-    return out
+    return _round_shift(m, prod, shift, wide)
+
+
+#: cycles from ``PostProc``'s inputs to its output ``y`` (one result per cycle)
+POST_LATENCY = 3
 
 
 class PostProc(wiring.Component):
-    """One output lane: bias, optional residual, requantise (round half up), ReLU, clamp."""
+    """One output lane: bias, optional residual, requantise (round half up), ReLU, clamp.
+
+    Pipelined for timing, one value per cycle: ``y`` is the result for the ``acc`` and
+    ``residual`` presented ``POST_LATENCY`` cycles earlier. The parameters (``bias``,
+    ``res_mult``, ``res_shift``, ``has_res``, ``mult``, ``shift``, ``relu``) are read at the
+    stage that needs them, so they must stay constant while values are in flight (the top level
+    changes them only between channel tiles, after the drain has emptied the pipeline).
+
+    Stages: (0) ``acc + bias`` and ``residual * res_mult``; (1) the residual's rounding shift
+    and the sum; (2) the product with ``mult``; then, combinationally, the rounding shift, ReLU
+    and clamp.
+    """
 
     def __init__(self):
         super().__init__({
@@ -47,10 +67,20 @@ class PostProc(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        res = rescale_expr(m, self.residual, self.res_mult, self.res_shift, 40)
+        # stage 0
+        acc_b = Signal(signed(ACC_BITS + 2))
+        res_prod = Signal(signed(ACT_BITS + PARAM_BITS + 1))  # 2 * residual * res_mult
+        m.d.sync += [acc_b.eq(self.acc + self.bias),
+                     res_prod.eq((self.residual * self.res_mult) << 1)]
+        # stage 1
+        res = _round_shift(m, res_prod, self.res_shift, 66)
         total = Signal(signed(42))
-        m.d.comb += total.eq(self.acc + self.bias + Mux(self.has_res, res, 0))
-        scaled = rescale_expr(m, total, self.mult, self.shift, 74)
+        m.d.sync += total.eq(acc_b + Mux(self.has_res, res, 0))
+        # stage 2
+        prod = Signal(signed(76))  # 2 * total * mult
+        m.d.sync += prod.eq((total * self.mult) << 1)
+        # output: rounding shift, clamp
+        scaled = _round_shift(m, prod, self.shift, 76)
         lo = Mux(self.relu, 0, -128)
         with m.If(scaled > 127):
             m.d.comb += self.y.eq(127)

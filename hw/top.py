@@ -32,7 +32,7 @@ from amaranth.lib.wiring import In, Out
 from sluice.hw.params import (ACC_BITS, COUNTERS, DEFAULT, DIM_BITS, ERROR_FIELDS, FLAG_FIELDS,
                               MAX_PADDING, PARAM_ORDER, PIX_BITS, HwParams, id_value)
 from sluice.hw.pe import SystolicArray
-from sluice.hw.postproc import GateUnit, PostProc
+from sluice.hw.postproc import POST_LATENCY, GateUnit, PostProc
 from sluice.hw.regs import RegisterFile, axil_members
 
 ERR = {name: lsb for name, lsb, _, _ in ERROR_FIELDS}
@@ -72,6 +72,7 @@ class Sluice(wiring.Component):
         R, C, B = P.rows, P.cols, P.stream_bytes
         G, NG = P.skip_cols, P.groups
         gating = P.gating  # False: a dense-only build (no base/conditional phases)
+        assert POST_LATENCY <= C + 3, "the tile parameters would change under the pipeline"
         Q = R * NG  # slots: (row r, skip group j) -> q = r * NG + j
         abits = _log2(P.act_depth)
         act_words = P.act_depth // B
@@ -367,7 +368,9 @@ class Sluice(wiring.Component):
         d1 = [{f: Signal.like(drn[f][0], name=f"d1_{f}_{j}") for f in FIELDS}
               for j in range(NG)]
         room = Signal()
-        m.d.comb += room.eq(fifo.level + d1_go < OUT_FIFO_DEPTH - 1)
+        # words on their way to the FIFO: the drain row register and the post-processing stages
+        post_wen = [Signal(name=f"post_wen_{i}") for i in range(POST_LATENCY + 1)]
+        m.d.comb += room.eq(fifo.level + d1_go + sum(post_wen[1:]) < OUT_FIFO_DEPTH - 1)
         drn_arr = [{f: Array([drn[f][r * NG + j] for r in range(R)]) for f in FIELDS}
                    for j in range(NG)]
         psum_rows = Array([Array([arr.psum[r][c] for c in range(C)]) for r in range(R)])
@@ -427,12 +430,28 @@ class Sluice(wiring.Component):
                                         gate_now[j * G:(j + 1) * G].any() & ~cond_empty)
             m.d.comb += out_valid[j].eq(d1[j]["valid"] & ~to_active[j])
         term = Signal()  # the job's terminating word (VALID = 0, TLAST = 1)
-        # results of groups without a final result are zeroed (they may come from unwritten
-        # buffer rows, which are X in a Verilog simulation)
-        ys_out = [Mux(out_valid[c // G] & col_valid[c] & ~term, ys[c], 0) for c in range(C)]
-        word = Cat(*ys_out, *(Cat(d1[j]["p"], Const(0, PIX_BITS - pbits)) for j in range(NG)),
-                   Mux(term, 0, out_valid), gate_out,
-                   tile_idx)
+        # everything of a word but the results is known at the drain row (stage 0) and travels
+        # beside the post-processing pipeline; results of groups without a final result are
+        # zeroed (they may come from unwritten buffer rows, which are X in a Verilog simulation)
+        post_mask = [Signal(C, name=f"post_mask_{i}") for i in range(POST_LATENCY + 1)]
+        meta = Cat(*(Cat(d1[j]["p"], Const(0, PIX_BITS - pbits)) for j in range(NG)),
+                   out_valid, gate_out, tile_idx)
+        post_meta = [Signal(len(meta), name=f"post_meta_{i}") for i in range(POST_LATENCY + 1)]
+        m.d.comb += [post_wen[0].eq(d1_go & out_valid.any()),
+                     post_mask[0].eq(Cat(*(out_valid[c // G] & col_valid[c] for c in range(C)))),
+                     post_meta[0].eq(meta)]
+        for i in range(POST_LATENCY):
+            m.d.sync += [post_wen[i + 1].eq(post_wen[i]), post_mask[i + 1].eq(post_mask[i]),
+                         post_meta[i + 1].eq(post_meta[i])]
+        # drain rows still in the pipeline, written or not: the terminating word waits for them
+        # (a fixed POST_LATENCY after the last row, so the cycle count does not depend on data)
+        post_go = [Signal(name=f"post_go_{i}") for i in range(POST_LATENCY)]
+        m.d.sync += [post_go[0].eq(d1_go), *(post_go[i + 1].eq(post_go[i])
+                                             for i in range(POST_LATENCY - 1))]
+        post_busy = Signal()
+        m.d.comb += post_busy.eq(Cat(*post_go).any())
+        ys_out = [Mux(post_mask[-1][c] & ~term, ys[c], 0) for c in range(C)]
+        word = Cat(*ys_out, Mux(term, 0, post_meta[-1]))
         m.d.comb += [fifo.w_data.eq(Cat(word, Const(0, P.out_bits - len(word)), term)),
                      fifo.w_en.eq(0)]
         skipped_cols = Signal(C)  # valid columns of groups emitted straight from the base
@@ -449,7 +468,7 @@ class Sluice(wiring.Component):
             m.d.comb += skipped_cols[j * G:(j + 1) * G].eq(
                 Mux(d1_go & out_valid[j] & is_base & ~cond_empty,
                     col_valid[j * G:(j + 1) * G], 0))
-        with m.If(d1_go & out_valid.any()):
+        with m.If(post_wen[-1]):
             m.d.comb += fifo.w_en.eq(1)
         with m.If(d1_go):
             m.d.sync += cnt["ACTIVE_PIXELS"].eq(cnt["ACTIVE_PIXELS"] +
@@ -677,10 +696,6 @@ class Sluice(wiring.Component):
             with m.State("TILE_WAIT"):
                 m.d.sync += [last_tile.eq(tile_o0 + C >= c_out), setup_c.eq(0)]
                 with m.If(bank_full.bit_select(cmp_bank, 1)):
-                    for k in range(len(PARAM_ORDER)):
-                        for c in range(C):
-                            m.d.sync += par[k][c].eq(Mux(cmp_bank, par_ld[1][k][c],
-                                                         par_ld[0][k][c]))
                     m.next = "COL_SETUP"
                 with m.Else():
                     m.d.comb += waiting.eq(1)
@@ -699,6 +714,13 @@ class Sluice(wiring.Component):
                 with m.If(setup_c == C - 1):
                     m.next = "PHASE"
             with m.State("PHASE"):
+                # the tile's parameters: copied only now, when the previous tile's last results
+                # have left the post-processing pipeline (its last drain row went in at least
+                # cols + 3 cycles ago, and POST_LATENCY <= cols + 3)
+                for k in range(len(PARAM_ORDER)):
+                    for c in range(C):
+                        m.d.sync += par[k][c].eq(Mux(cmp_bank, par_ld[1][k][c],
+                                                     par_ld[0][k][c]))
                 # first phase of the tile: dense or base
                 with m.If(gated):
                     m.d.sync += start_phase(PH_BASE)
@@ -737,7 +759,7 @@ class Sluice(wiring.Component):
                                    for j in range(NG))]
                     m.next = "RUN"
             with m.State("TERM"):
-                with m.If(room):
+                with m.If(room & ~post_busy):
                     m.d.comb += [term.eq(1), fifo.w_en.eq(1)]
                     m.next = "FLUSH"
             with m.State("FLUSH"):

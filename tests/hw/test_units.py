@@ -5,7 +5,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from sluice.hw.pe import SystolicArray
-from sluice.hw.postproc import GateUnit, PostProc
+from sluice.hw.postproc import POST_LATENCY, GateUnit, PostProc
 from sluice.model.reference import rescale
 
 
@@ -114,20 +114,48 @@ def test_postproc_matches_reference():
     ref = np.clip(rescale(total, mult, shift), np.where(relu == 1, 0, -128), 127)
     assert len(set(ref.tolist())) > 20  # the vectors exercise more than the clamp
 
+    names = ("acc", "bias", "residual", "has_res", "res_mult", "res_shift", "mult", "shift",
+             "relu")
+    vecs = dict(zip(names, (acc, bias, res, has_res, res_mult, res_shift, mult, shift, relu)))
+
     async def bench(ctx):
-        for i in range(n):
-            ctx.set(dut.acc, int(acc[i]))
-            ctx.set(dut.bias, int(bias[i]))
-            ctx.set(dut.residual, int(res[i]))
-            ctx.set(dut.has_res, int(has_res[i]))
-            ctx.set(dut.res_mult, int(res_mult[i]))
-            ctx.set(dut.res_shift, int(res_shift[i]))
-            ctx.set(dut.mult, int(mult[i]))
-            ctx.set(dut.shift, int(shift[i]))
-            ctx.set(dut.relu, int(relu[i]))
+        for i in range(n):  # one value at a time, parameters changing between values
+            for name in names:
+                ctx.set(getattr(dut, name), int(vecs[name][i]))
+            await ctx.tick().repeat(POST_LATENCY)
             assert ctx.get(dut.y) == ref[i], i
 
-    _run(dut, bench, clock=False)
+    _run(dut, bench)
+
+
+def test_postproc_is_pipelined():
+    """One value per cycle with fixed parameters: y follows acc and residual POST_LATENCY
+    cycles later."""
+    dut = PostProc()
+    rng = np.random.default_rng(3)
+    n = 64
+    acc = rng.integers(-2**20, 2**20, n)
+    res = rng.integers(-128, 128, n)
+    bias, res_mult, res_shift, mult, shift = -1234, 3 << 28, 30, 1 << 20, 34
+    total = acc + bias + rescale(res, res_mult, res_shift)
+    ref = np.clip(rescale(total, mult, shift), -128, 127)
+    assert len(set(ref.tolist())) > 20
+
+    async def bench(ctx):
+        for name, v in (("bias", bias), ("res_mult", res_mult), ("res_shift", res_shift),
+                        ("mult", mult), ("shift", shift), ("has_res", 1), ("relu", 0)):
+            ctx.set(getattr(dut, name), v)
+        got = []
+        for i in range(n + POST_LATENCY):
+            if i < n:
+                ctx.set(dut.acc, int(acc[i]))
+                ctx.set(dut.residual, int(res[i]))
+            if i >= POST_LATENCY:
+                got.append(ctx.get(dut.y))
+            await ctx.tick()
+        assert got == ref.tolist()
+
+    _run(dut, bench)
 
 
 def test_postproc_rounds_half_up():
@@ -141,6 +169,7 @@ def test_postproc_rounds_half_up():
             ctx.set(dut.acc, v)
             ctx.set(dut.mult, m)
             ctx.set(dut.shift, s)
+            await ctx.tick().repeat(POST_LATENCY)
             assert ctx.get(dut.y) == int(rescale(v, m, s)), (v, m, s)
 
-    _run(dut, bench, clock=False)
+    _run(dut, bench)
