@@ -107,14 +107,17 @@ class Sluice(wiring.Component):
         has_res = flags[FLAG["RESIDUAL"]]
         base_first = flags[FLAG["BASE_FIRST"]]
 
+        # Products of descriptor fields are registered (no multiplier chain in front of the
+        # error check or the sequencer): at most two register levels behind the descriptor,
+        # and the AXI4-Lite slave takes a write at most every second cycle, so CTRL.START,
+        # a later write, sees them settled.
         kk = Signal(7)
-        m.d.comb += kk.eq(kernel * kernel)
         hw_in = Signal(2 * DIM_BITS)
         hw_out = Signal(2 * DIM_BITS)
-        m.d.comb += [hw_in.eq(h_in * w_in), hw_out.eq(h_out * w_out)]
+        m.d.sync += [kk.eq(kernel * kernel), hw_in.eq(h_in * w_in), hw_out.eq(h_out * w_out)]
         n_act = Signal(3 * DIM_BITS)
         n_wgt = Signal(DIM_BITS + 7)
-        m.d.comb += [n_act.eq(c_in * hw_in), n_wgt.eq(c_in * kk)]
+        m.d.sync += [n_act.eq(c_in * hw_in), n_wgt.eq(c_in * kk)]
         cond_empty = Signal()
         m.d.comb += cond_empty.eq(base_cin == c_in)
 
@@ -122,7 +125,7 @@ class Sluice(wiring.Component):
         err = Signal(len(ERROR_FIELDS))
         span_h = Signal(signed(2 * DIM_BITS + 4))
         span_w = Signal(signed(2 * DIM_BITS + 4))
-        m.d.comb += [span_h.eq((h_out - 1) * stride + kernel),
+        m.d.sync += [span_h.eq((h_out - 1) * stride + kernel),
                      span_w.eq((w_out - 1) * stride + kernel)]
         zero = ((c_in == 0) | (c_out == 0) | (h_in == 0) | (w_in == 0) | (h_out == 0) |
                 (w_out == 0) | (parts == 0))
@@ -210,7 +213,7 @@ class Sluice(wiring.Component):
         grp_lo = Signal(DIM_BITS)
         setup_c = Signal(range(C + 1))
         col_work = Signal(32)  # conditional MACs of one output (pixel, channel)
-        m.d.comb += col_work.eq((c_in - base_cin) * kk)
+        m.d.sync += col_work.eq((c_in - base_cin) * kk)
 
         phase = Signal(2)
         # phase tests; constant in a dense-only build so the gating logic is not generated
@@ -277,9 +280,11 @@ class Sluice(wiring.Component):
         g_off = [Signal(abits + DIM_BITS + 2, name=f"g_off_{j}") for j in range(NG)]
         g_start = [Signal(DIM_BITS, name=f"g_start_{j}") for j in range(NG)]
         g_start_off = [Signal(abits + DIM_BITS + 2, name=f"g_start_off_{j}") for j in range(NG)]
-        m.d.comb += [g_start_off[j].eq(g_start[j] * hw_in) for j in range(NG)]
+        # registered: g_start is set in PHASE/COND, g_start_off first used at the first swap,
+        # rows + 2 cycles later
+        m.d.sync += [g_start_off[j].eq(g_start[j] * hw_in) for j in range(NG)]
         skip_off = Signal(abits + DIM_BITS + 2)
-        m.d.comb += skip_off.eq((base_cin + 1) * hw_in)
+        m.d.sync += skip_off.eq((base_cin + 1) * hw_in)
 
         last_kx = st_kx == kernel - 1
         last_ky = st_ky == kernel - 1
@@ -588,7 +593,7 @@ class Sluice(wiring.Component):
         fire = Signal()
         m.d.comb += fire.eq(self.s_axis_tvalid & self.s_axis_tready)
         act_beats = Signal(3 * DIM_BITS)
-        m.d.comb += act_beats.eq((n_act + B - 1) >> bbits)
+        m.d.sync += act_beats.eq((n_act + B - 1) >> bbits)  # first used after tile 0's bank
         m.d.comb += [act_wr_addr.eq(ld_cnt), wgt_wp.addr.eq(Cat(ld_cnt[:wbits], ld_bank)),
                      res_wp.addr.eq(Cat(ld_cnt[:pbits], ld_bank)),
                      wgt_wp.data.eq(self.s_axis_tdata[:8 * C]),
