@@ -478,8 +478,13 @@ class Sluice(wiring.Component):
         with m.If(d1_go):
             m.d.sync += cnt["ACTIVE_PIXELS"].eq(cnt["ACTIVE_PIXELS"] +
                                                 sum(to_active[j] for j in range(NG)))
-        skip_drain = Signal(32)  # conditional work of outputs emitted straight from the base
-        m.d.comb += skip_drain.eq(sum(skipped_cols[c] for c in range(C)) * col_work)
+        # conditional work of outputs emitted straight from the base, added to MACS_SKIPPED two
+        # cycles later (registered count, then product: off the gate compare's path); the
+        # counters are read after DONE, which comes more than two cycles after the last drain
+        skip_n = Signal(range(C + 1))
+        skip_drain = Signal(32)
+        m.d.sync += [skip_n.eq(sum(skipped_cols[c] for c in range(C))),
+                     skip_drain.eq(skip_n * col_work)]
 
         # ---------------------------------------------------------------- row-set loader
         for j in range(NG if gating else 0):
