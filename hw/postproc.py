@@ -37,7 +37,7 @@ def rescale_expr(m, v, mult, shift, width):
 
 
 #: cycles from ``PostProc``'s inputs to its output ``y`` (one result per cycle)
-POST_LATENCY = 3
+POST_LATENCY = 4
 
 
 class PostProc(wiring.Component):
@@ -49,9 +49,10 @@ class PostProc(wiring.Component):
     stage that needs them, so they must stay constant while values are in flight (the top level
     changes them only between channel tiles, after the drain has emptied the pipeline).
 
-    Stages: (0) ``acc + bias`` and ``residual * res_mult``; (1) the residual's rounding shift
-    and the sum; (2) the product with ``mult``; then, combinationally, the rounding shift, ReLU
-    and clamp.
+    Stages: (0) ``acc`` and ``residual`` registered (the residual comes straight from a block
+    RAM's output); (1) ``acc + bias`` and ``residual * res_mult``; (2) the residual's rounding
+    shift and the sum; (3) the product with ``mult``; then, combinationally, the rounding shift,
+    ReLU and clamp.
     """
 
     def __init__(self):
@@ -68,15 +69,19 @@ class PostProc(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         # stage 0
+        acc = Signal.like(self.acc)
+        residual = Signal.like(self.residual)
+        m.d.sync += [acc.eq(self.acc), residual.eq(self.residual)]
+        # stage 1
         acc_b = Signal(signed(ACC_BITS + 2))
         res_prod = Signal(signed(ACT_BITS + PARAM_BITS + 1))  # 2 * residual * res_mult
-        m.d.sync += [acc_b.eq(self.acc + self.bias),
-                     res_prod.eq((self.residual * self.res_mult) << 1)]
-        # stage 1
+        m.d.sync += [acc_b.eq(acc + self.bias),
+                     res_prod.eq((residual * self.res_mult) << 1)]
+        # stage 2
         res = _round_shift(m, res_prod, self.res_shift, 66)
         total = Signal(signed(42))
         m.d.sync += total.eq(acc_b + Mux(self.has_res, res, 0))
-        # stage 2
+        # stage 3
         prod = Signal(signed(76))  # 2 * total * mult
         m.d.sync += prod.eq((total * self.mult) << 1)
         # output: rounding shift, clamp
