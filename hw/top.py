@@ -38,7 +38,10 @@ from sluice.hw.regs import RegisterFile, axil_members
 ERR = {name: lsb for name, lsb, _, _ in ERROR_FIELDS}
 FLAG = {name: lsb for name, lsb, _, _ in FLAG_FIELDS}
 PH_DENSE, PH_BASE, PH_COND = 0, 1, 2
-OUT_FIFO_DEPTH = 8
+# output FIFO: deep enough that, with the output stream always ready (the host contract), the
+# drain never waits for room: about 2 words sit in the FIFO at full rate and up to
+# POST_LATENCY + 1 are on their way (the cycle model assumes no such waits)
+OUT_FIFO_DEPTH = 16
 
 
 def _log2(n):
@@ -73,6 +76,7 @@ class Sluice(wiring.Component):
         G, NG = P.skip_cols, P.groups
         gating = P.gating  # False: a dense-only build (no base/conditional phases)
         assert POST_LATENCY <= C + 3, "the tile parameters would change under the pipeline"
+        assert POST_LATENCY + 4 < OUT_FIFO_DEPTH, "the drain would wait for FIFO room"
         Q = R * NG  # slots: (row r, skip group j) -> q = r * NG + j
         abits = _log2(P.act_depth)
         act_words = P.act_depth // B
