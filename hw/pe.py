@@ -17,6 +17,12 @@ from amaranth.lib.wiring import In, Out
 
 from sluice.hw.params import ACC_BITS, ACT_BITS, WGT_BITS
 
+# Registers between the buffers' read data and the array edge, on every activation and weight
+# feed (on top of the skew): without one, row 0 / column 0 see block-RAM output, byte select and
+# the element's multiply-accumulate in one cycle (the Fmax-limiting path on ECP5). A pass's sums
+# are final FEED_REGS cycles later; the top level's drain and the cycle model account for it.
+FEED_REGS = 1
+
 
 class PE(wiring.Component):
     """One int8 x int8 -> int32 multiply-accumulate element.

@@ -31,7 +31,7 @@ from amaranth.lib.wiring import In, Out
 
 from sluice.hw.params import (ACC_BITS, COUNTERS, DEFAULT, DIM_BITS, ERROR_FIELDS, FLAG_FIELDS,
                               MAX_PADDING, PARAM_ORDER, PIX_BITS, HwParams, id_value)
-from sluice.hw.pe import SystolicArray
+from sluice.hw.pe import FEED_REGS, SystolicArray
 from sluice.hw.postproc import POST_LATENCY, GateUnit, PostProc
 from sluice.hw.regs import RegisterFile, axil_members
 
@@ -340,14 +340,15 @@ class Sluice(wiring.Component):
         m.d.sync += [s1_first.eq(st_first), s1_last.eq(is_last)]
         m.d.comb += wgt_rp.addr.eq(Cat(st_w[:wbits], cmp_bank))
 
-        # skew: feed (r, j) delayed r + j*G cycles, weight column c delayed c cycles
+        # skew: feed (r, j) delayed r + j*G cycles, weight column c delayed c cycles, and all of
+        # them FEED_REGS more (a register between block-RAM data and the array edge)
         for q in range(Q):
             r, j = divmod(q, NG)
             byte = act_rd[q].data.word_select(s1_byte[q], 8) if bbits else act_rd[q].data[:8]
             a = Signal(signed(8), name=f"feed_a_{q}")
             m.d.comb += a.eq(Mux(s1_inb[q], byte, 0))
             stage = (a, s1_valid[q], s1_first, s1_last, s1_en[q])
-            for d in range(r + j * G):
+            for d in range(r + j * G + FEED_REGS):
                 nxt_stage = tuple(Signal.like(x, name=f"skew_q{q}_{d}_{i}")
                                   for i, x in enumerate(stage))
                 m.d.sync += [n.eq(x) for n, x in zip(nxt_stage, stage)]
@@ -358,7 +359,7 @@ class Sluice(wiring.Component):
         for c in range(C):
             w = Signal(signed(8), name=f"feed_w_{c}")
             m.d.comb += w.eq(wgt_rp.data[8 * c:8 * c + 8])
-            for d in range(c):
+            for d in range(c + FEED_REGS):
                 w2 = Signal(signed(8), name=f"skew_c{c}_{d}")
                 m.d.sync += w2.eq(w)
                 w = w2
@@ -370,7 +371,7 @@ class Sluice(wiring.Component):
         m.d.comb += [self.m_axis_tdata.eq(fifo.r_data[:P.out_bits]),
                      self.m_axis_tlast.eq(fifo.r_data[P.out_bits]),
                      self.m_axis_tvalid.eq(fifo.r_rdy), fifo.r_en.eq(self.m_axis_tready)]
-        dcount = Signal(range(C + 2))
+        dcount = Signal(range(C + FEED_REGS + 2))
         d_r = Signal(range(R))
         d1_go = Signal()
         d1_psum = [Signal(signed(ACC_BITS), name=f"d1_psum_{c}") for c in range(C)]
@@ -563,7 +564,7 @@ class Sluice(wiring.Component):
             m.d.sync += cnt["MACS_ISSUED"].eq(cnt["MACS_ISSUED"] + sum(macs_now))
             with m.If(is_last):
                 m.d.sync += copy_set(drn, cur)
-                m.d.sync += [in_flight.eq(1), dcount.eq(C), d_r.eq(0),
+                m.d.sync += [in_flight.eq(1), dcount.eq(C + FEED_REGS), d_r.eq(0),
                              cnt["PASSES"].eq(cnt["PASSES"] + 1)]
                 m.d.sync += reset_steps()
                 with m.If(rl_done):
