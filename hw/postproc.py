@@ -10,7 +10,7 @@ as ``((v*M << 1) + (1 << s)) >> (s + 1)``, which is the same integer.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -18,26 +18,16 @@ from sluice.hw.params import ACC_BITS, ACT_BITS, PARAM_BITS
 
 
 def _round_shift(m, twice_prod, shift, width):
-    """``(twice_prod + 2^s) >> (s + 1)``: SPEC ``rescale`` from ``2*v*M`` (``width`` bits)."""
-    rnd = Signal(unsigned(64))
-    m.d.comb += rnd.eq(Const(1, 64) << shift[:6])
-    total = Signal(signed(width))
-    m.d.comb += total.eq(twice_prod + rnd)
+    """``(twice_prod + 2^s) >> (s + 1)``: SPEC ``rescale`` from ``2*v*M`` (``width`` bits),
+    computed as ``((twice_prod >> s) + 1) >> 1`` (the same integer: ``floor((x + 1) / 2) =
+    floor((floor(x) + 1) / 2)``), so no wide adder sits in front of the barrel shifter."""
     out = Signal(signed(width))
-    m.d.comb += out.eq(total >> (shift[:6] + 1))
+    m.d.comb += out.eq(((twice_prod >> shift[:6]) + 1) >> 1)
     return out
 
 
-def rescale_expr(m, v, mult, shift, width):
-    """Amaranth expression for SPEC ``rescale``; ``width`` bits of signed result (no overflow)."""
-    wide = max(width, 64) + 2  # room for 2*v*M and the rounding term 2^s (s <= 62)
-    prod = Signal(signed(wide))
-    m.d.comb += prod.eq((v * mult) << 1)
-    return _round_shift(m, prod, shift, wide)
-
-
 #: cycles from ``PostProc``'s inputs to its output ``y`` (one result per cycle)
-POST_LATENCY = 4
+POST_LATENCY = 5
 
 
 class PostProc(wiring.Component):
@@ -51,8 +41,8 @@ class PostProc(wiring.Component):
 
     Stages: (0) ``acc`` and ``residual`` registered (the residual comes straight from a block
     RAM's output); (1) ``acc + bias`` and ``residual * res_mult``; (2) the residual's rounding
-    shift and the sum; (3) the product with ``mult``; then, combinationally, the rounding shift,
-    ReLU and clamp.
+    shift and the sum; (3) the product with ``mult``; (4) that product shifted right by
+    ``shift``; then, combinationally, the rounding step (``(v + 1) >> 1``), ReLU and clamp.
     """
 
     def __init__(self):
@@ -84,8 +74,12 @@ class PostProc(wiring.Component):
         # stage 3
         prod = Signal(signed(76))  # 2 * total * mult
         m.d.sync += prod.eq((total * self.mult) << 1)
-        # output: rounding shift, clamp
-        scaled = _round_shift(m, prod, self.shift, 76)
+        # stage 4: the barrel shift (rescale's rounding is ``((prod >> s) + 1) >> 1``)
+        shifted = Signal(signed(76))
+        m.d.sync += shifted.eq(prod >> self.shift)
+        # output: rounding step, clamp
+        scaled = Signal(signed(76))
+        m.d.comb += scaled.eq((shifted + 1) >> 1)
         lo = Mux(self.relu, 0, -128)
         with m.If(scaled > 127):
             m.d.comb += self.y.eq(127)
