@@ -7,7 +7,7 @@ Unmapped addresses read as zero and ignore writes; responses are always OKAY.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module
+from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -26,10 +26,16 @@ def axil_members():
 
 
 class RegisterFile(wiring.Component):
-    """Descriptor registers out, status/counters in, ``start`` pulse out."""
+    """Descriptor registers out, status/counters in, ``start`` pulse out.
 
-    def __init__(self, *, ident: int):
+    ``settle``: a write of CTRL is accepted (AWREADY/WREADY) only ``settle`` cycles or more
+    after the last descriptor write, so logic registered up to ``settle`` levels behind the
+    descriptor has settled when ``start`` pulses (the AXI4-Lite handshake simply waits).
+    """
+
+    def __init__(self, *, ident: int, settle: int = 0):
         self._ident = ident  # ID register value (params.id_value)
+        self._settle = settle
         members = axil_members()
         for name, _ in DESCRIPTOR:
             members[name.lower()] = Out(DIM_BITS)
@@ -46,7 +52,16 @@ class RegisterFile(wiring.Component):
         m.d.sync += self.start.eq(0)
 
         # write channel
-        do_write = self.axil_awvalid & self.axil_wvalid & ~self.axil_bvalid
+        do_write = Signal()
+        ok = 1
+        if self._settle > 1:
+            wait = Signal(range(self._settle))
+            ok = (wait == 0) | (self.axil_awaddr != REG["CTRL"].addr)
+            with m.If(wait != 0):
+                m.d.sync += wait.eq(wait - 1)
+            with m.If(do_write & (self.axil_awaddr != REG["CTRL"].addr)):
+                m.d.sync += wait.eq(self._settle - 1)
+        m.d.comb += do_write.eq(self.axil_awvalid & self.axil_wvalid & ~self.axil_bvalid & ok)
         m.d.comb += [self.axil_awready.eq(do_write), self.axil_wready.eq(do_write),
                      self.axil_bresp.eq(0), self.axil_rresp.eq(0)]
         with m.If(do_write):

@@ -61,6 +61,12 @@ def port_members(params: HwParams) -> dict:
     return members
 
 
+# register levels between a descriptor write and the error flags the START decision reads
+# (descriptor field, its products, their products; the flags register: 3 levels behind the field
+# register itself); the register file holds CTRL.START back until they have settled
+DESC_LEVELS = 3
+
+
 class Sluice(wiring.Component):
     """The accelerator. Ports: AXI4-Lite slave ``axil_*``, AXI4-Stream in ``s_axis_*`` and out
     ``m_axis_*``; one clock (``clk``), synchronous reset (``rst``)."""
@@ -94,7 +100,7 @@ class Sluice(wiring.Component):
         adr_s = signed(abits + 4)
 
         # ---------------------------------------------------------------- registers
-        m.submodules.regs = regs = RegisterFile(ident=id_value(P))
+        m.submodules.regs = regs = RegisterFile(ident=id_value(P), settle=DESC_LEVELS)
         for name in axil_members():
             port, mine = getattr(regs, name), getattr(self, name)
             if name in ("axil_awready", "axil_wready", "axil_bresp", "axil_bvalid",
@@ -112,9 +118,10 @@ class Sluice(wiring.Component):
         base_first = flags[FLAG["BASE_FIRST"]]
 
         # Products of descriptor fields are registered (no multiplier chain in front of the
-        # error check or the sequencer): at most two register levels behind the descriptor,
-        # and the AXI4-Lite slave takes a write at most every second cycle, so CTRL.START,
-        # a later write, sees them settled.
+        # error check or the sequencer): at most two register levels behind the descriptor, and
+        # the error flags computed from them a third (err_q). The register file accepts
+        # CTRL.START only DESC_LEVELS cycles after the last descriptor write, so START sees them
+        # all settled and the job is accepted or refused at once.
         kk = Signal(7)
         hw_in = Signal(2 * DIM_BITS)
         hw_out = Signal(2 * DIM_BITS)
@@ -151,6 +158,9 @@ class Sluice(wiring.Component):
             err[ERR["WGT_BUFFER"]].eq(n_wgt > P.wgt_depth),
             err[ERR["PIX_BUFFER"]].eq(hw_out > P.pix_depth),
         ]
+
+        err_q = Signal.like(err)
+        m.d.sync += err_q.eq(err)
 
         busy = Signal()
         done = Signal()
@@ -700,8 +710,8 @@ class Sluice(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(regs.start):
-                    m.d.sync += [err_reg.eq(err), done.eq(err != 0)]
-                    with m.If(err == 0):
+                    m.d.sync += [err_reg.eq(err_q), done.eq(err_q != 0)]
+                    with m.If(err_q == 0):
                         m.d.comb += start_job.eq(1)
                         m.d.sync += [busy.eq(1), tile_o0.eq(0), grp_r.eq(0), grp_lo.eq(0),
                                      tile_idx.eq(0),
