@@ -15,13 +15,13 @@ import numpy as np
 
 from sluice.hw.params import DEFAULT, PARAM_ORDER, HwParams
 from sluice.hw.pe import FEED_REGS
-from sluice.hw.postproc import POST_LATENCY
+from sluice.hw.postproc import post_latency
 
 # fixed costs, in cycles (see the RTL): PHASE/COND states; TERM writes the terminating word
 # once the last results have left the post-processing pipeline (POST_LATENCY - 1 cycles after
 # the last phase ends) and FLUSH waits until it has left the output FIFO (3 cycles).
 PHASE_ENTRY = 1
-TAIL = 3 + POST_LATENCY
+TAIL = 3  # + post_latency(cols)
 
 
 def phase_cycles(npix: int, steps: int, p: HwParams, start: int = 0, need=None,
@@ -157,7 +157,7 @@ def job_cycles(layer, job_desc: dict, gate_band, p: HwParams, dense: bool) -> di
                 load_wait += wt
         ends.append(end - 1)
         a = end
-    cycles = ends[-1] + TAIL
+    cycles = ends[-1] + TAIL + post_latency(p.cols)
     return {"cycles": cycles, "load_cycles": load_wait,
             "stall_cycles": cycles - load_wait - steps_total,
             "steps": steps_total, "passes": passes, "active_pixels": active_total}

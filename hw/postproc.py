@@ -26,26 +26,34 @@ def _round_shift(m, twice_prod, shift, width):
     return out
 
 
-#: cycles from ``PostProc``'s inputs to its output ``y`` (one result per cycle)
-POST_LATENCY = 5
+def post_latency(cols: int) -> int:
+    """Cycles from ``PostProc``'s inputs to its output ``y`` (one result per cycle) in an array
+    of ``cols`` columns: 6 with the requantisation multiply split over two stages, which the
+    top level allows from 3 columns on (a tile's parameters change ``cols + 3`` cycles after its
+    last drain row at the earliest); 5 for 2 columns."""
+    return 6 if cols >= 3 else 5
 
 
 class PostProc(wiring.Component):
     """One output lane: bias, optional residual, requantise (round half up), ReLU, clamp.
 
     Pipelined for timing, one value per cycle: ``y`` is the result for the ``acc`` and
-    ``residual`` presented ``POST_LATENCY`` cycles earlier. The parameters (``bias``,
+    ``residual`` presented ``latency`` cycles earlier (``post_latency``). The parameters (``bias``,
     ``res_mult``, ``res_shift``, ``has_res``, ``mult``, ``shift``, ``relu``) are read at the
     stage that needs them, so they must stay constant while values are in flight (the top level
     changes them only between channel tiles, after the drain has emptied the pipeline).
 
     Stages: (0) ``acc`` and ``residual`` registered (the residual comes straight from a block
     RAM's output); (1) ``acc + bias`` and ``residual * res_mult``; (2) the residual's rounding
-    shift and the sum; (3) the product with ``mult``; (4) that product shifted right by
-    ``shift``; then, combinationally, the rounding step (``(v + 1) >> 1``), ReLU and clamp.
+    shift and the sum; (3) the product with ``mult`` (``split_mult``: two stages, the products
+    with the signed upper and the unsigned lower 16 bits of ``mult`` registered, then their sum);
+    (4) that product shifted right by ``shift``; then, combinationally, the rounding step
+    (``(v + 1) >> 1``), ReLU and clamp.
     """
 
-    def __init__(self):
+    def __init__(self, *, split_mult: bool = True):
+        self.split_mult = split_mult
+        self.latency = 6 if split_mult else 5
         super().__init__({
             "acc": In(signed(ACC_BITS + 1)),
             "bias": In(signed(PARAM_BITS)),
@@ -73,7 +81,14 @@ class PostProc(wiring.Component):
         m.d.sync += total.eq(acc_b + Mux(self.has_res, res, 0))
         # stage 3
         prod = Signal(signed(76))  # 2 * total * mult
-        m.d.sync += prod.eq((total * self.mult) << 1)
+        if self.split_mult:  # mult = hi * 2^16 + lo, hi signed, lo unsigned
+            p_hi = Signal(signed(42 + 16))
+            p_lo = Signal(signed(42 + 17))
+            m.d.sync += [p_hi.eq(total * self.mult[16:].as_signed()),
+                         p_lo.eq(total * self.mult[:16])]
+            m.d.sync += prod.eq(((p_hi << 16) + p_lo) << 1)
+        else:
+            m.d.sync += prod.eq((total * self.mult) << 1)
         # stage 4: the barrel shift (rescale's rounding is ``((prod >> s) + 1) >> 1``)
         shifted = Signal(signed(76))
         m.d.sync += shifted.eq(prod >> self.shift)

@@ -32,7 +32,7 @@ from amaranth.lib.wiring import In, Out
 from sluice.hw.params import (ACC_BITS, COUNTERS, DEFAULT, DIM_BITS, ERROR_FIELDS, FLAG_FIELDS,
                               MAX_PADDING, PARAM_ORDER, PIX_BITS, HwParams, id_value)
 from sluice.hw.pe import FEED_REGS, SystolicArray
-from sluice.hw.postproc import POST_LATENCY, GateUnit, PostProc
+from sluice.hw.postproc import GateUnit, PostProc, post_latency
 from sluice.hw.regs import RegisterFile, axil_members
 
 ERR = {name: lsb for name, lsb, _, _ in ERROR_FIELDS}
@@ -81,6 +81,7 @@ class Sluice(wiring.Component):
         R, C, B = P.rows, P.cols, P.stream_bytes
         G, NG = P.skip_cols, P.groups
         gating = P.gating  # False: a dense-only build (no base/conditional phases)
+        POST_LATENCY = post_latency(C)
         assert POST_LATENCY <= C + 3, "the tile parameters would change under the pipeline"
         assert POST_LATENCY + 4 < OUT_FIFO_DEPTH, "the drain would wait for FIFO room"
         Q = R * NG  # slots: (row r, skip group j) -> q = r * NG + j
@@ -422,7 +423,8 @@ class Sluice(wiring.Component):
             j = c // G
             if gating:
                 m.d.comb += [gu.psum[c].eq(d1_psum[c]), gu.thresh[c].eq(par_of["thresh"][c])]
-            pp = PostProc()
+            pp = PostProc(split_mult=POST_LATENCY == 6)
+            assert pp.latency == POST_LATENCY
             m.submodules[f"post_{c}"] = pp
             acc = Signal(signed(ACC_BITS + 1), name=f"acc_{c}")
             if gating:

@@ -5,7 +5,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from sluice.hw.pe import SystolicArray
-from sluice.hw.postproc import POST_LATENCY, GateUnit, PostProc
+from sluice.hw.postproc import GateUnit, PostProc, post_latency
 from sluice.model.reference import rescale
 
 
@@ -92,8 +92,9 @@ def test_gate_unit_is_strict():
     _run(dut, bench, clock=False)
 
 
-def test_postproc_matches_reference():
-    dut = PostProc()
+@pytest.mark.parametrize("split_mult", [True, False])
+def test_postproc_matches_reference(split_mult):
+    dut = PostProc(split_mult=split_mult)
     rng = np.random.default_rng(2)
     n = 400
     # SPEC: acc (with bias and residual) fits int32; keep the vectors inside that contract
@@ -104,6 +105,7 @@ def test_postproc_matches_reference():
     res_mult = rng.integers(0, 2**31, n)
     res_shift = rng.integers(8, 63, n)
     mult = rng.integers(0, 2**31, n)
+    mult[110:130] = rng.integers(-2**31, 0, 20)  # the split multiply's signed upper half
     shift = rng.integers(0, 63, n)
     shift[:100] = rng.integers(25, 45, 100)  # the interesting range: outputs near int8
     shift[100:110] = 0
@@ -122,16 +124,17 @@ def test_postproc_matches_reference():
         for i in range(n):  # one value at a time, parameters changing between values
             for name in names:
                 ctx.set(getattr(dut, name), int(vecs[name][i]))
-            await ctx.tick().repeat(POST_LATENCY)
+            await ctx.tick().repeat(dut.latency)
             assert ctx.get(dut.y) == ref[i], i
 
     _run(dut, bench)
 
 
-def test_postproc_is_pipelined():
-    """One value per cycle with fixed parameters: y follows acc and residual POST_LATENCY
+@pytest.mark.parametrize("split_mult", [True, False])
+def test_postproc_is_pipelined(split_mult):
+    """One value per cycle with fixed parameters: y follows acc and residual dut.latency
     cycles later."""
-    dut = PostProc()
+    dut = PostProc(split_mult=split_mult)
     rng = np.random.default_rng(3)
     n = 64
     acc = rng.integers(-2**20, 2**20, n)
@@ -146,11 +149,11 @@ def test_postproc_is_pipelined():
                         ("mult", mult), ("shift", shift), ("has_res", 1), ("relu", 0)):
             ctx.set(getattr(dut, name), v)
         got = []
-        for i in range(n + POST_LATENCY):
+        for i in range(n + dut.latency):
             if i < n:
                 ctx.set(dut.acc, int(acc[i]))
                 ctx.set(dut.residual, int(res[i]))
-            if i >= POST_LATENCY:
+            if i >= dut.latency:
                 got.append(ctx.get(dut.y))
             await ctx.tick()
         assert got == ref.tolist()
@@ -158,9 +161,10 @@ def test_postproc_is_pipelined():
     _run(dut, bench)
 
 
-def test_postproc_rounds_half_up():
+@pytest.mark.parametrize("split_mult", [True, False])
+def test_postproc_rounds_half_up(split_mult):
     """(v*M + 2^(s-1)) >> s: ties go towards +infinity, also for negative values."""
-    dut = PostProc()
+    dut = PostProc(split_mult=split_mult)
     cases = [(-3, 1, 1), (-1, 1, 1), (1, 1, 1), (3, 1, 1), (-5, 1, 2), (5, 3, 1), (-7, 1, 3)]
 
     async def bench(ctx):
@@ -169,7 +173,16 @@ def test_postproc_rounds_half_up():
             ctx.set(dut.acc, v)
             ctx.set(dut.mult, m)
             ctx.set(dut.shift, s)
-            await ctx.tick().repeat(POST_LATENCY)
+            await ctx.tick().repeat(dut.latency)
             assert ctx.get(dut.y) == int(rescale(v, m, s)), (v, m, s)
 
     _run(dut, bench)
+
+
+def test_post_latency_fits_the_tile_switch():
+    """The top level changes a tile's parameters cols + 3 cycles after its last drain row at the
+    earliest: the pipeline must be empty by then, for every array width (the top level also
+    checks that its PostProc instances have this latency)."""
+    assert post_latency(2) == 5 and post_latency(3) == 6
+    for cols in range(2, 33):
+        assert post_latency(cols) <= cols + 3
