@@ -29,7 +29,21 @@ def main(argv=None) -> int:
     ap.add_argument("--also", nargs="*", default=[], metavar="CKPT",
                     help="more gated checkpoints (float and int8) for the accuracy/reduction "
                          "plot, e.g. other p or gate targets")
+    ap.add_argument("--also-reports", nargs="*", default=[], metavar="EVAL_JSON",
+                    help="earlier eval reports (*.eval.json) to add to the plot as they are")
     args = ap.parse_args(argv)
+    earlier = []  # checked before the long evaluations
+    for path in args.also_reports:
+        try:
+            r = json.loads(Path(path).read_text())
+            missing = {"checkpoint", "int8", "reduction", "top1"} - set(r)
+            if missing:
+                raise ValueError(f"not an eval report (no {', '.join(sorted(missing))})")
+        except (OSError, ValueError, TypeError) as e:
+            print(f"python -m sluice.model.bench: error: --also-reports {path}: {e}",
+                  file=sys.stderr)
+            return 2
+        earlier.append(r)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     runs = [("dense", args.dense, False), ("gated", args.gated, False),
@@ -47,7 +61,7 @@ def main(argv=None) -> int:
         rate = "-" if r["gate_rate"] is None else f"{100 * r['gate_rate']:.2f}%"
         print(f"{Path(ck).parent.name + (' int8' if int8 else ''):11s} top-1 {100 * r['top1']:.2f}%  reduction {r['reduction']:.3f}x  "
               f"gates on {rate}", flush=True)
-    plot_tradeoff(list(reports.values()), out / "accuracy_vs_reduction.png")
+    plot_tradeoff(list(reports.values()) + earlier, out / "accuracy_vs_reduction.png")
     d, g, q = (reports[k]["top1"] * 100 for k in ("dense", "gated", "gated_int8"))
     targets = {
         "dense_top1": d, "gated_float_top1": g, "gated_int8_top1": q,
