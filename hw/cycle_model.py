@@ -3,9 +3,9 @@
 It follows the RTL pass by pass (not cycle by cycle): for every job (band of output rows) and
 channel tile, the loads, the column setup, and each phase's passes with the three things that can
 hold a pass back: the row-set loader (``rows + 3`` cycles to fill the next row set), the drain of
-the previous pass (its last step may only issue ``rows + cols + 1 + FEED_REGS`` cycles after the
-previous pass's last step) and the pass length itself. Assumes the input stream always has the next beat
-and the output stream is always ready (the host sequence's contract); under those conditions it
+the previous pass (its last step may only issue ``rows + cols + 1 + ARRAY_EXTRA`` cycles after
+the previous pass's last step) and the pass length itself. Assumes the input stream always has
+the next beat and the output stream is always ready (the host sequence's contract); under those conditions it
 reproduces the RTL's CYCLES counter exactly (the tests check this).
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from sluice.hw.params import DEFAULT, PARAM_ORDER, HwParams
-from sluice.hw.pe import FEED_REGS
+from sluice.hw.pe import ARRAY_EXTRA
 from sluice.hw.postproc import post_latency
 
 # fixed costs, in cycles (see the RTL): PHASE/COND states; TERM writes the terminating word
@@ -49,16 +49,16 @@ def phase_cycles(npix: int, steps: int, p: HwParams, start: int = 0, need=None,
                 nd = need(n)
                 t = max(lo, nd)
                 if n == steps - 1 and e_prev is not None:
-                    t = max(t, e_prev + C + R + 1 + FEED_REGS)
+                    t = max(t, e_prev + C + R + 1 + ARRAY_EXTRA)
                 wait += max(0, min(t, nd) - lo)
             e = t
         else:
             e = a + steps - 1
             if e_prev is not None:
-                e = max(e, e_prev + C + R + 1 + FEED_REGS)
+                e = max(e, e_prev + C + R + 1 + ARRAY_EXTRA)
         ready = s + R + 3
         e_prev = e
-    return e_prev + C + R + 3 + FEED_REGS, n_pass, wait
+    return e_prev + C + R + 3 + ARRAY_EXTRA, n_pass, wait
 
 
 def active_items(gate_band, t: int, p: HwParams) -> list[int]:

@@ -11,7 +11,7 @@ next pass can stream in while the result is drained.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal, signed
+from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -22,6 +22,13 @@ from sluice.hw.params import ACC_BITS, ACT_BITS, WGT_BITS
 # the element's multiply-accumulate in one cycle (the Fmax-limiting path on ECP5). A pass's sums
 # are final FEED_REGS cycles later; the top level's drain and the cycle model account for it.
 FEED_REGS = 1
+# Registers between an element's multiplier and its accumulator (the product and the step's
+# control: valid, first, last, enable). Without one, the 8 x 8 multiply and the 32-bit
+# accumulate share a cycle (the ECP5 critical path after FEED_REGS).
+PE_STAGES = 1
+# cycles from a step's issue-side registers to the element's sum, beyond the skew: the drain
+# and the cycle model wait this much longer than an unpipelined array
+ARRAY_EXTRA = FEED_REGS + PE_STAGES
 
 
 class PE(wiring.Component):
@@ -45,25 +52,28 @@ class PE(wiring.Component):
         m = Module()
         col = self._col
         acc = Signal(signed(ACC_BITS))
-        prod = Signal(signed(2 * ACT_BITS))
-        m.d.comb += prod.eq(self.a_in * self.w_in)
         m.d.sync += [
             self.a_out.eq(self.a_in), self.valid_out.eq(self.valid_in),
             self.first_out.eq(self.first_in), self.last_out.eq(self.last_in),
             self.en_out.eq(self.en_in), self.w_out.eq(self.w_in),
         ]
+        # the product of a disabled element is 0; PE_STAGES registers follow the multiplier
         add = Signal(signed(2 * ACT_BITS))
-        m.d.comb += add.eq(0)
-        with m.If(self.en_in[col]):
-            m.d.comb += add.eq(prod)
+        m.d.comb += add.eq(Mux(self.en_in[col], self.a_in * self.w_in, 0))
+        valid, first, last = self.valid_in, self.first_in, self.last_in
+        for i in range(PE_STAGES):
+            stage = (Signal.like(add, name=f"add_q{i}"), Signal(name=f"valid_q{i}"),
+                     Signal(name=f"first_q{i}"), Signal(name=f"last_q{i}"))
+            m.d.sync += [n.eq(x) for n, x in zip(stage, (add, valid, first, last))]
+            add, valid, first, last = stage
         total = Signal(signed(ACC_BITS))
-        with m.If(self.first_in):
+        with m.If(first):
             m.d.comb += total.eq(add)
         with m.Else():
             m.d.comb += total.eq(acc + add)
-        with m.If(self.valid_in):
+        with m.If(valid):
             m.d.sync += acc.eq(total)
-            with m.If(self.last_in):
+            with m.If(last):
                 m.d.sync += self.psum.eq(total)
         return m
 

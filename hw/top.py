@@ -31,7 +31,7 @@ from amaranth.lib.wiring import In, Out
 
 from sluice.hw.params import (ACC_BITS, COUNTERS, DEFAULT, DIM_BITS, ERROR_FIELDS, FLAG_FIELDS,
                               MAX_PADDING, PARAM_ORDER, PIX_BITS, HwParams, id_value)
-from sluice.hw.pe import FEED_REGS, SystolicArray
+from sluice.hw.pe import ARRAY_EXTRA, FEED_REGS, SystolicArray
 from sluice.hw.postproc import GateUnit, PostProc, post_latency
 from sluice.hw.regs import RegisterFile, axil_members
 
@@ -382,7 +382,7 @@ class Sluice(wiring.Component):
         m.d.comb += [self.m_axis_tdata.eq(fifo.r_data[:P.out_bits]),
                      self.m_axis_tlast.eq(fifo.r_data[P.out_bits]),
                      self.m_axis_tvalid.eq(fifo.r_rdy), fifo.r_en.eq(self.m_axis_tready)]
-        dcount = Signal(range(C + FEED_REGS + 2))
+        dcount = Signal(range(C + ARRAY_EXTRA + 2))
         d_r = Signal(range(R))
         d1_go = Signal()
         d1_psum = [Signal(signed(ACC_BITS), name=f"d1_psum_{c}") for c in range(C)]
@@ -576,7 +576,7 @@ class Sluice(wiring.Component):
             m.d.sync += cnt["MACS_ISSUED"].eq(cnt["MACS_ISSUED"] + sum(macs_now))
             with m.If(is_last):
                 m.d.sync += copy_set(drn, cur)
-                m.d.sync += [in_flight.eq(1), dcount.eq(C + FEED_REGS), d_r.eq(0),
+                m.d.sync += [in_flight.eq(1), dcount.eq(C + ARRAY_EXTRA), d_r.eq(0),
                              cnt["PASSES"].eq(cnt["PASSES"] + 1)]
                 m.d.sync += reset_steps()
                 with m.If(rl_done):
