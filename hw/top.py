@@ -298,6 +298,14 @@ class Sluice(wiring.Component):
         # registered: g_start is set in PHASE/COND, g_start_off first used at the first swap,
         # rows + 2 cycles later
         m.d.sync += [g_start_off[j].eq(g_start[j] * hw_in) for j in range(NG)]
+        # g_end = g_off + H_IN*W_IN, kept beside g_off (the end of the group's current input
+        # channel in the activation stream), so the "channel loaded" check in front of every
+        # step is a compare, not an add and a compare; g_start_end is two levels behind g_start
+        # (first used at the first swap, rows + 2 >= 4 cycles later)
+        ewidth = max(len(g_start_off[0]), len(hw_in)) + 1
+        g_end = [Signal(ewidth, name=f"g_end_{j}") for j in range(NG)]
+        g_start_end = [Signal(ewidth, name=f"g_start_end_{j}") for j in range(NG)]
+        m.d.sync += [g_start_end[j].eq(g_start_off[j] + hw_in) for j in range(NG)]
         skip_off = Signal(abits + DIM_BITS + 2)
         m.d.sync += skip_off.eq((base_cin + 1) * hw_in)
 
@@ -313,7 +321,8 @@ class Sluice(wiring.Component):
         def reset_steps():
             return [st_n.eq(0), st_ky.eq(0), st_kx.eq(0), st_kyoff.eq(0), st_w.eq(w_start),
                     st_first.eq(1), *(g_i[j].eq(g_start[j]) for j in range(NG)),
-                    *(g_off[j].eq(g_start_off[j]) for j in range(NG))]
+                    *(g_off[j].eq(g_start_off[j]) for j in range(NG)),
+                    *(g_end[j].eq(g_start_end[j]) for j in range(NG))]
 
         def copy_set(dst, src):
             return [dst[f][q].eq(src[f][q]) for f in FIELDS for q in range(Q)]
@@ -563,7 +572,7 @@ class Sluice(wiring.Component):
         act_have = Signal(3 * DIM_BITS)  # activation beats written so far
         step_ready = Signal()
         m.d.comb += step_ready.eq(act_loaded | Cat(*(
-            g_off[j] + hw_in <= (act_have << bbits) for j in range(NG))).all())
+            g_end[j] <= (act_have << bbits) for j in range(NG))).all())
         act_wait = Signal()
         with m.If(running):
             with m.If(have_cur):
@@ -594,9 +603,11 @@ class Sluice(wiring.Component):
                 for j in range(NG):
                     with m.If(is_cond & (g_i[j] + 1 == g_lo[j])):
                         m.d.sync += [g_i[j].eq(g_i[j] + 1 + base_cin),
-                                     g_off[j].eq(g_off[j] + skip_off)]
+                                     g_off[j].eq(g_off[j] + skip_off),
+                                     g_end[j].eq(g_end[j] + skip_off)]
                     with m.Else():
-                        m.d.sync += [g_i[j].eq(g_i[j] + 1), g_off[j].eq(g_off[j] + hw_in)]
+                        m.d.sync += [g_i[j].eq(g_i[j] + 1), g_off[j].eq(g_off[j] + hw_in),
+                                     g_end[j].eq(g_end[j] + hw_in)]
         with m.If(swap):
             m.d.sync += copy_set(cur, nxt)
             m.d.sync += [rl_done.eq(0), have_cur.eq(1)]
