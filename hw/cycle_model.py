@@ -18,10 +18,11 @@ from sluice.hw.pe import ARRAY_EXTRA
 from sluice.hw.postproc import post_latency
 
 # fixed costs, in cycles (see the RTL): PHASE/COND states; TERM writes the terminating word
-# once the last results have left the post-processing pipeline (POST_LATENCY - 1 cycles after
-# the last phase ends) and FLUSH waits until it has left the output FIFO (3 cycles).
+# once the last results have left the post-processing pipeline (post_latency(cols) - 1 cycles
+# after the last phase ends) and FLUSH waits until it has left the output FIFO (3 cycles):
+# TAIL + post_latency(cols) after the last phase.
 PHASE_ENTRY = 1
-TAIL = 3  # + post_latency(cols)
+TAIL = 3
 
 
 def phase_cycles(npix: int, steps: int, p: HwParams, start: int = 0, need=None,

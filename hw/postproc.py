@@ -3,7 +3,7 @@
 ``PostProc`` turns a column's finished sum into the int8 output:
 ``clamp(rescale(acc + bias + [rescale(res, res_mult, res_shift)], mult, shift), lo, 127)``
 with ``rescale(v, M, s) = (v*M + 2^(s-1)) >> s`` (s > 0), ``v*M`` (s = 0), computed for every s
-as ``((v*M << 1) + (1 << s)) >> (s + 1)``, which is the same integer.
+as ``(((v*M << 1) >> s) + 1) >> 1``, which is the same integer.
 
 ``GateUnit`` compares a row of base partial sums with the columns' thresholds, strictly.
 """
@@ -26,12 +26,17 @@ def _round_shift(m, twice_prod, shift, width):
     return out
 
 
+def split_mult(cols: int) -> bool:
+    """Whether the ``PostProc`` of a ``cols``-column array splits the requantisation multiply
+    over two stages (one cycle more): from 3 columns on, since a tile's parameters change
+    ``cols + 3`` cycles after its last drain row at the earliest."""
+    return cols >= 3
+
+
 def post_latency(cols: int) -> int:
     """Cycles from ``PostProc``'s inputs to its output ``y`` (one result per cycle) in an array
-    of ``cols`` columns: 6 with the requantisation multiply split over two stages, which the
-    top level allows from 3 columns on (a tile's parameters change ``cols + 3`` cycles after its
-    last drain row at the earliest); 5 for 2 columns."""
-    return 6 if cols >= 3 else 5
+    of ``cols`` columns: 6 with the split multiply, 5 without."""
+    return 5 + split_mult(cols)
 
 
 class PostProc(wiring.Component):
@@ -53,7 +58,7 @@ class PostProc(wiring.Component):
 
     def __init__(self, *, split_mult: bool = True):
         self.split_mult = split_mult
-        self.latency = 6 if split_mult else 5
+        self.latency = 5 + split_mult
         super().__init__({
             "acc": In(signed(ACC_BITS + 1)),
             "bias": In(signed(PARAM_BITS)),

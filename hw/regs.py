@@ -56,10 +56,11 @@ class RegisterFile(wiring.Component):
         ok = 1
         if self._settle > 1:
             wait = Signal(range(self._settle))
-            ok = (wait == 0) | (self.axil_awaddr != REG["CTRL"].addr)
+            not_ctrl = self.axil_awaddr != REG["CTRL"].addr
+            ok = (wait == 0) | not_ctrl
             with m.If(wait != 0):
                 m.d.sync += wait.eq(wait - 1)
-            with m.If(do_write & (self.axil_awaddr != REG["CTRL"].addr)):
+            with m.If(do_write & not_ctrl):
                 m.d.sync += wait.eq(self._settle - 1)
         m.d.comb += do_write.eq(self.axil_awvalid & self.axil_wvalid & ~self.axil_bvalid & ok)
         m.d.comb += [self.axil_awready.eq(do_write), self.axil_wready.eq(do_write),

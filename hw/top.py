@@ -32,7 +32,7 @@ from amaranth.lib.wiring import In, Out
 from sluice.hw.params import (ACC_BITS, COUNTERS, DEFAULT, DIM_BITS, ERROR_FIELDS, FLAG_FIELDS,
                               MAX_PADDING, PARAM_ORDER, PIX_BITS, HwParams, id_value)
 from sluice.hw.pe import ARRAY_EXTRA, FEED_REGS, SystolicArray
-from sluice.hw.postproc import GateUnit, PostProc, post_latency
+from sluice.hw.postproc import GateUnit, PostProc, post_latency, split_mult
 from sluice.hw.regs import RegisterFile, axil_members
 
 ERR = {name: lsb for name, lsb, _, _ in ERROR_FIELDS}
@@ -432,8 +432,7 @@ class Sluice(wiring.Component):
             j = c // G
             if gating:
                 m.d.comb += [gu.psum[c].eq(d1_psum[c]), gu.thresh[c].eq(par_of["thresh"][c])]
-            pp = PostProc(split_mult=POST_LATENCY == 6)
-            assert pp.latency == POST_LATENCY
+            pp = PostProc(split_mult=split_mult(C))
             m.submodules[f"post_{c}"] = pp
             acc = Signal(signed(ACC_BITS + 1), name=f"acc_{c}")
             if gating:

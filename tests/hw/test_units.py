@@ -132,7 +132,7 @@ def test_postproc_matches_reference(split_mult):
 
 @pytest.mark.parametrize("split_mult", [True, False])
 def test_postproc_is_pipelined(split_mult):
-    """One value per cycle with fixed parameters: y follows acc and residual dut.latency
+    """One value per cycle with fixed parameters: y follows acc and residual ``latency``
     cycles later."""
     dut = PostProc(split_mult=split_mult)
     rng = np.random.default_rng(3)
