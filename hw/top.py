@@ -14,8 +14,9 @@ One layer job (see ``hw/README.md`` for the full story):
    set while the current pass runs: from a pixel walker (dense and base phases) or from the skip
    groups' *active lists* (conditional phase).
 4. The drain reads each finished pass row by row. Dense phase: post-process and emit. Base phase:
-   the gate unit compares the partial sums with the thresholds; for a skip group whose gates are
-   all off the results are post-processed and emitted at once (the pixel is never streamed again
+   the gate unit compares the partial sums with the thresholds and registers the gate bits; a
+   cycle later (while the sums are already in the post-processing pipeline), for a skip group
+   whose gates are all off the results are emitted at once (the pixel is never streamed again
    for that group), otherwise the pixel goes to the group's active list with its gate bits and
    its partial sums to the group's partial-sum buffer. Conditional phase: only elements with
    their gate bit set accumulate; the drain adds the stored base sums and emits.
@@ -262,8 +263,7 @@ class Sluice(wiring.Component):
         al_rd = [Signal(PIX_BITS + 1, name=f"al_rd_{j}") for j in range(NG)]
         al_left = Signal(NG)
         m.d.comb += [al_left[j].eq(al_rd[j] < n_active[j]) for j in range(NG)]
-        any_active = Signal()
-        m.d.comb += any_active.eq(Cat(*(n != 0 for n in n_active)).any())
+        any_active = Signal()  # set below: n_active, or the drain's d2 stage writing one now
 
         # row-set loader
         rl_busy = Signal()
@@ -397,10 +397,18 @@ class Sluice(wiring.Component):
         d1_psum = [Signal(signed(ACC_BITS), name=f"d1_psum_{c}") for c in range(C)]
         d1 = [{f: Signal.like(drn[f][0], name=f"d1_{f}_{j}") for f in FIELDS}
               for j in range(NG)]
+        # stage 2 of the drain: the gate bits registered (the compare is a full-width subtract
+        # per column; the skip decision, the active-list write and the word's metadata follow
+        # it a cycle later, while the results go through the post-processing pipeline from d1)
+        d2_go = Signal()
+        d2_psum = [Signal(signed(ACC_BITS), name=f"d2_psum_{c}") for c in range(C)]
+        d2 = [{f: Signal.like(drn[f][0], name=f"d2_{f}_{j}") for f in FIELDS}
+              for j in range(NG)]
         room = Signal()
         # words on their way to the FIFO: the drain row register and the post-processing stages
-        post_wen = [Signal(name=f"post_wen_{i}") for i in range(POST_LATENCY + 1)]
-        m.d.comb += room.eq(fifo.level + d1_go + sum(post_wen[1:]) < OUT_FIFO_DEPTH - 1)
+        post_wen = [None] + [Signal(name=f"post_wen_{i}") for i in range(1, POST_LATENCY + 1)]
+        m.d.comb += room.eq(fifo.level + d1_go + d2_go + sum(post_wen[2:]) <
+                            OUT_FIFO_DEPTH - 1)
         drn_arr = [{f: Array([drn[f][r * NG + j] for r in range(R)]) for f in FIELDS}
                    for j in range(NG)]
         psum_rows = Array([Array([arr.psum[r][c] for c in range(C)]) for r in range(R)])
@@ -408,6 +416,8 @@ class Sluice(wiring.Component):
         d_fire = Signal()
         m.d.comb += d_fire.eq(in_flight & (dcount == 0) & room)
         m.d.sync += d1_go.eq(d_fire)
+        m.d.sync += [d2_go.eq(d1_go), *(d2[j][f].eq(d1[j][f]) for f in FIELDS
+                                         for j in range(NG))]
         for j in range(NG):
             m.d.comb += res_rp[j].addr.eq(Cat(drn_arr[j]["p"][d_r][:pbits], cmp_bank))
             if gating:
@@ -424,7 +434,9 @@ class Sluice(wiring.Component):
         if gating:
             m.submodules.gate_unit = gu = GateUnit(cols=C)
             m.d.comb += gu.col_valid.eq(col_valid)
-            gate_now = gu.gate
+            gate_now = Signal(C)  # the gate bits of the row in d2
+            m.d.sync += gate_now.eq(gu.gate)
+            m.d.sync += [d2_psum[c].eq(d1_psum[c]) for c in range(C)]
         else:
             gate_now = Const(0, C)
         ys = []
@@ -451,26 +463,29 @@ class Sluice(wiring.Component):
         gate_out = Signal(C)
         m.d.comb += gate_out.eq(Mux(phase == PH_DENSE, Const((1 << C) - 1, C),
                                     Mux(is_base, gate_now,
-                                        Cat(*(d1[j]["gate"] for j in range(NG))))))
+                                        Cat(*(d2[j]["gate"] for j in range(NG))))))
         # skip controller: a group with any gate on defers the pixel to its active list
         to_active = Signal(NG)
         out_valid = Signal(NG)
         for j in range(NG):
-            m.d.comb += to_active[j].eq(d1[j]["valid"] & is_base &
+            m.d.comb += to_active[j].eq(d2[j]["valid"] & is_base &
                                         gate_now[j * G:(j + 1) * G].any() & ~cond_empty)
-            m.d.comb += out_valid[j].eq(d1[j]["valid"] & ~to_active[j])
+            m.d.comb += out_valid[j].eq(d2[j]["valid"] & ~to_active[j])
         term = Signal()  # the job's terminating word (VALID = 0, TLAST = 1)
-        # everything of a word but the results is known at the drain row (stage 0) and travels
-        # beside the post-processing pipeline; results of groups without a final result are
-        # zeroed (they may come from unwritten buffer rows, which are X in a Verilog simulation)
-        post_mask = [Signal(C, name=f"post_mask_{i}") for i in range(POST_LATENCY + 1)]
-        meta = Cat(*(Cat(d1[j]["p"], Const(0, PIX_BITS - pbits)) for j in range(NG)),
+        # everything of a word but the results is known at d2 (post-processing stage 1) and
+        # travels beside the post-processing pipeline; results of groups without a final result
+        # are zeroed (they may come from unwritten buffer rows, which are X in a Verilog
+        # simulation). Index i: the stage whose values leave PostProc i cycles later.
+        post_mask = [None] + [Signal(C, name=f"post_mask_{i}")
+                              for i in range(1, POST_LATENCY + 1)]
+        meta = Cat(*(Cat(d2[j]["p"], Const(0, PIX_BITS - pbits)) for j in range(NG)),
                    out_valid, gate_out, tile_idx)
-        post_meta = [Signal(len(meta), name=f"post_meta_{i}") for i in range(POST_LATENCY + 1)]
-        m.d.comb += [post_wen[0].eq(d1_go & out_valid.any()),
-                     post_mask[0].eq(Cat(*(out_valid[c // G] & col_valid[c] for c in range(C)))),
-                     post_meta[0].eq(meta)]
-        for i in range(POST_LATENCY):
+        post_meta = [None] + [Signal(len(meta), name=f"post_meta_{i}")
+                              for i in range(1, POST_LATENCY + 1)]
+        m.d.comb += [post_wen[1].eq(d2_go & out_valid.any()),
+                     post_mask[1].eq(Cat(*(out_valid[c // G] & col_valid[c] for c in range(C)))),
+                     post_meta[1].eq(meta)]
+        for i in range(1, POST_LATENCY):
             m.d.sync += [post_wen[i + 1].eq(post_wen[i]), post_mask[i + 1].eq(post_mask[i]),
                          post_meta[i + 1].eq(post_meta[i])]
         # drain rows still in the pipeline, written or not: the terminating word waits for them
@@ -488,19 +503,22 @@ class Sluice(wiring.Component):
         for j in range(NG if gating else 0):
             wp, pw = al_wp[j], psum_wp[j]
             m.d.comb += [wp.addr.eq(n_active[j]), pw.addr.eq(n_active[j])]
-            m.d.comb += [wp.data.p.eq(d1[j]["p"]), wp.data.ybase.eq(d1[j]["ybase"]),
-                         wp.data.xbase.eq(d1[j]["xbase"]), wp.data.abase.eq(d1[j]["abase"]),
+            m.d.comb += [wp.data.p.eq(d2[j]["p"]), wp.data.ybase.eq(d2[j]["ybase"]),
+                         wp.data.xbase.eq(d2[j]["xbase"]), wp.data.abase.eq(d2[j]["abase"]),
                          wp.data.gate.eq(gate_now[j * G:(j + 1) * G])]
-            m.d.comb += [pw.data[c].eq(d1_psum[j * G + c]) for c in range(G)]
-            with m.If(d1_go & to_active[j]):
+            m.d.comb += [pw.data[c].eq(d2_psum[j * G + c]) for c in range(G)]
+            with m.If(d2_go & to_active[j]):
                 m.d.comb += [wp.en.eq(1), pw.en.eq(1)]
                 m.d.sync += n_active[j].eq(n_active[j] + 1)
             m.d.comb += skipped_cols[j * G:(j + 1) * G].eq(
-                Mux(d1_go & out_valid[j] & is_base & ~cond_empty,
+                Mux(d2_go & out_valid[j] & is_base & ~cond_empty,
                     col_valid[j * G:(j + 1) * G], 0))
         with m.If(post_wen[-1]):
             m.d.comb += fifo.w_en.eq(1)
-        with m.If(d1_go):
+        # the base phase may end while its last row is in d2: the pixel it writes counts
+        m.d.comb += any_active.eq(Cat(*(n != 0 for n in n_active)).any() |
+                                  (d2_go & to_active.any()))
+        with m.If(d2_go):
             m.d.sync += cnt["ACTIVE_PIXELS"].eq(cnt["ACTIVE_PIXELS"] +
                                                 sum(to_active[j] for j in range(NG)))
         # conditional work of outputs emitted straight from the base, added to MACS_SKIPPED two
