@@ -26,17 +26,18 @@ def _round_shift(m, twice_prod, shift, width):
     return out
 
 
-def split_mult(cols: int) -> bool:
-    """Whether the ``PostProc`` of a ``cols``-column array splits the requantisation multiply
-    over two stages (one cycle more): from 3 columns on, since a tile's parameters change
-    ``cols + 3`` cycles after its last drain row at the earliest."""
-    return cols >= 3
+def mult_stages(cols: int) -> int:
+    """Pipeline stages of the requantisation multiply in the ``PostProc`` of a ``cols``-column
+    array: 1 (one product), 2 (two half products, then their sum) or 3 (six DSP-sized partial
+    products, three sums, the final sum). As many as the tile switch allows: a tile's
+    parameters change ``cols + 3`` cycles after its last drain row at the earliest."""
+    return max(1, min(3, cols - 1))
 
 
 def post_latency(cols: int) -> int:
     """Cycles from ``PostProc``'s inputs to its output ``y`` (one result per cycle) in an array
-    of ``cols`` columns: 6 with the split multiply, 5 without."""
-    return 5 + split_mult(cols)
+    of ``cols`` columns: 4 + ``mult_stages(cols)`` (5, 6, then 7 from 4 columns on)."""
+    return 4 + mult_stages(cols)
 
 
 class PostProc(wiring.Component):
@@ -50,15 +51,20 @@ class PostProc(wiring.Component):
 
     Stages: (0) ``acc`` and ``residual`` registered (the residual comes straight from a block
     RAM's output); (1) ``acc + bias`` and ``residual * res_mult``; (2) the residual's rounding
-    shift and the sum; (3) the product with ``mult`` (``split_mult``: two stages, the products
-    with the signed upper and the unsigned lower 16 bits of ``mult`` registered, then their sum);
-    (4) that product shifted right by ``shift``; then, combinationally, the rounding step
-    (``(v + 1) >> 1``), ReLU and clamp.
+    shift and the sum; (3) the product with ``mult``, in ``mult_stages`` stages: one product;
+    or the products with the signed upper and unsigned lower 16 bits of ``mult``, then their
+    sum; or the six partial products of the sum's 17-bit chunks (two unsigned, the signed top)
+    with ``mult``'s (unsigned low 17 bits, signed top), each one 18 x 18 DSP multiply with
+    its output registered, then the three chunks' sums, then the total; (4) that product
+    shifted right by ``shift``; then, combinationally, the rounding step (``(v + 1) >> 1``),
+    ReLU and clamp.
     """
 
-    def __init__(self, *, split_mult: bool = True):
-        self.split_mult = split_mult
-        self.latency = 5 + split_mult
+    def __init__(self, *, mult_stages: int = 3):
+        if mult_stages not in (1, 2, 3):
+            raise ValueError(f"mult_stages: {mult_stages} is not 1, 2 or 3")
+        self.mult_stages = mult_stages
+        self.latency = 4 + mult_stages
         super().__init__({
             "acc": In(signed(ACC_BITS + 1)),
             "bias": In(signed(PARAM_BITS)),
@@ -86,7 +92,16 @@ class PostProc(wiring.Component):
         m.d.sync += total.eq(acc_b + Mux(self.has_res, res, 0))
         # stage 3
         prod = Signal(signed(76))  # 2 * total * mult
-        if self.split_mult:  # mult = hi * 2^16 + lo, hi signed, lo unsigned
+        if self.mult_stages == 3:  # total = t2*2^34 + t1*2^17 + t0, mult = m1*2^17 + m0
+            t = [total[0:17], total[17:34], total[34:].as_signed()]
+            mm = [self.mult[0:17], self.mult[17:].as_signed()]
+            pp = [[Signal(signed(len(t[k]) + len(mm[n]) + 1), name=f"pp_{k}_{n}")
+                   for n in range(2)] for k in range(3)]
+            m.d.sync += [pp[k][n].eq(t[k] * mm[n]) for k in range(3) for n in range(2)]
+            sk = [Signal(signed(len(t[k]) + 33), name=f"pps_{k}") for k in range(3)]
+            m.d.sync += [sk[k].eq(pp[k][0] + (pp[k][1] << 17)) for k in range(3)]
+            m.d.sync += prod.eq((sk[0] + (sk[1] << 17) + (sk[2] << 34)) << 1)
+        elif self.mult_stages == 2:  # mult = hi * 2^16 + lo, hi signed, lo unsigned
             p_hi = Signal(signed(42 + 16))
             p_lo = Signal(signed(42 + 17))
             m.d.sync += [p_hi.eq(total * self.mult[16:].as_signed()),

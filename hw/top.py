@@ -33,7 +33,7 @@ from amaranth.lib.wiring import In, Out
 from sluice.hw.params import (ACC_BITS, COUNTERS, DEFAULT, DIM_BITS, ERROR_FIELDS, FLAG_FIELDS,
                               MAX_PADDING, PARAM_ORDER, PIX_BITS, HwParams, id_value)
 from sluice.hw.pe import ARRAY_EXTRA, FEED_REGS, SystolicArray
-from sluice.hw.postproc import GateUnit, PostProc, post_latency, split_mult
+from sluice.hw.postproc import GateUnit, PostProc, mult_stages, post_latency
 from sluice.hw.regs import RegisterFile, axil_members
 
 ERR = {name: lsb for name, lsb, _, _ in ERROR_FIELDS}
@@ -41,7 +41,8 @@ FLAG = {name: lsb for name, lsb, _, _ in FLAG_FIELDS}
 PH_DENSE, PH_BASE, PH_COND = 0, 1, 2
 # output FIFO: deep enough that, with the output stream always ready (the host contract), the
 # drain never waits for room: about 2 words sit in the FIFO at full rate and up to
-# POST_LATENCY + 1 are on their way (the cycle model assumes no such waits)
+# POST_LATENCY + 1 are on their way, against a registered bound of OUT_FIFO_DEPTH - 2 (the
+# cycle model assumes no such waits)
 OUT_FIFO_DEPTH = 16
 
 
@@ -84,7 +85,7 @@ class Sluice(wiring.Component):
         gating = P.gating  # False: a dense-only build (no base/conditional phases)
         POST_LATENCY = post_latency(C)
         assert POST_LATENCY <= C + 3, "the tile parameters would change under the pipeline"
-        assert POST_LATENCY + 4 < OUT_FIFO_DEPTH, "the drain would wait for FIFO room"
+        assert POST_LATENCY + 5 < OUT_FIFO_DEPTH, "the drain would wait for FIFO room"
         Q = R * NG  # slots: (row r, skip group j) -> q = r * NG + j
         abits = _log2(P.act_depth)
         act_words = P.act_depth // B
@@ -405,10 +406,13 @@ class Sluice(wiring.Component):
         d2 = [{f: Signal.like(drn[f][0], name=f"d2_{f}_{j}") for f in FIELDS}
               for j in range(NG)]
         room = Signal()
-        # words on their way to the FIFO: the drain row register and the post-processing stages
+        # words on their way to the FIFO: the drain row registers and the post-processing
+        # stages. Registered (the FIFO level's adder and compare would otherwise sit in front of
+        # the drain's enables): computed a cycle early against one word less, since at most one
+        # row enters the drain per cycle, so it never admits a word the FIFO cannot take.
         post_wen = [None] + [Signal(name=f"post_wen_{i}") for i in range(1, POST_LATENCY + 1)]
-        m.d.comb += room.eq(fifo.level + d1_go + d2_go + sum(post_wen[2:]) <
-                            OUT_FIFO_DEPTH - 1)
+        m.d.sync += room.eq(fifo.level + d1_go + d2_go + sum(post_wen[2:]) <
+                            OUT_FIFO_DEPTH - 2)
         drn_arr = [{f: Array([drn[f][r * NG + j] for r in range(R)]) for f in FIELDS}
                    for j in range(NG)]
         psum_rows = Array([Array([arr.psum[r][c] for c in range(C)]) for r in range(R)])
@@ -444,7 +448,7 @@ class Sluice(wiring.Component):
             j = c // G
             if gating:
                 m.d.comb += [gu.psum[c].eq(d1_psum[c]), gu.thresh[c].eq(par_of["thresh"][c])]
-            pp = PostProc(split_mult=split_mult(C))
+            pp = PostProc(mult_stages=mult_stages(C))
             m.submodules[f"post_{c}"] = pp
             acc = Signal(signed(ACC_BITS + 1), name=f"acc_{c}")
             if gating:
@@ -482,9 +486,12 @@ class Sluice(wiring.Component):
                    out_valid, gate_out, tile_idx)
         post_meta = [None] + [Signal(len(meta), name=f"post_meta_{i}")
                               for i in range(1, POST_LATENCY + 1)]
+        # mask and metadata are zero in stages that carry no word, so the terminating word
+        # (written when the pipeline is empty) needs no multiplexer of its own on the data
         m.d.comb += [post_wen[1].eq(d2_go & out_valid.any()),
-                     post_mask[1].eq(Cat(*(out_valid[c // G] & col_valid[c] for c in range(C)))),
-                     post_meta[1].eq(meta)]
+                     post_mask[1].eq(Cat(*(out_valid[c // G] & col_valid[c] & d2_go
+                                           for c in range(C)))),
+                     post_meta[1].eq(Mux(d2_go, meta, 0))]
         for i in range(1, POST_LATENCY):
             m.d.sync += [post_wen[i + 1].eq(post_wen[i]), post_mask[i + 1].eq(post_mask[i]),
                          post_meta[i + 1].eq(post_meta[i])]
@@ -495,8 +502,8 @@ class Sluice(wiring.Component):
                                              for i in range(POST_LATENCY - 1))]
         post_busy = Signal()
         m.d.comb += post_busy.eq(Cat(*post_go).any())
-        ys_out = [Mux(post_mask[-1][c] & ~term, ys[c], 0) for c in range(C)]
-        word = Cat(*ys_out, Mux(term, 0, post_meta[-1]))
+        ys_out = [Mux(post_mask[-1][c], ys[c], 0) for c in range(C)]
+        word = Cat(*ys_out, post_meta[-1])
         m.d.comb += [fifo.w_data.eq(Cat(word, Const(0, P.out_bits - len(word)), term)),
                      fifo.w_en.eq(0)]
         skipped_cols = Signal(C)  # valid columns of groups emitted straight from the base
