@@ -1,6 +1,7 @@
 """Model benchmark: the issue's targets on the full test set, measured, not assumed.
 
     python -m sluice.model.bench --dense DENSE.pt --gated GATED.pt [-o eval]
+    python -m sluice.model.bench --dense-report DENSE.eval.json --gated GATED.pt [-o eval]
 
 Evaluates the dense baseline (float), the gated network (float and int8), checks the targets
 (dense >= 93.5 %; gated int8 >= 3.0x MAC reduction and at most 0.5 points below dense; int8
@@ -21,7 +22,11 @@ def main(argv=None) -> int:
     from .evaluate import _run_name, evaluate_checkpoint, plot_gate_rates, plot_tradeoff
 
     ap = argparse.ArgumentParser(prog="python -m sluice.model.bench")
-    ap.add_argument("--dense", required=True)
+    dense = ap.add_mutually_exclusive_group(required=True)
+    dense.add_argument("--dense", help="the dense baseline checkpoint (evaluated in float)")
+    dense.add_argument("--dense-report", metavar="EVAL_JSON",
+                       help="an earlier float eval report of the dense baseline instead (its "
+                            "checkpoint need not exist any more); the same test set is checked")
     ap.add_argument("--gated", required=True)
     ap.add_argument("-o", "--out", default="eval")
     ap.add_argument("--threads", type=int, default=2)
@@ -32,25 +37,41 @@ def main(argv=None) -> int:
     ap.add_argument("--also-reports", nargs="*", default=[], metavar="EVAL_JSON",
                     help="earlier eval reports (*.eval.json) to add to the plot as they are")
     args = ap.parse_args(argv)
-    earlier = []  # checked before the long evaluations
-    for path in args.also_reports:
+
+    def read_report(option, path):
         try:
             r = json.loads(Path(path).read_text())
-            missing = {"checkpoint", "int8", "reduction", "top1"} - set(r)
+            missing = {"checkpoint", "int8", "reduction", "top1", "images"} - set(r)
             if missing:
                 raise ValueError(f"not an eval report (no {', '.join(sorted(missing))})")
+            if option == "--dense-report" and r["int8"]:
+                raise ValueError("an int8 report; the dense baseline is measured in float")
         except (OSError, ValueError, TypeError) as e:
-            print(f"python -m sluice.model.bench: error: --also-reports {path}: {e}",
-                  file=sys.stderr)
+            print(f"python -m sluice.model.bench: error: {option} {path}: {e}", file=sys.stderr)
+            return None
+        return r
+
+    earlier = []  # checked before the long evaluations
+    for path in args.also_reports:
+        r = read_report("--also-reports", path)
+        if r is None:
             return 2
         earlier.append(r)
+    dense_report = None
+    if args.dense_report:
+        dense_report = read_report("--dense-report", args.dense_report)
+        if dense_report is None:
+            return 2
     torch.set_num_threads(args.threads)
     out = Path(args.out)
-    runs = [("dense", args.dense, False), ("gated", args.gated, False),
-            ("gated_int8", args.gated, True)]
+    reports = {}
+    runs = [("gated", args.gated, False), ("gated_int8", args.gated, True)]
+    if dense_report is None:
+        runs.insert(0, ("dense", args.dense, False))
+    else:
+        reports["dense"] = dense_report
     runs += [(f"{ck}{' int8' if int8 else ''}", ck, int8) for ck in args.also
              for int8 in (False, True)]
-    reports = {}
     for key, ck, int8 in runs:
         r = evaluate_checkpoint(ck, int8=int8, limit=args.limit)
         stem = _run_name(ck) + (".int8" if int8 else "")
@@ -62,6 +83,11 @@ def main(argv=None) -> int:
         print(f"{Path(ck).parent.name + (' int8' if int8 else ''):11s} top-1 {100 * r['top1']:.2f}%  reduction {r['reduction']:.3f}x  "
               f"gates on {rate}", flush=True)
     plot_tradeoff(list(reports.values()) + earlier, out / "accuracy_vs_reduction.png")
+    if reports["dense"]["images"] != reports["gated"]["images"]:
+        print(f"python -m sluice.model.bench: error: --dense-report {args.dense_report}: "
+              f"measured on {reports['dense']['images']} images, the gated network on "
+              f"{reports['gated']['images']}", file=sys.stderr)
+        return 2
     d, g, q = (reports[k]["top1"] * 100 for k in ("dense", "gated", "gated_int8"))
     targets = {
         "dense_top1": d, "gated_float_top1": g, "gated_int8_top1": q,
@@ -74,7 +100,7 @@ def main(argv=None) -> int:
             "|int8 - float| <= 0.2": abs(q - g) <= 0.2,
         },
         "images": reports["dense"]["images"],
-        "dense": args.dense, "gated": args.gated,
+        "dense": args.dense or dense_report["checkpoint"], "gated": args.gated,
     }
     atomic_write_bytes(out / "targets.json",
                        lambda f: f.write(json.dumps(targets, indent=1).encode()))
