@@ -62,9 +62,17 @@ def build_name(board: Board, params, dense_only=False, loopback=False) -> str:
     return f"sluice_{board.name.replace('-', '_')}_{params.rows}x{params.cols}{tag}"
 
 
+# nextpnr's routers: router1 (its default) or router2 (much faster on the larger ECP5 builds:
+# router1 had 137k of an 8 x 8 build's 186k arcs left after 18 minutes here)
+ROUTERS = ("router1", "router2")
+
+
 def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=False,
-          program=False, out_root="build/boards", nice=10, seed=1, log=print) -> dict:
+          program=False, out_root="build/boards", nice=10, seed=1, router="router1",
+          log=print) -> dict:
     """Synthesise, place and route one board build; returns the report dict."""
+    if router not in ROUTERS:
+        raise SluiceError(f"--router: {router!r} is not one of {', '.join(ROUTERS)}")
     board = get_board(board_name)
     env = toolchain_env(board.family)
     if program:
@@ -90,7 +98,7 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=F
                    out_depth=board.out_depth, accelerator=acc)
     name = build_name(board, params, dense_only, loopback)
     build_dir = Path(out_root) / name
-    nextpnr_opts = ["--timing-allow-fail", f"--seed {seed}"]
+    nextpnr_opts = ["--timing-allow-fail", f"--seed {seed}", f"--router {router}"]
     log(f"{name}: elaborating ({params.rows}x{params.cols}, UART {board.baud} baud = "
         f"{divisor} clocks/bit at {clk / 1e6:g} MHz)")
     extra = {}
@@ -131,7 +139,9 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=F
         "command": " ".join(["sluice", "build", "--board", board.name, "--rows",
                              str(params.rows), "--cols", str(params.cols)]
                             + (["--dense-only"] if dense_only else [])
-                            + (["--loopback"] if loopback else [])),
+                            + (["--loopback"] if loopback else [])
+                            + (["--seed", str(seed)] if seed != 1 else [])
+                            + (["--router", router] if router != "router1" else [])),
         "seconds": seconds, "bitstream": str(bitstream), **summary,
     }
     # the cost of gating, when both builds of this array exist

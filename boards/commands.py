@@ -20,7 +20,8 @@ def cmd_build(args) -> int:
     if args.rows is not None and args.rows < 2 or args.cols is not None and args.cols < 2:
         raise SluiceError("--rows/--cols: the array needs at least 2 x 2")
     build(args.board, rows=args.rows, cols=args.cols, dense_only=args.dense_only,
-          loopback=args.loopback, program=args.program, out_root=args.out_dir, seed=args.seed)
+          loopback=args.loopback, program=args.program, out_root=args.out_dir, seed=args.seed,
+          router=args.router)
     return 0
 
 
@@ -127,6 +128,9 @@ def add_commands(sub) -> None:
     p.add_argument("--out-dir", default="build/boards", help="build root (default "
                                                              "build/boards)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    p.add_argument("--router", default="router1", choices=("router1", "router2"),
+                   help="nextpnr router (default router1; router2 routes the larger ECP5 "
+                        "arrays much faster)")
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("board", help="talk to a board running a Sluice bitstream",

@@ -34,3 +34,9 @@ def test_board_defaults_are_valid_params():
         assert board.params(rows=3, cols=6).cols % board.params(rows=3, cols=6).skip_cols == 0
     assert get_board("icebreaker").divisor(get_board("icebreaker").make_platform()) == 4
     assert get_board("ulx3s-85f").divisor(get_board("ulx3s-85f").make_platform()) == 25
+
+
+def test_unknown_router_is_refused_before_anything_runs(monkeypatch):
+    monkeypatch.setattr(b, "toolchain_env", lambda family: pytest.fail("got past the check"))
+    with pytest.raises(SluiceError, match="--router: 'router3' is not one of router1, router2"):
+        b.build("ulx3s-85f", router="router3")
