@@ -62,13 +62,14 @@ def build_name(board: Board, params, dense_only=False, loopback=False) -> str:
     return f"sluice_{board.name.replace('-', '_')}_{params.rows}x{params.cols}{tag}"
 
 
-# nextpnr's routers: router1 (its default) or router2 (much faster on the larger ECP5 builds:
-# router1 had 137k of an 8 x 8 build's 186k arcs left after 18 minutes here)
+# nextpnr's routers, the default first: router1 (nextpnr's own default) or router2 (much
+# faster on the larger ECP5 builds: router1 had 137k of an 8 x 8 build's 186k arcs left after
+# 18 minutes here)
 ROUTERS = ("router1", "router2")
 
 
 def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=False,
-          program=False, out_root="build/boards", nice=10, seed=1, router="router1",
+          program=False, out_root="build/boards", nice=10, seed=1, router=ROUTERS[0],
           log=print) -> dict:
     """Synthesise, place and route one board build; returns the report dict."""
     if router not in ROUTERS:
@@ -141,7 +142,7 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=F
                             + (["--dense-only"] if dense_only else [])
                             + (["--loopback"] if loopback else [])
                             + (["--seed", str(seed)] if seed != 1 else [])
-                            + (["--router", router] if router != "router1" else [])),
+                            + (["--router", router] if router != ROUTERS[0] else [])),
         "seconds": seconds, "bitstream": str(bitstream), **summary,
     }
     # the cost of gating, when both builds of this array exist

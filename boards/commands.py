@@ -108,6 +108,8 @@ def _add_board_args(p, port=True):
 
 
 def add_commands(sub) -> None:
+    from sluice.boards.build import ROUTERS  # no Amaranth or toolchain import: cheap here
+
     p = sub.add_parser("build", help="build a bitstream for an FPGA board (YoWASP toolchain)",
                        description="Synthesise, place and route the UART bridge and the "
                                    "accelerator for a board with yosys and nextpnr from PyPI "
@@ -128,9 +130,9 @@ def add_commands(sub) -> None:
     p.add_argument("--out-dir", default="build/boards", help="build root (default "
                                                              "build/boards)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
-    p.add_argument("--router", default="router1", choices=("router1", "router2"),
-                   help="nextpnr router (default router1; router2 routes the larger ECP5 "
-                        "arrays much faster)")
+    p.add_argument("--router", default=ROUTERS[0], choices=ROUTERS,
+                   help=f"nextpnr router (default {ROUTERS[0]}; router2 routes the larger "
+                        "ECP5 arrays much faster)")
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("board", help="talk to a board running a Sluice bitstream",

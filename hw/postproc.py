@@ -26,6 +26,11 @@ def _round_shift(m, twice_prod, shift, width):
     return out
 
 
+# PostProc stages besides the requantisation multiply: input registers, bias/residual product,
+# residual shift and sum, output shift
+FIXED_STAGES = 4
+
+
 def mult_stages(cols: int) -> int:
     """Pipeline stages of the requantisation multiply in the ``PostProc`` of a ``cols``-column
     array: 1 (one product), 2 (two half products, then their sum) or 3 (six DSP-sized partial
@@ -36,8 +41,9 @@ def mult_stages(cols: int) -> int:
 
 def post_latency(cols: int) -> int:
     """Cycles from ``PostProc``'s inputs to its output ``y`` (one result per cycle) in an array
-    of ``cols`` columns: 4 + ``mult_stages(cols)`` (5, 6, then 7 from 4 columns on)."""
-    return 4 + mult_stages(cols)
+    of ``cols`` columns: ``FIXED_STAGES + mult_stages(cols)`` (5, 6, then 7 from 4 columns
+    on)."""
+    return FIXED_STAGES + mult_stages(cols)
 
 
 class PostProc(wiring.Component):
@@ -64,7 +70,7 @@ class PostProc(wiring.Component):
         if mult_stages not in (1, 2, 3):
             raise ValueError(f"mult_stages: {mult_stages} is not 1, 2 or 3")
         self.mult_stages = mult_stages
-        self.latency = 4 + mult_stages
+        self.latency = FIXED_STAGES + mult_stages
         super().__init__({
             "acc": In(signed(ACC_BITS + 1)),
             "bias": In(signed(PARAM_BITS)),
