@@ -162,11 +162,15 @@ class CGConv2d(nn.Conv2d):
         y_full = self._conv_forward(x, self.weight, self.bias)
         y_base = self.base_conv(x)
         d = self.gate(y_base)
+        self.count_gates(d)
+        return y_base + d * (y_full - y_base)
+
+    def count_gates(self, d: torch.Tensor) -> None:
+        """Add one forward's gate decisions ``d`` (0/1) to the counters."""
         dd = d.detach()
         self.gate_on = self.gate_on.to(dd.device) + dd.sum(dtype=torch.float64)
         self.gate_total += dd.numel()
         self.last_gate = dd
-        return y_base + d * (y_full - y_base)
 
     def gate_loss(self, target: float) -> torch.Tensor:
         """``Σ (Δ - target)^2`` over output channels (multiply by λ outside)."""

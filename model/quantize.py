@@ -320,6 +320,32 @@ def equalise(model, batches, percentile=99.99, spread=EQUALISE_SPREAD):
     return model
 
 
+def weight_scale(w_f: torch.Tensor, b_f: torch.Tensor, s_in: float,
+                 s_res: float | None) -> torch.Tensor:
+    """Per-output-channel weight scale of a folded convolution (float64, shape (C_out,)).
+
+    Symmetric: ``max |w_f| / 127``. SPEC: ``|acc| < 2^31`` for every int8 input. Bias and
+    residual grow in accumulator units as ``s_w`` shrinks (near-dead channels, BN scale ~0), so
+    ``s_w`` is floored where they would not fit; such a channel just uses fewer weight levels.
+    Shared by :func:`quantize` and the quantisation-aware fine-tuning (``qat.py``).
+    """
+    w_f, b_f = w_f.detach().double(), b_f.detach().double()
+    amax = w_f.abs().amax(dim=(1, 2, 3))
+    s_w = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
+    budget = 0.9 * (INT32_MAX - 127 * 128 * w_f.shape[1] * w_f.shape[2] * w_f.shape[3])
+    extra = b_f.abs() + (128.0 * s_res if s_res is not None else 0.0)
+    return torch.maximum(s_w, extra / (s_in * budget))
+
+
+def activation_scales(ranges: dict, input_scale: float) -> dict:
+    """Per-tensor scale (float value of one int8 step) from calibrated ranges."""
+    scales = {"input": float(input_scale)}
+    for name, r in ranges.items():
+        if name != "input":
+            scales[name] = (r if r > 0 else 1.0) / 127.0
+    return scales
+
+
 def _fold(conv, bn):
     """(folded weight float64, folded bias float64, s_bn float64)."""
     w = conv.weight.detach().to(torch.float64)
@@ -365,10 +391,7 @@ def quantize(model, calib_batches, input_scale: float, pixel_offset: int = 128,
                               "contiguous base sets; train without --shuffle")
     ranges = calibrate(model, calib_batches, percentile)
     g, feature = graph(model)
-    scales = {"input": float(input_scale)}
-    for name, *_ in g:
-        r = ranges[name]
-        scales[name] = (r if r > 0 else 1.0) / 127.0
+    scales = activation_scales(ranges, input_scale)
     layers = []
     for name, conv, bn, inp, res, relu in g:
         k = conv.kernel_size[0]
@@ -378,14 +401,7 @@ def quantize(model, calib_batches, input_scale: float, pixel_offset: int = 128,
             raise SluiceError(f"quantisation: layer {name}: only square, ungrouped, "
                               f"undilated convolutions are supported")
         w_f, b_f, s_bn, b_conv = _fold(conv, bn)
-        amax = w_f.abs().amax(dim=(1, 2, 3))
-        s_w = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
-        # SPEC: |acc| < 2^31 for every int8 input. Bias and residual grow in accumulator units
-        # as s_w shrinks (near-dead channels, BN scale ~0), so floor s_w where they would not
-        # fit; such a channel just uses fewer weight levels.
-        budget = 0.9 * (INT32_MAX - 127 * 128 * conv.in_channels * k * k)
-        extra = b_f.abs() + (128.0 * scales[res] if res is not None else 0.0)
-        s_w = torch.maximum(s_w, extra / (scales[inp] * budget))
+        s_w = weight_scale(w_f, b_f, scales[inp], scales[res] if res is not None else None)
         w_q = torch.round(w_f / s_w.view(-1, 1, 1, 1)).clamp(-127, 127)
         s_acc = scales[inp] * s_w                                 # float64 per channel
         bias = torch.round(b_f / s_acc)
@@ -442,11 +458,19 @@ def quantize_checkpoint(model, ckpt, *, data_dir=None, calib=1000, percentile=99
     Deterministic (no augmentation, fixed images), so ``sluice eval --int8`` and
     ``sluice export`` build the same integer network.
     """
+    ds, batches = calibration_batches(dataset or ckpt["data"]["dataset"], data_dir=data_dir,
+                                      calib=calib)
+    return quantize(model, batches, input_scale=ds.scale, pixel_offset=128,
+                    percentile=percentile, image_size=int(ds.images.shape[-1]))
+
+
+def calibration_batches(dataset: str, *, data_dir=None, calib=1000):
+    """(training set, normalised batches of its first ``calib`` images): the calibration data
+    of :func:`quantize_checkpoint` (and of quantisation-aware fine-tuning, so that the scales it
+    trains with are the ones the export computes)."""
     from .data import load_dataset
-    ds = load_dataset(dataset or ckpt["data"]["dataset"], "train", data_dir)
+    ds = load_dataset(dataset, "train", data_dir)
     if calib < 1:
         raise SluiceError(f"--calib must be >= 1, got {calib}")
     u8 = ds.images[:calib]
-    batches = [ds.normalise(u8[i:i + 250]) for i in range(0, len(u8), 250)]
-    return quantize(model, batches, input_scale=ds.scale, pixel_offset=128,
-                    percentile=percentile, image_size=int(ds.images.shape[-1]))
+    return ds, [ds.normalise(u8[i:i + 250]) for i in range(0, len(u8), 250)]

@@ -54,6 +54,13 @@ def add_arguments(p) -> None:
                    help="with --init-from: start every gate threshold at --threshold-init "
                         "instead of the checkpoint's (moves a trained gated network to a new "
                         "gate target)")
+    p.add_argument("--qat", action="store_true",
+                   help="quantisation-aware fine-tuning of the --init-from network (its "
+                        "architecture; the model flags are ignored): BN frozen and folded, "
+                        "weights and activations fake-quantised as `sluice export` will "
+                        "quantise them (model/qat.py)")
+    p.add_argument("--calib", type=int, default=1000,
+                   help="with --qat: calibration images (first N training images, as export)")
     p.add_argument("--resume", default=None, help="continue from a last.pt checkpoint")
     p.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if any)")
@@ -196,6 +203,10 @@ def run(args) -> int:
         raise SluiceError("--shuffle needs --gating cgnet")
     if getattr(args, "reset_thresholds", False) and not args.init_from:
         raise SluiceError("--reset-thresholds needs --init-from CKPT")
+    if args.qat and not (args.init_from or resume):
+        raise SluiceError("--qat fine-tunes a trained network: give --init-from CKPT")
+    if args.qat and args.shuffle:
+        raise SluiceError("--qat: channel shuffle is not quantisable; train without --shuffle")
     if args.epochs < 1 or args.batch_size < 1:
         raise SluiceError("--epochs and --batch-size must be >= 1")
     if args.schedule not in ("cosine", "constant"):
@@ -207,7 +218,15 @@ def run(args) -> int:
     if info is None:
         raise SluiceError(f"--dataset must be fashion-mnist, cifar10 or synthetic, "
                           f"got {args.dataset!r}")
-    cfg = resume["config"] if resume else _config_from_args(args, info)
+    if resume:
+        cfg = resume["config"]
+    elif args.qat:  # fine-tunes the network as trained: its architecture, not the flags'
+        cfg = load_checkpoint(args.init_from)["config"]
+        if (cfg["in_channels"], cfg["num_classes"]) != (info["in_channels"], info["num_classes"]):
+            raise SluiceError(f"{args.init_from}: input channels / classes do not match "
+                              f"--dataset {args.dataset} (--qat)")
+    else:
+        cfg = _config_from_args(args, info)
     model = build_model(cfg)  # validates partitions/width before loading data
     train_set = load_dataset(args.dataset, "train", args.data_dir)
     test_set = load_dataset(args.dataset, "test", args.data_dir)
@@ -242,6 +261,12 @@ def run(args) -> int:
         print("sluice train: one channel per base group: using NCHW memory format "
               "(channels_last crashes torch's CPU grouped convolution here)", flush=True)
         mf = torch.contiguous_format
+    calib = None
+    if args.qat:
+        from .quantize import calibration_batches, equalise
+        _, calib = calibration_batches(args.dataset, data_dir=args.data_dir, calib=args.calib)
+        if not resume:  # as the export does first; a resumed QAT run is equalised already
+            model = equalise(model, calib)
     model.to(device, memory_format=mf)
     if teacher is not None:
         teacher.to(memory_format=mf)
@@ -264,9 +289,14 @@ def run(args) -> int:
         history = list(resume.get("history", []))
         gen.set_state(resume["rng"])
     net = model
+    qnet = None
+    if args.qat:
+        from .qat import FakeQuantNet
+        qnet = net = FakeQuantNet(model, [b.to(device, memory_format=mf) for b in calib],
+                                  input_scale=train_set.scale)
     if dist.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+            net, device_ids=[device.index] if device.type == "cuda" else None)
 
     train_args = {k: v for k, v in vars(args).items() if k not in ("func", "cmd")}
     data_meta = {"dataset": args.dataset, "std": train_set.std, "scale": train_set.scale,
@@ -280,7 +310,9 @@ def run(args) -> int:
               f"world {dist.world}", flush=True)
 
     for epoch in range(start_epoch, args.epochs):
-        model.train()
+        if qnet is not None:
+            qnet.recalibrate()  # the scales the export would compute from these weights
+        (model if qnet is None else qnet).train()  # QAT: stays in eval mode (BN frozen and folded)
         reset_gate_counters(model)
         t0 = time.time()
         seen = correct = 0
@@ -323,7 +355,7 @@ def run(args) -> int:
         tot = sum(m.gate_total for _, m in gated_modules(model))
         loss_sum, seen, correct, on, tot = dist.sum([loss_sum, seen, correct, on, tot])
         train_time = time.time() - t0
-        acc, rate, _, _ = evaluate_float(model, test_set, device, dist=dist)
+        acc, rate, _, _ = evaluate_float(model if qnet is None else qnet, test_set, device, dist=dist)
         rec = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
                "train_gate_rate": on / tot if tot else None, "test_acc": acc,
                "test_gate_rate": None if math.isnan(rate) else rate,
@@ -334,7 +366,7 @@ def run(args) -> int:
         if dist.main:
             print(f"epoch {epoch + 1}/{args.epochs} done in {train_time:.0f}s: "
                   f"train loss {rec['train_loss']:.4f} acc {100 * rec['train_acc']:.2f}% | "
-                  f"test acc {100 * acc:.2f}%"
+                  f"test acc {100 * acc:.2f}%" + (" (fake-quant int8)" if qnet else "")
                   + (f" gates on {100 * rate:.2f}%" if gated else ""), flush=True)
             base = {"config": cfg, "data": data_meta, "train_args": train_args,
                     "epoch": epoch + 1, "history": history,
