@@ -62,6 +62,11 @@ def main(argv=None) -> int:
         dense_report = read_report("--dense-report", args.dense_report)
         if dense_report is None:
             return 2
+        if args.limit and args.limit < dense_report["images"]:  # the common mismatch, early
+            print(f"python -m sluice.model.bench: error: --dense-report {args.dense_report}: "
+                  f"measured on {dense_report['images']} images, --limit {args.limit} would "
+                  f"measure the gated network on fewer", file=sys.stderr)
+            return 2
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     reports = {}

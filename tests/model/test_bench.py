@@ -30,6 +30,12 @@ def test_dense_report_replaces_the_dense_checkpoint_and_is_checked_first(tmp_pat
     assert "--dense-report" in err and "dense.int8.eval.json" in err and "int8" in err
     assert main(["--dense-report", str(tmp_path / "none.json"), "--gated", "nope.pt"]) == 2
     assert "none.json" in capsys.readouterr().err
+    # a --limit below the report's image count cannot match it: refused up front
+    good = tmp_path / "dense.eval.json"
+    good.write_text(json.dumps(dict(report, int8=False)))
+    assert main(["--dense-report", str(good), "--gated", "nope.pt", "--limit", "500"]) == 2
+    err = capsys.readouterr().err
+    assert "dense.eval.json" in err and "10000 images" in err and "--limit 500" in err
     # one baseline or the other, not both, not neither
     for argv in (["--dense", "d.pt", "--dense-report", str(bad), "--gated", "g.pt"],
                  ["--gated", "g.pt"]):
