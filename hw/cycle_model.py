@@ -104,10 +104,10 @@ def job_cycles(layer, job_desc: dict, gate_band, p: HwParams, dense: bool) -> di
     f0 = n_load + 2  # tile 0's bank seen full; the activations stream in from this cycle
     act_end = f0 + A
 
-    def avail(i):
+    def avail(i):  # the RTL sees the beat count a cycle late, except the last (act_loaded)
         if i >= c_in:
             return act_end
-        return f0 + -(-(i + 1) * hw_in // B)
+        return min(f0 + -(-(i + 1) * hw_in // B) + 1, act_end)
 
     def need_for(t, kind):
         los = [group_lo(t * C + j * G) for j in range(p.groups)]

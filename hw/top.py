@@ -594,9 +594,25 @@ class Sluice(wiring.Component):
         # the first passes run: a step waits until every group's input channel is complete
         act_loaded = Signal()
         act_have = Signal(3 * DIM_BITS)  # activation beats written so far
+        # "every group's channel is loaded" is decided a cycle ahead, so that no compare lies
+        # between the registers and `issue` (whose enables fan out to the step counters). Per
+        # group three registered compares against this cycle's beat count: the channel end as
+        # it stays (rc), as a channel boundary step would move it (rn), as a pass start resets
+        # it (rs); `g_chg` says which of the three applies to the next cycle's g_end. The beat
+        # count is thus seen one cycle late (a step waiting for its channel issues one cycle
+        # after the beat that completes it, unless that beat is the last: act_loaded); the
+        # cycle model's `avail` follows.
+        have_bytes = act_have << bbits
+        g_inc = [Mux(is_cond & (g_i[j] + 1 == g_lo[j]), skip_off, hw_in) for j in range(NG)]
+        rc = Signal(NG)
+        rn = Signal(NG)
+        rs = Signal(NG)
+        m.d.sync += [rc.eq(Cat(*(g_end[j] <= have_bytes for j in range(NG)))),
+                     rn.eq(Cat(*(g_end[j] + g_inc[j] <= have_bytes for j in range(NG)))),
+                     rs.eq(Cat(*(g_start_end[j] <= have_bytes for j in range(NG))))]
+        g_chg = Signal(2)  # 0: g_end unchanged, 1: moved to the next channel, 2: reset
         step_ready = Signal()
-        m.d.comb += step_ready.eq(act_loaded | Cat(*(
-            g_end[j] <= (act_have << bbits) for j in range(NG))).all())
+        m.d.comb += step_ready.eq(act_loaded | Mux(g_chg == 2, rs, Mux(g_chg == 1, rn, rc)).all())
         act_wait = Signal()
         with m.If(running):
             with m.If(have_cur):
@@ -604,6 +620,8 @@ class Sluice(wiring.Component):
                              act_wait.eq(~step_ready)]
             with m.Elif(rl_done):
                 m.d.comb += swap.eq(1)
+        m.d.sync += g_chg.eq(Mux(swap | (issue & is_last), 2,
+                                 Mux(issue & last_kx & last_ky, 1, 0)))
         with m.If(issue):
             m.d.sync += st_first.eq(0)
             m.d.sync += cnt["MACS_ISSUED"].eq(cnt["MACS_ISSUED"] + sum(macs_now))
