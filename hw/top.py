@@ -236,7 +236,9 @@ class Sluice(wiring.Component):
         # phase tests; constant in a dense-only build so the gating logic is not generated
         is_cond = (phase == PH_COND) if gating else Const(0)
         is_base = (phase == PH_BASE) if gating else Const(0)
-        n_ch = Signal(DIM_BITS)  # input channels per pass in this phase (same for every column)
+        # input channels per pass in this phase (same for every column), minus one: the last
+        # step's test is then a compare with a register, not with a subtraction
+        n_ch_m1 = Signal(DIM_BITS)
         w_start = Signal(wbits + DIM_BITS)  # first weight word of the phase
 
         # ---------------------------------------------------------------- row sets
@@ -312,7 +314,7 @@ class Sluice(wiring.Component):
 
         last_kx = st_kx == kernel - 1
         last_ky = st_ky == kernel - 1
-        last_n = st_n == n_ch - 1
+        last_n = st_n == n_ch_m1
         is_last = Signal()
         m.d.comb += is_last.eq(last_n & last_ky & last_kx)
 
@@ -602,14 +604,20 @@ class Sluice(wiring.Component):
         # count is thus seen one cycle late (a step waiting for its channel issues one cycle
         # after the beat that completes it, unless that beat is the last: act_loaded); the
         # cycle model's `avail` follows.
+        # (the boundary's two possible moves, +H_IN*W_IN or past the base range, are compared
+        # separately and the choice registered beside them)
         have_bytes = act_have << bbits
-        g_inc = [Mux(is_cond & (g_i[j] + 1 == g_lo[j]), skip_off, hw_in) for j in range(NG)]
         rc = Signal(NG)
-        rn = Signal(NG)
+        rn_hw = Signal(NG)
+        rn_skip = Signal(NG)
+        rn_sel = Signal(NG)
         rs = Signal(NG)
         m.d.sync += [rc.eq(Cat(*(g_end[j] <= have_bytes for j in range(NG)))),
-                     rn.eq(Cat(*(g_end[j] + g_inc[j] <= have_bytes for j in range(NG)))),
+                     rn_hw.eq(Cat(*(g_end[j] + hw_in <= have_bytes for j in range(NG)))),
+                     rn_skip.eq(Cat(*(g_end[j] + skip_off <= have_bytes for j in range(NG)))),
+                     rn_sel.eq(Cat(*(is_cond & (g_i[j] + 1 == g_lo[j]) for j in range(NG)))),
                      rs.eq(Cat(*(g_start_end[j] <= have_bytes for j in range(NG))))]
+        rn = (rn_sel & rn_skip) | (~rn_sel & rn_hw)
         g_chg = Signal(2)  # 0: g_end unchanged, 1: moved to the next channel, 2: reset
         step_ready = Signal()
         m.d.comb += step_ready.eq(act_loaded | Mux(g_chg == 2, rs, Mux(g_chg == 1, rn, rc)).all())
@@ -804,12 +812,12 @@ class Sluice(wiring.Component):
                 # first phase of the tile: dense or base
                 with m.If(gated):
                     m.d.sync += start_phase(PH_BASE)
-                    m.d.sync += [n_ch.eq(base_cin), w_start.eq(0),
+                    m.d.sync += [n_ch_m1.eq(base_cin - 1), w_start.eq(0),
                                  *(g_start[j].eq(g_lo[j]) for j in range(NG)),
                                  *(n.eq(0) for n in n_active)]
                 with m.Else():
                     m.d.sync += start_phase(PH_DENSE)
-                    m.d.sync += [n_ch.eq(c_in), w_start.eq(0),
+                    m.d.sync += [n_ch_m1.eq(c_in - 1), w_start.eq(0),
                                  *(g_start[j].eq(0) for j in range(NG))]
                 m.next = "RUN"
             def next_tile():
@@ -834,7 +842,7 @@ class Sluice(wiring.Component):
             if gating:
                 with m.State("COND"):
                     m.d.sync += start_phase(PH_COND)
-                    m.d.sync += [n_ch.eq(c_in - base_cin), w_start.eq(base_cin * kk),
+                    m.d.sync += [n_ch_m1.eq(c_in - base_cin - 1), w_start.eq(base_cin * kk),
                                  *(g_start[j].eq(Mux(g_lo[j] == 0, base_cin, 0))
                                    for j in range(NG))]
                     m.next = "RUN"
