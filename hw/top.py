@@ -312,8 +312,10 @@ class Sluice(wiring.Component):
         skip_off = Signal(abits + DIM_BITS + 2)
         m.d.sync += skip_off.eq((base_cin + 1) * hw_in)
 
-        last_kx = st_kx == kernel - 1
-        last_ky = st_ky == kernel - 1
+        kernel_m1 = Signal(3)  # registered, one level behind the descriptor (DESC_LEVELS)
+        m.d.sync += kernel_m1.eq(kernel - 1)
+        last_kx = st_kx == kernel_m1
+        last_ky = st_ky == kernel_m1
         last_n = st_n == n_ch_m1
         is_last = Signal()
         m.d.comb += is_last.eq(last_n & last_ky & last_kx)
