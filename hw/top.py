@@ -634,7 +634,6 @@ class Sluice(wiring.Component):
                                  Mux(issue & last_kx & last_ky, 1, 0)))
         with m.If(issue):
             m.d.sync += st_first.eq(0)
-            m.d.sync += cnt["MACS_ISSUED"].eq(cnt["MACS_ISSUED"] + sum(macs_now))
             with m.If(is_last):
                 m.d.sync += copy_set(drn, cur)
                 m.d.sync += [in_flight.eq(1), dcount.eq(C + ARRAY_EXTRA), d_r.eq(0),
@@ -665,8 +664,15 @@ class Sluice(wiring.Component):
             m.d.sync += [rl_done.eq(0), have_cur.eq(1)]
             m.d.sync += reset_steps()
 
-        m.d.sync += cnt["MACS_SKIPPED"].eq(cnt["MACS_SKIPPED"] + skip_drain +
-                                           Mux(issue, sum(skips_now), 0))
+        # the per-step MAC terms are registered before they are added (the counters settle a
+        # cycle after the step; the job's drain tail is far longer than that, so DONE and the
+        # host's reads see the final values)
+        issued_term = Signal.like(cnt["MACS_ISSUED"])
+        skipped_term = Signal.like(cnt["MACS_SKIPPED"])
+        m.d.sync += [issued_term.eq(Mux(issue, sum(macs_now), 0)),
+                     skipped_term.eq(Mux(issue, sum(skips_now), 0)),
+                     cnt["MACS_ISSUED"].eq(cnt["MACS_ISSUED"] + issued_term),
+                     cnt["MACS_SKIPPED"].eq(cnt["MACS_SKIPPED"] + skip_drain + skipped_term)]
 
         phase_done = Signal()
         m.d.comb += phase_done.eq(~have_cur & ~rl_busy & ~rl_wr & ~rl_done & ~src_left &
