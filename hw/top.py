@@ -129,6 +129,10 @@ class Sluice(wiring.Component):
         hw_in = Signal(2 * DIM_BITS)
         hw_out = Signal(2 * DIM_BITS)
         m.d.sync += [kk.eq(kernel * kernel), hw_in.eq(h_in * w_in), hw_out.eq(h_out * w_out)]
+        # the pixel walker's row step and first row address, registered like the products above
+        row_step = Signal(saddr)   # as wide as pw_rowaddr: the same sums modulo its width
+        row_start = Signal(saddr)
+        m.d.sync += [row_step.eq(stride * w_in), row_start.eq(-(pad_top * w_in))]
         n_act = Signal(3 * DIM_BITS)
         n_wgt = Signal(DIM_BITS + 7)
         m.d.sync += [n_act.eq(c_in * hw_in), n_wgt.eq(c_in * kk)]
@@ -567,7 +571,7 @@ class Sluice(wiring.Component):
                     with m.If(pw_x == w_out - 1):
                         m.d.sync += [pw_x.eq(0), pw_xbase.eq(-pad_left),
                                      pw_ybase.eq(pw_ybase + stride),
-                                     pw_rowaddr.eq(pw_rowaddr + stride * w_in)]
+                                     pw_rowaddr.eq(pw_rowaddr + row_step)]
                     with m.Else():
                         m.d.sync += [pw_x.eq(pw_x + 1), pw_xbase.eq(pw_xbase + stride)]
         with m.If(rl_wr):
@@ -770,7 +774,7 @@ class Sluice(wiring.Component):
 
         def start_phase(ph):
             stmts = [phase.eq(ph), pw_p.eq(0), pw_x.eq(0), pw_ybase.eq(-pad_top),
-                     pw_xbase.eq(-pad_left), pw_rowaddr.eq(-(pad_top * w_in)),
+                     pw_xbase.eq(-pad_left), pw_rowaddr.eq(row_start),
                      *(a.eq(0) for a in al_rd),
                      have_cur.eq(0), rl_done.eq(0), rl_busy.eq(0)]
             return stmts
