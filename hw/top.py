@@ -318,9 +318,12 @@ class Sluice(wiring.Component):
 
         kernel_m1 = Signal(3)  # registered, one level behind the descriptor (DESC_LEVELS)
         m.d.sync += kernel_m1.eq(kernel - 1)
-        last_kx = st_kx == kernel_m1
-        last_ky = st_ky == kernel_m1
-        last_n = st_n == n_ch_m1
+        # "last tap / row / channel of the pass" kept as registers beside the step counters,
+        # each set with its counter from a compare of the counter's next value (in parallel
+        # with `issue`, not behind it), so is_last is one gate from registers
+        last_kx = Signal()
+        last_ky = Signal()
+        last_n = Signal()
         is_last = Signal()
         m.d.comb += is_last.eq(last_n & last_ky & last_kx)
 
@@ -328,7 +331,9 @@ class Sluice(wiring.Component):
         swap = Signal()
 
         def reset_steps():
-            return [st_n.eq(0), st_ky.eq(0), st_kx.eq(0), st_kyoff.eq(0), st_w.eq(w_start),
+            return [last_kx.eq(kernel_m1 == 0), last_ky.eq(kernel_m1 == 0),
+                    last_n.eq(n_ch_m1 == 0),
+                    st_n.eq(0), st_ky.eq(0), st_kx.eq(0), st_kyoff.eq(0), st_w.eq(w_start),
                     st_first.eq(1), *(g_i[j].eq(g_start[j]) for j in range(NG)),
                     *(g_off[j].eq(g_start_off[j]) for j in range(NG)),
                     *(g_end[j].eq(g_start_end[j]) for j in range(NG))]
@@ -648,12 +653,16 @@ class Sluice(wiring.Component):
                 with m.Else():
                     m.d.sync += have_cur.eq(0)
             with m.Elif(~last_kx):
-                m.d.sync += [st_kx.eq(st_kx + 1), st_w.eq(st_w + 1)]
+                m.d.sync += [st_kx.eq(st_kx + 1), st_w.eq(st_w + 1),
+                             last_kx.eq(st_kx + 1 == kernel_m1)]
             with m.Elif(~last_ky):
-                m.d.sync += [st_kx.eq(0), st_ky.eq(st_ky + 1), st_kyoff.eq(st_kyoff + w_in),
+                m.d.sync += [last_kx.eq(kernel_m1 == 0), last_ky.eq(st_ky + 1 == kernel_m1),
+                             st_kx.eq(0), st_ky.eq(st_ky + 1), st_kyoff.eq(st_kyoff + w_in),
                              st_w.eq(st_w + 1)]
             with m.Else():
-                m.d.sync += [st_kx.eq(0), st_ky.eq(0), st_kyoff.eq(0), st_n.eq(st_n + 1),
+                m.d.sync += [last_kx.eq(kernel_m1 == 0), last_ky.eq(kernel_m1 == 0),
+                             last_n.eq(st_n + 1 == n_ch_m1),
+                             st_kx.eq(0), st_ky.eq(0), st_kyoff.eq(0), st_n.eq(st_n + 1),
                              st_w.eq(st_w + 1)]
                 for j in range(NG):
                     with m.If(is_cond & (g_i[j] + 1 == g_lo[j])):
