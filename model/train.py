@@ -355,7 +355,8 @@ def run(args) -> int:
         tot = sum(m.gate_total for _, m in gated_modules(model))
         loss_sum, seen, correct, on, tot = dist.sum([loss_sum, seen, correct, on, tot])
         train_time = time.time() - t0
-        acc, rate, _, _ = evaluate_float(model if qnet is None else qnet, test_set, device, dist=dist)
+        acc, rate, _, _ = evaluate_float(model if qnet is None else qnet, test_set, device,
+                                         dist=dist)
         rec = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
                "train_gate_rate": on / tot if tot else None, "test_acc": acc,
                "test_gate_rate": None if math.isnan(rate) else rate,
@@ -366,7 +367,8 @@ def run(args) -> int:
         if dist.main:
             print(f"epoch {epoch + 1}/{args.epochs} done in {train_time:.0f}s: "
                   f"train loss {rec['train_loss']:.4f} acc {100 * rec['train_acc']:.2f}% | "
-                  f"test acc {100 * acc:.2f}%" + (" (fake-quant int8)" if qnet else "")
+                  f"test acc {100 * acc:.2f}%"
+                  + (" (fake-quant int8)" if qnet is not None else "")
                   + (f" gates on {100 * rate:.2f}%" if gated else ""), flush=True)
             base = {"config": cfg, "data": data_meta, "train_args": train_args,
                     "epoch": epoch + 1, "history": history,
