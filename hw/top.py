@@ -330,8 +330,15 @@ class Sluice(wiring.Component):
         issue = Signal()
         swap = Signal()
 
+        # which value g_end takes next cycle, for the "channel loaded" check below: set beside
+        # every g_end update (0: unchanged, 1: moved to the next channel, 2: reset)
+        g_chg = Signal(2)
+        m.d.sync += g_chg.eq(0)
+        # a channel boundary step moves group j past the base range (conditional phase)
+        g_skip_next = [is_cond & (g_i[j] + 1 == g_lo[j]) for j in range(NG)]
+
         def reset_steps():
-            return [last_kx.eq(kernel_m1 == 0), last_ky.eq(kernel_m1 == 0),
+            return [g_chg.eq(2), last_kx.eq(kernel_m1 == 0), last_ky.eq(kernel_m1 == 0),
                     last_n.eq(n_ch_m1 == 0),
                     st_n.eq(0), st_ky.eq(0), st_kx.eq(0), st_kyoff.eq(0), st_w.eq(w_start),
                     st_first.eq(1), *(g_i[j].eq(g_start[j]) for j in range(NG)),
@@ -615,8 +622,8 @@ class Sluice(wiring.Component):
         # count is thus seen one cycle late (a step waiting for its channel issues one cycle
         # after the beat that completes it, unless that beat is the last: act_loaded); the
         # cycle model's `avail` follows.
-        # (the boundary's two possible moves, +H_IN*W_IN or past the base range, are compared
-        # separately and the choice registered beside them)
+        # The boundary's two possible moves (+H_IN*W_IN, or past the base range) are compared
+        # separately and the choice registered beside them.
         have_bytes = act_have << bbits
         rc = Signal(NG)
         rn_hw = Signal(NG)
@@ -626,10 +633,9 @@ class Sluice(wiring.Component):
         m.d.sync += [rc.eq(Cat(*(g_end[j] <= have_bytes for j in range(NG)))),
                      rn_hw.eq(Cat(*(g_end[j] + hw_in <= have_bytes for j in range(NG)))),
                      rn_skip.eq(Cat(*(g_end[j] + skip_off <= have_bytes for j in range(NG)))),
-                     rn_sel.eq(Cat(*(is_cond & (g_i[j] + 1 == g_lo[j]) for j in range(NG)))),
+                     rn_sel.eq(Cat(*g_skip_next)),
                      rs.eq(Cat(*(g_start_end[j] <= have_bytes for j in range(NG))))]
         rn = (rn_sel & rn_skip) | (~rn_sel & rn_hw)
-        g_chg = Signal(2)  # 0: g_end unchanged, 1: moved to the next channel, 2: reset
         step_ready = Signal()
         m.d.comb += step_ready.eq(act_loaded | Mux(g_chg == 2, rs, Mux(g_chg == 1, rn, rc)).all())
         act_wait = Signal()
@@ -639,8 +645,6 @@ class Sluice(wiring.Component):
                              act_wait.eq(~step_ready)]
             with m.Elif(rl_done):
                 m.d.comb += swap.eq(1)
-        m.d.sync += g_chg.eq(Mux(swap | (issue & is_last), 2,
-                                 Mux(issue & last_kx & last_ky, 1, 0)))
         with m.If(issue):
             m.d.sync += st_first.eq(0)
             with m.If(is_last):
@@ -660,12 +664,12 @@ class Sluice(wiring.Component):
                              st_kx.eq(0), st_ky.eq(st_ky + 1), st_kyoff.eq(st_kyoff + w_in),
                              st_w.eq(st_w + 1)]
             with m.Else():
-                m.d.sync += [last_kx.eq(kernel_m1 == 0), last_ky.eq(kernel_m1 == 0),
+                m.d.sync += [g_chg.eq(1), last_kx.eq(kernel_m1 == 0), last_ky.eq(kernel_m1 == 0),
                              last_n.eq(st_n + 1 == n_ch_m1),
                              st_kx.eq(0), st_ky.eq(0), st_kyoff.eq(0), st_n.eq(st_n + 1),
                              st_w.eq(st_w + 1)]
                 for j in range(NG):
-                    with m.If(is_cond & (g_i[j] + 1 == g_lo[j])):
+                    with m.If(g_skip_next[j]):
                         m.d.sync += [g_i[j].eq(g_i[j] + 1 + base_cin),
                                      g_off[j].eq(g_off[j] + skip_off),
                                      g_end[j].eq(g_end[j] + skip_off)]
