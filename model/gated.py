@@ -66,6 +66,14 @@ def base_mask(c_out: int, c_in: int, partitions: int, base: str) -> torch.Tensor
     return (i < cip).expand(c_out, c_in)
 
 
+def group_base_weight(w: torch.Tensor, partitions: int) -> torch.Tensor:
+    """The ``group`` base sets' block-diagonal part of ``w`` (C_out, C_in, K, K) as the weight
+    of a grouped convolution (C_out, C_in/p, K, K): output group g keeps input group g."""
+    p, (co, ci), k = partitions, w.shape[:2], w.shape[2:]
+    return torch.diagonal(w.view(p, co // p, p, ci // p, *k), dim1=0, dim2=2).permute(
+        4, 0, 1, 2, 3).reshape(co, ci // p, *k)
+
+
 def check_partitions(c_in: int, c_out: int, partitions: int, base: str, where: str = "") -> None:
     where = f"{where}: " if where else ""
     if base not in BASE_MODES:
@@ -138,19 +146,21 @@ class CGConv2d(nn.Conv2d):
         return x.view(n, self.partitions, c // self.partitions, h, w).transpose(1, 2).reshape(
             n, c, h, w)
 
-    def base_conv(self, x):
-        """Yp: the convolution over each output channel's base input channels only."""
+    def base_conv(self, x, weight=None, bias=None):
+        """Yp: the convolution over each output channel's base input channels only; with this
+        layer's weight and bias, or with ``weight`` and ``bias`` given (e.g. fake-quantised
+        folded weights, ``qat.py``)."""
+        if weight is None:
+            weight, bias = self.weight, self.bias
         p, cip = self.partitions, self.in_channels // self.partitions
         if self.padding_mode != "zeros":
-            return self._conv_forward(x, self.weight * self.mask, self.bias)
+            return self._conv_forward(x, weight * self.mask, bias)
         if self.base == "first":
-            return F.conv2d(x[:, :cip], self.weight[:, :cip], self.bias, self.stride,
-                            self.padding, self.dilation)
+            return F.conv2d(x[:, :cip], weight[:, :cip], bias, self.stride, self.padding,
+                            self.dilation)
         # group: block-diagonal weights, computed as a grouped convolution (1/p of the work)
-        co, k = self.out_channels, self.weight.shape[2:]
-        w = self.weight.view(p, co // p, p, cip, *k)
-        w = torch.diagonal(w, dim1=0, dim2=2).permute(4, 0, 1, 2, 3).reshape(co, cip, *k)
-        return F.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, groups=p)
+        return F.conv2d(x, group_base_weight(weight, p), bias, self.stride, self.padding,
+                        self.dilation, groups=p)
 
     def gate(self, y_base):
         z = self.gate_bn(y_base)

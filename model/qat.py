@@ -42,17 +42,6 @@ def fake_quant(x: torch.Tensor, scale, lo: int, hi: int) -> torch.Tensor:
     return xc + (torch.round(xc / scale) * scale - xc).detach()
 
 
-def _base_conv(conv, w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """The gated layer's base partial sum with weights ``w`` (SPEC base sets)."""
-    p, cip = conv.partitions, conv.in_channels // conv.partitions
-    if conv.base == "first":
-        return F.conv2d(x[:, :cip], w[:, :cip], None, conv.stride, conv.padding)
-    co, k = conv.out_channels, w.shape[2:]
-    wb = torch.diagonal(w.view(p, co // p, p, cip, *k), dim1=0, dim2=2).permute(
-        4, 0, 1, 2, 3).reshape(co, cip, *k)
-    return F.conv2d(x, wb, None, conv.stride, conv.padding, groups=p)
-
-
 class FakeQuantNet(nn.Module):
     """A trained ResNet seen through its int8 quantisation (see the module docstring).
 
@@ -93,7 +82,7 @@ class FakeQuantNet(nn.Module):
         w_q = fake_quant(w_f, s_w.to(w_f.dtype).view(-1, 1, 1, 1), -127, 127)
         y = F.conv2d(x, w_q, None, conv.stride, conv.padding)
         if is_gated(conv):
-            yb = _base_conv(conv, w_q, x)
+            yb = conv.base_conv(x, w_q)
             d = conv.gate(yb / s_bn.view(1, -1, 1, 1) + b_conv.view(1, -1, 1, 1))
             conv.count_gates(d)
             y = yb + d * (y - yb)

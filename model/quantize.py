@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from sluice.errors import SluiceError
 
-from .gated import is_gated
+from .gated import group_base_weight, is_gated
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
@@ -148,11 +148,9 @@ class QuantNet:
             w = torch.from_numpy(L.w.astype(np.float64))
             wb = None
             if L.gated:
-                p, co, ci = L.partitions, w.shape[0], w.shape[1]
+                p, ci = L.partitions, w.shape[1]
                 if L.base == "group":  # block diagonal: a grouped conv with 1/p of the work
-                    wb = torch.diagonal(w.view(p, co // p, p, ci // p, *w.shape[2:]), dim1=0,
-                                        dim2=2).permute(4, 0, 1, 2, 3).reshape(co, ci // p,
-                                                                                *w.shape[2:])
+                    wb = group_base_weight(w, p)
                 else:
                     wb = w[:, :ci // p].contiguous()
             cache[L.name] = (w, wb)
