@@ -456,19 +456,18 @@ def quantize_checkpoint(model, ckpt, *, data_dir=None, calib=1000, percentile=99
     Deterministic (no augmentation, fixed images), so ``sluice eval --int8`` and
     ``sluice export`` build the same integer network.
     """
-    ds, batches = calibration_batches(dataset or ckpt["data"]["dataset"], data_dir=data_dir,
-                                      calib=calib)
-    return quantize(model, batches, input_scale=ds.scale, pixel_offset=128,
-                    percentile=percentile, image_size=int(ds.images.shape[-1]))
-
-
-def calibration_batches(dataset: str, *, data_dir=None, calib=1000):
-    """(training set, normalised batches of its first ``calib`` images): the calibration data
-    of :func:`quantize_checkpoint` (and of quantisation-aware fine-tuning, so that the scales it
-    trains with are the ones the export computes)."""
     from .data import load_dataset
-    ds = load_dataset(dataset, "train", data_dir)
+    ds = load_dataset(dataset or ckpt["data"]["dataset"], "train", data_dir)
+    return quantize(model, calibration_batches(ds, calib), input_scale=ds.scale,
+                    pixel_offset=128, percentile=percentile,
+                    image_size=int(ds.images.shape[-1]))
+
+
+def calibration_batches(train_set, calib=1000) -> list:
+    """Normalised batches of the first ``calib`` images of the (loaded) training set: the
+    calibration data of :func:`quantize_checkpoint` (and of quantisation-aware fine-tuning, so
+    that the scales it trains with are the ones the export computes)."""
     if calib < 1:
         raise SluiceError(f"--calib must be >= 1, got {calib}")
-    u8 = ds.images[:calib]
-    return ds, [ds.normalise(u8[i:i + 250]) for i in range(0, len(u8), 250)]
+    u8 = train_set.images[:calib]
+    return [train_set.normalise(u8[i:i + 250]) for i in range(0, len(u8), 250)]

@@ -230,6 +230,10 @@ def run(args) -> int:
     model = build_model(cfg)  # validates partitions/width before loading data
     train_set = load_dataset(args.dataset, "train", args.data_dir)
     test_set = load_dataset(args.dataset, "test", args.data_dir)
+    calib = None
+    if args.qat:  # the export's calibration images: the first --calib of the full set
+        from .quantize import calibration_batches
+        calib = calibration_batches(train_set, args.calib)
     if args.limit_train:
         train_set.images = train_set.images[:args.limit_train]
         train_set.labels = train_set.labels[:args.limit_train]
@@ -261,12 +265,9 @@ def run(args) -> int:
         print("sluice train: one channel per base group: using NCHW memory format "
               "(channels_last crashes torch's CPU grouped convolution here)", flush=True)
         mf = torch.contiguous_format
-    calib = None
-    if args.qat:
-        from .quantize import calibration_batches, equalise
-        _, calib = calibration_batches(args.dataset, data_dir=args.data_dir, calib=args.calib)
-        if not resume:  # as the export does first; a resumed QAT run is equalised already
-            model = equalise(model, calib)
+    if args.qat and not resume:  # as the export does first; a resumed run is equalised already
+        from .quantize import equalise
+        model = equalise(model, calib)
     model.to(device, memory_format=mf)
     if teacher is not None:
         teacher.to(memory_format=mf)

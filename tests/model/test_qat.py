@@ -67,7 +67,8 @@ def test_trained_network_follows_the_integer_logits():
     fake-quantised logits track the integer network's about twice as closely as the float
     network's do, and pick the same class."""
     model, _ = load_model("default")
-    ds, calib = calibration_batches("fashion-mnist", calib=250)
+    ds = load_dataset("fashion-mnist", "train")
+    calib = calibration_batches(ds, 250)
     model = equalise(model, calib)
     fq = FakeQuantNet(model, calib, input_scale=ds.scale)
     qn = quantize(model, calib, input_scale=ds.scale)
