@@ -17,31 +17,27 @@ from amaranth.lib.wiring import In, Out
 from sluice.hw.params import ACC_BITS, ACT_BITS, PARAM_BITS
 
 
-def _round_shift(m, twice_prod, shift, width):
-    """``(twice_prod + 2^s) >> (s + 1)``: SPEC ``rescale`` from ``2*v*M`` (``width`` bits),
-    computed as ``((twice_prod >> s) + 1) >> 1`` (the same integer: ``floor((x + 1) / 2) =
-    floor((floor(x) + 1) / 2)``), so no wide adder sits in front of the barrel shifter."""
-    out = Signal(signed(width))
-    m.d.comb += out.eq(((twice_prod >> shift[:6]) + 1) >> 1)
-    return out
-
-
 # PostProc stages besides the requantisation multiply: input registers, bias/residual product,
-# residual shift and sum, output shift
-FIXED_STAGES = 4
+# residual shift, residual rounding and sum, output shift
+FIXED_STAGES = 5
+# the last cycle (after a value enters) at which PostProc reads a tile parameter directly:
+# ``mult``, by the multiply's first stage; ``shift`` and ``relu`` are read with ``bias`` and
+# travel with the value. A tile's parameters may change that many cycles after its last value.
+PARAM_READ_LAST = 4
 
 
 def mult_stages(cols: int) -> int:
     """Pipeline stages of the requantisation multiply in the ``PostProc`` of a ``cols``-column
     array: 1 (one product), 2 (two half products, then their sum) or 3 (six DSP-sized partial
-    products, three sums, the final sum). As many as the tile switch allows: a tile's
-    parameters change ``cols + 3`` cycles after its last drain row at the earliest."""
+    products, three sums, the final sum). Narrow arrays get fewer (their tile switch once
+    bounded the latency to ``cols + 3``; ``PARAM_READ_LAST`` lifted that, and the small arrays
+    the tests run keep their short pipeline)."""
     return max(1, min(3, cols - 1))
 
 
 def post_latency(cols: int) -> int:
     """Cycles from ``PostProc``'s inputs to its output ``y`` (one result per cycle) in an array
-    of ``cols`` columns: ``FIXED_STAGES + mult_stages(cols)`` (5, 6, then 7 from 4 columns
+    of ``cols`` columns: ``FIXED_STAGES + mult_stages(cols)`` (6, 7, then 8 from 4 columns
     on)."""
     return FIXED_STAGES + mult_stages(cols)
 
@@ -50,19 +46,21 @@ class PostProc(wiring.Component):
     """One output lane: bias, optional residual, requantise (round half up), ReLU, clamp.
 
     Pipelined for timing, one value per cycle: ``y`` is the result for the ``acc`` and
-    ``residual`` presented ``latency`` cycles earlier (``post_latency``). The parameters (``bias``,
-    ``res_mult``, ``res_shift``, ``has_res``, ``mult``, ``shift``, ``relu``) are read at the
-    stage that needs them, so they must stay constant while values are in flight (the top level
-    changes them only between channel tiles, after the drain has emptied the pipeline).
+    ``residual`` presented ``latency`` cycles earlier (``post_latency``). ``bias``, ``res_mult``,
+    ``shift`` and ``relu`` are read at stage 1, ``res_shift`` and ``has_res`` at stage 2, ``mult``
+    at stage 4 (``PARAM_READ_LAST``); ``shift`` and ``relu`` travel down the pipeline with the
+    value, so the top level may change a tile's parameters ``PARAM_READ_LAST`` cycles after the
+    tile's last value entered, while that value is still in flight.
 
     Stages: (0) ``acc`` and ``residual`` registered (the residual comes straight from a block
-    RAM's output); (1) ``acc + bias`` and ``residual * res_mult``; (2) the residual's rounding
-    shift and the sum; (3) the product with ``mult``, in ``mult_stages`` stages: one product;
+    RAM's output); (1) ``acc + bias`` and ``2 * residual * res_mult``; (2) the residual's barrel
+    shift by ``res_shift`` (0 without a residual); (3) its rounding step and the sum; (4) the
+    product with ``mult``, in ``mult_stages`` stages: one product;
     or the products with the signed upper and unsigned lower 16 bits of ``mult``, then their
     sum; or the six partial products of the sum's 17-bit chunks (two unsigned, the signed top)
     with ``mult``'s (unsigned low 17 bits, signed top), each one 18 x 18 DSP multiply with
-    its output registered, then the three chunks' sums, then the total; (4) that product
-    shifted right by ``shift``; then, combinationally, the rounding step (``(v + 1) >> 1``),
+    its output registered, then the three chunks' sums, then the total; (5) that product
+    shifted right by ``shift``; then the rounding step (``(v + 1) >> 1``),
     ReLU and clamp.
     """
 
@@ -92,11 +90,23 @@ class PostProc(wiring.Component):
         res_prod = Signal(signed(ACT_BITS + PARAM_BITS + 1))  # 2 * residual * res_mult
         m.d.sync += [acc_b.eq(acc + self.bias),
                      res_prod.eq((residual * self.res_mult) << 1)]
-        # stage 2
-        res = _round_shift(m, res_prod, self.res_shift, 66)
+        # stage 2: the residual's barrel shift (0 without a residual), ``acc + bias`` waits
+        res_sh = Signal(signed(len(res_prod)))  # 2 * residual * res_mult >> res_shift
+        acc_b2 = Signal.like(acc_b)
+        m.d.sync += [res_sh.eq(Mux(self.has_res, res_prod >> self.res_shift, 0)),
+                     acc_b2.eq(acc_b)]
+        # stage 3: the residual's rounding step (``(res_sh + 1) >> 1``, 0 from 0) and the sum
         total = Signal(signed(42))
-        m.d.sync += total.eq(acc_b + Mux(self.has_res, res, 0))
-        # stage 3
+        m.d.sync += total.eq(acc_b2 + ((res_sh + 1) >> 1))
+        # the parameters read after stage 1 travel with the value, so a tile's parameters may
+        # change once its last value has passed stage 1 (the multiply reads ``mult`` later still,
+        # at stage 4: ``PARAM_READ_LAST``)
+        shift, relu = self.shift, self.relu
+        for i in range(1, 4 + self.mult_stages):
+            shift_d, relu_d = Signal.like(shift, name=f"shift_{i}"), Signal(name=f"relu_{i}")
+            m.d.sync += [shift_d.eq(shift), relu_d.eq(relu)]
+            shift, relu = shift_d, relu_d
+        # stage 4
         prod = Signal(signed(76))  # 2 * total * mult
         if self.mult_stages == 3:  # total = t2*2^34 + t1*2^17 + t0, mult = m1*2^17 + m0
             t = [total[0:17], total[17:34], total[34:].as_signed()]
@@ -115,13 +125,15 @@ class PostProc(wiring.Component):
             m.d.sync += prod.eq(((p_hi << 16) + p_lo) << 1)
         else:
             m.d.sync += prod.eq((total * self.mult) << 1)
-        # stage 4: the barrel shift (rescale's rounding is ``((prod >> s) + 1) >> 1``)
+        # stage 4 + mult_stages: the barrel shift (rescale's rounding is ``((prod >> s) + 1) >> 1``)
         shifted = Signal(signed(76))
-        m.d.sync += shifted.eq(prod >> self.shift)
+        m.d.sync += shifted.eq(prod >> shift)
         # output: rounding step, clamp
         scaled = Signal(signed(76))
         m.d.comb += scaled.eq((shifted + 1) >> 1)
-        lo = Mux(self.relu, 0, -128)
+        relu_o = Signal()
+        m.d.sync += relu_o.eq(relu)
+        lo = Mux(relu_o, 0, -128)
         with m.If(scaled > 127):
             m.d.comb += self.y.eq(127)
         with m.Elif(scaled < lo):

@@ -33,7 +33,7 @@ from amaranth.lib.wiring import In, Out
 from sluice.hw.params import (ACC_BITS, COUNTERS, DEFAULT, DIM_BITS, ERROR_FIELDS, FLAG_FIELDS,
                               MAX_PADDING, PARAM_ORDER, PIX_BITS, HwParams, id_value)
 from sluice.hw.pe import ARRAY_EXTRA, FEED_REGS, SystolicArray
-from sluice.hw.postproc import GateUnit, PostProc, mult_stages, post_latency
+from sluice.hw.postproc import PARAM_READ_LAST, GateUnit, PostProc, mult_stages, post_latency
 from sluice.hw.regs import RegisterFile, axil_members
 
 ERR = {name: lsb for name, lsb, _, _ in ERROR_FIELDS}
@@ -84,7 +84,7 @@ class Sluice(wiring.Component):
         G, NG = P.skip_cols, P.groups
         gating = P.gating  # False: a dense-only build (no base/conditional phases)
         POST_LATENCY = post_latency(C)
-        assert POST_LATENCY <= C + 3, "the tile parameters would change under the pipeline"
+        assert PARAM_READ_LAST <= C + 3, "the tile parameters would change under the pipeline"
         assert POST_LATENCY + 5 < OUT_FIFO_DEPTH, "the drain would wait for FIFO room"
         Q = R * NG  # slots: (row r, skip group j) -> q = r * NG + j
         abits = _log2(P.act_depth)
@@ -827,9 +827,9 @@ class Sluice(wiring.Component):
                 with m.If(setup_c == C - 1):
                     m.next = "PHASE"
             with m.State("PHASE"):
-                # the tile's parameters: copied only now, when the previous tile's last results
-                # have left the post-processing pipeline (its last drain row went in at least
-                # cols + 3 cycles ago, and POST_LATENCY <= cols + 3)
+                # the tile's parameters: copied only now, when the previous tile's last drain
+                # row has passed every post-processing stage that reads them (it went in at
+                # least cols + 3 cycles ago, and PARAM_READ_LAST <= cols + 3)
                 for k in range(len(PARAM_ORDER)):
                     for c in range(C):
                         m.d.sync += par[k][c].eq(Mux(cmp_bank, par_ld[1][k][c],

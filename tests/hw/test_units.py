@@ -5,7 +5,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from sluice.hw.pe import SystolicArray
-from sluice.hw.postproc import GateUnit, PostProc, post_latency
+from sluice.hw.postproc import PARAM_READ_LAST, GateUnit, PostProc, post_latency
 from sluice.model.reference import rescale
 
 
@@ -179,10 +179,64 @@ def test_postproc_rounds_half_up(stages):
     _run(dut, bench)
 
 
-def test_post_latency_fits_the_tile_switch():
-    """The top level changes a tile's parameters cols + 3 cycles after its last drain row at the
-    earliest: the pipeline must be empty by then, for every array width (the top level also
-    checks that its PostProc instances have this latency)."""
-    assert post_latency(2) == 5 and post_latency(3) == 6 and post_latency(4) == 7
-    for cols in range(2, 33):
-        assert post_latency(cols) <= cols + 3
+def test_post_latency():
+    """The top level's cycle count (the cycle model's TAIL) and FIFO bound use these."""
+    assert post_latency(2) == 6 and post_latency(3) == 7
+    assert all(post_latency(cols) == 8 for cols in range(4, 33))
+    assert all(PARAM_READ_LAST <= cols + 3 for cols in range(2, 33))
+
+
+def _tile_switch_outputs(stages, switch_after):
+    """Two tiles of values back to back: tile A's values at one per cycle, then tile B's
+    parameters set ``switch_after`` cycles after A's last value went in, and B's values from
+    then on. Returns (outputs, expected outputs)."""
+    dut = PostProc(mult_stages=stages)
+    rng = np.random.default_rng(11)
+    n = 6
+    names = ("bias", "res_mult", "res_shift", "mult", "shift", "has_res", "relu")
+    pa = dict(bias=-1234, res_mult=3 << 28, res_shift=30, mult=1 << 20, shift=33, has_res=1,
+              relu=0)
+    pb = dict(bias=777, res_mult=-5 << 27, res_shift=29, mult=-(3 << 19), shift=31, has_res=0,
+              relu=1)
+    acc = rng.integers(-2**20, 2**20, (2, n))
+    res = rng.integers(-128, 128, (2, n))
+
+    def ref(k, p):
+        total = acc[k] + p["bias"] + (rescale(res[k], p["res_mult"], p["res_shift"])
+                                      if p["has_res"] else 0)
+        return np.clip(rescale(total, p["mult"], p["shift"]), 0 if p["relu"] else -128, 127)
+
+    expect = ref(0, pa).tolist() + ref(1, pb).tolist()
+    # value i of the stream enters at cycle t_in[i]; its output is y at t_in[i] + latency
+    t_in = list(range(n)) + [n - 1 + switch_after + i for i in range(n)]
+    vals = {t: (int(acc[k, i]), int(res[k, i])) for k in range(2) for i, t in
+            enumerate(t_in[k * n:(k + 1) * n])}
+    got = {}
+
+    async def bench(ctx):
+        for name in names:
+            ctx.set(getattr(dut, name), pa[name])
+        for t in range(t_in[-1] + dut.latency + 1):
+            if t == n - 1 + switch_after:
+                for name in names:
+                    ctx.set(getattr(dut, name), pb[name])
+            if t in vals:
+                ctx.set(dut.acc, vals[t][0])
+                ctx.set(dut.residual, vals[t][1])
+            if t - dut.latency in vals:
+                got[t - dut.latency] = ctx.get(dut.y)
+            await ctx.tick()
+
+    _run(dut, bench)
+    return [got[t] for t in t_in], expect
+
+
+@pytest.mark.parametrize("stages", [1, 2, 3])
+def test_postproc_parameters_may_change_under_the_pipeline(stages):
+    """A tile's parameters may change PARAM_READ_LAST cycles after its last value went in,
+    with that value still in flight (the top level's tile switch relies on it); one cycle
+    earlier the last value of the old tile is computed with a new parameter."""
+    got, expect = _tile_switch_outputs(stages, PARAM_READ_LAST + 1)
+    assert got == expect
+    got, expect = _tile_switch_outputs(stages, PARAM_READ_LAST)
+    assert got != expect
