@@ -96,6 +96,11 @@ def cmd_cycles(args) -> int:
     from sluice.model.layerfile import read_layer
     from sluice.model.reference import run_reference, work_figures
     params = _params(args)
+    if os.path.isdir(args.layer):
+        if args.dense:
+            raise SluiceError(f"--dense: applies to a layer file, not to the export folder "
+                              f"{args.layer} (its report has both runs)")
+        return _cycles_network(args.layer, params)
     layer = read_layer(args.layer)
     _, gate = run_reference(layer)
     pred = predict(layer, gate, params, dense=args.dense)
@@ -115,6 +120,21 @@ def cmd_cycles(args) -> int:
     return 0
 
 
+def _cycles_network(export_dir, params) -> int:
+    from sluice.sim.model_run import predict_network
+    net = predict_network(export_dir, params)
+    print(f"{export_dir}: {params.rows}x{params.cols}, skip_cols {params.skip_cols}, "
+          f"{len(net['layers'])} layers, the export's sample image")
+    print(f"  {'layer':24s} {'dense':>8s} {'gated':>8s} {'speedup':>8s} {'reduction':>9s}")
+    for r in net["layers"]:
+        print(f"  {r['layer']:24s} {r['cycles_dense']:8d} {r['cycles_gated']:8d} "
+              f"{r['cycles_dense'] / r['cycles_gated']:8.3f} {r['reduction']:9.3f}")
+    print(f"  network: dense {net['cycles_dense']} cycles, gated {net['cycles_gated']}, "
+          f"speedup {net['speedup']:.3f}, reduction {net['reduction']:.3f}, "
+          f"efficiency {net['efficiency']:.3f}")
+    return 0
+
+
 def add_commands(sub) -> None:
     p = sub.add_parser("verilog", help="emit the accelerator as one Verilog file")
     p.add_argument("-o", "--output", required=True, help="output .v file")
@@ -131,8 +151,12 @@ def add_commands(sub) -> None:
     _add_params(p)
     p.set_defaults(func=cmd_regmap)
 
-    p = sub.add_parser("cycles", help="cycle model prediction for a layer file")
-    p.add_argument("layer", help="LAYER.npz")
+    p = sub.add_parser("cycles", help="cycle model prediction for a layer file or an export",
+                       description="Predict a layer's cycles with the cycle model (exact "
+                                   "against the RTL), or, given an export folder (sluice "
+                                   "export), every layer of the network on the export's sample "
+                                   "image and the network's speedup and efficiency.")
+    p.add_argument("layer", help="LAYER.npz, or an export folder holding manifest.json")
     p.add_argument("--dense", action="store_true", help="predict the dense-mode run")
     _add_params(p)
     p.set_defaults(func=cmd_cycles)

@@ -122,6 +122,39 @@ def run_model(export_dir, out_dir, *, sim="icarus", params: HwParams | None = No
     return summary
 
 
+def predict_network(export_dir, params: HwParams) -> dict:
+    """The cycle model over a whole export, on its sample image: every layer bound to the
+    integer network's own inputs (as ``run_model`` binds them), gates from the integer
+    reference. Returns per-layer rows and the network's totals (speedup over dense mode,
+    element-level reduction, efficiency), the figures ``run_model`` measures on the RTL, where
+    the model is exact."""
+    from sluice.hw.cycle_model import predict
+    from sluice.model.intnet import IntNet
+    from sluice.model.reference import run_reference, work_figures
+
+    net = IntNet(export_dir)
+    tensors = {"input": net.layers[0][1].x}
+    rows = []
+    tot = dict(cycles_gated=0, cycles_dense=0, macs_dense=0, macs_theory=0)
+    for entry, layer in net.layers:
+        bound = net.bind(entry, layer, tensors)
+        y, gate = run_reference(bound)
+        tensors[entry["name"]] = y
+        fig = work_figures(bound, gate)
+        dense = predict(bound, None, params, dense=True)["cycles"]
+        gated = predict(bound, gate, params)["cycles"] if layer.gated else dense
+        rows.append(dict(layer=layer.name, gated=layer.gated, cycles_gated=gated,
+                         cycles_dense=dense, reduction=fig["reduction"]))
+        tot["cycles_gated"] += gated
+        tot["cycles_dense"] += dense
+        tot["macs_dense"] += fig["macs_dense"]
+        tot["macs_theory"] += fig["macs_theory"]
+    tot["speedup"] = tot["cycles_dense"] / tot["cycles_gated"]
+    tot["reduction"] = tot["macs_dense"] / tot["macs_theory"]
+    tot["efficiency"] = tot["speedup"] / tot["reduction"]
+    return dict(layers=rows, **tot)
+
+
 def _fmt(row):
     return {k: (f"{v:.3f}" if isinstance(v, float) else v) for k, v in row.items()}
 

@@ -4,7 +4,9 @@
 2. dense utilisation on 3x3 layers whose channel counts are multiples of the array, measured on
    the RTL (loads counted) next to the cycle model;
 3. the embedded-default network on the RTL: per-layer speedup, reduction, efficiency and the
-   cycle model's error, and the wall time of ``run-model`` per simulator.
+   cycle model's error, and the wall time of ``run-model`` per simulator;
+4. the same network on other array shapes and skip-group widths, from the cycle model (exact
+   against the RTL, step 3 checks it on the default): how efficiency trades against size.
 
 Writes ``report.md`` and ``bench.json`` into the output folder.
 """
@@ -76,6 +78,25 @@ def dense_utilisation(sim, params, work: Path) -> list[dict]:
     return rows
 
 
+# (rows, cols, skip_cols) for step 4; the default instance first
+SHAPES = [(8, 8, 2), (8, 8, 1), (16, 16, 2), (8, 16, 2), (4, 8, 2), (4, 8, 1), (4, 4, 2),
+          (4, 4, 1), (2, 4, 1), (2, 2, 1)]
+
+
+def array_shapes(export: Path) -> list[dict]:
+    from sluice.hw.params import HwParams
+    from sluice.sim.model_run import predict_network
+
+    rows = []
+    for r, c, s in SHAPES:
+        net = predict_network(export, HwParams(rows=r, cols=c, skip_cols=s))
+        rows.append(dict(rows=r, cols=c, skip_cols=s, cycles_dense=net["cycles_dense"],
+                         cycles_gated=net["cycles_gated"], speedup=net["speedup"],
+                         efficiency=net["efficiency"],
+                         macs_per_cycle=net["macs_dense"] / net["cycles_gated"]))
+    return rows
+
+
 def export_default(work: Path) -> Path:
     from sluice.model import export
     from sluice.model.checkpoint import DEFAULT_CHECKPOINT
@@ -106,18 +127,18 @@ def cmd_bench(args) -> int:
     res = {"machine": f"{platform.machine()}, {os.cpu_count()} cores",
            "array": [params.rows, params.cols]}
 
-    print("[1/3] simulator speed ...", flush=True)
+    print("[1/4] simulator speed ...", flush=True)
     res["speed"] = [sim_speed(s, params, work) for s in sims]
     for r in res["speed"]:
         print(f"      {r['sim']}: {r['cycles_per_s']} cycles/s (build {r['build_s']} s)")
 
-    print(f"[2/3] dense utilisation on 3x3 layers ({fast}) ...", flush=True)
+    print(f"[2/4] dense utilisation on 3x3 layers ({fast}) ...", flush=True)
     res["utilisation"] = dense_utilisation(fast, params, work)
     for r in res["utilisation"]:
         print(f"      {r['layer']}: {r['utilisation']:.3f} ({r['cycles']} cycles, model "
               f"{r['model']})")
 
-    print("[3/3] the embedded-default network on the RTL ...", flush=True)
+    print("[3/4] the embedded-default network on the RTL ...", flush=True)
     exp = export_default(work)
     res["network"] = {}
     for s in (sims if args.network_all else [fast]):
@@ -129,6 +150,13 @@ def cmd_bench(args) -> int:
         print(f"      {s}: {summ['wall_s']:.0f} s, speedup {summ['speedup']:.2f}x, reduction "
               f"{summ['reduction']:.2f}x, efficiency {summ['efficiency']:.3f}, bit-exact "
               f"{summ['bit_exact']}")
+
+    print("[4/4] the network on other array shapes (cycle model) ...", flush=True)
+    res["shapes"] = array_shapes(exp)
+    for r in res["shapes"]:
+        print(f"      {r['rows']}x{r['cols']} skip_cols {r['skip_cols']}: speedup "
+              f"{r['speedup']:.2f}x, efficiency {r['efficiency']:.3f}, "
+              f"{r['macs_per_cycle']:.1f} dense-equivalent MACs/cycle")
 
     (out / "bench.json").write_text(json.dumps(res, indent=1) + "\n")
     _write_report(out, res, fast)
@@ -155,6 +183,16 @@ def _write_report(out: Path, res: dict, fast: str) -> None:
               f"Wall time of `sluice run-model`: {summ['wall_s']:.0f} s (build "
               f"{summ['build_s']:.0f} s). Bit-exact: {summ['bit_exact']}.", "",
               (out / f"network_{s}" / "layers.md").read_text()]
+    L += ["", "## The network on other array shapes (cycle model)", "",
+          "The embedded default's sample image, every layer predicted by the cycle model (exact "
+          "against the RTL on the default instance above). `MACs/cycle` is the dense network's "
+          "MACs over the gated run's cycles: throughput; efficiency = speedup / reduction.", "",
+          "| array | skip_cols | dense cycles | gated cycles | speedup | efficiency | "
+          "MACs/cycle |", "|---|---|---|---|---|---|---|"]
+    for r in res["shapes"]:
+        L.append(f"| {r['rows']}x{r['cols']} | {r['skip_cols']} | {r['cycles_dense']} | "
+                 f"{r['cycles_gated']} | {r['speedup']:.2f} | {r['efficiency']:.3f} | "
+                 f"{r['macs_per_cycle']:.1f} |")
     (out / "report.md").write_text("\n".join(L) + "\n")
 
 

@@ -74,3 +74,40 @@ def test_export_layers_reproduce_refs(export_dir):
     for e, layer in IntNet(export_dir).layers:
         y, gate = run_reference(layer)
         assert np.array_equal(y, layer.y_ref) and np.array_equal(gate, layer.gate_ref), e["file"]
+
+
+def test_predict_network_is_the_per_layer_model(export_dir, capsys):
+    """`sluice cycles EXPORT`: every layer predicted on the integer network's own inputs (the
+    exported layers' inputs, so the exported gates), totals as SPEC section 3; a 2x2 array
+    with 1-column skip groups realises more of the reduction than the default 8x8 (the bench's
+    array-shape table)."""
+    from sluice.cli import main
+    from sluice.model.intnet import IntNet
+    from sluice.model.reference import work_figures
+    from sluice.sim.model_run import predict_network
+
+    params = HwParams()
+    net = predict_network(export_dir, params)
+    layers = IntNet(export_dir).layers
+    assert len(net["layers"]) == len(layers) == 20
+    dense_sum = theory_sum = 0
+    for row, (_, layer) in zip(net["layers"], layers):
+        assert row["layer"] == layer.name
+        dense = predict(layer, None, params, dense=True)["cycles"]
+        gated = predict(layer, layer.gate_ref, params)["cycles"] if layer.gated else dense
+        assert (row["cycles_dense"], row["cycles_gated"]) == (dense, gated), layer.name
+        fig = work_figures(layer, layer.gate_ref)
+        dense_sum += fig["macs_dense"]
+        theory_sum += fig["macs_theory"]
+    assert net["cycles_gated"] == sum(r["cycles_gated"] for r in net["layers"])
+    assert net["reduction"] == pytest.approx(dense_sum / theory_sum)
+    assert net["efficiency"] == pytest.approx(
+        net["cycles_dense"] / net["cycles_gated"] / net["reduction"])
+    small = predict_network(export_dir, HwParams(rows=2, cols=2, skip_cols=1))
+    assert small["reduction"] == net["reduction"]
+    assert small["efficiency"] > net["efficiency"] + 0.1
+
+    assert main(["cycles", str(export_dir)]) == 0
+    assert f"gated {net['cycles_gated']}, speedup {net['speedup']:.3f}" in capsys.readouterr().out
+    assert main(["cycles", str(export_dir), "--dense"]) == 2
+    assert "--dense: applies to a layer file" in capsys.readouterr().err
