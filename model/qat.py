@@ -32,7 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .gated import is_gated
-from .quantize import activation_scales, calibrate, graph, weight_scale
+from .quantize import activation_scales, calibrate, graph, row_scale, weight_scale
 
 
 def fake_quant(x: torch.Tensor, scale, lo: int, hi: int) -> torch.Tensor:
@@ -100,7 +100,6 @@ class FakeQuantNet(nn.Module):
             if record is not None:
                 record[name] = t[name]
         fc = self.model.fc
-        amax = fc.weight.detach().abs().amax(dim=1, keepdim=True)
-        s_fc = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
+        s_fc = row_scale(fc.weight).view(-1, 1)
         w_fc = fake_quant(fc.weight, s_fc, -127, 127)
         return F.linear(t[feature].mean(dim=(2, 3)), w_fc, fc.bias)

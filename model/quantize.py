@@ -318,6 +318,13 @@ def equalise(model, batches, percentile=99.99, spread=EQUALISE_SPREAD):
     return model
 
 
+def row_scale(w: torch.Tensor) -> torch.Tensor:
+    """Symmetric int8 scale per output row (dim 0): ``max |w| / 127``, 1 for an all-zero row.
+    Used for the convolutions (:func:`weight_scale`) and the classifier, here and in QAT."""
+    amax = w.detach().abs().flatten(1).amax(dim=1)
+    return torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
+
+
 def weight_scale(w_f: torch.Tensor, b_f: torch.Tensor, s_in: float,
                  s_res: float | None) -> torch.Tensor:
     """Per-output-channel weight scale of a folded convolution (float64, shape (C_out,)).
@@ -328,8 +335,7 @@ def weight_scale(w_f: torch.Tensor, b_f: torch.Tensor, s_in: float,
     Shared by :func:`quantize` and the quantisation-aware fine-tuning (``qat.py``).
     """
     w_f, b_f = w_f.detach().double(), b_f.detach().double()
-    amax = w_f.abs().amax(dim=(1, 2, 3))
-    s_w = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
+    s_w = row_scale(w_f)
     budget = 0.9 * (INT32_MAX - 127 * 128 * w_f.shape[1] * w_f.shape[2] * w_f.shape[3])
     extra = b_f.abs() + (128.0 * s_res if s_res is not None else 0.0)
     return torch.maximum(s_w, extra / (s_in * budget))
@@ -426,8 +432,7 @@ def quantize(model, calib_batches, input_scale: float, pixel_offset: int = 128,
         layers.append(L)
     fc = model.fc
     wfc = fc.weight.detach().double()
-    amax = wfc.abs().amax(dim=1)
-    s_wfc = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
+    s_wfc = row_scale(wfc)
     fc_w = torch.round(wfc / s_wfc[:, None]).clamp(-127, 127)
     # pooled sum over the H*W positions of the final map; scale of one unit of logits_acc
     feat_hw = _final_hw(layers, image_size)
