@@ -145,6 +145,14 @@ class Sluice(wiring.Component):
         span_w = Signal(signed(2 * DIM_BITS + 4))
         m.d.sync += [span_h.eq((h_out - 1) * stride + kernel),
                      span_w.eq((w_out - 1) * stride + kernel)]
+        # the partition checks' products and sums, registered like the spans (a DSP multiply
+        # in front of the error flags was the ECP5 critical path)
+        base_total = Signal(len(base_cin) + len(parts))
+        group_total = Signal(len(group_cout) + len(parts))
+        base_hi = Signal(max(len(regs.base_lo), len(base_cin)) + 1)
+        group_rem = Signal()
+        m.d.sync += [base_total.eq(base_cin * parts), group_total.eq(group_cout * parts),
+                     base_hi.eq(regs.base_lo + base_cin), group_rem.eq(group_cout % G != 0)]
         zero = ((c_in == 0) | (c_out == 0) | (h_in == 0) | (w_in == 0) | (h_out == 0) |
                 (w_out == 0) | (parts == 0))
         m.d.comb += [
@@ -153,11 +161,10 @@ class Sluice(wiring.Component):
                                     (kernel == 7))),
             err[ERR["STRIDE"]].eq(~((stride == 1) | (stride == 2))),
             err[ERR["PADDING"]].eq((pad_top > MAX_PADDING) | (pad_left > MAX_PADDING)),
-            err[ERR["PARTITIONS"]].eq((base_cin * parts != c_in) | (base_cin == 0) |
-                                      Mux(base_first, regs.base_lo + base_cin > c_in,
-                                          (group_cout * parts != c_out) | (group_cout == 0))),
-            err[ERR["SKIP_GROUP"]].eq(gated & ~base_first & (parts != 1) &
-                                      (group_cout % G != 0)),
+            err[ERR["PARTITIONS"]].eq((base_total != c_in) | (base_cin == 0) |
+                                      Mux(base_first, base_hi > c_in,
+                                          (group_total != c_out) | (group_cout == 0))),
+            err[ERR["SKIP_GROUP"]].eq(gated & ~base_first & (parts != 1) & group_rem),
             err[ERR["GATING"]].eq(flags[FLAG["GATED"]] & (not gating)),
             err[ERR["GEOMETRY"]].eq(~zero & ((span_h > h_in + pad_top + MAX_PADDING) |
                                              (span_w > w_in + pad_left + MAX_PADDING))),
