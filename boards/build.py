@@ -56,9 +56,10 @@ def toolchain_env(family: str) -> dict:
     return env
 
 
-def build_name(board: Board, params, dense_only=False, loopback=False) -> str:
+def build_name(board: Board, params, dense_only=False, loopback=False, clock_mhz=None) -> str:
     tag = "_dense" if dense_only else ""
     tag += "_loopback" if loopback else ""
+    tag += f"_{clock_mhz:g}mhz" if clock_mhz else ""
     return f"sluice_{board.name.replace('-', '_')}_{params.rows}x{params.cols}{tag}"
 
 
@@ -70,11 +71,22 @@ ROUTERS = ("router1", "router2")
 
 def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=False,
           program=False, out_root="build/boards", nice=10, seed=1, router=ROUTERS[0],
-          log=print) -> dict:
-    """Synthesise, place and route one board build; returns the report dict."""
+          clock_mhz=None, log=print) -> dict:
+    """Synthesise, place and route one board build; returns the report dict. ``clock_mhz``:
+    the design clock from the board's PLL (ECP5) instead of its oscillator."""
     if router not in ROUTERS:
         raise SluiceError(f"--router: {router!r} is not one of {', '.join(ROUTERS)}")
     board = get_board(board_name)
+    pll = None
+    if clock_mhz is not None:  # checked before the toolchain: a typo fails in a second
+        if board.family != "ecp5":
+            raise SluiceError(f"--clock-mhz: the PLL is built for ECP5 boards only; "
+                              f"{board.name} is {board.family} (leave --clock-mhz out)")
+        if not 0 < clock_mhz <= 400:
+            raise SluiceError(f"--clock-mhz: {clock_mhz:g} is outside 0..400 MHz")
+        from sluice.boards.pll import ecp5_pll
+
+        pll = ecp5_pll(board.clk_freq(board.make_platform()), clock_mhz * 1e6)
     env = toolchain_env(board.family)
     if program:
         programmer_path()  # fail before a long build, not after
@@ -82,10 +94,16 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=F
     if dense_only:  # the same array with the gating hardware left out at elaboration
         params = dataclasses.replace(params, gating=False)
     platform = board.make_platform()
-    divisor = board.divisor(platform)
-    clk = board.clk_freq(platform)
+    osc = board.clk_freq(platform)
+    if pll is None:
+        clk, baud = osc, board.baud
+        divisor = board.divisor(platform)
+    else:
+        clk = float(pll.fout_hz)
+        baud = board.pll_baud(clk)
+        divisor = round(clk / baud)
     if divisor < 4:
-        raise SluiceError(f"--board {board.name}: {board.baud} baud needs {clk / board.baud:.2f} "
+        raise SluiceError(f"--board {board.name}: {baud} baud needs {clk / baud:.2f} "
                           "clocks per bit; the UART needs at least 4")
 
     from sluice.boards.top import BoardTop
@@ -96,12 +114,14 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=F
 
         acc = LoopbackAccelerator(params)
     top = BoardTop(params, divisor=divisor, in_buf_bytes=board.in_buf_bytes,
-                   out_depth=board.out_depth, accelerator=acc)
-    name = build_name(board, params, dense_only, loopback)
+                   out_depth=board.out_depth, accelerator=acc, pll=pll)
+    name = build_name(board, params, dense_only, loopback, clock_mhz)
     build_dir = Path(out_root) / name
     nextpnr_opts = ["--timing-allow-fail", f"--seed {seed}", f"--router {router}"]
-    log(f"{name}: elaborating ({params.rows}x{params.cols}, UART {board.baud} baud = "
-        f"{divisor} clocks/bit at {clk / 1e6:g} MHz)")
+    via = (f" from the {osc / 1e6:g} MHz oscillator by the PLL (VCO "
+           f"{float(pll.vco_hz) / 1e6:g} MHz)" if pll else "")
+    log(f"{name}: elaborating ({params.rows}x{params.cols}, UART {baud} baud = "
+        f"{divisor} clocks/bit at {clk / 1e6:g} MHz{via})")
     extra = {}
     if board.family == "ice40":
         extra["synth_opts"] = "-dsp"  # map multipliers to the UP5K's SB_MAC16 blocks
@@ -136,17 +156,20 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=F
     report = {
         "name": name, "board": board.name, "device": platform.device,
         "family": board.family, "params": params.as_dict(), "dense_only": dense_only,
-        "loopback": loopback, "baud": board.baud, "divisor": divisor, "clk_mhz": clk / 1e6,
+        "loopback": loopback, "baud": baud, "divisor": divisor, "clk_mhz": clk / 1e6,
+        "osc_mhz": osc / 1e6, "pll": pll.as_dict() if pll else None,
         "command": " ".join(["sluice", "build", "--board", board.name, "--rows",
                              str(params.rows), "--cols", str(params.cols)]
                             + (["--dense-only"] if dense_only else [])
                             + (["--loopback"] if loopback else [])
                             + (["--seed", str(seed)] if seed != 1 else [])
-                            + (["--router", router] if router != ROUTERS[0] else [])),
+                            + (["--router", router] if router != ROUTERS[0] else [])
+                            + (["--clock-mhz", f"{clock_mhz:g}"] if clock_mhz else [])),
         "seconds": seconds, "bitstream": str(bitstream), **summary,
     }
     # the cost of gating, when both builds of this array exist
-    other = build_dir.parent / build_name(board, params, not dense_only, loopback)
+    report["timing_met"] = bool(report.get("fmax_mhz")) and report["fmax_mhz"] >= clk / 1e6
+    other = build_dir.parent / build_name(board, params, not dense_only, loopback, clock_mhz)
     other_json = other / f"{other.name}.report.json"
     if not loopback and other_json.exists():
         import json
@@ -174,6 +197,9 @@ def _one_line(report: dict) -> str:
             parts.append(f"{cat} {u['used']}/{u['available']}")
     fmax = report.get("fmax_mhz")
     parts.append(f"Fmax {fmax:.1f} MHz" if fmax else "Fmax n/a")
+    clk = report.get("clk_mhz")
+    if clk:
+        parts.append(f"clock {clk:g} MHz: timing {'met' if report.get('timing_met') else 'FAILED'}")
     return ", ".join(parts)
 
 

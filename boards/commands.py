@@ -21,7 +21,7 @@ def cmd_build(args) -> int:
         raise SluiceError("--rows/--cols: the array needs at least 2 x 2")
     build(args.board, rows=args.rows, cols=args.cols, dense_only=args.dense_only,
           loopback=args.loopback, program=args.program, out_root=args.out_dir, seed=args.seed,
-          router=args.router)
+          router=args.router, clock_mhz=args.clock_mhz)
     return 0
 
 
@@ -133,6 +133,10 @@ def add_commands(sub) -> None:
     p.add_argument("--router", default=ROUTERS[0], choices=ROUTERS,
                    help=f"nextpnr router (default {ROUTERS[0]}; router2 routes the larger "
                         "ECP5 arrays much faster)")
+    p.add_argument("--clock-mhz", type=float, default=None,
+                   help="design clock from the board's PLL (ECP5 boards; default: the "
+                        "oscillator), made exactly or refused; the UART then runs at the "
+                        "fastest standard rate the clock divides (60: 3 Mbaud on the ULX3S)")
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("board", help="talk to a board running a Sluice bitstream",

@@ -26,7 +26,8 @@ class Board:
     wgt_depth: int
     pix_depth: int
     skip_cols: int
-    baud: int
+    baud: int  # at the oscillator's clock
+    max_baud: int = 0  # the USB-serial chip's fastest reliable rate (0: baud)
     in_buf_bytes: int = 512  # bridge input ring (one block RAM)
     out_depth: int = 32  # bridge output FIFO, words
     programmer: tuple = ()  # openFPGALoader arguments before the bitstream
@@ -63,6 +64,21 @@ class Board:
     def divisor(self, platform) -> int:
         return round(self.clk_freq(platform) / self.baud)
 
+    def pll_baud(self, clk_hz: float) -> int:
+        """The fastest standard rate up to ``max_baud`` that the UART makes from ``clk_hz``
+        within 1% and with at least 4 clocks per bit (a PLL-generated design clock)."""
+        top = self.max_baud or self.baud
+        for baud in BAUD_RATES:
+            div = round(clk_hz / baud)
+            if baud <= top and div >= 4 and abs(clk_hz / div - baud) <= 0.01 * baud:
+                return baud
+        raise SluiceError(f"--clock-mhz: no standard baud rate up to {top} fits "
+                          f"{clk_hz / 1e6:g} MHz within 1%")
+
+
+# rates the host's USB-serial chips make (FTDI: 3 MHz / n for small n), fastest first
+BAUD_RATES = (3_000_000, 2_000_000, 1_500_000, 1_000_000, 500_000, 250_000, 115_200)
+
 
 BOARDS: dict[str, Board] = {}
 
@@ -87,13 +103,15 @@ def get_board(name: str) -> Board:
 register(Board(
     name="icebreaker", platform="amaranth_boards.icebreaker:ICEBreakerPlatform", family="ice40",
     rows=2, cols=2, act_depth=256, wgt_depth=64, pix_depth=32, skip_cols=2, baud=3_000_000,
+    max_baud=3_000_000,
     in_buf_bytes=256, out_depth=16, programmer=("-b", "ice40_generic"),
     doc="iCE40 UP5K, 12 MHz, FT2232H at 3 Mbaud",
     resources={"LUT4": 5280, "EBR (4 kbit)": 30, "DSP": 8}))
 
 # ULX3S: ECP5 with an FT231X (3 Mbaud max; 25 MHz / 1 Mbaud = 25 clocks per bit exactly, the
-# fastest rate both the FT231X's divider and the 25 MHz clock hit without error).
-_ULX3S = dict(family="ecp5", baud=1_000_000, programmer=("-b", "ulx3s"))
+# fastest rate both the FT231X's divider and the 25 MHz clock hit without error; a PLL clock,
+# `--clock-mhz`, such as 60 MHz makes 3 Mbaud at 20 clocks per bit).
+_ULX3S = dict(family="ecp5", baud=1_000_000, max_baud=3_000_000, programmer=("-b", "ulx3s"))
 register(Board(name="ulx3s-12f", platform="amaranth_boards.ulx3s:ULX3S_12F_Platform",
                rows=2, cols=4, act_depth=1024, wgt_depth=256, pix_depth=128, skip_cols=2,
                doc="ECP5 LFE5U-12F, 25 MHz, FT231X at 1 Mbaud",

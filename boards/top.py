@@ -7,7 +7,7 @@ RESET command drives.
 
 from __future__ import annotations
 
-from amaranth.hdl import Elaboratable, Module, ResetInserter, Signal
+from amaranth.hdl import ClockDomain, Elaboratable, Module, ResetInserter, Signal
 
 from sluice.boards.bridge import UARTBridge
 
@@ -44,11 +44,14 @@ class BoardTop(Elaboratable):
 
     With a ``platform`` (an FPGA build) the UART pins come from the platform's ``uart`` resource
     and the LEDs show ``done`` and link activity; without one (simulation), ``rx``/``tx`` are
-    plain signals of this object.
+    plain signals of this object. With ``pll`` (ECP5), the design runs in a ``sync`` domain from
+    the PLL, held in reset until it locks.
     """
 
-    def __init__(self, params, *, divisor, in_buf_bytes=512, out_depth=32, accelerator=None):
+    def __init__(self, params, *, divisor, in_buf_bytes=512, out_depth=32, accelerator=None,
+                 pll=None):
         self.params = params
+        self.pll = pll  # a boards.pll.PllConfig: the sync domain from the ECP5 PLL
         self.divisor = divisor
         self.bridge = UARTBridge(divisor=divisor, stream_bytes=params.stream_bytes,
                                  out_bits=params.out_bits, in_buf_bytes=in_buf_bytes,
@@ -72,6 +75,12 @@ class BoardTop(Elaboratable):
 
         from amaranth.build import ResourceError
 
+        if self.pll is not None:  # the sync domain from the PLL, not the platform's oscillator
+            from sluice.boards.pll import Ecp5Pll
+
+            osc = platform.request(platform.default_clk, 0)
+            m.domains.sync = ClockDomain("sync")
+            m.submodules.pll = Ecp5Pll(self.pll, osc.i)
         uart = platform.request("uart", 0)
         m.d.comb += [bridge.rx.eq(uart.rx.i), uart.tx.o.eq(bridge.tx)]
         try:  # ULX3S: the FTDI's TX buffer must be enabled explicitly

@@ -1,0 +1,92 @@
+"""The ECP5 PLL for a design clock above the oscillator (`sluice build --clock-mhz`)."""
+
+import pytest
+
+from sluice.boards import build as b
+from sluice.boards.platforms import get_board
+from sluice.boards.pll import PFD_HZ, VCO_HZ, ecp5_pll
+from sluice.errors import SluiceError
+
+# Project Trellis's `ecppll -i 25 -o F` (v1.4): CLKI_DIV, CLKFB_DIV, CLKOP_DIV
+ECPPLL_25MHZ = {50: (1, 2, 12), 60: (5, 12, 10), 65: (5, 13, 9), 75: (1, 3, 8),
+                90: (5, 18, 7), 100: (1, 4, 6), 120: (5, 24, 5)}
+
+
+@pytest.mark.parametrize("mhz", sorted(ECPPLL_25MHZ))
+def test_dividers_match_ecppll(mhz):
+    c = ecp5_pll(25e6, mhz * 1e6)
+    assert (c.clki_div, c.clkfb_div, c.clkop_div) == ECPPLL_25MHZ[mhz]
+    assert c.fout_hz == mhz * 1_000_000
+
+
+def test_every_reachable_clock_is_exact_and_in_range():
+    made = set()
+    for mhz in range(10, 201):
+        try:
+            c = ecp5_pll(25e6, mhz * 1e6)
+        except SluiceError as e:
+            assert f"{mhz} MHz is not reachable exactly" in str(e) and "nearest" in str(e)
+            continue
+        made.add(mhz)
+        assert c.fout_hz == mhz * 1_000_000
+        assert PFD_HZ[0] <= 25_000_000 / c.clki_div <= PFD_HZ[1]
+        assert VCO_HZ[0] <= c.vco_hz <= VCO_HZ[1]
+    # 25 MHz * CLKFB_DIV / CLKI_DIV with the PFD at 3.125 MHz or more: every multiple of 5 MHz
+    assert set(range(10, 201, 5)) <= made
+
+
+def test_unreachable_clock_names_the_nearest():
+    with pytest.raises(SluiceError, match=r"--clock-mhz: 48 MHz is not reachable exactly from "
+                                          r"the 25 MHz oscillator.*nearest is 46.875 MHz"):
+        ecp5_pll(25e6, 48e6)
+
+
+def test_uart_rate_from_the_design_clock():
+    ulx3s = get_board("ulx3s-85f")
+    assert ulx3s.pll_baud(60e6) == 3_000_000  # 20 clocks per bit
+    assert ulx3s.pll_baud(50e6) == 2_000_000
+    assert ulx3s.pll_baud(25e6) == ulx3s.baud == 1_000_000  # the oscillator's rate
+    assert get_board("icebreaker").pll_baud(12e6) == 3_000_000
+
+
+def _plan(pll):
+    from sluice.boards.loopback import LoopbackAccelerator
+    from sluice.boards.top import BoardTop
+
+    board = get_board("ulx3s-85f")
+    params = board.params(2, 2)
+    top = BoardTop(params, divisor=20, pll=pll, accelerator=LoopbackAccelerator(params))
+    return board.make_platform().prepare(top, name="t").files
+
+
+def test_board_top_runs_from_the_pll():
+    files = _plan(ecp5_pll(25e6, 60e6))
+    il, lpf = files["t.il"], files["t.lpf"]
+    assert "cell \\EHXPLLL" in il
+    for name, value in (("CLKI_DIV", 5), ("CLKFB_DIV", 12), ("CLKOP_DIV", 10)):
+        assert f"parameter \\{name} {value}" in il
+    assert '"CLKOP"' in il  # feedback from CLKOP
+    # nextpnr is constrained to the PLL's clock as well as the oscillator's
+    assert "60000000.0 HZ" in lpf and 'FREQUENCY PORT "clk25_0__io" 25000000.0 HZ' in lpf
+    plain = _plan(None)
+    assert "EHXPLLL" not in plain["t.il"] and "60000000.0 HZ" not in plain["t.lpf"]
+
+
+def test_clock_option_is_checked_before_the_toolchain(monkeypatch):
+    monkeypatch.setattr(b, "toolchain_env", lambda family: pytest.fail("got past the check"))
+    with pytest.raises(SluiceError, match="--clock-mhz: the PLL is built for ECP5 boards only; "
+                                          "icebreaker is ice40"):
+        b.build("icebreaker", clock_mhz=24)
+    with pytest.raises(SluiceError, match="--clock-mhz: 48 MHz is not reachable"):
+        b.build("ulx3s-85f", clock_mhz=48)
+    with pytest.raises(SluiceError, match="--clock-mhz: -5 is outside"):
+        b.build("ulx3s-85f", clock_mhz=-5)
+
+
+def test_build_name_carries_the_clock():
+    board = get_board("ulx3s-85f")
+    p = board.params(4, 4)
+    assert b.build_name(board, p) == "sluice_ulx3s_85f_4x4"
+    assert b.build_name(board, p, clock_mhz=60) == "sluice_ulx3s_85f_4x4_60mhz"
+    assert b.build_name(board, p, dense_only=True, clock_mhz=62.5) == \
+        "sluice_ulx3s_85f_4x4_dense_62.5mhz"
