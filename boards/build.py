@@ -18,7 +18,7 @@ from pathlib import Path
 
 from sluice.boards import report as rpt
 from sluice.boards.platforms import Board, get_board
-from sluice.errors import SluiceError
+from sluice.errors import RunFailed, SluiceError
 
 # amaranth's build scripts call the tools through these variables
 TOOLS = {
@@ -168,7 +168,9 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=F
         "seconds": seconds, "bitstream": str(bitstream), **summary,
     }
     # the cost of gating, when both builds of this array exist
-    report["timing_met"] = bool(report.get("fmax_mhz")) and report["fmax_mhz"] >= clk / 1e6
+    # nextpnr's own verdict per clock (each against its constraint: the oscillator's, the PLL's)
+    failed = {n: c for n, c in report.get("clocks", {}).items() if not c["pass"]}
+    report["timing_met"] = bool(report.get("clocks")) and not failed
     other = build_dir.parent / build_name(board, params, not dense_only, loopback, clock_mhz)
     other_json = other / f"{other.name}.report.json"
     if not loopback and other_json.exists():
@@ -183,6 +185,14 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=F
     j, md = rpt.write_reports(report, build_dir)
     log(f"{name}: {_one_line(report)}")
     log(f"wrote {j} and {md}; bitstream {bitstream}")
+    if not report["timing_met"]:  # nextpnr ran with --timing-allow-fail: say it here, loudly
+        why = "; ".join(f"clock {n}: {c['achieved_mhz']:.1f} MHz, needs {c['constraint_mhz']:g}"
+                        for n, c in failed.items()) or "no Fmax in nextpnr's log"
+        raise RunFailed(f"--board {board.name}: timing not met ({why}); the reports are in "
+                        f"{build_dir}; do not flash "
+                        f"{bitstream.name}" + (" (try a lower --clock-mhz)" if pll else
+                                               " (the oscillator's clock: try a smaller "
+                                               "--rows/--cols)"))
     if program:
         program_board(board, bitstream, log=log)
     return report
@@ -197,9 +207,9 @@ def _one_line(report: dict) -> str:
             parts.append(f"{cat} {u['used']}/{u['available']}")
     fmax = report.get("fmax_mhz")
     parts.append(f"Fmax {fmax:.1f} MHz" if fmax else "Fmax n/a")
-    clk = report.get("clk_mhz")
-    if clk:
-        parts.append(f"clock {clk:g} MHz: timing {'met' if report.get('timing_met') else 'FAILED'}")
+    if "timing_met" in report:
+        parts.append(f"clock {report['clk_mhz']:g} MHz: timing "
+                     f"{'met' if report['timing_met'] else 'FAILED'}")
     return ", ".join(parts)
 
 

@@ -90,3 +90,55 @@ def test_build_name_carries_the_clock():
     assert b.build_name(board, p, clock_mhz=60) == "sluice_ulx3s_85f_4x4_60mhz"
     assert b.build_name(board, p, dense_only=True, clock_mhz=62.5) == \
         "sluice_ulx3s_85f_4x4_dense_62.5mhz"
+
+
+def _fake_tools(monkeypatch, fmax_line):
+    """The build without yosys/nextpnr: the 'script' writes a nextpnr log with ``fmax_line``."""
+    import subprocess
+
+    monkeypatch.setattr(b, "toolchain_env", lambda family: {})
+
+    def run(cmd, cwd, **kw):
+        from pathlib import Path
+
+        name = Path(cwd).name
+        (Path(cwd) / f"{name}.tim").write_text(
+            "Info: Device utilisation:\nInfo: \t TRELLIS_COMB:  1000/ 83640     1%\n"
+            "Info: \t EHXPLLL:  1/  4    25%\nInfo: \n" + fmax_line + "\n")
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(b.subprocess, "run", run)
+
+
+def test_build_with_the_pll_reports_clock_and_baud(monkeypatch, tmp_path):
+    import json
+
+    _fake_tools(monkeypatch, "Info: Max frequency for clock '$glbnet$pll.clk': 61.20 MHz "
+                             "(PASS at 60.00 MHz)")
+    rep = b.build("ulx3s-85f", loopback=True, clock_mhz=60, out_root=tmp_path, nice=0,
+                  log=lambda t: None)
+    assert rep["name"] == "sluice_ulx3s_85f_8x8_loopback_60mhz"
+    assert (rep["baud"], rep["divisor"], rep["clk_mhz"], rep["osc_mhz"]) == (3_000_000, 20, 60,
+                                                                           25)
+    assert (rep["pll"]["clki_div"], rep["pll"]["clkfb_div"], rep["pll"]["clkop_div"]) == \
+        (5, 12, 10)
+    assert rep["timing_met"] and rep["command"].endswith("--clock-mhz 60")
+    on_disk = json.loads((tmp_path / rep["name"] / f"{rep['name']}.report.json").read_text())
+    assert on_disk["timing_met"] and on_disk["pll"]["vco_mhz"] == 600
+
+
+def test_build_that_misses_its_clock_fails_after_the_reports(monkeypatch, tmp_path):
+    import json
+
+    from sluice.errors import RunFailed
+
+    _fake_tools(monkeypatch, "Info: Max frequency for clock '$glbnet$pll.clk': 55.00 MHz "
+                             "(FAIL at 60.00 MHz)")
+    monkeypatch.setattr(b, "program_board", lambda *a, **k: pytest.fail("programmed anyway"))
+    monkeypatch.setattr(b, "programmer_path", lambda: "openFPGALoader")
+    with pytest.raises(RunFailed, match=r"timing not met \(clock \$glbnet\$pll.clk: 55.0 MHz, "
+                                        r"needs 60\).*do not flash.*lower --clock-mhz"):
+        b.build("ulx3s-85f", loopback=True, clock_mhz=60, out_root=tmp_path, nice=0,
+                program=True, log=lambda t: None)
+    (report,) = tmp_path.glob("*/*.report.json")
+    assert json.loads(report.read_text())["timing_met"] is False
