@@ -28,8 +28,8 @@ PARAM_READ_LAST = 4
 
 def mult_stages(cols: int) -> int:
     """Pipeline stages of the requantisation multiply in the ``PostProc`` of a ``cols``-column
-    array: 1 (one product), 2 (two half products, then their sum) or 3 (six DSP-sized partial
-    products, three sums, the final sum). Narrow arrays get fewer (their tile switch once
+    array: 1 (one product), 2 (two half products, then their sum) or 3 (four DSP-sized partial
+    products, two sums, the final sum). Narrow arrays get fewer (their tile switch once
     bounded the latency to ``cols + 3``; ``PARAM_READ_LAST`` lifted that, and the small arrays
     the tests run keep their short pipeline)."""
     return max(1, min(3, cols - 1))
@@ -57,9 +57,10 @@ class PostProc(wiring.Component):
     shift by ``res_shift`` (0 without a residual); (3) its rounding step and the sum; (4) the
     product with ``mult``, in ``mult_stages`` stages: one product;
     or the products with the signed upper and unsigned lower 16 bits of ``mult``, then their
-    sum; or the six partial products of the sum's 17-bit chunks (two unsigned, the signed top)
-    with ``mult``'s (unsigned low 17 bits, signed top), each one 18 x 18 DSP multiply with
-    its output registered, then the three chunks' sums, then the total; (5) that product
+    sum; or the four partial products of the int32 sum's two 17-bit chunks (the low one
+    unsigned, the signed top 15 bits) with ``mult``'s (unsigned low 17 bits, signed top 15),
+    each one 18 x 18 DSP multiply with its output registered, then the two chunks' sums, then
+    the total; (5) that product
     shifted right by ``shift``; then the rounding step (``(v + 1) >> 1``),
     ReLU and clamp.
     """
@@ -95,8 +96,9 @@ class PostProc(wiring.Component):
         acc_b2 = Signal.like(acc_b)
         m.d.sync += [res_sh.eq(Mux(self.has_res, res_prod >> self.res_shift, 0)),
                      acc_b2.eq(acc_b)]
-        # stage 3: the residual's rounding step (``(res_sh + 1) >> 1``, 0 from 0) and the sum
-        total = Signal(signed(42))
+        # stage 3: the residual's rounding step (``(res_sh + 1) >> 1``, 0 from 0) and the sum,
+        # an int32 (SPEC: ``acc`` fits int32; every layer file's worst case is checked)
+        total = Signal(signed(ACC_BITS))
         m.d.sync += total.eq(acc_b2 + ((res_sh + 1) >> 1))
         # the parameters read after stage 1 travel with the value, so a tile's parameters may
         # change once its last value has passed stage 1 (the multiply reads ``mult`` later still,
@@ -107,29 +109,29 @@ class PostProc(wiring.Component):
             m.d.sync += [shift_d.eq(shift), relu_d.eq(relu)]
             shift, relu = shift_d, relu_d
         # stage 4
-        prod = Signal(signed(76))  # 2 * total * mult
-        if self.mult_stages == 3:  # total = t2*2^34 + t1*2^17 + t0, mult = m1*2^17 + m0
-            t = [total[0:17], total[17:34], total[34:].as_signed()]
+        prod = Signal(signed(2 * PARAM_BITS + 1))  # 2 * total * mult
+        if self.mult_stages == 3:  # total = t1*2^17 + t0, mult = m1*2^17 + m0
+            t = [total[0:17], total[17:].as_signed()]
             mm = [self.mult[0:17], self.mult[17:].as_signed()]
             pp = [[Signal(signed(len(t[k]) + len(mm[n]) + 1), name=f"pp_{k}_{n}")
-                   for n in range(2)] for k in range(3)]
-            m.d.sync += [pp[k][n].eq(t[k] * mm[n]) for k in range(3) for n in range(2)]
-            sk = [Signal(signed(len(t[k]) + 33), name=f"pps_{k}") for k in range(3)]
-            m.d.sync += [sk[k].eq(pp[k][0] + (pp[k][1] << 17)) for k in range(3)]
-            m.d.sync += prod.eq((sk[0] + (sk[1] << 17) + (sk[2] << 34)) << 1)
+                   for n in range(2)] for k in range(2)]
+            m.d.sync += [pp[k][n].eq(t[k] * mm[n]) for k in range(2) for n in range(2)]
+            sk = [Signal(signed(len(t[k]) + 33), name=f"pps_{k}") for k in range(2)]
+            m.d.sync += [sk[k].eq(pp[k][0] + (pp[k][1] << 17)) for k in range(2)]
+            m.d.sync += prod.eq((sk[0] + (sk[1] << 17)) << 1)
         elif self.mult_stages == 2:  # mult = hi * 2^16 + lo, hi signed, lo unsigned
-            p_hi = Signal(signed(42 + 16))
-            p_lo = Signal(signed(42 + 17))
+            p_hi = Signal(signed(ACC_BITS + 16))
+            p_lo = Signal(signed(ACC_BITS + 17))
             m.d.sync += [p_hi.eq(total * self.mult[16:].as_signed()),
                          p_lo.eq(total * self.mult[:16])]
             m.d.sync += prod.eq(((p_hi << 16) + p_lo) << 1)
         else:
             m.d.sync += prod.eq((total * self.mult) << 1)
         # stage 4 + mult_stages: the barrel shift (rescale's rounding is ``((prod >> s) + 1) >> 1``)
-        shifted = Signal(signed(76))
+        shifted = Signal(signed(len(prod)))
         m.d.sync += shifted.eq(prod >> shift)
         # output: rounding step, clamp
-        scaled = Signal(signed(76))
+        scaled = Signal(signed(len(prod)))
         m.d.comb += scaled.eq((shifted + 1) >> 1)
         relu_o = Signal()
         m.d.sync += relu_o.eq(relu)

@@ -110,9 +110,15 @@ def test_postproc_matches_reference(stages):
     shift[:100] = rng.integers(25, 45, 100)  # the interesting range: outputs near int8
     shift[100:110] = 0
     has_res = rng.integers(0, 2, n)
+    # the ends of int32 for the sum, with the largest multipliers: every partial product's range
+    edge = slice(130, 138)
+    acc[edge] = [2**31 - 1, -2**31, 2**31 - 1, -2**31, 2**31 - 1, -2**31, 1, -1]
+    bias[edge], has_res[edge] = 0, 0
+    mult[edge] = [2**31 - 1] * 4 + [2**17 - 1, 2**17, 2**31 - 1, 2**31 - 1]
+    shift[edge] = [62, 62, 31, 31, 0, 0, 0, 0]
     relu = rng.integers(0, 2, n)
     total = acc + bias + np.where(has_res == 1, rescale(res, res_mult, res_shift), 0)
-    assert np.abs(total).max() < 2**31
+    assert -2**31 <= total.min() and total.max() < 2**31
     ref = np.clip(rescale(total, mult, shift), np.where(relu == 1, 0, -128), 127)
     assert len(set(ref.tolist())) > 20  # the vectors exercise more than the clamp
 
