@@ -167,10 +167,10 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=F
                             + (["--clock-mhz", f"{clock_mhz:g}"] if clock_mhz else [])),
         "seconds": seconds, "bitstream": str(bitstream), **summary,
     }
-    # the cost of gating, when both builds of this array exist
     # nextpnr's own verdict per clock (each against its constraint: the oscillator's, the PLL's)
     failed = {n: c for n, c in report.get("clocks", {}).items() if not c["pass"]}
     report["timing_met"] = bool(report.get("clocks")) and not failed
+    # the cost of gating, when both builds of this array exist
     other = build_dir.parent / build_name(board, params, not dense_only, loopback, clock_mhz)
     other_json = other / f"{other.name}.report.json"
     if not loopback and other_json.exists():

@@ -115,6 +115,12 @@ def markdown(report: dict) -> str:
                 if r.get("loopback") else ""),
              f"- UART: {r['baud']} baud ({r['divisor']} clocks per bit at "
              f"{r['clk_mhz']:g} MHz)",
+             *([f"- design clock: {r['clk_mhz']:g} MHz from the {r['osc_mhz']:g} MHz "
+                f"oscillator by the PLL (CLKI_DIV {r['pll']['clki_div']}, CLKFB_DIV "
+                f"{r['pll']['clkfb_div']}, CLKOP_DIV {r['pll']['clkop_div']}, VCO "
+                f"{r['pll']['vco_mhz']:g} MHz)"] if r.get("pll") else []),
+             *([f"- timing: {'met' if r['timing_met'] else '**FAILED**'} (nextpnr, every "
+                "clock against its constraint)"] if "timing_met" in r else []),
              f"- command: `{r['command']}`",
              f"- wall time: {r['seconds']:.0f} s",
              "", "| resource | cell | used | available | % |", "|---|---|---|---|---|"]

@@ -125,6 +125,9 @@ def test_build_with_the_pll_reports_clock_and_baud(monkeypatch, tmp_path):
     assert rep["timing_met"] and rep["command"].endswith("--clock-mhz 60")
     on_disk = json.loads((tmp_path / rep["name"] / f"{rep['name']}.report.json").read_text())
     assert on_disk["timing_met"] and on_disk["pll"]["vco_mhz"] == 600
+    md = (tmp_path / rep["name"] / f"{rep['name']}.report.md").read_text()
+    assert "- design clock: 60 MHz from the 25 MHz oscillator by the PLL (CLKI_DIV 5" in md
+    assert "- timing: met" in md and "3000000 baud (20 clocks per bit at 60 MHz)" in md
 
 
 def test_build_that_misses_its_clock_fails_after_the_reports(monkeypatch, tmp_path):
