@@ -181,15 +181,30 @@ def plot_gate_rates(report: dict, out_png) -> None:
 
 
 def plot_tradeoff(reports: list[dict], out_png) -> None:
+    """Top-1 against whole-network MAC reduction, one colour per run (circle: float, square:
+    int8), named in a legend beside the axes (runs crowd together near the target), with the
+    best dense run's top-1 minus 0.5 points dashed."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(5, 4))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    names = list(dict.fromkeys(Path(r["checkpoint"]).parent.name for r in reports))
+    colours = plt.get_cmap("tab20")
     for r in reports:
-        label = f"{Path(r['checkpoint']).parent.name}{' int8' if r['int8'] else ''}"
-        ax.scatter(r["reduction"], 100 * r["top1"], marker="s" if r["int8"] else "o")
-        ax.annotate(label, (r["reduction"], 100 * r["top1"]), fontsize=7,
-                    textcoords="offset points", xytext=(4, 4))
+        name = Path(r["checkpoint"]).parent.name
+        ax.scatter(r["reduction"], 100 * r["top1"], marker="s" if r["int8"] else "o",
+                   color=colours(names.index(name) % 20), s=28, alpha=0.85)
+    dense = [r["top1"] for r in reports if r.get("gate_rate") is None]
+    if dense:
+        ax.axhline(100 * max(dense) - 0.5, ls="--", lw=0.8, color="grey")
+    handles = [plt.Line2D([], [], ls="", marker="o", color=colours(i % 20), label=n)
+               for i, n in enumerate(names)]
+    handles += [plt.Line2D([], [], ls="", marker="o", color="k", label="float"),
+                plt.Line2D([], [], ls="", marker="s", color="k", label="int8")]
+    if dense:
+        handles.append(plt.Line2D([], [], ls="--", color="grey", label="best dense - 0.5 pt"))
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+              frameon=False)
     ax.set_xlabel("whole-network MAC reduction (x, SPEC section 3)")
     ax.set_ylabel("top-1 (%)")
     ax.grid(alpha=0.3)
@@ -204,7 +219,8 @@ def _save_fig(fig, path):
 
 
 def add_arguments(p) -> None:
-    p.add_argument("checkpoints", nargs="+", metavar="CKPT", help="model.pt / last.pt files")
+    p.add_argument("checkpoints", nargs="*", metavar="CKPT",
+                   help="model.pt / last.pt files (none: only plot the --compare reports)")
     p.add_argument("-o", "--out", default="eval", help="output directory (JSON + PNG)")
     p.add_argument("--int8", action="store_true", help="evaluate the quantised integer model")
     p.add_argument("--data-dir", default=None)
@@ -221,6 +237,9 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     import torch
     from .checkpoint import atomic_write_bytes
+    if not args.checkpoints and not args.compare:
+        raise SluiceError("CKPT: give checkpoints to evaluate, or --compare JSON ... to plot "
+                          "earlier reports")
     torch.set_num_threads(max(1, args.threads))
     out = Path(args.out)
     reports = []

@@ -55,6 +55,11 @@ def test_gated_kd_resume_eval_export(dense_run, tmp_path, capsys):
     rep8 = json.loads((ev / "gated-model.int8.eval.json").read_text())
     assert abs(rep8["top1"] - rep["top1"]) < 0.15
     assert rep8["gate_agreement_end_to_end"] > 0.8
+    replot = tmp_path / "replot"  # the plot alone, from earlier reports, nothing evaluated
+    assert main(["eval", "--compare", str(ev / "gated-model.eval.json"),
+                 str(ev / "gated-model.int8.eval.json"), "-o", str(replot)]) == 0
+    assert (replot / "accuracy_vs_reduction.png").stat().st_size > 0
+    assert not list(replot.glob("*.eval.json"))
 
     ex = tmp_path / "export"
     assert main(["export", str(out / "model.pt"), "-o", str(ex), "--calib", "128",
@@ -69,6 +74,8 @@ def test_wrong_checkpoint_is_a_clear_error(tmp_path, capsys):
     assert main(["eval", str(bad), "-o", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "bad.pt" in err and "not a readable PyTorch checkpoint" in err
+    assert main(["eval", "-o", str(tmp_path)]) == 2
+    assert "give checkpoints to evaluate, or --compare" in capsys.readouterr().err
     other = tmp_path / "other.pt"
     torch.save({"weights": 1}, other)
     with pytest.raises(SluiceError, match="expected 'sluice.ckpt/1'"):
