@@ -220,7 +220,12 @@ class UARTBridge(wiring.Component):
         pop_k = Signal(8)
         pop_bytes = Signal(16)
         rst_cnt = Signal(3)
-        m.d.comb += [self.acc_rst.eq(rst_cnt != 0), flush.eq(rst_cnt != 0)]
+        # the accelerator's reset leaves a register (a cycle later and a cycle longer than the
+        # count): it fans out to the whole accelerator, and with the count's compare in front
+        # of that net it was the 4 x 4 ECP5 build's critical path
+        acc_rst_q = Signal()
+        m.d.sync += acc_rst_q.eq(rst_cnt != 0)
+        m.d.comb += [self.acc_rst.eq(acc_rst_q), flush.eq(rst_cnt != 0)]
 
         with m.FSM():
             # ---------------- receive a frame
