@@ -1,7 +1,8 @@
 """Post-processing (SPEC section 2) and the gate unit, one lane per array column.
 
 ``PostProc`` turns a column's finished sum into the int8 output:
-``clamp(rescale(acc + bias + [rescale(res, res_mult, res_shift)], mult, shift), lo, 127)``
+``clamp(rescale(acc + base + bias + [rescale(res, res_mult, res_shift)], mult, shift), lo, 127)``
+(``base``: the stored base partial sum in the conditional phase, else 0)
 with ``rescale(v, M, s) = (v*M + 2^(s-1)) >> s`` (s > 0), ``v*M`` (s = 0), computed for every s
 as ``(((v*M << 1) >> s) + 1) >> 1``, which is the same integer.
 
@@ -52,8 +53,8 @@ class PostProc(wiring.Component):
     value, so the top level may change a tile's parameters ``PARAM_READ_LAST`` cycles after the
     tile's last value entered, while that value is still in flight.
 
-    Stages: (0) ``acc`` and ``residual`` registered (the residual comes straight from a block
-    RAM's output); (1) ``acc + bias`` and ``2 * residual * res_mult``; (2) the residual's barrel
+    Stages: (0) ``acc``, ``base`` and ``residual`` registered (``base`` and the residual come
+    straight from block RAM outputs); (1) ``acc + base + bias`` and ``2 * residual * res_mult``; (2) the residual's barrel
     shift by ``res_shift`` (0 without a residual); (3) its rounding step and the sum; (4) the
     product with ``mult``, in ``mult_stages`` stages: one product;
     or the products with the signed upper and unsigned lower 16 bits of ``mult``, then their
@@ -72,6 +73,7 @@ class PostProc(wiring.Component):
         self.latency = FIXED_STAGES + mult_stages
         super().__init__({
             "acc": In(signed(ACC_BITS + 1)),
+            "base": In(signed(ACC_BITS)),  # a stored base partial sum to add (0: none)
             "bias": In(signed(PARAM_BITS)),
             "residual": In(signed(ACT_BITS)), "has_res": In(1),
             "res_mult": In(signed(PARAM_BITS)), "res_shift": In(unsigned(6)),
@@ -84,12 +86,13 @@ class PostProc(wiring.Component):
         m = Module()
         # stage 0
         acc = Signal.like(self.acc)
+        base = Signal.like(self.base)
         residual = Signal.like(self.residual)
-        m.d.sync += [acc.eq(self.acc), residual.eq(self.residual)]
+        m.d.sync += [acc.eq(self.acc), base.eq(self.base), residual.eq(self.residual)]
         # stage 1
         acc_b = Signal(signed(ACC_BITS + 2))
         res_prod = Signal(signed(ACT_BITS + PARAM_BITS + 1))  # 2 * residual * res_mult
-        m.d.sync += [acc_b.eq(acc + self.bias),
+        m.d.sync += [acc_b.eq(acc + base + self.bias),
                      res_prod.eq((residual * self.res_mult) << 1)]
         # stage 2: the residual's barrel shift (0 without a residual), ``acc + bias`` waits
         res_sh = Signal(signed(len(res_prod)))  # 2 * residual * res_mult >> res_shift

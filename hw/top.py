@@ -477,13 +477,10 @@ class Sluice(wiring.Component):
                 m.d.comb += [gu.psum[c].eq(d1_psum[c]), gu.thresh[c].eq(par_of["thresh"][c])]
             pp = PostProc(mult_stages=mult_stages(C))
             m.submodules[f"post_{c}"] = pp
-            acc = Signal(signed(ACC_BITS + 1), name=f"acc_{c}")
-            if gating:
-                m.d.comb += acc.eq(Mux(is_cond, psum_rp[j].data[c % G] + d1_psum[c],
-                                       d1_psum[c]))
-            else:
-                m.d.comb += acc.eq(d1_psum[c])
-            m.d.comb += [pp.acc.eq(acc), pp.bias.eq(par_of["bias"][c]),
+            if gating:  # conditional phase: the stored base sum, added inside PostProc (a
+                # block RAM's output into a 32-bit adder was the 4 x 4 critical path)
+                m.d.comb += pp.base.eq(Mux(is_cond, psum_rp[j].data[c % G], 0))
+            m.d.comb += [pp.acc.eq(d1_psum[c]), pp.bias.eq(par_of["bias"][c]),
                          pp.residual.eq(res_rp[j].data[8 * c:8 * c + 8]),
                          pp.has_res.eq(has_res),
                          pp.res_mult.eq(par_of["res_mult"][c]),

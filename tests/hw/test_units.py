@@ -122,9 +122,13 @@ def test_postproc_matches_reference(stages):
     ref = np.clip(rescale(total, mult, shift), np.where(relu == 1, 0, -128), 127)
     assert len(set(ref.tolist())) > 20  # the vectors exercise more than the clamp
 
-    names = ("acc", "bias", "residual", "has_res", "res_mult", "res_shift", "mult", "shift",
-             "relu")
-    vecs = dict(zip(names, (acc, bias, res, has_res, res_mult, res_shift, mult, shift, relu)))
+    # a stored base sum (conditional phase) arrives beside acc on some values
+    base = np.where(rng.integers(0, 2, n) == 1, rng.integers(-2**29, 2**29, n), 0)
+    base[edge] = 0
+    names = ("acc", "base", "bias", "residual", "has_res", "res_mult", "res_shift", "mult",
+             "shift", "relu")
+    vecs = dict(zip(names, (acc - base, base, bias, res, has_res, res_mult, res_shift, mult,
+                            shift, relu)))
 
     async def bench(ctx):
         for i in range(n):  # one value at a time, parameters changing between values
