@@ -320,8 +320,11 @@ class Sluice(wiring.Component):
         g_end = [Signal(ewidth, name=f"g_end_{j}") for j in range(NG)]
         g_start_end = [Signal(ewidth, name=f"g_start_end_{j}") for j in range(NG)]
         m.d.sync += [g_start_end[j].eq(g_start_off[j] + hw_in) for j in range(NG)]
+        # (BASE_CIN + 1) * H_IN * W_IN, two levels behind the descriptor: the increment gets
+        # its own register (an adder in front of a DSP multiply was the 4 x 4 critical path)
+        base_cin_p1 = Signal(len(base_cin) + 1)
         skip_off = Signal(abits + DIM_BITS + 2)
-        m.d.sync += skip_off.eq((base_cin + 1) * hw_in)
+        m.d.sync += [base_cin_p1.eq(base_cin + 1), skip_off.eq(base_cin_p1 * hw_in)]
 
         kernel_m1 = Signal(3)  # registered, one level behind the descriptor (DESC_LEVELS)
         m.d.sync += kernel_m1.eq(kernel - 1)
