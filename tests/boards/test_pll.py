@@ -117,7 +117,7 @@ def test_build_with_the_pll_reports_clock_and_baud(monkeypatch, tmp_path):
                              "(PASS at 60.00 MHz)")
     rep = b.build("ulx3s-85f", loopback=True, clock_mhz=60, out_root=tmp_path, nice=0,
                   log=lambda t: None)
-    assert rep["name"] == "sluice_ulx3s_85f_8x8_loopback_60mhz"
+    assert rep["name"] == "sluice_ulx3s_85f_4x4_loopback_60mhz"
     assert (rep["baud"], rep["divisor"], rep["clk_mhz"], rep["osc_mhz"]) == (3_000_000, 20, 60,
                                                                            25)
     assert (rep["pll"]["clki_div"], rep["pll"]["clkfb_div"], rep["pll"]["clkop_div"]) == \
