@@ -54,16 +54,15 @@ class PostProc(wiring.Component):
     tile's last value entered, while that value is still in flight.
 
     Stages: (0) ``acc``, ``base`` and ``residual`` registered (``base`` and the residual come
-    straight from block RAM outputs); (1) ``acc + base + bias`` and ``2 * residual * res_mult``; (2) the residual's barrel
-    shift by ``res_shift`` (0 without a residual); (3) its rounding step and the sum; (4) the
-    product with ``mult``, in ``mult_stages`` stages: one product;
-    or the products with the signed upper and unsigned lower 16 bits of ``mult``, then their
-    sum; or the four partial products of the int32 sum's two 17-bit chunks (the low one
+    straight from block RAM outputs); (1) ``acc + base + bias`` and ``2 * residual *
+    res_mult``; (2) the residual's barrel shift by ``res_shift`` (0 without a residual); (3) its
+    rounding step and the sum; (4) the product with ``mult``, in ``mult_stages`` stages: one
+    product; or the products with the signed upper and unsigned lower 16 bits of ``mult``, then
+    their sum; or the four partial products of the int32 sum's two 17-bit chunks (the low one
     unsigned, the signed top 15 bits) with ``mult``'s (unsigned low 17 bits, signed top 15),
     each one 18 x 18 DSP multiply with its output registered, then the two chunks' sums, then
-    the total; (5) that product
-    shifted right by ``shift``; then the rounding step (``(v + 1) >> 1``),
-    ReLU and clamp.
+    the total; (4 + ``mult_stages``) that product shifted right by ``shift``; then the rounding
+    step (``(v + 1) >> 1``), ReLU and clamp.
     """
 
     def __init__(self, *, mult_stages: int = 3):
@@ -130,7 +129,7 @@ class PostProc(wiring.Component):
             m.d.sync += prod.eq(((p_hi << 16) + p_lo) << 1)
         else:
             m.d.sync += prod.eq((total * self.mult) << 1)
-        # stage 4 + mult_stages: the barrel shift (rescale's rounding is ``((prod >> s) + 1) >> 1``)
+        # stage 4 + mult_stages: the barrel shift (rescale rounds as ``((prod >> s) + 1) >> 1``)
         shifted = Signal(signed(len(prod)))
         m.d.sync += shifted.eq(prod >> shift)
         # output: rounding step, clamp
