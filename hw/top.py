@@ -19,7 +19,8 @@ One layer job (see ``hw/README.md`` for the full story):
    whose gates are all off the results are emitted at once (the pixel is never streamed again
    for that group), otherwise the pixel goes to the group's active list with its gate bits and
    its partial sums to the group's partial-sum buffer. Conditional phase: only elements with
-   their gate bit set accumulate; the drain adds the stored base sums and emits.
+   their gate bit set accumulate; the drain passes the stored base sums beside them to the
+   post-processing, which adds them, and emits.
 """
 
 from __future__ import annotations
