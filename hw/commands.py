@@ -121,8 +121,8 @@ def cmd_cycles(args) -> int:
 
 
 def _cycles_network(export_dir, params) -> int:
-    from sluice.sim.model_run import predict_network
-    net = predict_network(export_dir, params)
+    from sluice.sim.model_run import bind_export, predict_network
+    net = predict_network(bind_export(export_dir), params)
     print(f"{export_dir}: {params.rows}x{params.cols}, skip_cols {params.skip_cols}, "
           f"{len(net['layers'])} layers, the export's sample image")
     print(f"  {'layer':24s} {'dense':>8s} {'gated':>8s} {'speedup':>8s} {'reduction':>9s}")

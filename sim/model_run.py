@@ -122,28 +122,37 @@ def run_model(export_dir, out_dir, *, sim="icarus", params: HwParams | None = No
     return summary
 
 
-def predict_network(export_dir, params: HwParams) -> dict:
-    """The cycle model over a whole export, on its sample image: every layer bound to the
-    integer network's own inputs (as ``run_model`` binds them), gates from the integer
-    reference. Returns per-layer rows and the network's totals (speedup over dense mode,
-    element-level reduction, efficiency), the figures ``run_model`` measures on the RTL, where
-    the model is exact."""
-    from sluice.hw.cycle_model import predict
+def bind_export(export_dir) -> list[tuple]:
+    """Every layer of an export bound to the integer network's own inputs on its sample image
+    (as ``run_model`` binds them), with its reference gate bits and SPEC section 3 work
+    figures: ``[(bound layer, gate, figures), ...]``. Independent of the array, so one binding
+    serves :func:`predict_network` for any number of array shapes."""
     from sluice.model.intnet import IntNet
     from sluice.model.reference import run_reference, work_figures
 
     net = IntNet(export_dir)
     tensors = {"input": net.layers[0][1].x}
-    rows = []
-    tot = dict(cycles_gated=0, cycles_dense=0, macs_dense=0, macs_theory=0)
+    out = []
     for entry, layer in net.layers:
         bound = net.bind(entry, layer, tensors)
         y, gate = run_reference(bound)
         tensors[entry["name"]] = y
-        fig = work_figures(bound, gate)
+        out.append((bound, gate, work_figures(bound, gate)))
+    return out
+
+
+def predict_network(bound_layers: list[tuple], params: HwParams) -> dict:
+    """The cycle model over a whole network (``bind_export``'s layers). Returns per-layer rows
+    and the network's totals (speedup over dense mode, element-level reduction, efficiency),
+    the figures ``run_model`` measures on the RTL, where the model is exact."""
+    from sluice.hw.cycle_model import predict
+
+    rows = []
+    tot = dict(cycles_gated=0, cycles_dense=0, macs_dense=0, macs_theory=0)
+    for bound, gate, fig in bound_layers:
         dense = predict(bound, None, params, dense=True)["cycles"]
-        gated = predict(bound, gate, params)["cycles"] if layer.gated else dense
-        rows.append(dict(layer=layer.name, gated=layer.gated, cycles_gated=gated,
+        gated = predict(bound, gate, params)["cycles"] if bound.gated else dense
+        rows.append(dict(layer=bound.name, gated=bound.gated, cycles_gated=gated,
                          cycles_dense=dense, reduction=fig["reduction"]))
         tot["cycles_gated"] += gated
         tot["cycles_dense"] += dense

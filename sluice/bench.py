@@ -85,11 +85,12 @@ SHAPES = [(8, 8, 2), (8, 8, 1), (16, 16, 2), (8, 16, 2), (4, 8, 2), (4, 8, 1), (
 
 def array_shapes(export: Path) -> list[dict]:
     from sluice.hw.params import HwParams
-    from sluice.sim.model_run import predict_network
+    from sluice.sim.model_run import bind_export, predict_network
 
+    bound = bind_export(export)  # the reference forward pass once, for every shape
     rows = []
     for r, c, s in SHAPES:
-        net = predict_network(export, HwParams(rows=r, cols=c, skip_cols=s))
+        net = predict_network(bound, HwParams(rows=r, cols=c, skip_cols=s))
         rows.append(dict(rows=r, cols=c, skip_cols=s, cycles_dense=net["cycles_dense"],
                          cycles_gated=net["cycles_gated"], speedup=net["speedup"],
                          efficiency=net["efficiency"],

@@ -263,7 +263,8 @@ def add_commands(sub) -> None:
     p.add_argument("--out", default="build/demo", help="report folder (default build/demo)")
     p.add_argument("--checkpoint", default="default", help="checkpoint (default: embedded)")
     p.add_argument("--train", action="store_true",
-                   help="train a fresh embedded-default model first (about three hours on 2 cores)")
+                   help="train a fresh embedded-default model first (about three hours on 2 "
+                        "cores)")
     p.add_argument("--sim", choices=SIMULATORS, default=None,
                    help="RTL simulator (default: verilator when installed, else icarus)")
     p.add_argument("--sample", type=int, default=0, help="test image index (default 0)")

@@ -84,10 +84,11 @@ def test_predict_network_is_the_per_layer_model(export_dir, capsys):
     from sluice.cli import main
     from sluice.model.intnet import IntNet
     from sluice.model.reference import work_figures
-    from sluice.sim.model_run import predict_network
+    from sluice.sim.model_run import bind_export, predict_network
 
     params = HwParams()
-    net = predict_network(export_dir, params)
+    bound = bind_export(export_dir)
+    net = predict_network(bound, params)
     layers = IntNet(export_dir).layers
     assert len(net["layers"]) == len(layers) == 20
     dense_sum = theory_sum = 0
@@ -103,7 +104,7 @@ def test_predict_network_is_the_per_layer_model(export_dir, capsys):
     assert net["reduction"] == pytest.approx(dense_sum / theory_sum)
     assert net["efficiency"] == pytest.approx(
         net["cycles_dense"] / net["cycles_gated"] / net["reduction"])
-    small = predict_network(export_dir, HwParams(rows=2, cols=2, skip_cols=1))
+    small = predict_network(bound, HwParams(rows=2, cols=2, skip_cols=1))
     assert small["reduction"] == net["reduction"]
     assert small["efficiency"] > net["efficiency"] + 0.1
 
