@@ -77,6 +77,8 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=F
     if router not in ROUTERS:
         raise SluiceError(f"--router: {router!r} is not one of {', '.join(ROUTERS)}")
     board = get_board(board_name)
+    platform = board.make_platform()
+    osc = board.clk_freq(platform)
     pll = None
     if clock_mhz is not None:  # checked before the toolchain: a typo fails in a second
         if board.family != "ecp5":
@@ -86,22 +88,15 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=F
             raise SluiceError(f"--clock-mhz: {clock_mhz:g} is outside 0..400 MHz")
         from sluice.boards.pll import ecp5_pll
 
-        pll = ecp5_pll(board.clk_freq(board.make_platform()), clock_mhz * 1e6)
+        pll = ecp5_pll(osc, clock_mhz * 1e6)
     env = toolchain_env(board.family)
     if program:
         programmer_path()  # fail before a long build, not after
     params = board.params(rows, cols)
     if dense_only:  # the same array with the gating hardware left out at elaboration
         params = dataclasses.replace(params, gating=False)
-    platform = board.make_platform()
-    osc = board.clk_freq(platform)
-    if pll is None:
-        clk, baud = osc, board.baud
-        divisor = board.divisor(platform)
-    else:
-        clk = float(pll.fout_hz)
-        baud = board.pll_baud(clk)
-        divisor = round(clk / baud)
+    clk = osc if pll is None else float(pll.fout_hz)
+    baud, divisor = board.uart(clk, pll is not None)
     if divisor < 4:
         raise SluiceError(f"--board {board.name}: {baud} baud needs {clk / baud:.2f} "
                           "clocks per bit; the UART needs at least 4")

@@ -61,8 +61,11 @@ class Board:
     def clk_freq(self, platform) -> float:
         return platform.default_clk_frequency
 
-    def divisor(self, platform) -> int:
-        return round(self.clk_freq(platform) / self.baud)
+    def uart(self, clk_hz: float, pll: bool = False) -> tuple[int, int]:
+        """(baud rate, clocks per bit) of the bridge's UART at the design clock ``clk_hz``:
+        the board's ``baud`` at its oscillator, or with a PLL clock :meth:`pll_baud`."""
+        baud = self.pll_baud(clk_hz) if pll else self.baud
+        return baud, round(clk_hz / baud)
 
     def pll_baud(self, clk_hz: float) -> int:
         """The fastest standard rate up to ``max_baud`` that the UART makes from ``clk_hz``

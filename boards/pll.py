@@ -46,7 +46,7 @@ class PllConfig:
                 "fout_mhz": float(self.fout_hz) / 1e6, "vco_mhz": float(self.vco_hz) / 1e6}
 
 
-def ecp5_pll(fin_hz: float, fout_hz: float, *, what: str = "--clock-mhz") -> PllConfig:
+def ecp5_pll(fin_hz: float, fout_hz: float) -> PllConfig:
     """The EHXPLLL dividers that make ``fout_hz`` from ``fin_hz`` exactly (CLKOP feedback)."""
     fin, want = Fraction(round(fin_hz)), Fraction(fout_hz).limit_denominator(1000)
     best, best_key = None, None
@@ -67,7 +67,7 @@ def ecp5_pll(fin_hz: float, fout_hz: float, *, what: str = "--clock-mhz") -> Pll
                     best, best_key = PllConfig(int(fin), ref, fb, out), key
     if best is None or best.fout_hz != want:
         near = f"; the nearest is {float(best.fout_hz) / 1e6:g} MHz" if best else ""
-        raise SluiceError(f"{what}: {float(want) / 1e6:g} MHz is not reachable exactly from the "
+        raise SluiceError(f"--clock-mhz: {float(want) / 1e6:g} MHz is not reachable exactly from the "
                           f"{fin_hz / 1e6:g} MHz oscillator with the ECP5 PLL{near}")
     return best
 

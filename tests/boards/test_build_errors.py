@@ -32,8 +32,9 @@ def test_board_defaults_are_valid_params():
         p = board.params()
         assert (p.rows, p.cols) == (board.rows, board.cols)
         assert board.params(rows=3, cols=6).cols % board.params(rows=3, cols=6).skip_cols == 0
-    assert get_board("icebreaker").divisor(get_board("icebreaker").make_platform()) == 4
-    assert get_board("ulx3s-85f").divisor(get_board("ulx3s-85f").make_platform()) == 25
+    for name, divisor in (("icebreaker", 4), ("ulx3s-85f", 25)):
+        board = get_board(name)
+        assert board.uart(board.clk_freq(board.make_platform())) == (board.baud, divisor)
 
 
 def test_unknown_router_is_refused_before_anything_runs(monkeypatch):
