@@ -74,23 +74,33 @@ class BoardTop(Elaboratable):
             return m
 
         from amaranth.build import ResourceError
+        from amaranth.lib import io
+
+        def pin(name, direction, number=0):
+            """A resource's pin through an explicit I/O buffer (``dir="-"``, Amaranth 0.5's
+            form; requesting with a direction is deprecated)."""
+            port = platform.request(name, number, dir="-")
+            m.submodules[f"io_{name}_{number}"] = buf = io.Buffer(direction, port)
+            return buf
 
         if self.pll is not None:  # the sync domain from the PLL, not the platform's oscillator
             from sluice.boards.pll import Ecp5Pll
 
-            osc = platform.request(platform.default_clk, 0)
+            osc = pin(platform.default_clk, "i")
             m.domains.sync = ClockDomain("sync")
             m.submodules.pll = Ecp5Pll(self.pll, osc.i)
-        uart = platform.request("uart", 0)
-        m.d.comb += [bridge.rx.eq(uart.rx.i), uart.tx.o.eq(bridge.tx)]
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.io_uart_rx = rx = io.Buffer("i", uart.rx)
+        m.submodules.io_uart_tx = tx = io.Buffer("o", uart.tx)
+        m.d.comb += [bridge.rx.eq(rx.i), tx.o.eq(bridge.tx)]
         try:  # ULX3S: the FTDI's TX buffer must be enabled explicitly
-            m.d.comb += platform.request("uart_tx_enable", 0).o.eq(1)
+            m.d.comb += pin("uart_tx_enable", "o").o.eq(1)
         except ResourceError:  # boards without it
             pass
         try:
-            led_done = platform.request("led", 0)
-            led_rx = platform.request("led", 1)
-            m.d.comb += [led_done.o.eq(bridge.done), led_rx.o.eq(~uart.rx.i)]
+            led_done = pin("led", "o", 0)
+            led_rx = pin("led", "o", 1)
+            m.d.comb += [led_done.o.eq(bridge.done), led_rx.o.eq(~rx.i)]
         except ResourceError:  # boards with fewer LEDs
             pass
         return m

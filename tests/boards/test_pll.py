@@ -72,6 +72,30 @@ def test_board_top_runs_from_the_pll():
     assert "EHXPLLL" not in plain["t.il"] and "60000000.0 HZ" not in plain["t.lpf"]
 
 
+@pytest.mark.parametrize("board_name, pins", [
+    ("ulx3s-85f", ('"uart_0__rx__io" SITE "M1"', '"uart_0__tx__io" SITE "L4"',
+                   '"uart_tx_enable_0__io" SITE "L3"', '"led_0__io" SITE "B2"')),
+    ("icebreaker", ("uart_0__rx__io 6", "uart_0__tx__io 9", "led_0__io 11")),
+])
+def test_board_top_pins_through_io_buffers(board_name, pins):
+    """The UART, its enable and the LEDs are requested with ``dir="-"`` and explicit I/O
+    buffers (a request with a direction is deprecated in Amaranth 0.5): no warning, same pins."""
+    import warnings
+
+    from sluice.boards.loopback import LoopbackAccelerator
+    from sluice.boards.top import BoardTop
+
+    board = get_board(board_name)
+    params = board.params(2, 2)
+    top = BoardTop(params, divisor=4, accelerator=LoopbackAccelerator(params))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        files = board.make_platform().prepare(top, name="t").files
+    constraints = files["t.lpf" if board.family == "ecp5" else "t.pcf"]
+    for pin in pins:
+        assert pin in constraints
+
+
 def test_clock_option_is_checked_before_the_toolchain(monkeypatch):
     monkeypatch.setattr(b, "toolchain_env", lambda family: pytest.fail("got past the check"))
     with pytest.raises(SluiceError, match="--clock-mhz: the PLL is built for ECP5 boards only; "
