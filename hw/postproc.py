@@ -18,13 +18,13 @@ from amaranth.lib.wiring import In, Out
 from sluice.hw.params import ACC_BITS, ACT_BITS, PARAM_BITS
 
 
-# PostProc stages besides the requantisation multiply: input registers, bias/residual product,
-# residual shift, residual rounding and sum, output shift
-FIXED_STAGES = 5
+# PostProc stages besides the requantisation multiply: input registers, bias and the residual's
+# partial products, their sum, residual shift, residual rounding and sum, output shift
+FIXED_STAGES = 6
 # the last cycle (after a value enters) at which PostProc reads a tile parameter directly:
 # ``mult``, by the multiply's first stage; ``shift`` and ``relu`` are read with ``bias`` and
 # travel with the value. A tile's parameters may change that many cycles after its last value.
-PARAM_READ_LAST = 4
+PARAM_READ_LAST = 5
 
 
 def mult_stages(cols: int) -> int:
@@ -38,7 +38,7 @@ def mult_stages(cols: int) -> int:
 
 def post_latency(cols: int) -> int:
     """Cycles from ``PostProc``'s inputs to its output ``y`` (one result per cycle) in an array
-    of ``cols`` columns: ``FIXED_STAGES + mult_stages(cols)`` (6, 7, then 8 from 4 columns
+    of ``cols`` columns: ``FIXED_STAGES + mult_stages(cols)`` (7, 8, then 9 from 4 columns
     on)."""
     return FIXED_STAGES + mult_stages(cols)
 
@@ -48,20 +48,22 @@ class PostProc(wiring.Component):
 
     Pipelined for timing, one value per cycle: ``y`` is the result for the ``acc`` and
     ``residual`` presented ``latency`` cycles earlier (``post_latency``). ``bias``, ``res_mult``,
-    ``shift`` and ``relu`` are read at stage 1, ``res_shift`` and ``has_res`` at stage 2, ``mult``
-    at stage 4 (``PARAM_READ_LAST``); ``shift`` and ``relu`` travel down the pipeline with the
+    ``shift`` and ``relu`` are read at stage 1, ``res_shift`` and ``has_res`` at stage 3, ``mult``
+    at stage 5 (``PARAM_READ_LAST``); ``shift`` and ``relu`` travel down the pipeline with the
     value, so the top level may change a tile's parameters ``PARAM_READ_LAST`` cycles after the
     tile's last value entered, while that value is still in flight.
 
     Stages: (0) ``acc``, ``base`` and ``residual`` registered (``base`` and the residual come
-    straight from block RAM outputs); (1) ``acc + base + bias`` and ``2 * residual *
-    res_mult``; (2) the residual's barrel shift by ``res_shift`` (0 without a residual); (3) its
-    rounding step and the sum; (4) the product with ``mult``, in ``mult_stages`` stages: one
+    straight from block RAM outputs); (1) ``acc + base + bias`` and the residual's two partial
+    products with ``res_mult``'s unsigned low 17 and signed top 15 bits (one 18 x 18 DSP each,
+    output registered); (2) their sum, ``2 * residual * res_mult``; (3) the residual's barrel
+    shift by ``res_shift`` (0 without a residual); (4) its rounding step and the sum; (5) the
+    product with ``mult``, in ``mult_stages`` stages: one
     product; or the products with the signed upper and unsigned lower 16 bits of ``mult``, then
     their sum; or the four partial products of the int32 sum's two 17-bit chunks (the low one
     unsigned, the signed top 15 bits) with ``mult``'s (unsigned low 17 bits, signed top 15),
     each one 18 x 18 DSP multiply with its output registered, then the two chunks' sums, then
-    the total; (4 + ``mult_stages``) that product shifted right by ``shift``; then the rounding
+    the total; (5 + ``mult_stages``) that product shifted right by ``shift``; then the rounding
     step (``(v + 1) >> 1``), ReLU and clamp.
     """
 
@@ -88,29 +90,34 @@ class PostProc(wiring.Component):
         base = Signal.like(self.base)
         residual = Signal.like(self.residual)
         m.d.sync += [acc.eq(self.acc), base.eq(self.base), residual.eq(self.residual)]
-        # stage 1
+        # stage 1: ``acc + base + bias``; the residual's partial products (res_mult = r1*2^17 + r0)
         acc_b = Signal(signed(ACC_BITS + 2))
-        res_prod = Signal(signed(ACT_BITS + PARAM_BITS + 1))  # 2 * residual * res_mult
-        m.d.sync += [acc_b.eq(acc + base + self.bias),
-                     res_prod.eq((residual * self.res_mult) << 1)]
-        # stage 2: the residual's barrel shift (0 without a residual), ``acc + bias`` waits
+        rm = [self.res_mult[0:17], self.res_mult[17:].as_signed()]
+        rp = [Signal(signed(ACT_BITS + len(rm[k]) + 1), name=f"rp_{k}") for k in range(2)]
+        m.d.sync += [acc_b.eq(acc + base + self.bias)]
+        m.d.sync += [rp[k].eq(residual * rm[k]) for k in range(2)]
+        # stage 2: their sum, ``2 * residual * res_mult``; ``acc + bias`` waits
+        res_prod = Signal(signed(ACT_BITS + PARAM_BITS + 1))
+        acc_b1 = Signal.like(acc_b)
+        m.d.sync += [res_prod.eq((rp[0] + (rp[1] << 17)) << 1), acc_b1.eq(acc_b)]
+        # stage 3: the residual's barrel shift (0 without a residual)
         res_sh = Signal(signed(len(res_prod)))  # 2 * residual * res_mult >> res_shift
         acc_b2 = Signal.like(acc_b)
         m.d.sync += [res_sh.eq(Mux(self.has_res, res_prod >> self.res_shift, 0)),
-                     acc_b2.eq(acc_b)]
-        # stage 3: the residual's rounding step (``(res_sh + 1) >> 1``, 0 from 0) and the sum,
+                     acc_b2.eq(acc_b1)]
+        # stage 4: the residual's rounding step (``(res_sh + 1) >> 1``, 0 from 0) and the sum,
         # an int32 (SPEC: ``acc`` fits int32; every layer file's worst case is checked)
         total = Signal(signed(ACC_BITS))
         m.d.sync += total.eq(acc_b2 + ((res_sh + 1) >> 1))
         # the parameters read after stage 1 travel with the value, so a tile's parameters may
         # change once its last value has passed stage 1 (the multiply reads ``mult`` later still,
-        # at stage 4: ``PARAM_READ_LAST``)
+        # at stage 5: ``PARAM_READ_LAST``)
         shift, relu = self.shift, self.relu
-        for i in range(1, 4 + self.mult_stages):
+        for i in range(1, 5 + self.mult_stages):
             shift_d, relu_d = Signal.like(shift, name=f"shift_{i}"), Signal(name=f"relu_{i}")
             m.d.sync += [shift_d.eq(shift), relu_d.eq(relu)]
             shift, relu = shift_d, relu_d
-        # stage 4
+        # stage 5
         prod = Signal(signed(2 * PARAM_BITS + 1))  # 2 * total * mult
         if self.mult_stages == 3:  # total = t1*2^17 + t0, mult = m1*2^17 + m0
             t = [total[0:17], total[17:].as_signed()]
@@ -129,7 +136,7 @@ class PostProc(wiring.Component):
             m.d.sync += prod.eq(((p_hi << 16) + p_lo) << 1)
         else:
             m.d.sync += prod.eq((total * self.mult) << 1)
-        # stage 4 + mult_stages: the barrel shift (rescale rounds as ``((prod >> s) + 1) >> 1``)
+        # stage 5 + mult_stages: the barrel shift (rescale rounds as ``((prod >> s) + 1) >> 1``)
         shifted = Signal(signed(len(prod)))
         m.d.sync += shifted.eq(prod >> shift)
         # output: rounding step, clamp

@@ -191,8 +191,8 @@ def test_postproc_rounds_half_up(stages):
 
 def test_post_latency():
     """The top level's cycle count (the cycle model's TAIL) and FIFO bound use these."""
-    assert post_latency(2) == 6 and post_latency(3) == 7
-    assert all(post_latency(cols) == 8 for cols in range(4, 33))
+    assert post_latency(2) == 7 and post_latency(3) == 8
+    assert all(post_latency(cols) == 9 for cols in range(4, 33))
     assert all(PARAM_READ_LAST <= cols + 3 for cols in range(2, 33))
 
 
