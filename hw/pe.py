@@ -25,7 +25,7 @@ FEED_REGS = 1
 # Registers between an element's multiplier and its accumulator (the product and the step's
 # control: valid, first, last, enable). Without one, the 8 x 8 multiply and the 32-bit
 # accumulate share a cycle (the ECP5 critical path after FEED_REGS).
-PE_STAGES = 1
+PE_STAGES = 2
 # cycles from a step's issue-side registers to the element's sum, beyond the skew: the drain
 # and the cycle model wait this much longer than an unpipelined array
 ARRAY_EXTRA = FEED_REGS + PE_STAGES

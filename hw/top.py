@@ -133,7 +133,10 @@ class Sluice(wiring.Component):
         # the pixel walker's row step and first row address, registered like the products above
         row_step = Signal(saddr)   # as wide as pw_rowaddr: the same sums modulo its width
         row_start = Signal(saddr)
-        m.d.sync += [row_step.eq(stride * w_in), row_start.eq(-(pad_top * w_in))]
+        # stride is 1 or 2 and PAD_TOP at most MAX_PADDING (anything else is refused with an
+        # error flag), so these products are a shift and a sum of shifts, not DSP multiplies
+        pad_w_in = sum(Mux(pad_top[i], w_in << i, 0) for i in range(MAX_PADDING.bit_length()))
+        m.d.sync += [row_step.eq(Mux(stride[1], w_in << 1, w_in)), row_start.eq(-pad_w_in)]
         n_act = Signal(3 * DIM_BITS)
         n_wgt = Signal(DIM_BITS + 7)
         m.d.sync += [n_act.eq(c_in * hw_in), n_wgt.eq(c_in * kk)]
@@ -144,8 +147,10 @@ class Sluice(wiring.Component):
         err = Signal(len(ERROR_FIELDS))
         span_h = Signal(signed(2 * DIM_BITS + 4))
         span_w = Signal(signed(2 * DIM_BITS + 4))
-        m.d.sync += [span_h.eq((h_out - 1) * stride + kernel),
-                     span_w.eq((w_out - 1) * stride + kernel)]
+        # (times the stride: a shift, as for row_step; the subtract, shift and add were a DSP
+        # multiply between two adders, the 4 x 4 ECP5 critical path)
+        m.d.sync += [span_h.eq(Mux(stride[1], (h_out - 1) << 1, h_out - 1) + kernel),
+                     span_w.eq(Mux(stride[1], (w_out - 1) << 1, w_out - 1) + kernel)]
         # the partition checks' products and sums, registered like the spans (a DSP multiply
         # in front of the error flags was the ECP5 critical path)
         base_total = Signal(len(base_cin) + len(parts))
