@@ -24,7 +24,9 @@ from sluice.hw.params import ACC_BITS, ACT_BITS, WGT_BITS
 FEED_REGS = 1
 # Registers between an element's multiplier and its accumulator (the product and the step's
 # control: valid, first, last, enable). Without one, the 8 x 8 multiply and the 32-bit
-# accumulate share a cycle (the ECP5 critical path after FEED_REGS).
+# accumulate share a cycle (the ECP5 critical path after FEED_REGS); with one, the route from
+# the DSP block across the die to that register (placed by the accumulator) was the 4 x 4
+# ULX3S critical path at 74 MHz; a second lets one register sit by the DSP.
 PE_STAGES = 2
 # cycles from a step's issue-side registers to the element's sum, beyond the skew: the drain
 # and the cycle model wait this much longer than an unpipelined array

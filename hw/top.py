@@ -129,7 +129,10 @@ class Sluice(wiring.Component):
         kk = Signal(7)
         hw_in = Signal(2 * DIM_BITS)
         hw_out = Signal(2 * DIM_BITS)
-        m.d.sync += [kk.eq(kernel * kernel), hw_in.eq(h_in * w_in), hw_out.eq(h_out * w_out)]
+        # K*K from a table (KERNEL is 1, 3, 5 or 7; anything else is refused with an error flag)
+        kk_table = Array(Const(k * k, 7) for k in range(8))
+        m.d.sync += [kk.eq(kk_table[kernel[:3]]), hw_in.eq(h_in * w_in),
+                     hw_out.eq(h_out * w_out)]
         # the pixel walker's row step and first row address, registered like the products above
         row_step = Signal(saddr)   # as wide as pw_rowaddr: the same sums modulo its width
         row_start = Signal(saddr)
@@ -247,7 +250,6 @@ class Sluice(wiring.Component):
         grp_lo = Signal(DIM_BITS)
         setup_c = Signal(range(C + 1))
         col_work = Signal(32)  # conditional MACs of one output (pixel, channel)
-        m.d.sync += col_work.eq((c_in - base_cin) * kk)
 
         phase = Signal(2)
         # phase tests; constant in a dense-only build so the gating logic is not generated
@@ -257,6 +259,12 @@ class Sluice(wiring.Component):
         # step's test is then a compare with a register, not with a subtraction
         n_ch_m1 = Signal(DIM_BITS)
         w_start = Signal(wbits + DIM_BITS)  # first weight word of the phase
+        # (C_IN - BASE_CIN) registered before its product, two levels behind the descriptor like
+        # the other products; BASE_CIN * K * K, the conditional phase's first weight word, too
+        cond_cin = Signal(DIM_BITS)
+        base_wk = Signal(len(w_start))
+        m.d.sync += [cond_cin.eq(c_in - base_cin), col_work.eq(cond_cin * kk),
+                     base_wk.eq(base_cin * kk)]
 
         # ---------------------------------------------------------------- row sets
         def rowset(prefix):
@@ -880,7 +888,7 @@ class Sluice(wiring.Component):
             if gating:
                 with m.State("COND"):
                     m.d.sync += start_phase(PH_COND)
-                    m.d.sync += [n_ch_m1.eq(c_in - base_cin - 1), w_start.eq(base_cin * kk),
+                    m.d.sync += [n_ch_m1.eq(cond_cin - 1), w_start.eq(base_wk),
                                  *(g_start[j].eq(Mux(g_lo[j] == 0, base_cin, 0))
                                    for j in range(NG))]
                     m.next = "RUN"
