@@ -304,7 +304,12 @@ class Sluice(wiring.Component):
                       for f in FIELDS}
         rl_wr_k = [Signal(pix_s, name=f"rl_wr_k_{j}") for j in range(NG)]
         src_left = Signal()
-        m.d.comb += src_left.eq(Mux(is_cond, al_left.any(), pw_p < hw_out))
+        # pixels left for the walker, as a register beside a down-counter (set from the counter's
+        # next value, in parallel with it): the compare ``pw_p < H_OUT*W_OUT`` in front of the
+        # row-set loader and the phase's end was the 4 x 4 ECP5 critical path
+        pw_rem = Signal(2 * DIM_BITS)
+        pw_more = Signal()
+        m.d.comb += src_left.eq(Mux(is_cond, al_left.any(), pw_more))
         running = Signal()  # in RUN state
 
         # issuer
@@ -600,7 +605,8 @@ class Sluice(wiring.Component):
             with m.Else():
                 m.d.sync += rl_wr_valid.eq(Mux(src_left, (1 << NG) - 1, 0))
                 with m.If(src_left):
-                    m.d.sync += pw_p.eq(pw_p + 1)
+                    m.d.sync += [pw_p.eq(pw_p + 1), pw_rem.eq(pw_rem - 1),
+                                 pw_more.eq(pw_rem != 1)]
                     with m.If(pw_x == w_out - 1):
                         m.d.sync += [pw_x.eq(0), pw_xbase.eq(-pad_left),
                                      pw_ybase.eq(pw_ybase + stride),
@@ -807,7 +813,8 @@ class Sluice(wiring.Component):
                 m.d.sync += cnt["STALL_CYCLES"].eq(cnt["STALL_CYCLES"] + 1)
 
         def start_phase(ph):
-            stmts = [phase.eq(ph), pw_p.eq(0), pw_x.eq(0), pw_ybase.eq(-pad_top),
+            stmts = [phase.eq(ph), pw_p.eq(0), pw_rem.eq(hw_out), pw_more.eq(hw_out != 0),
+                     pw_x.eq(0), pw_ybase.eq(-pad_top),
                      pw_xbase.eq(-pad_left), pw_rowaddr.eq(row_start),
                      *(a.eq(0) for a in al_rd),
                      have_cur.eq(0), rl_done.eq(0), rl_busy.eq(0)]
