@@ -21,7 +21,7 @@ def cmd_build(args) -> int:
         raise SluiceError("--rows/--cols: the array needs at least 2 x 2")
     build(args.board, rows=args.rows, cols=args.cols, dense_only=args.dense_only,
           loopback=args.loopback, program=args.program, out_root=args.out_dir, seed=args.seed,
-          router=args.router, clock_mhz=args.clock_mhz)
+          router=args.router, clock_mhz=args.clock_mhz, pe_mult=args.pe_mult)
     return 0
 
 
@@ -109,6 +109,7 @@ def _add_board_args(p, port=True):
 
 def add_commands(sub) -> None:
     from sluice.boards.build import ROUTERS  # no Amaranth or toolchain import: cheap here
+    from sluice.hw.params import PE_MULTS
 
     p = sub.add_parser("build", help="build a bitstream for an FPGA board (YoWASP toolchain)",
                        description="Synthesise, place and route the UART bridge and the "
@@ -122,6 +123,9 @@ def add_commands(sub) -> None:
     p.add_argument("--dense-only", action="store_true",
                    help="leave the gating logic out at elaboration (the baseline of the gating "
                         "cost)")
+    p.add_argument("--pe-mult", choices=PE_MULTS, default=None,
+                   help="element multipliers in DSP blocks (dsp) or in LUTs (logic, leaving "
+                        "the DSPs to the post-processing); default: the board's")
     p.add_argument("--loopback", action="store_true",
                    help="bridge + a loopback stand-in instead of the accelerator (link "
                         "bring-up)")

@@ -14,7 +14,7 @@ WAIVERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lint_waivers
 
 
 def _add_params(p):
-    from sluice.hw.params import DEFAULT
+    from sluice.hw.params import DEFAULT, PE_MULTS
     p.add_argument("--rows", type=int, default=DEFAULT.rows, help="array rows (output pixels)")
     p.add_argument("--cols", type=int, default=DEFAULT.cols,
                    help="array columns (output channels)")
@@ -31,6 +31,9 @@ def _add_params(p):
     p.add_argument("--dense-only", action="store_true",
                    help="leave the gating hardware out (gate unit, skip controller, active "
                         "lists, per-group feeds): the baseline for the cost of gating")
+    p.add_argument("--pe-mult", choices=PE_MULTS, default=DEFAULT.pe_mult,
+                   help="element multipliers as '*' (dsp: DSP blocks on an FPGA) or as shifted "
+                        "partial products (logic: LUTs, DSPs left to the post-processing)")
 
 
 def _params(args):
@@ -38,7 +41,7 @@ def _params(args):
     return HwParams(rows=args.rows, cols=args.cols, act_depth=args.act_depth,
                     wgt_depth=args.wgt_depth, pix_depth=args.pix_depth,
                     skip_cols=args.skip_cols, stream_width=args.stream_width,
-                    gating=not args.dense_only)
+                    gating=not args.dense_only, pe_mult=args.pe_mult)
 
 
 def cmd_verilog(args) -> int:

@@ -29,6 +29,10 @@ MAX_PADDING = 3
 MAX_SHIFT = 62
 
 
+#: element multiplier styles (``HwParams.pe_mult``)
+PE_MULTS = ("dsp", "logic")
+
+
 @dataclass(frozen=True)
 class HwParams:
     """Generator parameters of one accelerator instance.
@@ -46,6 +50,10 @@ class HwParams:
     build of the same array, the baseline for the cost of gating. Such a build has one
     activation feed per row (``skip_cols`` becomes ``cols``) and refuses FLAGS.GATED with
     ERROR.GATING; ID bit 16 tells the host which kind it talks to.
+    ``pe_mult``: how an element's 8 x 8 multiply is written: ``"dsp"`` (a ``*``, which FPGA
+    synthesis maps to a DSP block) or ``"logic"`` (a sum of shifted partial products, which it
+    maps to LUTs and carry chains, leaving the DSP blocks to the post-processing). The same
+    integers either way; only the netlist differs.
     """
 
     rows: int = 8
@@ -56,6 +64,7 @@ class HwParams:
     skip_cols: int = 2
     stream_width: int = 0  # input stream bytes per beat; 0: automatic (see stream_bytes)
     gating: bool = True
+    pe_mult: str = "dsp"
 
     def __post_init__(self):
         if not self.gating:  # no skip groups without gating: one feed per row
@@ -74,6 +83,8 @@ class HwParams:
                               "largest pixel index a result word carries")
         if self.skip_cols < 1 or self.cols % self.skip_cols:
             raise SluiceError(f"--skip-cols: {self.skip_cols} must divide --cols {self.cols}")
+        if self.pe_mult not in PE_MULTS:
+            raise SluiceError(f"--pe-mult: {self.pe_mult!r} is not one of {', '.join(PE_MULTS)}")
         sw = self.stream_width
         if sw and (sw & (sw - 1) or sw < max(self.cols, 4)):
             raise SluiceError(f"--stream-width: {sw} must be a power of two >= max(cols, 4)")

@@ -33,6 +33,14 @@ PE_STAGES = 2
 ARRAY_EXTRA = FEED_REGS + PE_STAGES
 
 
+def _tree(terms):
+    """A balanced adder tree."""
+    while len(terms) > 1:
+        terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i]
+                 for i in range(0, len(terms), 2)]
+    return terms[0]
+
+
 class PE(wiring.Component):
     """One int8 x int8 -> int32 multiply-accumulate element.
 
@@ -40,8 +48,8 @@ class PE(wiring.Component):
     this column, and in the conditional phase the element's gate bit. A disabled element adds 0.
     """
 
-    def __init__(self, *, cols=1, col=0):
-        self._cols, self._col = cols, col
+    def __init__(self, *, cols=1, col=0, mult="dsp"):
+        self._cols, self._col, self._mult = cols, col, mult
         super().__init__({
             "a_in": In(signed(ACT_BITS)), "valid_in": In(1), "first_in": In(1), "last_in": In(1),
             "en_in": In(cols), "w_in": In(signed(WGT_BITS)),
@@ -60,10 +68,29 @@ class PE(wiring.Component):
             self.en_out.eq(self.en_in), self.w_out.eq(self.w_in),
         ]
         # the product of a disabled element is 0; PE_STAGES registers follow the multiplier
-        add = Signal(signed(2 * ACT_BITS))
-        m.d.comb += add.eq(Mux(self.en_in[col], self.a_in * self.w_in, 0))
+        en = self.en_in[col]
         valid, first, last = self.valid_in, self.first_in, self.last_in
-        for i in range(PE_STAGES):
+        if self._mult == "dsp":
+            add = Signal(signed(2 * ACT_BITS))
+            m.d.comb += add.eq(Mux(en, self.a_in * self.w_in, 0))
+            stages = range(PE_STAGES)
+        else:
+            # a * w = sum_i w[i] * (a << i), the sign bit's term subtracted (two's complement),
+            # in two halves registered by the first stage, added by the second
+            a, w = self.a_in, self.w_in
+            terms = [Mux(w[i], a << i, 0) for i in range(WGT_BITS - 1)]
+            terms.append(-Mux(w[WGT_BITS - 1], a << (WGT_BITS - 1), 0))
+            half = len(terms) // 2
+            lo, hi = (Signal(signed(2 * ACT_BITS), name=f"pp_{n}") for n in ("lo", "hi"))
+            qv, qf, ql = Signal(name="valid_q0"), Signal(name="first_q0"), Signal(name="last_q0")
+            m.d.sync += [lo.eq(Mux(en, _tree(terms[:half]), 0)),
+                         hi.eq(Mux(en, _tree(terms[half:]), 0)),
+                         qv.eq(valid), qf.eq(first), ql.eq(last)]
+            add = Signal(signed(2 * ACT_BITS))
+            m.d.comb += add.eq(lo + hi)
+            valid, first, last = qv, qf, ql
+            stages = range(1, PE_STAGES)
+        for i in stages:
             stage = (Signal.like(add, name=f"add_q{i}"), Signal(name=f"valid_q{i}"),
                      Signal(name=f"first_q{i}"), Signal(name=f"last_q{i}"))
             m.d.sync += [n.eq(x) for n, x in zip(stage, (add, valid, first, last))]
@@ -91,9 +118,9 @@ class SystolicArray(wiring.Component):
     ``psum[r][c]`` holds the finished sums of the last pass.
     """
 
-    def __init__(self, *, rows, cols, group=None):
+    def __init__(self, *, rows, cols, group=None, mult="dsp"):
         group = group or cols
-        self._rows, self._cols, self._group = rows, cols, group
+        self._rows, self._cols, self._group, self._mult = rows, cols, group, mult
         ng = cols // group
         super().__init__({
             "a": In(signed(ACT_BITS)).array(rows, ng), "valid": In(1).array(rows, ng),
@@ -109,7 +136,7 @@ class SystolicArray(wiring.Component):
         pes = [[None] * C for _ in range(R)]
         for r in range(R):
             for c in range(C):
-                pe = PE(cols=G, col=c % G)
+                pe = PE(cols=G, col=c % G, mult=self._mult)
                 m.submodules[f"pe_{r}_{c}"] = pe
                 pes[r][c] = pe
                 m.d.comb += self.psum[r][c].eq(pe.psum)

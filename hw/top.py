@@ -378,7 +378,7 @@ class Sluice(wiring.Component):
             return [dst[f][q].eq(src[f][q]) for f in FIELDS for q in range(Q)]
 
         # ---------------------------------------------------------------- array feed
-        m.submodules.array = arr = SystolicArray(rows=R, cols=C, group=G)
+        m.submodules.array = arr = SystolicArray(rows=R, cols=C, group=G, mult=P.pe_mult)
         colmask = Signal(C)
         m.d.comb += colmask.eq(col_valid)
         s1_valid = Signal(Q)

@@ -114,6 +114,9 @@ def test_build_name_carries_the_clock():
     assert b.build_name(board, p, clock_mhz=60) == "sluice_ulx3s_85f_4x4_60mhz"
     assert b.build_name(board, p, dense_only=True, clock_mhz=62.5) == \
         "sluice_ulx3s_85f_4x4_dense_62.5mhz"
+    # the element multipliers in logic: a build of its own (and its own gating-cost pair)
+    assert b.build_name(board, board.params(4, 8, pe_mult="logic")) == \
+        "sluice_ulx3s_85f_4x8_logicpe"
 
 
 def _fake_tools(monkeypatch, fmax_line):

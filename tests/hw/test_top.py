@@ -2,6 +2,8 @@
 bit-exact against the integer reference; counters against the work figures; cycles against the
 cycle model; invalid descriptors against the error flags."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -37,6 +39,8 @@ CASES = {
     "dense_k3_stride2_nopad": (TALL, dict(c_in=3, c_out=5, size=(7, 7), kernel=3, stride=2,
                                           padding=0, dense=True, residual=True)),
     "gated_all_off": (SQUARE, dict(c_in=4, c_out=4, size=(4, 4), partitions=2, gate_rate=0.0)),
+    "gated_logic_pe": (replace(SQUARE, pe_mult="logic"),
+                       dict(c_in=4, c_out=4, size=(4, 4), partitions=2, gate_rate=0.3)),
     "gated_all_on": (SQUARE, dict(c_in=4, c_out=4, size=(4, 4), partitions=2, gate_rate=1.0)),
     "gated_p1": (SQUARE, dict(c_in=3, c_out=4, size=(4, 3), partitions=1, gate_rate=0.5)),
     "slow_stream_k1_partial_tile": (SLOW, dict(c_in=12, c_out=6, size=(9, 9), kernel=1,

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from sluice.hw.pe import SystolicArray
+from sluice.hw.params import PE_MULTS
+from sluice.hw.pe import PE, PE_STAGES, SystolicArray
 from sluice.hw.postproc import PARAM_READ_LAST, GateUnit, PostProc, post_latency
 from sluice.model.reference import rescale
 
@@ -17,14 +18,15 @@ def _run(dut, bench, clock=True):
     sim.run()
 
 
+@pytest.mark.parametrize("mult", PE_MULTS)
 @pytest.mark.parametrize("rows,cols,group", [(3, 4, 4), (2, 4, 2), (2, 3, 1)])
-def test_array_pass_is_matrix_product(rows, cols, group):
+def test_array_pass_is_matrix_product(rows, cols, group, mult):
     """Two back-to-back skewed passes with enables, each skip group on its own activations;
     psum == masked dot products per element."""
     rng = np.random.default_rng(rows * 10 + cols + group)
     ng = cols // group
     steps = 12  # > rows + cols: pass 1 is fully latched before pass 2 latches anywhere
-    dut = SystolicArray(rows=rows, cols=cols, group=group)
+    dut = SystolicArray(rows=rows, cols=cols, group=group, mult=mult)
     passes = []
     for _ in range(2):
         a = rng.integers(-128, 128, (rows, ng, steps))  # each (row, group) its own pixel
@@ -65,6 +67,36 @@ def test_array_pass_is_matrix_product(rows, cols, group):
     _run(dut, bench)
     assert np.array_equal(np.array(got[0]), passes[0][3])
     assert np.array_equal(np.array(got[1]), passes[1][3])
+
+
+@pytest.mark.parametrize("mult", PE_MULTS)
+def test_pe_product_every_weight(mult):
+    """One element, a one-step pass per cycle: psum == a * w for every int8 weight (-128
+    included: the logic multiplier subtracts the sign bit's term) against the int8 extremes
+    and random activations, and 0 when the element is disabled."""
+    rng = np.random.default_rng(7)
+    acts = [-128, -127, -1, 0, 1, 127] + [int(v) for v in rng.integers(-128, 128, 6)]
+    cases = [(a, w, 1) for w in range(-128, 128) for a in acts]
+    cases += [(int(a), int(w), 0) for a, w in rng.integers(-128, 128, (20, 2))]
+    dut = PE(mult=mult)
+    lat = PE_STAGES + 1
+    got = []
+
+    async def bench(ctx):
+        for t in range(len(cases) + lat):
+            if t < len(cases):
+                a, w, en = cases[t]
+                ctx.set(dut.a_in, a)
+                ctx.set(dut.w_in, w)
+                ctx.set(dut.en_in, en)
+                for sig in (dut.valid_in, dut.first_in, dut.last_in):
+                    ctx.set(sig, 1)
+            await ctx.tick()
+            if t >= lat - 1:
+                got.append(ctx.get(dut.psum))
+
+    _run(dut, bench)
+    assert got[:len(cases)] == [a * w * en for a, w, en in cases]
 
 
 def test_gate_unit_is_strict():

@@ -54,6 +54,29 @@ def test_cli_writes_verilog(tmp_path):
     assert not (tmp_path / "c.v").exists()
 
 
+def test_logic_multipliers_leave_the_elements_without_a_multiply(small_verilog, tmp_path):
+    """``--pe-mult logic``: one multiply fewer per element (the post-processing's and the
+    descriptor's remain), named in the header; a bad choice is a clear error."""
+    import re
+
+    from sluice.cli import main
+    from sluice.errors import SluiceError
+
+    out = tmp_path / "l.v"
+    assert main(["verilog", "-o", str(out), "--rows", "2", "--cols", "4", "--act-depth", "256",
+                 "--wgt-depth", "64", "--pix-depth", "16", "--pe-mult", "logic"]) == 0
+    logic = out.read_text()
+    assert "//   pe_mult = logic" in logic and "//   pe_mult = dsp" in small_verilog
+    n_mul = [len(re.findall(r" \* ", v)) for v in (small_verilog, logic)]
+    assert n_mul[0] - n_mul[1] == SMALL.rows * SMALL.cols
+    with pytest.raises(SluiceError, match="--pe-mult: 'booth' is not one of dsp, logic"):
+        HwParams(pe_mult="booth")
+    if shutil.which("verilator"):
+        from sluice.hw.commands import run_lint
+        proc = run_lint(str(out))
+        assert proc.returncode == 0 and "%Warning" not in proc.stderr, proc.stderr[-3000:]
+
+
 def test_pix_depth_must_fit_the_result_pixel_field():
     from sluice.errors import SluiceError
     from sluice.hw.params import PIX_BITS
