@@ -46,6 +46,8 @@ class PE(wiring.Component):
 
     ``en`` is the per-element accumulate enable: base-set membership of the input channel for
     this column, and in the conditional phase the element's gate bit. A disabled element adds 0.
+    ``mult``: the multiply as ``a * w`` (``"dsp"``) or as shifted partial products
+    (``"logic"``), see ``HwParams.pe_mult``; the same integers and latency either way.
     """
 
     def __init__(self, *, cols=1, col=0, mult="dsp"):
