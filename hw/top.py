@@ -65,9 +65,10 @@ def port_members(params: HwParams) -> dict:
 
 
 # register levels between a descriptor write and the error flags the START decision reads
-# (descriptor field, its products, their products; the flags register: 3 levels behind the field
-# register itself); the register file holds CTRL.START back until they have settled
-DESC_LEVELS = 3
+# (descriptor field, its products, their products or partial products, the sums of those; the
+# flags register: 4 levels behind the field register itself); the register file holds
+# CTRL.START back until they have settled
+DESC_LEVELS = 4
 
 
 class Sluice(wiring.Component):
@@ -122,8 +123,9 @@ class Sluice(wiring.Component):
         base_first = flags[FLAG["BASE_FIRST"]]
 
         # Products of descriptor fields are registered (no multiplier chain in front of the
-        # error check or the sequencer): at most two register levels behind the descriptor, and
-        # the error flags computed from them a third (err_q). The register file accepts
+        # error check or the sequencer): at most three register levels behind the descriptor
+        # (C_IN * H_IN * W_IN: two partial products, then their sum), and the error flags
+        # computed from them a fourth (err_q). The register file accepts
         # CTRL.START only DESC_LEVELS cycles after the last descriptor write, so START sees them
         # all settled and the job is accepted or refused at once.
         kk = Signal(7)
@@ -142,7 +144,14 @@ class Sluice(wiring.Component):
         m.d.sync += [row_step.eq(Mux(stride[1], w_in << 1, w_in)), row_start.eq(-pad_w_in)]
         n_act = Signal(3 * DIM_BITS)
         n_wgt = Signal(DIM_BITS + 7)
-        m.d.sync += [n_act.eq(c_in * hw_in), n_wgt.eq(c_in * kk)]
+        # C_IN * H_IN * W_IN (16 x 32 bits) as two registered partial products, one DSP each,
+        # then their sum a level later (a two-DSP product and its adder in one cycle was the
+        # critical path of the 4 x 4 ULX3S build constrained at 90 MHz); so the ACT_BUFFER flag
+        # is four levels behind the descriptor (DESC_LEVELS)
+        n_act_pp = [Signal(DIM_BITS + 17, name="n_act_pp_lo"),
+                    Signal(3 * DIM_BITS, name="n_act_pp_hi")]
+        m.d.sync += [n_act_pp[0].eq(c_in * hw_in[:17]), n_act_pp[1].eq(c_in * hw_in[17:]),
+                     n_act.eq(n_act_pp[0] + (n_act_pp[1] << 17)), n_wgt.eq(c_in * kk)]
         cond_empty = Signal()
         m.d.comb += cond_empty.eq(base_cin == c_in)
 
