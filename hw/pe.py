@@ -26,7 +26,9 @@ FEED_REGS = 1
 # control: valid, first, last, enable). Without one, the 8 x 8 multiply and the 32-bit
 # accumulate share a cycle (the ECP5 critical path after FEED_REGS); with one, the route from
 # the DSP block across the die to that register (placed by the accumulator) was the 4 x 4
-# ULX3S critical path at 74 MHz; a second lets one register sit by the DSP.
+# ULX3S critical path at 74 MHz. With two, ``dsp`` elements put one in front of the multiplier
+# and one after it (registers on both sides of the DSP block), ``logic`` elements one after
+# each half of the partial-product tree.
 PE_STAGES = 2
 # cycles from a step's issue-side registers to the element's sum, beyond the skew: the drain
 # and the cycle model wait this much longer than an unpipelined array
@@ -73,9 +75,19 @@ class PE(wiring.Component):
         en = self.en_in[col]
         valid, first, last = self.valid_in, self.first_in, self.last_in
         if self._mult == "dsp":
+            # the first register in front of the multiplier, the others after it, so the placer
+            # can put registers on both sides of the DSP block (with both after it, the
+            # activation's route to a DSP across the die and the DSP's own delay shared a
+            # cycle: the 4 x 4 ULX3S critical path at 79-80 MHz)
+            a_q, w_q = Signal(signed(ACT_BITS), name="a_q"), Signal(signed(WGT_BITS), name="w_q")
+            en_q = Signal(name="en_q")
+            qv, qf, ql = Signal(name="valid_q0"), Signal(name="first_q0"), Signal(name="last_q0")
+            m.d.sync += [a_q.eq(self.a_in), w_q.eq(self.w_in), en_q.eq(en),
+                         qv.eq(valid), qf.eq(first), ql.eq(last)]
             add = Signal(signed(2 * ACT_BITS))
-            m.d.comb += add.eq(Mux(en, self.a_in * self.w_in, 0))
-            stages = range(PE_STAGES)
+            m.d.comb += add.eq(Mux(en_q, a_q * w_q, 0))
+            valid, first, last = qv, qf, ql
+            stages = range(1, PE_STAGES)
         else:
             # a * w = sum_i w[i] * (a << i), the sign bit's term subtracted (two's complement),
             # in two halves registered by the first stage, added by the second
