@@ -71,40 +71,36 @@ class PE(wiring.Component):
             self.first_out.eq(self.first_in), self.last_out.eq(self.last_in),
             self.en_out.eq(self.en_in), self.w_out.eq(self.w_in),
         ]
-        # the product of a disabled element is 0; PE_STAGES registers follow the multiplier
+        # the product of a disabled element is 0; PE_STAGES register stages lie between the
+        # element's inputs and its accumulate
         en = self.en_in[col]
-        valid, first, last = self.valid_in, self.first_in, self.last_in
+        # the first register stage: the step's control, and the multiply's operands (dsp) or
+        # its two half sums (logic)
+        qv, qf, ql = Signal(name="valid_q0"), Signal(name="first_q0"), Signal(name="last_q0")
+        m.d.sync += [qv.eq(self.valid_in), qf.eq(self.first_in), ql.eq(self.last_in)]
+        add = Signal(signed(2 * ACT_BITS))
         if self._mult == "dsp":
-            # the first register in front of the multiplier, the others after it, so the placer
-            # can put registers on both sides of the DSP block (with both after it, the
+            # the register in front of the multiplier, the others after it, so the placer can
+            # put registers on both sides of the DSP block (with both after it, the
             # activation's route to a DSP across the die and the DSP's own delay shared a
             # cycle: the 4 x 4 ULX3S critical path at 79-80 MHz)
             a_q, w_q = Signal(signed(ACT_BITS), name="a_q"), Signal(signed(WGT_BITS), name="w_q")
             en_q = Signal(name="en_q")
-            qv, qf, ql = Signal(name="valid_q0"), Signal(name="first_q0"), Signal(name="last_q0")
-            m.d.sync += [a_q.eq(self.a_in), w_q.eq(self.w_in), en_q.eq(en),
-                         qv.eq(valid), qf.eq(first), ql.eq(last)]
-            add = Signal(signed(2 * ACT_BITS))
+            m.d.sync += [a_q.eq(self.a_in), w_q.eq(self.w_in), en_q.eq(en)]
             m.d.comb += add.eq(Mux(en_q, a_q * w_q, 0))
-            valid, first, last = qv, qf, ql
-            stages = range(1, PE_STAGES)
         else:
             # a * w = sum_i w[i] * (a << i), the sign bit's term subtracted (two's complement),
-            # in two halves registered by the first stage, added by the second
+            # in two halves registered by the first stage, added after it
             a, w = self.a_in, self.w_in
             terms = [Mux(w[i], a << i, 0) for i in range(WGT_BITS - 1)]
             terms.append(-Mux(w[WGT_BITS - 1], a << (WGT_BITS - 1), 0))
             half = len(terms) // 2
             lo, hi = (Signal(signed(2 * ACT_BITS), name=f"pp_{n}") for n in ("lo", "hi"))
-            qv, qf, ql = Signal(name="valid_q0"), Signal(name="first_q0"), Signal(name="last_q0")
             m.d.sync += [lo.eq(Mux(en, _tree(terms[:half]), 0)),
-                         hi.eq(Mux(en, _tree(terms[half:]), 0)),
-                         qv.eq(valid), qf.eq(first), ql.eq(last)]
-            add = Signal(signed(2 * ACT_BITS))
+                         hi.eq(Mux(en, _tree(terms[half:]), 0))]
             m.d.comb += add.eq(lo + hi)
-            valid, first, last = qv, qf, ql
-            stages = range(1, PE_STAGES)
-        for i in stages:
+        valid, first, last = qv, qf, ql
+        for i in range(1, PE_STAGES):
             stage = (Signal.like(add, name=f"add_q{i}"), Signal(name=f"valid_q{i}"),
                      Signal(name=f"first_q{i}"), Signal(name=f"last_q{i}"))
             m.d.sync += [n.eq(x) for n, x in zip(stage, (add, valid, first, last))]
