@@ -27,6 +27,12 @@ FIXED_STAGES = 6
 PARAM_READ_LAST = 5
 
 
+def _dsp_chunks(v):
+    """A signed value as the two operands an 18 x 18 DSP multiply takes: its unsigned low 17
+    bits and its signed top bits (``v = hi * 2^17 + lo``)."""
+    return [v[0:17], v[17:].as_signed()]
+
+
 def mult_stages(cols: int) -> int:
     """Pipeline stages of the requantisation multiply in the ``PostProc`` of a ``cols``-column
     array: 1 (one product), 2 (two half products, then their sum) or 3 (four DSP-sized partial
@@ -92,7 +98,7 @@ class PostProc(wiring.Component):
         m.d.sync += [acc.eq(self.acc), base.eq(self.base), residual.eq(self.residual)]
         # stage 1: ``acc + base + bias``; the residual's partial products (res_mult = r1*2^17 + r0)
         acc_b = Signal(signed(ACC_BITS + 2))
-        rm = [self.res_mult[0:17], self.res_mult[17:].as_signed()]
+        rm = _dsp_chunks(self.res_mult)
         rp = [Signal(signed(ACT_BITS + len(rm[k]) + 1), name=f"rp_{k}") for k in range(2)]
         m.d.sync += [acc_b.eq(acc + base + self.bias)]
         m.d.sync += [rp[k].eq(residual * rm[k]) for k in range(2)]
@@ -120,8 +126,7 @@ class PostProc(wiring.Component):
         # stage 5
         prod = Signal(signed(2 * PARAM_BITS + 1))  # 2 * total * mult
         if self.mult_stages == 3:  # total = t1*2^17 + t0, mult = m1*2^17 + m0
-            t = [total[0:17], total[17:].as_signed()]
-            mm = [self.mult[0:17], self.mult[17:].as_signed()]
+            t, mm = _dsp_chunks(total), _dsp_chunks(self.mult)
             pp = [[Signal(signed(len(t[k]) + len(mm[n]) + 1), name=f"pp_{k}_{n}")
                    for n in range(2)] for k in range(2)]
             m.d.sync += [pp[k][n].eq(t[k] * mm[n]) for k in range(2) for n in range(2)]

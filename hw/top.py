@@ -140,8 +140,11 @@ class Sluice(wiring.Component):
         row_start = Signal(saddr)
         # stride is 1 or 2 and PAD_TOP at most MAX_PADDING (anything else is refused with an
         # error flag), so these products are a shift and a sum of shifts, not DSP multiplies
+        def times_stride(v):
+            return Mux(stride[1], v << 1, v)
+
         pad_w_in = sum(Mux(pad_top[i], w_in << i, 0) for i in range(MAX_PADDING.bit_length()))
-        m.d.sync += [row_step.eq(Mux(stride[1], w_in << 1, w_in)), row_start.eq(-pad_w_in)]
+        m.d.sync += [row_step.eq(times_stride(w_in)), row_start.eq(-pad_w_in)]
         n_act = Signal(3 * DIM_BITS)
         n_wgt = Signal(DIM_BITS + 7)
         # C_IN * H_IN * W_IN (16 x 32 bits) as two registered partial products, one DSP each,
@@ -161,8 +164,8 @@ class Sluice(wiring.Component):
         span_w = Signal(signed(2 * DIM_BITS + 4))
         # (times the stride: a shift, as for row_step; the subtract, shift and add were a DSP
         # multiply between two adders, the 4 x 4 ECP5 critical path)
-        m.d.sync += [span_h.eq(Mux(stride[1], (h_out - 1) << 1, h_out - 1) + kernel),
-                     span_w.eq(Mux(stride[1], (w_out - 1) << 1, w_out - 1) + kernel)]
+        m.d.sync += [span_h.eq(times_stride(h_out - 1) + kernel),
+                     span_w.eq(times_stride(w_out - 1) + kernel)]
         # the partition checks' products and sums, registered like the spans (a DSP multiply
         # in front of the error flags was the ECP5 critical path)
         base_total = Signal(len(base_cin) + len(parts))
