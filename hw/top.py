@@ -301,8 +301,18 @@ class Sluice(wiring.Component):
         # active lists (skip controller), one per skip group
         n_active = [Signal(PIX_BITS + 1, name=f"n_active_{j}") for j in range(NG)]
         al_rd = [Signal(PIX_BITS + 1, name=f"al_rd_{j}") for j in range(NG)]
+        # "items left" per list, ``al_rd < n_active``, as a register beside a difference counter
+        # (like the walker's pw_more below): the compare in front of the row-set loader's
+        # enables was the 4 x 4 ECP5 critical path
+        al_diff = [Signal(PIX_BITS + 1, name=f"al_diff_{j}") for j in range(NG)]
         al_left = Signal(NG)
-        m.d.comb += [al_left[j].eq(al_rd[j] < n_active[j]) for j in range(NG)]
+        al_push = Signal(NG)  # n_active counts up this cycle
+        al_pop = Signal(NG)   # al_rd counts up this cycle
+        for j in range(NG if gating else 0):
+            with m.If(al_push[j] & ~al_pop[j]):
+                m.d.sync += [al_diff[j].eq(al_diff[j] + 1), al_left[j].eq(1)]
+            with m.Elif(al_pop[j] & ~al_push[j]):
+                m.d.sync += [al_diff[j].eq(al_diff[j] - 1), al_left[j].eq(al_diff[j] != 1)]
         any_active = Signal()  # set below: n_active, or the drain's d2 stage writing one now
 
         # row-set loader
@@ -573,7 +583,7 @@ class Sluice(wiring.Component):
                          wp.data.gate.eq(gate_now[j * G:(j + 1) * G])]
             m.d.comb += [pw.data[c].eq(d2_psum[j * G + c]) for c in range(G)]
             with m.If(d2_go & to_active[j]):
-                m.d.comb += [wp.en.eq(1), pw.en.eq(1)]
+                m.d.comb += [wp.en.eq(1), pw.en.eq(1), al_push[j].eq(1)]
                 m.d.sync += n_active[j].eq(n_active[j] + 1)
             m.d.comb += skipped_cols[j * G:(j + 1) * G].eq(
                 Mux(d2_go & out_valid[j] & is_base & ~cond_empty,
@@ -613,6 +623,7 @@ class Sluice(wiring.Component):
                 m.d.sync += rl_wr_valid.eq(al_left)
                 for j in range(NG):
                     with m.If(al_left[j]):
+                        m.d.comb += al_pop[j].eq(1)
                         m.d.sync += al_rd[j].eq(al_rd[j] + 1)
             with m.Else():
                 m.d.sync += rl_wr_valid.eq(Mux(src_left, (1 << NG) - 1, 0))
@@ -875,11 +886,13 @@ class Sluice(wiring.Component):
                         m.d.sync += par[k][c].eq(Mux(cmp_bank, par_ld[1][k][c],
                                                      par_ld[0][k][c]))
                 # first phase of the tile: dense or base
+                # the lists start empty (a dense job empties them too: al_left stays exact)
+                m.d.sync += [*(n.eq(0) for n in n_active), *(d.eq(0) for d in al_diff),
+                             al_left.eq(0)]
                 with m.If(gated):
                     m.d.sync += start_phase(PH_BASE)
                     m.d.sync += [n_ch_m1.eq(base_cin - 1), w_start.eq(0),
-                                 *(g_start[j].eq(g_lo[j]) for j in range(NG)),
-                                 *(n.eq(0) for n in n_active)]
+                                 *(g_start[j].eq(g_lo[j]) for j in range(NG))]
                 with m.Else():
                     m.d.sync += start_phase(PH_DENSE)
                     m.d.sync += [n_ch_m1.eq(c_in - 1), w_start.eq(0),
