@@ -19,8 +19,9 @@ from sluice.hw.params import ACC_BITS, ACT_BITS, PARAM_BITS
 
 
 # PostProc stages besides the requantisation multiply: input registers, bias and the residual's
-# partial products, their sum, residual shift, residual rounding and sum, output shift
-FIXED_STAGES = 6
+# partial products, their sum, residual shift, residual rounding and sum, output shift, output
+# rounding and clamp
+FIXED_STAGES = 7
 # the last cycle (after a value enters) at which PostProc reads a tile parameter directly:
 # ``mult``, by the multiply's first stage; ``shift`` and ``relu`` are read with ``bias`` and
 # travel with the value. A tile's parameters may change that many cycles after its last value.
@@ -44,7 +45,7 @@ def mult_stages(cols: int) -> int:
 
 def post_latency(cols: int) -> int:
     """Cycles from ``PostProc``'s inputs to its output ``y`` (one result per cycle) in an array
-    of ``cols`` columns: ``FIXED_STAGES + mult_stages(cols)`` (7, 8, then 9 from 4 columns
+    of ``cols`` columns: ``FIXED_STAGES + mult_stages(cols)`` (8, 9, then 10 from 4 columns
     on)."""
     return FIXED_STAGES + mult_stages(cols)
 
@@ -69,8 +70,10 @@ class PostProc(wiring.Component):
     their sum; or the four partial products of the int32 sum's two 17-bit chunks (the low one
     unsigned, the signed top 15 bits) with ``mult``'s (unsigned low 17 bits, signed top 15),
     each one 18 x 18 DSP multiply with its output registered, then the two chunks' sums, then
-    the total; (5 + ``mult_stages``) that product shifted right by ``shift``; then the rounding
-    step (``(v + 1) >> 1``), ReLU and clamp.
+    the total; (5 + ``mult_stages``) that product shifted right by ``shift``; (6 +
+    ``mult_stages``) the rounding step (``(v + 1) >> 1``), ReLU and clamp, registered: the
+    saturation tests are compares of the shifted value with constants (no wide adder in front
+    of them) and the in-range result needs only its low 9 bits.
     """
 
     def __init__(self, *, mult_stages: int = 3):
@@ -144,18 +147,19 @@ class PostProc(wiring.Component):
         # stage 5 + mult_stages: the barrel shift (rescale rounds as ``((prod >> s) + 1) >> 1``)
         shifted = Signal(signed(len(prod)))
         m.d.sync += shifted.eq(prod >> shift)
-        # output: rounding step, clamp
-        scaled = Signal(signed(len(prod)))
-        m.d.comb += scaled.eq((shifted + 1) >> 1)
+        # stage 6 + mult_stages: rounding step, ReLU, clamp, on ``scaled = (shifted + 1) >> 1``:
+        # scaled > 127 <=> shifted >= 255; scaled < 0 <=> shifted < -1; scaled < -128 <=>
+        # shifted < -257; in range, scaled's 8 bits come from shifted's low 9 alone
         relu_o = Signal()
         m.d.sync += relu_o.eq(relu)
-        lo = Mux(relu_o, 0, -128)
-        with m.If(scaled > 127):
-            m.d.comb += self.y.eq(127)
-        with m.Elif(scaled < lo):
-            m.d.comb += self.y.eq(lo)
+        low = Signal(ACT_BITS + 1)
+        m.d.comb += low.eq(shifted[:ACT_BITS + 1] + 1)
+        with m.If(shifted >= 255):
+            m.d.sync += self.y.eq(127)
+        with m.Elif(shifted < Mux(relu_o, -1, -257)):
+            m.d.sync += self.y.eq(Mux(relu_o, 0, -128))
         with m.Else():
-            m.d.comb += self.y.eq(scaled[:ACT_BITS])
+            m.d.sync += self.y.eq(low[1:])
         return m
 
 

@@ -221,10 +221,31 @@ def test_postproc_rounds_half_up(stages):
     _run(dut, bench)
 
 
+def test_postproc_clamp_edges():
+    """The clamp's tests on the shifted value (before the rounding step) at and around each
+    edge, with and without ReLU: mult 1, shift 1 makes the shifted value the sum itself."""
+    dut = PostProc(mult_stages=1)
+    edges = [252, 253, 254, 255, 256, 2**31 - 1, 1, 0, -1, -2, -3, -254, -255, -256, -257, -258,
+             -259, -2**31, 510, 511, 512, -511, -512, -513]
+    cases = [(v, relu) for v in edges for relu in (0, 1)]
+
+    async def bench(ctx):
+        ctx.set(dut.mult, 1)
+        ctx.set(dut.shift, 1)
+        for v, relu in cases:
+            ctx.set(dut.acc, v)
+            ctx.set(dut.relu, relu)
+            await ctx.tick().repeat(dut.latency)
+            want = int(np.clip(rescale(np.int64(v), 1, 1), 0 if relu else -128, 127))
+            assert ctx.get(dut.y) == want, (v, relu)
+
+    _run(dut, bench)
+
+
 def test_post_latency():
     """The top level's cycle count (the cycle model's TAIL) and FIFO bound use these."""
-    assert post_latency(2) == 7 and post_latency(3) == 8
-    assert all(post_latency(cols) == 9 for cols in range(4, 33))
+    assert post_latency(2) == 8 and post_latency(3) == 9
+    assert all(post_latency(cols) == 10 for cols in range(4, 33))
     assert all(PARAM_READ_LAST <= cols + 3 for cols in range(2, 33))
 
 
