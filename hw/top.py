@@ -885,10 +885,10 @@ class Sluice(wiring.Component):
                     for c in range(C):
                         m.d.sync += par[k][c].eq(Mux(cmp_bank, par_ld[1][k][c],
                                                      par_ld[0][k][c]))
-                # first phase of the tile: dense or base
-                # the lists start empty (a dense job empties them too: al_left stays exact)
+                # the active lists start empty (in a dense job too: al_left stays exact)
                 m.d.sync += [*(n.eq(0) for n in n_active), *(d.eq(0) for d in al_diff),
                              al_left.eq(0)]
+                # first phase of the tile: dense or base
                 with m.If(gated):
                     m.d.sync += start_phase(PH_BASE)
                     m.d.sync += [n_ch_m1.eq(base_cin - 1), w_start.eq(0),

@@ -73,10 +73,14 @@ def test_demo_train_replays_the_recorded_commands(tmp_path):
     assert commands and all(argv[0] == "train" for argv in commands)
     parser = build_parser()
     outs = []
+    chained = 0
     for argv in commands:
         args = parser.parse_args(argv)
         assert args.batch_size == 128 and str(tmp_path) in args.out
+        # every checkpoint a command starts from or distils from is an earlier command's output
+        for used in (args.init_from, args.teacher):
+            if used:
+                assert used in [f"{o}/model.pt" for o in outs], (argv, used)
+                chained += 1
         outs.append(args.out)
-    last = parser.parse_args(commands[-1])
-    if last.init_from:
-        assert last.init_from == f"{outs[0]}/model.pt"
+    assert chained and parser.parse_args(commands[-1]).init_from
