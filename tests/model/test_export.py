@@ -96,3 +96,33 @@ def test_near_dead_channel_still_fits_int32(syn_train, syn_test, tmp_path):
     qnet = quantize(model, batches, input_scale=syn_train.scale, image_size=16)
     export_qnet(qnet, tmp_path, sample_u8=syn_test.images[0], sample_info={})
     check_export(tmp_path)
+
+
+def test_levers_study_stacks_images_exactly(exported):
+    """``python -m sluice.hw.levers``: one image gives exactly the cycle model on the exported
+    layers (what ``sluice cycles EXPORT_DIR`` reports); stacked images reproduce every image's
+    own outputs in their rows (checked inside ``study``), and the independent-groups estimate
+    never exceeds the lockstep count."""
+    from sluice.hw.cycle_model import predict
+    from sluice.hw.levers import sample_images, study
+    from sluice.hw.params import HwParams
+    from sluice.model.reference import work_figures
+
+    _, out, _ = exported
+    net = IntNet(out)
+    params = HwParams(rows=4, cols=4, skip_cols=2)
+    imgs = sample_images(net, 3)
+    one = study(net, imgs[:1], params)
+    dense = gated = md = mt = 0
+    for _, layer in net.layers:
+        dense += predict(layer, None, params, dense=True)["cycles"]
+        gated += predict(layer, layer.gate_ref, params, dense=not layer.gated)["cycles"]
+        fig = work_figures(layer, layer.gate_ref if layer.gated
+                           else np.ones(layer.out_shape, np.uint8))
+        md, mt = md + fig["macs_dense"], mt + fig["macs_theory"]
+    assert (one["dense"], one["lockstep"]) == (dense, gated)
+    assert one["reduction"] == pytest.approx(md / mt, rel=1e-12)
+    three = study(net, imgs, params)
+    assert three["images"] == 3 and three["dense"] > 2 * dense
+    for r in (one, three):
+        assert r["independent"] <= r["lockstep"]

@@ -1,0 +1,178 @@
+"""What the efficiency levers would give on an exported network: a cycle-model study.
+
+``python -m sluice.hw.levers EXPORT_DIR [--images 1 8] [--rows R --cols C --skip-cols S]``
+
+For each image count N it runs the network's layers on N images of the export's data set
+(``manifest.json``'s sample: same data set and split, images index, index + 1, ...) stacked
+along the height of every feature map, with zero rows between the images (a host-side
+transformation the current RTL runs as it is: a stacked layer is an ordinary, taller layer),
+and reports for the whole network:
+
+- ``lockstep``: the cycle model (exact against the RTL) on the stacked layers, i.e. what the
+  current hardware would do in a throughput mode that stacks N images. The separator rows'
+  work is counted in the cycles; the MAC reduction counts only the real outputs;
+- ``independent``: an estimate for hardware whose skip groups advance through their own
+  active lists across channel tiles (each group with its own weight read port), not built:
+  a layer's conditional passes become the busiest group's sum over tiles instead of the sum
+  over tiles of the busiest group, everything else unchanged (one whole-layer band).
+
+Efficiency = speedup over dense mode / element-level MAC reduction, as in ``sluice cycles``.
+With N = 1 and the lockstep figure this is ``sluice cycles EXPORT_DIR`` exactly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from sluice.errors import SluiceError
+from sluice.hw.cycle_model import predict
+from sluice.hw.params import DEFAULT, HwParams
+from sluice.model.intnet import IntNet
+from sluice.model.reference import run_reference
+
+
+def separator(h: int, layer) -> int:
+    """Zero rows between stacked images of height ``h``: at least the padding (at least 1),
+    and ``h + s`` a multiple of the stride, so every image's outputs start on an output row."""
+    s = max(1, layer.padding)
+    while (h + s) % layer.stride:
+        s += 1
+    return s
+
+
+def stack(maps, s: int) -> np.ndarray:
+    """(C, H, W) maps stacked along H with ``s`` zero rows between them."""
+    c, _, w = maps[0].shape
+    parts = []
+    for n, x in enumerate(maps):
+        if n:
+            parts.append(np.zeros((c, s, w), x.dtype))
+        parts.append(x)
+    return np.concatenate(parts, axis=1)
+
+
+def network_tensors(net: IntNet, x_int8: np.ndarray) -> dict:
+    t = {"input": np.asarray(x_int8, np.int8)}
+    for e, layer in net.layers:
+        t[e["name"]] = run_reference(net.bind(e, layer, t), check=False)[0]
+    return t
+
+
+def group_passes(gate: np.ndarray, params: HwParams) -> tuple[int, int]:
+    """(lockstep, independent) conditional passes of a whole-layer band: per channel tile and
+    skip group, ``ceil(active pixels / rows)``; lockstep sums the tiles' busiest group,
+    independent takes the busiest group's sum over the tiles."""
+    R, C, G = params.rows, params.cols, params.skip_cols
+    flat = gate.reshape(gate.shape[0], -1)
+    lock, per_group = 0, np.zeros(C // G, np.int64)
+    for t in range(-(-flat.shape[0] // C)):
+        tile = flat[t * C:(t + 1) * C]
+        passes = [-(-int(tile[j * G:(j + 1) * G].any(axis=0).sum()) // R)
+                  for j in range(-(-tile.shape[0] // G))]
+        lock += max(passes)
+        per_group[:len(passes)] += passes
+    return lock, int(per_group.max())
+
+
+def study(net: IntNet, images, params: HwParams = DEFAULT) -> dict:
+    """Whole-network figures for the images (int8 (C, H, W) each), stacked."""
+    per_image = [network_tensors(net, x) for x in images]
+    n = len(images)
+    tot = {"dense": 0, "lockstep": 0, "independent": 0, "macs_dense": 0, "macs_theory": 0}
+    for e, layer in net.layers:
+        s = separator(layer.h_in, layer)
+        x = stack([t[e["input"]] for t in per_image], s)
+        res = None
+        if e.get("residual") is not None:
+            s_out = (layer.h_in + s) // layer.stride - layer.h_out
+            res = stack([t[e["residual"]] for t in per_image], s_out)
+        big = layer.replace(x=x, residual=res, y_ref=None, gate_ref=None)
+        y, gate = run_reference(big, check=False)
+        step = (layer.h_in + s) // layer.stride  # output rows per stacked image
+        real = np.concatenate([np.arange(i * step, i * step + layer.h_out) for i in range(n)])
+        # the stacked layer's real rows are exactly each image's own outputs and gates
+        if not (np.array_equal(y[:, real], np.concatenate([t[e["name"]] for t in per_image],
+                                                          axis=1))):
+            raise RuntimeError(f"layer {e['name']}: stacked outputs differ from the images' own")
+        kk = layer.kernel * layer.kernel
+        outputs = layer.c_out * layer.h_out * layer.w_out * n
+        tot["dense"] += predict(big, None, params, dense=True)["cycles"]
+        gated = predict(big, gate, params, dense=not layer.gated)["cycles"]
+        tot["lockstep"] += gated
+        tot["macs_dense"] += outputs * layer.c_in * kk
+        if layer.gated:
+            base = layer.c_in // layer.partitions
+            tot["macs_theory"] += (outputs * base
+                                   + int(gate[:, real].sum()) * (layer.c_in - base)) * kk
+            lock, indep = group_passes(gate, params)
+            tot["independent"] += gated - (lock - indep) * (layer.c_in - base) * kk
+        else:
+            tot["macs_theory"] += outputs * layer.c_in * kk
+            tot["independent"] += gated
+    red = tot["macs_dense"] / tot["macs_theory"]
+    out = {"images": n, "reduction": red, **tot}
+    for k in ("lockstep", "independent"):
+        out[f"speedup_{k}"] = tot["dense"] / tot[k]
+        out[f"efficiency_{k}"] = out[f"speedup_{k}"] / red
+    return out
+
+
+def sample_images(net: IntNet, n: int, data_dir=None):
+    from sluice.model.data import load_dataset
+    sample = net.manifest.get("sample") or {}
+    for key in ("dataset", "index"):
+        if key not in sample:
+            raise SluiceError(f"{net.dir / 'manifest.json'}: field 'sample.{key}' missing")
+    ds = load_dataset(sample["dataset"], sample.get("split", "test"), data_dir)
+    i0 = int(sample["index"])
+    if i0 + n > len(ds.images):
+        raise SluiceError(f"--images: {n} images from index {i0} run past the "
+                          f"{len(ds.images)} of {sample['dataset']} {sample['split']}")
+    return [net.quantise_input(np.asarray(ds.images[i])) for i in range(i0, i0 + n)]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m sluice.hw.levers", description=__doc__.split(
+        "\n\n")[0])
+    ap.add_argument("export_dir")
+    ap.add_argument("--images", type=int, nargs="+", default=[1, 8],
+                    help="image counts to stack (default 1 8)")
+    ap.add_argument("--rows", type=int, default=DEFAULT.rows)
+    ap.add_argument("--cols", type=int, default=DEFAULT.cols)
+    ap.add_argument("--skip-cols", type=int, default=DEFAULT.skip_cols)
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--json", action="store_true", help="one JSON object per image count")
+    args = ap.parse_args(argv)
+    try:
+        if min(args.images) < 1:
+            raise SluiceError(f"--images: counts must be at least 1, got {args.images}")
+        params = HwParams(rows=args.rows, cols=args.cols, skip_cols=args.skip_cols)
+        net = IntNet(args.export_dir)
+        imgs = sample_images(net, max(args.images), args.data_dir)
+    except SluiceError as e:
+        print(f"levers: error: {e}", file=sys.stderr)
+        return 2
+    if not args.json:
+        print(f"{Path(args.export_dir)}: {params.rows}x{params.cols}, skip_cols "
+              f"{params.skip_cols}")
+        print("| images | dense cycles | lockstep cycles | efficiency | independent groups "
+              "(estimate) | efficiency | MAC reduction |")
+        print("|---|---|---|---|---|---|---|")
+    for n in args.images:
+        r = study(net, imgs[:n], params)
+        if args.json:
+            print(json.dumps(r))
+        else:
+            print(f"| {n} | {r['dense']:,} | {r['lockstep']:,} | "
+                  f"{r['efficiency_lockstep']:.3f} | {round(r['independent']):,} | "
+                  f"{r['efficiency_independent']:.3f} | {r['reduction']:.3f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
