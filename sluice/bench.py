@@ -6,7 +6,9 @@
 3. the embedded-default network on the RTL: per-layer speedup, reduction, efficiency and the
    cycle model's error, and the wall time of ``run-model`` per simulator;
 4. the same network on other array shapes and skip-group widths, from the cycle model (exact
-   against the RTL, step 3 checks it on the default): how efficiency trades against size.
+   against the RTL, step 3 checks it on the default): how efficiency trades against size;
+5. efficiency levers from the cycle model (``sluice.hw.levers``): eight test images stacked
+   (a throughput mode the current RTL runs as it is) and independent skip groups (estimate).
 
 Writes ``report.md`` and ``bench.json`` into the output folder.
 """
@@ -98,6 +100,25 @@ def array_shapes(export: Path) -> list[dict]:
     return rows
 
 
+# (rows, cols, skip_cols) and image counts for step 5
+LEVERS = [((8, 8, 2), (1, 8)), ((8, 8, 1), (1, 8))]
+
+
+def levers(export: Path) -> list[dict]:
+    from sluice.hw.levers import sample_images, study
+    from sluice.hw.params import HwParams
+    from sluice.model.intnet import IntNet
+
+    net = IntNet(export)
+    imgs = sample_images(net, max(max(n) for _, n in LEVERS))
+    out = []
+    for (r, c, s), counts in LEVERS:
+        for n in counts:
+            out.append(dict(rows=r, cols=c, skip_cols=s,
+                            **study(net, imgs[:n], HwParams(rows=r, cols=c, skip_cols=s))))
+    return out
+
+
 def export_default(work: Path) -> Path:
     from sluice.model import export
     from sluice.model.checkpoint import DEFAULT_CHECKPOINT
@@ -128,18 +149,18 @@ def cmd_bench(args) -> int:
     res = {"machine": f"{platform.machine()}, {os.cpu_count()} cores",
            "array": [params.rows, params.cols]}
 
-    print("[1/4] simulator speed ...", flush=True)
+    print("[1/5] simulator speed ...", flush=True)
     res["speed"] = [sim_speed(s, params, work) for s in sims]
     for r in res["speed"]:
         print(f"      {r['sim']}: {r['cycles_per_s']} cycles/s (build {r['build_s']} s)")
 
-    print(f"[2/4] dense utilisation on 3x3 layers ({fast}) ...", flush=True)
+    print(f"[2/5] dense utilisation on 3x3 layers ({fast}) ...", flush=True)
     res["utilisation"] = dense_utilisation(fast, params, work)
     for r in res["utilisation"]:
         print(f"      {r['layer']}: {r['utilisation']:.3f} ({r['cycles']} cycles, model "
               f"{r['model']})")
 
-    print("[3/4] the embedded-default network on the RTL ...", flush=True)
+    print("[3/5] the embedded-default network on the RTL ...", flush=True)
     exp = export_default(work)
     res["network"] = {}
     for s in (sims if args.network_all else [fast]):
@@ -152,12 +173,19 @@ def cmd_bench(args) -> int:
               f"{summ['reduction']:.2f}x, efficiency {summ['efficiency']:.3f}, bit-exact "
               f"{summ['bit_exact']}")
 
-    print("[4/4] the network on other array shapes (cycle model) ...", flush=True)
+    print("[4/5] the network on other array shapes (cycle model) ...", flush=True)
     res["shapes"] = array_shapes(exp)
     for r in res["shapes"]:
         print(f"      {r['rows']}x{r['cols']} skip_cols {r['skip_cols']}: speedup "
               f"{r['speedup']:.2f}x, efficiency {r['efficiency']:.3f}, "
               f"{r['macs_per_cycle']:.1f} dense-equivalent MACs/cycle")
+
+    print("[5/5] efficiency levers (cycle model; python -m sluice.hw.levers) ...", flush=True)
+    res["levers"] = levers(exp)
+    for r in res["levers"]:
+        print(f"      {r['rows']}x{r['cols']} skip_cols {r['skip_cols']}, {r['images']} "
+              f"image(s) stacked: efficiency {r['efficiency_lockstep']:.3f}, independent "
+              f"groups (estimate) {r['efficiency_independent']:.3f}")
 
     (out / "bench.json").write_text(json.dumps(res, indent=1) + "\n")
     _write_report(out, res, fast)
@@ -194,6 +222,16 @@ def _write_report(out: Path, res: dict, fast: str) -> None:
         L.append(f"| {r['rows']}x{r['cols']} | {r['skip_cols']} | {r['cycles_dense']} | "
                  f"{r['cycles_gated']} | {r['speedup']:.2f} | {r['efficiency']:.3f} | "
                  f"{r['macs_per_cycle']:.1f} |")
+    L += ["", "## Efficiency levers (cycle model)", "",
+          "`python -m sluice.hw.levers` (see `hw/README.md`): images stacked along the height "
+          "of every map (a throughput mode the current RTL runs as it is), and an estimate for "
+          "skip groups that advance independently across channel tiles (not built).", "",
+          "| array | skip_cols | images | dense cycles | gated cycles | efficiency | "
+          "independent groups (estimate) |", "|---|---|---|---|---|---|---|"]
+    for r in res.get("levers", []):
+        L.append(f"| {r['rows']}x{r['cols']} | {r['skip_cols']} | {r['images']} | "
+                 f"{r['dense']} | {r['lockstep']} | {r['efficiency_lockstep']:.3f} | "
+                 f"{r['efficiency_independent']:.3f} |")
     (out / "report.md").write_text("\n".join(L) + "\n")
 
 
