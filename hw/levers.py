@@ -16,6 +16,11 @@ and reports for the whole network:
   a layer's conditional passes become the busiest group's sum over tiles instead of the sum
   over tiles of the busiest group, everything else unchanged (one whole-layer band).
 
+``--shared-post`` estimates the cost in cycles of one post-processing unit shared by the
+columns (the largest fixed block of logic, a third of a 4 x 4 build: ``boards/README.md``):
+the drain then takes ``cols`` cycles per row instead of one (``cycle_model`` with
+``drain_row = cols``), not built either.
+
 Efficiency = speedup over dense mode / element-level MAC reduction, as in ``sluice cycles``.
 With N = 1 and the lockstep figure this is ``sluice cycles EXPORT_DIR`` exactly.
 """
@@ -79,8 +84,9 @@ def group_passes(gate: np.ndarray, params: HwParams) -> tuple[int, int]:
     return lock, int(per_group.max())
 
 
-def study(net: IntNet, images, params: HwParams = DEFAULT) -> dict:
-    """Whole-network figures for the images (int8 (C, H, W) each), stacked."""
+def study(net: IntNet, images, params: HwParams = DEFAULT, drain_row: int = 1) -> dict:
+    """Whole-network figures for the images (int8 (C, H, W) each), stacked. ``drain_row``:
+    cycles per drained row (1: the RTL; see :func:`sluice.hw.cycle_model.phase_cycles`)."""
     per_image = [network_tensors(net, x) for x in images]
     n = len(images)
     tot = {"dense": 0, "lockstep": 0, "independent": 0, "macs_dense": 0, "macs_theory": 0}
@@ -101,8 +107,8 @@ def study(net: IntNet, images, params: HwParams = DEFAULT) -> dict:
             raise RuntimeError(f"layer {e['name']}: stacked outputs differ from the images' own")
         kk = layer.kernel * layer.kernel
         outputs = layer.c_out * layer.h_out * layer.w_out * n
-        tot["dense"] += predict(big, None, params, dense=True)["cycles"]
-        gated = predict(big, gate, params, dense=not layer.gated)["cycles"]
+        tot["dense"] += predict(big, None, params, dense=True, drain_row=drain_row)["cycles"]
+        gated = predict(big, gate, params, dense=not layer.gated, drain_row=drain_row)["cycles"]
         tot["lockstep"] += gated
         tot["macs_dense"] += outputs * layer.c_in * kk
         if layer.gated:
@@ -146,6 +152,8 @@ def main(argv=None) -> int:
     ap.add_argument("--cols", type=int, default=DEFAULT.cols)
     ap.add_argument("--skip-cols", type=int, default=DEFAULT.skip_cols)
     ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--shared-post", action="store_true",
+                    help="also estimate one post-processing unit shared by the columns")
     ap.add_argument("--json", action="store_true", help="one JSON object per image count")
     args = ap.parse_args(argv)
     try:
@@ -171,6 +179,15 @@ def main(argv=None) -> int:
             print(f"| {n} | {r['dense']:,} | {r['lockstep']:,} | "
                   f"{r['efficiency_lockstep']:.3f} | {round(r['independent']):,} | "
                   f"{r['efficiency_independent']:.3f} | {r['reduction']:.3f} |", flush=True)
+        if args.shared_post:
+            s = study(net, imgs[:n], params, drain_row=params.cols)
+            if args.json:
+                print(json.dumps(dict(s, shared_post=True)))
+            else:
+                print(f"  one shared post-processing unit (estimate): dense {s['dense']:,} "
+                      f"(+{s['dense'] / r['dense'] - 1:.1%}), gated {s['lockstep']:,} "
+                      f"(+{s['lockstep'] / r['lockstep'] - 1:.1%}), efficiency "
+                      f"{s['efficiency_lockstep']:.3f}", flush=True)
     return 0
 
 
