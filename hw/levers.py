@@ -61,11 +61,12 @@ def stack(maps, s: int) -> np.ndarray:
     return np.concatenate(parts, axis=1)
 
 
-def network_tensors(net: IntNet, x_int8: np.ndarray) -> dict:
-    t = {"input": np.asarray(x_int8, np.int8)}
+def network_tensors(net: IntNet, x_int8: np.ndarray) -> tuple[dict, dict]:
+    """Every layer's output (by tensor name) and gate bits (by layer name) for one image."""
+    t, gates = {"input": np.asarray(x_int8, np.int8)}, {}
     for e, layer in net.layers:
-        t[e["name"]] = run_reference(net.bind(e, layer, t), check=False)[0]
-    return t
+        t[e["name"]], gates[e["name"]] = run_reference(net.bind(e, layer, t), check=False)
+    return t, gates
 
 
 def group_passes(gate: np.ndarray, params: HwParams) -> tuple[int, int]:
@@ -87,7 +88,8 @@ def group_passes(gate: np.ndarray, params: HwParams) -> tuple[int, int]:
 def study(net: IntNet, images, params: HwParams = DEFAULT, drain_row: int = 1) -> dict:
     """Whole-network figures for the images (int8 (C, H, W) each), stacked. ``drain_row``:
     cycles per drained row (1: the RTL; see :func:`sluice.hw.cycle_model.phase_cycles`)."""
-    per_image = [network_tensors(net, x) for x in images]
+    runs = [network_tensors(net, x) for x in images]
+    per_image = [t for t, _ in runs]
     n = len(images)
     tot = {"dense": 0, "lockstep": 0, "independent": 0, "macs_dense": 0, "macs_theory": 0}
     for e, layer in net.layers:
@@ -102,9 +104,11 @@ def study(net: IntNet, images, params: HwParams = DEFAULT, drain_row: int = 1) -
         step = (layer.h_in + s) // layer.stride  # output rows per stacked image
         real = np.concatenate([np.arange(i * step, i * step + layer.h_out) for i in range(n)])
         # the stacked layer's real rows are exactly each image's own outputs and gates
-        if not (np.array_equal(y[:, real], np.concatenate([t[e["name"]] for t in per_image],
-                                                          axis=1))):
-            raise RuntimeError(f"layer {e['name']}: stacked outputs differ from the images' own")
+        own_y = np.concatenate([t[e["name"]] for t in per_image], axis=1)
+        own_g = np.concatenate([g[e["name"]] for _, g in runs], axis=1)
+        if not (np.array_equal(y[:, real], own_y) and np.array_equal(gate[:, real], own_g)):
+            raise RuntimeError(f"layer {e['name']}: stacked outputs or gates differ from the "
+                               "images' own")
         kk = layer.kernel * layer.kernel
         outputs = layer.c_out * layer.h_out * layer.w_out * n
         tot["dense"] += predict(big, None, params, dense=True, drain_row=drain_row)["cycles"]
