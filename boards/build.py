@@ -59,6 +59,7 @@ def toolchain_env(family: str) -> dict:
 def build_name(board: Board, params, dense_only=False, loopback=False, clock_mhz=None) -> str:
     tag = "_dense" if dense_only else ""
     tag += f"_{params.pe_mult}pe" if params.pe_mult != "dsp" else ""
+    tag += f"_post{params.post_cols}" if params.post_cols != 1 else ""
     tag += "_loopback" if loopback else ""
     tag += f"_{clock_mhz:g}mhz" if clock_mhz else ""
     return f"sluice_{board.name.replace('-', '_')}_{params.rows}x{params.cols}{tag}"
@@ -72,7 +73,7 @@ ROUTERS = ("router1", "router2")
 
 def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=False,
           program=False, out_root="build/boards", nice=10, seed=1, router=ROUTERS[0],
-          clock_mhz=None, pe_mult=None, log=print) -> dict:
+          clock_mhz=None, pe_mult=None, post_cols=None, log=print) -> dict:
     """Synthesise, place and route one board build; returns the report dict. ``clock_mhz``:
     the design clock from the board's PLL (ECP5) instead of its oscillator."""
     if router not in ROUTERS:
@@ -93,7 +94,7 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=F
     env = toolchain_env(board.family)
     if program:
         programmer_path()  # fail before a long build, not after
-    params = board.params(rows, cols, pe_mult=pe_mult)
+    params = board.params(rows, cols, pe_mult=pe_mult, post_cols=post_cols)
     if dense_only:  # the same array with the gating hardware left out at elaboration
         params = dataclasses.replace(params, gating=False)
     clk = osc if pll is None else float(pll.fout_hz)
@@ -158,6 +159,7 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=F
                              str(params.rows), "--cols", str(params.cols)]
                             + (["--dense-only"] if dense_only else [])
                             + (["--pe-mult", params.pe_mult] if pe_mult else [])
+                            + (["--post-cols", str(params.post_cols)] if post_cols else [])
                             + (["--loopback"] if loopback else [])
                             + (["--seed", str(seed)] if seed != 1 else [])
                             + (["--router", router] if router != ROUTERS[0] else [])

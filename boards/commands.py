@@ -21,7 +21,8 @@ def cmd_build(args) -> int:
         raise SluiceError("--rows/--cols: the array needs at least 2 x 2")
     build(args.board, rows=args.rows, cols=args.cols, dense_only=args.dense_only,
           loopback=args.loopback, program=args.program, out_root=args.out_dir, seed=args.seed,
-          router=args.router, clock_mhz=args.clock_mhz, pe_mult=args.pe_mult)
+          router=args.router, clock_mhz=args.clock_mhz, pe_mult=args.pe_mult,
+          post_cols=args.post_cols)
     return 0
 
 
@@ -126,6 +127,10 @@ def add_commands(sub) -> None:
     p.add_argument("--pe-mult", choices=PE_MULTS, default=None,
                    help="element multipliers in DSP blocks (dsp) or in LUTs (logic, leaving "
                         "the DSPs to the post-processing); default: the board's")
+    p.add_argument("--post-cols", type=int, default=None,
+                   help="columns per post-processing unit (divides the columns; 1: one unit "
+                        "per column; the column count: one shared unit, far less logic, the "
+                        "drain taking that many cycles per row); default: the board's")
     p.add_argument("--loopback", action="store_true",
                    help="bridge + a loopback stand-in instead of the accelerator (link "
                         "bring-up)")

@@ -27,6 +27,7 @@ class Board:
     pix_depth: int
     skip_cols: int
     baud: int  # at the oscillator's clock
+    post_cols: int = 1  # columns per post-processing unit (the board's cols: one shared unit)
     max_baud: int = 0  # the USB-serial chip's fastest reliable rate (0: baud)
     in_buf_bytes: int = 512  # bridge input ring (one block RAM)
     out_depth: int = 32  # bridge output FIFO, words
@@ -43,6 +44,9 @@ class Board:
                   skip_cols=self.skip_cols)
         if kw["cols"] % kw["skip_cols"]:
             kw["skip_cols"] = 1 if kw["cols"] % 2 else 2
+        # one shared post-processing unit stays shared at another --cols
+        kw["post_cols"] = kw["cols"] if self.post_cols == self.cols else (
+            self.post_cols if kw["cols"] % self.post_cols == 0 else 1)
         if "stream_width" in HwParams.__dataclass_fields__:
             # the narrowest input stream: the UART is the bottleneck, a wide beat only pads
             kw["stream_width"] = 1 << (max(kw["cols"], 4) - 1).bit_length()
@@ -105,7 +109,8 @@ def get_board(name: str) -> Board:
 # 12 MHz is exactly 4 clocks per bit).
 register(Board(
     name="icebreaker", platform="amaranth_boards.icebreaker:ICEBreakerPlatform", family="ice40",
-    rows=2, cols=2, act_depth=256, wgt_depth=64, pix_depth=32, skip_cols=2, baud=3_000_000,
+    rows=2, cols=2, act_depth=256, wgt_depth=64, pix_depth=32, skip_cols=2, post_cols=2,
+    baud=3_000_000,
     max_baud=3_000_000,
     in_buf_bytes=256, out_depth=16, programmer=("-b", "ice40_generic"),
     doc="iCE40 UP5K, 12 MHz, FT2232H at 3 Mbaud",

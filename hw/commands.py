@@ -31,6 +31,10 @@ def _add_params(p):
     p.add_argument("--dense-only", action="store_true",
                    help="leave the gating hardware out (gate unit, skip controller, active "
                         "lists, per-group feeds): the baseline for the cost of gating")
+    p.add_argument("--post-cols", type=int, default=DEFAULT.post_cols,
+                   help="columns per post-processing unit (divides --cols; 1: one unit per "
+                        "column; --cols: one shared unit, much less logic, the drain taking "
+                        "that many cycles per row)")
     p.add_argument("--pe-mult", choices=PE_MULTS, default=DEFAULT.pe_mult,
                    help="element multipliers as '*' (dsp: DSP blocks on an FPGA) or as shifted "
                         "partial products (logic: LUTs, DSPs left to the post-processing)")
@@ -41,7 +45,8 @@ def _params(args):
     return HwParams(rows=args.rows, cols=args.cols, act_depth=args.act_depth,
                     wgt_depth=args.wgt_depth, pix_depth=args.pix_depth,
                     skip_cols=args.skip_cols, stream_width=args.stream_width,
-                    gating=not args.dense_only, pe_mult=args.pe_mult)
+                    gating=not args.dense_only, pe_mult=args.pe_mult,
+                    post_cols=args.post_cols)
 
 
 def cmd_verilog(args) -> int:

@@ -26,14 +26,18 @@ TAIL = 3
 
 
 def phase_cycles(npix: int, steps: int, p: HwParams, start: int = 0, need=None,
-                 act_end: int = 0, drain_row: int = 1) -> tuple[int, int, int]:
+                 act_end: int = 0) -> tuple[int, int, int]:
     """One RUN state (one phase) whose first cycle is ``start``.
 
     Returns (last RUN cycle + 1, passes, cycles waiting for activations). ``need(n)``: the
     cycle from which step n of a pass may issue (its input channels are loaded); only
-    consulted for steps that could issue before ``act_end``.
+    consulted for steps that could issue before ``act_end``. The drain takes ``post_cols``
+    cycles per row (one column per post-processing unit and cycle): a pass's last step waits
+    until the previous pass's last row has left the array (``spacing``), and the phase ends
+    once the last row's last column has entered its unit.
     """
-    R, C = p.rows, p.cols
+    R, C, PU = p.rows, p.cols, p.post_cols
+    spacing = C + (R - 1) * PU + 2 + ARRAY_EXTRA
     n_pass = -(-npix // R)
     s = start + R + 2  # swap cycle of the first row set
     e_prev = None
@@ -50,16 +54,16 @@ def phase_cycles(npix: int, steps: int, p: HwParams, start: int = 0, need=None,
                 nd = need(n)
                 t = max(lo, nd)
                 if n == steps - 1 and e_prev is not None:
-                    t = max(t, e_prev + C + R * drain_row + 1 + ARRAY_EXTRA)
+                    t = max(t, e_prev + spacing)
                 wait += max(0, min(t, nd) - lo)
             e = t
         else:
             e = a + steps - 1
             if e_prev is not None:
-                e = max(e, e_prev + C + R * drain_row + 1 + ARRAY_EXTRA)
+                e = max(e, e_prev + spacing)
         ready = s + R + 3
         e_prev = e
-    return e_prev + C + R * drain_row + 3 + ARRAY_EXTRA, n_pass, wait
+    return e_prev + C + R * PU + 3 + ARRAY_EXTRA, n_pass, wait
 
 
 def active_items(gate_band, t: int, p: HwParams) -> list[int]:
@@ -73,8 +77,7 @@ def active_items(gate_band, t: int, p: HwParams) -> list[int]:
     return out
 
 
-def job_cycles(layer, job_desc: dict, gate_band, p: HwParams, dense: bool,
-               drain_row: int = 1) -> dict:
+def job_cycles(layer, job_desc: dict, gate_band, p: HwParams, dense: bool) -> dict:
     """Cycles of one job; ``gate_band`` is the job's ``C_out, H_out, W_out`` gate bits.
 
     Cycle 1 is the first busy cycle. The loader fills tile 0's bank, streams the activations,
@@ -138,12 +141,10 @@ def job_cycles(layer, job_desc: dict, gate_band, p: HwParams, dense: bool,
         run = s + C + PHASE_ENTRY  # first RUN cycle
         if not gated:
             steps = c_in * kk
-            end, n, wt = phase_cycles(hw_out, steps, p, run, need_for(t, "dense"), act_end,
-                                      drain_row)
+            end, n, wt = phase_cycles(hw_out, steps, p, run, need_for(t, "dense"), act_end)
         else:
             steps = base_cin * kk
-            end, n, wt = phase_cycles(hw_out, steps, p, run, need_for(t, "base"), act_end,
-                                      drain_row)
+            end, n, wt = phase_cycles(hw_out, steps, p, run, need_for(t, "base"), act_end)
         steps_total += n * steps
         passes += n
         load_wait += wt
@@ -155,7 +156,7 @@ def job_cycles(layer, job_desc: dict, gate_band, p: HwParams, dense: bool,
             if n_active and not cond_empty:
                 steps = (c_in - base_cin) * kk
                 end, n, wt = phase_cycles(n_active, steps, p, end + PHASE_ENTRY,
-                                          need_for(t, "cond"), act_end, drain_row)
+                                          need_for(t, "cond"), act_end)
                 steps_total += n * steps
                 passes += n
                 load_wait += wt
@@ -167,11 +168,9 @@ def job_cycles(layer, job_desc: dict, gate_band, p: HwParams, dense: bool,
             "steps": steps_total, "passes": passes, "active_pixels": active_total}
 
 
-def predict(layer, gate=None, params: HwParams = DEFAULT, dense: bool = False,
-            drain_row: int = 1) -> dict:
+def predict(layer, gate=None, params: HwParams = DEFAULT, dense: bool = False) -> dict:
     """Predicted counters for a whole layer (all jobs). ``gate``: the layer's gate bits
-    (from the reference); needed for gated runs. ``drain_row``: see :func:`phase_cycles`
-    (leave it at 1 for the RTL's counts)."""
+    (from the reference); needed for gated runs."""
     from sluice.sim.host import layer_jobs
 
     if gate is None:
@@ -184,8 +183,7 @@ def predict(layer, gate=None, params: HwParams = DEFAULT, dense: bool = False,
         band = np.zeros((len(job.channels),) + rows.shape[1:], rows.dtype)  # padding: gate 0
         real = [n for n, o in enumerate(job.channels) if o >= 0]
         band[real] = rows[[job.channels[n] for n in real]]
-        for key, v in job_cycles(layer, job.descriptor, band, params, dense,
-                                     drain_row).items():
+        for key, v in job_cycles(layer, job.descriptor, band, params, dense).items():
             total[key] = total.get(key, 0) + v
     return total
 

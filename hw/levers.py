@@ -16,10 +16,9 @@ and reports for the whole network:
   a layer's conditional passes become the busiest group's sum over tiles instead of the sum
   over tiles of the busiest group, everything else unchanged (one whole-layer band).
 
-``--shared-post`` estimates the cost in cycles of one post-processing unit shared by the
-columns (the largest fixed block of logic, a third of a 4 x 4 build: ``boards/README.md``):
-the drain then takes ``cols`` cycles per row instead of one (``cycle_model`` with
-``drain_row = cols``), not built either.
+``--shared-post`` also gives the cycles with one post-processing unit shared by all columns
+(``HwParams.post_cols = cols``; the largest fixed block of logic, a third of a 4 x 4 build:
+``boards/README.md``): the drain then takes ``cols`` cycles per row instead of one.
 
 Efficiency = speedup over dense mode / element-level MAC reduction, as in ``sluice cycles``.
 With N = 1 and the lockstep figure this is ``sluice cycles EXPORT_DIR`` exactly.
@@ -28,6 +27,7 @@ With N = 1 and the lockstep figure this is ``sluice cycles EXPORT_DIR`` exactly.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -85,9 +85,8 @@ def group_passes(gate: np.ndarray, params: HwParams) -> tuple[int, int]:
     return lock, int(per_group.max())
 
 
-def study(net: IntNet, images, params: HwParams = DEFAULT, drain_row: int = 1) -> dict:
-    """Whole-network figures for the images (int8 (C, H, W) each), stacked. ``drain_row``:
-    cycles per drained row (1: the RTL; see :func:`sluice.hw.cycle_model.phase_cycles`)."""
+def study(net: IntNet, images, params: HwParams = DEFAULT) -> dict:
+    """Whole-network figures for the images (int8 (C, H, W) each), stacked."""
     runs = [network_tensors(net, x) for x in images]
     per_image = [t for t, _ in runs]
     n = len(images)
@@ -111,8 +110,8 @@ def study(net: IntNet, images, params: HwParams = DEFAULT, drain_row: int = 1) -
                                "images' own")
         kk = layer.kernel * layer.kernel
         outputs = layer.c_out * layer.h_out * layer.w_out * n
-        tot["dense"] += predict(big, None, params, dense=True, drain_row=drain_row)["cycles"]
-        gated = predict(big, gate, params, dense=not layer.gated, drain_row=drain_row)["cycles"]
+        tot["dense"] += predict(big, None, params, dense=True)["cycles"]
+        gated = predict(big, gate, params, dense=not layer.gated)["cycles"]
         tot["lockstep"] += gated
         tot["macs_dense"] += outputs * layer.c_in * kk
         if layer.gated:
@@ -184,11 +183,11 @@ def main(argv=None) -> int:
                   f"{r['efficiency_lockstep']:.3f} | {round(r['independent']):,} | "
                   f"{r['efficiency_independent']:.3f} | {r['reduction']:.3f} |", flush=True)
         if args.shared_post:
-            s = study(net, imgs[:n], params, drain_row=params.cols)
+            s = study(net, imgs[:n], dataclasses.replace(params, post_cols=params.cols))
             if args.json:
                 print(json.dumps(dict(s, shared_post=True)))
             else:
-                print(f"  one shared post-processing unit (estimate): dense {s['dense']:,} "
+                print(f"  one post-processing unit for all columns (--post-cols {params.cols}): dense {s['dense']:,} "
                       f"(+{s['dense'] / r['dense'] - 1:.1%}), gated {s['lockstep']:,} "
                       f"(+{s['lockstep'] / r['lockstep'] - 1:.1%}), efficiency "
                       f"{s['efficiency_lockstep']:.3f}", flush=True)

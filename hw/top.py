@@ -31,8 +31,9 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from sluice.hw.params import (ACC_BITS, COUNTERS, DEFAULT, DIM_BITS, ERROR_FIELDS, FLAG_FIELDS,
-                              MAX_PADDING, PARAM_ORDER, PIX_BITS, HwParams, id_value)
+from sluice.hw.params import (ACC_BITS, ACT_BITS, COUNTERS, DEFAULT, DIM_BITS, ERROR_FIELDS,
+                              FLAG_FIELDS, MAX_PADDING, PARAM_ORDER, PIX_BITS, HwParams,
+                              id_value)
 from sluice.hw.pe import ARRAY_EXTRA, FEED_REGS, SystolicArray
 from sluice.hw.postproc import PARAM_READ_LAST, GateUnit, PostProc, mult_stages, post_latency
 from sluice.hw.regs import RegisterFile, axil_members
@@ -85,9 +86,13 @@ class Sluice(wiring.Component):
         R, C, B = P.rows, P.cols, P.stream_bytes
         G, NG = P.skip_cols, P.groups
         gating = P.gating  # False: a dense-only build (no base/conditional phases)
-        POST_LATENCY = post_latency(C)
+        # PU columns per post-processing unit: a drained row goes through the units in PU
+        # cycles (one column each), so its word is complete PU - 1 cycles after its first column
+        PU = P.post_cols
+        POST_LATENCY = post_latency(C) + PU - 1
         assert PARAM_READ_LAST <= C + 3, "the tile parameters would change under the pipeline"
-        assert POST_LATENCY + 5 < OUT_FIFO_DEPTH, "the drain would wait for FIFO room"
+        # (rows leave the drain PU cycles apart, so fewer words are on their way)
+        assert -(-POST_LATENCY // PU) + 5 < OUT_FIFO_DEPTH, "the drain would wait for FIFO room"
         Q = R * NG  # slots: (row r, skip group j) -> q = r * NG + j
         abits = _log2(P.act_depth)
         act_words = P.act_depth // B
@@ -494,12 +499,21 @@ class Sluice(wiring.Component):
         m.d.sync += [d2_go.eq(d1_go), *(d2[j][f].eq(d1[j][f]) for f in FIELDS
                                          for j in range(NG))]
         for j in range(NG):
-            m.d.comb += res_rp[j].addr.eq(Cat(drn_arr[j]["p"][d_r][:pbits], cmp_bank))
+            # with shared post-processing units the row in d1 is read for PU cycles: its
+            # residual and stored base sum stay addressed until the next row fires
+            p_addr = drn_arr[j]["p"][d_r][:pbits]
+            k_addr = drn_arr[j]["k"][d_r]
+            if PU > 1:
+                p_addr = Mux(d_fire, p_addr, d1[j]["p"][:pbits])
+                k_addr = Mux(d_fire, k_addr, d1[j]["k"])
+            m.d.comb += res_rp[j].addr.eq(Cat(p_addr, cmp_bank))
             if gating:
-                m.d.comb += psum_rp[j].addr.eq(drn_arr[j]["k"][d_r])
+                m.d.comb += psum_rp[j].addr.eq(k_addr)
         with m.If(in_flight & (dcount != 0)):
             m.d.sync += dcount.eq(dcount - 1)
         with m.If(d_fire):
+            if PU > 1:  # the next row fires PU cycles later
+                m.d.sync += dcount.eq(PU - 1)
             m.d.sync += [d1[j][f].eq(drn_arr[j][f][d_r]) for f in FIELDS for j in range(NG)]
             m.d.sync += [d1_psum[c].eq(psum_rows[d_r][c]) for c in range(C)]
             m.d.sync += d_r.eq(d_r + 1)
@@ -514,24 +528,51 @@ class Sluice(wiring.Component):
             m.d.sync += [d2_psum[c].eq(d1_psum[c]) for c in range(C)]
         else:
             gate_now = Const(0, C)
-        ys = []
-        for c in range(C):
-            j = c // G
-            if gating:
+        if gating:
+            for c in range(C):
                 m.d.comb += [gu.psum[c].eq(d1_psum[c]), gu.thresh[c].eq(par_of["thresh"][c])]
+        # column select of the units: k (0..PU-1) is the column within a unit that enters now
+        # (k = 0 with the row in d1, then 1, 2, ...), and its copies 1, 3 and 5 cycles later,
+        # when PostProc reads the column's parameters (bias, res_mult, shift at stage 1,
+        # res_shift at 3, mult at 5 = PARAM_READ_LAST); with PU = 1 all of it is constant
+        ser_k = Signal(range(PU))   # column entering after the first (0: idle or the first)
+        sel = [Signal(range(PU), name=f"post_sel_{i}") for i in range(PARAM_READ_LAST + 1)]
+        ser_busy = Signal()
+        if PU > 1:
+            with m.If(d1_go):
+                m.d.sync += ser_k.eq(1)
+            with m.Elif(ser_k != 0):
+                m.d.sync += ser_k.eq(Mux(ser_k == PU - 1, 0, ser_k + 1))
+            m.d.comb += [sel[0].eq(Mux(d1_go, 0, ser_k)), ser_busy.eq(ser_k != 0)]
+            m.d.sync += [sel[i + 1].eq(sel[i]) for i in range(PARAM_READ_LAST)]
+
+        def pick(values, i):
+            """The value of the unit's column selected ``i`` cycles after it entered."""
+            return values[0] if PU == 1 else Array(values)[sel[i]]
+
+        ys = []  # per column: its result byte when the row's word is written
+        for u in range(C // PU):
+            cs = range(u * PU, (u + 1) * PU)
             pp = PostProc(mult_stages=mult_stages(C))
-            m.submodules[f"post_{c}"] = pp
+            m.submodules[f"post_{u}"] = pp
             if gating:  # conditional phase: the stored base sum, added inside PostProc (a
                 # block RAM's output into a 32-bit adder was the 4 x 4 critical path)
-                m.d.comb += pp.base.eq(Mux(is_cond, psum_rp[j].data[c % G], 0))
-            m.d.comb += [pp.acc.eq(d1_psum[c]), pp.bias.eq(par_of["bias"][c]),
-                         pp.residual.eq(res_rp[j].data[8 * c:8 * c + 8]),
-                         pp.has_res.eq(has_res),
-                         pp.res_mult.eq(par_of["res_mult"][c]),
-                         pp.res_shift.eq(par_of["res_shift"][c][:6]),
-                         pp.mult.eq(par_of["mult"][c]), pp.shift.eq(par_of["shift"][c][:6]),
-                         pp.relu.eq(relu)]
-            ys.append(pp.y)
+                m.d.comb += pp.base.eq(Mux(is_cond, pick([psum_rp[c // G].data[c % G]
+                                                          for c in cs], 0), 0))
+            m.d.comb += [pp.acc.eq(pick([d1_psum[c] for c in cs], 0)),
+                         pp.residual.eq(pick([res_rp[c // G].data[8 * c:8 * c + 8]
+                                              for c in cs], 0)),
+                         pp.bias.eq(pick([par_of["bias"][c] for c in cs], 1)),
+                         pp.res_mult.eq(pick([par_of["res_mult"][c] for c in cs], 1)),
+                         pp.shift.eq(pick([par_of["shift"][c][:6] for c in cs], 1)),
+                         pp.res_shift.eq(pick([par_of["res_shift"][c][:6] for c in cs], 3)),
+                         pp.mult.eq(pick([par_of["mult"][c] for c in cs], PARAM_READ_LAST)),
+                         pp.has_res.eq(has_res), pp.relu.eq(relu)]
+            # the unit's earlier columns wait in a shift register for the last one
+            held = [Signal(signed(ACT_BITS), name=f"post_y_{u}_{k}") for k in range(PU - 1)]
+            for k in range(PU - 1):
+                m.d.sync += held[k].eq(held[k + 1] if k + 1 < PU - 1 else pp.y)
+            ys += held + [pp.y]
         gate_out = Signal(C)
         m.d.comb += gate_out.eq(Mux(phase == PH_DENSE, Const((1 << C) - 1, C),
                                     Mux(is_base, gate_now,
@@ -743,7 +784,7 @@ class Sluice(wiring.Component):
 
         phase_done = Signal()
         m.d.comb += phase_done.eq(~have_cur & ~rl_busy & ~rl_wr & ~rl_done & ~src_left &
-                                  ~in_flight & ~d1_go)
+                                  ~in_flight & ~d1_go & ~ser_busy)
 
         # ---------------------------------------------------------------- loader FSM
         ld_cnt = Signal(3 * DIM_BITS)

@@ -49,6 +49,19 @@ CASES = {
                                  partitions=1, gate_rate=0.3)),
     "gated_skip1_p": (NARROW, dict(c_in=4, c_out=6, size=(5, 4), kernel=3, padding=1,
                                    partitions=2, gate_rate=0.3, residual=True)),
+    # post-processing units shared by columns (the drain takes post_cols cycles per row)
+    "shared_post_gated_res": (replace(SQUARE, post_cols=4),
+                              dict(c_in=8, c_out=8, size=(5, 6), partitions=2, gate_rate=0.3,
+                                   residual=True)),
+    "shared_post_k1_short_passes": (replace(SQUARE, post_cols=2),
+                                    dict(c_in=2, c_out=6, size=(5, 5), kernel=1, padding=0,
+                                         partitions=2, gate_rate=0.4)),
+    "shared_post_dense_res": (replace(TALL, post_cols=5),
+                              dict(c_in=3, c_out=7, size=(6, 6), kernel=3, padding=1,
+                                   dense=True, residual=True, relu=False)),
+    "shared_post_skip1": (replace(NARROW, post_cols=3),
+                          dict(c_in=4, c_out=6, size=(5, 4), kernel=3, padding=1, partitions=2,
+                               gate_rate=0.3, residual=True)),
 }
 
 

@@ -132,3 +132,9 @@ def test_cli_regmap_and_cycles(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "bound_cycles" in text and "efficiency" in text
     assert main(["cycles", str(layer_path), "--skip-cols", "3"]) == 2
+    # one post-processing unit for the 8 columns: the drain takes 8 cycles per row
+    assert main(["cycles", str(layer_path), "--post-cols", "3"]) == 2
+    assert "--post-cols: 3 must divide --cols 8" in capsys.readouterr().err
+    assert main(["cycles", str(layer_path), "--post-cols", "8"]) == 0
+    shared = capsys.readouterr().out
+    assert "bound_cycles" in shared and shared != text
