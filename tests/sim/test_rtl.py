@@ -177,3 +177,19 @@ def test_waves_use_their_own_traced_build(tmp_path, monkeypatch):
     _check(layer, read_result(tmp_path / "w.result.npz"))
     assert list(traced.build_dir.glob("*.fst")), "no FST trace written"
     assert not list(plain.build_dir.glob("*.fst"))
+
+
+def test_shared_post_units_bit_exact(tmp_path):
+    """One post-processing unit for all four columns (``post_cols``), in the generated
+    Verilog: bit-exact, the model's cycle count without stalls, and exact under back-pressure
+    on both streams (the drain's FIFO room check with rows leaving every 4 cycles)."""
+    from sluice.hw.cycle_model import predict
+
+    params = HwParams(rows=4, cols=4, act_depth=2048, wgt_depth=512, pix_depth=256,
+                      post_cols=4)
+    layers = [make_layer(**c) for c in random_cases(31, 4, 4, 4)]
+    for layer, result in zip(layers, _run(tmp_path / "free", params, layers)):
+        _check(layer, result)
+        assert result.cycles == predict(layer, result.gate, params)["cycles"], layer.name
+    for layer, result in zip(layers, _run(tmp_path / "stall", params, layers, stall=0.3)):
+        _check(layer, result)
