@@ -532,11 +532,12 @@ class Sluice(wiring.Component):
             for c in range(C):
                 m.d.comb += [gu.psum[c].eq(d1_psum[c]), gu.thresh[c].eq(par_of["thresh"][c])]
         # column select of the units: k (0..PU-1) is the column within a unit that enters now
-        # (k = 0 with the row in d1, then 1, 2, ...), and its copies 1, 3 and 5 cycles later,
-        # when PostProc reads the column's parameters (bias, res_mult, shift at stage 1,
-        # res_shift at 3, mult at 5 = PARAM_READ_LAST); with PU = 1 all of it is constant
+        # (k = 0 with the row in d1, then 1, 2, ...), and its delayed copies, which select the
+        # column's parameters a cycle before PostProc reads them (bias, res_mult, shift at
+        # stage 1, res_shift at 3, mult at 5 = PARAM_READ_LAST) into registers; with PU = 1
+        # all of it is constant
         ser_k = Signal(range(PU))   # column entering after the first (0: idle or the first)
-        sel = [Signal(range(PU), name=f"post_sel_{i}") for i in range(PARAM_READ_LAST + 1)]
+        sel = [Signal(range(PU), name=f"post_sel_{i}") for i in range(PARAM_READ_LAST)]
         ser_busy = Signal()
         if PU > 1:
             with m.If(d1_go):
@@ -544,11 +545,21 @@ class Sluice(wiring.Component):
             with m.Elif(ser_k != 0):
                 m.d.sync += ser_k.eq(Mux(ser_k == PU - 1, 0, ser_k + 1))
             m.d.comb += [sel[0].eq(Mux(d1_go, 0, ser_k)), ser_busy.eq(ser_k != 0)]
-            m.d.sync += [sel[i + 1].eq(sel[i]) for i in range(PARAM_READ_LAST)]
+            m.d.sync += [sel[i + 1].eq(sel[i]) for i in range(PARAM_READ_LAST - 1)]
 
         def pick(values, i):
             """The value of the unit's column selected ``i`` cycles after it entered."""
             return values[0] if PU == 1 else Array(values)[sel[i]]
+
+        def param(values, i, name):
+            """A column parameter that PostProc reads ``i`` cycles after the value entered:
+            selected a cycle earlier and registered (the select multiplexer in front of the
+            requantisation multiply was the critical path of a 4 x 4 ECP5 build)."""
+            if PU == 1:
+                return values[0]
+            q = Signal.like(values[0], name=name)
+            m.d.sync += q.eq(pick(values, i - 1))
+            return q
 
         ys = []  # per column: its result byte when the row's word is written
         for u in range(C // PU):
@@ -562,11 +573,15 @@ class Sluice(wiring.Component):
             m.d.comb += [pp.acc.eq(pick([d1_psum[c] for c in cs], 0)),
                          pp.residual.eq(pick([res_rp[c // G].data[8 * c:8 * c + 8]
                                               for c in cs], 0)),
-                         pp.bias.eq(pick([par_of["bias"][c] for c in cs], 1)),
-                         pp.res_mult.eq(pick([par_of["res_mult"][c] for c in cs], 1)),
-                         pp.shift.eq(pick([par_of["shift"][c][:6] for c in cs], 1)),
-                         pp.res_shift.eq(pick([par_of["res_shift"][c][:6] for c in cs], 3)),
-                         pp.mult.eq(pick([par_of["mult"][c] for c in cs], PARAM_READ_LAST)),
+                         pp.bias.eq(param([par_of["bias"][c] for c in cs], 1, f"bias_{u}")),
+                         pp.res_mult.eq(param([par_of["res_mult"][c] for c in cs], 1,
+                                              f"res_mult_{u}")),
+                         pp.shift.eq(param([par_of["shift"][c][:6] for c in cs], 1,
+                                           f"shift_{u}")),
+                         pp.res_shift.eq(param([par_of["res_shift"][c][:6] for c in cs], 3,
+                                               f"res_shift_{u}")),
+                         pp.mult.eq(param([par_of["mult"][c] for c in cs], PARAM_READ_LAST,
+                                          f"mult_{u}")),
                          pp.has_res.eq(has_res), pp.relu.eq(relu)]
             # the unit's earlier columns wait in a shift register for the last one
             held = [Signal(signed(ACT_BITS), name=f"post_y_{u}_{k}") for k in range(PU - 1)]
