@@ -58,7 +58,7 @@ class HwParams:
     its own unit (the drain takes one cycle per array row); ``cols`` shares one unit between
     all columns, about 1,250 ECP5 LUTs per column less, the drain then taking ``post_cols``
     cycles per row (nearly free on small arrays, whose passes are long against their drain:
-    +0.2% cycles at 2 x 2 and +2.4% at 4 x 4 on the embedded network, +30% at 8 x 8).
+    +0.1% cycles at 2 x 2 and +1.9% at 4 x 4 on the embedded network, +25.6% at 8 x 8).
     """
 
     rows: int = 8

@@ -105,17 +105,17 @@ LEVERS = [((8, 8, 2), (1, 8)), ((8, 8, 1), (1, 8))]
 
 
 def levers(export: Path) -> list[dict]:
-    from sluice.hw.levers import sample_images, study
+    from sluice.hw.levers import network_tensors, sample_images, study
     from sluice.hw.params import HwParams
     from sluice.model.intnet import IntNet
 
     net = IntNet(export)
-    imgs = sample_images(net, max(max(n) for _, n in LEVERS))
+    runs = [network_tensors(net, x) for x in sample_images(net, max(max(n) for _, n in LEVERS))]
     out = []
     for (r, c, s), counts in LEVERS:
         for n in counts:
             out.append(dict(rows=r, cols=c, skip_cols=s,
-                            **study(net, imgs[:n], HwParams(rows=r, cols=c, skip_cols=s))))
+                            **study(net, runs[:n], HwParams(rows=r, cols=c, skip_cols=s))))
     return out
 
 

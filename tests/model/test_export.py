@@ -104,15 +104,15 @@ def test_levers_study_stacks_images_exactly(exported):
     own outputs in their rows (checked inside ``study``), and the independent-groups estimate
     never exceeds the lockstep count."""
     from sluice.hw.cycle_model import predict
-    from sluice.hw.levers import sample_images, study
+    from sluice.hw.levers import network_tensors, sample_images, study
     from sluice.hw.params import HwParams
     from sluice.model.reference import work_figures
 
     _, out, _ = exported
     net = IntNet(out)
     params = HwParams(rows=4, cols=4, skip_cols=2)
-    imgs = sample_images(net, 3)
-    one = study(net, imgs[:1], params)
+    runs = [network_tensors(net, x) for x in sample_images(net, 3)]
+    one = study(net, runs[:1], params)
     dense = gated = md = mt = 0
     for _, layer in net.layers:
         dense += predict(layer, None, params, dense=True)["cycles"]
@@ -122,10 +122,10 @@ def test_levers_study_stacks_images_exactly(exported):
         md, mt = md + fig["macs_dense"], mt + fig["macs_theory"]
     assert (one["dense"], one["lockstep"]) == (dense, gated)
     assert one["reduction"] == pytest.approx(md / mt, rel=1e-12)
-    three = study(net, imgs, params)
+    three = study(net, runs, params)
     assert three["images"] == 3 and three["dense"] > 2 * dense
     for r in (one, three):
         assert r["independent"] <= r["lockstep"]
     # one post-processing unit for all columns: the drain takes `cols` cycles per row
-    shared = study(net, imgs[:1], HwParams(rows=4, cols=4, skip_cols=2, post_cols=4))
+    shared = study(net, runs[:1], HwParams(rows=4, cols=4, skip_cols=2, post_cols=4))
     assert shared["dense"] > one["dense"] and shared["lockstep"] > one["lockstep"]
