@@ -29,8 +29,10 @@ class RegisterFile(wiring.Component):
     """Descriptor registers out, status/counters in, ``start`` pulse out.
 
     ``settle``: a write of CTRL is accepted (AWREADY/WREADY) only ``settle`` cycles or more
-    after the last descriptor write, so logic registered up to ``settle`` levels behind the
-    descriptor has settled when ``start`` pulses (the AXI4-Lite handshake simply waits).
+    after the last descriptor write and after ``desc_busy`` (the serial products of the
+    descriptor, which ``desc_write`` restarts) has fallen, so logic registered up to ``settle``
+    levels behind the descriptor or the products has settled when ``start`` pulses (the
+    AXI4-Lite handshake simply waits).
     """
 
     def __init__(self, *, ident: int, settle: int = 0):
@@ -40,6 +42,8 @@ class RegisterFile(wiring.Component):
         for name, _ in DESCRIPTOR:
             members[name.lower()] = Out(DIM_BITS)
         members["start"] = Out(1)
+        members["desc_write"] = Out(1)  # a register other than CTRL is written this cycle
+        members["desc_busy"] = In(1)
         members["busy"] = In(1)
         members["done"] = In(1)
         members["error"] = In(32)
@@ -60,8 +64,9 @@ class RegisterFile(wiring.Component):
             ok = (wait == 0) | not_ctrl
             with m.If(wait != 0):
                 m.d.sync += wait.eq(wait - 1)
-            with m.If(do_write & not_ctrl):
+            with m.If((do_write & not_ctrl) | self.desc_busy):
                 m.d.sync += wait.eq(self._settle - 1)
+        m.d.comb += self.desc_write.eq(do_write & (self.axil_awaddr != REG["CTRL"].addr))
         m.d.comb += do_write.eq(self.axil_awvalid & self.axil_wvalid & ~self.axil_bvalid & ok)
         m.d.comb += [self.axil_awready.eq(do_write), self.axil_wready.eq(do_write),
                      self.axil_bresp.eq(0), self.axil_rresp.eq(0)]

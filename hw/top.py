@@ -36,6 +36,7 @@ from sluice.hw.params import (ACC_BITS, ACT_BITS, COUNTERS, DEFAULT, DIM_BITS, E
                               id_value)
 from sluice.hw.pe import ARRAY_EXTRA, FEED_REGS, SystolicArray
 from sluice.hw.postproc import PARAM_READ_LAST, GateUnit, PostProc, mult_stages, post_latency
+from sluice.hw.products import SerialProducts
 from sluice.hw.regs import RegisterFile, axil_members
 
 ERR = {name: lsb for name, lsb, _, _ in ERROR_FIELDS}
@@ -65,10 +66,10 @@ def port_members(params: HwParams) -> dict:
     return members
 
 
-# register levels between a descriptor write and the error flags the START decision reads
-# (descriptor field, its products, their products or partial products, the sums of those; the
-# flags register: 4 levels behind the field register itself); the register file holds
-# CTRL.START back until they have settled
+# register levels between a descriptor write (or the last product of the serial multiplier,
+# ``hw/products.py``) and the error flags the START decision reads (a field or product, a sum
+# or compare of those, the flags register); the register file holds CTRL.START back until the
+# serial products are done and these have settled
 DESC_LEVELS = 4
 
 
@@ -127,19 +128,36 @@ class Sluice(wiring.Component):
         has_res = flags[FLAG["RESIDUAL"]]
         base_first = flags[FLAG["BASE_FIRST"]]
 
-        # Products of descriptor fields are registered (no multiplier chain in front of the
-        # error check or the sequencer): at most three register levels behind the descriptor
-        # (C_IN * H_IN * W_IN: two partial products, then their sum), and the error flags
-        # computed from them a fourth (err_q). The register file accepts
-        # CTRL.START only DESC_LEVELS cycles after the last descriptor write, so START sees them
-        # all settled and the job is accepted or refused at once.
+        # Products of descriptor fields come from one shift-and-add multiplier that runs after
+        # every descriptor write (``hw/products.py``; no DSP, no multiplier in front of the error
+        # check or the sequencer). The register file accepts CTRL.START only when it is done
+        # and DESC_LEVELS cycles have passed, so START sees the products and the error flags
+        # computed from them (err_q) settled and the job is accepted or refused at once.
         kk = Signal(7)
-        hw_in = Signal(2 * DIM_BITS)
-        hw_out = Signal(2 * DIM_BITS)
         # K*K from a table (KERNEL is 1, 3, 5 or 7; anything else is refused with an error flag)
         kk_table = Array(Const(k * k, 7) for k in range(8))
-        m.d.sync += [kk.eq(kk_table[kernel[:3]]), hw_in.eq(h_in * w_in),
-                     hw_out.eq(h_out * w_out)]
+        m.d.sync += kk.eq(kk_table[kernel[:3]])
+        off_bits = abits + DIM_BITS + 2  # an activation-stream offset of an input channel
+        # (name, a, b, product bits), in order: an operand may be an earlier product; kk is a
+        # register a level behind KERNEL, read by the sixth product at the earliest
+        c_diff = Signal(DIM_BITS)
+        m.d.comb += c_diff.eq(c_in - base_cin)
+        prod_list = [("hw_in", h_in, w_in, 2 * DIM_BITS), ("hw_out", h_out, w_out, 2 * DIM_BITS),
+                     ("base_total", base_cin, parts, len(base_cin) + len(parts)),
+                     ("group_total", group_cout, parts, len(group_cout) + len(parts)),
+                     ("n_act", None, c_in, 3 * DIM_BITS),
+                     ("base_off", None, base_cin, off_bits),
+                     ("lo_off", None, regs.base_lo, off_bits),
+                     ("n_wgt", c_in, kk, DIM_BITS + 7),
+                     ("col_work", c_diff, kk, 32),
+                     ("base_wk", base_cin, kk, wbits + DIM_BITS)]
+        m.submodules.products = prods = SerialProducts(
+            [(n, 2 * DIM_BITS if a is None else len(a), len(b), w) for n, a, b, w in prod_list])
+        m.d.comb += [prods.start.eq(regs.desc_write), regs.desc_busy.eq(prods.busy)]
+        for n, a, b, _ in prod_list:
+            m.d.comb += [getattr(prods, n + "_a").eq(prods.hw_in if a is None else a),
+                         getattr(prods, n + "_b").eq(b)]
+        hw_in, hw_out, n_act, n_wgt = prods.hw_in, prods.hw_out, prods.n_act, prods.n_wgt
         # the pixel walker's row step and first row address, registered like the products above
         row_step = Signal(saddr)   # as wide as pw_rowaddr: the same sums modulo its width
         row_start = Signal(saddr)
@@ -150,16 +168,6 @@ class Sluice(wiring.Component):
 
         pad_w_in = sum(Mux(pad_top[i], w_in << i, 0) for i in range(MAX_PADDING.bit_length()))
         m.d.sync += [row_step.eq(times_stride(w_in)), row_start.eq(-pad_w_in)]
-        n_act = Signal(3 * DIM_BITS)
-        n_wgt = Signal(DIM_BITS + 7)
-        # C_IN * H_IN * W_IN (16 x 32 bits) as two registered partial products, one DSP each,
-        # then their sum a level later (a two-DSP product and its adder in one cycle was the
-        # critical path of the 4 x 4 ULX3S build constrained at 90 MHz); so the ACT_BUFFER flag
-        # is four levels behind the descriptor (DESC_LEVELS)
-        n_act_pp = [Signal(DIM_BITS + 17, name="n_act_pp_lo"),
-                    Signal(3 * DIM_BITS, name="n_act_pp_hi")]
-        m.d.sync += [n_act_pp[0].eq(c_in * hw_in[:17]), n_act_pp[1].eq(c_in * hw_in[17:]),
-                     n_act.eq(n_act_pp[0] + (n_act_pp[1] << 17)), n_wgt.eq(c_in * kk)]
         cond_empty = Signal()
         m.d.comb += cond_empty.eq(base_cin == c_in)
 
@@ -171,14 +179,12 @@ class Sluice(wiring.Component):
         # multiply between two adders, the 4 x 4 ECP5 critical path)
         m.d.sync += [span_h.eq(times_stride(h_out - 1) + kernel),
                      span_w.eq(times_stride(w_out - 1) + kernel)]
-        # the partition checks' products and sums, registered like the spans (a DSP multiply
-        # in front of the error flags was the ECP5 critical path)
-        base_total = Signal(len(base_cin) + len(parts))
-        group_total = Signal(len(group_cout) + len(parts))
+        # the partition checks' sums, registered like the spans (the products come from the
+        # serial multiplier)
+        base_total, group_total = prods.base_total, prods.group_total
         base_hi = Signal(max(len(regs.base_lo), len(base_cin)) + 1)
         group_rem = Signal()
-        m.d.sync += [base_total.eq(base_cin * parts), group_total.eq(group_cout * parts),
-                     base_hi.eq(regs.base_lo + base_cin), group_rem.eq(group_cout % G != 0)]
+        m.d.sync += [base_hi.eq(regs.base_lo + base_cin), group_rem.eq(group_cout % G != 0)]
         zero = ((c_in == 0) | (c_out == 0) | (h_in == 0) | (w_in == 0) | (h_out == 0) |
                 (w_out == 0) | (parts == 0))
         m.d.comb += [
@@ -266,7 +272,7 @@ class Sluice(wiring.Component):
         grp_r = Signal(DIM_BITS)
         grp_lo = Signal(DIM_BITS)
         setup_c = Signal(range(C + 1))
-        col_work = Signal(32)  # conditional MACs of one output (pixel, channel)
+        col_work = prods.col_work  # conditional MACs of one output (pixel, channel)
 
         phase = Signal(2)
         # phase tests; constant in a dense-only build so the gating logic is not generated
@@ -276,12 +282,11 @@ class Sluice(wiring.Component):
         # step's test is then a compare with a register, not with a subtraction
         n_ch_m1 = Signal(DIM_BITS)
         w_start = Signal(wbits + DIM_BITS)  # first weight word of the phase
-        # (C_IN - BASE_CIN) registered before its product, two levels behind the descriptor like
-        # the other products; BASE_CIN * K * K, the conditional phase's first weight word, too
+        # C_IN - BASE_CIN, registered a level behind the descriptor; the conditional phase's
+        # first weight word BASE_CIN * K * K is a serial product
         cond_cin = Signal(DIM_BITS)
-        base_wk = Signal(len(w_start))
-        m.d.sync += [cond_cin.eq(c_in - base_cin), col_work.eq(cond_cin * kk),
-                     base_wk.eq(base_cin * kk)]
+        m.d.sync += cond_cin.eq(c_diff)
+        base_wk = prods.base_wk
 
         # ---------------------------------------------------------------- row sets
         def rowset(prefix):
@@ -354,23 +359,23 @@ class Sluice(wiring.Component):
         g_i = [Signal(DIM_BITS, name=f"g_i_{j}") for j in range(NG)]
         g_off = [Signal(abits + DIM_BITS + 2, name=f"g_off_{j}") for j in range(NG)]
         g_start = [Signal(DIM_BITS, name=f"g_start_{j}") for j in range(NG)]
-        g_start_off = [Signal(abits + DIM_BITS + 2, name=f"g_start_off_{j}") for j in range(NG)]
-        # registered: g_start is set in PHASE/COND, g_start_off first used at the first swap,
-        # rows + 2 cycles later
-        m.d.sync += [g_start_off[j].eq(g_start[j] * hw_in) for j in range(NG)]
+        # g_start * H_IN * W_IN, set with g_start (PHASE, COND) from offsets kept beside the
+        # channel counters: no multiplier
+        g_start_off = [Signal(off_bits, name=f"g_start_off_{j}") for j in range(NG)]
+        # per group: the offset of its first column's base range (captured in COL_SETUP)
+        g_lo_off = [Signal(off_bits, name=f"g_lo_off_{j}") for j in range(NG)]
+        grp_lo_off = Signal(off_bits)  # grp_lo * H_IN * W_IN
         # g_end = g_off + H_IN*W_IN, kept beside g_off (the end of the group's current input
         # channel in the activation stream), so the "channel loaded" check in front of every
-        # step is a compare, not an add and a compare; g_start_end is two levels behind g_start
+        # step is a compare, not an add and a compare; g_start_end is a level behind g_start
         # (first used at the first swap, rows + 2 >= 4 cycles later)
         ewidth = max(len(g_start_off[0]), len(hw_in)) + 1
         g_end = [Signal(ewidth, name=f"g_end_{j}") for j in range(NG)]
         g_start_end = [Signal(ewidth, name=f"g_start_end_{j}") for j in range(NG)]
         m.d.sync += [g_start_end[j].eq(g_start_off[j] + hw_in) for j in range(NG)]
-        # (BASE_CIN + 1) * H_IN * W_IN, two levels behind the descriptor: the increment gets
-        # its own register (an adder in front of a DSP multiply was the 4 x 4 critical path)
-        base_cin_p1 = Signal(len(base_cin) + 1)
-        skip_off = Signal(abits + DIM_BITS + 2)
-        m.d.sync += [base_cin_p1.eq(base_cin + 1), skip_off.eq(base_cin_p1 * hw_in)]
+        # (BASE_CIN + 1) * H_IN * W_IN, a level behind the serial products
+        skip_off = Signal(off_bits)
+        m.d.sync += skip_off.eq(prods.base_off + hw_in)
 
         kernel_m1 = Signal(3)  # registered, one level behind the descriptor (DESC_LEVELS)
         m.d.sync += kernel_m1.eq(kernel - 1)
@@ -657,8 +662,10 @@ class Sluice(wiring.Component):
         # counters are read after DONE, which comes more than two cycles after the last drain
         skip_n = Signal(range(C + 1))
         skip_drain = Signal(32)
+        # (skip_n is at most cols: a sum of shifts, no DSP)
         m.d.sync += [skip_n.eq(sum(skipped_cols[c] for c in range(C))),
-                     skip_drain.eq(skip_n * col_work)]
+                     skip_drain.eq(sum(Mux(skip_n[b], col_work << b, 0)
+                                       for b in range(len(skip_n))))]
 
         # ---------------------------------------------------------------- row-set loader
         for j in range(NG if gating else 0):
@@ -909,6 +916,7 @@ class Sluice(wiring.Component):
                     with m.If(err_q == 0):
                         m.d.comb += start_job.eq(1)
                         m.d.sync += [busy.eq(1), tile_o0.eq(0), grp_r.eq(0), grp_lo.eq(0),
+                                     grp_lo_off.eq(0),
                                      tile_idx.eq(0),
                                      cmp_bank.eq(0), bank_full.eq(0)]
                         m.d.sync += [s.eq(0) for s in cnt.values()]
@@ -925,9 +933,13 @@ class Sluice(wiring.Component):
                 lo = Mux(base_first, regs.base_lo, grp_lo)
                 m.d.sync += [col_lo[c].eq(col_lo[c + 1]) for c in range(C - 1)]
                 m.d.sync += [col_lo[C - 1].eq(lo), col_valid.eq(Cat(col_valid[1:], valid))]
+                for j in range(NG):  # column j * G's base range: its offset, for g_start_off
+                    with m.If(setup_c == j * G):
+                        m.d.sync += g_lo_off[j].eq(Mux(base_first, prods.lo_off, grp_lo_off))
                 with m.If(valid):
                     with m.If(grp_r == group_cout - 1):
-                        m.d.sync += [grp_r.eq(0), grp_lo.eq(grp_lo + base_cin)]
+                        m.d.sync += [grp_r.eq(0), grp_lo.eq(grp_lo + base_cin),
+                                     grp_lo_off.eq(grp_lo_off + prods.base_off)]
                     with m.Else():
                         m.d.sync += grp_r.eq(grp_r + 1)
                 m.d.sync += setup_c.eq(setup_c + 1)
@@ -948,11 +960,13 @@ class Sluice(wiring.Component):
                 with m.If(gated):
                     m.d.sync += start_phase(PH_BASE)
                     m.d.sync += [n_ch_m1.eq(base_cin - 1), w_start.eq(0),
-                                 *(g_start[j].eq(g_lo[j]) for j in range(NG))]
+                                 *(g_start[j].eq(g_lo[j]) for j in range(NG)),
+                                 *(g_start_off[j].eq(g_lo_off[j]) for j in range(NG))]
                 with m.Else():
                     m.d.sync += start_phase(PH_DENSE)
                     m.d.sync += [n_ch_m1.eq(c_in - 1), w_start.eq(0),
-                                 *(g_start[j].eq(0) for j in range(NG))]
+                                 *(g_start[j].eq(0) for j in range(NG)),
+                                 *(g_start_off[j].eq(0) for j in range(NG))]
                 m.next = "RUN"
             def next_tile():
                 m.d.comb += tile_finished()
@@ -978,6 +992,8 @@ class Sluice(wiring.Component):
                     m.d.sync += start_phase(PH_COND)
                     m.d.sync += [n_ch_m1.eq(cond_cin - 1), w_start.eq(base_wk),
                                  *(g_start[j].eq(Mux(g_lo[j] == 0, base_cin, 0))
+                                   for j in range(NG)),
+                                 *(g_start_off[j].eq(Mux(g_lo[j] == 0, prods.base_off, 0))
                                    for j in range(NG))]
                     m.next = "RUN"
             with m.State("TERM"):

@@ -175,10 +175,10 @@ def test_invalid_descriptors_set_error_flags():
 
 
 def test_start_right_after_the_last_descriptor_write_sees_it():
-    """START written straight after the field that decides an error flag (two multiplies deep
-    for the buffer checks): the register file holds START back until the registered flags have
-    settled, so a bad last write is refused and a last write that repairs the descriptor is
-    accepted."""
+    """START written straight after the field that decides an error flag (through the serial
+    products for the buffer and partition checks): the register file holds START back until the
+    products are done and the registered flags have settled, so a bad last write is refused and
+    a last write that repairs the descriptor is accepted."""
     layer = make_layer(c_in=4, c_out=4, size=(3, 3), partitions=2, gate_rate=0.5, seed=3)
     good = layer_jobs(layer, SQUARE)[0]
 

@@ -303,3 +303,57 @@ def test_postproc_parameters_may_change_under_the_pipeline(stages):
     assert got == expect
     got, expect = _tile_switch_outputs(stages, PARAM_READ_LAST)
     assert got != expect
+
+
+def test_serial_products_exact_and_bounded():
+    """The descriptor's shift-and-add products: exact (modulo their width) for random and
+    extreme operands, an operand may be an earlier product, done within ``max_cycles``, and a
+    ``start`` while busy restarts the sequence with the new operands."""
+    from amaranth.hdl import Module
+
+    from sluice.hw.products import SerialProducts
+
+    spec = [("x", 16, 16, 32), ("y", 32, 16, 48), ("z", 16, 7, 12), ("w", 16, 16, 32)]
+    prods = SerialProducts(spec)
+    top = Module()
+    top.submodules.p = prods
+    top.d.comb += prods.y_a.eq(prods.x)  # y = x * y_b
+
+    def expect(a, b, yb, za, zb, wa, wb):
+        x = a * b
+        return {"x": x % 2**32, "y": (x * yb) % 2**48, "z": (za * zb) % 2**12,
+                "w": (wa * wb) % 2**32}
+
+    rng = np.random.default_rng(5)
+    cases = [(0, 0, 0, 0, 0, 0, 0), (65535, 65535, 65535, 65535, 127, 65535, 65535),
+             (1, 1, 1, 1, 1, 1, 1), (7, 0, 3, 65535, 49, 0, 9)]
+    cases += [tuple(int(v) for v in rng.integers(0, 1 << 16, 7) >> rng.integers(0, 16, 7))
+              for _ in range(20)]
+    cases = [(a, b, yb, za, zb & 127, wa, wb) for a, b, yb, za, zb, wa, wb in cases]
+
+    async def bench(ctx):
+        def set_ops(a, b, yb, za, zb, wa, wb):
+            for port, v in ((prods.x_a, a), (prods.x_b, b), (prods.y_b, yb), (prods.z_a, za),
+                            (prods.z_b, zb), (prods.w_a, wa), (prods.w_b, wb)):
+                ctx.set(port, v)
+
+        for i, ops in enumerate(cases):
+            if i % 5 == 4:  # restart mid-way with other operands: only the new ones count
+                set_ops(*cases[i - 1])
+                ctx.set(prods.start, 1)
+                await ctx.tick()
+                ctx.set(prods.start, 0)
+                await ctx.tick().repeat(int(rng.integers(1, 30)))
+            set_ops(*ops)
+            ctx.set(prods.start, 1)
+            await ctx.tick()
+            ctx.set(prods.start, 0)
+            n = 1
+            while ctx.get(prods.busy):
+                await ctx.tick()
+                n += 1
+            assert n <= prods.max_cycles + 1
+            for name, v in expect(*ops).items():
+                assert ctx.get(getattr(prods, name)) == v, (name, ops)
+
+    _run(top, bench)
