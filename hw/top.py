@@ -339,7 +339,8 @@ class Sluice(wiring.Component):
         # pixels left for the walker, as a register beside a down-counter (set from the counter's
         # next value, in parallel with it): the compare ``pw_p < H_OUT*W_OUT`` in front of the
         # row-set loader and the phase's end was the 4 x 4 ECP5 critical path
-        pw_rem = Signal(2 * DIM_BITS)
+        # (sized from the buffers: a valid job has H_OUT*W_OUT <= pix_depth)
+        pw_rem = Signal(range(P.pix_depth + 1))
         pw_more = Signal()
         m.d.comb += src_left.eq(Mux(is_cond, al_left.any(), pw_more))
         running = Signal()  # in RUN state
@@ -726,7 +727,9 @@ class Sluice(wiring.Component):
         # the activations stream in after the first tile's weights, channel by channel, while
         # the first passes run: a step waits until every group's input channel is complete
         act_loaded = Signal()
-        act_have = Signal(3 * DIM_BITS)  # activation beats written so far
+        # activation beats written so far (a valid job has at most act_words: the compares
+        # below are that narrow on this side)
+        act_have = Signal(range(act_words + 1))
         # "every group's channel is loaded" is decided a cycle ahead, so that no compare lies
         # between the registers and `issue` (whose enables fan out to the step counters). Per
         # group three registered compares against this cycle's beat count: the channel end as
@@ -809,11 +812,13 @@ class Sluice(wiring.Component):
                                   ~in_flight & ~d1_go & ~ser_busy)
 
         # ---------------------------------------------------------------- loader FSM
-        ld_cnt = Signal(3 * DIM_BITS)
+        # beats of the current block (activations, a tile's weights or residual), bounded by the
+        # buffers in a valid job (anything larger is refused with an error flag)
+        ld_cnt = Signal(range(max(act_words, P.wgt_depth, P.pix_depth) + 1))
         ld_tile = Signal(DIM_BITS + 1)  # first output channel of the tile being loaded
         fire = Signal()
         m.d.comb += fire.eq(self.s_axis_tvalid & self.s_axis_tready)
-        act_beats = Signal(3 * DIM_BITS)
+        act_beats = Signal(range(act_words + 1))
         m.d.sync += act_beats.eq((n_act + B - 1) >> bbits)  # first used after tile 0's bank
         m.d.comb += [act_wr_addr.eq(ld_cnt), wgt_wp.addr.eq(Cat(ld_cnt[:wbits], ld_bank)),
                      res_wp.addr.eq(Cat(ld_cnt[:pbits], ld_bank)),
