@@ -31,7 +31,8 @@ def cmd_board_list(args) -> int:
 
     for b in BOARDS.values():
         print(f"{b.name:12s} {b.doc}; default {b.rows}x{b.cols} array, act_depth {b.act_depth}, "
-              f"wgt_depth {b.wgt_depth}, pix_depth {b.pix_depth}, skip_cols {b.skip_cols}")
+              f"wgt_depth {b.wgt_depth}, pix_depth {b.pix_depth}, skip_cols {b.skip_cols}, "
+              f"post_cols {b.post_cols}")
     return 0
 
 
