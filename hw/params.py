@@ -176,7 +176,15 @@ FLAG_FIELDS = (
                          "0: channel grouping ('group')"),
 )
 
-CTRL_FIELDS = (("START", 0, 1, "write 1: start the layer job described by the descriptor"),)
+# a CTRL write is held (AWREADY/WREADY low) until the values derived from the descriptor (the
+# products of its fields, one serial multiplier in ``hw/products.py``, and the error flags) have
+# settled: at most this many cycles after the last descriptor write (the test measures it)
+CTRL_WAIT_MAX = 160
+
+CTRL_FIELDS = (("START", 0, 1, "write 1: start the layer job described by the descriptor (the "
+                f"write is accepted up to {CTRL_WAIT_MAX} cycles after the last descriptor "
+                "write: AWREADY/WREADY wait until the descriptor's products and checks have "
+                "settled)"),)
 STATUS_FIELDS = (
     ("BUSY", 0, 1, "a job is running"),
     ("DONE", 1, 1, "the last job finished (cleared by START)"),

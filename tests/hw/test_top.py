@@ -230,3 +230,46 @@ def test_back_pressure_keeps_results_exact():
     assert np.array_equal(res.y, y) and np.array_equal(res.gate, gate)
     _, gate_ref = run_reference(layer)
     assert res.cycles > predict(layer, gate_ref, params)["cycles"]
+
+
+def test_ctrl_write_waits_for_the_descriptor_products_within_the_documented_bound():
+    """The register file holds a CTRL write until the serial products of the descriptor and the
+    error flags have settled: measured with every multiplier operand at its widest (the worst
+    case), the wait is long (the products really run serially) and within CTRL_WAIT_MAX, the
+    bound the register map states; with small fields it is much shorter (the multiplier skips
+    the operands' leading zeros)."""
+    from amaranth.sim import Simulator
+
+    from sluice.hw.params import CTRL_WAIT_MAX, DESCRIPTOR
+    from sluice.hw.simulate import axil_write
+    from sluice.hw.top import Sluice
+
+    dut = Sluice(SQUARE)
+    waits = []
+
+    async def bench(ctx):
+        for value in (0xFFFF, 0x0003):
+            for name, _ in DESCRIPTOR:
+                await axil_write(ctx, dut, REG[name].addr, value)
+            ctx.set(dut.axil_awaddr, REG["CTRL"].addr)
+            ctx.set(dut.axil_wdata, 0)  # not START: only the handshake is measured
+            ctx.set(dut.axil_awvalid, 1)
+            ctx.set(dut.axil_wvalid, 1)
+            ctx.set(dut.axil_bready, 1)
+            n = 0
+            while not ctx.get(dut.axil_awready):
+                await ctx.tick()
+                n += 1
+            await ctx.tick()
+            ctx.set(dut.axil_awvalid, 0)
+            ctx.set(dut.axil_wvalid, 0)
+            await ctx.tick().repeat(2)
+            waits.append(n)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    # (axil_write returns two cycles after the write was accepted)
+    assert 100 < waits[0] + 2 <= CTRL_WAIT_MAX, waits
+    assert waits[1] < waits[0] / 2, waits
