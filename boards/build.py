@@ -60,6 +60,9 @@ def build_name(board: Board, params, dense_only=False, loopback=False, clock_mhz
     tag = "_dense" if dense_only else ""
     tag += f"_{params.pe_mult}pe" if params.pe_mult != "dsp" else ""
     tag += f"_post{params.post_cols}" if params.post_cols != 1 else ""
+    # skip groups other than the board's choice for this array
+    default_skip = board.params(params.rows, params.cols).skip_cols
+    tag += f"_skip{params.skip_cols}" if params.skip_cols != default_skip else ""
     tag += "_loopback" if loopback else ""
     tag += f"_{clock_mhz:g}mhz" if clock_mhz else ""
     return f"sluice_{board.name.replace('-', '_')}_{params.rows}x{params.cols}{tag}"
@@ -73,7 +76,7 @@ ROUTERS = ("router1", "router2")
 
 def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=False,
           program=False, out_root="build/boards", nice=10, seed=1, router=ROUTERS[0],
-          clock_mhz=None, pe_mult=None, post_cols=None, log=print) -> dict:
+          clock_mhz=None, pe_mult=None, post_cols=None, skip_cols=None, log=print) -> dict:
     """Synthesise, place and route one board build; returns the report dict. ``clock_mhz``:
     the design clock from the board's PLL (ECP5) instead of its oscillator."""
     if router not in ROUTERS:
@@ -91,10 +94,11 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=F
         from sluice.boards.pll import ecp5_pll
 
         pll = ecp5_pll(osc, clock_mhz * 1e6)
+    # the array's options are checked before the tools: a typo fails in a second
+    params = board.params(rows, cols, pe_mult=pe_mult, post_cols=post_cols, skip_cols=skip_cols)
     env = toolchain_env(board.family)
     if program:
         programmer_path()  # fail before a long build, not after
-    params = board.params(rows, cols, pe_mult=pe_mult, post_cols=post_cols)
     if dense_only:  # the same array with the gating hardware left out at elaboration
         params = dataclasses.replace(params, gating=False)
     clk = osc if pll is None else float(pll.fout_hz)
@@ -160,6 +164,7 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=F
                             + (["--dense-only"] if dense_only else [])
                             + (["--pe-mult", params.pe_mult] if pe_mult else [])
                             + (["--post-cols", str(params.post_cols)] if post_cols else [])
+                            + (["--skip-cols", str(params.skip_cols)] if skip_cols else [])
                             + (["--loopback"] if loopback else [])
                             + (["--seed", str(seed)] if seed != 1 else [])
                             + (["--router", router] if router != ROUTERS[0] else [])

@@ -22,7 +22,7 @@ def cmd_build(args) -> int:
     build(args.board, rows=args.rows, cols=args.cols, dense_only=args.dense_only,
           loopback=args.loopback, program=args.program, out_root=args.out_dir, seed=args.seed,
           router=args.router, clock_mhz=args.clock_mhz, pe_mult=args.pe_mult,
-          post_cols=args.post_cols)
+          post_cols=args.post_cols, skip_cols=args.skip_cols)
     return 0
 
 
@@ -132,6 +132,10 @@ def add_commands(sub) -> None:
                    help="columns per post-processing unit (divides the columns; 1: one unit "
                         "per column; the column count: one shared unit, far less logic, the "
                         "drain taking that many cycles per row); default: the board's")
+    p.add_argument("--skip-cols", type=int, default=None,
+                   help="skip group width in columns (divides the columns; wider groups: "
+                        "fewer activation buffer copies and feeds, fewer skipped cycles); "
+                        "default: the board's")
     p.add_argument("--loopback", action="store_true",
                    help="bridge + a loopback stand-in instead of the accelerator (link "
                         "bring-up)")

@@ -41,3 +41,17 @@ def test_unknown_router_is_refused_before_anything_runs(monkeypatch):
     monkeypatch.setattr(b, "toolchain_env", lambda family: pytest.fail("got past the check"))
     with pytest.raises(SluiceError, match="--router: 'router3' is not one of router1, router2"):
         b.build("ulx3s-85f", router="router3")
+
+
+def test_bad_array_options_are_refused_before_the_tools(monkeypatch):
+    """--skip-cols / --post-cols that do not divide the columns: one clear line, exit status 2,
+    before any tool runs."""
+    pytest.importorskip("amaranth_boards")
+    from sluice.cli import main
+
+    monkeypatch.setattr(b, "toolchain_env", lambda family: pytest.fail("got past the check"))
+    for flag in ("--skip-cols", "--post-cols"):
+        with pytest.raises(SystemExit) as e:
+            raise SystemExit(main(["build", "--board", "ulx3s-85f", "--rows", "8", "--cols",
+                                   "8", flag, "3"]))
+        assert e.value.code == 2

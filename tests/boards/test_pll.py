@@ -117,6 +117,10 @@ def test_build_name_carries_the_clock():
     # the element multipliers in logic: a build of its own (and its own gating-cost pair)
     assert b.build_name(board, board.params(4, 8, pe_mult="logic")) == \
         "sluice_ulx3s_85f_4x8_logicpe"
+    # skip groups other than the board's choice for the array, and shared post-processing
+    assert b.build_name(board, board.params(8, 8, skip_cols=4, post_cols=2)) == \
+        "sluice_ulx3s_85f_8x8_post2_skip4"
+    assert b.build_name(board, board.params(3, 3)) == "sluice_ulx3s_85f_3x3"  # skip 1 by choice
 
 
 def _fake_tools(monkeypatch, fmax_line):
