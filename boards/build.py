@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -76,9 +77,11 @@ ROUTERS = ("router1", "router2")
 
 def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=False,
           program=False, out_root="build/boards", nice=10, seed=1, router=ROUTERS[0],
-          clock_mhz=None, pe_mult=None, post_cols=None, skip_cols=None, log=print) -> dict:
+          clock_mhz=None, pe_mult=None, post_cols=None, skip_cols=None, nextpnr_args="",
+          log=print) -> dict:
     """Synthesise, place and route one board build; returns the report dict. ``clock_mhz``:
-    the design clock from the board's PLL (ECP5) instead of its oscillator."""
+    the design clock from the board's PLL (ECP5) instead of its oscillator. ``nextpnr_args``:
+    more nextpnr options, appended to Sluice's (e.g. ``--placer-heap-beta 0.6``)."""
     if router not in ROUTERS:
         raise SluiceError(f"--router: {router!r} is not one of {', '.join(ROUTERS)}")
     board = get_board(board_name)
@@ -94,6 +97,10 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=F
         from sluice.boards.pll import ecp5_pll
 
         pll = ecp5_pll(osc, clock_mhz * 1e6)
+    try:
+        extra_args = shlex.split(nextpnr_args or "")
+    except ValueError as e:
+        raise SluiceError(f"--nextpnr-args: {e}") from None
     # the array's options are checked before the tools: a typo fails in a second
     params = board.params(rows, cols, pe_mult=pe_mult, post_cols=post_cols, skip_cols=skip_cols)
     env = toolchain_env(board.family)
@@ -119,6 +126,7 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=F
     name = build_name(board, params, dense_only, loopback, clock_mhz)
     build_dir = Path(out_root) / name
     nextpnr_opts = ["--timing-allow-fail", f"--seed {seed}", f"--router {router}"]
+    nextpnr_opts += [shlex.quote(a) for a in extra_args]
     via = (f" from the {osc / 1e6:g} MHz oscillator by the PLL (VCO "
            f"{float(pll.vco_hz) / 1e6:g} MHz)" if pll else "")
     log(f"{name}: elaborating ({params.rows}x{params.cols}, UART {baud} baud = "
@@ -168,7 +176,9 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=F
                             + (["--loopback"] if loopback else [])
                             + (["--seed", str(seed)] if seed != 1 else [])
                             + (["--router", router] if router != ROUTERS[0] else [])
-                            + (["--clock-mhz", f"{clock_mhz:g}"] if clock_mhz else [])),
+                            + (["--clock-mhz", f"{clock_mhz:g}"] if clock_mhz else [])
+                            + (["--nextpnr-args", shlex.quote(" ".join(extra_args))]
+                               if extra_args else [])),
         "seconds": seconds, "bitstream": str(bitstream), **summary,
     }
     # nextpnr's own verdict per clock (each against its constraint: the oscillator's, the PLL's)

@@ -22,7 +22,7 @@ def cmd_build(args) -> int:
     build(args.board, rows=args.rows, cols=args.cols, dense_only=args.dense_only,
           loopback=args.loopback, program=args.program, out_root=args.out_dir, seed=args.seed,
           router=args.router, clock_mhz=args.clock_mhz, pe_mult=args.pe_mult,
-          post_cols=args.post_cols, skip_cols=args.skip_cols)
+          post_cols=args.post_cols, skip_cols=args.skip_cols, nextpnr_args=args.nextpnr_args)
     return 0
 
 
@@ -136,6 +136,9 @@ def add_commands(sub) -> None:
                    help="skip group width in columns (divides the columns; wider groups: "
                         "fewer activation buffer copies and feeds, fewer skipped cycles); "
                         "default: the board's")
+    p.add_argument("--nextpnr-args", default="",
+                   help="more nextpnr options, appended to Sluice's (quote them), e.g. "
+                        "'--placer-heap-beta 0.6' to spread a congested placement")
     p.add_argument("--loopback", action="store_true",
                    help="bridge + a loopback stand-in instead of the accelerator (link "
                         "bring-up)")

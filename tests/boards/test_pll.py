@@ -176,3 +176,15 @@ def test_build_that_misses_its_clock_fails_after_the_reports(monkeypatch, tmp_pa
                 program=True, log=lambda t: None)
     (report,) = tmp_path.glob("*/*.report.json")
     assert json.loads(report.read_text())["timing_met"] is False
+
+
+def test_extra_nextpnr_args_reach_the_script_and_the_report(monkeypatch, tmp_path):
+    _fake_tools(monkeypatch, "Info: Max frequency for clock '$glbnet$clk': 90.00 MHz "
+                             "(PASS at 25.00 MHz)")
+    rep = b.build("ulx3s-85f", loopback=True, out_root=tmp_path, nice=0, log=lambda t: None,
+                  nextpnr_args="--placer-heap-beta 0.6")
+    script = (tmp_path / rep["name"] / f"build_{rep['name']}.sh").read_text()
+    assert "--router router1 --placer-heap-beta 0.6" in script
+    assert rep["command"].endswith("--nextpnr-args '--placer-heap-beta 0.6'")
+    with pytest.raises(SluiceError, match="--nextpnr-args: No closing quotation"):
+        b.build("ulx3s-85f", nextpnr_args="--foo 'bar")
