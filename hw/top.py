@@ -168,8 +168,11 @@ class Sluice(wiring.Component):
 
         pad_w_in = sum(Mux(pad_top[i], w_in << i, 0) for i in range(MAX_PADDING.bit_length()))
         m.d.sync += [row_step.eq(times_stride(w_in)), row_start.eq(-pad_w_in)]
+        # no conditional channels (BASE_CIN == C_IN): registered, a level behind the descriptor
+        # (the 16-bit compare in front of the drain's skip decision was the 4 x 4 ECP5
+        # critical path)
         cond_empty = Signal()
-        m.d.comb += cond_empty.eq(base_cin == c_in)
+        m.d.sync += cond_empty.eq(base_cin == c_in)
 
         # descriptor validation (error flags instead of a hang)
         err = Signal(len(ERROR_FIELDS))
