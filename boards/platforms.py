@@ -120,9 +120,10 @@ register(Board(
 # fastest rate both the FT231X's divider and the 25 MHz clock hit without error; a PLL clock,
 # `--clock-mhz`, such as 60 MHz makes 3 Mbaud at 20 clocks per bit).
 _ULX3S = dict(family="ecp5", baud=1_000_000, max_baud=3_000_000, programmer=("-b", "ulx3s"))
-# The 12F/25F/45F defaults share one post-processing unit between 4 columns (--post-cols 4):
-# with a unit per column their DSP blocks do not suffice (25F at 4 x 4: 40 of 28 MULT18X18D);
-# measured builds in boards/README.md
+# The 12F/25F defaults share one post-processing unit between their 4 columns (--post-cols 4):
+# with a unit per column their DSP blocks do not suffice (25F at 4 x 4: 40 of 28 MULT18X18D).
+# The 45F's default is 4 x 4 like the 85F's: 4 x 8 places (52% of its LUTs) but did not route
+# in an hour. Measured builds in boards/README.md
 register(Board(name="ulx3s-12f", platform="amaranth_boards.ulx3s:ULX3S_12F_Platform",
                rows=2, cols=4, act_depth=1024, wgt_depth=256, pix_depth=128, skip_cols=2,
                post_cols=4,
@@ -133,8 +134,8 @@ register(Board(name="ulx3s-25f", platform="amaranth_boards.ulx3s:ULX3S_25F_Platf
                post_cols=4, doc="ECP5 LFE5U-25F, 25 MHz, FT231X at 1 Mbaud",
                resources={"LUT4": 24288, "DP16KD": 56, "MULT18X18D": 28}, **_ULX3S))
 register(Board(name="ulx3s-45f", platform="amaranth_boards.ulx3s:ULX3S_45F_Platform",
-               rows=4, cols=8, act_depth=2048, wgt_depth=1024, pix_depth=512, skip_cols=2,
-               post_cols=4, doc="ECP5 LFE5U-45F, 25 MHz, FT231X at 1 Mbaud",
+               rows=4, cols=4, act_depth=2048, wgt_depth=1024, pix_depth=512, skip_cols=2,
+               doc="ECP5 LFE5U-45F, 25 MHz, FT231X at 1 Mbaud",
                resources={"LUT4": 43848, "DP16KD": 108, "MULT18X18D": 72}, **_ULX3S))
 # the 85F's default is the largest array measured to place and route here (8 x 8 places but
 # did not route in 25-50 minutes of router1/router2: boards/README.md); --rows/--cols 8 to try
