@@ -57,16 +57,16 @@ class RegisterFile(wiring.Component):
 
         # write channel
         do_write = Signal()
+        not_ctrl = self.axil_awaddr != REG["CTRL"].addr
+        m.d.comb += self.desc_write.eq(do_write & not_ctrl)
         ok = 1
         if self._settle > 1:
             wait = Signal(range(self._settle))
-            not_ctrl = self.axil_awaddr != REG["CTRL"].addr
             ok = (wait == 0) | not_ctrl
             with m.If(wait != 0):
                 m.d.sync += wait.eq(wait - 1)
-            with m.If((do_write & not_ctrl) | self.desc_busy):
+            with m.If(self.desc_write | self.desc_busy):
                 m.d.sync += wait.eq(self._settle - 1)
-        m.d.comb += self.desc_write.eq(do_write & (self.axil_awaddr != REG["CTRL"].addr))
         m.d.comb += do_write.eq(self.axil_awvalid & self.axil_wvalid & ~self.axil_bvalid & ok)
         m.d.comb += [self.axil_awready.eq(do_write), self.axil_wready.eq(do_write),
                      self.axil_bresp.eq(0), self.axil_rresp.eq(0)]

@@ -14,14 +14,17 @@ from sluice.hw.top import Sluice
 
 
 async def axil_write(ctx, dut, addr, value):
+    """One AXI4-Lite write; returns the cycles it waited for AWREADY."""
     ctx.set(dut.axil_awaddr, addr)
     ctx.set(dut.axil_wdata, value & 0xFFFFFFFF)
     ctx.set(dut.axil_wstrb, 0xF)
     ctx.set(dut.axil_awvalid, 1)
     ctx.set(dut.axil_wvalid, 1)
     ctx.set(dut.axil_bready, 1)
+    waited = 0
     while not ctx.get(dut.axil_awready):
         await ctx.tick()
+        waited += 1
     await ctx.tick()
     ctx.set(dut.axil_awvalid, 0)
     ctx.set(dut.axil_wvalid, 0)
@@ -29,6 +32,7 @@ async def axil_write(ctx, dut, addr, value):
         await ctx.tick()
     await ctx.tick()
     ctx.set(dut.axil_bready, 0)
+    return waited
 
 
 async def axil_read(ctx, dut, addr):

@@ -138,8 +138,9 @@ class Sluice(wiring.Component):
         kk_table = Array(Const(k * k, 7) for k in range(8))
         m.d.sync += kk.eq(kk_table[kernel[:3]])
         off_bits = abits + DIM_BITS + 2  # an activation-stream offset of an input channel
-        # (name, a, b, product bits), in order: an operand may be an earlier product; kk is a
-        # register a level behind KERNEL, read from the eighth product on
+        # (name, a, b, product bits), in order: an operand may be an earlier product (a None:
+        # the first product, H_IN * W_IN); kk is a register a level behind KERNEL, read from the
+        # eighth product on
         c_diff = Signal(DIM_BITS)
         m.d.comb += c_diff.eq(c_in - base_cin)
         prod_list = [("hw_in", h_in, w_in, 2 * DIM_BITS), ("hw_out", h_out, w_out, 2 * DIM_BITS),
