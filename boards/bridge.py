@@ -27,7 +27,7 @@ from amaranth.lib.wiring import In, Out
 
 from sluice.boards import protocol as P
 from sluice.boards.uart import UARTRx, UARTTx
-from sluice.hw.params import ADDR_BITS
+from sluice.hw.params import ADDR_BITS, CTRL_WAIT_MAX
 
 
 def crc8_next(crc, byte):
@@ -51,6 +51,13 @@ def _log2(n: int) -> int:
     return (n - 1).bit_length()
 
 
+# cycles the bridge waits for an AXI4-Lite answer before replying with an error; it must
+# outlast the accelerator's longest CTRL handshake (the register file holds CTRL until the
+# descriptor's products have settled: CTRL_WAIT_MAX)
+AXI_TIMEOUT = 1024
+assert AXI_TIMEOUT > 2 * CTRL_WAIT_MAX
+
+
 class UARTBridge(wiring.Component):
     """UART (``rx``/``tx``) to AXI4-Lite master + AXI4-Stream master/slave.
 
@@ -69,7 +76,7 @@ class UARTBridge(wiring.Component):
     """
 
     def __init__(self, *, divisor, stream_bytes, out_bits, in_buf_bytes=512, out_depth=32,
-                 axi_timeout=1024, frame_timeout_bytes=64):
+                 axi_timeout=AXI_TIMEOUT, frame_timeout_bytes=64):
         if in_buf_bytes & (in_buf_bytes - 1) or in_buf_bytes < 2 * stream_bytes:
             raise ValueError(f"in_buf_bytes={in_buf_bytes} must be a power of two "
                              f">= 2 * stream_bytes")

@@ -10,12 +10,6 @@ from __future__ import annotations
 from amaranth.hdl import ClockDomain, Elaboratable, Module, ResetInserter, Signal
 
 from sluice.boards.bridge import UARTBridge
-from sluice.hw.params import CTRL_WAIT_MAX
-
-# the bridge's AXI4-Lite timeout, in cycles: it must outlast the accelerator's longest CTRL
-# handshake (the register file holds CTRL until the descriptor's products have settled)
-AXI_TIMEOUT = 1024
-assert AXI_TIMEOUT > 2 * CTRL_WAIT_MAX
 
 BRIDGED_PORTS = tuple(
     ["axil_" + s for s in ("awaddr", "awvalid", "awready", "wdata", "wstrb", "wvalid", "wready",
@@ -61,7 +55,7 @@ class BoardTop(Elaboratable):
         self.divisor = divisor
         self.bridge = UARTBridge(divisor=divisor, stream_bytes=params.stream_bytes,
                                  out_bits=params.out_bits, in_buf_bytes=in_buf_bytes,
-                                 out_depth=out_depth, axi_timeout=AXI_TIMEOUT)
+                                 out_depth=out_depth)
         self.acc = accelerator if accelerator is not None else make_accelerator(params)
         self.rx = Signal(init=1)
         self.tx = Signal(init=1)

@@ -130,6 +130,11 @@ def study(net: IntNet, runs, params: HwParams = DEFAULT) -> dict:
     return out
 
 
+def sample_runs(net: IntNet, n: int, data_dir=None) -> list:
+    """:func:`network_tensors` of the export's sample image and the ``n - 1`` after it."""
+    return [network_tensors(net, x) for x in sample_images(net, n, data_dir)]
+
+
 def sample_images(net: IntNet, n: int, data_dir=None):
     from sluice.model.data import load_dataset
     sample = net.manifest.get("sample") or {}
@@ -164,8 +169,7 @@ def main(argv=None) -> int:
             raise SluiceError(f"--images: counts must be at least 1, got {args.images}")
         params = HwParams(rows=args.rows, cols=args.cols, skip_cols=args.skip_cols)
         net = IntNet(args.export_dir)
-        runs = [network_tensors(net, x)
-                for x in sample_images(net, max(args.images), args.data_dir)]
+        runs = sample_runs(net, max(args.images), args.data_dir)
     except SluiceError as e:
         print(f"levers: error: {e}", file=sys.stderr)
         return 2

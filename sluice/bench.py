@@ -105,12 +105,12 @@ LEVERS = [((8, 8, 2), (1, 8)), ((8, 8, 1), (1, 8))]
 
 
 def levers(export: Path) -> list[dict]:
-    from sluice.hw.levers import network_tensors, sample_images, study
+    from sluice.hw.levers import sample_runs, study
     from sluice.hw.params import HwParams
     from sluice.model.intnet import IntNet
 
     net = IntNet(export)
-    runs = [network_tensors(net, x) for x in sample_images(net, max(max(n) for _, n in LEVERS))]
+    runs = sample_runs(net, max(max(n) for _, n in LEVERS))
     out = []
     for (r, c, s), counts in LEVERS:
         for n in counts:

@@ -104,14 +104,14 @@ def test_levers_study_stacks_images_exactly(exported):
     own outputs in their rows (checked inside ``study``), and the independent-groups estimate
     never exceeds the lockstep count."""
     from sluice.hw.cycle_model import predict
-    from sluice.hw.levers import network_tensors, sample_images, study
+    from sluice.hw.levers import sample_runs, study
     from sluice.hw.params import HwParams
     from sluice.model.reference import work_figures
 
     _, out, _ = exported
     net = IntNet(out)
     params = HwParams(rows=4, cols=4, skip_cols=2)
-    runs = [network_tensors(net, x) for x in sample_images(net, 3)]
+    runs = sample_runs(net, 3)
     one = study(net, runs[:1], params)
     dense = gated = md = mt = 0
     for _, layer in net.layers:
