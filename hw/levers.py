@@ -5,7 +5,8 @@
 For each image count N it runs the network's layers on N images of the export's data set
 (``manifest.json``'s sample: same data set and split, images index, index + 1, ...) stacked
 along the height of every feature map, with zero rows between the images (a host-side
-transformation the current RTL runs as it is: a stacked layer is an ordinary, taller layer),
+transformation the current RTL runs as it is: a stacked layer is an ordinary, taller layer;
+:mod:`sluice.sim.batch`, which ``sluice run-model --images N`` runs on the RTL),
 and reports for the whole network:
 
 - ``lockstep``: the cycle model (exact against the RTL) on the stacked layers, i.e. what the
@@ -39,26 +40,7 @@ from sluice.hw.cycle_model import predict
 from sluice.hw.params import DEFAULT, HwParams
 from sluice.model.intnet import IntNet
 from sluice.model.reference import run_reference, work_figures
-
-
-def separator(h: int, layer) -> int:
-    """Zero rows between stacked images of height ``h``: at least the padding (at least 1),
-    and ``h + s`` a multiple of the stride, so every image's outputs start on an output row."""
-    s = max(1, layer.padding)
-    while (h + s) % layer.stride:
-        s += 1
-    return s
-
-
-def stack(maps, s: int) -> np.ndarray:
-    """(C, H, W) maps stacked along H with ``s`` zero rows between them."""
-    c, _, w = maps[0].shape
-    parts = []
-    for n, x in enumerate(maps):
-        if n:
-            parts.append(np.zeros((c, s, w), x.dtype))
-        parts.append(x)
-    return np.concatenate(parts, axis=1)
+from sluice.sim.batch import split, stack_layer
 
 
 def network_tensors(net: IntNet, x_int8: np.ndarray) -> tuple[dict, dict]:
@@ -93,22 +75,15 @@ def study(net: IntNet, runs, params: HwParams = DEFAULT) -> dict:
     n = len(runs)
     tot = {"dense": 0, "lockstep": 0, "independent": 0, "macs_dense": 0, "macs_theory": 0}
     for e, layer in net.layers:
-        s = separator(layer.h_in, layer)
-        x = stack([t[e["input"]] for t in per_image], s)
-        res = None
-        if e.get("residual") is not None:
-            s_out = (layer.h_in + s) // layer.stride - layer.h_out
-            res = stack([t[e["residual"]] for t in per_image], s_out)
-        big = layer.replace(x=x, residual=res, y_ref=None, gate_ref=None)
+        res = [t[e["residual"]] for t in per_image] if e.get("residual") is not None else None
+        big, rows = stack_layer(layer, [t[e["input"]] for t in per_image], res)
         y, gate = run_reference(big, check=False)
-        step = (layer.h_in + s) // layer.stride  # output rows per stacked image
-        real = np.concatenate([np.arange(i * step, i * step + layer.h_out) for i in range(n)])
         # the stacked layer's real rows are exactly each image's own outputs and gates
-        own_y = np.concatenate([t[e["name"]] for t in per_image], axis=1)
-        own_g = np.concatenate([g[e["name"]] for _, g in runs], axis=1)
-        if not (np.array_equal(y[:, real], own_y) and np.array_equal(gate[:, real], own_g)):
-            raise RuntimeError(f"layer {e['name']}: stacked outputs or gates differ from the "
-                               "images' own")
+        for i, (yi, gi) in enumerate(zip(split(y, rows), split(gate, rows))):
+            if not (np.array_equal(yi, per_image[i][e["name"]])
+                    and np.array_equal(gi, runs[i][1][e["name"]])):
+                raise RuntimeError(f"layer {e['name']}: stacked outputs or gates differ from "
+                                   f"image {i}'s own")
         # the MACs of the real outputs: each image's own, counted as SPEC section 3
         for _, g in runs:
             fig = work_figures(layer, g[e["name"]])

@@ -23,5 +23,10 @@ def add_commands(sub) -> None:
     p.add_argument("--rows", type=int, default=8)
     p.add_argument("--cols", type=int, default=8)
     p.add_argument("--layers", type=int, default=0, help="only the first N layers (0: all)")
+    p.add_argument("--images", type=int, default=1,
+                   help="throughput mode: the export's sample image and the N-1 after it in "
+                        "its data set, stacked along the height of every layer (default 1)")
+    p.add_argument("--data-dir", default=None,
+                   help="data set folder for --images (as for sluice train)")
     p.add_argument("-o", "--out", default="build/run-model", help="report folder")
     p.set_defaults(func=_cmd_run_model)

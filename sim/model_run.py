@@ -30,44 +30,76 @@ COLUMNS = ("layer", "gated", "gate_rate", "cycles_gated", "cycles_dense", "speed
 
 
 def run_model(export_dir, out_dir, *, sim="icarus", params: HwParams | None = None,
-              limit: int = 0, progress=print) -> dict:
-    """Run the export on the RTL; returns the summary (also written to ``out_dir``)."""
+              limit: int = 0, images: int = 1, data_dir=None, progress=print) -> dict:
+    """Run the export on the RTL; returns the summary (also written to ``out_dir``).
+
+    ``images`` > 1: the throughput mode of :mod:`sluice.sim.batch`, on the export's sample
+    image and the ``images - 1`` after it in its data set (``data_dir`` as for ``sluice
+    train``): every layer runs once on all of them stacked, each image's rows are checked
+    against the reference on that image's own input, and each image's logits against the
+    integer model's. The MAC reduction counts the images' own outputs only; the cycles
+    include the separator rows between them."""
     from sluice.hw.cycle_model import LOSS_TERMS, loss_breakdown, predict
+    from sluice.hw.levers import sample_images
     from sluice.model.intnet import IntNet
+    from sluice.sim.batch import bind_batch, split
     from sluice.sim.runner import RtlSim
 
     params = params or HwParams()
+    if images < 1:
+        raise SluiceError(f"--images: {images} must be at least 1")
     net = IntNet(export_dir)  # validates the manifest and every layer file
     layers = net.layers[:limit or None]
     out = Path(out_dir).resolve()
     res_dir = out / "results"
     res_dir.mkdir(parents=True, exist_ok=True)
+    xs = [layers[0][1].x]
+    extra = {}
+    if images > 1:
+        xs = sample_images(net, images, data_dir)
+        if not np.array_equal(xs[0], layers[0][1].x):
+            raise SluiceError(f"{net.dir / 'manifest.json'}: the sample image from the data set "
+                              "is not the exported layers' input")
+        atomic_write_bytes(out / "images.npz", lambda f: np.savez(f, x=np.stack(xs)))
+        extra["images"] = str(out / "images.npz")
     progress(f"building the {sim} simulation of the {params.rows}x{params.cols} array ...")
     t0 = time.monotonic()
     rtl = RtlSim(params, sim)
     t_build = time.monotonic() - t0
-    progress(f"running {len(layers)} layers on {sim} (gated, plus dense for gated layers) ...")
+    progress(f"running {len(layers)} layers on {sim} (gated, plus dense for gated layers"
+             + (f"; {images} images stacked" if images > 1 else "") + ") ...")
     t0 = time.monotonic()
     rtl.run([], testcase="run_model", workdir=out / "sim",
             extra={"model": {"export": str(Path(export_dir).resolve()), "out": str(res_dir),
-                             "limit": limit, "dense_baseline": True}})
+                             "limit": limit, "dense_baseline": True, **extra}})
     t_run = time.monotonic() - t0
 
-    tensors = {"input": layers[0][1].x}
+    tensors = [{"input": x} for x in xs]
     rows, failures, losses = [], [], []
     tot = dict(cycles_gated=0, cycles_dense=0, macs_dense=0, macs_theory=0)
     for entry, layer in layers:
         stem = Path(entry["file"]).name.removesuffix(".layer.npz")
-        bound = net.bind(entry, layer, tensors)
+        bound, own_rows = bind_batch(net, entry, layer, tensors)
         r = read_result(res_dir / f"{stem}.result.npz")
         y, gate = run_reference(bound)
         exact = bool(np.array_equal(r.y, y) and np.array_equal(r.gate, gate))
-        if np.array_equal(bound.x, layer.x):  # the export's own input: y_ref applies too
+        # each image's rows: the reference on that image's own input (the separator rows
+        # keep the images apart)
+        for t, yi, gi in zip(tensors, split(r.y, own_rows), split(r.gate, own_rows)):
+            own = net.bind(entry, layer, t)
+            y_own, g_own = run_reference(own)
+            exact &= bool(np.array_equal(yi, y_own) and np.array_equal(gi, g_own))
+        if images == 1 and np.array_equal(bound.x, layer.x):  # the export's own input
             exact &= layer.y_ref is None or bool(np.array_equal(r.y, layer.y_ref))
         if not exact:
             failures.append(layer.name)
-        tensors[entry["name"]] = r.y
-        fig = work_figures(bound, r.gate, params.rows, params.cols)
+        figs = [work_figures(net.bind(entry, layer, t), g, params.rows, params.cols)
+                for t, g in zip(tensors, split(r.gate, own_rows))]
+        for t, yi in zip(tensors, split(r.y, own_rows)):
+            t[entry["name"]] = yi
+        fig = {k: sum(f[k] for f in figs) for k in ("macs_dense", "macs_theory")}
+        fig["reduction"] = fig["macs_dense"] / fig["macs_theory"]
+        fig["gate_rate"] = float(np.mean([f["gate_rate"] for f in figs]))
         dense_path = res_dir / f"{stem}.dense.result.npz"
         if layer.gated:
             rd = read_result(dense_path)
@@ -90,30 +122,35 @@ def run_model(export_dir, out_dir, *, sim="icarus", params: HwParams | None = No
                          cycles_gated=r.cycles, cycles_dense=cycles_dense, speedup=speedup,
                          reduction=fig["reduction"], efficiency=speedup / fig["reduction"],
                          utilisation=fig["macs_dense"] / (cycles_dense * params.rows * params.cols),
-                         model_gated=model_g, model_dense=model_d, exact=exact))
+                         model_gated=model_g, model_dense=model_d,
+                         exact=exact))
         tot["cycles_gated"] += r.cycles
         tot["cycles_dense"] += cycles_dense
         tot["macs_dense"] += fig["macs_dense"]
         tot["macs_theory"] += fig["macs_theory"]
 
     summary = {"export": str(export_dir), "sim": sim, "array": [params.rows, params.cols],
-               "layers": len(layers), "build_s": round(t_build, 1), "run_s": round(t_run, 1),
-               "bit_exact": not failures, "mismatches": failures, **tot}
+               "images": images, "layers": len(layers), "build_s": round(t_build, 1),
+               "run_s": round(t_run, 1), "bit_exact": not failures, "mismatches": failures,
+               **tot}
     summary["speedup"] = tot["cycles_dense"] / tot["cycles_gated"]
     summary["reduction"] = tot["macs_dense"] / tot["macs_theory"]
     summary["efficiency"] = summary["speedup"] / summary["reduction"]
     summary["utilisation"] = tot["macs_dense"] / (tot["cycles_dense"] * params.rows * params.cols)
+    summary["cycles_gated_per_image"] = tot["cycles_gated"] / images
+    summary["cycles_dense_per_image"] = tot["cycles_dense"] / images
     if len(layers) == len(net.layers):
-        logits = net.head(tensors)
         sample = net.manifest.get("sample", {})
-        # the quantised PyTorch model's logits for this image, as the exporter recorded them;
-        # without them, the integer network's own forward pass
-        expect = sample.get("logits_acc")
-        if expect is None:
-            expect = net.forward(layers[0][1].x)
-        summary["logits_exact"] = bool(np.array_equal(logits, np.asarray(expect, np.int64)))
-        summary["predicted"] = int(np.argmax(net.logits(logits)))
-        if "label" in sample:
+        logits = [net.head(t) for t in tensors]
+        # image 0: the quantised PyTorch model's logits for it, as the exporter recorded them;
+        # without them (and for the other images), the integer network's own forward pass
+        expect = [sample.get("logits_acc")] + [None] * (len(xs) - 1)
+        expect = [net.forward(x) if e is None else e for x, e in zip(xs, expect)]
+        summary["logits_exact"] = all(np.array_equal(lg, np.asarray(e, np.int64))
+                                      for lg, e in zip(logits, expect))
+        classes = [int(np.argmax(net.logits(lg))) for lg in logits]
+        summary["predicted"] = classes[0] if images == 1 else classes
+        if "label" in sample and images == 1:
             summary["label"] = sample["label"]
         if not summary["logits_exact"]:
             summary["bit_exact"] = False
@@ -236,13 +273,18 @@ def cmd_run_model(args) -> int:
     params = HwParams(rows=args.rows, cols=args.cols)
     if not Path(args.export_dir).is_dir():
         raise SluiceError(f"{args.export_dir}: not a directory (expected `sluice export` output)")
-    s = run_model(args.export_dir, args.out, sim=args.sim, params=params, limit=args.layers)
+    s = run_model(args.export_dir, args.out, sim=args.sim, params=params, limit=args.layers,
+                  images=args.images, data_dir=args.data_dir)
     print((Path(args.out) / "layers.md").read_text(), end="")
-    line = (f"{s['layers']} layers on {s['sim']} in {s['run_s']:.0f} s: speedup "
+    batch = f" ({s['images']} images stacked)" if s["images"] > 1 else ""
+    line = (f"{s['layers']} layers{batch} on {s['sim']} in {s['run_s']:.0f} s: speedup "
             f"{s['speedup']:.2f}x, MAC reduction {s['reduction']:.2f}x, efficiency "
             f"{s['efficiency']:.2f}, dense utilisation {s['utilisation']:.2f}")
+    if batch:
+        line += (f"; per image {s['cycles_gated_per_image']:,.0f} gated / "
+                 f"{s['cycles_dense_per_image']:,.0f} dense cycles")
     if "predicted" in s:
-        line += f"; predicted class {s['predicted']}" + (
+        line += f"; predicted class{'es' if batch else ''} {s['predicted']}" + (
             f" (label {s['label']})" if "label" in s else "")
     print(line)
     if not s["bit_exact"]:

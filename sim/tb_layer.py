@@ -246,8 +246,11 @@ async def reset_mid_layer(dut):
 async def run_model(dut):
     """The exported network layer by layer on the RTL, each layer fed with the RTL's own output
     of the layers before it (the manifest's wiring); gated layers also run in dense mode (the
-    speedup baseline). The host part (pool, classifier) is done outside, from the results."""
+    speedup baseline). With several images (``images``: an npz of int8 inputs), every layer
+    runs once on the images stacked along the height (:mod:`sluice.sim.batch`). The host part
+    (pool, classifier) is done outside, from the results."""
     from sluice.model.intnet import IntNet
+    from sluice.sim.batch import bind_batch, split
 
     plan, workdir = _plan()
     bench = Bench(dut, HwParams(**plan["params"]), workdir)
@@ -255,13 +258,18 @@ async def run_model(dut):
     spec = plan["model"]
     net = IntNet(spec["export"])
     out = Path(spec["out"])
-    tensors = {"input": net.layers[0][1].x}
+    if spec.get("images"):
+        with np.load(spec["images"]) as f:
+            tensors = [{"input": x} for x in f["x"]]
+    else:
+        tensors = [{"input": net.layers[0][1].x}]
     for entry, layer in net.layers[:spec.get("limit") or None]:
-        bound = net.bind(entry, layer, tensors)
+        bound, rows = bind_batch(net, entry, layer, tensors)
         stem = Path(entry["file"]).name.removesuffix(".layer.npz")
         result = await run_layer(bench, bound)
         write_result(out / f"{stem}.result.npz", result)
-        tensors[entry["name"]] = result.y
+        for t, y in zip(tensors, split(result.y, rows)):
+            t[entry["name"]] = y
         if spec.get("dense_baseline", True) and layer.gated:
             dense = await run_layer(bench, bound, dense=True)
             write_result(out / f"{stem}.dense.result.npz", dense)

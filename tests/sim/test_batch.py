@@ -1,0 +1,103 @@
+"""Throughput mode (`sluice run-model --images N`): images stacked along the height of every
+layer, on the RTL, bit for bit per image, with the cycle model exact on the stacked layers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sluice.errors import SluiceError
+from sluice.hw.params import HwParams
+from sluice.model.intnet import IntNet
+from sluice.model.reference import run_reference
+from sluice.sim.batch import bind_batch, split
+from sluice.sim.runner import simulator_missing
+
+
+@pytest.fixture(scope="module")
+def tiny_export(tmp_path_factory):
+    """A width-4 gated ResNet-18 on the synthetic set (16 x 16), exported."""
+    from sluice.model.data import synthetic
+    from sluice.model.export import export_qnet
+    from sluice.model.quantize import quantize
+    from sluice.model.resnet import build_model, default_config
+
+    torch.manual_seed(0)
+    train, test = synthetic("train"), synthetic("test")
+    model = build_model(default_config(width=4, partitions=2, base="group", block="postact",
+                                       in_channels=1, num_classes=4))
+    with torch.no_grad():
+        for m in model.modules():
+            if hasattr(m, "threshold"):
+                m.threshold.uniform_(-0.3, 1.3)
+    model.train()
+    with torch.no_grad():  # data-driven BN statistics
+        for i, (x, _) in enumerate(train.batches(64)):
+            model(x)
+            if i == 2:
+                break
+    model.eval()
+    batches = [x for x, _ in train.batches(128)][:2]
+    qnet = quantize(model, batches, input_scale=train.scale, image_size=16)
+    out = tmp_path_factory.mktemp("tiny") / "export"
+    export_qnet(qnet, out, sample_u8=test.images[5], sample_info={"dataset": "synthetic",
+                                                                  "index": 5})
+    return out
+
+
+def test_stacked_rows_are_each_images_own(tiny_export):
+    """Every layer, three images chained through the stacked layers: each image's rows of the
+    stacked reference output are that image's own outputs and gates."""
+    from sluice.hw.levers import sample_images
+
+    net = IntNet(tiny_export)
+    xs = sample_images(net, 3)
+    assert np.array_equal(xs[0], net.layers[0][1].x)
+    tensors = [{"input": x} for x in xs]
+    own_t = [{"input": x} for x in xs]
+    for e, layer in net.layers:
+        big, rows = bind_batch(net, e, layer, tensors)
+        assert big.h_out > 3 * layer.h_out  # separator rows between the images
+        y, gate = run_reference(big)
+        for i, (yi, gi) in enumerate(zip(split(y, rows), split(gate, rows))):
+            y_own, g_own = run_reference(net.bind(e, layer, own_t[i]))
+            np.testing.assert_array_equal(yi, y_own, err_msg=f"{e['name']} image {i}")
+            np.testing.assert_array_equal(gi, g_own, err_msg=f"{e['name']} image {i}")
+            tensors[i][e["name"]] = yi
+            own_t[i][e["name"]] = y_own
+    for t, x in zip(tensors, xs):
+        assert np.array_equal(net.head(t), net.forward(x))
+
+
+@pytest.mark.skipif(simulator_missing("icarus") is not None,
+                    reason=str(simulator_missing("icarus")))
+def test_run_model_images_on_rtl(tiny_export, tmp_path):
+    """The whole tiny network, two images stacked, on a 4 x 4 array: bit-exact per image
+    (outputs, gates, logits), the cycle model exact on every stacked layer, gated and dense."""
+    from sluice.sim.model_run import run_model
+
+    params = HwParams(rows=4, cols=4, skip_cols=2, act_depth=4096, wgt_depth=512,
+                      pix_depth=256)
+    s = run_model(tiny_export, tmp_path / "run", sim="icarus", params=params, images=2,
+                  progress=lambda t: None)
+    assert s["images"] == 2 and s["layers"] == len(IntNet(tiny_export).layers)
+    assert s["bit_exact"], s["mismatches"]
+    assert s["logits_exact"] and len(s["predicted"]) == 2
+    rows = (tmp_path / "run" / "layers.csv").read_text().splitlines()[1:]
+    assert len(rows) == s["layers"]
+    for line in rows:
+        f = line.split(",")
+        assert f[3] == f[9] and f[4] == f[10], line  # RTL cycles == model (gated, dense)
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["images"] == 2
+
+
+def test_run_model_images_errors(tiny_export, tmp_path):
+    from sluice.sim.model_run import run_model
+
+    with pytest.raises(SluiceError, match="--images: 0 must be at least 1"):
+        run_model(tiny_export, tmp_path / "a", images=0, progress=lambda t: None)
+    with pytest.raises(SluiceError, match="--images: 200 images from index 5 run past"):
+        run_model(tiny_export, tmp_path / "b", images=200, progress=lambda t: None)
