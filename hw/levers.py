@@ -105,23 +105,87 @@ def study(net: IntNet, runs, params: HwParams = DEFAULT) -> dict:
     return out
 
 
+def channel_order(rate: np.ndarray, groups: int, skip_cols: int, across: bool) -> np.ndarray:
+    """Output channels by falling gate rate ``rate``: within each of ``groups`` base groups
+    (contiguous, as channel grouping lays them out), or, with ``across``, the groups' skip-group
+    pairs (consecutive after the within-group sort) sorted again over the whole layer."""
+    gc = len(rate) // groups
+    order = []
+    for g in range(groups):
+        idx = np.arange(g * gc, (g + 1) * gc)
+        order += list(idx[np.argsort(-rate[idx], kind="stable")])
+    order = np.array(order)
+    if across:
+        tiles = order.reshape(-1, skip_cols)
+        order = tiles[np.argsort(-rate[tiles].sum(axis=1), kind="stable")].reshape(-1)
+    return order
+
+
+ORDERS = ("as exported", "calibrated, within base groups", "calibrated, across base groups",
+          "own gates, within base groups", "own gates, across base groups")
+
+
+def order_study(net: IntNet, runs, cal_runs, params: HwParams = DEFAULT) -> dict:
+    """Gated cycles (cycle model, each image alone) with the output channels of every gated
+    layer put on the columns in another order, for :data:`ORDERS`: as exported; by the
+    channels' gate rates over ``cal_runs`` (:func:`network_tensors` of calibration images), an
+    order fixed offline; by each image's own gate counts (an upper bound for any order). Within
+    base groups a channel keeps its group's columns, so the current RTL runs it as it is (the
+    host's column order); across base groups each column would need its own base set (not
+    built). Needs base groups that are whole skip groups (no padding columns)."""
+    tot = {"dense": 0, **{k: 0 for k in ORDERS}}
+    for e, layer in net.layers:
+        name = e["name"]
+        for t, g in runs:
+            dense = predict(layer, None, params, dense=True)["cycles"]
+            tot["dense"] += dense
+            if not layer.gated:
+                for k in ORDERS:
+                    tot[k] += dense
+                continue
+            gate = g[name]
+            groups = layer.partitions if layer.base == "group" else 1
+            if (layer.c_out // groups) % params.skip_cols:
+                raise SluiceError(f"layer {name}: base groups of {layer.c_out // groups} "
+                                  f"channels are not whole skip groups of {params.skip_cols}")
+            cal = np.mean([c[name].reshape(layer.c_out, -1).mean(axis=1) for _, c in cal_runs],
+                          axis=0)
+            own = gate.reshape(layer.c_out, -1).mean(axis=1)
+            orders = [np.arange(layer.c_out)] + [
+                channel_order(r, groups, params.skip_cols, across)
+                for r in (cal, own) for across in (False, True)]
+            for k, order in zip(ORDERS, orders):
+                tot[k] += predict(layer, gate[order], params)["cycles"]
+    return tot
+
+
 def sample_runs(net: IntNet, n: int, data_dir=None) -> list:
     """:func:`network_tensors` of the export's sample image and the ``n - 1`` after it."""
     return [network_tensors(net, x) for x in sample_images(net, n, data_dir)]
 
 
 def sample_images(net: IntNet, n: int, data_dir=None):
-    from sluice.model.data import load_dataset
+    """The export's sample image and the ``n - 1`` after it, quantised."""
     sample = net.manifest.get("sample") or {}
     for key in ("dataset", "index"):
         if key not in sample:
             raise SluiceError(f"{net.dir / 'manifest.json'}: field 'sample.{key}' missing")
-    ds = load_dataset(sample["dataset"], sample.get("split", "test"), data_dir)
-    i0 = int(sample["index"])
+    return dataset_images(net, sample.get("split", "test"), int(sample["index"]), n, data_dir)
+
+
+def dataset_images(net: IntNet, split: str, i0: int, n: int, data_dir=None, what="--images"):
+    """Images ``i0 .. i0 + n - 1`` of the export's data set (``split``), quantised; ``what``
+    names the option that asked for them in an error."""
+    from sluice.model.data import load_dataset
+    if n == 0:
+        return []
+    name = (net.manifest.get("sample") or {}).get("dataset")
+    if name is None:
+        raise SluiceError(f"{net.dir / 'manifest.json'}: field 'sample.dataset' missing")
+    ds = load_dataset(name, split, data_dir)
     if i0 + n > len(ds.images):
-        raise SluiceError(f"--images: {n} images from index {i0} run past the "
-                          f"{len(ds.images)} of {sample['dataset']} "
-                          f"{sample.get('split', 'test')}")
+        raise SluiceError(f"{what}: {n} images from index {i0} run past the "
+                          f"{len(ds.images)} of {name} {split}")
     return [net.quantise_input(np.asarray(ds.images[i])) for i in range(i0, i0 + n)]
 
 
@@ -137,6 +201,9 @@ def main(argv=None) -> int:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--shared-post", action="store_true",
                     help="also estimate one post-processing unit shared by the columns")
+    ap.add_argument("--channel-order", type=int, default=0, metavar="N",
+                    help="also: the gated cycles with the output channels ordered by their "
+                         "gate rates over the first N training images (each test image alone)")
     ap.add_argument("--json", action="store_true", help="one JSON object per image count")
     args = ap.parse_args(argv)
     try:
@@ -145,6 +212,9 @@ def main(argv=None) -> int:
         params = HwParams(rows=args.rows, cols=args.cols, skip_cols=args.skip_cols)
         net = IntNet(args.export_dir)
         runs = sample_runs(net, max(args.images), args.data_dir)
+        cal_runs = [network_tensors(net, x) for x in
+                    dataset_images(net, "train", 0, args.channel_order, args.data_dir,
+                                   "--channel-order")]
     except SluiceError as e:
         print(f"levers: error: {e}", file=sys.stderr)
         return 2
@@ -172,6 +242,16 @@ def main(argv=None) -> int:
                       f"{s['lockstep']:,} "
                       f"(+{s['lockstep'] / r['lockstep'] - 1:.1%}), efficiency "
                       f"{s['efficiency_lockstep']:.3f}", flush=True)
+    if args.channel_order:
+        o = order_study(net, runs, cal_runs, params)
+        if args.json:
+            print(json.dumps(dict(o, channel_order=args.channel_order)))
+        else:
+            print(f"\nchannel order ({len(runs)} test images, each alone; calibration: "
+                  f"{args.channel_order} training images)\n")
+            print("| order | gated cycles | speedup |\n|---|---|---|")
+            for k in ORDERS:
+                print(f"| {k} | {o[k]:,} | {o['dense'] / o[k]:.3f} |")
     return 0
 
 

@@ -129,3 +129,29 @@ def test_levers_study_stacks_images_exactly(exported):
     # one post-processing unit for all columns: the drain takes `cols` cycles per row
     shared = study(net, runs[:1], HwParams(rows=4, cols=4, skip_cols=2, post_cols=4))
     assert shared["dense"] > one["dense"] and shared["lockstep"] > one["lockstep"]
+
+
+def test_channel_order_study(exported):
+    """`python -m sluice.hw.levers --channel-order N`: the orders are permutations that keep a
+    channel in its base group (within) or keep skip-group pairs of one base group together
+    (across); "as exported" is the cycle model on each image's own gates."""
+    from sluice.hw.cycle_model import predict
+    from sluice.hw.levers import ORDERS, channel_order, order_study, sample_runs
+    from sluice.hw.params import HwParams
+
+    rate = np.array([0.1, 0.5, 0.0, 0.3, 0.9, 0.2, 0.4, 0.05])
+    within = channel_order(rate, 2, 2, across=False)
+    assert list(within) == [1, 3, 0, 2, 4, 6, 5, 7]
+    across = channel_order(rate, 2, 2, across=True)
+    assert sorted(across) == list(range(8))
+    assert [tuple(p) for p in across.reshape(-1, 2)] == [(4, 6), (1, 3), (5, 7), (0, 2)]
+
+    _, out, _ = exported
+    net = IntNet(out)
+    params = HwParams(rows=4, cols=4, skip_cols=2)
+    runs = sample_runs(net, 2)
+    o = order_study(net, runs, sample_runs(net, 3), params)
+    plain = sum(predict(layer, g[e["name"]], params, dense=not layer.gated)["cycles"]
+                for e, layer in net.layers for _, g in runs)
+    assert o["as exported"] == plain
+    assert set(o) == {"dense", *ORDERS} and all(o[k] > 0 for k in ORDERS)
