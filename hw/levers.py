@@ -164,21 +164,24 @@ def sample_runs(net: IntNet, n: int, data_dir=None) -> list:
     return [network_tensors(net, x) for x in sample_images(net, n, data_dir)]
 
 
-def sample_images(net: IntNet, n: int, data_dir=None):
-    """The export's sample image and the ``n - 1`` after it, quantised."""
+def sample_images(net: IntNet, n: int, data_dir=None, labels=False):
+    """The export's sample image and the ``n - 1`` after it, quantised (with ``labels``:
+    ``(images, labels)``)."""
     sample = net.manifest.get("sample") or {}
     for key in ("dataset", "index"):
         if key not in sample:
             raise SluiceError(f"{net.dir / 'manifest.json'}: field 'sample.{key}' missing")
-    return dataset_images(net, sample.get("split", "test"), int(sample["index"]), n, data_dir)
+    return dataset_images(net, sample.get("split", "test"), int(sample["index"]), n, data_dir,
+                          labels=labels)
 
 
-def dataset_images(net: IntNet, split: str, i0: int, n: int, data_dir=None, what="--images"):
+def dataset_images(net: IntNet, split: str, i0: int, n: int, data_dir=None, what="--images",
+                   labels=False):
     """Images ``i0 .. i0 + n - 1`` of the export's data set (``split``), quantised; ``what``
-    names the option that asked for them in an error."""
+    names the option that asked for them in an error; with ``labels``: ``(images, labels)``."""
     from sluice.model.data import load_dataset
     if n == 0:
-        return []
+        return ([], []) if labels else []
     name = (net.manifest.get("sample") or {}).get("dataset")
     if name is None:
         raise SluiceError(f"{net.dir / 'manifest.json'}: field 'sample.dataset' missing")
@@ -186,7 +189,8 @@ def dataset_images(net: IntNet, split: str, i0: int, n: int, data_dir=None, what
     if i0 + n > len(ds.images):
         raise SluiceError(f"{what}: {n} images from index {i0} run past the "
                           f"{len(ds.images)} of {name} {split}")
-    return [net.quantise_input(np.asarray(ds.images[i])) for i in range(i0, i0 + n)]
+    xs = [net.quantise_input(np.asarray(ds.images[i])) for i in range(i0, i0 + n)]
+    return (xs, [int(ds.labels[i]) for i in range(i0, i0 + n)]) if labels else xs
 
 
 def main(argv=None) -> int:

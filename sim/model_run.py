@@ -56,7 +56,7 @@ def run_model(export_dir, out_dir, *, sim="icarus", params: HwParams | None = No
     xs = [layers[0][1].x]
     extra = {}
     if images > 1:
-        xs = sample_images(net, images, data_dir)
+        xs, labels = sample_images(net, images, data_dir, labels=True)
         if not np.array_equal(xs[0], layers[0][1].x):
             raise SluiceError(f"{net.dir / 'manifest.json'}: the sample image from the data set "
                               "is not the exported layers' input")
@@ -150,7 +150,10 @@ def run_model(export_dir, out_dir, *, sim="icarus", params: HwParams | None = No
                                       for lg, e in zip(logits, expect))
         classes = [int(np.argmax(net.logits(lg))) for lg in logits]
         summary["predicted"] = classes[0] if images == 1 else classes
-        if "label" in sample and images == 1:
+        if images > 1:
+            summary["label"] = labels
+            summary["correct"] = sum(c == lb for c, lb in zip(classes, labels))
+        elif "label" in sample:
             summary["label"] = sample["label"]
         if not summary["logits_exact"]:
             summary["bit_exact"] = False
@@ -285,7 +288,9 @@ def cmd_run_model(args) -> int:
                  f"{s['cycles_dense_per_image']:,.0f} dense cycles")
     if "predicted" in s:
         line += f"; predicted class{'es' if batch else ''} {s['predicted']}" + (
-            f" (label {s['label']})" if "label" in s else "")
+            f" (label{'s' if batch else ''} {s['label']})" if "label" in s else "")
+        if "correct" in s:
+            line += f", {s['correct']} of {s['images']} correct"
     print(line)
     if not s["bit_exact"]:
         print(f"MISMATCH: {', '.join(s['mismatches'])}")

@@ -86,6 +86,9 @@ def test_run_model_images_on_rtl(tiny_export, tmp_path):
     assert s["images"] == 2 and s["layers"] == len(IntNet(tiny_export).layers)
     assert s["bit_exact"], s["mismatches"]
     assert s["logits_exact"] and len(s["predicted"]) == 2
+    from sluice.model.data import synthetic
+    assert s["label"] == [int(v) for v in synthetic("test").labels[5:7]]
+    assert s["correct"] == sum(p == lb for p, lb in zip(s["predicted"], s["label"]))
     rows = (tmp_path / "run" / "layers.csv").read_text().splitlines()[1:]
     assert len(rows) == s["layers"]
     for line in rows:
