@@ -83,11 +83,11 @@ def run_model(export_dir, out_dir, *, sim="icarus", params: HwParams | None = No
         r = read_result(res_dir / f"{stem}.result.npz")
         y, gate = run_reference(bound)
         exact = bool(np.array_equal(r.y, y) and np.array_equal(r.gate, gate))
-        # each image's rows: the reference on that image's own input (the separator rows
-        # keep the images apart)
-        for t, yi, gi in zip(tensors, split(r.y, own_rows), split(r.gate, own_rows)):
-            own = net.bind(entry, layer, t)
-            y_own, g_own = run_reference(own)
+        # several images: each image's rows against the reference on that image's own input
+        # (the separator rows keep the images apart)
+        for t, yi, gi in zip(tensors if images > 1 else [], split(r.y, own_rows),
+                             split(r.gate, own_rows)):
+            y_own, g_own = run_reference(net.bind(entry, layer, t))
             exact &= bool(np.array_equal(yi, y_own) and np.array_equal(gi, g_own))
         if images == 1 and np.array_equal(bound.x, layer.x):  # the export's own input
             exact &= layer.y_ref is None or bool(np.array_equal(r.y, layer.y_ref))
@@ -122,8 +122,7 @@ def run_model(export_dir, out_dir, *, sim="icarus", params: HwParams | None = No
                          cycles_gated=r.cycles, cycles_dense=cycles_dense, speedup=speedup,
                          reduction=fig["reduction"], efficiency=speedup / fig["reduction"],
                          utilisation=fig["macs_dense"] / (cycles_dense * params.rows * params.cols),
-                         model_gated=model_g, model_dense=model_d,
-                         exact=exact))
+                         model_gated=model_g, model_dense=model_d, exact=exact))
         tot["cycles_gated"] += r.cycles
         tot["cycles_dense"] += cycles_dense
         tot["macs_dense"] += fig["macs_dense"]
