@@ -61,9 +61,11 @@ def build_name(board: Board, params, dense_only=False, loopback=False, clock_mhz
     tag = "_dense" if dense_only else ""
     tag += f"_{params.pe_mult}pe" if params.pe_mult != "dsp" else ""
     tag += f"_post{params.post_cols}" if params.post_cols != 1 else ""
-    # skip groups other than the board's choice for this array
+    # skip groups other than the board's choice for this array (a dense-only build has none:
+    # it is the same build, and the gating-cost pair, for every --skip-cols)
     default_skip = board.params(params.rows, params.cols).skip_cols
-    tag += f"_skip{params.skip_cols}" if params.skip_cols != default_skip else ""
+    if not dense_only and params.gating and params.skip_cols != default_skip:
+        tag += f"_skip{params.skip_cols}"
     tag += "_loopback" if loopback else ""
     tag += f"_{clock_mhz:g}mhz" if clock_mhz else ""
     return f"sluice_{board.name.replace('-', '_')}_{params.rows}x{params.cols}{tag}"
@@ -106,6 +108,7 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=F
     env = toolchain_env(board.family)
     if program:
         programmer_path()  # fail before a long build, not after
+    gated_params = params  # names the gated build of the gating-cost pair
     if dense_only:  # the same array with the gating hardware left out at elaboration
         params = dataclasses.replace(params, gating=False)
     clk = osc if pll is None else float(pll.fout_hz)
@@ -185,7 +188,8 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=F
     failed = {n: c for n, c in report.get("clocks", {}).items() if not c["pass"]}
     report["timing_met"] = bool(report.get("clocks")) and not failed
     # the cost of gating, when both builds of this array exist
-    other = build_dir.parent / build_name(board, params, not dense_only, loopback, clock_mhz)
+    other = build_dir.parent / build_name(board, gated_params, not dense_only, loopback,
+                                          clock_mhz)
     other_json = other / f"{other.name}.report.json"
     if not loopback and other_json.exists():
         import json

@@ -1,5 +1,7 @@
 """The ECP5 PLL for a design clock above the oscillator (`sluice build --clock-mhz`)."""
 
+import dataclasses
+
 import pytest
 
 from sluice.boards import build as b
@@ -121,6 +123,13 @@ def test_build_name_carries_the_clock():
     assert b.build_name(board, board.params(8, 8, skip_cols=4, post_cols=2)) == \
         "sluice_ulx3s_85f_8x8_post2_skip4"
     assert b.build_name(board, board.params(3, 3)) == "sluice_ulx3s_85f_3x3"  # skip 1 by choice
+    # a dense-only build has no skip groups: one name for every --skip-cols, so it pairs with
+    # the gated build of the same array and post-processing (its params have skip_cols = cols)
+    dense = dataclasses.replace(board.params(4, 8, post_cols=4), gating=False)
+    assert dense.skip_cols == 8
+    assert b.build_name(board, dense, dense_only=True) == "sluice_ulx3s_85f_4x8_dense_post4"
+    assert b.build_name(board, board.params(4, 8, skip_cols=4), dense_only=True) == \
+        "sluice_ulx3s_85f_4x8_dense"
 
 
 def _fake_tools(monkeypatch, fmax_line):
