@@ -213,6 +213,8 @@ def main(argv=None) -> int:
     try:
         if min(args.images) < 1:
             raise SluiceError(f"--images: counts must be at least 1, got {args.images}")
+        if args.channel_order < 0:
+            raise SluiceError(f"--channel-order: {args.channel_order} must be at least 0")
         params = HwParams(rows=args.rows, cols=args.cols, skip_cols=args.skip_cols)
         net = IntNet(args.export_dir)
         runs = sample_runs(net, max(args.images), args.data_dir)
@@ -247,7 +249,11 @@ def main(argv=None) -> int:
                       f"(+{s['lockstep'] / r['lockstep'] - 1:.1%}), efficiency "
                       f"{s['efficiency_lockstep']:.3f}", flush=True)
     if args.channel_order:
-        o = order_study(net, runs, cal_runs, params)
+        try:
+            o = order_study(net, runs, cal_runs, params)
+        except SluiceError as e:
+            print(f"levers: error: {e}", file=sys.stderr)
+            return 2
         if args.json:
             print(json.dumps(dict(o, channel_order=args.channel_order)))
         else:

@@ -155,3 +155,17 @@ def test_channel_order_study(exported):
                 for e, layer in net.layers for _, g in runs)
     assert o["as exported"] == plain
     assert set(o) == {"dense", *ORDERS} and all(o[k] > 0 for k in ORDERS)
+
+
+def test_channel_order_option_errors(exported, capsys):
+    from sluice.hw.levers import main
+
+    _, out, _ = exported
+    assert main([str(out), "--images", "1", "--channel-order", "-1"]) == 2
+    assert "--channel-order: -1 must be at least 0" in capsys.readouterr().err
+    assert main([str(out), "--images", "1", "--channel-order", "9999"]) == 2
+    assert "--channel-order: 9999 images from index 0 run past" in capsys.readouterr().err
+    # base groups of 2 channels (width 8, p = 4) are not whole 4-column skip groups
+    assert main([str(out), "--images", "1", "--rows", "4", "--cols", "4", "--skip-cols", "4",
+                 "--channel-order", "2"]) == 2
+    assert "are not whole skip groups of 4" in capsys.readouterr().err
