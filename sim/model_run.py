@@ -50,9 +50,6 @@ def run_model(export_dir, out_dir, *, sim="icarus", params: HwParams | None = No
         raise SluiceError(f"--images: {images} must be at least 1")
     net = IntNet(export_dir)  # validates the manifest and every layer file
     layers = net.layers[:limit or None]
-    out = Path(out_dir).resolve()
-    res_dir = out / "results"
-    res_dir.mkdir(parents=True, exist_ok=True)
     xs = [layers[0][1].x]
     extra = {}
     if images > 1:
@@ -60,6 +57,10 @@ def run_model(export_dir, out_dir, *, sim="icarus", params: HwParams | None = No
         if not np.array_equal(xs[0], layers[0][1].x):
             raise SluiceError(f"{net.dir / 'manifest.json'}: the sample image from the data set "
                               "is not the exported layers' input")
+    out = Path(out_dir).resolve()
+    res_dir = out / "results"
+    res_dir.mkdir(parents=True, exist_ok=True)
+    if images > 1:
         atomic_write_bytes(out / "images.npz", lambda f: np.savez(f, x=np.stack(xs)))
         extra["images"] = str(out / "images.npz")
     progress(f"building the {sim} simulation of the {params.rows}x{params.cols} array ...")

@@ -104,3 +104,4 @@ def test_run_model_images_errors(tiny_export, tmp_path):
         run_model(tiny_export, tmp_path / "a", images=0, progress=lambda t: None)
     with pytest.raises(SluiceError, match="--images: 200 images from index 5 run past"):
         run_model(tiny_export, tmp_path / "b", images=200, progress=lambda t: None)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # nothing written
