@@ -66,6 +66,11 @@ def build_name(board: Board, params, dense_only=False, loopback=False, clock_mhz
     default_skip = board.params(params.rows, params.cols).skip_cols
     if not dense_only and params.gating and params.skip_cols != default_skip:
         tag += f"_skip{params.skip_cols}"
+    # activation-buffer copies shared by two skip groups (gated builds only: a dense-only
+    # build has one feed per row) and narrower activation-buffer words (both builds)
+    if not dense_only and params.gating and params.act_shared:
+        tag += f"_share{params.act_share}"
+    tag += f"_aw{params.act_width}" if params.act_width else ""
     tag += "_loopback" if loopback else ""
     tag += f"_{clock_mhz:g}mhz" if clock_mhz else ""
     return f"sluice_{board.name.replace('-', '_')}_{params.rows}x{params.cols}{tag}"
@@ -79,8 +84,8 @@ ROUTERS = ("router1", "router2")
 
 def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=False,
           program=False, out_root="build/boards", nice=10, seed=1, router=ROUTERS[0],
-          clock_mhz=None, pe_mult=None, post_cols=None, skip_cols=None, nextpnr_args="",
-          log=print) -> dict:
+          clock_mhz=None, pe_mult=None, post_cols=None, skip_cols=None, act_share=None,
+          act_width=None, nextpnr_args="", log=print) -> dict:
     """Synthesise, place and route one board build; returns the report dict. ``clock_mhz``:
     the design clock from the board's PLL (ECP5) instead of its oscillator. ``nextpnr_args``:
     more nextpnr options, appended to Sluice's (e.g. ``--placer-heap-beta 0.6``)."""
@@ -104,7 +109,8 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=F
     except ValueError as e:
         raise SluiceError(f"--nextpnr-args: {e}") from None
     # the array's options are checked before the tools: a typo fails in a second
-    params = board.params(rows, cols, pe_mult=pe_mult, post_cols=post_cols, skip_cols=skip_cols)
+    params = board.params(rows, cols, pe_mult=pe_mult, post_cols=post_cols, skip_cols=skip_cols,
+                          act_share=act_share, act_width=act_width)
     env = toolchain_env(board.family)
     if program:
         programmer_path()  # fail before a long build, not after
@@ -176,6 +182,8 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=F
                             + (["--pe-mult", params.pe_mult] if pe_mult else [])
                             + (["--post-cols", str(params.post_cols)] if post_cols else [])
                             + (["--skip-cols", str(params.skip_cols)] if skip_cols else [])
+                            + (["--act-share", str(params.act_share)] if act_share else [])
+                            + (["--act-width", str(params.act_width)] if act_width else [])
                             + (["--loopback"] if loopback else [])
                             + (["--seed", str(seed)] if seed != 1 else [])
                             + (["--router", router] if router != ROUTERS[0] else [])

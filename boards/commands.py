@@ -22,7 +22,8 @@ def cmd_build(args) -> int:
     build(args.board, rows=args.rows, cols=args.cols, dense_only=args.dense_only,
           loopback=args.loopback, program=args.program, out_root=args.out_dir, seed=args.seed,
           router=args.router, clock_mhz=args.clock_mhz, pe_mult=args.pe_mult,
-          post_cols=args.post_cols, skip_cols=args.skip_cols, nextpnr_args=args.nextpnr_args)
+          post_cols=args.post_cols, skip_cols=args.skip_cols, act_share=args.act_share,
+          act_width=args.act_width, nextpnr_args=args.nextpnr_args)
     return 0
 
 
@@ -136,6 +137,13 @@ def add_commands(sub) -> None:
                    help="skip group width in columns (divides the columns; wider groups: "
                         "fewer activation buffer copies and feeds, fewer skipped cycles); "
                         "default: the board's")
+    p.add_argument("--act-share", type=int, default=None,
+                   help="skip groups per activation-buffer copy (1 or 2: two groups read one "
+                        "copy through its two block-RAM ports; ECP5, not iCE40); default: the "
+                        "board's")
+    p.add_argument("--act-width", type=int, default=None,
+                   help="activation-buffer word bytes (power of two up to the stream width; "
+                        "narrow words fill shallow copies' block RAMs); default: the board's")
     p.add_argument("--nextpnr-args", default="",
                    help="more nextpnr options, appended to Sluice's (quote them), e.g. "
                         "'--placer-heap-beta 0.6' to spread a congested placement")

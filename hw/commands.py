@@ -35,6 +35,12 @@ def _add_params(p):
                    help="columns per post-processing unit (divides --cols; 1: one unit per "
                         "column; --cols: one shared unit, much less logic, the drain taking "
                         "that many cycles per row)")
+    p.add_argument("--act-share", type=int, default=DEFAULT.act_share,
+                   help="skip groups per activation-buffer copy (1 or 2; 2 halves the copies "
+                        "on true dual-port RAM, the passes then waiting for all activations)")
+    p.add_argument("--act-width", type=int, default=DEFAULT.act_width,
+                   help="activation-buffer word bytes (power of two up to the stream width; "
+                        "0: the stream width; narrower words take more cycles per beat)")
     p.add_argument("--pe-mult", choices=PE_MULTS, default=DEFAULT.pe_mult,
                    help="element multipliers as '*' (dsp: DSP blocks on an FPGA) or as shifted "
                         "partial products (logic: LUTs, DSPs left to the post-processing)")
@@ -46,7 +52,8 @@ def _params(args):
                     wgt_depth=args.wgt_depth, pix_depth=args.pix_depth,
                     skip_cols=args.skip_cols, stream_width=args.stream_width,
                     gating=not args.dense_only, pe_mult=args.pe_mult,
-                    post_cols=args.post_cols)
+                    post_cols=args.post_cols, act_share=args.act_share,
+                    act_width=args.act_width)
 
 
 def cmd_verilog(args) -> int:

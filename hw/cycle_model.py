@@ -105,13 +105,14 @@ def job_cycles(layer, job_desc: dict, gate_band, p: HwParams, dense: bool) -> di
             return job_desc["BASE_LO"]
         return (min(o, c_out) // group_cout) * base_cin  # columns beyond C_OUT: next group
 
+    AP = p.act_pieces  # cycles per activation beat (one buffer word each)
     f0 = n_load + 2  # tile 0's bank seen full; the activations stream in from this cycle
-    act_end = f0 + A
+    act_end = f0 + A * AP
 
     def avail(i):  # the RTL sees the beat count a cycle late, except the last (act_loaded)
-        if i >= c_in:
+        if i >= c_in or p.act_shared:  # shared copies: every pass waits for all of them
             return act_end
-        return min(f0 + -(-(i + 1) * hw_in // B) + 1, act_end)
+        return min(f0 + -(-(i + 1) * hw_in // B) * AP + 1, act_end)
 
     def need_for(t, kind):
         los = [group_lo(t * C + j * G) for j in range(p.groups)]
@@ -135,7 +136,7 @@ def job_cycles(layer, job_desc: dict, gate_band, p: HwParams, dense: bool) -> di
         y = max(w, free)
         f = y + n_load + 1
         full.append(f)
-        w = f + A if t == 0 else f
+        w = f + A * AP if t == 0 else f
         s = max(a, f) + 1
         load_wait += max(0, f - a)
         run = s + C + PHASE_ENTRY  # first RUN cycle

@@ -59,6 +59,17 @@ class HwParams:
     all columns, about 1,250 ECP5 LUTs per column less, the drain then taking ``post_cols``
     cycles per row (nearly free on small arrays, whose passes are long against their drain:
     +0.1% cycles at 2 x 2 and +1.9% at 4 x 4 on the embedded network, +25.6% at 8 x 8).
+    ``act_share``: skip groups per activation-buffer copy, 1 or 2. With 2, the two skip groups
+    of a pair read one copy through its two ports (a true dual-port block RAM: ECP5 DP16KD,
+    most ASIC libraries; not the iCE40's, which would duplicate the copy), halving the copies
+    and the activation write fan-out. The write then takes one of those ports, so a job's
+    passes start only once all its activations are in (no overlap of the activation stream
+    with the first tile's passes): a few percent more cycles (see ``hw/README.md``).
+    ``act_width``: bytes per activation-buffer word (a power of two up to ``stream_bytes``;
+    0: ``stream_bytes``). A beat is written over ``stream_bytes / act_width`` cycles, the
+    stream held meanwhile; narrow words fill the board builds' shallow copies (a 2048-byte
+    copy 2 bytes wide is one ECP5 block RAM instead of two 36-bit ones) and shrink each
+    feed's byte select. Free where the stream is slower than that anyway (a UART).
     """
 
     rows: int = 8
@@ -71,6 +82,8 @@ class HwParams:
     gating: bool = True
     pe_mult: str = "dsp"
     post_cols: int = 1
+    act_share: int = 1
+    act_width: int = 0
 
     def __post_init__(self):
         if not self.gating:  # no skip groups without gating: one feed per row
@@ -96,6 +109,12 @@ class HwParams:
         sw = self.stream_width
         if sw and (sw & (sw - 1) or sw < max(self.cols, 4)):
             raise SluiceError(f"--stream-width: {sw} must be a power of two >= max(cols, 4)")
+        if self.act_share not in (1, 2):
+            raise SluiceError(f"--act-share: {self.act_share} must be 1 or 2")
+        aw = self.act_width
+        if aw and (aw < 1 or aw & (aw - 1) or aw > self.stream_bytes):
+            raise SluiceError(f"--act-width: {aw} must be a power of two up to the stream width "
+                              f"({self.stream_bytes} bytes)")
         if self.act_depth % self.stream_bytes:
             raise SluiceError(f"--act-depth: {self.act_depth} must be a multiple of the stream "
                               f"width ({self.stream_bytes} bytes)")
@@ -116,9 +135,26 @@ class HwParams:
         return self.cols // self.skip_cols
 
     @property
+    def act_bytes(self) -> int:
+        """Bytes per activation-buffer word (``act_width``, or the stream width when 0)."""
+        return self.act_width or self.stream_bytes
+
+    @property
+    def act_pieces(self) -> int:
+        """Activation-buffer writes per input-stream beat."""
+        return self.stream_bytes // self.act_bytes
+
+    @property
+    def act_shared(self) -> bool:
+        """Some activation-buffer copy is read by two skip groups (``act_share`` 2 and more
+        than one group): the activations are then all in before a job's first pass."""
+        return self.act_share == 2 and self.groups > 1
+
+    @property
     def act_copies(self) -> int:
-        """Activation buffer copies (one read port per row and skip group)."""
-        return self.rows * self.groups
+        """Activation buffer copies (one read port per row and skip group, two per copy with
+        ``act_share`` 2)."""
+        return self.rows * -(-self.groups // self.act_share)
 
     @property
     def out_bits(self) -> int:

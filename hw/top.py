@@ -3,7 +3,8 @@
 One layer job (see ``hw/README.md`` for the full story):
 
 1. The *loader* FSM reads the activations into ``rows * cols / skip_cols`` replicated
-   activation buffers (one read port per row and skip group), then, for every tile of ``cols``
+   activation buffers (one read port per row and skip group; with ``act_share`` 2 a copy
+   serves two skip groups through its two ports), then, for every tile of ``cols``
    output channels, the tile's weights, parameters and residual into one of two banks, so tile
    t+1 loads while tile t computes.
 2. The *compute* FSM, per tile: ``COL_SETUP`` works out each column's base input channels, then
@@ -96,8 +97,10 @@ class Sluice(wiring.Component):
         assert -(-POST_LATENCY // PU) + 5 < OUT_FIFO_DEPTH, "the drain would wait for FIFO room"
         Q = R * NG  # slots: (row r, skip group j) -> q = r * NG + j
         abits = _log2(P.act_depth)
-        act_words = P.act_depth // B
+        AW, AP = P.act_bytes, P.act_pieces  # activation-buffer word bytes, words per beat
+        act_words = P.act_depth // AW
         bbits = _log2(B)
+        awbits = _log2(AW)
         pbits = max(_log2(P.pix_depth), 1)
         wbits = max(_log2(P.wgt_depth), 1)
         sdim = signed(DIM_BITS + 3)
@@ -223,15 +226,40 @@ class Sluice(wiring.Component):
             m.d.comb += getattr(regs, "cnt_" + name.lower()).eq(cnt[name])
 
         # ---------------------------------------------------------------- memories
+        # one copy per row and skip group, or per row and pair of skip groups (act_share 2:
+        # the pair's second group reads through the copy's second port, the first group's
+        # port also writes, and neither reads while a beat is written, so synthesis maps the
+        # copy to true dual-port block RAM without collision logic); words of AW bytes, a
+        # stream beat written over AP cycles
         act_rd = []
         act_wr_addr = Signal(_log2(act_words) or 1)
+        act_wr_data = Signal(8 * AW)
         act_wr_en = Signal()
-        for q in range(Q):
-            mem = Memory(shape=unsigned(8 * B), depth=act_words, init=[])
-            m.submodules[f"act_buf_{q}"] = mem
-            wp = mem.write_port()
-            m.d.comb += [wp.addr.eq(act_wr_addr), wp.data.eq(self.s_axis_tdata), wp.en.eq(act_wr_en)]
-            act_rd.append(mem.read_port())
+        S = P.act_share if P.act_shared else 1
+        NC = -(-NG // S)  # copies per row
+        act_rd_addr = [Signal(_log2(act_words) or 1, name=f"act_rd_addr_{q}") for q in range(Q)]
+        for r in range(R):
+            for k in range(NC):
+                mem = Memory(shape=unsigned(8 * AW), depth=act_words, init=[])
+                m.submodules[f"act_buf_{r * NC + k}"] = mem
+                wp = mem.write_port()
+                m.d.comb += [wp.data.eq(act_wr_data), wp.en.eq(act_wr_en)]
+                readers = [r * NG + j for j in range(k * S, min(k * S + S, NG))]
+                if len(readers) == 1:
+                    m.d.comb += wp.addr.eq(act_wr_addr)
+                    rp = mem.read_port()
+                    m.d.comb += rp.addr.eq(act_rd_addr[readers[0]])
+                    act_rd.append(rp)
+                    continue
+                shared_addr = Signal.like(act_wr_addr, name=f"act_addr_{r * NC + k}")
+                m.d.comb += [shared_addr.eq(Mux(act_wr_en, act_wr_addr,
+                                                act_rd_addr[readers[0]])),
+                             wp.addr.eq(shared_addr)]
+                for i, q in enumerate(readers):
+                    rp = mem.read_port()
+                    m.d.comb += [rp.addr.eq(shared_addr if i == 0 else act_rd_addr[q]),
+                                 rp.en.eq(~act_wr_en)]
+                    act_rd.append(rp)
 
         # weights and residual are double-buffered per channel tile (bank = tile parity), so the
         # loader fills tile t+1 while tile t computes
@@ -423,7 +451,7 @@ class Sluice(wiring.Component):
         s1_last = Signal()
         s1_en = [Signal(G, name=f"s1_en_{q}") for q in range(Q)]
         s1_inb = Signal(Q)
-        s1_byte = [Signal(max(bbits, 1), name=f"s1_byte_{q}") for q in range(Q)]
+        s1_byte = [Signal(max(awbits, 1), name=f"s1_byte_{q}") for q in range(Q)]
         macs_now = []
         skips_now = []
         for q in range(Q):
@@ -437,9 +465,9 @@ class Sluice(wiring.Component):
             gmask = colmask[j * G:(j + 1) * G]
             en = Signal(G, name=f"en_{q}")
             m.d.comb += en.eq(Mux(is_cond, gmask & cur["gate"][q], gmask))
-            m.d.comb += act_rd[q].addr.eq(addr[bbits:])
+            m.d.comb += act_rd_addr[q].eq(addr[awbits:])
             m.d.sync += [s1_valid[q].eq(issue & cur["valid"][q]), s1_en[q].eq(en),
-                         s1_inb[q].eq(inb), s1_byte[q].eq(addr[:bbits] if bbits else 0)]
+                         s1_inb[q].eq(inb), s1_byte[q].eq(addr[:awbits] if awbits else 0)]
             vq = cur["valid"][q]
             macs_now.append(Mux(vq, sum(en[c] for c in range(G)), 0))
             skips_now.append(Mux(vq & is_cond,
@@ -451,7 +479,7 @@ class Sluice(wiring.Component):
         # them FEED_REGS more (a register between block-RAM data and the array edge)
         for q in range(Q):
             r, j = divmod(q, NG)
-            byte = act_rd[q].data.word_select(s1_byte[q], 8) if bbits else act_rd[q].data[:8]
+            byte = act_rd[q].data.word_select(s1_byte[q], 8) if awbits else act_rd[q].data[:8]
             a = Signal(signed(8), name=f"feed_a_{q}")
             m.d.comb += a.eq(Mux(s1_inb[q], byte, 0))
             stage = (a, s1_valid[q], s1_first, s1_last, s1_en[q])
@@ -744,6 +772,9 @@ class Sluice(wiring.Component):
         # cycle model's `avail` follows.
         # The boundary's two possible moves (+H_IN*W_IN, or past the base range) are compared
         # separately and the choice registered beside them.
+        # With shared copies (act_share 2) the passes wait for the whole activation block
+        # (the write takes a read port): no per-group check, and synthesis drops the channel
+        # ends it would read
         have_bytes = act_have << bbits
         rc = Signal(NG)
         rn_hw = Signal(NG)
@@ -757,7 +788,11 @@ class Sluice(wiring.Component):
                      rs.eq(Cat(*(g_start_end[j] <= have_bytes for j in range(NG))))]
         rn = (rn_sel & rn_skip) | (~rn_sel & rn_hw)
         step_ready = Signal()
-        m.d.comb += step_ready.eq(act_loaded | Mux(g_chg == 2, rs, Mux(g_chg == 1, rn, rc)).all())
+        if P.act_shared:
+            m.d.comb += step_ready.eq(act_loaded)
+        else:
+            m.d.comb += step_ready.eq(act_loaded |
+                                      Mux(g_chg == 2, rs, Mux(g_chg == 1, rn, rc)).all())
         act_wait = Signal()
         with m.If(running):
             with m.If(have_cur):
@@ -824,7 +859,19 @@ class Sluice(wiring.Component):
         m.d.comb += fire.eq(self.s_axis_tvalid & self.s_axis_tready)
         act_beats = Signal(range(act_words + 1))
         m.d.sync += act_beats.eq((n_act + B - 1) >> bbits)  # first used after tile 0's bank
-        m.d.comb += [act_wr_addr.eq(ld_cnt), wgt_wp.addr.eq(Cat(ld_cnt[:wbits], ld_bank)),
+        # a beat goes into the activation buffer as AP words of AW bytes, the first in the
+        # cycle it arrives, the others from `act_hold` in the next AP - 1 cycles (the stream
+        # held meanwhile)
+        act_piece = Signal(max(_log2(AP), 1))
+        act_hold = Signal(8 * B)
+        act_beat_done = Signal()
+        if AP > 1:
+            m.d.comb += [act_wr_addr.eq(Cat(act_piece, ld_cnt)),
+                         act_wr_data.eq(Mux(act_piece == 0, self.s_axis_tdata[:8 * AW],
+                                            act_hold[:8 * AW]))]
+        else:
+            m.d.comb += [act_wr_addr.eq(ld_cnt), act_wr_data.eq(self.s_axis_tdata)]
+        m.d.comb += [wgt_wp.addr.eq(Cat(ld_cnt[:wbits], ld_bank)),
                      res_wp.addr.eq(Cat(ld_cnt[:pbits], ld_bank)),
                      wgt_wp.data.eq(self.s_axis_tdata[:8 * C]),
                      res_wp.data.eq(self.s_axis_tdata[:8 * C])]
@@ -852,8 +899,20 @@ class Sluice(wiring.Component):
                                  act_loaded.eq(0), act_have.eq(0)]
                     m.next = "L_WAIT"
             with m.State("L_ACT"):
-                m.d.comb += [self.s_axis_tready.eq(1), act_wr_en.eq(fire)]
-                with m.If(fire):
+                if AP > 1:
+                    m.d.comb += [self.s_axis_tready.eq(act_piece == 0),
+                                 act_wr_en.eq(fire | (act_piece != 0)),
+                                 act_beat_done.eq(act_piece == AP - 1)]
+                    with m.If(act_wr_en):
+                        m.d.sync += act_piece.eq(act_piece + 1)  # wraps at AP
+                    with m.If(fire):
+                        m.d.sync += act_hold.eq(self.s_axis_tdata >> 8 * AW)
+                    with m.Else():
+                        m.d.sync += act_hold.eq(act_hold >> 8 * AW)
+                else:
+                    m.d.comb += [self.s_axis_tready.eq(1), act_wr_en.eq(fire),
+                                 act_beat_done.eq(fire)]
+                with m.If(act_beat_done):
                     m.d.sync += [ld_cnt.eq(ld_cnt + 1), act_have.eq(act_have + 1)]
                     with m.If(ld_cnt == act_beats - 1):
                         m.d.sync += [ld_cnt.eq(0), act_loaded.eq(1)]

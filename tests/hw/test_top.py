@@ -62,6 +62,21 @@ CASES = {
     "shared_post_skip1": (replace(NARROW, post_cols=3),
                           dict(c_in=4, c_out=6, size=(5, 4), kernel=3, padding=1, partitions=2,
                                gate_rate=0.3, residual=True)),
+    # activation-buffer copies read by two skip groups (the passes wait for the whole block)
+    "shared_act_gated": (replace(SQUARE, act_share=2),
+                         dict(c_in=8, c_out=8, size=(5, 6), partitions=2, gate_rate=0.3)),
+    "shared_act_dense_res": (replace(SQUARE, act_share=2),
+                             dict(c_in=3, c_out=6, size=(5, 5), kernel=3, padding=1,
+                                  dense=True, residual=True)),
+    # three skip groups: a shared copy and a single one per row; one-byte words
+    "shared_act_odd_groups_bytewide": (replace(NARROW, act_share=2, act_width=1),
+                                       dict(c_in=4, c_out=6, size=(5, 4), kernel=3, padding=1,
+                                            partitions=2, gate_rate=0.3, residual=True)),
+    # two-byte words behind a 4-byte stream: each beat takes two cycles, still overlapped
+    # with the first passes
+    "narrow_act_words_overlap": (replace(SLOW, act_width=2),
+                                 dict(c_in=12, c_out=6, size=(9, 9), kernel=1, padding=0,
+                                      partitions=3, gate_rate=0.3)),
 }
 
 
