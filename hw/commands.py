@@ -13,7 +13,9 @@ from sluice.errors import SluiceError
 WAIVERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lint_waivers.vlt")
 
 
-def _add_params(p):
+def add_params(p):
+    """The generator's parameters as options (``sluice verilog``, ``lint``, ``cycles``,
+    ``run-layer``, ``run-model``); ``params_from_args`` turns them into ``HwParams``."""
     from sluice.hw.params import DEFAULT, PE_MULTS
     p.add_argument("--rows", type=int, default=DEFAULT.rows, help="array rows (output pixels)")
     p.add_argument("--cols", type=int, default=DEFAULT.cols,
@@ -46,7 +48,7 @@ def _add_params(p):
                         "partial products (logic: LUTs, DSPs left to the post-processing)")
 
 
-def _params(args):
+def params_from_args(args):
     from sluice.hw.params import HwParams
     return HwParams(rows=args.rows, cols=args.cols, act_depth=args.act_depth,
                     wgt_depth=args.wgt_depth, pix_depth=args.pix_depth,
@@ -58,7 +60,7 @@ def _params(args):
 
 def cmd_verilog(args) -> int:
     from sluice.hw.verilog import verilog_text, write_atomic
-    params = _params(args)
+    params = params_from_args(args)
     if not args.output.endswith(".v"):
         raise SluiceError(f"-o: {args.output!r} must end in .v")
     out_dir = os.path.dirname(os.path.abspath(args.output))
@@ -81,7 +83,7 @@ def run_lint(verilog_path: str) -> subprocess.CompletedProcess:
 
 def cmd_lint(args) -> int:
     from sluice.hw.verilog import verilog_text
-    params = _params(args)
+    params = params_from_args(args)
     with tempfile.TemporaryDirectory() as tmp:
         path = args.verilog or os.path.join(tmp, "sluice.v")
         if not args.verilog:
@@ -98,7 +100,7 @@ def cmd_lint(args) -> int:
 def cmd_regmap(args) -> int:
     from sluice.hw.params import regmap_markdown
     from sluice.hw.verilog import write_atomic
-    text = regmap_markdown(_params(args))
+    text = regmap_markdown(params_from_args(args))
     if args.output:
         write_atomic(args.output, text)
     else:
@@ -110,7 +112,7 @@ def cmd_cycles(args) -> int:
     from sluice.hw.cycle_model import predict
     from sluice.model.layerfile import read_layer
     from sluice.model.reference import run_reference, work_figures
-    params = _params(args)
+    params = params_from_args(args)
     if os.path.isdir(args.layer):
         if args.dense:
             raise SluiceError(f"--dense: applies to a layer file, not to the export folder "
@@ -153,17 +155,17 @@ def _cycles_network(export_dir, params) -> int:
 def add_commands(sub) -> None:
     p = sub.add_parser("verilog", help="emit the accelerator as one Verilog file")
     p.add_argument("-o", "--output", required=True, help="output .v file")
-    _add_params(p)
+    add_params(p)
     p.set_defaults(func=cmd_verilog)
 
     p = sub.add_parser("lint", help="verilator --lint-only -Wall on the generated Verilog")
     p.add_argument("--verilog", help="lint this file instead of generating one")
-    _add_params(p)
+    add_params(p)
     p.set_defaults(func=cmd_lint)
 
     p = sub.add_parser("regmap", help="print the register map and stream format (Markdown)")
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
-    _add_params(p)
+    add_params(p)
     p.set_defaults(func=cmd_regmap)
 
     p = sub.add_parser("cycles", help="cycle model prediction for a layer file or an export",
@@ -173,5 +175,5 @@ def add_commands(sub) -> None:
                                    "image and the network's speedup and efficiency.")
     p.add_argument("layer", help="LAYER.npz, or an export folder holding manifest.json")
     p.add_argument("--dense", action="store_true", help="predict the dense-mode run")
-    _add_params(p)
+    add_params(p)
     p.set_defaults(func=cmd_cycles)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sluice.hw.commands import add_params
 from sluice.sim.runner import SIMULATORS
 
 
@@ -20,8 +21,7 @@ def add_commands(sub) -> None:
                     "summary.json. Exit 1 on any mismatch.")
     p.add_argument("export_dir", metavar="EXPORT_DIR")
     p.add_argument("--sim", choices=SIMULATORS, default="icarus")
-    p.add_argument("--rows", type=int, default=8)
-    p.add_argument("--cols", type=int, default=8)
+    add_params(p)  # the instance simulated: --rows, --cols, --skip-cols, --act-share, ...
     p.add_argument("--layers", type=int, default=0, help="only the first N layers (0: all)")
     p.add_argument("--images", type=int, default=1,
                    help="throughput mode: the export's sample image and the N-1 after it in "

@@ -273,7 +273,9 @@ def plot_speedup(rows, path: Path) -> None:
 
 
 def cmd_run_model(args) -> int:
-    params = HwParams(rows=args.rows, cols=args.cols)
+    from sluice.hw.commands import params_from_args
+
+    params = params_from_args(args)
     if not Path(args.export_dir).is_dir():
         raise SluiceError(f"{args.export_dir}: not a directory (expected `sluice export` output)")
     s = run_model(args.export_dir, args.out, sim=args.sim, params=params, limit=args.layers,

@@ -226,9 +226,11 @@ def _failures(xml: Path) -> str:
 
 
 def run_layer_rtl(layer: Layer, sim: str = "icarus", rows=None, cols=None, dense=False,
-                  stall_in=0.0, stall_out=0.0, seed=1):
-    """Run one layer on the RTL (the backend of ``sluice run-layer --sim``); returns a Result."""
-    params = HwParams(rows=rows or HwParams.rows, cols=cols or HwParams.cols)
+                  stall_in=0.0, stall_out=0.0, seed=1, params: HwParams | None = None):
+    """Run one layer on the RTL (the backend of ``sluice run-layer --sim``) on ``params``'s
+    instance (or the default one with ``rows``/``cols``); returns a Result."""
+    if params is None:
+        params = HwParams(rows=rows or HwParams.rows, cols=cols or HwParams.cols)
     rtl = RtlSim(params, sim)
     with tempfile.TemporaryDirectory(prefix="sluice-run-") as d:
         lpath, rpath = Path(d) / "in.layer.npz", Path(d) / "out.result.npz"

@@ -14,6 +14,7 @@ import sys
 
 from sluice import __version__
 from sluice.errors import RunFailed, SluiceError
+from sluice.hw.commands import add_params
 from sluice.sim.runner import SIMULATORS as RTL_SIMULATORS
 
 PLUGIN_MODULES = (
@@ -44,7 +45,9 @@ def _run_layer_rtl(layer, args):
             raise
         raise SluiceError(f"--sim {args.sim}: the RTL runner is not part of this build "
                           "(sluice.sim.runner is missing)") from None
-    return runner.run_layer_rtl(layer, sim=args.sim, rows=args.rows, cols=args.cols,
+    from sluice.hw.commands import params_from_args
+
+    return runner.run_layer_rtl(layer, sim=args.sim, params=params_from_args(args),
                                 dense=args.dense)
 
 
@@ -137,8 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="OUT.result.npz")
     p.add_argument("--sim", choices=("reference", *RTL_SIMULATORS), default="reference",
                    help="runner (default: reference)")
-    p.add_argument("--rows", type=int, default=None, help="array rows (RTL runs)")
-    p.add_argument("--cols", type=int, default=None, help="array columns (RTL runs)")
+    add_params(p)  # the instance an RTL run simulates
     p.add_argument("--dense", action="store_true",
                    help="switch gating off: every output computes the full sum")
     p.set_defaults(func=cmd_run_layer)

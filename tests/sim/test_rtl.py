@@ -211,3 +211,30 @@ def test_shared_narrow_activation_copies_bit_exact(tmp_path):
         assert result.cycles == predict(layer, result.gate, params)["cycles"], layer.name
     for layer, result in zip(layers, _run(tmp_path / "stall", params, layers, stall=0.3)):
         _check(layer, result)
+
+
+def test_run_layer_cli_simulates_the_instance_asked_for(tmp_path, capsys):
+    """`sluice run-layer --sim icarus` takes the generator's options: the RTL run is the
+    instance named (its cycles are the model's for exactly that instance, not the default's),
+    and a bad option exits 2 before anything is built."""
+    from sluice.cli import main
+    from sluice.hw.cycle_model import predict
+
+    layer = make_layer(c_in=8, c_out=8, size=(6, 6), partitions=4, gate_rate=0.3, seed=5,
+                       name="cli")
+    lpath, rpath = tmp_path / "l.layer.npz", tmp_path / "l.result.npz"
+    write_layer(lpath, layer)
+    opts = ["--rows", "2", "--cols", "4", "--act-depth", "1024", "--wgt-depth", "128",
+            "--pix-depth", "64", "--skip-cols", "1", "--act-share", "2", "--act-width", "4"]
+    assert main(["run-layer", str(lpath), "-o", str(rpath), "--sim", SIM, *opts]) == 0
+    result = read_result(rpath)
+    _check(layer, result)
+    params = HwParams(rows=2, cols=4, act_depth=1024, wgt_depth=128, pix_depth=64,
+                      skip_cols=1, act_share=2, act_width=4)
+    assert result.cycles == predict(layer, result.gate, params)["cycles"]
+    assert result.cycles != predict(layer, result.gate, HwParams(rows=2, cols=4))["cycles"]
+    capsys.readouterr()
+    assert main(["run-layer", str(lpath), "-o", str(tmp_path / "x.result.npz"), "--sim", SIM,
+                 "--skip-cols", "3"]) == 2
+    assert "--skip-cols: 3 must divide --cols 8" in capsys.readouterr().err
+    assert not (tmp_path / "x.result.npz").exists()
