@@ -107,11 +107,15 @@ class Sluice(wiring.Component):
         saddr = signed(abits + DIM_BITS + 3)
         # stored per row-set slot and active-list entry, sized from the buffer depths (a valid
         # job has H_OUT*W_OUT <= pix_depth and C_IN*H_IN*W_IN <= act_depth): a pixel or list
-        # index < pix_depth; a window origin in [-3, H_IN + 2]; its buffer address
-        # ybase*W_IN + xbase in [-3*act_depth - 3, 4*act_depth + 2]
+        # index < pix_depth; the window's buffer address ybase*W_IN + xbase (origin ybase in
+        # [-3, H_IN + 2], xbase likewise) in [-3*act_depth - 3, 4*act_depth + 2]; and the
+        # window's rows and columns inside the map as kernel-tap bounds: taps ky in
+        # [kylo, kyhi) (kylo = max(0, -ybase) <= 3, kyhi = H_IN - ybase clamped to 0..7; K <= 7),
+        # kx likewise, so a step's "tap inside the map" is four 3-bit compares per slot, not two
+        # adders and two map-size compares
         pix_s = unsigned(pbits)
-        org_s = signed(abits + 3)
         adr_s = signed(abits + 4)
+        tap_s = unsigned(3)
 
         # ---------------------------------------------------------------- registers
         m.submodules.regs = regs = RegisterFile(ident=id_value(P), settle=DESC_LEVELS)
@@ -272,8 +276,8 @@ class Sluice(wiring.Component):
         res_wp = res_mem.write_port()
         res_rp = [res_mem.read_port() for j in range(NG)]
         # per skip group: partial sums of the deferred pixels and the active list
-        entry = data.StructLayout({"p": pix_s, "ybase": org_s, "xbase": org_s, "abase": adr_s,
-                                   "gate": G})
+        entry = data.StructLayout({"p": pix_s, "kylo": tap_s, "kyhi": tap_s, "kxlo": tap_s,
+                                   "kxhi": tap_s, "abase": adr_s, "gate": G})
         psum_wp, psum_rp, al_wp, al_rp = [], [], [], []
         for j in range(NG if gating else 0):
             mem = Memory(shape=data.ArrayLayout(signed(ACC_BITS), G), depth=P.pix_depth,
@@ -321,12 +325,14 @@ class Sluice(wiring.Component):
         base_wk = prods.base_wk
 
         # ---------------------------------------------------------------- row sets
+        TAP_FIELDS = ("kylo", "kyhi", "kxlo", "kxhi")
+
         def rowset(prefix):
             return {
                 "valid": [Signal(name=f"{prefix}_valid_{q}") for q in range(Q)],
                 "p": [Signal(pix_s, name=f"{prefix}_p_{q}") for q in range(Q)],
-                "ybase": [Signal(org_s, name=f"{prefix}_ybase_{q}") for q in range(Q)],
-                "xbase": [Signal(org_s, name=f"{prefix}_xbase_{q}") for q in range(Q)],
+                **{f: [Signal(tap_s, name=f"{prefix}_{f}_{q}") for q in range(Q)]
+                   for f in TAP_FIELDS},
                 "abase": [Signal(adr_s, name=f"{prefix}_abase_{q}") for q in range(Q)],
                 "gate": [Signal(G, name=f"{prefix}_gate_{q}") for q in range(Q)],
                 "k": [Signal(pix_s, name=f"{prefix}_k_{q}") for q in range(Q)],
@@ -454,14 +460,16 @@ class Sluice(wiring.Component):
         s1_byte = [Signal(max(awbits, 1), name=f"s1_byte_{q}") for q in range(Q)]
         macs_now = []
         skips_now = []
+        # a step's buffer offset per skip group (channel offset + tap row + tap column), added
+        # to each slot's window address: one adder per slot, the rest once per group
+        step_off = [Signal(saddr, name=f"step_off_{j}") for j in range(NG)]
+        m.d.comb += [step_off[j].eq(g_off[j] + st_kyoff + st_kx) for j in range(NG)]
         for q in range(Q):
             j = q % NG
-            iy = Signal(sdim, name=f"iy_{q}")
-            ix = Signal(sdim, name=f"ix_{q}")
             addr = Signal(saddr, name=f"addr_{q}")
-            m.d.comb += [iy.eq(cur["ybase"][q] + st_ky), ix.eq(cur["xbase"][q] + st_kx),
-                         addr.eq(cur["abase"][q] + g_off[j] + st_kyoff + st_kx)]
-            inb = (iy >= 0) & (iy < h_in) & (ix >= 0) & (ix < w_in)
+            m.d.comb += addr.eq(cur["abase"][q] + step_off[j])
+            inb = ((st_ky >= cur["kylo"][q]) & (st_ky < cur["kyhi"][q]) &
+                   (st_kx >= cur["kxlo"][q]) & (st_kx < cur["kxhi"][q]))
             gmask = colmask[j * G:(j + 1) * G]
             en = Signal(G, name=f"en_{q}")
             m.d.comb += en.eq(Mux(is_cond, gmask & cur["gate"][q], gmask))
@@ -672,8 +680,8 @@ class Sluice(wiring.Component):
         for j in range(NG if gating else 0):
             wp, pw = al_wp[j], psum_wp[j]
             m.d.comb += [wp.addr.eq(n_active[j]), pw.addr.eq(n_active[j])]
-            m.d.comb += [wp.data.p.eq(d2[j]["p"]), wp.data.ybase.eq(d2[j]["ybase"]),
-                         wp.data.xbase.eq(d2[j]["xbase"]), wp.data.abase.eq(d2[j]["abase"]),
+            m.d.comb += [wp.data.p.eq(d2[j]["p"]), wp.data.abase.eq(d2[j]["abase"]),
+                         *(getattr(wp.data, f).eq(d2[j][f]) for f in TAP_FIELDS),
                          wp.data.gate.eq(gate_now[j * G:(j + 1) * G])]
             m.d.comb += [pw.data[c].eq(d2_psum[j * G + c]) for c in range(G)]
             with m.If(d2_go & to_active[j]):
@@ -701,6 +709,16 @@ class Sluice(wiring.Component):
                                        for b in range(len(skip_n))))]
 
         # ---------------------------------------------------------------- row-set loader
+        # the walker's window as kernel-tap bounds (see tap_s): the first tap inside the map
+        # max(0, -origin) (origin >= -3), the end size - origin clamped to 0..7
+        pw_taps = {f: Signal(tap_s, name=f"pw_{f}") for f in TAP_FIELDS}
+        for lo, hi, origin, size in (("kylo", "kyhi", pw_ybase, h_in),
+                                     ("kxlo", "kxhi", pw_xbase, w_in)):
+            d = Signal(signed(len(origin) + 2), name=f"pw_{hi}_d")
+            m.d.comb += [d.eq(size - origin),
+                         pw_taps[lo].eq(Mux(origin[-1], -origin, 0)[:3]),
+                         pw_taps[hi].eq(Mux(d[-1], 0, Mux(d >= 7, 7, d[:3])))]
+
         for j in range(NG if gating else 0):
             m.d.comb += al_rp[j].addr.eq(al_rd[j])
         m.d.sync += rl_wr.eq(0)
@@ -709,8 +727,8 @@ class Sluice(wiring.Component):
         with m.If(rl_busy):
             m.d.sync += [rl_wr.eq(1), rl_wr_row.eq(rl_r)]
             m.d.sync += [rl_wr_k[j].eq(al_rd[j][:pbits]) for j in range(NG)]
-            m.d.sync += [rl_wr_walk["p"].eq(pw_p[:pbits]), rl_wr_walk["ybase"].eq(pw_ybase),
-                         rl_wr_walk["xbase"].eq(pw_xbase),
+            m.d.sync += [rl_wr_walk["p"].eq(pw_p[:pbits]),
+                         *(rl_wr_walk[f].eq(pw_taps[f]) for f in TAP_FIELDS),
                          rl_wr_walk["abase"].eq(pw_rowaddr + pw_xbase)]
             m.d.sync += rl_r.eq(rl_r + 1)
             with m.If(rl_r == R - 1):
@@ -740,16 +758,16 @@ class Sluice(wiring.Component):
                         m.d.sync += [nxt["valid"][q].eq(rl_wr_valid[j]),
                                      nxt["k"][q].eq(rl_wr_k[j])]
                         walk = [nxt[f][q].eq(rl_wr_walk[f])
-                                for f in ("p", "ybase", "xbase", "abase")]
+                                for f in ("p", *TAP_FIELDS, "abase")]
                         walk.append(nxt["gate"][q].eq((1 << G) - 1))
                         if not gating:
                             m.d.sync += walk
                             continue
                         with m.If(is_cond):
                             d = al_rp[j].data
-                            m.d.sync += [nxt["p"][q].eq(d.p), nxt["ybase"][q].eq(d.ybase),
-                                         nxt["xbase"][q].eq(d.xbase),
-                                         nxt["abase"][q].eq(d.abase), nxt["gate"][q].eq(d.gate)]
+                            m.d.sync += [nxt["p"][q].eq(d.p), nxt["abase"][q].eq(d.abase),
+                                         *(nxt[f][q].eq(getattr(d, f)) for f in TAP_FIELDS),
+                                         nxt["gate"][q].eq(d.gate)]
                         with m.Else():
                             m.d.sync += walk
             with m.If(rl_wr_row == R - 1):
