@@ -130,6 +130,12 @@ def test_build_name_carries_the_clock():
     assert b.build_name(board, dense, dense_only=True) == "sluice_ulx3s_85f_4x8_dense_post4"
     assert b.build_name(board, board.params(4, 8, skip_cols=4), dense_only=True) == \
         "sluice_ulx3s_85f_4x8_dense"
+    # shared activation copies (gated builds only) and narrow words (both builds of the pair)
+    shared = board.params(4, 8, post_cols=4, act_share=2, act_width=2)
+    assert b.build_name(board, shared) == "sluice_ulx3s_85f_4x8_post4_share2_aw2"
+    assert b.build_name(board, shared, dense_only=True) == "sluice_ulx3s_85f_4x8_dense_post4_aw2"
+    assert b.build_name(board, board.params(4, 8, skip_cols=8, act_share=2)) == \
+        "sluice_ulx3s_85f_4x8_skip8"  # one skip group per row: nothing to share
 
 
 def _fake_tools(monkeypatch, fmax_line):
