@@ -271,10 +271,14 @@ class Sluice(wiring.Component):
                                                 init=[])
         wgt_wp = wgt_mem.write_port()
         wgt_rp = wgt_mem.read_port()
-        m.submodules.res_buf = res_mem = Memory(shape=unsigned(8 * C), depth=2 * P.pix_depth,
-                                                init=[])
-        res_wp = res_mem.write_port()
-        res_rp = [res_mem.read_port() for j in range(NG)]
+        # the residual per skip group: each group's drain reads its own pixel, and only its own
+        # G columns' bytes (one G-byte memory per group, not a copy of the whole word each)
+        res_wp, res_rp = [], []
+        for j in range(NG):
+            mem = Memory(shape=unsigned(8 * G), depth=2 * P.pix_depth, init=[])
+            m.submodules["res_buf" if NG == 1 else f"res_buf_{j}"] = mem
+            res_wp.append(mem.write_port())
+            res_rp.append(mem.read_port())
         # per skip group: partial sums of the deferred pixels and the active list
         entry = data.StructLayout({"p": pix_s, "kylo": tap_s, "kyhi": tap_s, "kxlo": tap_s,
                                    "kxhi": tap_s, "abase": adr_s, "gate": G})
@@ -289,7 +293,7 @@ class Sluice(wiring.Component):
             m.submodules[f"active_list_{j}"] = mem
             al_wp.append(mem.write_port())
             al_rp.append(mem.read_port())
-        for wp in (wgt_wp, res_wp, *psum_wp, *al_wp):
+        for wp in (wgt_wp, *res_wp, *psum_wp, *al_wp):
             m.d.comb += wp.en.eq(0)
 
         # ---------------------------------------------------------------- per-tile state
@@ -617,7 +621,7 @@ class Sluice(wiring.Component):
                 m.d.comb += pp.base.eq(Mux(is_cond, pick([psum_rp[c // G].data[c % G]
                                                           for c in cs], 0), 0))
             m.d.comb += [pp.acc.eq(pick([d1_psum[c] for c in cs], 0)),
-                         pp.residual.eq(pick([res_rp[c // G].data[8 * c:8 * c + 8]
+                         pp.residual.eq(pick([res_rp[c // G].data.word_select(c % G, 8)
                                               for c in cs], 0)),
                          pp.bias.eq(param([par_of["bias"][c] for c in cs], 1, f"bias_{u}")),
                          pp.res_mult.eq(param([par_of["res_mult"][c] for c in cs], 1,
@@ -890,9 +894,10 @@ class Sluice(wiring.Component):
         else:
             m.d.comb += [act_wr_addr.eq(ld_cnt), act_wr_data.eq(self.s_axis_tdata)]
         m.d.comb += [wgt_wp.addr.eq(Cat(ld_cnt[:wbits], ld_bank)),
-                     res_wp.addr.eq(Cat(ld_cnt[:pbits], ld_bank)),
-                     wgt_wp.data.eq(self.s_axis_tdata[:8 * C]),
-                     res_wp.data.eq(self.s_axis_tdata[:8 * C])]
+                     wgt_wp.data.eq(self.s_axis_tdata[:8 * C])]
+        m.d.comb += [wp.addr.eq(Cat(ld_cnt[:pbits], ld_bank)) for wp in res_wp]
+        m.d.comb += [wp.data.eq(self.s_axis_tdata.word_select(j, 8 * G))
+                     for j, wp in enumerate(res_wp)]
         par_k = Signal(range(len(PARAM_ORDER) + 1))
         par_c = Signal(range(C + 1))
         start_job = Signal()
@@ -966,7 +971,7 @@ class Sluice(wiring.Component):
                                 m.d.sync += bank_loaded()
                                 after_bank()
             with m.State("L_RES"):
-                m.d.comb += [self.s_axis_tready.eq(1), res_wp.en.eq(fire)]
+                m.d.comb += [self.s_axis_tready.eq(1), *(wp.en.eq(fire) for wp in res_wp)]
                 with m.If(fire):
                     m.d.sync += ld_cnt.eq(ld_cnt + 1)
                     with m.If(ld_cnt == hw_out - 1):
