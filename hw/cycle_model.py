@@ -37,7 +37,7 @@ def phase_cycles(npix: int, steps: int, p: HwParams, start: int = 0, need=None,
     once the last row's last column has entered its unit.
     """
     R, C, PU = p.rows, p.cols, p.post_cols
-    spacing = C + (R - 1) * PU + 2 + ARRAY_EXTRA
+    spacing = p.skip_cols + (R - 1) * PU + 2 + ARRAY_EXTRA
     n_pass = -(-npix // R)
     s = start + R + 2  # swap cycle of the first row set
     e_prev = None
@@ -63,7 +63,7 @@ def phase_cycles(npix: int, steps: int, p: HwParams, start: int = 0, need=None,
                 e = max(e, e_prev + spacing)
         ready = s + R + 3
         e_prev = e
-    return e_prev + C + R * PU + 3 + ARRAY_EXTRA, n_pass, wait
+    return e_prev + p.skip_cols + R * PU + 3 + ARRAY_EXTRA, n_pass, wait
 
 
 def active_items(gate_band, t: int, p: HwParams) -> list[int]:

@@ -4,7 +4,9 @@ A row of the array is an output pixel, a column an output channel. Activations (
 control: valid, first, last, and a per-column accumulate-enable vector) enter each row at column
 0 and move one column right per cycle; weights enter each column at row 0 and move one row down
 per cycle. The feeder skews row r by r cycles and column c by c cycles, so element (r, c) sees
-step s of a pass at cycle s + r + c. Every element keeps its own int32 sum; on the ``last`` step
+step s of a pass at cycle s + r + c. With skip groups, activations enter each group at its first
+column, and every group is skewed on its own (column c by c mod group): element (r, c) sees step
+s at s + r + (c mod group). Every element keeps its own int32 sum; on the ``last`` step
 of a pass it copies the finished sum into ``psum`` (kept until the next pass finishes), so the
 next pass can stream in while the result is drained.
 """
@@ -123,8 +125,9 @@ class SystolicArray(wiring.Component):
     Each row of each skip group has its own activation feed (``a[r][j]`` with ``valid``,
     ``first``, ``last`` and a ``group``-bit ``en``), injected at column ``j * group`` and moving
     right inside the group, so the groups of one row can work on different pixels (the
-    conditional phase packs each group's own pixel list). Inputs are already skewed: feed
-    ``(r, j)`` is delayed ``r + j * group`` cycles, weight column ``c`` by ``c`` cycles.
+    conditional phase packs each group's own pixel list). Inputs are already skewed, each
+    group on its own: feed ``(r, j)`` is delayed ``r`` cycles, weight column ``c`` by
+    ``c % group`` cycles.
     ``psum[r][c]`` holds the finished sums of the last pass.
     """
 

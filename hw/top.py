@@ -487,15 +487,18 @@ class Sluice(wiring.Component):
         m.d.sync += [s1_first.eq(st_first), s1_last.eq(is_last)]
         m.d.comb += wgt_rp.addr.eq(Cat(st_w[:wbits], cmp_bank))
 
-        # skew: feed (r, j) delayed r + j*G cycles, weight column c delayed c cycles, and all of
-        # them FEED_REGS more (a register between block-RAM data and the array edge)
+        # skew, per skip group (the groups are independent sub-arrays: activations move right
+        # only inside a group): feed (r, j) delayed r cycles, weight column c delayed c mod G,
+        # and all of them FEED_REGS more (a register between block-RAM data and the array
+        # edge); so every group's sums are final G - 1 cycles after its first column's, and
+        # the drain starts G + ARRAY_EXTRA cycles after a pass's last step, not cols + ...
         for q in range(Q):
             r, j = divmod(q, NG)
             byte = act_rd[q].data.word_select(s1_byte[q], 8) if awbits else act_rd[q].data[:8]
             a = Signal(signed(8), name=f"feed_a_{q}")
             m.d.comb += a.eq(Mux(s1_inb[q], byte, 0))
             stage = (a, s1_valid[q], s1_first, s1_last, s1_en[q])
-            for d in range(r + j * G + FEED_REGS):
+            for d in range(r + FEED_REGS):
                 nxt_stage = tuple(Signal.like(x, name=f"skew_q{q}_{d}_{i}")
                                   for i, x in enumerate(stage))
                 m.d.sync += [n.eq(x) for n, x in zip(nxt_stage, stage)]
@@ -506,7 +509,7 @@ class Sluice(wiring.Component):
         for c in range(C):
             w = Signal(signed(8), name=f"feed_w_{c}")
             m.d.comb += w.eq(wgt_rp.data[8 * c:8 * c + 8])
-            for d in range(c + FEED_REGS):
+            for d in range(c % G + FEED_REGS):
                 w2 = Signal(signed(8), name=f"skew_c{c}_{d}")
                 m.d.sync += w2.eq(w)
                 w = w2
@@ -826,7 +829,7 @@ class Sluice(wiring.Component):
             m.d.sync += st_first.eq(0)
             with m.If(is_last):
                 m.d.sync += copy_set(drn, cur)
-                m.d.sync += [in_flight.eq(1), dcount.eq(C + ARRAY_EXTRA), d_r.eq(0),
+                m.d.sync += [in_flight.eq(1), dcount.eq(G + ARRAY_EXTRA), d_r.eq(0),
                              cnt["PASSES"].eq(cnt["PASSES"] + 1)]
                 m.d.sync += reset_steps()
                 with m.If(rl_done):

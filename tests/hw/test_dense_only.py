@@ -26,13 +26,18 @@ def test_params():
     assert id_value(GATED) >> ID_GATING_BIT & 1 == 1
 
 
-def test_gated_layer_in_dense_mode_is_exact_and_costs_the_same_cycles():
+def test_gated_layer_in_dense_mode_is_exact_on_both_builds():
     """A gated layer run dense on the dense-only build: bit-exact, counters equal to the cycle
-    model, and the same cycle count as the gated build's dense mode (it is the same array)."""
+    model. The gated build's dense mode streams the same steps; its skip groups are skewed
+    each on its own, so its drain starts cols - skip_cols cycles sooner after a pass: a few
+    cycles less, exactly as the model says."""
     layer = make_layer(c_in=6, c_out=6, size=(5, 4), partitions=2, gate_rate=0.3, residual=True,
                        seed=4)
     res, _ = check_run(layer, DENSE, dense=True)
-    assert res.cycles == run_layer_amaranth(layer, GATED, dense=True).cycles
+    gated, _ = check_run(layer, GATED, dense=True)
+    assert gated.counters["macs_issued"] == res.counters["macs_issued"]
+    assert gated.counters["passes"] == res.counters["passes"]
+    assert gated.cycles < res.cycles
     assert res.counters["active_pixels"] == 0 and res.counters["macs_skipped"] == 0
 
 
