@@ -3,7 +3,7 @@
 It follows the RTL pass by pass (not cycle by cycle): for every job (band of output rows) and
 channel tile, the loads, the column setup, and each phase's passes with the three things that can
 hold a pass back: the row-set loader (``rows + 3`` cycles to fill the next row set), the drain of
-the previous pass (its last step may only issue ``rows + cols + 1 + ARRAY_EXTRA`` cycles after
+the previous pass (its last step may only issue ``rows + skip_cols + 1 + ARRAY_EXTRA`` cycles after
 the previous pass's last step) and the pass length itself. Assumes the input stream always has
 the next beat and the output stream is always ready (the host sequence's contract); under those conditions it
 reproduces the RTL's CYCLES counter exactly (the tests check this).
