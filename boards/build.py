@@ -111,6 +111,9 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=F
     # the array's options are checked before the tools: a typo fails in a second
     params = board.params(rows, cols, pe_mult=pe_mult, post_cols=post_cols, skip_cols=skip_cols,
                           act_share=act_share, act_width=act_width)
+    if params.act_share == 2 and board.family == "ice40":
+        raise SluiceError(f"--act-share 2: {board.name}'s block RAMs (SB_RAM40_4K) have one read "
+                          "port, so a shared copy would be duplicated again; leave it at 1")
     env = toolchain_env(board.family)
     if program:
         programmer_path()  # fail before a long build, not after

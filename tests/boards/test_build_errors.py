@@ -55,3 +55,12 @@ def test_bad_array_options_are_refused_before_the_tools(monkeypatch):
             raise SystemExit(main(["build", "--board", "ulx3s-85f", "--rows", "8", "--cols",
                                    "8", flag, "3"]))
         assert e.value.code == 2
+    # shared activation copies need true dual-port block RAM: refused on the iCE40
+    for args in (["--board", "icebreaker", "--act-share", "2"],
+                 ["--board", "ulx3s-85f", "--act-share", "3"],
+                 ["--board", "ulx3s-85f", "--act-width", "3"]):
+        with pytest.raises(SystemExit) as e:
+            raise SystemExit(main(["build", *args]))
+        assert e.value.code == 2
+    with pytest.raises(SluiceError, match="--act-share 2: icebreaker's block RAMs"):
+        b.build("icebreaker", act_share=2)
