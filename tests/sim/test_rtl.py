@@ -179,20 +179,25 @@ def test_waves_use_their_own_traced_build(tmp_path, monkeypatch):
     assert not list(plain.build_dir.glob("*.fst"))
 
 
-def test_shared_post_units_bit_exact(tmp_path):
-    """One post-processing unit for all four columns (``post_cols``), in the generated
-    Verilog: bit-exact, the model's cycle count without stalls, and exact under back-pressure
-    on both streams (the drain's FIFO room check with rows leaving every 4 cycles)."""
+def _free_and_stalled(tmp_path, params, seed):
+    """Four random layers on ``params``'s 4x4 instance: bit-exact with the model's cycle count
+    when the streams never stall, bit-exact again with stalls on both streams."""
     from sluice.hw.cycle_model import predict
 
-    params = HwParams(rows=4, cols=4, act_depth=2048, wgt_depth=512, pix_depth=256,
-                      post_cols=4)
-    layers = [make_layer(**c) for c in random_cases(31, 4, 4, 4)]
+    layers = [make_layer(**c) for c in random_cases(seed, 4, 4, 4)]
     for layer, result in zip(layers, _run(tmp_path / "free", params, layers)):
         _check(layer, result)
         assert result.cycles == predict(layer, result.gate, params)["cycles"], layer.name
     for layer, result in zip(layers, _run(tmp_path / "stall", params, layers, stall=0.3)):
         _check(layer, result)
+
+
+def test_shared_post_units_bit_exact(tmp_path):
+    """One post-processing unit for all four columns (``post_cols``), in the generated
+    Verilog: bit-exact, the model's cycle count without stalls, and exact under back-pressure
+    on both streams (the drain's FIFO room check with rows leaving every 4 cycles)."""
+    _free_and_stalled(tmp_path, HwParams(rows=4, cols=4, act_depth=2048, wgt_depth=512,
+                                         pix_depth=256, post_cols=4), seed=31)
 
 
 def test_shared_narrow_activation_copies_bit_exact(tmp_path):
@@ -200,17 +205,10 @@ def test_shared_narrow_activation_copies_bit_exact(tmp_path):
     words (``act_share`` 2, ``act_width`` 2: a 16-byte beat written over 8 cycles), in the
     generated Verilog: bit-exact, the model's cycle count without stalls, exact with stalls on
     both streams (the stream held while a beat's words are written)."""
-    from sluice.hw.cycle_model import predict
-
     params = HwParams(rows=4, cols=4, act_depth=2048, wgt_depth=512, pix_depth=256,
                       act_share=2, act_width=2)
     assert params.act_copies == 4 and params.act_pieces == 8
-    layers = [make_layer(**c) for c in random_cases(41, 4, 4, 4)]
-    for layer, result in zip(layers, _run(tmp_path / "free", params, layers)):
-        _check(layer, result)
-        assert result.cycles == predict(layer, result.gate, params)["cycles"], layer.name
-    for layer, result in zip(layers, _run(tmp_path / "stall", params, layers, stall=0.3)):
-        _check(layer, result)
+    _free_and_stalled(tmp_path, params, seed=41)
 
 
 def test_run_layer_cli_simulates_the_instance_asked_for(tmp_path, capsys):
