@@ -67,3 +67,30 @@ def test_dense_only_board_is_detected_from_its_id(tmp_path):
     res = runner.run_layer(layer, dense=True)
     y, _ = run_reference(layer, dense=True)
     assert np.array_equal(res.y, y) and res.gate.all()
+
+
+def test_shared_narrow_copies_behind_the_uart(tmp_path):
+    """A bitstream with shared 2-byte activation copies (`--act-share 2 --act-width 2`,
+    one-column skip groups so a 2x2 array has two groups to share a copy): the host is the
+    same (the stream format does not change), the stream held while a beat's words are written
+    is taken by the bridge, and a gated layer is bit-exact."""
+    import dataclasses
+
+    from sluice.boards.commands import SIM_DIVISOR
+    from sluice.boards.host import BoardRunner, Link
+    from sluice.boards.platforms import get_board
+    from sluice.boards.simlink import SimTransport
+    from sluice.boards.top import BoardTop
+
+    board = get_board("icebreaker")
+    params = dataclasses.replace(board.params(), skip_cols=1, act_share=2, act_width=2)
+    assert params.act_shared and params.act_copies == 2 and params.act_pieces == 2
+    top = BoardTop(params, divisor=SIM_DIVISOR, in_buf_bytes=board.in_buf_bytes,
+                   out_depth=board.out_depth)
+    runner = BoardRunner(Link(SimTransport(top, divisor=SIM_DIVISOR)), params)
+    layer = make_layer(c_in=4, c_out=4, size=(3, 3), kernel=3, padding=1, partitions=2,
+                       gate_rate=0.4, seed=5, name="tiny")
+    res = runner.run_layer(layer)
+    y, gate = run_reference(layer)
+    assert np.array_equal(res.y, y) and np.array_equal(res.gate, gate)
+    assert 0 < gate.mean() < 1
