@@ -66,8 +66,7 @@ def cmd_verilog(args) -> int:
     out_dir = os.path.dirname(os.path.abspath(args.output))
     os.makedirs(out_dir, exist_ok=True)
     write_atomic(args.output, verilog_text(params))
-    kind = "dense-only " if not params.gating else ""
-    print(f"wrote {args.output} ({params.rows}x{params.cols} {kind}array)")
+    print(f"wrote {args.output} ({params.summary()})")
     return 0
 
 
@@ -123,7 +122,7 @@ def cmd_cycles(args) -> int:
     pred = predict(layer, gate, params, dense=args.dense)
     dense = predict(layer, None, params, dense=True)
     fig = work_figures(layer, gate, params.rows, params.cols)
-    print(f"{layer.name}: {params.rows}x{params.cols}, "
+    print(f"{layer.name}: {params.summary()}, "
           f"{'dense' if args.dense or not layer.gated else 'gated'} run")
     for key, value in pred.items():
         print(f"  {key:14s} {value}")
@@ -140,8 +139,8 @@ def cmd_cycles(args) -> int:
 def _cycles_network(export_dir, params) -> int:
     from sluice.sim.model_run import bind_export, predict_network
     net = predict_network(bind_export(export_dir), params)
-    print(f"{export_dir}: {params.rows}x{params.cols}, skip_cols {params.skip_cols}, "
-          f"{len(net['layers'])} layers, the export's sample image")
+    print(f"{export_dir}: {params.summary()}, {len(net['layers'])} layers, the export's "
+          "sample image")
     print(f"  {'layer':24s} {'dense':>8s} {'gated':>8s} {'speedup':>8s} {'reduction':>9s}")
     for r in net["layers"]:
         print(f"  {r['layer']:24s} {r['cycles_dense']:8d} {r['cycles_gated']:8d} "

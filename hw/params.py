@@ -166,6 +166,19 @@ class HwParams:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def summary(self) -> str:
+        """The instance in a few words: array, skip groups, and every option not at its
+        default (for command output, so two runs' lines say how their instances differ)."""
+        parts = [f"{self.rows}x{self.cols}" + ("" if self.gating else " dense-only")]
+        if self.gating:
+            parts.append(f"skip_cols {self.skip_cols}")
+        base = HwParams(rows=self.rows, cols=self.cols, gating=self.gating)
+        for name in ("post_cols", "act_share", "act_width", "stream_width", "pe_mult",
+                     "act_depth", "wgt_depth", "pix_depth"):
+            if getattr(self, name) != getattr(base, name):
+                parts.append(f"{name} {getattr(self, name)}")
+        return ", ".join(parts)
+
 
 DEFAULT = HwParams()
 

@@ -84,3 +84,36 @@ def test_demo_train_replays_the_recorded_commands(tmp_path):
                 chained += 1
         outs.append(args.out)
     assert chained and args.init_from  # the last command starts from an earlier output
+
+
+def test_closed_output_pipe_is_a_quiet_exit(tmp_path):
+    """`sluice ... | head -1`: once the reader is gone the command stops with status 141 and no
+    traceback."""
+    import os
+    import subprocess
+    import sys
+
+    from sluice.model.layerfile import write_layer
+    from sluice.model.randlayer import make_layer
+
+    lpath = tmp_path / "l.layer.npz"
+    write_layer(str(lpath), make_layer(c_in=4, c_out=4, size=(4, 4), partitions=2, seed=1))
+    r, w = os.pipe()
+    os.close(r)  # the reader has gone before the first line
+    try:
+        proc = subprocess.run([sys.executable, "-m", "sluice.cli", "cycles", str(lpath),
+                               "--rows", "4", "--cols", "4"], stdout=w, stderr=subprocess.PIPE,
+                              text=True, timeout=120)
+    finally:
+        os.close(w)
+    assert proc.returncode == 141, proc.stderr
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
+
+
+def test_params_summary_names_what_differs():
+    from sluice.hw.params import HwParams
+
+    assert HwParams().summary() == "8x8, skip_cols 2"
+    assert HwParams(rows=4, post_cols=4, act_share=2).summary() == \
+        "4x8, skip_cols 2, post_cols 4, act_share 2"
+    assert HwParams(gating=False, act_width=4).summary() == "8x8 dense-only, act_width 4"
