@@ -130,6 +130,29 @@ class HwParams:
         return 1 << (n - 1).bit_length()  # power of two so activation bytes pack evenly
 
     @property
+    def wgt_pack(self) -> int:
+        """Weight steps per input-stream beat and per weight-buffer word: the largest power of
+        two that fits ``stream_bytes // cols`` (and ``wgt_depth``). A tile's weights then take
+        ``wgt_beats`` beats instead of one per step (the first tile's load is not overlapped
+        with compute, and a small tile's compute may not cover the next tile's load)."""
+        n = self.stream_bytes // self.cols
+        return min(1 << (n.bit_length() - 1), self.wgt_depth)
+
+    @property
+    def par_pack(self) -> int:
+        """32-bit parameter values per input-stream beat."""
+        return self.stream_bytes // 4
+
+    def wgt_beats(self, steps: int) -> int:
+        """Input-stream beats of a tile's ``steps`` weight words."""
+        return -(-steps // self.wgt_pack)
+
+    @property
+    def par_beats(self) -> int:
+        """Input-stream beats of a tile's parameters (``len(PARAM_ORDER) * cols`` values)."""
+        return -(-len(PARAM_ORDER) * self.cols // self.par_pack)
+
+    @property
     def groups(self) -> int:
         """Skip groups per array row."""
         return self.cols // self.skip_cols
@@ -307,13 +330,16 @@ ADDR_BITS = 8  # AXI4-Lite address width (byte address)
 #   ACT: C_IN*H_IN*W_IN int8 activations, channel-major (c, y, x), packed stream_bytes per
 #      beat, little-endian (byte j of a beat in TDATA[8j+7:8j]); the last beat is zero-padded.
 #   per channel tile t (output channels [t*cols, t*cols + cols)):
-#      a. WGT: C_IN*K*K beats; byte c of beat (n*K*K + ky*K + kx) holds w[o, i, ky, kx] of
-#         column c's output channel o = t*cols + c (zero beyond C_OUT), where i is the n-th
-#         input channel of o's sequence: dense, 0..C_IN-1; gated, o's base set first, then
-#         the other channels in increasing order (each column streams its own channels);
-#      b. PAR: 6*cols beats, one 32-bit value in TDATA[31:0] each: for each parameter in
-#         PARAM_ORDER, the value of columns 0..cols-1 (zero beyond C_OUT; thresh ignored when
-#         dense; res_* ignored without RESIDUAL);
+#      a. WGT: ceil(C_IN*K*K / wgt_pack) beats of wgt_pack steps each (HwParams.wgt_pack);
+#         byte (s % wgt_pack)*cols + c of beat s // wgt_pack, where s = n*K*K + ky*K + kx,
+#         holds w[o, i, ky, kx] of column c's output channel o = t*cols + c (zero beyond
+#         C_OUT), where i is the n-th input channel of o's sequence: dense, 0..C_IN-1; gated,
+#         o's base set first, then the other channels in increasing order (each column
+#         streams its own channels); the last beat zero-padded;
+#      b. PAR: ceil(6*cols / par_pack) beats of par_pack 32-bit values (value v in
+#         TDATA[32(v % par_pack)+31 : 32(v % par_pack)] of beat v // par_pack): for each
+#         parameter in PARAM_ORDER, the value of columns 0..cols-1 (zero beyond C_OUT; thresh
+#         ignored when dense; res_* ignored without RESIDUAL); the last beat zero-padded;
 #      c. RES (only with RESIDUAL): H_OUT*W_OUT beats, beat p holds residual[t*cols + c, p] in
 #         byte c.
 # TLAST is ignored on input. The output stream (TDATA = out_bits, see result_fields) carries
@@ -383,13 +409,19 @@ def regmap_markdown(p: HwParams = DEFAULT) -> str:
             "- **ACT**: `C_IN*H_IN*W_IN` int8 activations in `(c, y, x)` order, "
             "`stream_bytes` per beat, byte j in `TDATA[8j+7:8j]`, last beat zero-padded.",
             "- The section of tile `t` of `cols` output channels:",
-            "   1. **WGT**: `C_IN*K*K` beats; byte c of beat `n*K*K + ky*K + kx` holds "
+            f"   1. **WGT**: `ceil(C_IN*K*K / {p.wgt_pack})` beats, {p.wgt_pack} weight "
+            f"step(s) per beat (`wgt_pack`: the largest power of two in stream_bytes / cols); "
+            f"for step `s = n*K*K + ky*K + kx`, byte `(s % {p.wgt_pack})*cols + c` of beat "
+            f"`s // {p.wgt_pack}` holds "
             "`w[o, i, ky, kx]` for column c's channel `o = t*cols + c` (zero beyond C_OUT), "
             "where `i` is the n-th input channel of o's sequence: `0..C_IN-1` in dense mode; "
             "in gated mode o's base set first, then the other channels in increasing order "
-            "(every column streams its own channels).",
-            f"   2. **PAR**: `6*cols` beats, a 32-bit value in `TDATA[31:0]`: for each of "
-            f"{', '.join('`' + n + '`' for n in PARAM_ORDER)}, columns 0..cols-1.",
+            "(every column streams its own channels); the last beat zero-padded.",
+            f"   2. **PAR**: `{p.par_beats}` beats (`ceil(6*cols / {p.par_pack})`), "
+            f"{p.par_pack} 32-bit values per beat, value `v` in `TDATA[32(v % {p.par_pack})+31 : "
+            f"32(v % {p.par_pack})]` of beat `v // {p.par_pack}`: for each of "
+            f"{', '.join('`' + n + '`' for n in PARAM_ORDER)}, columns 0..cols-1; the last "
+            "beat zero-padded.",
             "   3. **RES** (only with FLAGS.RESIDUAL): `H_OUT*W_OUT` beats, beat p holds "
             "`residual[t*cols + c, p]` in byte c.",
             "",

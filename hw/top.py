@@ -267,8 +267,12 @@ class Sluice(wiring.Component):
 
         # weights and residual are double-buffered per channel tile (bank = tile parity), so the
         # loader fills tile t+1 while tile t computes
-        m.submodules.wgt_buf = wgt_mem = Memory(shape=unsigned(8 * C), depth=2 * P.wgt_depth,
-                                                init=[])
+        # a word holds WP consecutive steps (one input-stream beat); a step reads its word and
+        # selects its C bytes with the step index's low bits, registered beside the address
+        WP = P.wgt_pack
+        wpb = _log2(WP)
+        m.submodules.wgt_buf = wgt_mem = Memory(shape=unsigned(8 * C * WP),
+                                                depth=2 * P.wgt_depth // WP, init=[])
         wgt_wp = wgt_mem.write_port()
         wgt_rp = wgt_mem.read_port()
         # the residual per skip group: each group's drain reads its own pixel, and only its own
@@ -485,7 +489,12 @@ class Sluice(wiring.Component):
             skips_now.append(Mux(vq & is_cond,
                                  sum((gmask & ~cur["gate"][q])[c] for c in range(G)), 0))
         m.d.sync += [s1_first.eq(st_first), s1_last.eq(is_last)]
-        m.d.comb += wgt_rp.addr.eq(Cat(st_w[:wbits], cmp_bank))
+        m.d.comb += wgt_rp.addr.eq(Cat(st_w[wpb:wbits], cmp_bank))
+        wgt_word = wgt_rp.data
+        if wpb:
+            wgt_sel = Signal(wpb)
+            m.d.sync += wgt_sel.eq(st_w[:wpb])
+            wgt_word = wgt_rp.data.word_select(wgt_sel, 8 * C)
 
         # skew, per skip group (the groups are independent sub-arrays: activations move right
         # only inside a group): feed (r, j) delayed r cycles, weight column c delayed c mod G,
@@ -508,7 +517,7 @@ class Sluice(wiring.Component):
                          arr.en[r][j].eq(stage[4])]
         for c in range(C):
             w = Signal(signed(8), name=f"feed_w_{c}")
-            m.d.comb += w.eq(wgt_rp.data[8 * c:8 * c + 8])
+            m.d.comb += w.eq(wgt_word[8 * c:8 * c + 8])
             for d in range(c % G + FEED_REGS):
                 w2 = Signal(signed(8), name=f"skew_c{c}_{d}")
                 m.d.sync += w2.eq(w)
@@ -896,13 +905,17 @@ class Sluice(wiring.Component):
                                             act_hold[:8 * AW]))]
         else:
             m.d.comb += [act_wr_addr.eq(ld_cnt), act_wr_data.eq(self.s_axis_tdata)]
-        m.d.comb += [wgt_wp.addr.eq(Cat(ld_cnt[:wbits], ld_bank)),
-                     wgt_wp.data.eq(self.s_axis_tdata[:8 * C])]
+        m.d.comb += [wgt_wp.addr.eq(Cat(ld_cnt[:wbits - wpb], ld_bank)),
+                     wgt_wp.data.eq(self.s_axis_tdata[:8 * C * WP])]
+        wgt_last = Signal.like(n_wgt)  # the last WGT beat: ceil(n_wgt / WP) - 1, registered
+        m.d.sync += wgt_last.eq(((n_wgt + WP - 1) >> wpb) - 1)
         m.d.comb += [wp.addr.eq(Cat(ld_cnt[:pbits], ld_bank)) for wp in res_wp]
         m.d.comb += [wp.data.eq(self.s_axis_tdata.word_select(j, 8 * G))
                      for j, wp in enumerate(res_wp)]
-        par_k = Signal(range(len(PARAM_ORDER) + 1))
-        par_c = Signal(range(C + 1))
+        # PAR: value k*C + c (parameter k of column c) is slot (k*C + c) % PP of beat
+        # (k*C + c) // PP
+        PP, NPB = P.par_pack, P.par_beats
+        par_b = Signal(range(NPB))
         start_job = Signal()
         bank_set = Signal(2)
         bank_clr = Signal(2)
@@ -952,8 +965,8 @@ class Sluice(wiring.Component):
                 m.d.comb += [self.s_axis_tready.eq(1), wgt_wp.en.eq(fire)]
                 with m.If(fire):
                     m.d.sync += ld_cnt.eq(ld_cnt + 1)
-                    with m.If(ld_cnt == n_wgt - 1):
-                        m.d.sync += [ld_cnt.eq(0), par_k.eq(0), par_c.eq(0)]
+                    with m.If(ld_cnt == wgt_last):
+                        m.d.sync += [ld_cnt.eq(0), par_b.eq(0)]
                         m.next = "L_PAR"
             with m.State("L_PAR"):
                 m.d.comb += self.s_axis_tready.eq(1)
@@ -961,18 +974,18 @@ class Sluice(wiring.Component):
                     for b in range(2):
                         for k in range(len(PARAM_ORDER)):
                             for c in range(C):
-                                with m.If((ld_bank == b) & (par_k == k) & (par_c == c)):
-                                    m.d.sync += par_ld[b][k][c].eq(self.s_axis_tdata[:32])
-                    m.d.sync += par_c.eq(par_c + 1)
-                    with m.If(par_c == C - 1):
-                        m.d.sync += [par_c.eq(0), par_k.eq(par_k + 1)]
-                        with m.If(par_k == len(PARAM_ORDER) - 1):
-                            with m.If(has_res):
-                                m.next = "L_RES"
-                            with m.Else():
-                                m.d.comb += bank_set.eq(Mux(ld_bank, 0b10, 0b01))
-                                m.d.sync += bank_loaded()
-                                after_bank()
+                                beat, slot = divmod(k * C + c, PP)
+                                with m.If((ld_bank == b) & (par_b == beat)):
+                                    m.d.sync += par_ld[b][k][c].eq(
+                                        self.s_axis_tdata.word_select(slot, 32))
+                    m.d.sync += par_b.eq(par_b + 1)
+                    with m.If(par_b == NPB - 1):
+                        with m.If(has_res):
+                            m.next = "L_RES"
+                        with m.Else():
+                            m.d.comb += bank_set.eq(Mux(ld_bank, 0b10, 0b01))
+                            m.d.sync += bank_loaded()
+                            after_bank()
             with m.State("L_RES"):
                 m.d.comb += [self.s_axis_tready.eq(1), *(wp.en.eq(fire) for wp in res_wp)]
                 with m.If(fire):

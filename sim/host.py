@@ -103,7 +103,7 @@ def job_channels(layer, params: HwParams = DEFAULT, dense: bool = False) -> tupl
 def layer_jobs(layer, params: HwParams = DEFAULT, dense: bool = False) -> list[Job]:
     """The jobs that run ``layer`` (``dense``: gating off, every output gets the full sum):
     one per band of output rows (one band when the buffers are large enough)."""
-    C = params.cols
+    C, WP, PP = params.cols, params.wgt_pack, params.par_pack
     k, s, pad = layer.kernel, layer.stride, layer.padding
     p = layer.partitions
     gated = layer.gated and not dense
@@ -165,10 +165,11 @@ def layer_jobs(layer, params: HwParams = DEFAULT, dense: bool = False) -> list[J
             if t == 1:
                 beats += act
             wt = w[t * C:(t + 1) * C]  # C, C_in (column order), K, K
-            steps = wt.reshape(C, -1).T  # C_in*K*K, C
-            beats += [int.from_bytes(row.astype(np.int8).tobytes(), "little") for row in steps]
-            for name in PARAM_ORDER:
-                beats += [_u32(v) for v in params_cols[name][t * C:(t + 1) * C]]
+            steps = wt.reshape(C, -1).T.astype(np.int8)  # C_in*K*K, C
+            beats += _words_from_bytes(steps.reshape(-1).view(np.uint8), WP * C)
+            vals = [_u32(v) for name in PARAM_ORDER for v in params_cols[name][t * C:(t + 1) * C]]
+            beats += [sum(v << 32 * j for j, v in enumerate(vals[i:i + PP]))
+                      for i in range(0, len(vals), PP)]
             if res_all is not None:
                 rows = res_all[t * C:(t + 1) * C].reshape(C, hw).T
                 beats += [int.from_bytes(row.tobytes(), "little") for row in rows]

@@ -77,6 +77,11 @@ CASES = {
     "narrow_act_words_overlap": (replace(SLOW, act_width=2),
                                  dict(c_in=12, c_out=6, size=(9, 9), kernel=1, padding=0,
                                       partitions=3, gate_rate=0.3)),
+    # a 16-byte stream on 2 columns: 8 weight steps per beat and buffer word, and a weight
+    # buffer of one word per bank (base and conditional steps share it)
+    "packed_weights_one_word_per_bank": (
+        HwParams(rows=2, cols=2, act_depth=256, wgt_depth=8, pix_depth=32, skip_cols=1),
+        dict(c_in=8, c_out=4, size=(3, 4), kernel=1, padding=0, partitions=2, gate_rate=0.4)),
 }
 
 
@@ -155,6 +160,33 @@ def test_layer_in_bands():
     assert len(jobs) >= 3
     assert {j.descriptor["PAD_TOP"] for j in jobs} == {0, 1}
     check_run(layer, params, dense=False)
+
+
+def test_weight_steps_and_parameters_are_packed_into_stream_beats():
+    """A beat carries as many weight steps and 32-bit parameters as fit (powers of two for the
+    steps); the host's tile sections have exactly that many beats, in the documented order."""
+    assert (HwParams().wgt_pack, HwParams().par_pack, HwParams().par_beats) == (2, 4, 12)
+    assert [CASES[n][0].wgt_pack for n in ("gated_group_3x3", "gated_first_k1",
+                                           "gated_skip1", "slow_stream_k1_partial_tile")] \
+        == [4, 2, 4, 1]  # 16 // 4; 16 // 5 = 3 -> 2; 16 // 3 = 5 -> 4; 4 // 4
+    assert HwParams(rows=2, cols=2, wgt_depth=4).wgt_pack == 4  # at most one word per bank
+    assert SLOW.par_beats == 24 and TALL.par_beats == 8  # 6 * 5 values, 4 per beat
+    layer = make_layer(c_in=6, c_out=5, size=(4, 4), dense=True, seed=3)
+    (job,) = layer_jobs(layer, TALL)
+    n_act = -(-6 * 16 // TALL.stream_bytes)
+    assert TALL.wgt_beats(6 * 9) == 27
+    assert len(job.beats) == 27 + 8 + n_act  # one tile: WGT, PAR, then ACT
+    w_beats, p_beats = job.beats[:27], job.beats[27:35]
+    # step s = i * 9 + tap of column c: byte (s % 2) * 5 + c of beat s // 2
+    for s in (0, 1, 17, 53):
+        i, tap = divmod(s, 9)
+        for c in range(5):
+            byte = (w_beats[s // 2] >> 8 * ((s % 2) * 5 + c)) & 0xFF
+            assert byte == int(layer.w[c, i].reshape(-1)[tap]) & 0xFF, (s, c)
+    assert w_beats[0] >> 80 == 0  # two steps of 5 bytes: the top 6 bytes are zero
+    vals = [(p_beats[v // 4] >> 32 * (v % 4)) & 0xFFFFFFFF for v in range(30)]
+    assert vals[:5] == [int(b) & 0xFFFFFFFF for b in layer.bias]
+    assert p_beats[-1] >> 64 == 0  # 30 values: the last beat's top two slots are zero
 
 
 def _job(desc, beats=()):
