@@ -97,7 +97,7 @@ def job_cycles(layer, job_desc: dict, gate_band, p: HwParams, dense: bool) -> di
     group_cout = job_desc["GROUP_COUT"]
     cond_empty = base_cin == c_in
     n_tiles = -(-c_out // C)
-    n_load = p.wgt_beats(c_in * kk) + p.par_beats + (hw_out if layer.residual is not None else 0)
+    n_load = p.wgt_beats(c_in * kk) + p.par_beats + (p.res_beats(hw_out) if layer.residual is not None else 0)
     A = -(-c_in * hw_in // B)
 
     def group_lo(o):

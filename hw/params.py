@@ -139,6 +139,17 @@ class HwParams:
         return min(1 << (n.bit_length() - 1), self.wgt_depth)
 
     @property
+    def res_pack(self) -> int:
+        """Output pixels of residual per input-stream beat and per residual-buffer word: the
+        largest power of two that fits ``stream_bytes // cols`` (and ``pix_depth``)."""
+        n = self.stream_bytes // self.cols
+        return min(1 << (n.bit_length() - 1), self.pix_depth)
+
+    def res_beats(self, pixels: int) -> int:
+        """Input-stream beats of a tile's residual for ``pixels`` output pixels."""
+        return -(-pixels // self.res_pack)
+
+    @property
     def par_pack(self) -> int:
         """32-bit parameter values per input-stream beat."""
         return self.stream_bytes // 4
@@ -340,8 +351,9 @@ ADDR_BITS = 8  # AXI4-Lite address width (byte address)
 #         TDATA[32(v % par_pack)+31 : 32(v % par_pack)] of beat v // par_pack): for each
 #         parameter in PARAM_ORDER, the value of columns 0..cols-1 (zero beyond C_OUT; thresh
 #         ignored when dense; res_* ignored without RESIDUAL); the last beat zero-padded;
-#      c. RES (only with RESIDUAL): H_OUT*W_OUT beats, beat p holds residual[t*cols + c, p] in
-#         byte c.
+#      c. RES (only with RESIDUAL): ceil(H_OUT*W_OUT / res_pack) beats; byte
+#         (p % res_pack)*cols + c of beat p // res_pack holds residual[t*cols + c, p]; the last
+#         beat zero-padded.
 # TLAST is ignored on input. The output stream (TDATA = out_bits, see result_fields) carries
 # one word per drained array row that holds any final result; every (output pixel, skip group)
 # of every tile arrives exactly once across the words. The job ends with one word with VALID = 0
@@ -422,8 +434,10 @@ def regmap_markdown(p: HwParams = DEFAULT) -> str:
             f"32(v % {p.par_pack})]` of beat `v // {p.par_pack}`: for each of "
             f"{', '.join('`' + n + '`' for n in PARAM_ORDER)}, columns 0..cols-1; the last "
             "beat zero-padded.",
-            "   3. **RES** (only with FLAGS.RESIDUAL): `H_OUT*W_OUT` beats, beat p holds "
-            "`residual[t*cols + c, p]` in byte c.",
+            f"   3. **RES** (only with FLAGS.RESIDUAL): `ceil(H_OUT*W_OUT / {p.res_pack})` "
+            f"beats, {p.res_pack} output pixel(s) per beat (`res_pack`, as for the weights): "
+            f"byte `(p % {p.res_pack})*cols + c` of beat `p // {p.res_pack}` holds "
+            "`residual[t*cols + c, p]`; the last beat zero-padded.",
             "",
             "## Output stream",
             "",

@@ -277,9 +277,13 @@ class Sluice(wiring.Component):
         wgt_rp = wgt_mem.read_port()
         # the residual per skip group: each group's drain reads its own pixel, and only its own
         # G columns' bytes (one G-byte memory per group, not a copy of the whole word each)
+        # a word holds RP consecutive pixels (one input-stream beat's), selected after the read
+        # with the pixel index's low bits, registered beside the address
+        RP = P.res_pack
+        rpb = _log2(RP)
         res_wp, res_rp = [], []
         for j in range(NG):
-            mem = Memory(shape=unsigned(8 * G), depth=2 * P.pix_depth, init=[])
+            mem = Memory(shape=unsigned(8 * G * RP), depth=2 * P.pix_depth // RP, init=[])
             m.submodules["res_buf" if NG == 1 else f"res_buf_{j}"] = mem
             res_wp.append(mem.write_port())
             res_rp.append(mem.read_port())
@@ -560,6 +564,7 @@ class Sluice(wiring.Component):
         m.d.sync += d1_go.eq(d_fire)
         m.d.sync += [d2_go.eq(d1_go), *(d2[j][f].eq(d1[j][f]) for f in FIELDS
                                          for j in range(NG))]
+        res_word = []  # per skip group: the residual bytes of the pixel read
         for j in range(NG):
             # with shared post-processing units the row in d1 is read for PU cycles: its
             # residual and stored base sum stay addressed until the next row fires
@@ -568,7 +573,13 @@ class Sluice(wiring.Component):
             if PU > 1:
                 p_addr = Mux(d_fire, p_addr, d1[j]["p"][:pbits])
                 k_addr = Mux(d_fire, k_addr, d1[j]["k"])
-            m.d.comb += res_rp[j].addr.eq(Cat(p_addr, cmp_bank))
+            m.d.comb += res_rp[j].addr.eq(Cat(p_addr[rpb:], cmp_bank))
+            if rpb:
+                res_sel = Signal(rpb, name=f"res_sel_{j}")
+                m.d.sync += res_sel.eq(p_addr[:rpb])
+                res_word.append(res_rp[j].data.word_select(res_sel, 8 * G))
+            else:
+                res_word.append(res_rp[j].data)
             if gating:
                 m.d.comb += psum_rp[j].addr.eq(k_addr)
         with m.If(in_flight & (dcount != 0)):
@@ -633,7 +644,7 @@ class Sluice(wiring.Component):
                 m.d.comb += pp.base.eq(Mux(is_cond, pick([psum_rp[c // G].data[c % G]
                                                           for c in cs], 0), 0))
             m.d.comb += [pp.acc.eq(pick([d1_psum[c] for c in cs], 0)),
-                         pp.residual.eq(pick([res_rp[c // G].data.word_select(c % G, 8)
+                         pp.residual.eq(pick([res_word[c // G].word_select(c % G, 8)
                                               for c in cs], 0)),
                          pp.bias.eq(param([par_of["bias"][c] for c in cs], 1, f"bias_{u}")),
                          pp.res_mult.eq(param([par_of["res_mult"][c] for c in cs], 1,
@@ -909,9 +920,12 @@ class Sluice(wiring.Component):
                      wgt_wp.data.eq(self.s_axis_tdata[:8 * C * WP])]
         wgt_last = Signal.like(n_wgt)  # the last WGT beat: ceil(n_wgt / WP) - 1, registered
         m.d.sync += wgt_last.eq(((n_wgt + WP - 1) >> wpb) - 1)
-        m.d.comb += [wp.addr.eq(Cat(ld_cnt[:pbits], ld_bank)) for wp in res_wp]
-        m.d.comb += [wp.data.eq(self.s_axis_tdata.word_select(j, 8 * G))
+        m.d.comb += [wp.addr.eq(Cat(ld_cnt[:pbits - rpb], ld_bank)) for wp in res_wp]
+        m.d.comb += [wp.data.eq(Cat(*(self.s_axis_tdata.word_select(q * NG + j, 8 * G)
+                                      for q in range(RP))))
                      for j, wp in enumerate(res_wp)]
+        res_last = Signal.like(hw_out)  # the last RES beat: ceil(hw_out / RP) - 1, registered
+        m.d.sync += res_last.eq(((hw_out + RP - 1) >> rpb) - 1)
         # PAR: value k*C + c (parameter k of column c) is slot (k*C + c) % PP of beat
         # (k*C + c) // PP
         PP, NPB = P.par_pack, P.par_beats
@@ -990,7 +1004,7 @@ class Sluice(wiring.Component):
                 m.d.comb += [self.s_axis_tready.eq(1), *(wp.en.eq(fire) for wp in res_wp)]
                 with m.If(fire):
                     m.d.sync += ld_cnt.eq(ld_cnt + 1)
-                    with m.If(ld_cnt == hw_out - 1):
+                    with m.If(ld_cnt == res_last):
                         m.d.comb += bank_set.eq(Mux(ld_bank, 0b10, 0b01))
                         m.d.sync += bank_loaded()
                         after_bank()

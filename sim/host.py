@@ -103,7 +103,7 @@ def job_channels(layer, params: HwParams = DEFAULT, dense: bool = False) -> tupl
 def layer_jobs(layer, params: HwParams = DEFAULT, dense: bool = False) -> list[Job]:
     """The jobs that run ``layer`` (``dense``: gating off, every output gets the full sum):
     one per band of output rows (one band when the buffers are large enough)."""
-    C, WP, PP = params.cols, params.wgt_pack, params.par_pack
+    C, WP, PP, RP = params.cols, params.wgt_pack, params.par_pack, params.res_pack
     k, s, pad = layer.kernel, layer.stride, layer.padding
     p = layer.partitions
     gated = layer.gated and not dense
@@ -171,8 +171,8 @@ def layer_jobs(layer, params: HwParams = DEFAULT, dense: bool = False) -> list[J
             beats += [sum(v << 32 * j for j, v in enumerate(vals[i:i + PP]))
                       for i in range(0, len(vals), PP)]
             if res_all is not None:
-                rows = res_all[t * C:(t + 1) * C].reshape(C, hw).T
-                beats += [int.from_bytes(row.tobytes(), "little") for row in rows]
+                rows = res_all[t * C:(t + 1) * C].reshape(C, hw).T  # hw, C
+                beats += _words_from_bytes(rows.reshape(-1).view(np.uint8), RP * C)
         if n_tiles == 1:
             beats += act
         writes = [(REG[name].addr, int(v)) for name, v in desc.items()]

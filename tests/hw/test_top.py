@@ -77,6 +77,9 @@ CASES = {
     "narrow_act_words_overlap": (replace(SLOW, act_width=2),
                                  dict(c_in=12, c_out=6, size=(9, 9), kernel=1, padding=0,
                                       partitions=3, gate_rate=0.3)),
+    # one residual pixel per beat (a 4-byte stream on 4 columns)
+    "slow_stream_residual": (SLOW, dict(c_in=4, c_out=4, size=(5, 5), partitions=2,
+                                        gate_rate=0.3, residual=True)),
     # a 16-byte stream on 2 columns: 8 weight steps per beat and buffer word, and a weight
     # buffer of one word per bank (base and conditional steps share it)
     "packed_weights_one_word_per_bank": (
@@ -171,11 +174,17 @@ def test_weight_steps_and_parameters_are_packed_into_stream_beats():
         == [4, 2, 4, 1]  # 16 // 4; 16 // 5 = 3 -> 2; 16 // 3 = 5 -> 4; 4 // 4
     assert HwParams(rows=2, cols=2, wgt_depth=4).wgt_pack == 4  # at most one word per bank
     assert SLOW.par_beats == 24 and TALL.par_beats == 8  # 6 * 5 values, 4 per beat
-    layer = make_layer(c_in=6, c_out=5, size=(4, 4), dense=True, seed=3)
+    layer = make_layer(c_in=6, c_out=5, size=(4, 4), dense=True, residual=True, seed=3)
     (job,) = layer_jobs(layer, TALL)
     n_act = -(-6 * 16 // TALL.stream_bytes)
-    assert TALL.wgt_beats(6 * 9) == 27
-    assert len(job.beats) == 27 + 8 + n_act  # one tile: WGT, PAR, then ACT
+    assert TALL.wgt_beats(6 * 9) == 27 and TALL.res_pack == 2 and SLOW.res_pack == 1
+    assert len(job.beats) == 27 + 8 + 8 + n_act  # one tile: WGT, PAR, RES, then ACT
+    # residual pixel p of column c: byte (p % 2) * 5 + c of RES beat p // 2
+    r_beats = job.beats[35:43]
+    for p in (0, 1, 15):
+        for c in range(5):
+            byte = (r_beats[p // 2] >> 8 * ((p % 2) * 5 + c)) & 0xFF
+            assert byte == int(layer.residual[c].reshape(-1)[p]) & 0xFF, (p, c)
     w_beats, p_beats = job.beats[:27], job.beats[27:35]
     # step s = i * 9 + tap of column c: byte (s % 2) * 5 + c of beat s // 2
     for s in (0, 1, 17, 53):
