@@ -122,8 +122,9 @@ class HwParams:
     @property
     def stream_bytes(self) -> int:
         """Input stream beat width in bytes: ``stream_width`` or, when 0, the next power of two
-        of max(cols, 16); a beat holds one weight step (cols int8), one 32-bit parameter or
-        ``stream_bytes`` activations."""
+        of max(cols, 16); a beat holds ``wgt_pack`` weight steps (cols int8 each),
+        ``par_pack`` 32-bit parameters, ``res_pack`` residual pixels or ``stream_bytes``
+        activations."""
         if self.stream_width:
             return self.stream_width
         n = max(self.cols, 16)
