@@ -172,25 +172,34 @@ def job_cycles(layer, job_desc: dict, gate_band, p: HwParams, dense: bool) -> di
 def predict(layer, gate=None, params: HwParams = DEFAULT, dense: bool = False) -> dict:
     """Predicted counters for a whole layer (all jobs). ``gate``: the layer's gate bits
     (from the reference); needed for gated runs."""
-    from sluice.sim.host import layer_jobs
-
     if gate is None:
         if layer.gated and not dense:
             raise ValueError("a gated run needs the gate bits")
         gate = np.ones((layer.c_out, layer.h_out, layer.w_out), np.uint8)
     total = {}
-    for job in layer_jobs(layer, params, dense=dense):
-        rows = gate[:, job.y0:job.y0 + job.h_out]
-        band = np.zeros((len(job.channels),) + rows.shape[1:], rows.dtype)  # padding: gate 0
-        real = [n for n, o in enumerate(job.channels) if o >= 0]
-        band[real] = rows[[job.channels[n] for n in real]]
+    for job, band in job_bands(layer, gate, params, dense):
         for key, v in job_cycles(layer, job.descriptor, band, params, dense).items():
             total[key] = total.get(key, 0) + v
     return total
 
 
+def job_bands(layer, gate, params: HwParams, dense: bool):
+    """(job, the job's ``C_out, H_out, W_out`` gate bits in its channel order) for every job
+    of the layer; padding channels have their gates off."""
+    from sluice.sim.host import layer_jobs
+
+    for job in layer_jobs(layer, params, dense=dense):
+        rows = gate[:, job.y0:job.y0 + job.h_out]
+        band = np.zeros((len(job.channels),) + rows.shape[1:], rows.dtype)
+        real = [n for n, o in enumerate(job.channels) if o >= 0]
+        band[real] = rows[[job.channels[n] for n in real]]
+        yield job, band
+
+
 #: the terms of :func:`loss_breakdown`, in the order they are reported
 LOSS_TERMS = ("ideal", "base_fill", "skip_tile", "packing", "overhead")
+#: the two parts of ``packing``, from the gate bits
+PACKING_TERMS = ("partial_pass", "lockstep")
 
 
 def loss_breakdown(layer, gate, counters: dict, params: HwParams = DEFAULT,
@@ -209,6 +218,13 @@ def loss_breakdown(layer, gate, counters: dict, params: HwParams = DEFAULT,
       busiest one (they run in lockstep);
     - ``overhead``: STALL_CYCLES + LOAD_CYCLES (row-set fills, drain waits, column setup,
       waiting for the input stream).
+
+    ``packing`` is split further from the gate bits (per tile and skip group, ``n`` items and
+    the tile's ``P`` conditional passes, ``P`` set by its busiest group), in the same units:
+    ``partial_pass``, each group's last pass only partly full (``ceil(n / rows) - n / rows``
+    passes), and ``lockstep``, passes a group runs beyond its own ``ceil(n / rows)`` while
+    the busiest group finishes. The two add up to ``packing`` when the counters are the RTL's
+    (the tests check it).
     """
     from sluice.model.reference import work_figures
     from sluice.sim.host import layer_jobs
@@ -233,4 +249,16 @@ def loss_breakdown(layer, gate, counters: dict, params: HwParams = DEFAULT,
     tiled = counters.get("active_pixels", 0) * (layer.c_in - base_cin) * kk / (R * NG)
     out["skip_tile"] = tiled - cond_macs / (R * C) if gated else 0.0
     out["packing"] = cond_steps - tiled if gated else 0.0
+    part = lock = 0.0
+    if gated and base_cin < layer.c_in:
+        steps = (layer.c_in - base_cin) * kk  # one conditional pass, in cycles per group
+        for job, band in job_bands(layer, gate, params, dense):
+            for t in range(-(-len(job.channels) // C)):
+                items = active_items(band, t, params)
+                passes = -(-max(items) // R)
+                for n in items:
+                    own = -(-n // R)
+                    part += (own - n / R) * steps / NG
+                    lock += (passes - own) * steps / NG
+    out["partial_pass"], out["lockstep"] = part, lock
     return out

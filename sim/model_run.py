@@ -39,7 +39,7 @@ def run_model(export_dir, out_dir, *, sim="icarus", params: HwParams | None = No
     against the reference on that image's own input, and each image's logits against the
     integer model's. The MAC reduction counts the images' own outputs only; the cycles
     include the separator rows between them."""
-    from sluice.hw.cycle_model import LOSS_TERMS, loss_breakdown, predict
+    from sluice.hw.cycle_model import LOSS_TERMS, PACKING_TERMS, loss_breakdown, predict
     from sluice.hw.levers import sample_images
     from sluice.model.intnet import IntNet
     from sluice.sim.batch import bind_batch, split
@@ -113,9 +113,10 @@ def run_model(export_dir, out_dir, *, sim="icarus", params: HwParams | None = No
         counters = dict(r.counters, cycles=r.cycles)
         lb = loss_breakdown(bound, r.gate, counters, params) if layer.gated else \
             loss_breakdown(bound, r.gate, counters, params, dense=True)
-        for t in LOSS_TERMS:
+        terms = LOSS_TERMS + PACKING_TERMS
+        for t in terms:
             tot["loss_" + t] = tot.get("loss_" + t, 0.0) + lb[t]
-        losses.append(dict(layer=layer.name, cycles=r.cycles, **{t: lb[t] for t in LOSS_TERMS}))
+        losses.append(dict(layer=layer.name, cycles=r.cycles, **{t: lb[t] for t in terms}))
         model_g = predict(bound, r.gate, params)["cycles"]
         model_d = predict(bound, None, params, dense=True)["cycles"]
         speedup = cycles_dense / r.cycles
@@ -223,13 +224,15 @@ def markdown_table(rows, summary) -> str:
 def loss_table(losses, summary) -> str:
     """Where the gated run's cycles go (``hw.cycle_model.loss_breakdown`` of each layer's
     counters), as percent of the layer's cycles."""
-    from sluice.hw.cycle_model import LOSS_TERMS
-    lines = ["| layer | cycles | " + " | ".join(f"{t} %" for t in LOSS_TERMS) + " |",
-             "|" + "---|" * (2 + len(LOSS_TERMS))]
+    from sluice.hw.cycle_model import LOSS_TERMS, PACKING_TERMS
+    terms = LOSS_TERMS + PACKING_TERMS
+    lines = ["| layer | cycles | " + " | ".join(f"{t} %" for t in LOSS_TERMS) + " | "
+             + " | ".join(f"packing: {t} %" for t in PACKING_TERMS) + " |",
+             "|" + "---|" * (2 + len(terms))]
     for row in losses + [dict(layer="**total**", cycles=summary["cycles_gated"],
-                              **{t: summary["loss_" + t] for t in LOSS_TERMS})]:
+                              **{t: summary["loss_" + t] for t in terms})]:
         lines.append(f"| {row['layer']} | {row['cycles']} | " + " | ".join(
-            f"{100 * row[t] / row['cycles']:.1f}" for t in LOSS_TERMS) + " |")
+            f"{100 * row[t] / row['cycles']:.1f}" for t in terms) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -118,6 +118,10 @@ def check_run(layer, params, dense):
     assert sum(lb[t] for t in LOSS_TERMS) == pytest.approx(res.cycles)
     assert all(lb[t] >= -1e-9 for t in LOSS_TERMS), lb
     assert lb["ideal"] == pytest.approx(fig["macs_theory"] / (params.rows * params.cols))
+    # packing, from the counters, is exactly the partial last passes and the lockstep between
+    # skip groups, both from the gate bits
+    assert lb["partial_pass"] + lb["lockstep"] == pytest.approx(lb["packing"])
+    assert lb["partial_pass"] >= 0 and lb["lockstep"] >= 0
     return res, gate
 
 
