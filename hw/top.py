@@ -400,7 +400,6 @@ class Sluice(wiring.Component):
         st_n = Signal(DIM_BITS)  # channel step within the pass
         st_ky = Signal(3)
         st_kx = Signal(3)
-        st_kyoff = Signal(abits + 2)
         st_w = Signal(wbits + DIM_BITS)
         st_first = Signal()
         in_flight = Signal()
@@ -413,6 +412,9 @@ class Sluice(wiring.Component):
         # g_start * H_IN * W_IN, set with g_start (PHASE, COND) from offsets kept beside the
         # channel counters: no multiplier
         g_start_off = [Signal(off_bits, name=f"g_start_off_{j}") for j in range(NG)]
+        # g_off + st_ky * W_IN (+ st_kx), kept beside the step counters (see the array feed)
+        row_off = [Signal(saddr, name=f"row_off_{j}") for j in range(NG)]
+        step_off = [Signal(saddr, name=f"step_off_{j}") for j in range(NG)]
         # per group: the offset of its first column's base range (captured in COL_SETUP)
         g_lo_off = [Signal(off_bits, name=f"g_lo_off_{j}") for j in range(NG)]
         grp_lo_off = Signal(off_bits)  # grp_lo * H_IN * W_IN
@@ -452,9 +454,11 @@ class Sluice(wiring.Component):
         def reset_steps():
             return [g_chg.eq(2), last_kx.eq(kernel_m1 == 0), last_ky.eq(kernel_m1 == 0),
                     last_n.eq(n_ch_m1 == 0),
-                    st_n.eq(0), st_ky.eq(0), st_kx.eq(0), st_kyoff.eq(0), st_w.eq(w_start),
+                    st_n.eq(0), st_ky.eq(0), st_kx.eq(0), st_w.eq(w_start),
                     st_first.eq(1), *(g_i[j].eq(g_start[j]) for j in range(NG)),
                     *(g_off[j].eq(g_start_off[j]) for j in range(NG)),
+                    *(row_off[j].eq(g_start_off[j]) for j in range(NG)),
+                    *(step_off[j].eq(g_start_off[j]) for j in range(NG)),
                     *(g_end[j].eq(g_start_end[j]) for j in range(NG))]
 
         def copy_set(dst, src):
@@ -473,9 +477,10 @@ class Sluice(wiring.Component):
         macs_now = []
         skips_now = []
         # a step's buffer offset per skip group (channel offset + tap row + tap column), added
-        # to each slot's window address: one adder per slot, the rest once per group
-        step_off = [Signal(saddr, name=f"step_off_{j}") for j in range(NG)]
-        m.d.comb += [step_off[j].eq(g_off[j] + st_kyoff + st_kx) for j in range(NG)]
+        # to each slot's window address: one adder per slot. It is a register (`step_off`,
+        # with `row_off` = channel offset + tap row beside it) updated with the step counters,
+        # each update one add from registers, so the slot's address is one add in front of the
+        # block RAM (the 3-input sum in front of that add was the 4 x 8 ECP5 critical path)
         for q in range(Q):
             j = q % NG
             addr = Signal(saddr, name=f"addr_{q}")
@@ -858,24 +863,28 @@ class Sluice(wiring.Component):
                     m.d.sync += have_cur.eq(0)
             with m.Elif(~last_kx):
                 m.d.sync += [st_kx.eq(st_kx + 1), st_w.eq(st_w + 1),
-                             last_kx.eq(st_kx + 1 == kernel_m1)]
+                             last_kx.eq(st_kx + 1 == kernel_m1),
+                             *(step_off[j].eq(step_off[j] + 1) for j in range(NG))]
             with m.Elif(~last_ky):
                 m.d.sync += [last_kx.eq(kernel_m1 == 0), last_ky.eq(st_ky + 1 == kernel_m1),
-                             st_kx.eq(0), st_ky.eq(st_ky + 1), st_kyoff.eq(st_kyoff + w_in),
-                             st_w.eq(st_w + 1)]
+                             st_kx.eq(0), st_ky.eq(st_ky + 1),
+                             st_w.eq(st_w + 1),
+                             *(row_off[j].eq(row_off[j] + w_in) for j in range(NG)),
+                             *(step_off[j].eq(row_off[j] + w_in) for j in range(NG))]
             with m.Else():
                 m.d.sync += [g_chg.eq(1), last_kx.eq(kernel_m1 == 0), last_ky.eq(kernel_m1 == 0),
                              last_n.eq(st_n + 1 == n_ch_m1),
-                             st_kx.eq(0), st_ky.eq(0), st_kyoff.eq(0), st_n.eq(st_n + 1),
+                             st_kx.eq(0), st_ky.eq(0), st_n.eq(st_n + 1),
                              st_w.eq(st_w + 1)]
                 for j in range(NG):
+                    g_off_next = Mux(g_skip_next[j], g_off[j] + skip_off, g_off[j] + hw_in)
+                    m.d.sync += [g_off[j].eq(g_off_next), row_off[j].eq(g_off_next),
+                                 step_off[j].eq(g_off_next)]
                     with m.If(g_skip_next[j]):
                         m.d.sync += [g_i[j].eq(g_i[j] + 1 + base_cin),
-                                     g_off[j].eq(g_off[j] + skip_off),
                                      g_end[j].eq(g_end[j] + skip_off)]
                     with m.Else():
-                        m.d.sync += [g_i[j].eq(g_i[j] + 1), g_off[j].eq(g_off[j] + hw_in),
-                                     g_end[j].eq(g_end[j] + hw_in)]
+                        m.d.sync += [g_i[j].eq(g_i[j] + 1), g_end[j].eq(g_end[j] + hw_in)]
         with m.If(swap):
             m.d.sync += copy_set(cur, nxt)
             m.d.sync += [rl_done.eq(0), have_cur.eq(1)]
