@@ -148,6 +148,13 @@ def _cycles_network(export_dir, params) -> int:
     print(f"  network: dense {net['cycles_dense']} cycles, gated {net['cycles_gated']}, "
           f"speedup {net['speedup']:.3f}, reduction {net['reduction']:.3f}, "
           f"efficiency {net['efficiency']:.3f}")
+    pct = {t: 100 * net["loss_" + t] / net["cycles_gated"]
+           for t in ("ideal", "base_fill", "skip_tile", "packing", "partial_pass", "lockstep",
+                     "overhead")}
+    print(f"  gated cycles: ideal {pct['ideal']:.1f}%, base_fill {pct['base_fill']:.1f}%, "
+          f"skip_tile {pct['skip_tile']:.1f}%, packing {pct['packing']:.1f}% (partial passes "
+          f"{pct['partial_pass']:.1f}%, lockstep {pct['lockstep']:.1f}%), overhead "
+          f"{pct['overhead']:.1f}%")
     return 0
 
 

@@ -184,15 +184,22 @@ def bind_export(export_dir) -> list[tuple]:
 
 def predict_network(bound_layers: list[tuple], params: HwParams) -> dict:
     """The cycle model over a whole network (``bind_export``'s layers). Returns per-layer rows
-    and the network's totals (speedup over dense mode, element-level reduction, efficiency),
-    the figures ``run_model`` measures on the RTL, where the model is exact."""
-    from sluice.hw.cycle_model import predict
+    and the network's totals (speedup over dense mode, element-level reduction, efficiency,
+    and ``loss_<term>``: the gated run's cycles by ``loss_breakdown`` term), the figures
+    ``run_model`` measures on the RTL, where the model is exact."""
+    from sluice.hw.cycle_model import LOSS_TERMS, PACKING_TERMS, loss_breakdown, predict
 
     rows = []
     tot = dict(cycles_gated=0, cycles_dense=0, macs_dense=0, macs_theory=0)
+    for t in LOSS_TERMS + PACKING_TERMS:
+        tot["loss_" + t] = 0.0
     for bound, gate, fig in bound_layers:
-        dense = predict(bound, None, params, dense=True)["cycles"]
-        gated = predict(bound, gate, params)["cycles"] if bound.gated else dense
+        dense_run = predict(bound, None, params, dense=True)
+        gated_run = predict(bound, gate, params) if bound.gated else dense_run
+        dense, gated = dense_run["cycles"], gated_run["cycles"]
+        lb = loss_breakdown(bound, gate, gated_run, params, dense=not bound.gated)
+        for t in LOSS_TERMS + PACKING_TERMS:
+            tot["loss_" + t] += lb[t]
         rows.append(dict(layer=bound.name, gated=bound.gated, cycles_gated=gated,
                          cycles_dense=dense, reduction=fig["reduction"]))
         tot["cycles_gated"] += gated

@@ -97,7 +97,9 @@ def array_shapes(export: Path) -> list[dict]:
         rows.append(dict(rows=r, cols=c, skip_cols=s, cycles_dense=net["cycles_dense"],
                          cycles_gated=net["cycles_gated"], speedup=net["speedup"],
                          efficiency=net["efficiency"],
-                         macs_per_cycle=net["macs_dense"] / net["cycles_gated"]))
+                         macs_per_cycle=net["macs_dense"] / net["cycles_gated"],
+                         **{k: net["loss_" + k] / net["cycles_gated"]
+                            for k in ("skip_tile", "partial_pass", "lockstep", "overhead")}))
     return rows
 
 
@@ -216,13 +218,18 @@ def _write_report(out: Path, res: dict, fast: str) -> None:
     L += ["", "## The network on other array shapes (cycle model)", "",
           "The embedded default's sample image, every layer predicted by the cycle model (exact "
           "against the RTL on the default instance above). `MACs/cycle` is the dense network's "
-          "MACs over the gated run's cycles: throughput; efficiency = speedup / reduction.", "",
+          "MACs over the gated run's cycles: throughput; efficiency = speedup / reduction. The "
+          "last four columns: the gated cycles lost to skip tiles, partly filled last passes, "
+          "skip groups in lockstep, and stalls and loads (`loss_breakdown`).", "",
           "| array | skip_cols | dense cycles | gated cycles | speedup | efficiency | "
-          "MACs/cycle |", "|---|---|---|---|---|---|---|"]
+          "MACs/cycle | skip_tile | partial passes | lockstep | overhead |",
+          "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["shapes"]:
         L.append(f"| {r['rows']}x{r['cols']} | {r['skip_cols']} | {r['cycles_dense']} | "
                  f"{r['cycles_gated']} | {r['speedup']:.2f} | {r['efficiency']:.3f} | "
-                 f"{r['macs_per_cycle']:.1f} |")
+                 f"{r['macs_per_cycle']:.1f} | {100 * r['skip_tile']:.1f}% | "
+                 f"{100 * r['partial_pass']:.1f}% | {100 * r['lockstep']:.1f}% | "
+                 f"{100 * r['overhead']:.1f}% |")
     L += ["", "## Efficiency levers (cycle model)", "",
           "`python -m sluice.hw.levers` (see `hw/README.md`): images stacked along the height "
           "of every map (a throughput mode the current RTL runs as it is: `sluice run-model "

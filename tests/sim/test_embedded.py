@@ -108,7 +108,15 @@ def test_predict_network_is_the_per_layer_model(export_dir, capsys):
     assert small["reduction"] == net["reduction"]
     assert small["efficiency"] > net["efficiency"] + 0.1
 
+    # the loss terms account for every gated cycle, packing for its two parts
+    from sluice.hw.cycle_model import LOSS_TERMS
+    assert sum(net["loss_" + t] for t in LOSS_TERMS) == pytest.approx(net["cycles_gated"])
+    assert net["loss_partial_pass"] + net["loss_lockstep"] == pytest.approx(net["loss_packing"])
+
     assert main(["cycles", str(export_dir)]) == 0
-    assert f"gated {net['cycles_gated']}, speedup {net['speedup']:.3f}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"gated {net['cycles_gated']}, speedup {net['speedup']:.3f}" in out
+    pack = 100 * net["loss_packing"] / net["cycles_gated"]
+    assert f"packing {pack:.1f}% (partial passes" in out
     assert main(["cycles", str(export_dir), "--dense"]) == 2
     assert "--dense: applies to a layer file" in capsys.readouterr().err
