@@ -137,6 +137,7 @@ class CGConv2d(nn.Conv2d):
         self.gate_on = torch.zeros((), dtype=torch.float64)
         self.gate_total = 0
         self.last_gate = None
+        self.live_gate = None
 
     # --- forward --------------------------------------------------------------------
     def _shuffled(self, x):
@@ -181,6 +182,8 @@ class CGConv2d(nn.Conv2d):
         self.gate_on = self.gate_on.to(dd.device) + dd.sum(dtype=torch.float64)
         self.gate_total += dd.numel()
         self.last_gate = dd
+        # the gates with their gradient, for a loss on them (``hwcost.py``); training only
+        self.live_gate = d if d.requires_grad else None
 
     def gate_loss(self, target: float) -> torch.Tensor:
         """``Σ (Δ - target)^2`` over output channels (multiply by λ outside)."""

@@ -32,6 +32,16 @@ def add_arguments(p) -> None:
     p.add_argument("--alpha", type=float, default=2.0, help="gate sigmoid slope")
     p.add_argument("--gate-target", type=float, default=1.5, help="threshold target")
     p.add_argument("--gate-lambda", type=float, default=1e-3, help="gating loss weight")
+    p.add_argument("--hw-lambda", type=float, default=0.0,
+                   help="weight of the hardware latency term (model/hwcost.py: the conditional "
+                        "phases' cycles on a --hw-rows x --hw-cols array with --hw-skip-cols "
+                        "skip groups, over the dense cycles); 0: off")
+    p.add_argument("--hw-rows", type=int, default=None, help="array rows for --hw-lambda "
+                   "(default: the generator's)")
+    p.add_argument("--hw-cols", type=int, default=None, help="array columns for --hw-lambda "
+                   "(default: the generator's)")
+    p.add_argument("--hw-skip-cols", type=int, default=None, help="skip group width for "
+                   "--hw-lambda (default: the generator's)")
     p.add_argument("--sparse-bp", action="store_true", help="sparse gate backprop")
     p.add_argument("--shuffle", action="store_true", help="channel shuffle (not exportable)")
     p.add_argument("--epochs", type=int, default=None, help="default 8; with --resume: the saved value")
@@ -169,6 +179,7 @@ def run(args) -> int:
     import torch.nn.functional as F
     from .data import dataset_info, load_dataset
     from .gated import gated_modules, reset_gate_counters, total_gate_loss
+    from .hwcost import conditional_cost
     from .resnet import build_model
 
     torch.set_num_threads(max(1, args.threads))
@@ -207,6 +218,14 @@ def run(args) -> int:
         raise SluiceError("--qat fine-tunes a trained network: give --init-from CKPT")
     if args.qat and args.shuffle:
         raise SluiceError("--qat: channel shuffle is not quantisable; train without --shuffle")
+    if args.hw_lambda < 0:
+        raise SluiceError(f"--hw-lambda must be >= 0, got {args.hw_lambda}")
+    from sluice.hw.params import DEFAULT as HW
+    hw_shape = tuple(HW_default if v is None else v for v, HW_default in (
+        (args.hw_rows, HW.rows), (args.hw_cols, HW.cols), (args.hw_skip_cols, HW.skip_cols)))
+    if min(hw_shape) < 1 or hw_shape[1] % hw_shape[2]:
+        raise SluiceError(f"--hw-rows/--hw-cols/--hw-skip-cols: need positive sizes with the "
+                          f"skip group width dividing the columns, got {hw_shape}")
     if args.epochs < 1 or args.batch_size < 1:
         raise SluiceError("--epochs and --batch-size must be >= 1")
     if args.schedule not in ("cosine", "constant"):
@@ -317,7 +336,7 @@ def run(args) -> int:
         reset_gate_counters(model)
         t0 = time.time()
         seen = correct = 0
-        loss_sum = 0.0
+        loss_sum = hw_sum = 0.0
         for it, (x, y) in enumerate(train_set.batches(args.batch_size, shuffle=True,
                                                       augment=True, gen=gen, rank=dist.rank,
                                                       world=dist.world)):
@@ -337,6 +356,10 @@ def run(args) -> int:
             if gated:
                 loss = loss + args.gate_lambda * total_gate_loss(model, args.gate_target).to(
                     loss.device)
+                if args.hw_lambda:
+                    hw = conditional_cost(model, *hw_shape)
+                    hw_sum += float(hw.detach()) * int(y.numel())
+                    loss = loss + args.hw_lambda * hw
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -348,13 +371,16 @@ def run(args) -> int:
                 on = sum(float(m.gate_on) for _, m in gated_modules(model))
                 tot = sum(m.gate_total for _, m in gated_modules(model))
                 rate = f" gates on {100 * on / tot:5.2f}%" if tot else ""
+                if args.hw_lambda:
+                    rate += f" hw {hw_sum / seen:.4f}"
                 el = time.time() - t0
                 print(f"epoch {epoch + 1}/{args.epochs} [{it + 1}/{steps_per_epoch}] "
                       f"loss {loss_sum / seen:.4f} acc {100 * correct / seen:.2f}%{rate} "
                       f"lr {lr_at(step):.4f} {seen * dist.world / el:.0f} img/s", flush=True)
         on = sum(float(m.gate_on) for _, m in gated_modules(model))
         tot = sum(m.gate_total for _, m in gated_modules(model))
-        loss_sum, seen, correct, on, tot = dist.sum([loss_sum, seen, correct, on, tot])
+        loss_sum, seen, correct, on, tot, hw_sum = dist.sum([loss_sum, seen, correct, on, tot,
+                                                             hw_sum])
         train_time = time.time() - t0
         acc, rate, _, _ = evaluate_float(model if qnet is None else qnet, test_set, device,
                                          dist=dist)
@@ -362,6 +388,7 @@ def run(args) -> int:
                "train_gate_rate": on / tot if tot else None, "test_acc": acc,
                "test_gate_rate": None if math.isnan(rate) else rate,
                "epoch_seconds": round(train_time, 1),
+               "train_hw_cost": hw_sum / seen if args.hw_lambda else None,
                "thresholds_mean": (float(sum(float(p.detach().mean()) for p in thresholds) /
                                          len(thresholds)) if thresholds else None)}
         history.append(rec)

@@ -1,0 +1,68 @@
+"""A differentiable latency term for hardware-aware gate training (METHODS.md, AFCP: the cycle
+model as the latency predictor instead of FLOPs).
+
+The accelerator's conditional phase (``hw/README.md``, ``hw/cycle_model.py``) works on one
+channel tile of ``cols`` output channels at a time, split into skip groups of ``skip_cols``
+adjacent channels. An output pixel costs its skip group a conditional step slot when *any* of
+the group's gates is on there (the skip tile), and the groups of a tile advance in lockstep, so
+the tile's conditional phase lasts as long as its busiest group's list. Per image and gated
+layer that is, before the rounding of lists to whole passes of ``rows`` pixels::
+
+    cycles_cond = sum over tiles of  max over groups (pixels where any gate of the group is on)
+                  * (C_in - C_in / p) * k * k / rows
+
+:func:`conditional_cost` computes it from the gates of the last forward pass (the hard 0/1
+gates, with their straight-through gradient: ``any`` is ``1 - prod(1 - d)``, the busiest group
+a hard max), as a fraction of the gated layers' dense cycles, averaged over the batch. Its
+gradient pushes off only the gates that cost cycles: those of a tile's busiest group whose
+skip-group partners are off; a gate beside one already on, or in a group that waits for the
+busiest one anyway, is free. ``sluice train --hw-lambda`` adds it to the loss.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from sluice.errors import SluiceError
+
+
+def layer_cost(d: torch.Tensor, c_in: int, kernel: int, partitions: int, rows: int, cols: int,
+               skip_cols: int) -> tuple[torch.Tensor, float]:
+    """(conditional cycles per image, differentiable; dense cycles per image) of one gated
+    layer whose gates of one forward pass are ``d`` (``N, C_out, H, W``)."""
+    n, c, h, w = d.shape
+    pad = -c % cols
+    if pad:  # padding channels of the last tile: gates off
+        d = F.pad(d, (0, 0, 0, 0, 0, pad))
+    tiles, groups = (c + pad) // cols, cols // skip_cols
+    g = d.reshape(n, tiles, groups, skip_cols, h * w)
+    items = (1 - torch.prod(1 - g, dim=3)).sum(dim=3)  # (n, tiles, groups): active pixels
+    busiest = items.max(dim=2).values  # lockstep: the tile lasts as long as its busiest group
+    steps = (c_in - c_in // partitions) * kernel * kernel
+    cond = busiest.sum(dim=1).mean() * steps / rows
+    dense = c * h * w * c_in * kernel * kernel / (rows * cols)
+    return cond, dense
+
+
+def conditional_cost(model: torch.nn.Module, rows: int, cols: int,
+                     skip_cols: int) -> torch.Tensor:
+    """The gated layers' conditional cycles (as :func:`layer_cost`) over their dense cycles,
+    from the live gates of the last training forward pass (``CGConv2d.live_gate``)."""
+    from .gated import gated_modules
+
+    if cols % skip_cols:
+        raise SluiceError(f"--hw-skip-cols {skip_cols} must divide --hw-cols {cols}")
+    cond, dense = [], 0.0
+    for name, m in gated_modules(model):
+        d = getattr(m, "live_gate", None)
+        if d is None:
+            raise SluiceError(f"{name}: no gates with gradient from the last forward pass "
+                              "(the hardware cost needs a training forward)")
+        c, dn = layer_cost(d, m.in_channels, m.kernel_size[0], m.partitions, rows, cols,
+                           skip_cols)
+        cond.append(c)
+        dense += dn
+    if not cond:
+        return torch.zeros(())
+    return torch.stack(cond).sum() / dense

@@ -1,0 +1,67 @@
+"""The hardware latency term of gate training (model/hwcost.py) against the cycle model's own
+pass counting, its gradient, and `sluice train --hw-lambda`."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from sluice.cli import main
+from sluice.hw.levers import group_passes
+from sluice.hw.params import DEFAULT
+from sluice.model.checkpoint import load_checkpoint
+from sluice.model.hwcost import layer_cost
+
+COMMON = ["--dataset", "synthetic", "--width", "8", "--threads", "1", "--log-every", "1000"]
+
+
+@pytest.mark.parametrize("c_out,cols,skip_cols", [(16, 8, 2), (12, 8, 2), (16, 4, 1),
+                                                  (32, 8, 4)])
+def test_layer_cost_is_the_lockstep_conditional_passes(c_out, cols, skip_cols):
+    rng = np.random.default_rng(c_out + cols)
+    gate = (rng.random((c_out, 5, 7)) < 0.1).astype(np.uint8)
+    c_in, k, p = 16, 3, 4
+    d = torch.tensor(gate[None], dtype=torch.float32)
+    cond, dense = layer_cost(d, c_in, k, p, rows=2, cols=cols, skip_cols=skip_cols)
+    # the cost leaves out the rounding to whole passes: with every pixel twice on a two-row
+    # array the cycle model's lockstep passes (no rounding there) are the cost exactly
+    params = dataclasses.replace(DEFAULT, rows=2, cols=cols, skip_cols=skip_cols)
+    lock, _ = group_passes(np.repeat(gate, 2, axis=2), params)
+    assert lock > 0 and float(cond) == lock * (c_in - c_in // p) * k * k / 2
+    assert dense == c_out * 5 * 7 * c_in * k * k / (2 * cols)
+    # rows divide the cost; the batch is averaged
+    cond4, _ = layer_cost(torch.cat([d, d]), c_in, k, p, rows=4, cols=cols,
+                          skip_cols=skip_cols)
+    assert float(cond4) == pytest.approx(float(cond) / 2)
+
+
+def test_gradient_only_on_gates_that_cost_cycles():
+    d = torch.zeros(1, 8, 2, 2)
+    d[0, 0, 0, 0] = d[0, 1, 0, 0] = 1  # skip group 0: one active pixel (both gates)
+    d[0, 2, 0, 0] = d[0, 2, 1, 1] = 1  # skip group 1: two active pixels, the busiest
+    d.requires_grad_(True)
+    cond, _ = layer_cost(d, 16, 3, 4, rows=2, cols=8, skip_cols=2)
+    cond.backward()
+    g = d.grad[0].reshape(8, 4)
+    assert torch.all(g[[0, 1, 4, 5, 6, 7]] == 0)  # groups waiting for the busiest are free
+    assert torch.all(g[2] > 0)  # the busiest group's gates cost cycles
+    # channel 3's gates beside channel 2's on gates are free; beside its off ones they cost
+    assert g[3].tolist() == [0, g[2, 0].item(), g[2, 0].item(), 0]
+
+
+def test_train_hw_lambda_turns_costly_gates_off(tmp_path, capsys):
+    rates = {}
+    for lam in ("0", "20"):
+        out = tmp_path / lam
+        assert main(["train", *COMMON, "--epochs", "1", "--threshold-init", "-0.5",
+                     "--hw-lambda", lam, "--hw-rows", "4", "--hw-cols", "4", "-o",
+                     str(out)]) == 0
+        h = load_checkpoint(out / "model.pt")["history"][0]
+        rates[lam] = h["train_gate_rate"]
+        assert (h["train_hw_cost"] is None) == (lam == "0")
+    assert 0 < rates["20"] < rates["0"]
+    assert main(["train", *COMMON, "--hw-lambda", "1", "--hw-cols", "4", "--hw-skip-cols",
+                 "3", "-o", str(tmp_path / "x")]) == 2
+    assert "--hw-skip-cols" in capsys.readouterr().err
+    assert main(["train", *COMMON, "--hw-lambda", "-1", "-o", str(tmp_path / "x")]) == 2
