@@ -116,7 +116,10 @@ def cmd_cycles(args) -> int:
         if args.dense:
             raise SluiceError(f"--dense: applies to a layer file, not to the export folder "
                               f"{args.layer} (its report has both runs)")
-        return _cycles_network(args.layer, params)
+        return _cycles_network(args.layer, params, args.images, args.data_dir)
+    if args.images != 1:
+        raise SluiceError(f"--images: applies to an export folder, not to the layer file "
+                          f"{args.layer}")
     layer = read_layer(args.layer)
     _, gate = run_reference(layer)
     pred = predict(layer, gate, params, dense=args.dense)
@@ -136,11 +139,42 @@ def cmd_cycles(args) -> int:
     return 0
 
 
-def _cycles_network(export_dir, params) -> int:
+def network_cycles(export_dir, params, images: int = 1, data_dir=None) -> dict:
+    """:func:`sluice.sim.model_run.predict_network` summed over ``images`` test images, each
+    run alone: the export's sample image and the ``images - 1`` after it in its data set."""
+    from sluice.hw.levers import sample_images
+    from sluice.model.intnet import IntNet
     from sluice.sim.model_run import bind_export, predict_network
-    net = predict_network(bind_export(export_dir), params)
-    print(f"{export_dir}: {params.summary()}, {len(net['layers'])} layers, the export's "
-          "sample image")
+    if images < 1:
+        raise SluiceError(f"--images must be >= 1, got {images}")
+    xs = [None] + (sample_images(IntNet(export_dir), images, data_dir)[1:] if images > 1
+                   else [])
+    tot = None
+    for x in xs:
+        net = predict_network(bind_export(export_dir, x), params)
+        if tot is None:
+            tot = net
+            continue
+        for k, v in net.items():
+            if k != "layers" and not isinstance(v, str):
+                tot[k] += v
+        for a, b in zip(tot["layers"], net["layers"]):
+            for k in ("cycles_gated", "cycles_dense", "macs_dense", "macs_theory"):
+                a[k] += b[k]
+    for r in tot["layers"]:
+        r["reduction"] = r["macs_dense"] / r["macs_theory"]
+    tot["speedup"] = tot["cycles_dense"] / tot["cycles_gated"]
+    tot["reduction"] = tot["macs_dense"] / tot["macs_theory"]
+    tot["efficiency"] = tot["speedup"] / tot["reduction"]
+    tot["images"] = images
+    return tot
+
+
+def _cycles_network(export_dir, params, images=1, data_dir=None) -> int:
+    net = network_cycles(export_dir, params, images, data_dir)
+    what = ("the export's sample image" if images == 1 else
+            f"{images} images each alone (the export's sample and the {images - 1} after it)")
+    print(f"{export_dir}: {params.summary()}, {len(net['layers'])} layers, {what}")
     print(f"  {'layer':24s} {'dense':>8s} {'gated':>8s} {'speedup':>8s} {'reduction':>9s}")
     for r in net["layers"]:
         print(f"  {r['layer']:24s} {r['cycles_dense']:8d} {r['cycles_gated']:8d} "
@@ -181,5 +215,9 @@ def add_commands(sub) -> None:
                                    "image and the network's speedup and efficiency.")
     p.add_argument("layer", help="LAYER.npz, or an export folder holding manifest.json")
     p.add_argument("--dense", action="store_true", help="predict the dense-mode run")
+    p.add_argument("--images", type=int, default=1,
+                   help="export folder: sum over N images of its data set, each run alone "
+                        "(the sample image and the N - 1 after it; default 1)")
+    p.add_argument("--data-dir", default=None, help="data set directory (--images)")
     add_params(p)
     p.set_defaults(func=cmd_cycles)

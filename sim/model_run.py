@@ -163,16 +163,17 @@ def run_model(export_dir, out_dir, *, sim="icarus", params: HwParams | None = No
     return summary
 
 
-def bind_export(export_dir) -> list[tuple]:
+def bind_export(export_dir, image=None) -> list[tuple]:
     """Every layer of an export bound to the integer network's own inputs on its sample image
-    (as ``run_model`` binds them), with its reference gate bits and SPEC section 3 work
-    figures: ``[(bound layer, gate, figures), ...]``. Independent of the array, so one binding
-    serves :func:`predict_network` for any number of array shapes."""
+    (as ``run_model`` binds them), or on ``image`` (int8, quantised as the network's input),
+    with its reference gate bits and SPEC section 3 work figures: ``[(bound layer, gate,
+    figures), ...]``. Independent of the array, so one binding serves :func:`predict_network`
+    for any number of array shapes."""
     from sluice.model.intnet import IntNet
     from sluice.model.reference import run_reference, work_figures
 
     net = IntNet(export_dir)
-    tensors = {"input": net.layers[0][1].x}
+    tensors = {"input": net.layers[0][1].x if image is None else np.asarray(image, np.int8)}
     out = []
     for entry, layer in net.layers:
         bound = net.bind(entry, layer, tensors)
@@ -201,7 +202,8 @@ def predict_network(bound_layers: list[tuple], params: HwParams) -> dict:
         for t in LOSS_TERMS + PACKING_TERMS:
             tot["loss_" + t] += lb[t]
         rows.append(dict(layer=bound.name, gated=bound.gated, cycles_gated=gated,
-                         cycles_dense=dense, reduction=fig["reduction"]))
+                         cycles_dense=dense, reduction=fig["reduction"],
+                         macs_dense=fig["macs_dense"], macs_theory=fig["macs_theory"]))
         tot["cycles_gated"] += gated
         tot["cycles_dense"] += dense
         tot["macs_dense"] += fig["macs_dense"]

@@ -120,3 +120,18 @@ def test_predict_network_is_the_per_layer_model(export_dir, capsys):
     assert f"packing {pack:.1f}% (partial passes" in out
     assert main(["cycles", str(export_dir), "--dense"]) == 2
     assert "--dense: applies to a layer file" in capsys.readouterr().err
+
+    # --images N: N test images each alone, the sample first, summed
+    from sluice.hw.commands import network_cycles
+    from sluice.hw.levers import sample_images
+    x1 = sample_images(IntNet(export_dir), 2)[1]
+    assert not np.array_equal(x1, layers[0][1].x)
+    second = predict_network(bind_export(export_dir, x1), params)
+    both = network_cycles(export_dir, params, images=2)
+    for k in ("cycles_gated", "cycles_dense", "macs_dense", "macs_theory"):
+        assert both[k] == net[k] + second[k], k
+    assert both["efficiency"] == pytest.approx(
+        both["cycles_dense"] / both["cycles_gated"] * both["macs_theory"] / both["macs_dense"])
+    assert main(["cycles", str(export_dir), "--images", "2"]) == 0
+    assert f"gated {both['cycles_gated']}," in capsys.readouterr().out
+    assert main(["cycles", str(export_dir), "--images", "0"]) == 2
