@@ -40,7 +40,7 @@ class Demo:
     def run(self) -> int:
         steps = []
         if self.args.train:
-            steps.append(("train a fresh embedded-default model (slow: about three hours here)",
+            steps.append(("train a fresh embedded-default model (slow: about four hours here)",
                           self.train))
         steps += [
             ("evaluate the gated ResNet-18 on Fashion-MNIST, float and int8", self.evaluate),
@@ -263,7 +263,7 @@ def add_commands(sub) -> None:
     p.add_argument("--out", default="build/demo", help="report folder (default build/demo)")
     p.add_argument("--checkpoint", default="default", help="checkpoint (default: embedded)")
     p.add_argument("--train", action="store_true",
-                   help="train a fresh embedded-default model first (about three hours on 2 "
+                   help="train a fresh embedded-default model first (about four hours on 2 "
                         "cores)")
     p.add_argument("--sim", choices=SIMULATORS, default=None,
                    help="RTL simulator (default: verilator when installed, else icarus)")
