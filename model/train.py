@@ -36,12 +36,10 @@ def add_arguments(p) -> None:
                    help="weight of the hardware latency term (model/hwcost.py: the conditional "
                         "phases' cycles on a --hw-rows x --hw-cols array with --hw-skip-cols "
                         "skip groups, over the dense cycles); 0: off")
-    p.add_argument("--hw-rows", type=int, default=None, help="array rows for --hw-lambda "
-                   "(default: the generator's)")
-    p.add_argument("--hw-cols", type=int, default=None, help="array columns for --hw-lambda "
-                   "(default: the generator's)")
-    p.add_argument("--hw-skip-cols", type=int, default=None, help="skip group width for "
-                   "--hw-lambda (default: the generator's)")
+    for name, what in (("rows", "array rows"), ("cols", "array columns"),
+                       ("skip-cols", "skip group width")):
+        p.add_argument(f"--hw-{name}", type=int, default=None,
+                       help=f"{what} for --hw-lambda (default: the generator's)")
     p.add_argument("--sparse-bp", action="store_true", help="sparse gate backprop")
     p.add_argument("--shuffle", action="store_true", help="channel shuffle (not exportable)")
     p.add_argument("--epochs", type=int, default=None, help="default 8; with --resume: the saved value")
