@@ -603,9 +603,17 @@ class Sluice(wiring.Component):
             m.d.comb += gu.col_valid.eq(col_valid)
             gate_now = Signal(C)  # the gate bits of the row in d2
             m.d.sync += gate_now.eq(gu.gate)
+            # per skip group: the row in d2 is valid, has a gate on and the layer has
+            # conditional channels; registered beside the gate bits so that the skip decision
+            # (and from it the controller's next state) is one gate behind the registers
+            # (the 4 x 8 ECP5 critical path ran cond_empty -> skip decision -> next state)
+            gate_pre = Signal(NG)
+            m.d.sync += [gate_pre[j].eq(d1[j]["valid"] & gu.gate[j * G:(j + 1) * G].any() &
+                                        ~cond_empty) for j in range(NG)]
             m.d.sync += [d2_psum[c].eq(d1_psum[c]) for c in range(C)]
         else:
             gate_now = Const(0, C)
+            gate_pre = Const(0, NG)
         if gating:
             for c in range(C):
                 m.d.comb += [gu.psum[c].eq(d1_psum[c]), gu.thresh[c].eq(par_of["thresh"][c])]
@@ -674,8 +682,7 @@ class Sluice(wiring.Component):
         to_active = Signal(NG)
         out_valid = Signal(NG)
         for j in range(NG):
-            m.d.comb += to_active[j].eq(d2[j]["valid"] & is_base &
-                                        gate_now[j * G:(j + 1) * G].any() & ~cond_empty)
+            m.d.comb += to_active[j].eq(gate_pre[j] & is_base)
             m.d.comb += out_valid[j].eq(d2[j]["valid"] & ~to_active[j])
         term = Signal()  # the job's terminating word (VALID = 0, TLAST = 1)
         # everything of a word but the results is known at d2 (post-processing stage 1) and
