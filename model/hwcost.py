@@ -17,6 +17,14 @@ a hard max), as a fraction of the gated layers' dense cycles, averaged over the 
 gradient pushes off only the gates that cost cycles: those of a tile's busiest group whose
 skip-group partners are off; a gate beside one already on, or in a group that waits for the
 busiest one anyway, is free. ``sluice train --hw-lambda`` adds it to the loss.
+
+With ``whole_passes`` (``sluice train --hw-passes``) the value is the cycle model's own count,
+rounded to whole passes: a tile's conditional phase runs ``P = ceil(busiest / rows)`` passes.
+The rounding has no gradient of its own; the last pass is written as the sum of the *excess*
+items (those of every group above ``rows * (P - 1)``) over their (detached) total, which is 1,
+so each excess item carries ``1 / E`` of a pass: the pass saved when all ``E`` of them go. A
+group's gates below the last pass are free, and a tile whose busiest group just spills into
+a new pass pushes hard on the few items that made it spill.
 """
 
 from __future__ import annotations
@@ -28,9 +36,10 @@ from sluice.errors import SluiceError
 
 
 def layer_cost(d: torch.Tensor, c_in: int, kernel: int, partitions: int, rows: int, cols: int,
-               skip_cols: int) -> tuple[torch.Tensor, float]:
+               skip_cols: int, whole_passes: bool = False) -> tuple[torch.Tensor, float]:
     """(conditional cycles per image, differentiable; dense cycles per image) of one gated
-    layer whose gates of one forward pass are ``d`` (``N, C_out, H, W``)."""
+    layer whose gates of one forward pass are ``d`` (``N, C_out, H, W``); ``whole_passes``:
+    rounded to whole passes (module docstring)."""
     n, c, h, w = d.shape
     pad = -c % cols
     if pad:  # padding channels of the last tile: gates off
@@ -40,13 +49,22 @@ def layer_cost(d: torch.Tensor, c_in: int, kernel: int, partitions: int, rows: i
     items = (1 - torch.prod(1 - g, dim=3)).sum(dim=3)  # (n, tiles, groups): active pixels
     busiest = items.max(dim=2).values  # lockstep: the tile lasts as long as its busiest group
     steps = (c_in - c_in // partitions) * kernel * kernel
+    if whole_passes:
+        passes = torch.ceil(busiest.detach() / rows)  # (n, tiles)
+        below = (rows * (passes - 1)).clamp(min=0).unsqueeze(2)
+        excess = torch.relu(items - below)  # items in the last pass, per group
+        total = excess.detach().sum(dim=2).clamp(min=1)
+        last = excess.sum(dim=2) / total  # 1 where the tile has a last pass, else 0
+        cond = ((passes - 1).clamp(min=0) + last).sum(dim=1).mean() * steps
+        dense = c * h * w * c_in * kernel * kernel / (rows * cols)
+        return cond, dense
     cond = busiest.sum(dim=1).mean() * steps / rows
     dense = c * h * w * c_in * kernel * kernel / (rows * cols)
     return cond, dense
 
 
 def conditional_cost(model: torch.nn.Module, rows: int, cols: int,
-                     skip_cols: int) -> torch.Tensor:
+                     skip_cols: int, whole_passes: bool = False) -> torch.Tensor:
     """The gated layers' conditional cycles (as :func:`layer_cost`) over their dense cycles,
     from the live gates of the last training forward pass (``CGConv2d.live_gate``)."""
     from .gated import gated_modules
@@ -60,7 +78,7 @@ def conditional_cost(model: torch.nn.Module, rows: int, cols: int,
             raise SluiceError(f"{name}: no gates with gradient from the last forward pass "
                               "(the hardware cost needs a training forward)")
         c, dn = layer_cost(d, m.in_channels, m.kernel_size[0], m.partitions, rows, cols,
-                           skip_cols)
+                           skip_cols, whole_passes)
         cond.append(c)
         dense += dn
     if not cond:

@@ -36,6 +36,9 @@ def add_arguments(p) -> None:
                    help="weight of the hardware latency term (model/hwcost.py: the conditional "
                         "phases' cycles on a --hw-rows x --hw-cols array with --hw-skip-cols "
                         "skip groups, over the dense cycles); 0: off")
+    p.add_argument("--hw-passes", action="store_true",
+                   help="--hw-lambda counts whole conditional passes (the cycle model's "
+                        "rounding), its gradient on the items of each tile's last pass")
     for name, what in (("rows", "array rows"), ("cols", "array columns"),
                        ("skip-cols", "skip group width")):
         p.add_argument(f"--hw-{name}", type=int, default=None,
@@ -218,6 +221,8 @@ def run(args) -> int:
         raise SluiceError("--qat: channel shuffle is not quantisable; train without --shuffle")
     if args.hw_lambda < 0:
         raise SluiceError(f"--hw-lambda must be >= 0, got {args.hw_lambda}")
+    if getattr(args, "hw_passes", False) and not args.hw_lambda:
+        raise SluiceError("--hw-passes shapes the --hw-lambda term: give --hw-lambda > 0")
     from sluice.hw.params import DEFAULT as HW
     hw_shape = tuple(HW_default if v is None else v for v, HW_default in (
         (args.hw_rows, HW.rows), (args.hw_cols, HW.cols), (args.hw_skip_cols, HW.skip_cols)))
@@ -355,7 +360,8 @@ def run(args) -> int:
                 loss = loss + args.gate_lambda * total_gate_loss(model, args.gate_target).to(
                     loss.device)
                 if args.hw_lambda:
-                    hw = conditional_cost(model, *hw_shape)
+                    hw = conditional_cost(model, *hw_shape,
+                                          whole_passes=getattr(args, "hw_passes", False))
                     hw_sum += float(hw.detach()) * int(y.numel())
                     loss = loss + args.hw_lambda * hw
             opt.zero_grad(set_to_none=True)

@@ -36,6 +36,43 @@ def test_layer_cost_is_the_lockstep_conditional_passes(c_out, cols, skip_cols):
     assert float(cond4) == pytest.approx(float(cond) / 2)
 
 
+@pytest.mark.parametrize("rows,cols,skip_cols", [(2, 8, 2), (4, 8, 2), (3, 4, 1), (8, 8, 4)])
+def test_whole_passes_is_the_cycle_models_pass_count(rows, cols, skip_cols):
+    rng = np.random.default_rng(rows * cols + skip_cols)
+    gate = (rng.random((3, 12, 6, 5)) < 0.15).astype(np.uint8)  # 3 images, 12 channels
+    c_in, k, p = 8, 3, 2
+    cond, _ = layer_cost(torch.tensor(gate, dtype=torch.float32), c_in, k, p, rows=rows,
+                         cols=cols, skip_cols=skip_cols, whole_passes=True)
+    params = dataclasses.replace(DEFAULT, rows=rows, cols=cols, skip_cols=skip_cols)
+    passes = [group_passes(g, params)[0] for g in gate]
+    assert max(passes) > 0
+    assert float(cond) == pytest.approx(np.mean(passes) * (c_in - c_in // p) * k * k)
+
+
+def test_whole_passes_gradient_on_the_last_pass_only():
+    d = torch.zeros(1, 4, 3, 3)  # one tile of two 2-column groups on a 4-row array
+    d[0, 0].view(-1)[:5] = 1  # group 0: 5 active pixels, one past the first pass
+    d[0, 2].view(-1)[:3] = 1  # group 1: 3, all within the first pass
+    d.requires_grad_(True)
+    cond, _ = layer_cost(d, 8, 1, 2, rows=4, cols=4, skip_cols=2, whole_passes=True)
+    assert cond.item() == 2 * 4  # two passes of 4 conditional steps
+    cond.backward()
+    g = d.grad[0].reshape(4, 9)
+    assert torch.all(g[2:] == 0)  # group 1 waits for the busiest group anyway
+    # group 0 has one item past the first pass: switching off any of its five saves the
+    # whole second pass (4 steps), switching on another costs it; the partner channel's gates
+    # beside channel 0's on gates are free
+    assert torch.all(g[0] == 4)
+    assert torch.all(g[1, :5] == 0) and torch.all(g[1, 5:] == 4)
+    # a full last pass (both groups' 4 items on 4 rows): each of its 8 items carries 1/8 of it
+    full = torch.zeros(1, 4, 2, 2)
+    full[0, [0, 2]] = 1
+    full.requires_grad_(True)
+    cond, _ = layer_cost(full, 8, 1, 2, rows=4, cols=4, skip_cols=2, whole_passes=True)
+    cond.backward()
+    assert cond.item() == 4 and torch.all(full.grad[0, [0, 2]] == 0.5)
+
+
 def test_gradient_only_on_gates_that_cost_cycles():
     d = torch.zeros(1, 8, 2, 2)
     d[0, 0, 0, 0] = d[0, 1, 0, 0] = 1  # skip group 0: one active pixel (both gates)
@@ -65,3 +102,5 @@ def test_train_hw_lambda_turns_costly_gates_off(tmp_path, capsys):
                  "3", "-o", str(tmp_path / "x")]) == 2
     assert "--hw-skip-cols" in capsys.readouterr().err
     assert main(["train", *COMMON, "--hw-lambda", "-1", "-o", str(tmp_path / "x")]) == 2
+    assert main(["train", *COMMON, "--hw-passes", "-o", str(tmp_path / "x")]) == 2
+    assert "--hw-passes" in capsys.readouterr().err
