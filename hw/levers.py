@@ -15,7 +15,10 @@ and reports for the whole network:
 - ``independent``: an estimate for hardware whose skip groups advance through their own
   active lists across channel tiles (each group with its own weight read port), not built:
   a layer's conditional passes become the busiest group's sum over tiles instead of the sum
-  over tiles of the busiest group, everything else unchanged (one whole-layer band).
+  over tiles of the busiest group, everything else unchanged (one whole-layer band);
+- ``paired``: an estimate for hardware that runs the conditional passes of two consecutive
+  channel tiles together, each on half of the rows (a second weight feed entering half-way
+  down the columns), not built: :func:`paired_passes`, everything else unchanged.
 
 ``--shared-post`` also gives the cycles with one post-processing unit shared by all columns
 (``HwParams.post_cols = cols``; the largest fixed block of logic, a third of a 4 x 4 build:
@@ -68,12 +71,37 @@ def group_passes(gate: np.ndarray, params: HwParams) -> tuple[int, int]:
     return lock, int(per_group.max())
 
 
+def paired_passes(gate: np.ndarray, params: HwParams) -> tuple[int, int]:
+    """(lockstep, paired) conditional passes of a whole-layer band: lockstep as
+    :func:`group_passes`; paired, consecutive channel tiles taken two at a time (greedily,
+    from the first) where sharing is shorter: ``ceil(max(busiest) / (rows // 2))`` passes for
+    the pair instead of each tile's own ``ceil(busiest / rows)``."""
+    R, C, G = params.rows, params.cols, params.skip_cols
+    flat = gate.reshape(gate.shape[0], -1)
+    busiest = [max(int(flat[t * C + j * G:t * C + (j + 1) * G].any(axis=0).sum())
+                   for j in range(-(-min(C, flat.shape[0] - t * C) // G)))
+               for t in range(-(-flat.shape[0] // C))]
+    own = [-(-b // R) for b in busiest]
+    paired, t = 0, 0
+    while t < len(busiest):
+        if t + 1 < len(busiest) and R >= 2:
+            both = -(-max(busiest[t], busiest[t + 1]) // (R // 2))
+            if both < own[t] + own[t + 1]:
+                paired += both
+                t += 2
+                continue
+        paired += own[t]
+        t += 1
+    return sum(own), paired
+
+
 def study(net: IntNet, runs, params: HwParams = DEFAULT) -> dict:
     """Whole-network figures for images stacked; ``runs``: :func:`network_tensors` of each
     image (computed once, shared by every image count and array)."""
     per_image = [t for t, _ in runs]
     n = len(runs)
-    tot = {"dense": 0, "lockstep": 0, "independent": 0, "macs_dense": 0, "macs_theory": 0}
+    tot = {"dense": 0, "lockstep": 0, "independent": 0, "paired": 0, "macs_dense": 0,
+           "macs_theory": 0}
     for e, layer in net.layers:
         res = [t[e["residual"]] for t in per_image] if e.get("residual") is not None else None
         big, rows = stack_layer(layer, [t[e["input"]] for t in per_image], res)
@@ -93,13 +121,17 @@ def study(net: IntNet, runs, params: HwParams = DEFAULT) -> dict:
         gated = predict(big, gate, params, dense=not layer.gated)["cycles"]
         tot["lockstep"] += gated
         tot["independent"] += gated
+        tot["paired"] += gated
         if layer.gated:
             lock, indep = group_passes(gate, params)
             cond_steps = (layer.c_in - layer.c_in // layer.partitions) * layer.kernel ** 2
             tot["independent"] -= (lock - indep) * cond_steps
+            lock2, paired = paired_passes(gate, params)
+            assert lock2 == lock
+            tot["paired"] -= (lock - paired) * cond_steps
     red = tot["macs_dense"] / tot["macs_theory"]
     out = {"images": n, "reduction": red, **tot}
-    for k in ("lockstep", "independent"):
+    for k in ("lockstep", "independent", "paired"):
         out[f"speedup_{k}"] = tot["dense"] / tot[k]
         out[f"efficiency_{k}"] = out[f"speedup_{k}"] / red
     return out
@@ -228,8 +260,8 @@ def main(argv=None) -> int:
         print(f"{Path(args.export_dir)}: {params.rows}x{params.cols}, skip_cols "
               f"{params.skip_cols}")
         print("| images | dense cycles | lockstep cycles | efficiency | independent groups "
-              "(estimate) | efficiency | MAC reduction |")
-        print("|---|---|---|---|---|---|---|")
+              "(estimate) | efficiency | paired tiles (estimate) | efficiency | MAC reduction |")
+        print("|---|---|---|---|---|---|---|---|---|")
     for n in args.images:
         r = study(net, runs[:n], params)
         if args.json:
@@ -237,7 +269,8 @@ def main(argv=None) -> int:
         else:
             print(f"| {n} | {r['dense']:,} | {r['lockstep']:,} | "
                   f"{r['efficiency_lockstep']:.3f} | {round(r['independent']):,} | "
-                  f"{r['efficiency_independent']:.3f} | {r['reduction']:.3f} |", flush=True)
+                  f"{r['efficiency_independent']:.3f} | {round(r['paired']):,} | "
+                  f"{r['efficiency_paired']:.3f} | {r['reduction']:.3f} |", flush=True)
         if args.shared_post:
             s = study(net, runs[:n], dataclasses.replace(params, post_cols=params.cols))
             if args.json:

@@ -125,10 +125,27 @@ def test_levers_study_stacks_images_exactly(exported):
     three = study(net, runs, params)
     assert three["images"] == 3 and three["dense"] > 2 * dense
     for r in (one, three):
-        assert r["independent"] <= r["lockstep"]
+        assert r["independent"] <= r["lockstep"] and r["paired"] <= r["lockstep"]
     # one post-processing unit for all columns: the drain takes `cols` cycles per row
     shared = study(net, runs[:1], HwParams(rows=4, cols=4, skip_cols=2, post_cols=4))
     assert shared["dense"] > one["dense"] and shared["lockstep"] > one["lockstep"]
+
+
+def test_paired_passes_by_hand():
+    """Two channel tiles sharing their conditional passes on half the rows each."""
+    from sluice.hw.levers import paired_passes
+    from sluice.hw.params import HwParams
+
+    p = HwParams(rows=4, cols=4, skip_cols=2)
+    gate = np.zeros((12, 3, 3), np.uint8)  # three tiles of four channels, 9 pixels
+    gate[0, 0, :2] = 1  # tile 0: busiest group 2 pixels -> 1 pass alone
+    gate[6, 1, :] = 1  # tile 1: busiest group 3 pixels -> 1 pass; shared: ceil(3 / 2) = 2
+    gate[8].flat[:5] = 1  # tile 2: 5 pixels -> 2 passes
+    assert paired_passes(gate, p) == (4, 4)  # pairing tiles 0 and 1 saves nothing
+    gate[6, 1, 2] = 0  # tile 1: 2 pixels: tiles 0 and 1 share one pass
+    assert paired_passes(gate, p) == (4, 3)
+    gate[9].flat[:4] = 1  # tile 2's other group: still 5 at most; the last tile runs alone
+    assert paired_passes(gate, p) == (4, 3)
 
 
 def test_channel_order_study(exported):
