@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from sluice.errors import SluiceError
-from sluice.hw.cycle_model import predict
+from sluice.hw.cycle_model import active_items, predict
 from sluice.hw.params import DEFAULT, HwParams
 from sluice.model.intnet import IntNet
 from sluice.model.reference import run_reference, work_figures
@@ -55,20 +55,19 @@ def network_tensors(net: IntNet, x_int8: np.ndarray) -> tuple[dict, dict]:
     return t, {k: g for k, (_, g) in record.items()}
 
 
+def _tile_items(gate: np.ndarray, params: HwParams) -> list[list[int]]:
+    """Per channel tile of a whole-layer band: each skip group's active pixels
+    (:func:`sluice.hw.cycle_model.active_items`; groups past the last channel count 0)."""
+    return [active_items(gate, t, params) for t in range(-(-gate.shape[0] // params.cols))]
+
+
 def group_passes(gate: np.ndarray, params: HwParams) -> tuple[int, int]:
     """(lockstep, independent) conditional passes of a whole-layer band: per channel tile and
     skip group, ``ceil(active pixels / rows)``; lockstep sums the tiles' busiest group,
     independent takes the busiest group's sum over the tiles."""
-    R, C, G = params.rows, params.cols, params.skip_cols
-    flat = gate.reshape(gate.shape[0], -1)
-    lock, per_group = 0, np.zeros(C // G, np.int64)
-    for t in range(-(-flat.shape[0] // C)):
-        tile = flat[t * C:(t + 1) * C]
-        passes = [-(-int(tile[j * G:(j + 1) * G].any(axis=0).sum()) // R)
-                  for j in range(-(-tile.shape[0] // G))]
-        lock += max(passes)
-        per_group[:len(passes)] += passes
-    return lock, int(per_group.max())
+    R = params.rows
+    passes = np.array([[-(-n // R) for n in items] for items in _tile_items(gate, params)])
+    return int(passes.max(axis=1).sum()), int(passes.sum(axis=0).max())
 
 
 def paired_passes(gate: np.ndarray, params: HwParams) -> tuple[int, int]:
@@ -76,11 +75,8 @@ def paired_passes(gate: np.ndarray, params: HwParams) -> tuple[int, int]:
     :func:`group_passes`; paired, consecutive channel tiles taken two at a time (greedily,
     from the first) where sharing is shorter: ``ceil(max(busiest) / (rows // 2))`` passes for
     the pair instead of each tile's own ``ceil(busiest / rows)``."""
-    R, C, G = params.rows, params.cols, params.skip_cols
-    flat = gate.reshape(gate.shape[0], -1)
-    busiest = [max(int(flat[t * C + j * G:t * C + (j + 1) * G].any(axis=0).sum())
-                   for j in range(-(-min(C, flat.shape[0] - t * C) // G)))
-               for t in range(-(-flat.shape[0] // C))]
+    R = params.rows
+    busiest = [max(items) for items in _tile_items(gate, params)]
     own = [-(-b // R) for b in busiest]
     paired, t = 0, 0
     while t < len(busiest):
@@ -126,9 +122,7 @@ def study(net: IntNet, runs, params: HwParams = DEFAULT) -> dict:
             lock, indep = group_passes(gate, params)
             cond_steps = (layer.c_in - layer.c_in // layer.partitions) * layer.kernel ** 2
             tot["independent"] -= (lock - indep) * cond_steps
-            lock2, paired = paired_passes(gate, params)
-            assert lock2 == lock
-            tot["paired"] -= (lock - paired) * cond_steps
+            tot["paired"] -= (lock - paired_passes(gate, params)[1]) * cond_steps
     red = tot["macs_dense"] / tot["macs_theory"]
     out = {"images": n, "reduction": red, **tot}
     for k in ("lockstep", "independent", "paired"):

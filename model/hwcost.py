@@ -56,9 +56,8 @@ def layer_cost(d: torch.Tensor, c_in: int, kernel: int, partitions: int, rows: i
         total = excess.detach().sum(dim=2).clamp(min=1)
         last = excess.sum(dim=2) / total  # 1 where the tile has a last pass, else 0
         cond = ((passes - 1).clamp(min=0) + last).sum(dim=1).mean() * steps
-        dense = c * h * w * c_in * kernel * kernel / (rows * cols)
-        return cond, dense
-    cond = busiest.sum(dim=1).mean() * steps / rows
+    else:
+        cond = busiest.sum(dim=1).mean() * steps / rows
     dense = c * h * w * c_in * kernel * kernel / (rows * cols)
     return cond, dense
 

@@ -221,7 +221,7 @@ def run(args) -> int:
         raise SluiceError("--qat: channel shuffle is not quantisable; train without --shuffle")
     if args.hw_lambda < 0:
         raise SluiceError(f"--hw-lambda must be >= 0, got {args.hw_lambda}")
-    if getattr(args, "hw_passes", False) and not args.hw_lambda:
+    if args.hw_passes and not args.hw_lambda:
         raise SluiceError("--hw-passes shapes the --hw-lambda term: give --hw-lambda > 0")
     from sluice.hw.params import DEFAULT as HW
     hw_shape = tuple(HW_default if v is None else v for v, HW_default in (
@@ -361,7 +361,7 @@ def run(args) -> int:
                     loss.device)
                 if args.hw_lambda:
                     hw = conditional_cost(model, *hw_shape,
-                                          whole_passes=getattr(args, "hw_passes", False))
+                                          whole_passes=args.hw_passes)
                     hw_sum += float(hw.detach()) * int(y.numel())
                     loss = loss + args.hw_lambda * hw
             opt.zero_grad(set_to_none=True)
