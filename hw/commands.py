@@ -189,7 +189,20 @@ def _cycles_network(export_dir, params, images=1, data_dir=None) -> int:
           f"skip_tile {pct['skip_tile']:.1f}%, packing {pct['packing']:.1f}% (partial passes "
           f"{pct['partial_pass']:.1f}%, lockstep {pct['lockstep']:.1f}%), overhead "
           f"{pct['overhead']:.1f}%")
+    print(f"  overhead: loads {100 * net['load_gated'] / net['cycles_gated']:.1f}%, stalls "
+          f"{100 * net['stall_gated'] / net['cycles_gated']:.1f}% of the gated cycles; "
+          f"efficiency without them in either run {overhead_bound(net, ('load', 'stall')):.3f} "
+          f"(without loads only {overhead_bound(net, ('load',)):.3f})")
     return 0
+
+
+def overhead_bound(net: dict, kinds) -> float:
+    """The efficiency of :func:`network_cycles`' ``net`` with the LOAD_CYCLES ("load") and/or
+    STALL_CYCLES ("stall") taken out of both the gated and the dense run: an upper bound for
+    any overlap of the loads and of the phase and tile changes with the computation."""
+    gated = net["cycles_gated"] - sum(net[k + "_gated"] for k in kinds)
+    dense = net["cycles_dense"] - sum(net[k + "_dense"] for k in kinds)
+    return dense / gated / net["reduction"]
 
 
 def add_commands(sub) -> None:

@@ -186,12 +186,14 @@ def bind_export(export_dir, image=None) -> list[tuple]:
 def predict_network(bound_layers: list[tuple], params: HwParams) -> dict:
     """The cycle model over a whole network (``bind_export``'s layers). Returns per-layer rows
     and the network's totals (speedup over dense mode, element-level reduction, efficiency,
-    and ``loss_<term>``: the gated run's cycles by ``loss_breakdown`` term), the figures
+    ``loss_<term>``: the gated run's cycles by ``loss_breakdown`` term, and ``load_<run>`` /
+    ``stall_<run>``: LOAD_CYCLES and STALL_CYCLES of the gated and dense runs), the figures
     ``run_model`` measures on the RTL, where the model is exact."""
     from sluice.hw.cycle_model import LOSS_TERMS, PACKING_TERMS, loss_breakdown, predict
 
     rows = []
-    tot = dict(cycles_gated=0, cycles_dense=0, macs_dense=0, macs_theory=0)
+    tot = dict(cycles_gated=0, cycles_dense=0, macs_dense=0, macs_theory=0, load_gated=0,
+               stall_gated=0, load_dense=0, stall_dense=0)
     for t in LOSS_TERMS + PACKING_TERMS:
         tot["loss_" + t] = 0.0
     for bound, gate, fig in bound_layers:
@@ -206,6 +208,9 @@ def predict_network(bound_layers: list[tuple], params: HwParams) -> dict:
                          macs_dense=fig["macs_dense"], macs_theory=fig["macs_theory"]))
         tot["cycles_gated"] += gated
         tot["cycles_dense"] += dense
+        for run, name in ((gated_run, "gated"), (dense_run, "dense")):
+            tot["load_" + name] += run["load_cycles"]
+            tot["stall_" + name] += run["stall_cycles"]
         tot["macs_dense"] += fig["macs_dense"]
         tot["macs_theory"] += fig["macs_theory"]
     tot["speedup"] = tot["cycles_dense"] / tot["cycles_gated"]

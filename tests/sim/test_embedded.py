@@ -112,12 +112,23 @@ def test_predict_network_is_the_per_layer_model(export_dir, capsys):
     from sluice.hw.cycle_model import LOSS_TERMS
     assert sum(net["loss_" + t] for t in LOSS_TERMS) == pytest.approx(net["cycles_gated"])
     assert net["loss_partial_pass"] + net["loss_lockstep"] == pytest.approx(net["loss_packing"])
+    # the overhead term is the loads and stalls; the bound takes them out of both runs
+    from sluice.hw.commands import overhead_bound
+    assert net["load_gated"] + net["stall_gated"] == net["loss_overhead"]
+    dense_runs = [predict(layer, None, params, dense=True) for _, layer in layers]
+    assert net["load_dense"] == sum(r["load_cycles"] for r in dense_runs)
+    assert net["stall_dense"] == sum(r["stall_cycles"] for r in dense_runs)
+    bound_all = ((net["cycles_dense"] - net["load_dense"] - net["stall_dense"])
+                 / (net["cycles_gated"] - net["loss_overhead"]) / net["reduction"])
+    assert overhead_bound(net, ("load", "stall")) == pytest.approx(bound_all)
+    assert net["efficiency"] < overhead_bound(net, ("load",)) < bound_all
 
     assert main(["cycles", str(export_dir)]) == 0
     out = capsys.readouterr().out
     assert f"gated {net['cycles_gated']}, speedup {net['speedup']:.3f}" in out
     pack = 100 * net["loss_packing"] / net["cycles_gated"]
     assert f"packing {pack:.1f}% (partial passes" in out
+    assert f"efficiency without them in either run {bound_all:.3f}" in out
     assert main(["cycles", str(export_dir), "--dense"]) == 2
     assert "--dense: applies to a layer file" in capsys.readouterr().err
 
