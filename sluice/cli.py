@@ -201,6 +201,14 @@ def main(argv=None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as e:
+        if e.filename is None:  # not about a path the user named: a real failure, shown whole
+            raise
+        # an output path that cannot be created or written (a read-only or missing place,
+        # a file where a folder must be), or an input that vanished after its check
+        why = ("exists and is not a folder" if isinstance(e, FileExistsError) else e.strerror)
+        print(f"sluice {args.command}: error: {e.filename}: {why}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

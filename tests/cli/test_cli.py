@@ -117,3 +117,34 @@ def test_params_summary_names_what_differs():
     assert HwParams(rows=4, post_cols=4, act_share=2).summary() == \
         "4x8, skip_cols 2, post_cols 4, act_share 2"
     assert HwParams(gating=False, act_width=4).summary() == "8x8 dense-only, act_width 4"
+
+
+@pytest.mark.parametrize("command,name", [(["make-layer", "-o"], "out.layer.npz"),
+                                          (["verilog", "--rows", "2", "--cols", "2", "-o"], "out.v")])
+def test_unwritable_output_is_a_one_line_error(tmp_path, capsys, command, name):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    # a file where the output's folder must be: exit 2, one line naming it, nothing written
+    assert main(command + [str(blocker / name)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err
+    assert f"{blocker}: exists and is not a folder" in err
+    assert blocker.read_text() == "not a folder"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
+def test_atomic_write_names_the_target_when_it_cannot_start(tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    from sluice.fileio import atomic_write_text
+
+    def refuse(**kw):  # what mkstemp raises in a folder the user may not write to
+        raise PermissionError(errno.EACCES, "Permission denied", str(kw["dir"]) + "/.x.tmp")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    target = tmp_path / "x.txt"
+    with pytest.raises(PermissionError) as info:
+        atomic_write_text(target, "x")
+    assert info.value.filename == str(target) and info.value.errno == errno.EACCES
+    assert not target.exists()
