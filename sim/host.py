@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sluice.errors import SluiceError
-from sluice.hw.params import DEFAULT, FLAG_FIELDS, PARAM_ORDER, REG, HwParams, result_fields
+from sluice.hw.params import (DEFAULT, FLAG_FIELDS, KERNELS, MAX_PADDING, PARAM_ORDER, REG, STRIDES,
+                              HwParams, result_fields)
 
 _FLAG = {name: lsb for name, lsb, _, _ in FLAG_FIELDS}
 
@@ -107,6 +108,15 @@ def layer_jobs(layer, params: HwParams = DEFAULT, dense: bool = False) -> list[J
     k, s, pad = layer.kernel, layer.stride, layer.padding
     p = layer.partitions
     gated = layer.gated and not dense
+    # refused here, before any simulation or board traffic (the RTL's ERROR flags would refuse
+    # the job too, but only after a simulator build or a board round trip)
+    for field_name, v, ok, allowed in (("kernel", k, k in KERNELS, ", ".join(map(str, KERNELS))),
+                                       ("stride", s, s in STRIDES, " or ".join(map(str, STRIDES))),
+                                       ("padding", pad, 0 <= pad <= MAX_PADDING,
+                                        f"0 to {MAX_PADDING}")):
+        if not ok:
+            raise SluiceError(f"{layer.name}: {field_name} {v} is not supported by the "
+                              f"accelerator ({allowed})")
     if gated and not params.gating:
         raise SluiceError(f"layer {layer.name!r} is gated but the accelerator was generated "
                           "dense-only (gating off); run it in dense mode (--dense)")

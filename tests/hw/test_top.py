@@ -234,6 +234,28 @@ def test_invalid_descriptors_set_error_flags():
     assert len(words) > 0
 
 
+@pytest.mark.parametrize("field_name,value", [("kernel", 4), ("stride", 3), ("padding", 4)])
+def test_host_refuses_what_the_accelerator_cannot_run(field_name, value, tmp_path, capsys):
+    # the same refusal as the ERROR flags above, before any simulation, board or cycle model
+    from sluice.cli import main
+    from sluice.errors import SluiceError
+    from sluice.model.layerfile import write_layer
+    layer = make_layer(c_in=4, c_out=4, size=(9, 9), partitions=2, seed=3,
+                       **{field_name: value})
+    with pytest.raises(SluiceError, match=f"{field_name} {value} is not supported"):
+        layer_jobs(layer, SQUARE)
+    with pytest.raises(SluiceError, match=f"{field_name} {value}"):
+        predict(layer, np.ones((4, layer.h_out, layer.w_out), np.uint8), SQUARE)
+    path = tmp_path / "bad.layer.npz"
+    write_layer(path, layer)
+    for cmd in (["cycles", str(path)],
+                ["run-layer", str(path), "-o", str(tmp_path / "r.npz"), "--sim", "icarus"]):
+        assert main(cmd) == 2
+        err = capsys.readouterr().err
+        assert f"{field_name} {value} is not supported by the accelerator" in err, cmd
+    assert not (tmp_path / "r.npz").exists()
+
+
 def test_start_right_after_the_last_descriptor_write_sees_it():
     """START written straight after the field that decides an error flag (through the serial
     products for the buffer and partition checks): the register file holds START back until the
