@@ -243,6 +243,14 @@ def write_layer(path, layer: Layer) -> None:
     _atomic_savez(path, arrays)
 
 
+def _zip_magic(path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"PK\x03\x04"
+    except OSError:
+        return False
+
+
 def _load_npz(path) -> dict:
     source = str(path)
     try:
@@ -253,6 +261,9 @@ def _load_npz(path) -> dict:
     except IsADirectoryError:
         raise LayerFileError(f"{source}: is a directory, not an .npz file") from None
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as e:
+        if not _zip_magic(path):  # not even the start of a zip archive: say what it is not
+            raise LayerFileError(f"{source}: not an .npz archive (a layer or result file is a "
+                                 "zip archive of NumPy arrays)") from None
         raise LayerFileError(f"{source}: not a readable .npz archive (truncated or corrupt?): "
                              f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
                              .rstrip(": ")) from None

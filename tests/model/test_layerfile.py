@@ -207,6 +207,13 @@ def test_reject_truncated_file(layer, tmp_path, capsys):
     assert "truncated or corrupt" in err
 
 
+@pytest.mark.parametrize("raw", [b'{"format": "sluice-export"}\n', b"x", b"\x93NUMPY\x01\x00"])
+def test_reject_a_file_that_is_not_an_npz_archive(tmp_path, capsys, raw):
+    # a JSON manifest, a stray byte, a bare .npy header: named as not an archive at all
+    err = _run_bad(tmp_path, capsys, raw=raw)
+    assert "not an .npz archive" in err and "Traceback" not in err
+
+
 def test_reject_corrupt_file(layer, tmp_path, capsys):
     good = tmp_path / "good.layer.npz"
     write_layer(good, layer)
