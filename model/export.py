@@ -38,6 +38,10 @@ def export_qnet(qnet, out_dir, *, sample_u8, sample_info: dict, extra: dict | No
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # the manifest goes last and names the files: an earlier export's manifest is removed
+    # first, so an export that fails half-way leaves a folder every reader refuses, never an
+    # old manifest beside new layer files
+    (out / "manifest.json").unlink(missing_ok=True)
     x = qnet.quantise_input(torch.as_tensor(sample_u8)[None])
     rec = {}
     logits_acc = qnet.forward(x, record=rec)[0]

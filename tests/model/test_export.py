@@ -84,6 +84,32 @@ def test_broken_export_is_a_clear_error(exported, tmp_path):
         IntNet(tmp_path)
 
 
+def test_export_failing_half_way_leaves_no_manifest(exported, tmp_path, monkeypatch):
+    # an earlier export in the folder, then a new one that fails at its third layer file:
+    # no manifest is left to pair the old wiring with the new layer files
+    import shutil
+
+    import sluice.model.layerfile as layerfile
+    qnet, out, _ = exported
+    shutil.copytree(out, tmp_path / "exp")
+    written = []
+    real = layerfile.write_layer
+
+    def failing(path, layer):
+        if len(written) == 2:
+            raise OSError(28, "No space left on device", str(path))
+        written.append(path)
+        real(path, layer)
+
+    monkeypatch.setattr(layerfile, "write_layer", failing)
+    with pytest.raises(OSError):
+        export_qnet(qnet, tmp_path / "exp", sample_u8=np.zeros((1, 16, 16), np.uint8),
+                    sample_info={})
+    assert len(written) == 2 and not (tmp_path / "exp" / "manifest.json").exists()
+    with pytest.raises(SluiceError, match="manifest.json: missing"):
+        IntNet(tmp_path / "exp")
+
+
 def test_near_dead_channel_still_fits_int32(syn_train, syn_test, tmp_path):
     """A BN scale near zero (here 1e-6) must not blow bias/residual up past
     the SPEC int32 bound: the exporter floors that channel's weight scale."""
