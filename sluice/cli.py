@@ -185,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # messages name the command as typed: "sluice board run-layer: error: ..."
+    args.command = " ".join(filter(None, (args.command, getattr(args, "board_command", None))))
     try:
         return int(args.func(args) or 0)
     except SluiceError as e:

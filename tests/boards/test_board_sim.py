@@ -31,7 +31,8 @@ def test_run_layer_needs_a_port(tmp_path, capsys):
     src = tmp_path / "d.layer.npz"
     write_layer(src, layer)
     assert main(["board", "run-layer", str(src), "-o", str(tmp_path / "d.result.npz")]) == 2
-    assert "--port" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("sluice board run-layer: error: --port")  # the command as typed
 
 
 def test_unknown_board_lists_known_ones(capsys):
