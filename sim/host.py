@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sluice.errors import SluiceError
-from sluice.hw.params import (DEFAULT, FLAG_FIELDS, KERNELS, MAX_PADDING, PARAM_ORDER, REG, STRIDES,
-                              HwParams, result_fields)
+from sluice.hw.params import (DEFAULT, FLAG_FIELDS, KERNELS, MAX_PADDING, PARAM_ORDER, REG,
+                              STRIDES, HwParams, result_fields)
 
 _FLAG = {name: lsb for name, lsb, _, _ in FLAG_FIELDS}
 

@@ -119,8 +119,9 @@ def test_params_summary_names_what_differs():
     assert HwParams(gating=False, act_width=4).summary() == "8x8 dense-only, act_width 4"
 
 
-@pytest.mark.parametrize("command,name", [(["make-layer", "-o"], "out.layer.npz"),
-                                          (["verilog", "--rows", "2", "--cols", "2", "-o"], "out.v")])
+@pytest.mark.parametrize("command,name", [
+    (["make-layer", "-o"], "out.layer.npz"),
+    (["verilog", "--rows", "2", "--cols", "2", "-o"], "out.v")])
 def test_unwritable_output_is_a_one_line_error(tmp_path, capsys, command, name):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
