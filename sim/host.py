@@ -101,15 +101,14 @@ def job_channels(layer, params: HwParams = DEFAULT, dense: bool = False) -> tupl
     return list(range(layer.c_out)), (gc if layer.base == "group" else layer.c_out)
 
 
-def layer_jobs(layer, params: HwParams = DEFAULT, dense: bool = False) -> list[Job]:
-    """The jobs that run ``layer`` (``dense``: gating off, every output gets the full sum):
-    one per band of output rows (one band when the buffers are large enough)."""
-    C, WP, PP, RP = params.cols, params.wgt_pack, params.par_pack, params.res_pack
+def check_runnable(layer, params: HwParams = DEFAULT, dense: bool = False) -> int:
+    """Refuse (SluiceError, naming the field) a layer this instance cannot run: a kernel,
+    stride or padding outside the accelerator's, a gated run on a dense-only build, buffers
+    too small for one output row. Returns the output rows per job (:func:`band_rows`).
+
+    Cheap, so callers check before any simulator build or board traffic (the RTL's ERROR
+    flags would refuse such a job too, but only then)."""
     k, s, pad = layer.kernel, layer.stride, layer.padding
-    p = layer.partitions
-    gated = layer.gated and not dense
-    # refused here, before any simulation or board traffic (the RTL's ERROR flags would refuse
-    # the job too, but only after a simulator build or a board round trip)
     for field_name, v, ok, allowed in (("kernel", k, k in KERNELS, ", ".join(map(str, KERNELS))),
                                        ("stride", s, s in STRIDES, " or ".join(map(str, STRIDES))),
                                        ("padding", pad, 0 <= pad <= MAX_PADDING,
@@ -117,9 +116,20 @@ def layer_jobs(layer, params: HwParams = DEFAULT, dense: bool = False) -> list[J
         if not ok:
             raise SluiceError(f"{layer.name}: {field_name} {v} is not supported by the "
                               f"accelerator ({allowed})")
-    if gated and not params.gating:
+    if layer.gated and not dense and not params.gating:
         raise SluiceError(f"layer {layer.name!r} is gated but the accelerator was generated "
                           "dense-only (gating off); run it in dense mode (--dense)")
+    return band_rows(layer, params)
+
+
+def layer_jobs(layer, params: HwParams = DEFAULT, dense: bool = False) -> list[Job]:
+    """The jobs that run ``layer`` (``dense``: gating off, every output gets the full sum):
+    one per band of output rows (one band when the buffers are large enough)."""
+    C, WP, PP, RP = params.cols, params.wgt_pack, params.par_pack, params.res_pack
+    k, s, pad = layer.kernel, layer.stride, layer.padding
+    p = layer.partitions
+    gated = layer.gated and not dense
+    band = check_runnable(layer, params, dense)
     first = layer.base == "first"
     base_cin = layer.c_in // p
     chans, group_cout = job_channels(layer, params, dense)
@@ -151,7 +161,6 @@ def layer_jobs(layer, params: HwParams = DEFAULT, dense: bool = False) -> list[J
              | (first << _FLAG["BASE_FIRST"]))
 
     jobs = []
-    band = band_rows(layer, params)
     for y0 in range(0, layer.h_out, band):
         y1 = min(layer.h_out, y0 + band)
         in_lo = y0 * s - pad

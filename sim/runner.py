@@ -231,8 +231,8 @@ def run_layer_rtl(layer: Layer, sim: str = "icarus", rows=None, cols=None, dense
     instance (or the default one with ``rows``/``cols``); returns a Result."""
     if params is None:
         params = HwParams(rows=rows or HwParams.rows, cols=cols or HwParams.cols)
-    from sluice.sim.host import layer_jobs
-    layer_jobs(layer, params, dense=dense)  # what the host would refuse: before any build
+    from sluice.sim.host import check_runnable
+    check_runnable(layer, params, dense)  # what the host would refuse: before any build
     rtl = RtlSim(params, sim)
     with tempfile.TemporaryDirectory(prefix="sluice-run-") as d:
         lpath, rpath = Path(d) / "in.layer.npz", Path(d) / "out.result.npz"
