@@ -9,6 +9,7 @@ bitstream. A design that does not fit fails with the cell types over capacity an
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shlex
 import shutil
@@ -20,6 +21,7 @@ from pathlib import Path
 from sluice.boards import report as rpt
 from sluice.boards.platforms import Board, get_board
 from sluice.errors import RunFailed, SluiceError
+from sluice.fileio import atomic_write_text
 
 # amaranth's build scripts call the tools through these variables
 TOOLS = {
@@ -85,10 +87,11 @@ ROUTERS = ("router1", "router2")
 def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=False,
           program=False, out_root="build/boards", nice=10, seed=1, router=ROUTERS[0],
           clock_mhz=None, pe_mult=None, post_cols=None, skip_cols=None, act_share=None,
-          act_width=None, nextpnr_args="", log=print) -> dict:
+          act_width=None, nextpnr_args="", synth_only=False, log=print) -> dict:
     """Synthesise, place and route one board build; returns the report dict. ``clock_mhz``:
     the design clock from the board's PLL (ECP5) instead of its oscillator. ``nextpnr_args``:
-    more nextpnr options, appended to Sluice's (e.g. ``--placer-heap-beta 0.6``)."""
+    more nextpnr options, appended to Sluice's (e.g. ``--placer-heap-beta 0.6``).
+    ``synth_only``: stop after synthesis (see ``synthesise_only``)."""
     if router not in ROUTERS:
         raise SluiceError(f"--router: {router!r} is not one of {', '.join(ROUTERS)}")
     board = get_board(board_name)
@@ -149,6 +152,8 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=F
     plan = platform.build(top, name=name, build_dir=str(build_dir), do_build=False,
                           nextpnr_opts=" ".join(nextpnr_opts), **extra)
     plan.extract(str(build_dir))
+    if synth_only:
+        return synthesise_only(board, params, name, build_dir, env, nice, log)
     script = f"{plan.script}.sh"
     cmd = (["nice", "-n", str(nice)] if nice and shutil.which("nice") else []) + ["sh", script]
     log(f"{name}: synthesis, place and route in {build_dir} (slow: minutes)")
@@ -203,8 +208,6 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=F
                                           clock_mhz)
     other_json = other / f"{other.name}.report.json"
     if not loopback and other_json.exists():
-        import json
-
         theirs = json.loads(other_json.read_text())
         if dense_only:
             theirs["gating_cost"] = rpt.gating_cost(theirs, report)
@@ -225,6 +228,52 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=F
     if program:
         program_board(board, bitstream, log=log)
     return report
+
+
+# the slowest endpoint names `--synth-only` lists
+ESTIMATE_TOP = 12
+
+
+def synthesise_only(board: Board, params, name: str, build_dir: Path, env: dict, nice: int,
+                    log=print) -> dict:
+    """Run only the build's yosys step (seconds to minutes, where place and route of the 8 x 8
+    85F build takes two hours) and write ``NAME.estimate.json``: yosys's cell counts and, on
+    ECP5, the estimated slowest register-to-register paths (``sluice.boards.depth``)."""
+    cmd = (["nice", "-n", str(nice)] if nice and shutil.which("nice") else [])
+    cmd += [env["YOSYS"], "-q", "-l", f"{name}.rpt", f"{name}.ys"]
+    log(f"{name}: synthesis only in {build_dir}")
+    t0 = time.time()
+    proc = subprocess.run(cmd, cwd=build_dir, env=env, capture_output=True, text=True)
+    seconds = time.time() - t0
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise SluiceError(f"--board {board.name}: synthesis failed ({tail[0]}); logs in "
+                          f"{build_dir}")
+    cells = rpt.parse_yosys_stat((build_dir / f"{name}.rpt").read_text(errors="replace"))
+    est = {"name": name, "board": board.name, "params": params.as_dict(), "seconds": seconds,
+           "yosys_cells": cells, "paths": None}
+    if board.family == "ecp5":
+        from sluice.boards import depth
+
+        ends = depth.arrivals(json.loads((build_dir / f"{name}.json").read_text()), name)
+        slow = sorted(ends.items(), key=lambda kv: -kv[1].ns)[:ESTIMATE_TOP]
+        est["paths"] = [{"endpoint": k, "ns": round(e.ns, 2), "inputs": e.inputs,
+                         "src": e.src} for k, e in slow]
+        est["fmax_estimate_mhz"] = round(1000.0 / slow[0][1].ns, 1) if slow else None
+    out = build_dir / f"{name}.estimate.json"
+    atomic_write_text(out, json.dumps(est, indent=1) + "\n")
+    main = ", ".join(f"{c} {n}" for c, n in cells.items()
+                     if c in ("LUT4", "TRELLIS_FF", "CCU2C", "DP16KD", "MULT18X18D", "SB_LUT4",
+                              "SB_CARRY", "SB_RAM40_4K", "SB_MAC16"))
+    log(f"{name}: synthesised in {seconds:.0f} s: {main or 'no cell counts in the yosys log'}")
+    if est["paths"]:
+        log(f"estimated slowest paths (no place and route: an estimate for ranking, "
+            f"{1000.0 / est['paths'][0]['ns']:.1f} MHz at worst; only a routed build's Fmax "
+            f"is measured):")
+        for p in est["paths"]:
+            log(f"  {p['ns']:6.2f} ns  {p['endpoint']} ({p['src']})")
+    log(f"wrote {out}")
+    return est
 
 
 def _one_line(report: dict) -> str:

@@ -23,7 +23,7 @@ def cmd_build(args) -> int:
           loopback=args.loopback, program=args.program, out_root=args.out_dir, seed=args.seed,
           router=args.router, clock_mhz=args.clock_mhz, pe_mult=args.pe_mult,
           post_cols=args.post_cols, skip_cols=args.skip_cols, act_share=args.act_share,
-          act_width=args.act_width, nextpnr_args=args.nextpnr_args)
+          act_width=args.act_width, nextpnr_args=args.nextpnr_args, synth_only=args.synth_only)
     return 0
 
 
@@ -147,6 +147,9 @@ def add_commands(sub) -> None:
     p.add_argument("--nextpnr-args", default="",
                    help="more nextpnr options, appended to Sluice's (quote them), e.g. "
                         "'--placer-heap-beta 0.6' to spread a congested placement")
+    p.add_argument("--synth-only", action="store_true",
+                   help="stop after synthesis: yosys's cell counts and (ECP5) the estimated "
+                        "slowest paths in NAME.estimate.json, in minutes instead of hours")
     p.add_argument("--loopback", action="store_true",
                    help="bridge + a loopback stand-in instead of the accelerator (link "
                         "bring-up)")
