@@ -52,14 +52,15 @@ async def axil_read(ctx, dut, addr):
 
 
 def simulate_jobs(jobs, params: HwParams = DEFAULT, vcd=None, max_cycles=2_000_000,
-                  throttle_seed=None):
+                  throttle_seed=None, ready_prob=2 / 3):
     """Run ``jobs`` back to back on a fresh instance.
 
     Two testbench processes: the *control* one writes the descriptor and START over AXI4-Lite,
     then polls STATUS and reads the counters; the *stream* one presents the job's input beats
     (from before START, so the input is never the bottleneck) and collects the output words with
     TREADY held high until the TLAST word (``throttle_seed``: instead drop TVALID and TREADY at
-    random, a third of the cycles each, to exercise back-pressure). Returns a list of
+    random, a third of the cycles each, to exercise back-pressure; ``ready_prob``: the share of
+    cycles with TREADY high, 2/3 unless given). Returns a list of
     ``(words, status, error, counters)``.
     """
     dut = Sluice(params)
@@ -111,7 +112,7 @@ def simulate_jobs(jobs, params: HwParams = DEFAULT, vcd=None, max_cycles=2_000_0
             while not ended and not state["stop"]:
                 gap = throttle_seed is not None and rng.random() < 1 / 3
                 if throttle_seed is not None:
-                    ctx.set(dut.m_axis_tready, rng.random() >= 1 / 3)
+                    ctx.set(dut.m_axis_tready, rng.random() < ready_prob)
                 if i < n and not gap:
                     ctx.set(dut.s_axis_tvalid, 1)
                     ctx.set(dut.s_axis_tdata, job.beats[i])
@@ -143,8 +144,9 @@ def simulate_jobs(jobs, params: HwParams = DEFAULT, vcd=None, max_cycles=2_000_0
 
 
 def run_layer_amaranth(layer, params: HwParams = DEFAULT, dense: bool = False,
-                       throttle_seed=None):
-    """Run a whole layer; returns a ``sluice.model.layerfile.Result`` (runner ``amaranth``)."""
+                       throttle_seed=None, ready_prob=2 / 3):
+    """Run a whole layer; returns a ``sluice.model.layerfile.Result`` (runner ``amaranth``);
+    ``throttle_seed``/``ready_prob``: see ``simulate_jobs``."""
     from sluice.errors import SluiceError
     from sluice.model.layerfile import Result
     from sluice.sim.host import decode_words, layer_jobs, new_outputs
@@ -152,8 +154,8 @@ def run_layer_amaranth(layer, params: HwParams = DEFAULT, dense: bool = False,
     jobs = layer_jobs(layer, params, dense=dense)
     y, gate = new_outputs(layer)
     totals = {}
-    for job, (words, status, error, counters) in zip(jobs, simulate_jobs(jobs, params,
-                                                                     throttle_seed=throttle_seed)):
+    runs = simulate_jobs(jobs, params, throttle_seed=throttle_seed, ready_prob=ready_prob)
+    for job, (words, status, error, counters) in zip(jobs, runs):
         if error:
             raise SluiceError(f"{layer.name}: the accelerator refused the job (ERROR=0x{error:x})")
         decode_words(layer, job, words, y, gate, params)

@@ -209,6 +209,12 @@ class Sluice(wiring.Component):
         # multiply between two adders, the 4 x 4 ECP5 critical path)
         m.d.sync += [span_h.eq(times_stride(h_out - 1) + kernel),
                      span_w.eq(times_stride(w_out - 1) + kernel)]
+        # the padded map's extent the spans are checked against, registered beside them (the
+        # sum in front of the compare was the longest path into err_q)
+        lim_h = Signal.like(span_h)
+        lim_w = Signal.like(span_w)
+        m.d.sync += [lim_h.eq(h_in + pad_top + MAX_PADDING),
+                     lim_w.eq(w_in + pad_left + MAX_PADDING)]
         # the partition checks' sums, registered like the spans (the products come from the
         # serial multiplier)
         base_total, group_total = prods.base_total, prods.group_total
@@ -228,8 +234,7 @@ class Sluice(wiring.Component):
                                           (group_total != c_out) | (group_cout == 0))),
             err[ERR["SKIP_GROUP"]].eq(gated & ~base_first & (parts != 1) & group_rem),
             err[ERR["GATING"]].eq(flags[FLAG["GATED"]] & (not gating)),
-            err[ERR["GEOMETRY"]].eq(~zero & ((span_h > h_in + pad_top + MAX_PADDING) |
-                                             (span_w > w_in + pad_left + MAX_PADDING))),
+            err[ERR["GEOMETRY"]].eq(~zero & ((span_h > lim_h) | (span_w > lim_w))),
             err[ERR["ACT_BUFFER"]].eq(n_act > P.act_depth),
             err[ERR["WGT_BUFFER"]].eq(n_wgt > P.wgt_depth),
             err[ERR["PIX_BUFFER"]].eq(hw_out > P.pix_depth),
@@ -451,6 +456,10 @@ class Sluice(wiring.Component):
 
         kernel_m1 = Signal(3)  # registered, one level behind the descriptor (DESC_LEVELS)
         m.d.sync += kernel_m1.eq(kernel - 1)
+        # the walker's and the column setup's last-count compares against registers too
+        w_out_m1 = Signal(DIM_BITS)
+        group_cout_m1 = Signal(DIM_BITS)
+        m.d.sync += [w_out_m1.eq(w_out - 1), group_cout_m1.eq(group_cout - 1)]
         # "last tap / row / channel of the pass" kept as registers beside the step counters,
         # each set with its counter from a compare of the counter's next value (in parallel
         # with `issue`, not behind it), so is_last is one gate from registers
@@ -579,9 +588,12 @@ class Sluice(wiring.Component):
         # stages. Registered (the FIFO level's adder and compare would otherwise sit in front of
         # the drain's enables): computed a cycle early against one word less, since at most one
         # row enters the drain per cycle, so it never admits a word the FIFO cannot take.
+        # The words on their way, d1_go + d2_go + (post_wen[2:] set), are a counter
+        # (`in_way`) updated from the shift registers' ends, so `room` is one add and a
+        # compare (the sum of every stage's flag was a long path into `room` at 8 x 8).
         post_wen = [None] + [Signal(name=f"post_wen_{i}") for i in range(1, POST_LATENCY + 1)]
-        m.d.sync += room.eq(fifo.level + d1_go + d2_go + sum(post_wen[2:]) <
-                            OUT_FIFO_DEPTH - 2)
+        in_way = Signal(range(POST_LATENCY + 3))
+        m.d.sync += room.eq(fifo.level + in_way < OUT_FIFO_DEPTH - 2)
         drn_arr = [{f: Array([drn[f][r * NG + j] for r in range(R)]) for f in FIELDS}
                    for j in range(NG)]
         psum_rows = Array([Array([arr.psum[r][c] for c in range(C)]) for r in range(R)])
@@ -589,6 +601,9 @@ class Sluice(wiring.Component):
         d_fire = Signal()
         m.d.comb += d_fire.eq(in_flight & (dcount == 0) & room)
         m.d.sync += d1_go.eq(d_fire)
+        # a row enters d1 (d_fire); a row in d2 leaves the count unless it becomes a word
+        # (post_wen[1]); a word leaves the last stage for the FIFO (post_wen[-1])
+        m.d.sync += in_way.eq(in_way + d_fire + post_wen[1] - d2_go - post_wen[-1])
         m.d.sync += [d2_go.eq(d1_go), *(d2[j][f].eq(d1[j][f]) for f in FIELDS
                                          for j in range(NG))]
         res_word = []  # per skip group: the residual bytes of the pixel read
@@ -805,7 +820,7 @@ class Sluice(wiring.Component):
                 with m.If(src_left):
                     m.d.sync += [pw_p.eq(pw_p + 1), pw_rem.eq(pw_rem - 1),
                                  pw_more.eq(pw_rem != 1)]
-                    with m.If(pw_x == w_out - 1):
+                    with m.If(pw_x == w_out_m1):
                         m.d.sync += [pw_x.eq(0), pw_xbase.eq(-pad_left),
                                      pw_ybase.eq(pw_ybase + stride),
                                      pw_rowaddr.eq(pw_rowaddr + row_step)]
@@ -940,8 +955,10 @@ class Sluice(wiring.Component):
         ld_tile = Signal(DIM_BITS + 1)  # first output channel of the tile being loaded
         fire = Signal()
         m.d.comb += fire.eq(self.s_axis_tvalid & self.s_axis_tready)
-        act_beats = Signal(range(act_words + 1))
-        m.d.sync += act_beats.eq((n_act + B - 1) >> bbits)  # first used after tile 0's bank
+        # the last activation beat, ceil(n_act / B) - 1, registered like wgt_last below (first
+        # used after tile 0's bank; the subtract in front of the compare was a long loader path)
+        act_last = Signal(range(act_words + 1))
+        m.d.sync += act_last.eq(((n_act + B - 1) >> bbits) - 1)
         # a beat goes into the activation buffer as AP words of AW bytes, the first in the
         # cycle it arrives, the others from `act_hold` in the next AP - 1 cycles (the stream
         # held meanwhile)
@@ -1005,7 +1022,7 @@ class Sluice(wiring.Component):
                                  act_beat_done.eq(fire)]
                 with m.If(act_beat_done):
                     m.d.sync += [ld_cnt.eq(ld_cnt + 1), act_have.eq(act_have + 1)]
-                    with m.If(ld_cnt == act_beats - 1):
+                    with m.If(ld_cnt == act_last):
                         m.d.sync += [ld_cnt.eq(0), act_loaded.eq(1)]
                         m.next = "L_WAIT"
             with m.State("L_WAIT"):
@@ -1096,7 +1113,7 @@ class Sluice(wiring.Component):
                     with m.If(setup_c == j * G):
                         m.d.sync += g_lo_off[j].eq(Mux(base_first, prods.lo_off, grp_lo_off))
                 with m.If(valid):
-                    with m.If(grp_r == group_cout - 1):
+                    with m.If(grp_r == group_cout_m1):
                         m.d.sync += [grp_r.eq(0), grp_lo.eq(grp_lo + base_cin),
                                      grp_lo_off.eq(grp_lo_off + prods.base_off)]
                     with m.Else():

@@ -314,6 +314,21 @@ def test_back_pressure_keeps_results_exact():
     assert res.cycles > predict(layer, gate_ref, params)["cycles"]
 
 
+def test_a_nearly_stopped_output_fills_the_fifo_without_losing_words():
+    """The output stream ready one cycle in 24: the drain must stop on the FIFO's room (the
+    words on their way are a counter beside the pipeline) and lose nothing, and resume."""
+    from sluice.hw.top import OUT_FIFO_DEPTH
+
+    params, kw = CASES["gated_group_3x3"]
+    layer = make_layer(**kw, seed=11, residual=True)
+    res = run_layer_amaranth(layer, params, throttle_seed=3, ready_prob=1 / 24)
+    y, gate = run_reference(layer)
+    assert np.array_equal(res.y, y) and np.array_equal(res.gate, gate)
+    words = layer.h_out * layer.w_out * -(-layer.c_out // params.cols)  # rows x tiles, at most
+    assert words > 2 * OUT_FIFO_DEPTH  # more than the FIFO holds, at 1/24 of the drain rate
+    assert res.cycles > 24 * words // 2
+
+
 def test_ctrl_write_waits_for_the_descriptor_products_within_the_documented_bound():
     """The register file holds a CTRL write until the serial products of the descriptor and the
     error flags have settled: measured with every multiplier operand at its widest (the worst
