@@ -936,9 +936,10 @@ class Sluice(wiring.Component):
 
         # the per-step MAC terms come from the step's registered enables (s1_*) and are
         # summed by a pipelined tree (a register after every four-way add), so the counters
-        # settle MAC_TERM_LATENCY cycles after the step; the job's drain tail is far longer,
-        # so DONE and the host's reads see the final values. (The one-cycle sum of every
-        # slot's enables behind the phase decode was the 8 x 8 ECP5 critical path, 15.3 ns.)
+        # settle 2 + ceil(log4(slots)) cycles after the step (at most 7 at 32 x 32); the
+        # job's drain tail is far longer, so DONE and the host's reads see the final values.
+        # (The one-cycle sum of every slot's enables behind the phase decode was the 8 x 8
+        # ECP5 critical path, 15.3 ns.)
         issued_term = _pipelined_sum(m, macs_now, "issued_term")
         skipped_term = _pipelined_sum(m, skips_now, "skipped_term")
         m.d.sync += [cnt["MACS_ISSUED"].eq(cnt["MACS_ISSUED"] + issued_term),
