@@ -208,6 +208,14 @@ class UARTBridge(wiring.Component):
         m.d.comb += out_level.eq(ofifo.r_level)
         m.d.comb += [utx.i.valid.eq(0), utx.i.payload.eq(0)]
 
+        hdr = Array([Const(P.SYNC_REPLY, 8), status, rp_len[:8], rp_len[8:],
+                     rp_state[0:8], rp_state[8:16], rp_state[16:24], rp_state[24:32],
+                     rp_data[0:8], rp_data[8:16], rp_data[16:24], rp_data[24:32],
+                     Const(0, 8), Const(0, 8), Const(0, 8), Const(0, 8)])
+        hdr_byte = Signal(8)
+        hdr_ok = Signal()  # hdr_byte is hdr[rp_idx] of the current fields (see REPLY)
+        m.d.sync += [hdr_byte.eq(hdr[rp_idx]), hdr_ok.eq(1)]
+
         def start_reply(code, ndata=0, words=0, word_bytes=0):
             """Snapshot the link state and begin sending a reply with status ``code``."""
             avail = Signal(range(self._out_depth + 1), name="avail_after")
@@ -217,7 +225,7 @@ class UARTBridge(wiring.Component):
                     rp_state[0:16].eq(in_free),
                     rp_state[16:24].eq(Mux(avail > 255, 255, avail)),
                     rp_state[24:32].eq(Cat(self.done, rx_error)),
-                    rp_crc.eq(0), rx_error.eq(0)]
+                    rp_crc.eq(0), rx_error.eq(0), hdr_ok.eq(0)]
 
         # ------------------------------------------------------------ AXI4-Lite master
         axi_timer = Signal(range(self._axi_timeout + 1))
@@ -389,17 +397,16 @@ class UARTBridge(wiring.Component):
             # ---------------- send the reply
             # header: SYNC STATUS LEN_LO LEN_HI, then 4 link-state bytes, then rp_ndata bytes
             # of rp_data, then rp_words words from the output FIFO, then the CRC.
+            # The header byte rp_idx selects is registered (`hdr_byte`, valid in `hdr_ok` a
+            # cycle after rp_idx or the reply's fields change): the 16-way select in front of
+            # the CRC update was the bridge's longest path. A byte takes 10 UART bits, so the
+            # cycle this costs per byte is nothing.
             with m.State("REPLY"):
-                hdr = Array([Const(P.SYNC_REPLY, 8), status, rp_len[:8], rp_len[8:],
-                             rp_state[0:8], rp_state[8:16], rp_state[16:24], rp_state[24:32],
-                             rp_data[0:8], rp_data[8:16], rp_data[16:24], rp_data[24:32],
-                             Const(0, 8), Const(0, 8), Const(0, 8), Const(0, 8)])
-                byte = hdr[rp_idx]
-                m.d.comb += [utx.i.valid.eq(1), utx.i.payload.eq(byte)]
-                with m.If(utx.i.ready):
+                m.d.comb += [utx.i.valid.eq(hdr_ok), utx.i.payload.eq(hdr_byte)]
+                with m.If(hdr_ok & utx.i.ready):
                     with m.If(rp_idx != 0):
-                        m.d.sync += rp_crc.eq(crc8_next(rp_crc, byte))
-                    m.d.sync += rp_idx.eq(rp_idx + 1)
+                        m.d.sync += rp_crc.eq(crc8_next(rp_crc, hdr_byte))
+                    m.d.sync += [rp_idx.eq(rp_idx + 1), hdr_ok.eq(0)]
                     with m.If(rp_idx == 7 + rp_ndata):
                         with m.If(rp_words != 0):
                             m.next = "REPLY_WORD"
