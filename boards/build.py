@@ -87,11 +87,14 @@ ROUTERS = ("router1", "router2")
 def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=False,
           program=False, out_root="build/boards", nice=10, seed=1, router=ROUTERS[0],
           clock_mhz=None, pe_mult=None, post_cols=None, skip_cols=None, act_share=None,
-          act_width=None, nextpnr_args="", synth_only=False, log=print) -> dict:
+          act_width=None, nextpnr_args="", synth_only=False, report_only=False,
+          log=print) -> dict:
     """Synthesise, place and route one board build; returns the report dict. ``clock_mhz``:
     the design clock from the board's PLL (ECP5) instead of its oscillator. ``nextpnr_args``:
     more nextpnr options, appended to Sluice's (e.g. ``--placer-heap-beta 0.6``).
-    ``synth_only``: stop after synthesis (see ``synthesise_only``)."""
+    ``synth_only``: stop after synthesis (see ``synthesise_only``). ``report_only``: run no
+    tool; write the reports from the logs of a finished build of the same options (a build
+    whose script was run by hand, or whose ``sluice build`` was interrupted after nextpnr)."""
     if router not in ROUTERS:
         raise SluiceError(f"--router: {router!r} is not one of {', '.join(ROUTERS)}")
     board = get_board(board_name)
@@ -117,7 +120,12 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=F
     if params.act_share == 2 and board.family == "ice40":
         raise SluiceError(f"--act-share 2: {board.name}'s block RAMs (SB_RAM40_4K) have one read "
                           "port, so a shared copy would be duplicated again; leave it at 1")
-    env = toolchain_env(board.family)
+    env = toolchain_env(board.family) if not report_only else {}
+    if program and report_only:
+        raise SluiceError("--program: not with --report-only (flash the finished build with "
+                          "openFPGALoader, or rebuild with --program)")
+    if synth_only and report_only:
+        raise SluiceError("--synth-only and --report-only: pick one")
     if program:
         programmer_path()  # fail before a long build, not after
     gated_params = params  # names the gated build of the gating-cost pair
@@ -144,27 +152,44 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=F
     nextpnr_opts += [shlex.quote(a) for a in extra_args]
     via = (f" from the {osc / 1e6:g} MHz oscillator by the PLL (VCO "
            f"{float(pll.vco_hz) / 1e6:g} MHz)" if pll else "")
-    log(f"{name}: elaborating ({params.rows}x{params.cols}, UART {baud} baud = "
-        f"{divisor} clocks/bit at {clk / 1e6:g} MHz{via})")
+    if not report_only:
+        log(f"{name}: elaborating ({params.rows}x{params.cols}, UART {baud} baud = "
+            f"{divisor} clocks/bit at {clk / 1e6:g} MHz{via})")
     extra = {}
     if board.family == "ice40":
         extra["synth_opts"] = "-dsp"  # map multipliers to the UP5K's SB_MAC16 blocks
-    plan = platform.build(top, name=name, build_dir=str(build_dir), do_build=False,
-                          nextpnr_opts=" ".join(nextpnr_opts), **extra)
-    plan.extract(str(build_dir))
-    if synth_only:
-        return synthesise_only(board, params, name, build_dir, env, nice, log)
-    script = f"{plan.script}.sh"
-    cmd = (["nice", "-n", str(nice)] if nice and shutil.which("nice") else []) + ["sh", script]
-    log(f"{name}: synthesis, place and route in {build_dir} (slow: minutes)")
-    t0 = time.time()
-    proc = subprocess.run(cmd, cwd=build_dir, env=env, capture_output=True, text=True)
-    seconds = time.time() - t0
     tim = build_dir / f"{name}.tim"
     rpt_log = build_dir / f"{name}.rpt"
+    bitstream = build_dir / f"{name}.{BITSTREAM_EXT[board.family]}"
+    if report_only:
+        # nextpnr's log of a killed run ends with the post-placement estimate: only a build
+        # that wrote its bitstream has final figures
+        missing = [f.name for f in (tim, bitstream) if not f.exists()]
+        if missing:
+            raise SluiceError(f"--report-only: {build_dir} holds no finished build of these "
+                              f"options (no {' or '.join(missing)}); build it first")
+        log(f"{name}: reports from the logs in {build_dir}")
+        # the wall time: from the build script's extraction to the bitstream
+        script = build_dir / f"build_{name}.sh"
+        proc = None
+        seconds = (bitstream.stat().st_mtime - script.stat().st_mtime
+                   if script.exists() else None)
+    else:
+        plan = platform.build(top, name=name, build_dir=str(build_dir), do_build=False,
+                              nextpnr_opts=" ".join(nextpnr_opts), **extra)
+        plan.extract(str(build_dir))
+        if synth_only:
+            return synthesise_only(board, params, name, build_dir, env, nice, log)
+        script = f"{plan.script}.sh"
+        cmd = ((["nice", "-n", str(nice)] if nice and shutil.which("nice") else [])
+               + ["sh", script])
+        log(f"{name}: synthesis, place and route in {build_dir} (slow: minutes)")
+        t0 = time.time()
+        proc = subprocess.run(cmd, cwd=build_dir, env=env, capture_output=True, text=True)
+        seconds = time.time() - t0
     nextpnr_text = tim.read_text(errors="replace") if tim.exists() else ""
     parsed = rpt.parse_nextpnr_log(nextpnr_text)
-    if proc.returncode != 0:
+    if proc is not None and proc.returncode != 0:
         over = rpt.over_capacity(parsed["utilisation"])
         if over:
             raise SluiceError(f"--board {board.name}: the {params.rows}x{params.cols} design does "
@@ -178,7 +203,6 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=F
     yosys_cells = rpt.parse_yosys_stat(rpt_log.read_text(errors="replace")) \
         if rpt_log.exists() else {}
     summary = rpt.summarise(board.family, parsed, yosys_cells)
-    bitstream = build_dir / f"{name}.{BITSTREAM_EXT[board.family]}"
     report = {
         "name": name, "board": board.name, "device": platform.device,
         "family": board.family, "params": params.as_dict(), "dense_only": dense_only,

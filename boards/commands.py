@@ -23,7 +23,8 @@ def cmd_build(args) -> int:
           loopback=args.loopback, program=args.program, out_root=args.out_dir, seed=args.seed,
           router=args.router, clock_mhz=args.clock_mhz, pe_mult=args.pe_mult,
           post_cols=args.post_cols, skip_cols=args.skip_cols, act_share=args.act_share,
-          act_width=args.act_width, nextpnr_args=args.nextpnr_args, synth_only=args.synth_only)
+          act_width=args.act_width, nextpnr_args=args.nextpnr_args, synth_only=args.synth_only,
+          report_only=args.report_only)
     return 0
 
 
@@ -150,6 +151,9 @@ def add_commands(sub) -> None:
     p.add_argument("--synth-only", action="store_true",
                    help="stop after synthesis: yosys's cell counts and (ECP5) the estimated "
                         "slowest paths in NAME.estimate.json, in minutes instead of hours")
+    p.add_argument("--report-only", action="store_true",
+                   help="run no tool: write the reports from the logs of a finished build "
+                        "with the same options (e.g. one whose script was run by hand)")
     p.add_argument("--loopback", action="store_true",
                    help="bridge + a loopback stand-in instead of the accelerator (link "
                         "bring-up)")

@@ -122,7 +122,8 @@ def markdown(report: dict) -> str:
              *([f"- timing: {'met' if r['timing_met'] else '**FAILED**'} (nextpnr, every "
                 "clock against its constraint)"] if "timing_met" in r else []),
              f"- command: `{r['command']}`",
-             f"- wall time: {r['seconds']:.0f} s",
+             "- wall time: " + (f"{r['seconds']:.0f} s" if r.get("seconds") is not None
+                                else "unknown"),
              "", "| resource | cell | used | available | % |", "|---|---|---|---|---|"]
     for cat, u in r["resources"].items():
         pct = f"{100.0 * u['used'] / u['available']:.1f}" if u.get("available") else ""

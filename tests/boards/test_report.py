@@ -74,3 +74,41 @@ def test_captured_overfull_build():
         "ICESTORM_LC 27238/5280 (516%, 21958 over)"]
     assert "no BELs remaining" in rpt.nextpnr_errors(text)[-1]
     assert parsed["fmax"] == {}
+
+
+def test_report_only_rereads_a_finished_build(tmp_path):
+    """`sluice build --report-only`: no tool runs (none is installed for this test), the
+    reports come from the build folder's logs; a build without its bitstream is refused."""
+    import json
+    import os
+
+    import pytest
+
+    from sluice.boards.build import build, build_name
+    from sluice.boards.platforms import get_board
+    from sluice.errors import SluiceError
+
+    board = get_board("icebreaker")
+    name = build_name(board, board.params(None, None), loopback=True)
+    d = tmp_path / name
+    d.mkdir()
+    (d / f"{name}.tim").write_text(NEXTPNR)
+    with pytest.raises(SluiceError, match=r"--report-only: .* no finished build .*\(no \S+\.bin\)"):
+        build("icebreaker", loopback=True, report_only=True, out_root=str(tmp_path),
+              log=lambda s: None)
+    (d / f"{name}.rpt").write_text(YOSYS)
+    (d / f"build_{name}.sh").write_text("# written by amaranth\n")
+    (d / f"{name}.bin").write_bytes(b"\0")
+    t = os.stat(d / f"build_{name}.sh").st_mtime
+    os.utime(d / f"{name}.bin", (t + 99, t + 99))
+    lines = []
+    rep = build("icebreaker", loopback=True, report_only=True, out_root=str(tmp_path),
+                log=lines.append)
+    assert rep["fmax_mhz"] == 35.59 and rep["timing_met"]
+    assert rep["resources"]["lut"]["used"] == 1333 and rep["seconds"] == 99
+    assert json.loads((d / f"{name}.report.json").read_text())["fmax_mhz"] == 35.59
+    assert "wall time: 99 s" in (d / f"{name}.report.md").read_text()
+    assert not any("elaborating" in s for s in lines)
+    with pytest.raises(SluiceError, match="--program: not with --report-only"):
+        build("icebreaker", loopback=True, report_only=True, program=True,
+              out_root=str(tmp_path))
