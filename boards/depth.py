@@ -7,10 +7,11 @@ net between slices, so every slow path class shows up in seconds, grouped by the
 block RAM / DSP input) it ends in. The delays are the ECP5 speed-6 figures nextpnr reported on
 the routed 8 x 8 critical path (clock-to-out 0.52 ns, LUT4 0.24, PFUMX/L6MUX21 0.17-0.26, a
 carry cell's entry 0.45 and exit 0.44), with every net that leaves a slice charged the average
-routed net delay of that path (``NET_NS``). The figures are estimates for ranking paths; only a
-routed build's Fmax is a measurement.
+routed net delay of that path (``NET_NS``), and a net to or from a DSP block what the routed
+4 x 8 critical path spent on those (``DSP_NET_NS``). The figures are estimates for ranking
+paths; only a routed build's Fmax is a measurement.
 
-    python -m sluice.boards.depth build/boards/NAME/NAME.json [--top N] [--over NS]
+    python -m sluice.boards.depth build/boards/NAME/NAME.json [--top N] [--over NS] [--path NAME]
 """
 
 from __future__ import annotations
@@ -33,11 +34,23 @@ CARRY_OUT_NS = 0.44  # carry in to sum out
 BRAM_NS = 3.9       # DP16KD clock to data out (no output register)
 LUTRAM_NS = 0.5     # TRELLIS_DPR16X4 read address to data out
 MULT_NS = 3.9       # MULT18X18D, unregistered (as nextpnr reported it on the 4 x 8 build)
+# a net into or out of a MULT18X18D: the DSP blocks sit in a few fixed rows, and the routed
+# 4 x 8 critical path had 3.24 ns into an element's multiplier and 4.09 ns out of it
+DSP_NET_NS = 3.5
 
 # inputs fed from the same slice without a routed net
 _LOCAL = {("PFUMX", "ALUT"), ("PFUMX", "BLUT"), ("L6MUX21", "D0"), ("L6MUX21", "D1"),
           ("CCU2C", "CIN")}
 _ENDPOINT_TYPES = {"TRELLIS_FF", "DP16KD", "TRELLIS_DPR16X4", "TRELLIS_IO"}
+
+
+def _net(sink_type, sink_port, driver_type):
+    """The delay charged to a net: none inside a slice, more to and from a DSP block."""
+    if (sink_type, sink_port) in _LOCAL:
+        return 0.0
+    if "MULT18X18D" in (sink_type, driver_type):
+        return DSP_NET_NS
+    return NET_NS
 
 
 def _stem(name):
@@ -99,8 +112,7 @@ def arrivals(netlist, path="netlist"):
                 for bit in c["connections"].get(p, []):
                     if isinstance(bit, int) and bit in driver:
                         dn, dp = driver[bit]
-                        local = (t, p) in _LOCAL
-                        a = out_time(dn, dp) + (0.0 if local else NET_NS)
+                        a = out_time(dn, dp) + _net(t, p, cells[dn]["type"])
                         if a >= worst:
                             worst = a
                             via[key] = (dn, dp)
@@ -156,7 +168,7 @@ def arrivals(netlist, path="netlist"):
             for bit in c["connections"].get(p, []):
                 if not isinstance(bit, int) or bit not in driver:
                     continue
-                arr = out_time(*driver[bit]) + NET_NS
+                arr = out_time(*driver[bit]) + _net(c["type"], p, cells[driver[bit][0]]["type"])
                 stem = _stem(name)
                 old = worst.get(stem)
                 if old is None:

@@ -18,7 +18,7 @@ def _cell(typ, conns, outputs, src="top.py:1"):
 
 def _netlist():
     """ff_a -> LUT4 -> LUT4 -> ff_b; ff_a -> two chained CCU2C -> ff_c (bits 0, 1);
-    block RAM -> LUT4 -> ff_d."""
+    block RAM -> LUT4 -> ff_d; ff_a, ff_b -> DSP multiplier -> ff_e."""
     cells = {
         "acc.a_TRELLIS_FF_Q": _cell("TRELLIS_FF", {"CLK": [1], "DI": [2], "Q": [10]}, {"Q"},
                                     "top.py:5"),
@@ -39,6 +39,9 @@ def _netlist():
         "l3": _cell("LUT4", {"A": [40], "B": ["0"], "C": ["0"], "D": ["0"], "Z": [41]}, {"Z"}),
         "acc.d_TRELLIS_FF_Q": _cell("TRELLIS_FF", {"CLK": [1], "DI": [41], "Q": [42]}, {"Q"},
                                     "top.py:13"),
+        "mul": _cell("MULT18X18D", {"A0": [10], "B0": [13], "P0": [50]}, {"P0"}),
+        "acc.e_TRELLIS_FF_Q": _cell("TRELLIS_FF", {"CLK": [1], "DI": [50], "Q": [51]}, {"Q"},
+                                    "pe.py:1"),
     }
     return {"modules": {"top": {"attributes": {"top": "00000000000000000000000000000001"},
                                 "cells": cells}}}
@@ -55,6 +58,8 @@ def test_arrivals_follow_the_delay_model():
     assert ends["acc.d"].ns == pytest.approx(depth.BRAM_NS + net + depth.LUT_NS + net)
     # the block RAM's address input is an endpoint too
     assert ends["acc.buf.0.0"].ns == pytest.approx(q + net)
+    # a DSP block between two registers: both nets are charged the DSP routing delay
+    assert ends["acc.e"].ns == pytest.approx(q + 2 * depth.DSP_NET_NS + depth.MULT_NS)
     assert ends["acc.b"].src == "top.py:7"
     # the worst path, cell by cell from its start
     assert [c for c, _, _ in ends["acc.b"].path] == ["acc.a_TRELLIS_FF_Q", "l1", "l2"]
@@ -65,8 +70,8 @@ def test_cli_lists_paths_and_refuses_bad_input(tmp_path, capsys):
     f.write_text(json.dumps(_netlist()))
     assert depth.main([str(f), "--top", "2", "--over", "3.2"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert "acc.d" in out[1] and "acc.b" in out[2]
-    assert out[-1].startswith("2 endpoint names")
+    assert "acc.e" in out[1] and "acc.d" in out[2]
+    assert out[-1].startswith("3 endpoint names")
     assert depth.main([str(f), "--path", "acc.b"]) == 0
     assert "l2" in capsys.readouterr().out
     assert depth.main([str(f), "--path", "nothing"]) == 2
@@ -100,7 +105,7 @@ def test_synth_only_writes_the_estimate(tmp_path, monkeypatch):
     est = build("ulx3s-12f", synth_only=True, out_root=str(tmp_path / "b"), nice=0,
                 log=lines.append)
     assert est["yosys_cells"] == {"LUT4": 4, "TRELLIS_FF": 5}
-    assert est["paths"][0]["endpoint"] == "acc.d"
+    assert est["paths"][0]["endpoint"] == "acc.e"
     assert est["fmax_estimate_mhz"] == pytest.approx(1000 / est["paths"][0]["ns"], abs=0.1)
     out = tmp_path / "b" / est["name"] / f"{est['name']}.estimate.json"
     assert json.loads(out.read_text())["paths"] == est["paths"]
