@@ -34,8 +34,10 @@ CARRY_OUT_NS = 0.44  # carry in to sum out
 BRAM_NS = 3.9       # DP16KD clock to data out (no output register)
 LUTRAM_NS = 0.5     # TRELLIS_DPR16X4 read address to data out
 MULT_NS = 3.9       # MULT18X18D, unregistered (as nextpnr reported it on the 4 x 8 build)
-# a net into or out of a MULT18X18D: the DSP blocks sit in a few fixed rows, and the routed
-# 4 x 8 critical path had 3.24 ns into an element's multiplier and 4.09 ns out of it
+# a net out of a MULT18X18D, or into one from a driver with other sinks too: the DSP blocks
+# sit in a few fixed rows, and the routed 4 x 8 critical path had 3.24-3.67 ns into an
+# element's multiplier from a register shared with the systolic pass-through and 3.62-4.09 ns
+# out of it; a register that feeds only its DSP block is placed beside it (NET_NS)
 DSP_NET_NS = 3.5
 
 # inputs fed from the same slice without a routed net
@@ -44,11 +46,12 @@ _LOCAL = {("PFUMX", "ALUT"), ("PFUMX", "BLUT"), ("L6MUX21", "D0"), ("L6MUX21", "
 _ENDPOINT_TYPES = {"TRELLIS_FF", "DP16KD", "TRELLIS_DPR16X4", "TRELLIS_IO"}
 
 
-def _net(sink_type, sink_port, driver_type):
-    """The delay charged to a net: none inside a slice, more to and from a DSP block."""
+def _net(sink_type, sink_port, driver_type, fanout=1):
+    """The delay charged to a net: none inside a slice, more out of a DSP block and into one
+    from a driver with other sinks."""
     if (sink_type, sink_port) in _LOCAL:
         return 0.0
-    if "MULT18X18D" in (sink_type, driver_type):
+    if driver_type == "MULT18X18D" or sink_type == "MULT18X18D" and fanout > 1:
         return DSP_NET_NS
     return NET_NS
 
@@ -84,6 +87,14 @@ def arrivals(netlist, path="netlist"):
                 for bit in c["connections"].get(port, []):
                     if isinstance(bit, int):
                         driver[bit] = (name, port)
+    sinks = {}  # net bit -> the cells it feeds (a sign bit on several pins of one DSP: one)
+    for name, c in cells.items():
+        for port, d in c.get("port_directions", {}).items():
+            if d == "input":
+                for bit in c["connections"].get(port, []):
+                    if isinstance(bit, int):
+                        sinks.setdefault(bit, set()).add(name)
+    fanout = {bit: len(names) for bit, names in sinks.items()}
     memo = {}
     via = {}  # (cell, output port) -> the (cell, output port) its worst input came from
 
@@ -112,7 +123,7 @@ def arrivals(netlist, path="netlist"):
                 for bit in c["connections"].get(p, []):
                     if isinstance(bit, int) and bit in driver:
                         dn, dp = driver[bit]
-                        a = out_time(dn, dp) + _net(t, p, cells[dn]["type"])
+                        a = out_time(dn, dp) + _net(t, p, cells[dn]["type"], fanout[bit])
                         if a >= worst:
                             worst = a
                             via[key] = (dn, dp)

@@ -18,7 +18,7 @@ def _cell(typ, conns, outputs, src="top.py:1"):
 
 def _netlist():
     """ff_a -> LUT4 -> LUT4 -> ff_b; ff_a -> two chained CCU2C -> ff_c (bits 0, 1);
-    block RAM -> LUT4 -> ff_d; ff_a, ff_b -> DSP multiplier -> ff_e."""
+    block RAM -> LUT4 -> ff_d; ff_a, ff_b -> DSP multiplier -> ff_e -> ff_f -> DSP -> ff_g."""
     cells = {
         "acc.a_TRELLIS_FF_Q": _cell("TRELLIS_FF", {"CLK": [1], "DI": [2], "Q": [10]}, {"Q"},
                                     "top.py:5"),
@@ -42,6 +42,10 @@ def _netlist():
         "mul": _cell("MULT18X18D", {"A0": [10], "B0": [13], "P0": [50]}, {"P0"}),
         "acc.e_TRELLIS_FF_Q": _cell("TRELLIS_FF", {"CLK": [1], "DI": [50], "Q": [51]}, {"Q"},
                                     "pe.py:1"),
+        # an operand register that feeds only its multiplier
+        "acc.f_TRELLIS_FF_Q": _cell("TRELLIS_FF", {"CLK": [1], "DI": [51], "Q": [60]}, {"Q"}),
+        "mul2": _cell("MULT18X18D", {"A0": [60], "P0": [61]}, {"P0"}),
+        "acc.g_TRELLIS_FF_Q": _cell("TRELLIS_FF", {"CLK": [1], "DI": [61], "Q": [62]}, {"Q"}),
     }
     return {"modules": {"top": {"attributes": {"top": "00000000000000000000000000000001"},
                                 "cells": cells}}}
@@ -58,8 +62,10 @@ def test_arrivals_follow_the_delay_model():
     assert ends["acc.d"].ns == pytest.approx(depth.BRAM_NS + net + depth.LUT_NS + net)
     # the block RAM's address input is an endpoint too
     assert ends["acc.buf.0.0"].ns == pytest.approx(q + net)
-    # a DSP block between two registers: both nets are charged the DSP routing delay
+    # a DSP block fed by registers with other sinks: both nets are charged the DSP routing
+    # delay; fed by a register of its own, only the net out of it
     assert ends["acc.e"].ns == pytest.approx(q + 2 * depth.DSP_NET_NS + depth.MULT_NS)
+    assert ends["acc.g"].ns == pytest.approx(q + net + depth.MULT_NS + depth.DSP_NET_NS)
     assert ends["acc.b"].src == "top.py:7"
     # the worst path, cell by cell from its start
     assert [c for c, _, _ in ends["acc.b"].path] == ["acc.a_TRELLIS_FF_Q", "l1", "l2"]
@@ -70,8 +76,8 @@ def test_cli_lists_paths_and_refuses_bad_input(tmp_path, capsys):
     f.write_text(json.dumps(_netlist()))
     assert depth.main([str(f), "--top", "2", "--over", "3.2"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert "acc.e" in out[1] and "acc.d" in out[2]
-    assert out[-1].startswith("3 endpoint names")
+    assert "acc.e" in out[1] and "acc.g" in out[2]
+    assert out[-1].startswith("4 endpoint names")  # e, g, d, b (c is 3.01 ns)
     assert depth.main([str(f), "--path", "acc.b"]) == 0
     assert "l2" in capsys.readouterr().out
     assert depth.main([str(f), "--path", "nothing"]) == 2
