@@ -571,6 +571,9 @@ class Sluice(wiring.Component):
                      self.m_axis_tlast.eq(fifo.r_data[P.out_bits]),
                      self.m_axis_tvalid.eq(fifo.r_rdy), fifo.r_en.eq(self.m_axis_tready)]
         dcount = Signal(range(C + ARRAY_EXTRA + 2))
+        # dcount == 0, a register set beside every dcount update (the compare in front of the
+        # drain's fire decision and the residual read address was the 4 x 8 ECP5 critical path)
+        dzero = Signal(init=1)
         d_r = Signal(range(R))
         d1_go = Signal()
         d1_psum = [Signal(signed(ACC_BITS), name=f"d1_psum_{c}") for c in range(C)]
@@ -599,7 +602,7 @@ class Sluice(wiring.Component):
         psum_rows = Array([Array([arr.psum[r][c] for c in range(C)]) for r in range(R)])
 
         d_fire = Signal()
-        m.d.comb += d_fire.eq(in_flight & (dcount == 0) & room)
+        m.d.comb += d_fire.eq(in_flight & dzero & room)
         m.d.sync += d1_go.eq(d_fire)
         # a row enters d1 (d_fire); a row in d2 leaves the count unless it becomes a word
         # (post_wen[1]); a word leaves the last stage for the FIFO (post_wen[-1])
@@ -624,11 +627,11 @@ class Sluice(wiring.Component):
                 res_word.append(res_rp[j].data)
             if gating:
                 m.d.comb += psum_rp[j].addr.eq(k_addr)
-        with m.If(in_flight & (dcount != 0)):
-            m.d.sync += dcount.eq(dcount - 1)
+        with m.If(in_flight & ~dzero):
+            m.d.sync += [dcount.eq(dcount - 1), dzero.eq(dcount == 1)]
         with m.If(d_fire):
             if PU > 1:  # the next row fires PU cycles later
-                m.d.sync += dcount.eq(PU - 1)
+                m.d.sync += [dcount.eq(PU - 1), dzero.eq(0)]
             m.d.sync += [d1[j][f].eq(drn_arr[j][f][d_r]) for f in FIELDS for j in range(NG)]
             m.d.sync += [d1_psum[c].eq(psum_rows[d_r][c]) for c in range(C)]
             m.d.sync += d_r.eq(d_r + 1)
@@ -898,7 +901,7 @@ class Sluice(wiring.Component):
             m.d.sync += st_first.eq(0)
             with m.If(is_last):
                 m.d.sync += copy_set(drn, cur)
-                m.d.sync += [in_flight.eq(1), dcount.eq(G + ARRAY_EXTRA), d_r.eq(0),
+                m.d.sync += [in_flight.eq(1), dcount.eq(G + ARRAY_EXTRA), dzero.eq(0), d_r.eq(0),
                              cnt["PASSES"].eq(cnt["PASSES"] + 1)]
                 m.d.sync += reset_steps()
                 with m.If(rl_done):
