@@ -80,20 +80,17 @@ class Endpoint(NamedTuple):
 def arrivals(netlist, path="netlist"):
     """``{endpoint name: Endpoint}`` for every register, block RAM and LUT RAM input."""
     cells = _top(netlist, path)["cells"]
-    driver = {}
-    for name, c in cells.items():
-        for port, d in c.get("port_directions", {}).items():
-            if d == "output":
-                for bit in c["connections"].get(port, []):
-                    if isinstance(bit, int):
-                        driver[bit] = (name, port)
+    driver = {}  # net bit -> (cell, output port)
     sinks = {}  # net bit -> the cells it feeds (a sign bit on several pins of one DSP: one)
     for name, c in cells.items():
         for port, d in c.get("port_directions", {}).items():
-            if d == "input":
-                for bit in c["connections"].get(port, []):
-                    if isinstance(bit, int):
-                        sinks.setdefault(bit, set()).add(name)
+            for bit in c["connections"].get(port, []):
+                if not isinstance(bit, int):
+                    continue
+                if d == "output":
+                    driver[bit] = (name, port)
+                elif d == "input":
+                    sinks.setdefault(bit, set()).add(name)
     fanout = {bit: len(names) for bit, names in sinks.items()}
     memo = {}
     via = {}  # (cell, output port) -> the (cell, output port) its worst input came from
@@ -117,39 +114,35 @@ def arrivals(netlist, path="netlist"):
             memo[key] = start(name, c)
             return memo[key]
 
-        def inp(ports):
-            worst = 0.0
+        def inp(ports, delay):
+            """(the worst arrival at ``ports`` plus ``delay``, the driver it came from)"""
+            worst, came = 0.0, None
             for p in ports:
                 for bit in c["connections"].get(p, []):
                     if isinstance(bit, int) and bit in driver:
                         dn, dp = driver[bit]
                         a = out_time(dn, dp) + _net(t, p, cells[dn]["type"], fanout[bit])
-                        if a >= worst:
-                            worst = a
-                            via[key] = (dn, dp)
-            return worst
+                        if came is None or a > worst:
+                            worst, came = a, (dn, dp)
+            return worst + delay, came
 
+        inputs = [p for p in c["connections"] if c["port_directions"].get(p) == "input"]
         if t == "LUT4":
-            v = inp("ABCD") + LUT_NS
+            v, came = inp("ABCD", LUT_NS)
         elif t == "PFUMX":
-            v = inp(("ALUT", "BLUT", "C0")) + MUX_NS
+            v, came = inp(("ALUT", "BLUT", "C0"), MUX_NS)
         elif t == "L6MUX21":
-            v = inp(("D0", "D1", "SD")) + MUX_NS
-        elif t == "CCU2C":
-            data = inp(("A0", "B0", "C0", "D0", "A1", "B1", "C1", "D1"))
-            cin = inp(("CIN",))
-            if port == "COUT":
-                v = max(data + CARRY_IN_NS, cin + CARRY_NS)
-            else:
-                v = max(data + CARRY_IN_NS, cin + CARRY_OUT_NS)
+            v, came = inp(("D0", "D1", "SD"), MUX_NS)
+        elif t == "CCU2C":  # the later of the data inputs' and the carry's arrival
+            v, came = max(inp(("A0", "B0", "C0", "D0", "A1", "B1", "C1", "D1"), CARRY_IN_NS),
+                          inp(("CIN",), CARRY_NS if port == "COUT" else CARRY_OUT_NS),
+                          key=lambda r: r[0])
         elif t == "TRELLIS_DPR16X4":
-            v = inp([p for p in c["connections"] if p.startswith("RAD")]) + LUTRAM_NS
-        elif t == "MULT18X18D":
-            v = inp([p for p in c["connections"]
-                     if c["port_directions"].get(p) == "input"]) + MULT_NS
+            v, came = inp([p for p in inputs if p.startswith("RAD")], LUTRAM_NS)
         else:
-            v = inp([p for p in c["connections"]
-                     if c["port_directions"].get(p) == "input"])
+            v, came = inp(inputs, MULT_NS if t == "MULT18X18D" else 0.0)
+        if came is not None:
+            via[key] = came
         memo[key] = v
         return v
 
@@ -162,8 +155,9 @@ def arrivals(netlist, path="netlist"):
 
     def trace(key):
         """The worst path into ``key``, first cell first, as ``(cell, src, arrival)``."""
-        out = []
-        while key is not None:
+        out, seen = [], set()
+        while key is not None and key not in seen:  # a loop through a cut input ends it
+            seen.add(key)
             out.append((key[0], src_of(key[0]), memo.get(key, 0.0)))
             key = via.get(key)
         return out[::-1]

@@ -127,3 +127,17 @@ def test_synth_only_failure_is_one_line(tmp_path, monkeypatch):
         build("ulx3s-12f", synth_only=True, out_root=str(tmp_path / "b"), nice=0,
               log=lambda s: None)
     assert os.path.isdir(tmp_path / "b")
+
+
+def test_a_combinational_loop_ends_the_walk_and_the_trace():
+    """A loop (two LUTs feeding each other) is cut where the walk meets it again: every
+    arrival stays finite and the traced path lists each cell once."""
+    n = _netlist()
+    cells = n["modules"]["top"]["cells"]
+    cells["x1"] = _cell("LUT4", {"A": [70], "B": [10], "C": ["0"], "D": ["0"], "Z": [71]}, {"Z"})
+    cells["x2"] = _cell("LUT4", {"A": [71], "B": ["0"], "C": ["0"], "D": ["0"], "Z": [70]}, {"Z"})
+    cells["acc.h_TRELLIS_FF_Q"] = _cell("TRELLIS_FF", {"CLK": [1], "DI": [71], "Q": [72]}, {"Q"})
+    h = depth.arrivals(n)["acc.h"]
+    assert h.ns < 10
+    names = [c for c, _, _ in h.path]
+    assert len(names) == len(set(names)) and names[-1] == "x1"
