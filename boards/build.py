@@ -181,8 +181,7 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=F
         if synth_only:
             return synthesise_only(board, params, name, build_dir, env, nice, log)
         script = f"{plan.script}.sh"
-        cmd = ((["nice", "-n", str(nice)] if nice and shutil.which("nice") else [])
-               + ["sh", script])
+        cmd = _niced(nice, ["sh", script])
         log(f"{name}: synthesis, place and route in {build_dir} (slow: minutes)")
         t0 = time.time()
         proc = subprocess.run(cmd, cwd=build_dir, env=env, capture_output=True, text=True)
@@ -254,6 +253,11 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=F
     return report
 
 
+def _niced(nice: int, cmd: list) -> list:
+    """``cmd`` under ``nice -n NICE`` where there is one (the tools run for minutes to hours)."""
+    return (["nice", "-n", str(nice)] if nice and shutil.which("nice") else []) + cmd
+
+
 # the slowest endpoint names `--synth-only` lists
 ESTIMATE_TOP = 12
 
@@ -263,8 +267,7 @@ def synthesise_only(board: Board, params, name: str, build_dir: Path, env: dict,
     """Run only the build's yosys step (seconds to minutes, where place and route of the 8 x 8
     85F build takes two hours) and write ``NAME.estimate.json``: yosys's cell counts and, on
     ECP5, the estimated slowest register-to-register paths (``sluice.boards.depth``)."""
-    cmd = (["nice", "-n", str(nice)] if nice and shutil.which("nice") else [])
-    cmd += [env["YOSYS"], "-q", "-l", f"{name}.rpt", f"{name}.ys"]
+    cmd = _niced(nice, [env["YOSYS"], "-q", "-l", f"{name}.rpt", f"{name}.ys"])
     log(f"{name}: synthesis only in {build_dir}")
     t0 = time.time()
     proc = subprocess.run(cmd, cwd=build_dir, env=env, capture_output=True, text=True)
@@ -292,7 +295,7 @@ def synthesise_only(board: Board, params, name: str, build_dir: Path, env: dict,
     log(f"{name}: synthesised in {seconds:.0f} s: {main or 'no cell counts in the yosys log'}")
     if est["paths"]:
         log(f"estimated slowest paths (no place and route: an estimate for ranking, "
-            f"{1000.0 / est['paths'][0]['ns']:.1f} MHz at worst; only a routed build's Fmax "
+            f"{est['fmax_estimate_mhz']:.1f} MHz at worst; only a routed build's Fmax "
             f"is measured):")
         for p in est["paths"]:
             log(f"  {p['ns']:6.2f} ns  {p['endpoint']} ({p['src']})")
