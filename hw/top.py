@@ -644,12 +644,16 @@ class Sluice(wiring.Component):
             gate_now = Signal(C)  # the gate bits of the row in d2
             m.d.sync += gate_now.eq(gu.gate)
             # per skip group: the row in d2 is valid, has a gate on and the layer has
-            # conditional channels; registered beside the gate bits so that the skip decision
-            # (and from it the controller's next state) is one gate behind the registers
-            # (the 4 x 8 ECP5 critical path ran cond_empty -> skip decision -> next state)
+            # conditional channels. Valid and "has conditional channels" are registered beside
+            # the gate bits and the group's any-gate is taken after the registers, one LUT with
+            # the base-phase flag below (the 4 x 8 ECP5 critical path ran cond_empty -> skip
+            # decision -> next state; then, with the any-gate before the register, the
+            # partial sum -> 32-bit compare -> any over the group's columns -> `gate_pre`)
+            pre_ok = Signal(NG)
+            m.d.sync += [pre_ok[j].eq(d1[j]["valid"] & ~cond_empty) for j in range(NG)]
             gate_pre = Signal(NG)
-            m.d.sync += [gate_pre[j].eq(d1[j]["valid"] & gu.gate[j * G:(j + 1) * G].any() &
-                                        ~cond_empty) for j in range(NG)]
+            m.d.comb += [gate_pre[j].eq(pre_ok[j] & gate_now[j * G:(j + 1) * G].any())
+                         for j in range(NG)]
             m.d.sync += [d2_psum[c].eq(d1_psum[c]) for c in range(C)]
         else:
             gate_now = Const(0, C)
