@@ -149,7 +149,11 @@ def job_cycles(layer, job_desc: dict, gate_band, p: HwParams, dense: bool) -> di
         steps_total += n * steps
         passes += n
         load_wait += wt
+        fin = end  # the job's end counts from the last phase's drain, not its exit
         if gated:
+            # the base phase also waits for its last row to leave the drain's d2 stage, which
+            # the post-processing units' serial columns cover when post_cols > 1
+            end += p.post_cols == 1
             items = active_items(gate_band, t, p)
             n_active = max(items)
             if not cond_empty:
@@ -161,9 +165,10 @@ def job_cycles(layer, job_desc: dict, gate_band, p: HwParams, dense: bool) -> di
                 steps_total += n * steps
                 passes += n
                 load_wait += wt
+                fin = end
         ends.append(end - 1)
         a = end
-    cycles = ends[-1] + TAIL + post_latency(p.cols)
+    cycles = fin - 1 + TAIL + post_latency(p.cols)
     return {"cycles": cycles, "load_cycles": load_wait,
             "stall_cycles": cycles - load_wait - steps_total,
             "steps": steps_total, "passes": passes, "active_pixels": active_total}

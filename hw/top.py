@@ -397,7 +397,7 @@ class Sluice(wiring.Component):
                 m.d.sync += [al_diff[j].eq(al_diff[j] + 1), al_left[j].eq(1)]
             with m.Elif(al_pop[j] & ~al_push[j]):
                 m.d.sync += [al_diff[j].eq(al_diff[j] - 1), al_left[j].eq(al_diff[j] != 1)]
-        any_active = Signal()  # set below: n_active, or the drain's d2 stage writing one now
+        any_active = Signal()  # set below: a skip group's active list is not empty
 
         # row-set loader
         rl_busy = Signal()
@@ -775,9 +775,11 @@ class Sluice(wiring.Component):
                     col_valid[j * G:(j + 1) * G], 0))
         with m.If(post_wen[-1]):
             m.d.comb += fifo.w_en.eq(1)
-        # the base phase may end while its last row is in d2: the pixel it writes counts
-        m.d.comb += any_active.eq(Cat(*(n != 0 for n in n_active)).any() |
-                                  (d2_go & to_active.any()))
+        # the base phase ends only once its last row has left d2 (`phase_done` below), so the
+        # counters hold every pixel it deferred (with the d2 row's gate bits in this decision,
+        # gate bits -> any-gate -> next phase -> the tile registers' enables was the 4 x 8
+        # ECP5 critical path; with post_cols > 1 the drain is busy then anyway)
+        m.d.comb += any_active.eq(Cat(*(n != 0 for n in n_active)).any())
         with m.If(d2_go):
             m.d.sync += cnt["ACTIVE_PIXELS"].eq(cnt["ACTIVE_PIXELS"] +
                                                 sum(to_active[j] for j in range(NG)))
@@ -954,7 +956,8 @@ class Sluice(wiring.Component):
 
         phase_done = Signal()
         m.d.comb += phase_done.eq(~have_cur & ~rl_busy & ~rl_wr & ~rl_done & ~src_left &
-                                  ~in_flight & ~d1_go & ~ser_busy)
+                                  ~in_flight & ~d1_go & ~ser_busy &
+                                  ~(d2_go & is_base if gating else 0))
 
         # ---------------------------------------------------------------- loader FSM
         # beats of the current block (activations, a tile's weights or residual), bounded by the
