@@ -34,18 +34,22 @@ def _dsp_chunks(v):
     return [v[0:17], v[17:].as_signed()]
 
 
+MULT_STAGES = (1, 2, 5)
+
+
 def mult_stages(cols: int) -> int:
     """Pipeline stages of the requantisation multiply in the ``PostProc`` of a ``cols``-column
-    array: 1 (one product), 2 (two half products, then their sum) or 3 (four DSP-sized partial
-    products, two sums, the final sum). Narrow arrays get fewer (their tile switch once
-    bounded the latency to ``cols + 3``; ``PARAM_READ_LAST`` lifted that, and the small arrays
-    the tests run keep their short pipeline)."""
-    return max(1, min(3, cols - 1))
+    array: 1 (one product), 2 (two half products, then their sum) or 5 (four DSP-sized partial
+    products with a register on each side of every DSP, two sums, the final sum). Narrow
+    arrays get fewer (their tile switch once bounded the latency to ``cols + 3``;
+    ``PARAM_READ_LAST`` lifted that, and the small arrays the tests run keep their short
+    pipeline)."""
+    return 1 if cols <= 2 else 2 if cols == 3 else 5
 
 
 def post_latency(cols: int) -> int:
     """Cycles from ``PostProc``'s inputs to its output ``y`` (one result per cycle) in an array
-    of ``cols`` columns: ``FIXED_STAGES + mult_stages(cols)`` (8, 9, then 10 from 4 columns
+    of ``cols`` columns: ``FIXED_STAGES + mult_stages(cols)`` (8, 9, then 12 from 4 columns
     on)."""
     return FIXED_STAGES + mult_stages(cols)
 
@@ -69,16 +73,19 @@ class PostProc(wiring.Component):
     product; or the products with the signed upper and unsigned lower 16 bits of ``mult``, then
     their sum; or the four partial products of the int32 sum's two 17-bit chunks (the low one
     unsigned, the signed top 15 bits) with ``mult``'s (unsigned low 17 bits, signed top 15),
-    each one 18 x 18 DSP multiply with its output registered, then the two chunks' sums, then
-    the total; (5 + ``mult_stages``) that product shifted right by ``shift``; (6 +
-    ``mult_stages``) the rounding step (``(v + 1) >> 1``), ReLU and clamp, registered: the
+    each one 18 x 18 DSP multiply: its operands registered (a copy per DSP, which placement
+    puts beside the DSP however far the free DSP site is), the product registered and
+    registered again (the route away from the DSP gets a cycle of its own), then the two
+    chunks' sums, then the total (at 8 x 8 on the ECP5 the route into a far DSP and back was the
+    critical path, 4.2 + 3.9 + 4.8 ns); (5 + ``mult_stages``) that product shifted right by
+    ``shift``; (6 + ``mult_stages``) the rounding step (``(v + 1) >> 1``), ReLU and clamp, registered: the
     saturation tests are compares of the shifted value with constants (no wide adder in front
     of them) and the in-range result needs only its low 9 bits.
     """
 
     def __init__(self, *, mult_stages: int = 3):
-        if mult_stages not in (1, 2, 3):
-            raise ValueError(f"mult_stages: {mult_stages} is not 1, 2 or 3")
+        if mult_stages not in MULT_STAGES:
+            raise ValueError(f"mult_stages: {mult_stages} is not 1, 2 or 5")
         self.mult_stages = mult_stages
         self.latency = FIXED_STAGES + mult_stages
         super().__init__({
@@ -128,13 +135,22 @@ class PostProc(wiring.Component):
             shift, relu = shift_d, relu_d
         # stage 5
         prod = Signal(signed(2 * PARAM_BITS + 1))  # 2 * total * mult
-        if self.mult_stages == 3:  # total = t1*2^17 + t0, mult = m1*2^17 + m0
+        if self.mult_stages == 5:  # total = t1*2^17 + t0, mult = m1*2^17 + m0
             t, mm = _dsp_chunks(total), _dsp_chunks(self.mult)
+            kn = [(k, n) for k in range(2) for n in range(2)]
+            # the operands of product (k, n), registered beside its DSP
+            ta = {(k, n): Signal.like(t[k], name=f"pa_{k}_{n}") for k, n in kn}
+            mb = {(k, n): Signal.like(mm[n], name=f"pb_{k}_{n}") for k, n in kn}
+            m.d.sync += [x.eq(t[k]) for (k, n), x in ta.items()]
+            m.d.sync += [x.eq(mm[n]) for (k, n), x in mb.items()]
             pp = [[Signal(signed(len(t[k]) + len(mm[n]) + 1), name=f"pp_{k}_{n}")
                    for n in range(2)] for k in range(2)]
-            m.d.sync += [pp[k][n].eq(t[k] * mm[n]) for k in range(2) for n in range(2)]
+            ppq = [[Signal.like(pp[k][n], name=f"ppq_{k}_{n}") for n in range(2)]
+                   for k in range(2)]
+            m.d.sync += [pp[k][n].eq(ta[k, n] * mb[k, n]) for k, n in kn]
+            m.d.sync += [ppq[k][n].eq(pp[k][n]) for k, n in kn]
             sk = [Signal(signed(len(t[k]) + 33), name=f"pps_{k}") for k in range(2)]
-            m.d.sync += [sk[k].eq(pp[k][0] + (pp[k][1] << 17)) for k in range(2)]
+            m.d.sync += [sk[k].eq(ppq[k][0] + (ppq[k][1] << 17)) for k in range(2)]
             m.d.sync += prod.eq((sk[0] + (sk[1] << 17)) << 1)
         elif self.mult_stages == 2:  # mult = hi * 2^16 + lo, hi signed, lo unsigned
             p_hi = Signal(signed(ACC_BITS + 16))

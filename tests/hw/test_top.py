@@ -317,15 +317,15 @@ def test_back_pressure_keeps_results_exact():
 def test_a_nearly_stopped_output_fills_the_fifo_without_losing_words():
     """The output stream ready one cycle in 24: the drain must stop on the FIFO's room (the
     words on their way are a counter beside the pipeline) and lose nothing, and resume."""
-    from sluice.hw.top import OUT_FIFO_DEPTH
+    from sluice.hw.top import out_fifo_depth
 
     params, kw = CASES["gated_group_3x3"]
-    layer = make_layer(**kw, seed=11, residual=True)
+    layer = make_layer(**{**kw, "size": (6, 6)}, seed=11, residual=True)
     res = run_layer_amaranth(layer, params, throttle_seed=3, ready_prob=1 / 24)
     y, gate = run_reference(layer)
     assert np.array_equal(res.y, y) and np.array_equal(res.gate, gate)
     words = layer.h_out * layer.w_out * -(-layer.c_out // params.cols)  # rows x tiles, at most
-    assert words > 2 * OUT_FIFO_DEPTH  # more than the FIFO holds, at 1/24 of the drain rate
+    assert words > 2 * out_fifo_depth(params)  # more than the FIFO holds, at 1/24 of the rate
     assert res.cycles > 24 * words // 2
 
 

@@ -6,7 +6,7 @@ from amaranth.sim import Simulator
 
 from sluice.hw.params import PE_MULTS
 from sluice.hw.pe import PE, PE_STAGES, SystolicArray
-from sluice.hw.postproc import PARAM_READ_LAST, GateUnit, PostProc, post_latency
+from sluice.hw.postproc import MULT_STAGES, PARAM_READ_LAST, GateUnit, PostProc, post_latency
 from sluice.model.reference import rescale
 
 
@@ -124,7 +124,7 @@ def test_gate_unit_is_strict():
     _run(dut, bench, clock=False)
 
 
-@pytest.mark.parametrize("stages", [1, 2, 3])
+@pytest.mark.parametrize("stages", MULT_STAGES)
 def test_postproc_matches_reference(stages):
     dut = PostProc(mult_stages=stages)
     rng = np.random.default_rng(2)
@@ -172,7 +172,7 @@ def test_postproc_matches_reference(stages):
     _run(dut, bench)
 
 
-@pytest.mark.parametrize("stages", [1, 2, 3])
+@pytest.mark.parametrize("stages", MULT_STAGES)
 def test_postproc_is_pipelined(stages):
     """One value per cycle with fixed parameters: y follows acc and residual ``latency``
     cycles later."""
@@ -203,7 +203,7 @@ def test_postproc_is_pipelined(stages):
     _run(dut, bench)
 
 
-@pytest.mark.parametrize("stages", [1, 2, 3])
+@pytest.mark.parametrize("stages", MULT_STAGES)
 def test_postproc_rounds_half_up(stages):
     """(v*M + 2^(s-1)) >> s: ties go towards +infinity, also for negative values."""
     dut = PostProc(mult_stages=stages)
@@ -245,7 +245,7 @@ def test_postproc_clamp_edges():
 def test_post_latency():
     """The top level's cycle count (the cycle model's TAIL) and FIFO bound use these."""
     assert post_latency(2) == 8 and post_latency(3) == 9
-    assert all(post_latency(cols) == 10 for cols in range(4, 33))
+    assert all(post_latency(cols) == 12 for cols in range(4, 33))
     assert all(PARAM_READ_LAST <= cols + 3 for cols in range(2, 33))
 
 
@@ -294,7 +294,7 @@ def _tile_switch_outputs(stages, switch_after):
     return [got[t] for t in t_in], expect
 
 
-@pytest.mark.parametrize("stages", [1, 2, 3])
+@pytest.mark.parametrize("stages", MULT_STAGES)
 def test_postproc_parameters_may_change_under_the_pipeline(stages):
     """A tile's parameters may change PARAM_READ_LAST cycles after its last value went in,
     with that value still in flight (the top level's tile switch relies on it); one cycle
