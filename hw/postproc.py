@@ -78,12 +78,12 @@ class PostProc(wiring.Component):
     registered again (the route away from the DSP gets a cycle of its own), then the two
     chunks' sums, then the total (at 8 x 8 on the ECP5 the route into a far DSP and back was the
     critical path, 4.2 + 3.9 + 4.8 ns); (5 + ``mult_stages``) that product shifted right by
-    ``shift``; (6 + ``mult_stages``) the rounding step (``(v + 1) >> 1``), ReLU and clamp, registered: the
-    saturation tests are compares of the shifted value with constants (no wide adder in front
-    of them) and the in-range result needs only its low 9 bits.
+    ``shift``; (6 + ``mult_stages``) the rounding step (``(v + 1) >> 1``), ReLU and clamp,
+    registered: the saturation tests are compares of the shifted value with constants (no wide
+    adder in front of them) and the in-range result needs only its low 9 bits.
     """
 
-    def __init__(self, *, mult_stages: int = 3):
+    def __init__(self, *, mult_stages: int = MULT_STAGES[-1]):
         if mult_stages not in MULT_STAGES:
             raise ValueError(f"mult_stages: {mult_stages} is not 1, 2 or 5")
         self.mult_stages = mult_stages

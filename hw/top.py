@@ -44,14 +44,21 @@ from sluice.hw.regs import RegisterFile, axil_members
 ERR = {name: lsb for name, lsb, _, _ in ERROR_FIELDS}
 FLAG = {name: lsb for name, lsb, _, _ in FLAG_FIELDS}
 PH_DENSE, PH_BASE, PH_COND = 0, 1, 2
+
+
+def drain_post_latency(params: HwParams) -> int:
+    """Cycles from a drained row to its output word: the post-processing pipeline plus the
+    ``post_cols - 1`` cycles a shared unit takes for the row's other columns."""
+    return post_latency(params.cols) + params.post_cols - 1
+
+
 def out_fifo_depth(params: HwParams) -> int:
     """Output FIFO words: deep enough that, with the output stream always ready (the host
     contract), the drain never waits for room: about 2 words sit in the FIFO at full rate and
     up to ceil(POST_LATENCY / post_cols) + 1 are on their way, against a registered bound of
     the depth - 2 (the cycle model assumes no such waits). 16, or 32 for a long pipeline with
     a post-processing unit per column."""
-    latency = post_latency(params.cols) + params.post_cols - 1
-    return 16 if -(-latency // params.post_cols) + 5 < 16 else 32
+    return 16 if -(-drain_post_latency(params) // params.post_cols) + 5 < 16 else 32
 
 
 def _pipelined_sum(m, terms, name, fan_in=4):
@@ -113,11 +120,11 @@ class Sluice(wiring.Component):
         # PU columns per post-processing unit: a drained row goes through the units in PU
         # cycles (one column each), so its word is complete PU - 1 cycles after its first column
         PU = P.post_cols
-        POST_LATENCY = post_latency(C) + PU - 1
+        POST_LATENCY = drain_post_latency(P)
         assert PARAM_READ_LAST <= C + 3, "the tile parameters would change under the pipeline"
-        # (rows leave the drain PU cycles apart, so fewer words are on their way)
+        # (rows leave the drain PU cycles apart, so fewer words are on their way; the depth is
+        # chosen from the same latency, so the drain never waits for FIFO room)
         OUT_FIFO_DEPTH = out_fifo_depth(P)
-        assert -(-POST_LATENCY // PU) + 5 < OUT_FIFO_DEPTH, "the drain would wait for FIFO room"
         Q = R * NG  # slots: (row r, skip group j) -> q = r * NG + j
         abits = _log2(P.act_depth)
         AW, AP = P.act_bytes, P.act_pieces  # activation-buffer word bytes, words per beat
