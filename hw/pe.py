@@ -30,8 +30,11 @@ FEED_REGS = 1
 # the DSP block across the die to that register (placed by the accumulator) was the 4 x 4
 # ULX3S critical path at 74 MHz. With two, ``dsp`` elements put one in front of the multiplier
 # and one after it (registers on both sides of the DSP block), ``logic`` elements one after
-# each half of the partial-product tree.
-PE_STAGES = 2
+# each half of the partial-product tree. With three, the product is registered twice, so the
+# route from a DSP block far from its element back to the accumulator has a cycle of its own
+# (at 8 x 8 on the ECP5, 76 DSPs, an element's DSP sat 73 columns from its registers: 5.2 ns
+# in, 3.9 in the block, 4.1 ns out, the critical path at 73 MHz).
+PE_STAGES = 3
 # cycles from a step's issue-side registers to the element's sum, beyond the skew: the drain
 # and the cycle model wait this much longer than an unpipelined array
 ARRAY_EXTRA = FEED_REGS + PE_STAGES

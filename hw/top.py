@@ -473,12 +473,13 @@ class Sluice(wiring.Component):
         m.d.sync += [w_out_m1.eq(w_out - 1), group_cout_m1.eq(group_cout - 1)]
         # "last tap / row / channel of the pass" kept as registers beside the step counters,
         # each set with its counter from a compare of the counter's next value (in parallel
-        # with `issue`, not behind it), so is_last is one gate from registers
+        # with `issue`, not behind it); is_last, their AND, is a register set beside them
+        # (the 4 x 8 ECP5 critical path ran last_ky -> is_last -> issue -> swap -> the step
+        # counters' resets)
         last_kx = Signal()
         last_ky = Signal()
         last_n = Signal()
         is_last = Signal()
-        m.d.comb += is_last.eq(last_n & last_ky & last_kx)
 
         issue = Signal()
         swap = Signal()
@@ -493,6 +494,7 @@ class Sluice(wiring.Component):
         def reset_steps():
             return [g_chg.eq(2), last_kx.eq(kernel_m1 == 0), last_ky.eq(kernel_m1 == 0),
                     last_n.eq(n_ch_m1 == 0),
+                    is_last.eq((kernel_m1 == 0) & (n_ch_m1 == 0)),
                     st_n.eq(0), st_ky.eq(0), st_kx.eq(0), st_w.eq(w_start),
                     st_first.eq(1), *(g_i[j].eq(g_start[j]) for j in range(NG)),
                     *(g_off[j].eq(g_start_off[j]) for j in range(NG)),
@@ -928,9 +930,11 @@ class Sluice(wiring.Component):
             with m.Elif(~last_kx):
                 m.d.sync += [st_kx.eq(st_kx + 1), st_w.eq(st_w + 1),
                              last_kx.eq(st_kx + 1 == kernel_m1),
+                             is_last.eq(last_n & last_ky & (st_kx + 1 == kernel_m1)),
                              *(step_off[j].eq(step_off[j] + 1) for j in range(NG))]
             with m.Elif(~last_ky):
                 m.d.sync += [last_kx.eq(kernel_m1 == 0), last_ky.eq(st_ky + 1 == kernel_m1),
+                             is_last.eq(last_n & (st_ky + 1 == kernel_m1) & (kernel_m1 == 0)),
                              st_kx.eq(0), st_ky.eq(st_ky + 1),
                              st_w.eq(st_w + 1),
                              *(row_off[j].eq(row_off[j] + w_in) for j in range(NG)),
@@ -938,6 +942,7 @@ class Sluice(wiring.Component):
             with m.Else():
                 m.d.sync += [g_chg.eq(1), last_kx.eq(kernel_m1 == 0), last_ky.eq(kernel_m1 == 0),
                              last_n.eq(st_n + 1 == n_ch_m1),
+                             is_last.eq((st_n + 1 == n_ch_m1) & (kernel_m1 == 0)),
                              st_kx.eq(0), st_ky.eq(0), st_n.eq(st_n + 1),
                              st_w.eq(st_w + 1)]
                 for j in range(NG):
