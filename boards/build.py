@@ -22,6 +22,7 @@ from sluice.boards import report as rpt
 from sluice.boards.platforms import Board, get_board
 from sluice.errors import RunFailed, SluiceError
 from sluice.fileio import atomic_write_text
+from sluice.hw.params import KEEP_REGS_YOSYS
 
 # amaranth's build scripts call the tools through these variables
 TOOLS = {
@@ -155,7 +156,8 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=F
     if not report_only:
         log(f"{name}: elaborating ({params.rows}x{params.cols}, UART {baud} baud = "
             f"{divisor} clocks/bit at {clk / 1e6:g} MHz{via})")
-    extra = {}
+    # registers duplicated on purpose stay apart (hw.params.KEEP_ATTRS)
+    extra = {"script_after_read": KEEP_REGS_YOSYS}
     if board.family == "ice40":
         extra["synth_opts"] = "-dsp"  # map multipliers to the UP5K's SB_MAC16 blocks
     tim = build_dir / f"{name}.tim"

@@ -29,6 +29,18 @@ MAX_PADDING = 3
 MAX_SHIFT = 62
 
 
+#: attributes of a register that duplicates another on purpose (the same input, one copy per
+#: DSP block it feeds, so placement can put each beside its block): ``keep`` on the register's
+#: wire. Synthesis tools merge registers with equal inputs unless told not to; the board flow's
+#: yosys script marks the flip-flop driving every such wire ``keep`` (``KEEP_REGS_YOSYS``), and
+#: a flow of your own needs its equivalent (Vivado: ``keep_equivalent_registers`` or the
+#: attribute; yosys: that command after reading the design)
+KEEP_ATTRS = {"keep": 1}
+#: the yosys commands that carry ``KEEP_ATTRS`` from the wires to the flip-flops driving them
+#: (yosys keeps a wire with ``keep`` but still merges its driver with an equal one; a ``keep``
+#: cell it does not merge)
+KEEP_REGS_YOSYS = "setattr -set keep 1 a:keep %ci1 t:$dff %i"
+
 #: element multiplier styles (``HwParams.pe_mult``)
 PE_MULTS = ("dsp", "logic")
 

@@ -15,7 +15,7 @@ from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from sluice.hw.params import ACC_BITS, ACT_BITS, PARAM_BITS
+from sluice.hw.params import ACC_BITS, ACT_BITS, KEEP_ATTRS, PARAM_BITS
 
 
 # PostProc stages besides the requantisation multiply: input registers, bias and the residual's
@@ -104,14 +104,17 @@ class PostProc(wiring.Component):
         # stage 0
         acc = Signal.like(self.acc)
         base = Signal.like(self.base)
-        residual = Signal.like(self.residual)
-        m.d.sync += [acc.eq(self.acc), base.eq(self.base), residual.eq(self.residual)]
+        # the residual registered once per DSP block it feeds (KEEP_ATTRS: equal copies)
+        residual = [Signal.like(self.residual, name=f"residual_{k}", attrs=KEEP_ATTRS)
+                    for k in range(2)]
+        m.d.sync += [acc.eq(self.acc), base.eq(self.base)]
+        m.d.sync += [r.eq(self.residual) for r in residual]
         # stage 1: ``acc + base + bias``; the residual's partial products (res_mult = r1*2^17 + r0)
         acc_b = Signal(signed(ACC_BITS + 2))
         rm = _dsp_chunks(self.res_mult)
         rp = [Signal(signed(ACT_BITS + len(rm[k]) + 1), name=f"rp_{k}") for k in range(2)]
         m.d.sync += [acc_b.eq(acc + base + self.bias)]
-        m.d.sync += [rp[k].eq(residual * rm[k]) for k in range(2)]
+        m.d.sync += [rp[k].eq(residual[k] * rm[k]) for k in range(2)]
         # stage 2: their sum, ``2 * residual * res_mult``; ``acc + bias`` waits
         res_prod = Signal(signed(ACT_BITS + PARAM_BITS + 1))
         acc_b1 = Signal.like(acc_b)
@@ -139,8 +142,11 @@ class PostProc(wiring.Component):
             t, mm = _dsp_chunks(total), _dsp_chunks(self.mult)
             kn = [(k, n) for k in range(2) for n in range(2)]
             # the operands of product (k, n), registered beside its DSP
-            ta = {(k, n): Signal.like(t[k], name=f"pa_{k}_{n}") for k, n in kn}
-            mb = {(k, n): Signal.like(mm[n], name=f"pb_{k}_{n}") for k, n in kn}
+            # (KEEP_ATTRS: equal copies, which synthesis would otherwise merge into one
+            # register feeding two DSPs; the 8 x 8 netlist had them merged)
+            ta = {(k, n): Signal.like(t[k], name=f"pa_{k}_{n}", attrs=KEEP_ATTRS) for k, n in kn}
+            mb = {(k, n): Signal.like(mm[n], name=f"pb_{k}_{n}", attrs=KEEP_ATTRS)
+                  for k, n in kn}
             m.d.sync += [x.eq(t[k]) for (k, n), x in ta.items()]
             m.d.sync += [x.eq(mm[n]) for (k, n), x in mb.items()]
             pp = [[Signal(signed(len(t[k]) + len(mm[n]) + 1), name=f"pp_{k}_{n}")
