@@ -746,11 +746,15 @@ class Sluice(wiring.Component):
         # travels beside the post-processing pipeline; results of groups without a final result
         # are zeroed (they may come from unwritten buffer rows, which are X in a Verilog
         # simulation). Index i: the stage whose values leave PostProc i cycles later.
-        post_mask = [None] + [Signal(C, name=f"post_mask_{i}")
+        # (mask and metadata are data beside post_wen, which has the reset: without one of
+        # their own, whatever a reset leaves in them leaves the pipeline unwritten; with it,
+        # the reset joined d2_go in front of every metadata register's set/reset input, the 4 x 8
+        # ECP5 critical path across the die)
+        post_mask = [None] + [Signal(C, name=f"post_mask_{i}", reset_less=True)
                               for i in range(1, POST_LATENCY + 1)]
         meta = Cat(*(Cat(d2[j]["p"], Const(0, PIX_BITS - pbits)) for j in range(NG)),
                    out_valid, gate_out, tile_idx)
-        post_meta = [None] + [Signal(len(meta), name=f"post_meta_{i}")
+        post_meta = [None] + [Signal(len(meta), name=f"post_meta_{i}", reset_less=True)
                               for i in range(1, POST_LATENCY + 1)]
         # mask and metadata are zero in stages that carry no word, so the terminating word
         # (written when the pipeline is empty) needs no multiplexer of its own on the data
