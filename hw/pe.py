@@ -13,10 +13,11 @@ next pass can stream in while the result is drained.
 
 from __future__ import annotations
 
-from amaranth.hdl import ClockSignal, Instance, Module, Mux, Signal, signed
+from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from sluice.hw.ecp5 import ecp5_registered_dsp, mult18x18d
 from sluice.hw.params import ACC_BITS, ACT_BITS, WGT_BITS
 
 # Registers between the buffers' read data and the array edge, on every activation and weight
@@ -38,50 +39,6 @@ PE_STAGES = 3
 # cycles from a step's issue-side registers to the element's sum, beyond the skew: the drain
 # and the cycle model wait this much longer than an unpipelined array
 ARRAY_EXTRA = FEED_REGS + PE_STAGES
-
-
-def ecp5_registered_dsp(platform) -> bool:
-    """Whether ``dsp`` elements instantiate the ECP5's MULT18X18D with its own input and
-    output registers (an ECP5 platform: the board builds) rather than writing ``a * w`` between
-    fabric registers (simulation, ``sluice verilog``).
-
-    At 8 x 8 on the 85F the 76 DSP blocks span the die, and placement kept an element's
-    fabric registers beside the element, not beside its DSP block, so the route in (5 ns),
-    the multiply (3.9 ns) and the route out (4.3 ns) shared one cycle whatever registers
-    surrounded the multiply (73 MHz). With the block's registers the routes in and out each
-    have a cycle and the multiply sits between two registers inside the block. The integers
-    and the latency are the same (``tests/boards/test_ecp5_dsp.py`` simulates both element
-    forms against each other with a model of the block's registered multiply)."""
-    return getattr(platform, "family", None) == "ecp5"
-
-
-def _mult18x18d(m, a, w, name):
-    """``a * w`` (int8 each) through a MULT18X18D with registered inputs and output: the
-    product of the operands presented at cycle t is on the result at t + 2."""
-    a18, w18 = Signal(signed(18), name=f"{name}_a"), Signal(signed(18), name=f"{name}_b")
-    p = Signal(36, name=f"{name}_p")
-    m.d.comb += [a18.eq(a), w18.eq(w)]
-    ports = {f"i_A{i}": a18[i] for i in range(18)}
-    ports.update({f"i_B{i}": w18[i] for i in range(18)})
-    ports.update({f"i_C{i}": 0 for i in range(18)})
-    ports.update({f"o_P{i}": p[i] for i in range(36)})
-    # every register on CLK0 (nextpnr times a registered block from CLK0 only), CE0 high,
-    # the resets tied off; A and B signed
-    m.submodules[name] = Instance(
-        "MULT18X18D",
-        p_REG_INPUTA_CLK="CLK0", p_REG_INPUTA_CE="CE0", p_REG_INPUTA_RST="RST0",
-        p_REG_INPUTB_CLK="CLK0", p_REG_INPUTB_CE="CE0", p_REG_INPUTB_RST="RST0",
-        p_REG_INPUTC_CLK="NONE", p_REG_PIPELINE_CLK="NONE",
-        p_REG_OUTPUT_CLK="CLK0", p_REG_OUTPUT_CE="CE0", p_REG_OUTPUT_RST="RST0",
-        p_CLK0_DIV="ENABLED", p_CLK1_DIV="ENABLED", p_CLK2_DIV="ENABLED",
-        p_CLK3_DIV="ENABLED", p_HIGHSPEED_CLK="NONE", p_GSR="DISABLED",
-        p_CAS_MATCH_REG="FALSE", p_SOURCEB_MODE="B_SHIFT", p_MULT_BYPASS="DISABLED",
-        p_RESETMODE="SYNC",
-        i_SIGNEDA=1, i_SIGNEDB=1, i_SOURCEA=0, i_SOURCEB=0,
-        i_CLK0=ClockSignal(), i_CLK1=0, i_CLK2=0, i_CLK3=0,
-        i_CE0=1, i_CE1=0, i_CE2=0, i_CE3=0, i_RST0=0, i_RST1=0, i_RST2=0, i_RST3=0,
-        **ports)
-    return p[:2 * ACT_BITS].as_signed()
 
 
 def _tree(terms):
@@ -132,7 +89,8 @@ class PE(wiring.Component):
         if dsp_regs:
             # the block's input registers are the first stage (a disabled element's activation
             # zeroed in front of them), its output register the second
-            m.d.comb += add.eq(_mult18x18d(m, Mux(en, self.a_in, 0), self.w_in, "mult"))
+            p = mult18x18d(m, Mux(en, self.a_in, 0), self.w_in, "mult", in_regs=True)
+            m.d.comb += add.eq(p[:2 * ACT_BITS].as_signed())
         elif self._mult == "dsp":
             # the register in front of the multiplier, the others after it, so the placer can
             # put registers on both sides of the DSP block (with both after it, the

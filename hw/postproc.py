@@ -15,6 +15,7 @@ from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from sluice.hw.ecp5 import ecp5_registered_dsp, mult18x18d
 from sluice.hw.params import ACC_BITS, ACT_BITS, KEEP_ATTRS, PARAM_BITS
 
 
@@ -114,7 +115,13 @@ class PostProc(wiring.Component):
         rm = _dsp_chunks(self.res_mult)
         rp = [Signal(signed(ACT_BITS + len(rm[k]) + 1), name=f"rp_{k}") for k in range(2)]
         m.d.sync += [acc_b.eq(acc + base + self.bias)]
-        m.d.sync += [rp[k].eq(residual[k] * rm[k]) for k in range(2)]
+        dsp_regs = ecp5_registered_dsp(platform)
+        for k in range(2):
+            if dsp_regs:  # the product register inside the DSP block (hw/ecp5.py)
+                p = mult18x18d(m, residual[k], rm[k], f"res_mult_{k}", in_regs=False)
+                m.d.comb += rp[k].eq(p[:len(rp[k])].as_signed())
+            else:
+                m.d.sync += rp[k].eq(residual[k] * rm[k])
         # stage 2: their sum, ``2 * residual * res_mult``; ``acc + bias`` waits
         res_prod = Signal(signed(ACT_BITS + PARAM_BITS + 1))
         acc_b1 = Signal.like(acc_b)
@@ -142,18 +149,24 @@ class PostProc(wiring.Component):
             t, mm = _dsp_chunks(total), _dsp_chunks(self.mult)
             kn = [(k, n) for k in range(2) for n in range(2)]
             # the operands of product (k, n), registered beside its DSP
-            # (KEEP_ATTRS: equal copies, which synthesis would otherwise merge into one
-            # register feeding two DSPs; the 8 x 8 netlist had them merged)
-            ta = {(k, n): Signal.like(t[k], name=f"pa_{k}_{n}", attrs=KEEP_ATTRS) for k, n in kn}
-            mb = {(k, n): Signal.like(mm[n], name=f"pb_{k}_{n}", attrs=KEEP_ATTRS)
-                  for k, n in kn}
-            m.d.sync += [x.eq(t[k]) for (k, n), x in ta.items()]
-            m.d.sync += [x.eq(mm[n]) for (k, n), x in mb.items()]
             pp = [[Signal(signed(len(t[k]) + len(mm[n]) + 1), name=f"pp_{k}_{n}")
                    for n in range(2)] for k in range(2)]
             ppq = [[Signal.like(pp[k][n], name=f"ppq_{k}_{n}") for n in range(2)]
                    for k in range(2)]
-            m.d.sync += [pp[k][n].eq(ta[k, n] * mb[k, n]) for k, n in kn]
+            if dsp_regs:  # operand and product registers inside the DSP block (hw/ecp5.py)
+                for k, n in kn:
+                    p = mult18x18d(m, t[k], mm[n], f"mult_{k}_{n}", in_regs=True)
+                    m.d.comb += pp[k][n].eq(p[:len(pp[k][n])].as_signed())
+            else:
+                # (KEEP_ATTRS: equal copies, which synthesis would otherwise merge into one
+                # register feeding two DSPs; the 8 x 8 netlist had them merged)
+                ta = {(k, n): Signal.like(t[k], name=f"pa_{k}_{n}", attrs=KEEP_ATTRS)
+                      for k, n in kn}
+                mb = {(k, n): Signal.like(mm[n], name=f"pb_{k}_{n}", attrs=KEEP_ATTRS)
+                      for k, n in kn}
+                m.d.sync += [x.eq(t[k]) for (k, n), x in ta.items()]
+                m.d.sync += [x.eq(mm[n]) for (k, n), x in mb.items()]
+                m.d.sync += [pp[k][n].eq(ta[k, n] * mb[k, n]) for k, n in kn]
             m.d.sync += [ppq[k][n].eq(pp[k][n]) for k, n in kn]
             sk = [Signal(signed(len(t[k]) + 33), name=f"pps_{k}") for k in range(2)]
             m.d.sync += [sk[k].eq(ppq[k][0] + (ppq[k][1] << 17)) for k in range(2)]
