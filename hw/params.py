@@ -33,8 +33,8 @@ MAX_SHIFT = 62
 #: DSP block it feeds, so placement can put each beside its block): ``keep`` on the register's
 #: wire. Synthesis tools merge registers with equal inputs unless told not to; the board flow's
 #: yosys script marks the flip-flop driving every such wire ``keep`` (``KEEP_REGS_YOSYS``), and
-#: a flow of your own needs its equivalent (Vivado: ``keep_equivalent_registers`` or the
-#: attribute; yosys: that command after reading the design)
+#: a flow of your own needs its equivalent (yosys: that command after reading the design;
+#: Vivado: ``synth_design -keep_equivalent_registers``)
 KEEP_ATTRS = {"keep": 1}
 #: the yosys commands that carry ``KEEP_ATTRS`` from the wires to the flip-flops driving them
 #: (yosys keeps a wire with ``keep`` but still merges its driver with an equal one; a ``keep``
