@@ -1022,6 +1022,11 @@ class Sluice(wiring.Component):
         ld_tile = Signal(DIM_BITS + 1)  # first output channel of the tile being loaded
         fire = Signal()
         m.d.comb += fire.eq(self.s_axis_tvalid & self.s_axis_tready)
+        # a beat in the states whose TREADY is 1 (weights, parameters, residual): TVALID alone,
+        # so their counters and the bank flags do not wait for the activation state's TREADY
+        # decode (act_piece -> TREADY -> fire -> the bank-full flag was a 4 x 8 ECP5 critical
+        # path)
+        beat_in = self.s_axis_tvalid
         # the last activation beat, ceil(n_act / B) - 1, registered like wgt_last below (first
         # used after tile 0's bank; the subtract in front of the compare was a long loader path)
         act_last = Signal(range(act_words + 1))
@@ -1098,15 +1103,15 @@ class Sluice(wiring.Component):
                 with m.Elif(~bank_full.bit_select(ld_bank, 1)):
                     m.next = "L_WGT"
             with m.State("L_WGT"):
-                m.d.comb += [self.s_axis_tready.eq(1), wgt_wp.en.eq(fire)]
-                with m.If(fire):
+                m.d.comb += [self.s_axis_tready.eq(1), wgt_wp.en.eq(beat_in)]
+                with m.If(beat_in):
                     m.d.sync += ld_cnt.eq(ld_cnt + 1)
                     with m.If(ld_cnt == wgt_last):
                         m.d.sync += [ld_cnt.eq(0), par_b.eq(0)]
                         m.next = "L_PAR"
             with m.State("L_PAR"):
                 m.d.comb += self.s_axis_tready.eq(1)
-                with m.If(fire):
+                with m.If(beat_in):
                     for b in range(2):
                         for k in range(len(PARAM_ORDER)):
                             for c in range(C):
@@ -1123,8 +1128,8 @@ class Sluice(wiring.Component):
                             m.d.sync += bank_loaded()
                             after_bank()
             with m.State("L_RES"):
-                m.d.comb += [self.s_axis_tready.eq(1), *(wp.en.eq(fire) for wp in res_wp)]
-                with m.If(fire):
+                m.d.comb += [self.s_axis_tready.eq(1), *(wp.en.eq(beat_in) for wp in res_wp)]
+                with m.If(beat_in):
                     m.d.sync += ld_cnt.eq(ld_cnt + 1)
                     with m.If(ld_cnt == res_last):
                         m.d.comb += bank_set.eq(Mux(ld_bank, 0b10, 0b01))
