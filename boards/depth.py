@@ -46,6 +46,16 @@ _LOCAL = {("PFUMX", "ALUT"), ("PFUMX", "BLUT"), ("L6MUX21", "D0"), ("L6MUX21", "
 _ENDPOINT_TYPES = {"TRELLIS_FF", "DP16KD", "TRELLIS_DPR16X4", "TRELLIS_IO"}
 
 
+def _mult_regs(c) -> tuple[bool, bool]:
+    """(inputs registered, output registered) of a MULT18X18D cell (the board builds use the
+    block's own registers, ``hw/ecp5.py``): a registered side is a path end like a
+    flip-flop's (its clock-to-out taken as a flip-flop's: the estimate has no figure of its
+    own for the block's registers)."""
+    prm = c.get("parameters", {})
+    return (prm.get("REG_INPUTA_CLK", "NONE") != "NONE",
+            any(prm.get(k, "NONE") != "NONE" for k in ("REG_OUTPUT_CLK", "REG_PIPELINE_CLK")))
+
+
 def _net(sink_type, sink_port, driver_type, fanout=1):
     """The delay charged to a net: none inside a slice, more out of a DSP block and into one
     from a driver with other sinks."""
@@ -113,6 +123,9 @@ def arrivals(netlist, path="netlist"):
         if t in ("TRELLIS_FF", "DP16KD", "TRELLIS_IO", "SGSR"):
             memo[key] = start(name, c)
             return memo[key]
+        if t == "MULT18X18D" and _mult_regs(c)[1]:
+            memo[key] = CLK_Q_NS
+            return memo[key]
 
         def inp(ports, delay):
             """(the worst arrival at ``ports`` plus ``delay``, the driver it came from)"""
@@ -165,15 +178,20 @@ def arrivals(netlist, path="netlist"):
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 200000))
     worst = {}
     for name, c in cells.items():
-        if c["type"] not in _ENDPOINT_TYPES:
+        # a DSP block with its own output register ends the paths into it: at its input
+        # registers, or through its multiply into the output register
+        dsp_end = c["type"] == "MULT18X18D" and _mult_regs(c)[1]
+        if c["type"] not in _ENDPOINT_TYPES and not dsp_end:
             continue
+        extra = MULT_NS if dsp_end and not _mult_regs(c)[0] else 0.0
         for p, d in c.get("port_directions", {}).items():
             if d != "input" or p.startswith("CLK"):
                 continue
             for bit in c["connections"].get(p, []):
                 if not isinstance(bit, int) or bit not in driver:
                     continue
-                arr = out_time(*driver[bit]) + _net(c["type"], p, cells[driver[bit][0]]["type"])
+                arr = (out_time(*driver[bit]) + extra
+                       + _net(c["type"], p, cells[driver[bit][0]]["type"], fanout[bit]))
                 stem = _stem(name)
                 old = worst.get(stem)
                 if old is None:

@@ -71,6 +71,24 @@ def test_arrivals_follow_the_delay_model():
     assert [c for c, _, _ in ends["acc.b"].path] == ["acc.a_TRELLIS_FF_Q", "l1", "l2"]
 
 
+def test_dsp_blocks_with_their_own_registers_end_and_start_paths():
+    """hw/ecp5.py's blocks: registered inputs and output (element), output only (residual)."""
+    nl = _netlist()
+    cells = nl["modules"]["top"]["cells"]
+    regs = {"REG_INPUTA_CLK": "CLK0", "REG_INPUTB_CLK": "CLK0", "REG_OUTPUT_CLK": "CLK0"}
+    cells["mul"]["parameters"] = regs
+    cells["mul2"]["parameters"] = {**regs, "REG_INPUTA_CLK": "NONE", "REG_INPUTB_CLK": "NONE"}
+    ends = depth.arrivals(nl)
+    net, q = depth.NET_NS, depth.CLK_Q_NS
+    # into the input registers: the routes alone (ff_a's net feeds other cells too)
+    assert ends["mul"].ns == pytest.approx(q + depth.DSP_NET_NS)
+    # out of the output register: a clock-to-out, then the route out of the block
+    assert ends["acc.e"].ns == pytest.approx(q + depth.DSP_NET_NS)
+    # output register only: the multiply ends the path inside the block
+    assert ends["mul2"].ns == pytest.approx(q + net + depth.MULT_NS)
+    assert ends["acc.g"].ns == pytest.approx(q + depth.DSP_NET_NS)
+
+
 def test_cli_lists_paths_and_refuses_bad_input(tmp_path, capsys):
     f = tmp_path / "n.json"
     f.write_text(json.dumps(_netlist()))
