@@ -491,59 +491,16 @@ class Sluice(wiring.Component):
         # a channel boundary step moves group j past the base range (conditional phase)
         g_skip_next = [is_cond & (g_i[j] + 1 == g_lo[j]) for j in range(NG)]
 
-        # the step state as (register, value) pairs: the pass start's values (R) and the
-        # values one step on from a state (f); see the step update below
-        def step_regs():
-            return {"last_kx": last_kx, "last_ky": last_ky, "last_n": last_n,
-                    "is_last": is_last, "st_n": st_n, "st_ky": st_ky, "st_kx": st_kx,
-                    "st_w": st_w, "st_first": st_first,
-                    **{f"g_i{j}": g_i[j] for j in range(NG)},
-                    **{f"g_off{j}": g_off[j] for j in range(NG)},
-                    **{f"row_off{j}": row_off[j] for j in range(NG)},
-                    **{f"step_off{j}": step_off[j] for j in range(NG)},
-                    **{f"g_end{j}": g_end[j] for j in range(NG)}}
-
-        def start_values():
-            return {"last_kx": kernel_m1 == 0, "last_ky": kernel_m1 == 0,
-                    "last_n": n_ch_m1 == 0, "is_last": (kernel_m1 == 0) & (n_ch_m1 == 0),
-                    "st_n": 0, "st_ky": 0, "st_kx": 0, "st_w": w_start, "st_first": 1,
-                    **{f"g_i{j}": g_start[j] for j in range(NG)},
-                    **{f"g_off{j}": g_start_off[j] for j in range(NG)},
-                    **{f"row_off{j}": g_start_off[j] for j in range(NG)},
-                    **{f"step_off{j}": g_start_off[j] for j in range(NG)},
-                    **{f"g_end{j}": g_start_end[j] for j in range(NG)}}
-
-        def step_on(v):
-            """The state after the step whose state is ``v`` (not a pass's last step)."""
-            kx1, ky1, n1 = v["st_kx"] + 1, v["st_ky"] + 1, v["st_n"] + 1
-            nxt = dict(v)
-            nxt["st_first"] = 0
-            nxt["st_w"] = v["st_w"] + 1
-            chan = v["last_kx"] & v["last_ky"]
-            row = v["last_kx"] & ~v["last_ky"]
-            k0 = kernel_m1 == 0
-            nxt["st_kx"] = Mux(v["last_kx"], 0, kx1)
-            nxt["st_ky"] = Mux(chan, 0, Mux(row, ky1, v["st_ky"]))
-            nxt["st_n"] = Mux(chan, n1, v["st_n"])
-            nxt["last_kx"] = Mux(v["last_kx"], k0, kx1 == kernel_m1)
-            nxt["last_ky"] = Mux(chan, k0, Mux(row, ky1 == kernel_m1, v["last_ky"]))
-            nxt["last_n"] = Mux(chan, n1 == n_ch_m1, v["last_n"])
-            nxt["is_last"] = Mux(chan, (n1 == n_ch_m1) & k0,
-                                 Mux(row, v["last_n"] & (ky1 == kernel_m1) & k0,
-                                     v["last_n"] & v["last_ky"] & (kx1 == kernel_m1)))
-            for j in range(NG):
-                skip = is_cond & (v[f"g_i{j}"] + 1 == g_lo[j])
-                g_off_n = Mux(skip, v[f"g_off{j}"] + skip_off, v[f"g_off{j}"] + hw_in)
-                row_n = v[f"row_off{j}"] + w_in
-                nxt[f"g_off{j}"] = Mux(chan, g_off_n, v[f"g_off{j}"])
-                nxt[f"row_off{j}"] = Mux(chan, g_off_n, Mux(row, row_n, v[f"row_off{j}"]))
-                nxt[f"step_off{j}"] = Mux(chan, g_off_n,
-                                          Mux(row, row_n, v[f"step_off{j}"] + 1))
-                nxt[f"g_i{j}"] = Mux(chan, Mux(skip, v[f"g_i{j}"] + 1 + base_cin,
-                                               v[f"g_i{j}"] + 1), v[f"g_i{j}"])
-                nxt[f"g_end{j}"] = Mux(chan, Mux(skip, v[f"g_end{j}"] + skip_off,
-                                                 v[f"g_end{j}"] + hw_in), v[f"g_end{j}"])
-            return nxt
+        def reset_steps():
+            return [g_chg.eq(2), last_kx.eq(kernel_m1 == 0), last_ky.eq(kernel_m1 == 0),
+                    last_n.eq(n_ch_m1 == 0),
+                    is_last.eq((kernel_m1 == 0) & (n_ch_m1 == 0)),
+                    st_n.eq(0), st_ky.eq(0), st_kx.eq(0), st_w.eq(w_start),
+                    st_first.eq(1), *(g_i[j].eq(g_start[j]) for j in range(NG)),
+                    *(g_off[j].eq(g_start_off[j]) for j in range(NG)),
+                    *(row_off[j].eq(g_start_off[j]) for j in range(NG)),
+                    *(step_off[j].eq(g_start_off[j]) for j in range(NG)),
+                    *(g_end[j].eq(g_start_end[j]) for j in range(NG))]
 
         def copy_set(dst, src):
             return [dst[f][q].eq(src[f][q]) for f in FIELDS for q in range(Q)]
@@ -972,29 +929,43 @@ class Sluice(wiring.Component):
             with m.Else():
                 m.d.sync += have_cur.eq(0)
         # The step state (counters, last flags, channel offsets) takes one of two values: the
-        # pass start's (a pass's last step, or a row-set swap) or the next step's, and both are
-        # registers: `ahead` holds the state one step on from the current one (advanced with
-        # it, from its own registers), `ahead_start` the state one step on from a pass start
-        # (a level behind the phase's start values, set rows + 3 cycles before the first
-        # swap). issue and swap only select between registers and hold, the last level in
-        # front of them (with the step's next value decoded behind issue, issue -> swap -> the
-        # offsets' adders and multiplexers was the 4 x 8 ECP5 critical path at 71.7 MHz, and
-        # 83.5 with the decode reordered)
-        regs_now = step_regs()
-        ahead = {k: Signal.like(r, name=f"ahead_{k}") for k, r in regs_now.items()}
-        ahead_start = {k: Signal.like(r, name=f"ahead_start_{k}") for k, r in regs_now.items()}
-        m.d.sync += [ahead_start[k].eq(v) for k, v in step_on(start_values()).items()]
+        # pass start's (a pass's last step, or a row-set swap) or the next step's, chosen from
+        # registers alone (the last flags); issue and swap select between them and hold, as
+        # the last level in front of the registers (with the step's branch decoded behind
+        # issue, issue -> swap -> the offsets' adder multiplexers was the 4 x 8 ECP5
+        # critical path, 14 ns)
         step_reset = Signal()
         step_adv = Signal()
         m.d.comb += [step_reset.eq(swap | (issue & is_last)), step_adv.eq(issue & ~is_last)]
         with m.If(step_reset):
-            m.d.sync += [g_chg.eq(2), *(r.eq(v) for r, v in zip(regs_now.values(),
-                                                                start_values().values()))]
-            m.d.sync += [ahead[k].eq(ahead_start[k]) for k in regs_now]
+            m.d.sync += reset_steps()
         with m.Elif(step_adv):
-            m.d.sync += [g_chg.eq(Mux(last_kx & last_ky, 1, 0)),
-                         *(regs_now[k].eq(ahead[k]) for k in regs_now)]
-            m.d.sync += [ahead[k].eq(v) for k, v in step_on(ahead).items()]
+            m.d.sync += [st_first.eq(0), st_w.eq(st_w + 1)]
+            with m.If(~last_kx):
+                m.d.sync += [st_kx.eq(st_kx + 1),
+                             last_kx.eq(st_kx + 1 == kernel_m1),
+                             is_last.eq(last_n & last_ky & (st_kx + 1 == kernel_m1)),
+                             *(step_off[j].eq(step_off[j] + 1) for j in range(NG))]
+            with m.Elif(~last_ky):
+                m.d.sync += [last_kx.eq(kernel_m1 == 0), last_ky.eq(st_ky + 1 == kernel_m1),
+                             is_last.eq(last_n & (st_ky + 1 == kernel_m1) & (kernel_m1 == 0)),
+                             st_kx.eq(0), st_ky.eq(st_ky + 1),
+                             *(row_off[j].eq(row_off[j] + w_in) for j in range(NG)),
+                             *(step_off[j].eq(row_off[j] + w_in) for j in range(NG))]
+            with m.Else():
+                m.d.sync += [g_chg.eq(1), last_kx.eq(kernel_m1 == 0), last_ky.eq(kernel_m1 == 0),
+                             last_n.eq(st_n + 1 == n_ch_m1),
+                             is_last.eq((st_n + 1 == n_ch_m1) & (kernel_m1 == 0)),
+                             st_kx.eq(0), st_ky.eq(0), st_n.eq(st_n + 1)]
+                for j in range(NG):
+                    g_off_next = Mux(g_skip_next[j], g_off[j] + skip_off, g_off[j] + hw_in)
+                    m.d.sync += [g_off[j].eq(g_off_next), row_off[j].eq(g_off_next),
+                                 step_off[j].eq(g_off_next)]
+                    with m.If(g_skip_next[j]):
+                        m.d.sync += [g_i[j].eq(g_i[j] + 1 + base_cin),
+                                     g_end[j].eq(g_end[j] + skip_off)]
+                    with m.Else():
+                        m.d.sync += [g_i[j].eq(g_i[j] + 1), g_end[j].eq(g_end[j] + hw_in)]
         with m.If(swap):
             m.d.sync += copy_set(cur, nxt)
             m.d.sync += [rl_done.eq(0), have_cur.eq(1)]
