@@ -180,10 +180,10 @@ def arrivals(netlist, path="netlist"):
     for name, c in cells.items():
         # a DSP block with its own output register ends the paths into it: at its input
         # registers, or through its multiply into the output register
-        dsp_end = c["type"] == "MULT18X18D" and _mult_regs(c)[1]
-        if c["type"] not in _ENDPOINT_TYPES and not dsp_end:
+        in_reg, out_reg = _mult_regs(c) if c["type"] == "MULT18X18D" else (False, False)
+        if c["type"] not in _ENDPOINT_TYPES and not out_reg:
             continue
-        extra = MULT_NS if dsp_end and not _mult_regs(c)[0] else 0.0
+        extra = MULT_NS if out_reg and not in_reg else 0.0
         for p, d in c.get("port_directions", {}).items():
             if d != "input" or p.startswith("CLK"):
                 continue

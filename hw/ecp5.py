@@ -21,12 +21,12 @@ def ecp5_registered_dsp(platform) -> bool:
     return getattr(platform, "family", None) == "ecp5"
 
 
-def mult18x18d(m, a, b, name: str, *, in_regs: bool):
+def mult18x18d(m, a, b, name: str, *, width: int, in_regs: bool):
     """The 36-bit product ``a * b`` (each at most 18 bits as a signed value: an unsigned
     operand of up to 17 bits, a signed one of up to 18) through a MULT18X18D added to ``m`` as
     submodule ``name``, its output registered and, with ``in_regs``, its inputs too: the
     product of the operands presented at cycle t is on the result at t + 2 (t + 1 without
-    ``in_regs``). Returns the raw 36-bit result; slice and ``as_signed`` it."""
+    ``in_regs``). Returns its low ``width`` bits as a signed value."""
     a18, b18 = Signal(signed(18), name=f"{name}_a"), Signal(signed(18), name=f"{name}_b")
     p = Signal(36, name=f"{name}_p")
     m.d.comb += [a18.eq(a), b18.eq(b)]
@@ -51,4 +51,4 @@ def mult18x18d(m, a, b, name: str, *, in_regs: bool):
         i_CLK0=ClockSignal(), i_CLK1=0, i_CLK2=0, i_CLK3=0,
         i_CE0=1, i_CE1=0, i_CE2=0, i_CE3=0, i_RST0=0, i_RST1=0, i_RST2=0, i_RST3=0,
         **ports)
-    return p
+    return p[:width].as_signed()

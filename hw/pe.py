@@ -31,10 +31,10 @@ FEED_REGS = 1
 # the DSP block across the die to that register (placed by the accumulator) was the 4 x 4
 # ULX3S critical path at 74 MHz. With two, ``dsp`` elements put one in front of the multiplier
 # and one after it (registers on both sides of the DSP block), ``logic`` elements one after
-# each half of the partial-product tree. With three, the product is registered twice, so the
-# route from a DSP block far from its element back to the accumulator has a cycle of its own
-# (at 8 x 8 on the ECP5, 76 DSPs, an element's DSP sat 73 columns from its registers: 5.2 ns
-# in, 3.9 in the block, 4.1 ns out, the critical path at 73 MHz).
+# each half of the partial-product tree. With three, the product is registered twice. (At
+# 8 x 8 on the ECP5 an element's DSP sat 73 columns from its registers; the third register
+# alone did not help, placement kept it by the element too: the board builds use the DSP
+# block's own registers, hw/ecp5.py.)
 PE_STAGES = 3
 # cycles from a step's issue-side registers to the element's sum, beyond the skew: the drain
 # and the cycle model wait this much longer than an unpipelined array
@@ -89,8 +89,8 @@ class PE(wiring.Component):
         if dsp_regs:
             # the block's input registers are the first stage (a disabled element's activation
             # zeroed in front of them), its output register the second
-            p = mult18x18d(m, Mux(en, self.a_in, 0), self.w_in, "mult", in_regs=True)
-            m.d.comb += add.eq(p[:2 * ACT_BITS].as_signed())
+            m.d.comb += add.eq(mult18x18d(m, Mux(en, self.a_in, 0), self.w_in, "mult",
+                                          width=len(add), in_regs=True))
         elif self._mult == "dsp":
             # the register in front of the multiplier, the others after it, so the placer can
             # put registers on both sides of the DSP block (with both after it, the

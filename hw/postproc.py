@@ -118,8 +118,8 @@ class PostProc(wiring.Component):
         dsp_regs = ecp5_registered_dsp(platform)
         for k in range(2):
             if dsp_regs:  # the product register inside the DSP block (hw/ecp5.py)
-                p = mult18x18d(m, residual[k], rm[k], f"res_mult_{k}", in_regs=False)
-                m.d.comb += rp[k].eq(p[:len(rp[k])].as_signed())
+                m.d.comb += rp[k].eq(mult18x18d(m, residual[k], rm[k], f"res_mult_{k}",
+                                                width=len(rp[k]), in_regs=False))
             else:
                 m.d.sync += rp[k].eq(residual[k] * rm[k])
         # stage 2: their sum, ``2 * residual * res_mult``; ``acc + bias`` waits
@@ -155,8 +155,8 @@ class PostProc(wiring.Component):
                    for k in range(2)]
             if dsp_regs:  # operand and product registers inside the DSP block (hw/ecp5.py)
                 for k, n in kn:
-                    p = mult18x18d(m, t[k], mm[n], f"mult_{k}_{n}", in_regs=True)
-                    m.d.comb += pp[k][n].eq(p[:len(pp[k][n])].as_signed())
+                    m.d.comb += pp[k][n].eq(mult18x18d(m, t[k], mm[n], f"mult_{k}_{n}",
+                                                       width=len(pp[k][n]), in_regs=True))
             else:
                 # (KEEP_ATTRS: equal copies, which synthesis would otherwise merge into one
                 # register feeding two DSPs; the 8 x 8 netlist had them merged)
