@@ -144,18 +144,21 @@ class UARTBridge(wiring.Component):
         nbytes = Signal(range(B + 1))
         rd_pending = Signal()
         flush = Signal()  # RESET: empty ring, beat and output FIFO
-        m.d.comb += [self.s_axis_tdata.eq(beat), self.s_axis_tvalid.eq(nbytes == B),
+        # TVALID from a register (nbytes == B), not a compare: it fans out across the
+        # accelerator's loader (the compare was the start of an 8 x 8 ECP5 critical path)
+        full = Signal()
+        m.d.comb += [self.s_axis_tdata.eq(beat), self.s_axis_tvalid.eq(full),
                      self.s_axis_tlast.eq(0)]
         m.d.comb += ring_rp.addr.eq(rd_ptr[:pbits - 1])
         can_read = (nbytes + rd_pending < B) & (rd_ptr != commit_ptr)
         with m.If(rd_pending):
             m.d.sync += [beat.word_select(nbytes[:_log2(B)], 8).eq(ring_rp.data),
-                         nbytes.eq(nbytes + 1)]
+                         nbytes.eq(nbytes + 1), full.eq(nbytes == B - 1)]
         m.d.sync += rd_pending.eq(0)
         with m.If(can_read & ~rd_pending):
             m.d.sync += [rd_pending.eq(1), rd_ptr.eq(rd_ptr + 1)]
         with m.If(self.s_axis_tvalid & self.s_axis_tready):
-            m.d.sync += nbytes.eq(0)
+            m.d.sync += [nbytes.eq(0), full.eq(0)]
         # (a beat is only full when no read is pending, so the two nbytes updates never meet)
 
         # ------------------------------------------------------------ output FIFO
@@ -346,7 +349,7 @@ class UARTBridge(wiring.Component):
                         m.next = "POP"
                     with m.Case(P.CMD_RESET):
                         m.d.sync += [rst_cnt.eq(7), wr_ptr.eq(0), commit_ptr.eq(0),
-                                     rd_ptr.eq(0), nbytes.eq(0)]
+                                     rd_ptr.eq(0), nbytes.eq(0), full.eq(0)]
                         m.next = "RESETTING"
             with m.State("POP"):
                 # pop_k * W as shifts and adds (a constant multiply; no DSP on the path)
@@ -362,7 +365,7 @@ class UARTBridge(wiring.Component):
                 with m.If(rst_cnt != 0):
                     m.d.sync += rst_cnt.eq(rst_cnt - 1)
                 with m.Elif(~ofifo.r_rdy):
-                    m.d.sync += [rd_ptr.eq(0), nbytes.eq(0)]
+                    m.d.sync += [rd_ptr.eq(0), nbytes.eq(0), full.eq(0)]
                     m.d.sync += start_reply(P.ST_OK)
                     m.next = "REPLY"
             with m.State("AXI_W"):

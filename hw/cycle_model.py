@@ -107,9 +107,9 @@ def job_cycles(layer, job_desc: dict, gate_band, p: HwParams, dense: bool) -> di
 
     AP = p.act_pieces  # cycles per activation beat (one buffer word each)
     f0 = n_load + 2  # tile 0's bank seen full; the activations stream in from this cycle
-    act_end = f0 + A * AP
+    act_end = f0 + A * AP + 1  # the last beat written (a cycle after it arrives) and seen
 
-    def avail(i):  # the RTL sees the beat count a cycle late, except the last (act_loaded)
+    def avail(i):  # the RTL sees the beat count a cycle late
         if i >= c_in or p.act_shared:  # shared copies: every pass waits for all of them
             return act_end
         return min(f0 + -(-(i + 1) * hw_in // B) * AP + 1, act_end)

@@ -34,7 +34,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from sluice.hw.params import (ACC_BITS, ACT_BITS, COUNTERS, DEFAULT, DIM_BITS, ERROR_FIELDS,
-                              FLAG_FIELDS, MAX_PADDING, PARAM_ORDER, PIX_BITS, HwParams,
+                              FLAG_FIELDS, KEEP_ATTRS, MAX_PADDING, PARAM_ORDER, PIX_BITS, HwParams,
                               id_value)
 from sluice.hw.pe import ARRAY_EXTRA, FEED_REGS, SystolicArray
 from sluice.hw.postproc import PARAM_READ_LAST, GateUnit, PostProc, mult_stages, post_latency
@@ -274,6 +274,13 @@ class Sluice(wiring.Component):
         act_wr_addr = Signal(_log2(act_words) or 1)
         act_wr_data = Signal(8 * AW)
         act_wr_en = Signal()
+        # the loader's write reaches the copies a cycle after the beat, from registers: the
+        # stream's TVALID -> write enable -> a shared copy's address select across the die was
+        # the 8 x 8 ECP5 critical path. The enable is registered once per copy (KEEP_ATTRS:
+        # equal copies, each beside its block RAM); `act_ready` follows the last write
+        wq_addr = Signal.like(act_wr_addr, name="act_wq_addr")
+        wq_data = Signal.like(act_wr_data, name="act_wq_data")
+        m.d.sync += [wq_addr.eq(act_wr_addr), wq_data.eq(act_wr_data)]
         S = P.act_share if P.act_shared else 1
         NC = -(-NG // S)  # copies per row
         act_rd_addr = [Signal(_log2(act_words) or 1, name=f"act_rd_addr_{q}") for q in range(Q)]
@@ -282,22 +289,23 @@ class Sluice(wiring.Component):
                 mem = Memory(shape=unsigned(8 * AW), depth=act_words, init=[])
                 m.submodules[f"act_buf_{r * NC + k}"] = mem
                 wp = mem.write_port()
-                m.d.comb += [wp.data.eq(act_wr_data), wp.en.eq(act_wr_en)]
+                wq_en = Signal(name=f"act_wq_en_{r * NC + k}", attrs=KEEP_ATTRS)
+                m.d.sync += wq_en.eq(act_wr_en)
+                m.d.comb += [wp.data.eq(wq_data), wp.en.eq(wq_en)]
                 readers = [r * NG + j for j in range(k * S, min(k * S + S, NG))]
                 if len(readers) == 1:
-                    m.d.comb += wp.addr.eq(act_wr_addr)
+                    m.d.comb += wp.addr.eq(wq_addr)
                     rp = mem.read_port()
                     m.d.comb += rp.addr.eq(act_rd_addr[readers[0]])
                     act_rd.append(rp)
                     continue
                 shared_addr = Signal.like(act_wr_addr, name=f"act_addr_{r * NC + k}")
-                m.d.comb += [shared_addr.eq(Mux(act_wr_en, act_wr_addr,
-                                                act_rd_addr[readers[0]])),
+                m.d.comb += [shared_addr.eq(Mux(wq_en, wq_addr, act_rd_addr[readers[0]])),
                              wp.addr.eq(shared_addr)]
                 for i, q in enumerate(readers):
                     rp = mem.read_port()
                     m.d.comb += [rp.addr.eq(shared_addr if i == 0 else act_rd_addr[q]),
-                                 rp.en.eq(~act_wr_en)]
+                                 rp.en.eq(~wq_en)]
                     act_rd.append(rp)
 
         # weights and residual are double-buffered per channel tile (bank = tile parity), so the
@@ -888,7 +896,7 @@ class Sluice(wiring.Component):
         # it stays (rc), as a channel boundary step would move it (rn), as a pass start resets
         # it (rs); `g_chg` says which of the three applies to the next cycle's g_end. The beat
         # count is thus seen one cycle late (a step waiting for its channel issues one cycle
-        # after the beat that completes it, unless that beat is the last: act_loaded); the
+        # after the beat that completes it, like the last through act_ready); the
         # cycle model's `avail` follows.
         # The boundary's two possible moves (+H_IN*W_IN, or past the base range) are compared
         # separately and the choice registered beside them.
@@ -907,11 +915,14 @@ class Sluice(wiring.Component):
                      rn_sel.eq(Cat(*g_skip_next)),
                      rs.eq(Cat(*(g_start_end[j] <= have_bytes for j in range(NG))))]
         rn = (rn_sel & rn_skip) | (~rn_sel & rn_hw)
+        # act_loaded a cycle late, like the last beat's write (see act_wq_en)
+        act_ready = Signal()
+        m.d.sync += act_ready.eq(act_loaded)
         step_ready = Signal()
         if P.act_shared:
-            m.d.comb += step_ready.eq(act_loaded)
+            m.d.comb += step_ready.eq(act_ready)
         else:
-            m.d.comb += step_ready.eq(act_loaded |
+            m.d.comb += step_ready.eq(act_ready |
                                       Mux(g_chg == 2, rs, Mux(g_chg == 1, rn, rc)).all())
         act_wait = Signal()
         with m.If(running):
