@@ -71,12 +71,20 @@ class PE(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         col = self._col
-        acc = Signal(signed(ACC_BITS))
+        # the data registers (operands, products, sums) have no reset: nothing reads them before
+        # a pass's first step has written them (`first` loads the sum), and left out of the
+        # reset they keep the accelerator's reset net to its control registers (at 8 x 8 on
+        # ECP5 one reset net reached 20,000 flip-flops, half of them here)
+        acc = Signal(signed(ACC_BITS), reset_less=True)
+        a_out = Signal(signed(ACT_BITS), name="a_out_q", reset_less=True)
+        w_out = Signal(signed(WGT_BITS), name="w_out_q", reset_less=True)
+        psum = Signal(signed(ACC_BITS), name="psum_q", reset_less=True)
         m.d.sync += [
-            self.a_out.eq(self.a_in), self.valid_out.eq(self.valid_in),
+            a_out.eq(self.a_in), self.valid_out.eq(self.valid_in),
             self.first_out.eq(self.first_in), self.last_out.eq(self.last_in),
-            self.en_out.eq(self.en_in), self.w_out.eq(self.w_in),
+            self.en_out.eq(self.en_in), w_out.eq(self.w_in),
         ]
+        m.d.comb += [self.a_out.eq(a_out), self.w_out.eq(w_out), self.psum.eq(psum)]
         # the product of a disabled element is 0; PE_STAGES register stages lie between the
         # element's inputs and its accumulate
         en = self.en_in[col]
@@ -103,7 +111,8 @@ class PE(wiring.Component):
             # placer can put each operand register next to its own DSP block (merged, the
             # weight register fed both this DSP and the next row's element: the 4 x 8 ECP5
             # critical path, 3.7 ns of routing into the multiplier and 3.6 ns out of it)
-            a_q, w_q = Signal(signed(ACT_BITS), name="a_q"), Signal(signed(WGT_BITS), name="w_q")
+            a_q = Signal(signed(ACT_BITS), name="a_q", reset_less=True)
+            w_q = Signal(signed(WGT_BITS), name="w_q", reset_less=True)
             m.d.sync += [a_q.eq(Mux(en, self.a_in, 0)), w_q.eq(Mux(en, self.w_in, 0))]
             m.d.comb += add.eq(a_q * w_q)
         else:
@@ -113,7 +122,8 @@ class PE(wiring.Component):
             terms = [Mux(w[i], a << i, 0) for i in range(WGT_BITS - 1)]
             terms.append(-Mux(w[WGT_BITS - 1], a << (WGT_BITS - 1), 0))
             half = len(terms) // 2
-            lo, hi = (Signal(signed(2 * ACT_BITS), name=f"pp_{n}") for n in ("lo", "hi"))
+            lo, hi = (Signal(signed(2 * ACT_BITS), name=f"pp_{n}", reset_less=True)
+                      for n in ("lo", "hi"))
             m.d.sync += [lo.eq(Mux(en, _tree(terms[:half]), 0)),
                          hi.eq(Mux(en, _tree(terms[half:]), 0))]
             m.d.comb += add.eq(lo + hi)
@@ -124,7 +134,7 @@ class PE(wiring.Component):
             m.d.sync += [n.eq(x) for n, x in zip(stage, (valid, first, last))]
             valid, first, last = stage
             if not (dsp_regs and i == 1):  # (the block's output register is stage 1)
-                add_q = Signal.like(add, name=f"add_q{i}")
+                add_q = Signal.like(add, name=f"add_q{i}", reset_less=True)
                 m.d.sync += add_q.eq(add)
                 add = add_q
         total = Signal(signed(ACC_BITS))
@@ -135,7 +145,7 @@ class PE(wiring.Component):
         with m.If(valid):
             m.d.sync += acc.eq(total)
             with m.If(last):
-                m.d.sync += self.psum.eq(total)
+                m.d.sync += psum.eq(total)
         return m
 
 

@@ -29,6 +29,17 @@ FIXED_STAGES = 7
 PARAM_READ_LAST = 5
 
 
+def _data(*args, **kwargs):
+    """A data register: no reset. Nothing reads one before the unit's pipeline has written it,
+    and out of the reset net it leaves that net to the control registers (at 8 x 8 on ECP5 one
+    reset net reached 20,000 flip-flops)."""
+    return Signal(*args, reset_less=True, **kwargs)
+
+
+def _data_like(other, **kwargs):
+    return Signal.like(other, reset_less=True, **kwargs)
+
+
 def _dsp_chunks(v):
     """A signed value as the two operands an 18 x 18 DSP multiply takes: its unsigned low 17
     bits and its signed top bits (``v = hi * 2^17 + lo``)."""
@@ -102,18 +113,20 @@ class PostProc(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        # every register here is data (a unit's valid bits travel beside it, in the caller):
+        # none has a reset (see ``_data``)
         # stage 0
-        acc = Signal.like(self.acc)
-        base = Signal.like(self.base)
+        acc = _data_like(self.acc)
+        base = _data_like(self.base)
         # the residual registered once per DSP block it feeds (KEEP_ATTRS: equal copies)
-        residual = [Signal.like(self.residual, name=f"residual_{k}", attrs=KEEP_ATTRS)
+        residual = [_data_like(self.residual, name=f"residual_{k}", attrs=KEEP_ATTRS)
                     for k in range(2)]
         m.d.sync += [acc.eq(self.acc), base.eq(self.base)]
         m.d.sync += [r.eq(self.residual) for r in residual]
         # stage 1: ``acc + base + bias``; the residual's partial products (res_mult = r1*2^17 + r0)
-        acc_b = Signal(signed(ACC_BITS + 2))
+        acc_b = _data(signed(ACC_BITS + 2))
         rm = _dsp_chunks(self.res_mult)
-        rp = [Signal(signed(ACT_BITS + len(rm[k]) + 1), name=f"rp_{k}") for k in range(2)]
+        rp = [_data(signed(ACT_BITS + len(rm[k]) + 1), name=f"rp_{k}") for k in range(2)]
         m.d.sync += [acc_b.eq(acc + base + self.bias)]
         dsp_regs = ecp5_registered_dsp(platform)
         for k in range(2):
@@ -123,35 +136,35 @@ class PostProc(wiring.Component):
             else:
                 m.d.sync += rp[k].eq(residual[k] * rm[k])
         # stage 2: their sum, ``2 * residual * res_mult``; ``acc + bias`` waits
-        res_prod = Signal(signed(ACT_BITS + PARAM_BITS + 1))
-        acc_b1 = Signal.like(acc_b)
+        res_prod = _data(signed(ACT_BITS + PARAM_BITS + 1))
+        acc_b1 = _data_like(acc_b)
         m.d.sync += [res_prod.eq((rp[0] + (rp[1] << 17)) << 1), acc_b1.eq(acc_b)]
         # stage 3: the residual's barrel shift (0 without a residual)
-        res_sh = Signal(signed(len(res_prod)))  # 2 * residual * res_mult >> res_shift
-        acc_b2 = Signal.like(acc_b)
+        res_sh = _data(signed(len(res_prod)))  # 2 * residual * res_mult >> res_shift
+        acc_b2 = _data_like(acc_b)
         m.d.sync += [res_sh.eq(Mux(self.has_res, res_prod >> self.res_shift, 0)),
                      acc_b2.eq(acc_b1)]
         # stage 4: the residual's rounding step (``(res_sh + 1) >> 1``, 0 from 0) and the sum,
         # an int32 (SPEC: ``acc`` fits int32; every layer file's worst case is checked)
-        total = Signal(signed(ACC_BITS))
+        total = _data(signed(ACC_BITS))
         m.d.sync += total.eq(acc_b2 + ((res_sh + 1) >> 1))
         # the parameters read after stage 1 travel with the value, so a tile's parameters may
         # change once its last value has passed stage 1 (the multiply reads ``mult`` later still,
         # at stage 5: ``PARAM_READ_LAST``)
         shift, relu = self.shift, self.relu
         for i in range(1, 5 + self.mult_stages):
-            shift_d, relu_d = Signal.like(shift, name=f"shift_{i}"), Signal(name=f"relu_{i}")
+            shift_d, relu_d = _data_like(shift, name=f"shift_{i}"), _data(name=f"relu_{i}")
             m.d.sync += [shift_d.eq(shift), relu_d.eq(relu)]
             shift, relu = shift_d, relu_d
         # stage 5
-        prod = Signal(signed(2 * PARAM_BITS + 1))  # 2 * total * mult
+        prod = _data(signed(2 * PARAM_BITS + 1))  # 2 * total * mult
         if self.mult_stages == 5:  # total = t1*2^17 + t0, mult = m1*2^17 + m0
             t, mm = _dsp_chunks(total), _dsp_chunks(self.mult)
             kn = [(k, n) for k in range(2) for n in range(2)]
             # the operands of product (k, n), registered beside its DSP
-            pp = [[Signal(signed(len(t[k]) + len(mm[n]) + 1), name=f"pp_{k}_{n}")
+            pp = [[_data(signed(len(t[k]) + len(mm[n]) + 1), name=f"pp_{k}_{n}")
                    for n in range(2)] for k in range(2)]
-            ppq = [[Signal.like(pp[k][n], name=f"ppq_{k}_{n}") for n in range(2)]
+            ppq = [[_data_like(pp[k][n], name=f"ppq_{k}_{n}") for n in range(2)]
                    for k in range(2)]
             if dsp_regs:  # operand and product registers inside the DSP block (hw/ecp5.py)
                 for k, n in kn:
@@ -160,41 +173,43 @@ class PostProc(wiring.Component):
             else:
                 # (KEEP_ATTRS: equal copies, which synthesis would otherwise merge into one
                 # register feeding two DSPs; the 8 x 8 netlist had them merged)
-                ta = {(k, n): Signal.like(t[k], name=f"pa_{k}_{n}", attrs=KEEP_ATTRS)
+                ta = {(k, n): _data_like(t[k], name=f"pa_{k}_{n}", attrs=KEEP_ATTRS)
                       for k, n in kn}
-                mb = {(k, n): Signal.like(mm[n], name=f"pb_{k}_{n}", attrs=KEEP_ATTRS)
+                mb = {(k, n): _data_like(mm[n], name=f"pb_{k}_{n}", attrs=KEEP_ATTRS)
                       for k, n in kn}
                 m.d.sync += [x.eq(t[k]) for (k, n), x in ta.items()]
                 m.d.sync += [x.eq(mm[n]) for (k, n), x in mb.items()]
                 m.d.sync += [pp[k][n].eq(ta[k, n] * mb[k, n]) for k, n in kn]
             m.d.sync += [ppq[k][n].eq(pp[k][n]) for k, n in kn]
-            sk = [Signal(signed(len(t[k]) + 33), name=f"pps_{k}") for k in range(2)]
+            sk = [_data(signed(len(t[k]) + 33), name=f"pps_{k}") for k in range(2)]
             m.d.sync += [sk[k].eq(ppq[k][0] + (ppq[k][1] << 17)) for k in range(2)]
             m.d.sync += prod.eq((sk[0] + (sk[1] << 17)) << 1)
         elif self.mult_stages == 2:  # mult = hi * 2^16 + lo, hi signed, lo unsigned
-            p_hi = Signal(signed(ACC_BITS + 16))
-            p_lo = Signal(signed(ACC_BITS + 17))
+            p_hi = _data(signed(ACC_BITS + 16))
+            p_lo = _data(signed(ACC_BITS + 17))
             m.d.sync += [p_hi.eq(total * self.mult[16:].as_signed()),
                          p_lo.eq(total * self.mult[:16])]
             m.d.sync += prod.eq(((p_hi << 16) + p_lo) << 1)
         else:
             m.d.sync += prod.eq((total * self.mult) << 1)
         # stage 5 + mult_stages: the barrel shift (rescale rounds as ``((prod >> s) + 1) >> 1``)
-        shifted = Signal(signed(len(prod)))
+        shifted = _data(signed(len(prod)))
         m.d.sync += shifted.eq(prod >> shift)
         # stage 6 + mult_stages: rounding step, ReLU, clamp, on ``scaled = (shifted + 1) >> 1``:
         # scaled > 127 <=> shifted >= 255; scaled < 0 <=> shifted < -1; scaled < -128 <=>
         # shifted < -257; in range, scaled's 8 bits come from shifted's low 9 alone
-        relu_o = Signal()
+        relu_o = _data()
         m.d.sync += relu_o.eq(relu)
-        low = Signal(ACT_BITS + 1)
+        low = _data(ACT_BITS + 1)
         m.d.comb += low.eq(shifted[:ACT_BITS + 1] + 1)
+        y = _data(signed(ACT_BITS), name="y_q")
+        m.d.comb += self.y.eq(y)
         with m.If(shifted >= 255):
-            m.d.sync += self.y.eq(127)
+            m.d.sync += y.eq(127)
         with m.Elif(shifted < Mux(relu_o, -1, -257)):
-            m.d.sync += self.y.eq(Mux(relu_o, 0, -128))
+            m.d.sync += y.eq(Mux(relu_o, 0, -128))
         with m.Else():
-            m.d.sync += self.y.eq(low[1:])
+            m.d.sync += y.eq(low[1:])
         return m
 
 

@@ -348,9 +348,13 @@ class Sluice(wiring.Component):
             m.d.comb += wp.en.eq(0)
 
         # ---------------------------------------------------------------- per-tile state
-        par = [[Signal(32, name=f"par_{n}_{c}") for c in range(C)] for n in PARAM_ORDER]
-        par_ld = [[[Signal(32, name=f"par{b}_{n}_{c}") for c in range(C)] for n in PARAM_ORDER]
-                  for b in range(2)]
+        # (the tile parameters, the drain's sums and the selected parameters are data registers
+        # without reset, like the elements' and PostProc's: every value is written before it
+        # is read, and the reset net stays with the control registers)
+        par = [[Signal(32, name=f"par_{n}_{c}", reset_less=True) for c in range(C)]
+               for n in PARAM_ORDER]
+        par_ld = [[[Signal(32, name=f"par{b}_{n}_{c}", reset_less=True) for c in range(C)]
+                   for n in PARAM_ORDER] for b in range(2)]
         cmp_bank = Signal()  # bank of the tile being computed
         ld_bank = Signal()  # bank the loader fills next
         bank_full = Signal(2)
@@ -597,14 +601,16 @@ class Sluice(wiring.Component):
         dzero = Signal(init=1)
         d_r = Signal(range(R))
         d1_go = Signal()
-        d1_psum = [Signal(signed(ACC_BITS), name=f"d1_psum_{c}") for c in range(C)]
+        d1_psum = [Signal(signed(ACC_BITS), name=f"d1_psum_{c}", reset_less=True)
+                   for c in range(C)]
         d1 = [{f: Signal.like(drn[f][0], name=f"d1_{f}_{j}") for f in FIELDS}
               for j in range(NG)]
         # stage 2 of the drain: the gate bits registered (the compare is a full-width subtract
         # per column; the skip decision, the active-list write and the word's metadata follow
         # it a cycle later, while the results go through the post-processing pipeline from d1)
         d2_go = Signal()
-        d2_psum = [Signal(signed(ACC_BITS), name=f"d2_psum_{c}") for c in range(C)]
+        d2_psum = [Signal(signed(ACC_BITS), name=f"d2_psum_{c}", reset_less=True)
+                   for c in range(C)]
         d2 = [{f: Signal.like(drn[f][0], name=f"d2_{f}_{j}") for f in FIELDS}
               for j in range(NG)]
         room = Signal()
@@ -708,7 +714,7 @@ class Sluice(wiring.Component):
             requantisation multiply was the critical path of a 4 x 4 ECP5 build)."""
             if PU == 1:
                 return values[0]
-            q = Signal.like(values[0], name=name)
+            q = Signal.like(values[0], name=name, reset_less=True)
             m.d.sync += q.eq(pick(values, i - 1))
             return q
 
