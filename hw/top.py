@@ -440,7 +440,9 @@ class Sluice(wiring.Component):
         pw_rem = Signal(range(P.pix_depth + 1))
         pw_more = Signal()
         m.d.comb += src_left.eq(Mux(is_cond, al_left.any(), pw_more))
-        running = Signal()  # in RUN state
+        # in RUN state: a register set on entering RUN and cleared on leaving it, not a decode
+        # of the FSM's state (it gates issue and swap, whose enables fan out widely)
+        running = Signal()
 
         # issuer
         have_cur = Signal()
@@ -1203,6 +1205,7 @@ class Sluice(wiring.Component):
                     m.d.sync += [n_ch_m1.eq(c_in - 1), w_start.eq(0),
                                  *(g_start[j].eq(0) for j in range(NG)),
                                  *(g_start_off[j].eq(0) for j in range(NG))]
+                m.d.sync += running.eq(1)
                 m.next = "RUN"
             def next_tile():
                 m.d.comb += tile_finished()
@@ -1214,8 +1217,8 @@ class Sluice(wiring.Component):
                     m.next = "TILE_WAIT"
 
             with m.State("RUN"):
-                m.d.comb += running.eq(1)
                 with m.If(phase_done):
+                    m.d.sync += running.eq(0)
                     if gating:
                         with m.If(is_base & any_active):
                             m.next = "COND"
@@ -1231,6 +1234,7 @@ class Sluice(wiring.Component):
                                    for j in range(NG)),
                                  *(g_start_off[j].eq(Mux(g_lo[j] == 0, prods.base_off, 0))
                                    for j in range(NG))]
+                    m.d.sync += running.eq(1)
                     m.next = "RUN"
             with m.State("TERM"):
                 with m.If(room & ~post_busy):
