@@ -36,9 +36,15 @@ FEED_REGS = 1
 # alone did not help, placement kept it by the element too: the board builds use the DSP
 # block's own registers, hw/ecp5.py.)
 PE_STAGES = 3
+# Registers between the issuer and the buffers' read addresses: a step's buffer addresses and
+# its control (valid, enables, tap bounds check, first/last) are registered once before they
+# address the block RAMs, so the issuer's state (step counters and offsets, the row set) can be
+# placed by the issue/swap logic that loads it, not by the block RAMs across the die (at 8 x 8
+# on the ECP5, issue/swap into those registers was the critical path, 12.9 ns).
+ISSUE_REGS = 1
 # cycles from a step's issue-side registers to the element's sum, beyond the skew: the drain
 # and the cycle model wait this much longer than an unpipelined array
-ARRAY_EXTRA = FEED_REGS + PE_STAGES
+ARRAY_EXTRA = ISSUE_REGS + FEED_REGS + PE_STAGES
 
 
 def _tree(terms):

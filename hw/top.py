@@ -36,7 +36,7 @@ from amaranth.lib.wiring import In, Out
 from sluice.hw.params import (ACC_BITS, ACT_BITS, COUNTERS, DEFAULT, DIM_BITS, ERROR_FIELDS,
                               FLAG_FIELDS, KEEP_ATTRS, MAX_PADDING, PARAM_ORDER, PIX_BITS, HwParams,
                               id_value)
-from sluice.hw.pe import ARRAY_EXTRA, FEED_REGS, SystolicArray
+from sluice.hw.pe import ARRAY_EXTRA, FEED_REGS, ISSUE_REGS, SystolicArray
 from sluice.hw.postproc import PARAM_READ_LAST, GateUnit, PostProc, mult_stages, post_latency
 from sluice.hw.products import SerialProducts
 from sluice.hw.regs import RegisterFile, axil_members
@@ -252,7 +252,8 @@ class Sluice(wiring.Component):
         ]
 
         err_q = Signal.like(err)
-        m.d.sync += err_q.eq(err)
+        err_none = Signal()  # err_q == 0, registered beside it (a wide compare off the start)
+        m.d.sync += [err_q.eq(err), err_none.eq(err == 0)]
 
         busy = Signal()
         done = Signal()
@@ -536,31 +537,48 @@ class Sluice(wiring.Component):
         # with `row_off` = channel offset + tap row beside it) updated with the step counters,
         # each update one add from registers, so the slot's address is one add in front of the
         # block RAM (the 3-input sum in front of that add was the 4 x 8 ECP5 critical path)
+        # (ISSUE_REGS registers between the step's values and the buffers' read addresses:
+        # `issued` delays a value by them, with a reset only for the valid and skip bits)
+        def issued(v, name, reset=False):
+            for i in range(ISSUE_REGS):
+                q = Signal.like(v, name=f"{name}_i{i}", reset_less=not reset)
+                m.d.sync += q.eq(v)
+                v = q
+            return v
+
         for q in range(Q):
             j = q % NG
             addr = Signal(saddr, name=f"addr_{q}")
             m.d.comb += addr.eq(cur["abase"][q] + step_off[j])
-            inb = ((st_ky >= cur["kylo"][q]) & (st_ky < cur["kyhi"][q]) &
-                   (st_kx >= cur["kxlo"][q]) & (st_kx < cur["kxhi"][q]))
+            inb = Signal(name=f"inb_{q}")
+            m.d.comb += inb.eq((st_ky >= cur["kylo"][q]) & (st_ky < cur["kyhi"][q]) &
+                               (st_kx >= cur["kxlo"][q]) & (st_kx < cur["kxhi"][q]))
             gmask = colmask[j * G:(j + 1) * G]
             en = Signal(G, name=f"en_{q}")
             m.d.comb += en.eq(Mux(is_cond, gmask & cur["gate"][q], gmask))
-            m.d.comb += act_rd_addr[q].eq(addr[awbits:])
-            m.d.sync += [s1_valid[q].eq(issue & cur["valid"][q]), s1_en[q].eq(en),
-                         s1_inb[q].eq(inb), s1_byte[q].eq(addr[:awbits] if awbits else 0)]
+            vld = Signal(name=f"vld_{q}")
+            m.d.comb += vld.eq(issue & cur["valid"][q])
             # the elements a step skips (conditional phase, gate off), registered beside
             # s1_en: the MAC counters' terms are sums of registers (see below)
+            skip = Signal(G, name=f"skip_{q}")
+            m.d.comb += skip.eq(Mux(vld & is_cond, gmask & ~cur["gate"][q], 0))
+            addr = issued(addr, f"addr_{q}")
+            m.d.comb += act_rd_addr[q].eq(addr[awbits:])
             s1_skip = Signal(G, name=f"s1_skip_{q}")
-            m.d.sync += s1_skip.eq(Mux(issue & cur["valid"][q] & is_cond,
-                                       gmask & ~cur["gate"][q], 0))
+            m.d.sync += [s1_valid[q].eq(issued(vld, f"vld_{q}", reset=True)),
+                         s1_en[q].eq(issued(en, f"en_{q}")),
+                         s1_inb[q].eq(issued(inb, f"inb_{q}")),
+                         s1_byte[q].eq(addr[:awbits] if awbits else 0),
+                         s1_skip.eq(issued(skip, f"skip_{q}", reset=True))]
             macs_now.append(Mux(s1_valid[q], sum(s1_en[q][c] for c in range(G)), 0))
             skips_now.append(sum(s1_skip[c] for c in range(G)))
-        m.d.sync += [s1_first.eq(st_first), s1_last.eq(is_last)]
-        m.d.comb += wgt_rp.addr.eq(Cat(st_w[wpb:wbits], cmp_bank))
+        m.d.sync += [s1_first.eq(issued(st_first, "first")), s1_last.eq(issued(is_last, "last"))]
+        st_w_i = issued(st_w, "st_w")
+        m.d.comb += wgt_rp.addr.eq(Cat(st_w_i[wpb:wbits], issued(cmp_bank, "cmp_bank")))
         wgt_word = wgt_rp.data
         if wpb:
             wgt_sel = Signal(wpb)
-            m.d.sync += wgt_sel.eq(st_w[:wpb])
+            m.d.sync += wgt_sel.eq(st_w_i[:wpb])
             wgt_word = wgt_rp.data.word_select(wgt_sel, 8 * C)
 
         # skew, per skip group (the groups are independent sub-arrays: activations move right
@@ -568,13 +586,36 @@ class Sluice(wiring.Component):
         # and all of them FEED_REGS more (a register between block-RAM data and the array
         # edge); so every group's sums are final G - 1 cycles after its first column's, and
         # the drain starts G + ARRAY_EXTRA cycles after a pass's last step, not cols + ...
+        # With words of at most two bytes (board builds) the first feed register holds the
+        # block RAM's word as read, with the byte select and the tap check beside it, and the
+        # byte is selected after it: the block RAM's output goes to a register only (its
+        # output, the select and the route to the array's row were an 8 x 8 ECP5 path). Wider
+        # words are selected first (a register of the whole word per slot would cost more).
+        raw_first = 0 < awbits <= 1
         for q in range(Q):
             r, j = divmod(q, NG)
-            byte = act_rd[q].data.word_select(s1_byte[q], 8) if awbits else act_rd[q].data[:8]
-            a = Signal(signed(8), name=f"feed_a_{q}")
-            m.d.comb += a.eq(Mux(s1_inb[q], byte, 0))
-            stage = (a, s1_valid[q], s1_first, s1_last, s1_en[q])
-            for d in range(r + FEED_REGS):
+            if raw_first:
+                stage = (act_rd[q].data, s1_byte[q], s1_inb[q])
+                nxt_stage = tuple(Signal.like(x, name=f"feed_raw_{q}_{i}", reset_less=True)
+                                  for i, x in enumerate(stage))
+                m.d.sync += [n.eq(x) for n, x in zip(nxt_stage, stage)]
+                word, sel, ok = nxt_stage
+                ctl = (s1_valid[q], s1_first, s1_last, s1_en[q])
+                ctl_q = tuple(Signal.like(x, name=f"skew_q{q}_0_{i + 1}")
+                              for i, x in enumerate(ctl))
+                m.d.sync += [n.eq(x) for n, x in zip(ctl_q, ctl)]
+                a = Signal(signed(8), name=f"feed_a_{q}")
+                m.d.comb += a.eq(Mux(ok, word.word_select(sel, 8), 0))
+                stage = (a, *ctl_q)
+                first_reg = 1
+            else:
+                byte = (act_rd[q].data.word_select(s1_byte[q], 8) if awbits
+                        else act_rd[q].data[:8])
+                a = Signal(signed(8), name=f"feed_a_{q}")
+                m.d.comb += a.eq(Mux(s1_inb[q], byte, 0))
+                stage = (a, s1_valid[q], s1_first, s1_last, s1_en[q])
+                first_reg = 0
+            for d in range(first_reg, r + FEED_REGS):
                 nxt_stage = tuple(Signal.like(x, name=f"skew_q{q}_{d}_{i}")
                                   for i, x in enumerate(stage))
                 m.d.sync += [n.eq(x) for n, x in zip(nxt_stage, stage)]
@@ -1150,8 +1191,8 @@ class Sluice(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(regs.start):
-                    m.d.sync += [err_reg.eq(err_q), done.eq(err_q != 0)]
-                    with m.If(err_q == 0):
+                    m.d.sync += [err_reg.eq(err_q), done.eq(~err_none)]
+                    with m.If(err_none):
                         m.d.comb += start_job.eq(1)
                         m.d.sync += [busy.eq(1), tile_o0.eq(0), grp_r.eq(0), grp_lo.eq(0),
                                      grp_lo_off.eq(0),
