@@ -37,7 +37,8 @@ from sluice.hw.params import (ACC_BITS, ACT_BITS, COUNTERS, DEFAULT, DIM_BITS, E
                               FLAG_FIELDS, KEEP_ATTRS, MAX_PADDING, PARAM_ORDER, PIX_BITS, HwParams,
                               id_value)
 from sluice.hw.pe import ARRAY_EXTRA, FEED_REGS, ISSUE_REGS, SystolicArray
-from sluice.hw.postproc import PARAM_READ_LAST, GateUnit, PostProc, mult_stages, post_latency
+from sluice.hw.postproc import (PARAM_READ_LAST, GateUnit, PostProc, front_regs, mult_stages,
+                                post_latency)
 from sluice.hw.products import SerialProducts
 from sluice.hw.regs import RegisterFile, axil_members
 
@@ -121,7 +122,8 @@ class Sluice(wiring.Component):
         # cycles (one column each), so its word is complete PU - 1 cycles after its first column
         PU = P.post_cols
         POST_LATENCY = drain_post_latency(P)
-        assert PARAM_READ_LAST <= C + 3, "the tile parameters would change under the pipeline"
+        FR = front_regs(C)  # registers in front of the units (their inputs as read, then selected)
+        assert FR + PARAM_READ_LAST <= C + 3, "the tile parameters would change under the pipeline"
         # (rows leave the drain PU cycles apart, so fewer words are on their way; the depth is
         # chosen from the same latency, so the drain never waits for FIFO room)
         OUT_FIFO_DEPTH = out_fifo_depth(P)
@@ -679,7 +681,16 @@ class Sluice(wiring.Component):
         m.d.sync += in_way.eq(in_way + d_fire + post_wen[1] - d2_go - post_wen[-1])
         m.d.sync += [d2_go.eq(d1_go), *(d2[j][f].eq(d1[j][f]) for f in FIELDS
                                          for j in range(NG))]
+        def front(v, name):
+            """``v`` through the FR registers in front of the post-processing units."""
+            for i in range(FR):
+                q = Signal.like(v, name=f"{name}_f{i}", reset_less=True)
+                m.d.sync += q.eq(v)
+                v = q
+            return v
+
         res_word = []  # per skip group: the residual bytes of the pixel read
+        base_word = []  # per skip group: the stored base sums (conditional phase; else 0)
         for j in range(NG):
             # with shared post-processing units the row in d1 is read for PU cycles: its
             # residual and stored base sum stay addressed until the next row fires
@@ -689,14 +700,23 @@ class Sluice(wiring.Component):
                 p_addr = Mux(d_fire, p_addr, d1[j]["p"][:pbits])
                 k_addr = Mux(d_fire, k_addr, d1[j]["k"])
             m.d.comb += res_rp[j].addr.eq(Cat(p_addr[rpb:], cmp_bank))
+            res_raw = front(res_rp[j].data, f"res_raw_{j}")
             if rpb:
                 res_sel = Signal(rpb, name=f"res_sel_{j}")
                 m.d.sync += res_sel.eq(p_addr[:rpb])
-                res_word.append(res_rp[j].data.word_select(res_sel, 8 * G))
+                res_word.append(res_raw.word_select(front(res_sel, f"res_sel_{j}"), 8 * G))
             else:
-                res_word.append(res_rp[j].data)
+                res_word.append(res_raw)
             if gating:
                 m.d.comb += psum_rp[j].addr.eq(k_addr)
+                if FR:  # (zeroed outside the conditional phase as registered: no LUT)
+                    base_raw = Signal.like(psum_rp[j].data, name=f"base_raw_{j}",
+                                           reset_less=True)
+                    m.d.sync += base_raw.eq(Mux(is_cond, psum_rp[j].data, 0))
+                    base_raw = front(base_raw, f"base_raw_{j}") if FR > 1 else base_raw
+                    base_word.append([base_raw[g] for g in range(G)])
+                else:
+                    base_word.append([Mux(is_cond, psum_rp[j].data[g], 0) for g in range(G)])
         with m.If(in_flight & ~dzero):
             m.d.sync += [dcount.eq(dcount - 1), dzero.eq(dcount == 1)]
         with m.If(d_fire):
@@ -737,7 +757,7 @@ class Sluice(wiring.Component):
         # stage 1, res_shift at 3, mult at 5 = PARAM_READ_LAST) into registers; with PU = 1
         # all of it is constant
         ser_k = Signal(range(PU))   # column entering after the first (0: idle or the first)
-        sel = [Signal(range(PU), name=f"post_sel_{i}") for i in range(PARAM_READ_LAST)]
+        sel = [Signal(range(PU), name=f"post_sel_{i}") for i in range(FR + PARAM_READ_LAST)]
         ser_busy = Signal()
         if PU > 1:
             with m.If(d1_go):
@@ -745,7 +765,7 @@ class Sluice(wiring.Component):
             with m.Elif(ser_k != 0):
                 m.d.sync += ser_k.eq(Mux(ser_k == PU - 1, 0, ser_k + 1))
             m.d.comb += [sel[0].eq(Mux(d1_go, 0, ser_k)), ser_busy.eq(ser_k != 0)]
-            m.d.sync += [sel[i + 1].eq(sel[i]) for i in range(PARAM_READ_LAST - 1)]
+            m.d.sync += [sel[i + 1].eq(sel[i]) for i in range(FR + PARAM_READ_LAST - 1)]
 
         def pick(values, i):
             """The value of the unit's column selected ``i`` cycles after it entered."""
@@ -768,19 +788,19 @@ class Sluice(wiring.Component):
             m.submodules[f"post_{u}"] = pp
             if gating:  # conditional phase: the stored base sum, added inside PostProc (a
                 # block RAM's output into a 32-bit adder was the 4 x 4 critical path)
-                m.d.comb += pp.base.eq(Mux(is_cond, pick([psum_rp[c // G].data[c % G]
-                                                          for c in cs], 0), 0))
-            m.d.comb += [pp.acc.eq(pick([d1_psum[c] for c in cs], 0)),
+                m.d.comb += pp.base.eq(pick([base_word[c // G][c % G] for c in cs], FR))
+            m.d.comb += [pp.acc.eq(front(pick([d1_psum[c] for c in cs], 0), f"post_acc_{u}")),
                          pp.residual.eq(pick([res_word[c // G].word_select(c % G, 8)
-                                              for c in cs], 0)),
-                         pp.bias.eq(param([par_of["bias"][c] for c in cs], 1, f"bias_{u}")),
-                         pp.res_mult.eq(param([par_of["res_mult"][c] for c in cs], 1,
+                                              for c in cs], FR)),
+                         pp.bias.eq(param([par_of["bias"][c] for c in cs], FR + 1,
+                                          f"bias_{u}")),
+                         pp.res_mult.eq(param([par_of["res_mult"][c] for c in cs], FR + 1,
                                               f"res_mult_{u}")),
-                         pp.shift.eq(param([par_of["shift"][c][:6] for c in cs], 1,
+                         pp.shift.eq(param([par_of["shift"][c][:6] for c in cs], FR + 1,
                                            f"shift_{u}")),
-                         pp.res_shift.eq(param([par_of["res_shift"][c][:6] for c in cs], 3,
+                         pp.res_shift.eq(param([par_of["res_shift"][c][:6] for c in cs], FR + 3,
                                                f"res_shift_{u}")),
-                         pp.mult.eq(param([par_of["mult"][c] for c in cs], PARAM_READ_LAST,
+                         pp.mult.eq(param([par_of["mult"][c] for c in cs], FR + PARAM_READ_LAST,
                                           f"mult_{u}")),
                          pp.has_res.eq(has_res), pp.relu.eq(relu)]
             # the unit's earlier columns wait in a shift register for the last one

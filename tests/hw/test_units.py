@@ -6,7 +6,8 @@ from amaranth.sim import Simulator
 
 from sluice.hw.params import PE_MULTS
 from sluice.hw.pe import PE, PE_STAGES, SystolicArray
-from sluice.hw.postproc import MULT_STAGES, PARAM_READ_LAST, GateUnit, PostProc, post_latency
+from sluice.hw.postproc import (MULT_STAGES, PARAM_READ_LAST, GateUnit, PostProc, front_regs,
+                               mult_stages, post_latency)
 from sluice.model.reference import rescale
 
 
@@ -243,10 +244,13 @@ def test_postproc_clamp_edges():
 
 
 def test_post_latency():
-    """The top level's cycle count (the cycle model's TAIL) and FIFO bound use these."""
+    """The top level's cycle count (the cycle model's TAIL) and FIFO bound use these: the unit's
+    own stages, plus the register in front of it from 4 columns on."""
     assert post_latency(2) == 8 and post_latency(3) == 9
-    assert all(post_latency(cols) == 12 for cols in range(4, 33))
-    assert all(PARAM_READ_LAST <= cols + 3 for cols in range(2, 33))
+    assert all(post_latency(cols) == 13 for cols in range(4, 33))
+    assert all(front_regs(cols) + PostProc(mult_stages=mult_stages(cols)).latency
+               == post_latency(cols) for cols in range(2, 33))
+    assert all(front_regs(cols) + PARAM_READ_LAST <= cols + 3 for cols in range(2, 33))
 
 
 def _tile_switch_outputs(stages, switch_after):
