@@ -34,8 +34,8 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from sluice.hw.params import (ACC_BITS, ACT_BITS, COUNTERS, DEFAULT, DIM_BITS, ERROR_FIELDS,
-                              FLAG_FIELDS, KEEP_ATTRS, MAX_PADDING, PARAM_ORDER, PIX_BITS, HwParams,
-                              id_value)
+                              FLAG_FIELDS, KEEP_ATTRS, MAX_PADDING, PARAM_ORDER, PIX_BITS,
+                              HwParams, id_value)
 from sluice.hw.pe import ARRAY_EXTRA, FEED_REGS, ISSUE_REGS, SystolicArray
 from sluice.hw.postproc import (PARAM_READ_LAST, GateUnit, PostProc, front_regs, mult_stages,
                                 post_latency)
@@ -681,9 +681,10 @@ class Sluice(wiring.Component):
         m.d.sync += in_way.eq(in_way + d_fire + post_wen[1] - d2_go - post_wen[-1])
         m.d.sync += [d2_go.eq(d1_go), *(d2[j][f].eq(d1[j][f]) for f in FIELDS
                                          for j in range(NG))]
-        def front(v, name):
-            """``v`` through the FR registers in front of the post-processing units."""
-            for i in range(FR):
+
+        def front(v, name, n=FR):
+            """``v`` through ``n`` (FR) registers in front of the post-processing units."""
+            for i in range(n):
                 q = Signal.like(v, name=f"{name}_f{i}", reset_less=True)
                 m.d.sync += q.eq(v)
                 v = q
@@ -713,7 +714,7 @@ class Sluice(wiring.Component):
                     base_raw = Signal.like(psum_rp[j].data, name=f"base_raw_{j}",
                                            reset_less=True)
                     m.d.sync += base_raw.eq(Mux(is_cond, psum_rp[j].data, 0))
-                    base_raw = front(base_raw, f"base_raw_{j}") if FR > 1 else base_raw
+                    base_raw = front(base_raw, f"base_raw_{j}", FR - 1)
                     base_word.append([base_raw[g] for g in range(G)])
                 else:
                     base_word.append([Mux(is_cond, psum_rp[j].data[g], 0) for g in range(G)])
