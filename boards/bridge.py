@@ -150,16 +150,22 @@ class UARTBridge(wiring.Component):
         m.d.comb += [self.s_axis_tdata.eq(beat), self.s_axis_tvalid.eq(full),
                      self.s_axis_tlast.eq(0)]
         m.d.comb += ring_rp.addr.eq(rd_ptr[:pbits - 1])
-        can_read = (nbytes + rd_pending < B) & (rd_ptr != commit_ptr)
-        with m.If(rd_pending):
-            m.d.sync += [beat.word_select(nbytes[:_log2(B)], 8).eq(ring_rp.data),
+        # a byte read from the ring is registered as read, then written into the beat (the
+        # block RAM's output -> the beat's byte select -> its registers was an 8 x 8 ECP5 path)
+        byte_q = Signal(8)
+        byte_valid = Signal()
+        can_read = (nbytes + rd_pending + byte_valid < B) & (rd_ptr != commit_ptr)
+        m.d.sync += [byte_q.eq(ring_rp.data), byte_valid.eq(rd_pending)]
+        with m.If(byte_valid):
+            m.d.sync += [beat.word_select(nbytes[:_log2(B)], 8).eq(byte_q),
                          nbytes.eq(nbytes + 1), full.eq(nbytes == B - 1)]
         m.d.sync += rd_pending.eq(0)
         with m.If(can_read & ~rd_pending):
             m.d.sync += [rd_pending.eq(1), rd_ptr.eq(rd_ptr + 1)]
         with m.If(self.s_axis_tvalid & self.s_axis_tready):
             m.d.sync += [nbytes.eq(0), full.eq(0)]
-        # (a beat is only full when no read is pending, so the two nbytes updates never meet)
+        # (a beat is only full when no byte is on its way, so the two nbytes updates never
+        # meet)
 
         # ------------------------------------------------------------ output FIFO
         m.submodules.out_fifo = ofifo = SyncFIFOBuffered(width=self._out_bits + 1,
