@@ -694,12 +694,14 @@ class Sluice(wiring.Component):
         base_word = []  # per skip group: the stored base sums (conditional phase; else 0)
         for j in range(NG):
             # with shared post-processing units the row in d1 is read for PU cycles: its
-            # residual and stored base sum stay addressed until the next row fires
+            # residual and stored base sum stay addressed until the next row may fire (`dzero`,
+            # a register; the fire decision itself in front of the read addresses was an 8 x 8
+            # ECP5 path), then the next row is addressed whether it fires or waits
             p_addr = drn_arr[j]["p"][d_r][:pbits]
             k_addr = drn_arr[j]["k"][d_r]
             if PU > 1:
-                p_addr = Mux(d_fire, p_addr, d1[j]["p"][:pbits])
-                k_addr = Mux(d_fire, k_addr, d1[j]["k"])
+                p_addr = Mux(dzero, p_addr, d1[j]["p"][:pbits])
+                k_addr = Mux(dzero, k_addr, d1[j]["k"])
             m.d.comb += res_rp[j].addr.eq(Cat(p_addr[rpb:], cmp_bank))
             res_raw = front(res_rp[j].data, f"res_raw_{j}")
             if rpb:
