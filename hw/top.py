@@ -877,18 +877,23 @@ class Sluice(wiring.Component):
         # gate bits -> any-gate -> next phase -> the tile registers' enables was the 4 x 8
         # ECP5 critical path; with post_cols > 1 the drain is busy then anyway)
         m.d.comb += any_active.eq(Cat(*(n != 0 for n in n_active)).any())
-        with m.If(d2_go):
-            m.d.sync += cnt["ACTIVE_PIXELS"].eq(cnt["ACTIVE_PIXELS"] +
-                                                sum(to_active[j] for j in range(NG)))
-        # conditional work of outputs emitted straight from the base, added to MACS_SKIPPED two
+        # (the pixels deferred this cycle, registered before the counter's adder)
+        n_deferred = Signal(range(NG + 1))
+        m.d.sync += [n_deferred.eq(Mux(d2_go, sum(to_active[j] for j in range(NG)), 0)),
+                     cnt["ACTIVE_PIXELS"].eq(cnt["ACTIVE_PIXELS"] + n_deferred)]
+        # conditional work of outputs emitted straight from the base, added to MACS_SKIPPED three
         # cycles later (registered count, then product: off the gate compare's path); the
         # counters are read after DONE, which comes more than two cycles after the last drain
         skip_n = Signal(range(C + 1))
         skip_drain = Signal(32)
-        # (skip_n is at most cols: a sum of shifts, no DSP)
+        # (skip_n is at most cols: a sum of shifts, no DSP, in two registered halves and their
+        # sum: three cycles from the drain row to MACS_SKIPPED's adder)
+        terms = [Mux(skip_n[b], col_work << b, 0) for b in range(len(skip_n))]
+        halves = [Signal(32, name=f"skip_half_{i}") for i in range(2)]
         m.d.sync += [skip_n.eq(sum(skipped_cols[c] for c in range(C))),
-                     skip_drain.eq(sum(Mux(skip_n[b], col_work << b, 0)
-                                       for b in range(len(skip_n))))]
+                     halves[0].eq(sum(terms[:len(terms) // 2])),
+                     halves[1].eq(sum(terms[len(terms) // 2:])),
+                     skip_drain.eq(halves[0] + halves[1])]
 
         # ---------------------------------------------------------------- row-set loader
         # the walker's window as kernel-tap bounds (see tap_s): the first tap inside the map
