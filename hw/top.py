@@ -883,7 +883,7 @@ class Sluice(wiring.Component):
                      cnt["ACTIVE_PIXELS"].eq(cnt["ACTIVE_PIXELS"] + n_deferred)]
         # conditional work of outputs emitted straight from the base, added to MACS_SKIPPED three
         # cycles later (registered count, then product: off the gate compare's path); the
-        # counters are read after DONE, which comes more than two cycles after the last drain
+        # counters are read after DONE, which comes more than three cycles after the last drain
         skip_n = Signal(range(C + 1))
         skip_drain = Signal(32)
         # (skip_n is at most cols: a sum of shifts, no DSP, in two registered halves and their
