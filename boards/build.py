@@ -22,7 +22,7 @@ from sluice.boards import report as rpt
 from sluice.boards.platforms import Board, get_board
 from sluice.errors import RunFailed, SluiceError
 from sluice.fileio import atomic_write_text
-from sluice.hw.params import KEEP_REGS_YOSYS
+from sluice.hw.params import KEEP_REGS_YOSYS, NO_COLLISION_YOSYS
 
 # amaranth's build scripts call the tools through these variables
 TOOLS = {
@@ -158,7 +158,9 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=F
         log(f"{name}: elaborating ({params.rows}x{params.cols}, UART {baud} baud = "
             f"{divisor} clocks/bit at {clk / 1e6:g} MHz{via})")
     # registers duplicated on purpose stay apart (hw.params.KEEP_ATTRS)
-    extra = {"script_after_read": KEEP_REGS_YOSYS}
+    # (and the block RAMs whose same-address read/write collisions never matter are declared
+    # so: hw.params.NO_COLLISION_MEMORIES)
+    extra = {"script_after_read": "\n".join([KEEP_REGS_YOSYS, *NO_COLLISION_YOSYS])}
     if board.family == "ice40":
         extra["synth_opts"] = "-dsp"  # map multipliers to the UP5K's SB_MAC16 blocks
     tim = build_dir / f"{name}.tim"

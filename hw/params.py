@@ -41,6 +41,20 @@ KEEP_ATTRS = {"keep": 1}
 #: cell it does not merge)
 KEEP_REGS_YOSYS = "setattr -set keep 1 a:keep %ci1 t:$dff %i"
 
+#: the accelerator's block RAMs (by name, ``hw/top.py``) whose read ports never read, in a cycle
+#: whose data is used, the address their one write port writes in that cycle: the activations
+#: are read only after their write (``act_ready``, the beat count seen a cycle late), weights and
+#: residuals from the bank the loader is not filling, base sums and active lists written in the
+#: base phase and read in the conditional one. Synthesis need not keep the read-old-data
+#: semantics on a same-address collision for them: an ECP5 DP16KD's two ports do not, and
+#: yosys emulates them with a delayed write and a bypass multiplexer on the read data (on the
+#: 8 x 8 ECP5 build those were on the slowest paths out of the residual and base-sum block RAMs)
+NO_COLLISION_MEMORIES = ("act_buf", "wgt_buf", "res_buf", "psum_buf", "active_list")
+#: the yosys commands that declare their collisions don't-care (``COLLISION_X_MASK``, one bit:
+#: one write port each), run after reading the design like ``KEEP_REGS_YOSYS``
+NO_COLLISION_YOSYS = tuple(f"setparam -set COLLISION_X_MASK 1'1 t:$memrd_v2 r:MEMID=*{name}* %i"
+                           for name in NO_COLLISION_MEMORIES)
+
 #: element multiplier styles (``HwParams.pe_mult``)
 PE_MULTS = ("dsp", "logic")
 
