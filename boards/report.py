@@ -77,8 +77,9 @@ def _register_name(cell: str, port: str) -> str:
 def slow_endpoints(timing: dict, top: int = 12) -> dict:
     """The register inputs whose paths take longer than their clock's period, grouped by
     register: ``{"pins": n, "registers": m, "groups": [{"register", "pins", "worst_ns"}, ...]}``,
-    worst first, ``top`` groups. ``timing`` is nextpnr's JSON report with the detailed net timings (each
-    endpoint's delay is the whole path's, setup included: the worst equals 1 / Fmax)."""
+    worst first, ``top`` groups. ``timing`` is nextpnr's JSON report with the detailed net
+    timings (each endpoint's delay is the whole path's, setup included: the worst equals
+    1 / Fmax)."""
     period = {f"posedge {clk}": 1000.0 / c["constraint"]
               for clk, c in timing.get("fmax", {}).items() if c.get("constraint")}
     groups: dict = {}
