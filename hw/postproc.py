@@ -208,7 +208,7 @@ class PostProc(wiring.Component):
         # shifted < -257; in range, scaled's 8 bits come from shifted's low 9 alone
         relu_o = _data()
         m.d.sync += relu_o.eq(relu)
-        low = _data(ACT_BITS + 1)
+        low = Signal(ACT_BITS + 1)
         m.d.comb += low.eq(shifted[:ACT_BITS + 1] + 1)
         y = _data(signed(ACT_BITS), name="y_q")
         m.d.comb += self.y.eq(y)

@@ -80,6 +80,16 @@ def _pipelined_sum(m, terms, name, fan_in=4):
             return terms[0]
 
 
+def _delayed(m, v, n, name, *, reset=False):
+    """``v`` through ``n`` registers named ``{name}_d0``, ``{name}_d1``, ...; without ``reset``
+    they are data registers (no reset)."""
+    for i in range(n):
+        q = Signal.like(v, name=f"{name}_d{i}", reset_less=not reset)
+        m.d.sync += q.eq(v)
+        v = q
+    return v
+
+
 def _log2(n):
     return (n - 1).bit_length()
 
@@ -542,11 +552,7 @@ class Sluice(wiring.Component):
         # (ISSUE_REGS registers between the step's values and the buffers' read addresses:
         # `issued` delays a value by them, with a reset only for the valid and skip bits)
         def issued(v, name, reset=False):
-            for i in range(ISSUE_REGS):
-                q = Signal.like(v, name=f"{name}_i{i}", reset_less=not reset)
-                m.d.sync += q.eq(v)
-                v = q
-            return v
+            return _delayed(m, v, ISSUE_REGS, f"{name}_i", reset=reset)
 
         for q in range(Q):
             j = q % NG
@@ -687,11 +693,7 @@ class Sluice(wiring.Component):
 
         def front(v, name, n=FR):
             """``v`` through ``n`` (FR) registers in front of the post-processing units."""
-            for i in range(n):
-                q = Signal.like(v, name=f"{name}_f{i}", reset_less=True)
-                m.d.sync += q.eq(v)
-                v = q
-            return v
+            return _delayed(m, v, n, f"{name}_f")
 
         res_word = []  # per skip group: the residual bytes of the pixel read
         base_word = []  # per skip group: the stored base sums (conditional phase; else 0)
