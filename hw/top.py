@@ -399,15 +399,20 @@ class Sluice(wiring.Component):
         # ---------------------------------------------------------------- row sets
         TAP_FIELDS = ("kylo", "kyhi", "kxlo", "kxhi")
 
+        # (only the valid bits are reset: the loader writes every field of every slot of a row
+        # set before the swap makes it current, so nothing reads a field the reset would have
+        # cleared; out of the reset, the row sets' 4,600 flip-flops at 8 x 8 leave the
+        # accelerator's reset net, which reached 9,000 on the ECP5 with them)
         def rowset(prefix):
+            def data(shape, f, q):
+                return Signal(shape, name=f"{prefix}_{f}_{q}", reset_less=True)
             return {
                 "valid": [Signal(name=f"{prefix}_valid_{q}") for q in range(Q)],
-                "p": [Signal(pix_s, name=f"{prefix}_p_{q}") for q in range(Q)],
-                **{f: [Signal(tap_s, name=f"{prefix}_{f}_{q}") for q in range(Q)]
-                   for f in TAP_FIELDS},
-                "abase": [Signal(adr_s, name=f"{prefix}_abase_{q}") for q in range(Q)],
-                "gate": [Signal(G, name=f"{prefix}_gate_{q}") for q in range(Q)],
-                "k": [Signal(pix_s, name=f"{prefix}_k_{q}") for q in range(Q)],
+                "p": [data(pix_s, "p", q) for q in range(Q)],
+                **{f: [data(tap_s, f, q) for q in range(Q)] for f in TAP_FIELDS},
+                "abase": [data(adr_s, "abase", q) for q in range(Q)],
+                "gate": [data(G, "gate", q) for q in range(Q)],
+                "k": [data(pix_s, "k", q) for q in range(Q)],
             }
         nxt, cur, drn = rowset("next"), rowset("cur"), rowset("drain")
         FIELDS = tuple(nxt)
@@ -532,6 +537,21 @@ class Sluice(wiring.Component):
         def copy_set(dst, src):
             return [dst[f][q].eq(src[f][q]) for f in FIELDS for q in range(Q)]
 
+        # The row-set copies (cur <- nxt on a swap, drn <- cur after a pass's last step) are
+        # made a cycle late, their enables registers (`swap_q`, `last_q`): as enables of ~1,500
+        # flip-flops each, issue and swap were slow nets in front of the step registers (at
+        # 8 x 8 on the ECP5 the swap's net was 2.3 ns of the 11.7 ns critical path). In the
+        # cycle after a swap the issuer reads the row set from `nxt` (`cur_v`), which the loader
+        # writes no earlier than two cycles after the swap; cur holds the issued rows until
+        # the cycle after the last step, when drn takes them (the drain's first read is
+        # G + ARRAY_EXTRA cycles after it). Cycle-neutral.
+        swap_q = Signal()
+        last_q = Signal()
+        cur_v = {f: [Signal.like(cur[f][q], name=f"cur_v_{f}_{q}") for q in range(Q)]
+                 for f in FIELDS}
+        m.d.comb += [cur_v[f][q].eq(Mux(swap_q, nxt[f][q], cur[f][q]))
+                     for f in FIELDS for q in range(Q)]
+
         # ---------------------------------------------------------------- array feed
         m.submodules.array = arr = SystolicArray(rows=R, cols=C, group=G, mult=P.pe_mult)
         colmask = Signal(C)
@@ -557,19 +577,19 @@ class Sluice(wiring.Component):
         for q in range(Q):
             j = q % NG
             addr = Signal(saddr, name=f"addr_{q}")
-            m.d.comb += addr.eq(cur["abase"][q] + step_off[j])
+            m.d.comb += addr.eq(cur_v["abase"][q] + step_off[j])
             inb = Signal(name=f"inb_{q}")
-            m.d.comb += inb.eq((st_ky >= cur["kylo"][q]) & (st_ky < cur["kyhi"][q]) &
-                               (st_kx >= cur["kxlo"][q]) & (st_kx < cur["kxhi"][q]))
+            m.d.comb += inb.eq((st_ky >= cur_v["kylo"][q]) & (st_ky < cur_v["kyhi"][q]) &
+                               (st_kx >= cur_v["kxlo"][q]) & (st_kx < cur_v["kxhi"][q]))
             gmask = colmask[j * G:(j + 1) * G]
             en = Signal(G, name=f"en_{q}")
-            m.d.comb += en.eq(Mux(is_cond, gmask & cur["gate"][q], gmask))
+            m.d.comb += en.eq(Mux(is_cond, gmask & cur_v["gate"][q], gmask))
             vld = Signal(name=f"vld_{q}")
-            m.d.comb += vld.eq(issue & cur["valid"][q])
+            m.d.comb += vld.eq(issue & cur_v["valid"][q])
             # the elements a step skips (conditional phase, gate off), registered beside
             # s1_en: the MAC counters' terms are sums of registers (see below)
             skip = Signal(G, name=f"skip_{q}")
-            m.d.comb += skip.eq(Mux(vld & is_cond, gmask & ~cur["gate"][q], 0))
+            m.d.comb += skip.eq(Mux(vld & is_cond, gmask & ~cur_v["gate"][q], 0))
             addr = issued(addr, f"addr_{q}")
             m.d.comb += act_rd_addr[q].eq(addr[awbits:])
             s1_skip = Signal(G, name=f"s1_skip_{q}")
@@ -624,7 +644,8 @@ class Sluice(wiring.Component):
                 stage = (a, s1_valid[q], s1_first, s1_last, s1_en[q])
                 first_reg = 0
             for d in range(first_reg, r + FEED_REGS):
-                nxt_stage = tuple(Signal.like(x, name=f"skew_q{q}_{d}_{i}")
+                # (the activation byte is data, without reset, like the elements' operands)
+                nxt_stage = tuple(Signal.like(x, name=f"skew_q{q}_{d}_{i}", reset_less=i == 0)
                                   for i, x in enumerate(stage))
                 m.d.sync += [n.eq(x) for n, x in zip(nxt_stage, stage)]
                 stage = nxt_stage
@@ -635,7 +656,7 @@ class Sluice(wiring.Component):
             w = Signal(signed(8), name=f"feed_w_{c}")
             m.d.comb += w.eq(wgt_word[8 * c:8 * c + 8])
             for d in range(c % G + FEED_REGS):
-                w2 = Signal(signed(8), name=f"skew_c{c}_{d}")
+                w2 = Signal(signed(8), name=f"skew_c{c}_{d}", reset_less=True)
                 m.d.sync += w2.eq(w)
                 w = w2
             m.d.comb += arr.w[c].eq(w)
@@ -1016,7 +1037,6 @@ class Sluice(wiring.Component):
             with m.Elif(rl_done):
                 m.d.comb += swap.eq(1)
         with m.If(issue & is_last):
-            m.d.sync += copy_set(drn, cur)
             m.d.sync += [in_flight.eq(1), dcount.eq(G + ARRAY_EXTRA), dzero.eq(0), d_r.eq(0),
                          cnt["PASSES"].eq(cnt["PASSES"] + 1)]
             with m.If(rl_done):
@@ -1062,8 +1082,12 @@ class Sluice(wiring.Component):
                     with m.Else():
                         m.d.sync += [g_i[j].eq(g_i[j] + 1), g_end[j].eq(g_end[j] + hw_in)]
         with m.If(swap):
-            m.d.sync += copy_set(cur, nxt)
             m.d.sync += [rl_done.eq(0), have_cur.eq(1)]
+        m.d.sync += [swap_q.eq(swap), last_q.eq(issue & is_last)]
+        with m.If(swap_q):
+            m.d.sync += copy_set(cur, nxt)
+        with m.If(last_q):
+            m.d.sync += copy_set(drn, cur)
 
         # the per-step MAC terms come from the step's registered enables (s1_*) and are
         # summed by a pipelined tree (a register after every four-way add), so the counters
