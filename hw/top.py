@@ -909,16 +909,19 @@ class Sluice(wiring.Component):
         n_deferred = Signal(range(NG + 1))
         m.d.sync += [n_deferred.eq(Mux(d2_go, sum(to_active[j] for j in range(NG)), 0)),
                      cnt["ACTIVE_PIXELS"].eq(cnt["ACTIVE_PIXELS"] + n_deferred)]
-        # conditional work of outputs emitted straight from the base, added to MACS_SKIPPED three
-        # cycles later (registered count, then product: off the gate compare's path); the
-        # counters are read after DONE, which comes more than three cycles after the last drain
+        # conditional work of outputs emitted straight from the base, added to MACS_SKIPPED four
+        # cycles later (the columns registered, then their count, then product: off the gate
+        # compare's path); the counters are read after DONE, which comes more than four cycles
+        # after the last drain
+        skipped_q = Signal(C)
         skip_n = Signal(range(C + 1))
         skip_drain = Signal(32)
         # (skip_n is at most cols: a sum of shifts, no DSP, in two registered halves and their
-        # sum: three cycles from the drain row to MACS_SKIPPED's adder)
+        # sum; the count of the columns behind their register: gate bits -> any-gate -> the
+        # columns' valid -> the count in one cycle was an 8 x 8 ECP5 path)
         terms = [Mux(skip_n[b], col_work << b, 0) for b in range(len(skip_n))]
         halves = [Signal(32, name=f"skip_half_{i}") for i in range(2)]
-        m.d.sync += [skip_n.eq(sum(skipped_cols[c] for c in range(C))),
+        m.d.sync += [skipped_q.eq(skipped_cols), skip_n.eq(sum(skipped_q[c] for c in range(C))),
                      halves[0].eq(sum(terms[:len(terms) // 2])),
                      halves[1].eq(sum(terms[len(terms) // 2:])),
                      skip_drain.eq(halves[0] + halves[1])]
@@ -934,8 +937,19 @@ class Sluice(wiring.Component):
                          pw_taps[lo].eq(Mux(origin[-1], -origin, 0)[:3]),
                          pw_taps[hi].eq(Mux(d[-1], 0, Mux(d >= 7, 7, d[:3])))]
 
+        # The active list is read a cycle ahead and its entry registered (`al_q`) before the
+        # row set: the block RAM addressed by the read index's next value (`al_nx` = al_rd + 1,
+        # a register beside it, when the loader takes an entry this cycle), so the entry for
+        # the loader's row is in `al_q` when it writes that row (the block RAM's output,
+        # 5.6 ns clock to out on the ECP5, straight into the row set's multiplexers was an 8 x 8
+        # path). Entering a phase resets the index; the loader starts two cycles later at the
+        # earliest, by when the block RAM has read entry 0.
+        al_nx = [Signal(PIX_BITS + 1, name=f"al_nx_{j}", init=1) for j in range(NG)]
+        al_q = [Signal(entry, name=f"al_q_{j}", reset_less=True)
+                for j in range(NG if gating else 0)]
         for j in range(NG if gating else 0):
-            m.d.comb += al_rp[j].addr.eq(al_rd[j])
+            m.d.comb += al_rp[j].addr.eq(Mux(al_pop[j], al_nx[j], al_rd[j]))
+            m.d.sync += al_q[j].eq(al_rp[j].data)
         m.d.sync += rl_wr.eq(0)
         with m.If(running & ~rl_busy & ~rl_wr & ~rl_done & src_left):
             m.d.sync += [rl_busy.eq(1), rl_r.eq(0)]
@@ -953,7 +967,7 @@ class Sluice(wiring.Component):
                 for j in range(NG):
                     with m.If(al_left[j]):
                         m.d.comb += al_pop[j].eq(1)
-                        m.d.sync += al_rd[j].eq(al_rd[j] + 1)
+                        m.d.sync += [al_rd[j].eq(al_nx[j]), al_nx[j].eq(al_nx[j] + 1)]
             with m.Else():
                 m.d.sync += rl_wr_valid.eq(Mux(src_left, (1 << NG) - 1, 0))
                 with m.If(src_left):
@@ -979,7 +993,7 @@ class Sluice(wiring.Component):
                             m.d.sync += walk
                             continue
                         with m.If(is_cond):
-                            d = al_rp[j].data
+                            d = al_q[j]
                             m.d.sync += [nxt["p"][q].eq(d.p), nxt["abase"][q].eq(d.abase),
                                          *(nxt[f][q].eq(getattr(d, f)) for f in TAP_FIELDS),
                                          nxt["gate"][q].eq(d.gate)]
@@ -1240,7 +1254,7 @@ class Sluice(wiring.Component):
             stmts = [phase.eq(ph), pw_p.eq(0), pw_rem.eq(hw_out), pw_more.eq(hw_out != 0),
                      pw_x.eq(0), pw_ybase.eq(-pad_top),
                      pw_xbase.eq(-pad_left), pw_rowaddr.eq(row_start),
-                     *(a.eq(0) for a in al_rd),
+                     *(a.eq(0) for a in al_rd), *(a.eq(1) for a in al_nx),
                      have_cur.eq(0), rl_done.eq(0), rl_busy.eq(0)]
             return stmts
 
@@ -1252,13 +1266,21 @@ class Sluice(wiring.Component):
                 with m.If(regs.start):
                     m.d.sync += [err_reg.eq(err_q), done.eq(~err_none)]
                     with m.If(err_none):
-                        m.d.comb += start_job.eq(1)
-                        m.d.sync += [busy.eq(1), tile_o0.eq(0), grp_r.eq(0), grp_lo.eq(0),
-                                     grp_lo_off.eq(0),
-                                     tile_idx.eq(0),
-                                     cmp_bank.eq(0), bank_full.eq(0)]
-                        m.d.sync += [s.eq(0) for s in cnt.values()]
-                        m.next = "TILE_WAIT"
+                        m.d.sync += busy.eq(1)
+                        m.next = "GO"
+            with m.State("GO"):
+                # the job's start a cycle after START, decoded from the state alone (START ->
+                # the error check -> the enables of the counters and tile registers was an
+                # 8 x 8 ECP5 path). BUSY is set with START as before; the counters are cleared
+                # here (after the cycle counter's count in this cycle), so the counts are
+                # unchanged.
+                m.d.comb += start_job.eq(1)
+                m.d.sync += [tile_o0.eq(0), grp_r.eq(0), grp_lo.eq(0),
+                             grp_lo_off.eq(0),
+                             tile_idx.eq(0),
+                             cmp_bank.eq(0), bank_full.eq(0)]
+                m.d.sync += [s.eq(0) for s in cnt.values()]
+                m.next = "TILE_WAIT"
             with m.State("TILE_WAIT"):
                 m.d.sync += [last_tile.eq(tile_o0 + C >= c_out), setup_c.eq(0)]
                 with m.If(bank_full.bit_select(cmp_bank, 1)):
