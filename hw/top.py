@@ -34,8 +34,8 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from sluice.hw.params import (ACC_BITS, ACT_BITS, COUNTERS, DEFAULT, DIM_BITS, ERROR_FIELDS,
-                              FLAG_FIELDS, KEEP_ATTRS, MAX_PADDING, PARAM_ORDER, PIX_BITS,
-                              HwParams, id_value)
+                              FLAG_FIELDS, KEEP_ATTRS, MAX_PADDING, PARAM_BITS, PARAM_ORDER,
+                              PIX_BITS, HwParams, id_value)
 from sluice.hw.pe import ARRAY_EXTRA, FEED_REGS, ISSUE_REGS, SystolicArray
 from sluice.hw.postproc import (PARAM_READ_LAST, GateUnit, PostProc, front_regs, mult_stages,
                                 post_latency)
@@ -761,7 +761,6 @@ class Sluice(wiring.Component):
 
         if gating:
             m.submodules.gate_unit = gu = GateUnit(cols=C)
-            m.d.comb += gu.col_valid.eq(col_valid)
             gate_now = Signal(C)  # the gate bits of the row in d2
             m.d.sync += gate_now.eq(gu.gate)
             # per skip group: the row in d2 is valid, has a gate on and the layer has
@@ -780,8 +779,24 @@ class Sluice(wiring.Component):
             gate_now = Const(0, C)
             gate_pre = Const(0, NG)
         if gating:
+            # the gate compare has copies of its own: the drained sums (beside d1_psum, which
+            # feeds the post-processing), and the thresholds with the column's validity folded
+            # in (an invalid column's threshold is the largest int32, which no sum exceeds),
+            # registered beside the tile parameters (a tile's first compare comes passes after
+            # they change). At 8 x 8 on the ECP5, d1_psum's route to the compare's carry chain
+            # and the validity AND behind it were the critical path, 10.5 ns.
+            assert ACC_BITS <= PARAM_BITS  # (so no sum exceeds the largest threshold)
+            gate_psum = [Signal(signed(ACC_BITS), name=f"gate_psum_{c}", reset_less=True,
+                                attrs=KEEP_ATTRS) for c in range(C)]
+            gate_thr = [Signal(signed(PARAM_BITS), name=f"gate_thr_{c}", reset_less=True)
+                        for c in range(C)]
+            with m.If(d_fire):
+                m.d.sync += [gate_psum[c].eq(psum_rows[d_r][c]) for c in range(C)]
+            m.d.sync += [gate_thr[c].eq(Mux(col_valid[c], par_of["thresh"][c],
+                                            (1 << (PARAM_BITS - 1)) - 1)) for c in range(C)]
+            m.d.comb += gu.col_valid.eq(Const((1 << C) - 1, C))
             for c in range(C):
-                m.d.comb += [gu.psum[c].eq(d1_psum[c]), gu.thresh[c].eq(par_of["thresh"][c])]
+                m.d.comb += [gu.psum[c].eq(gate_psum[c]), gu.thresh[c].eq(gate_thr[c])]
         # column select of the units: k (0..PU-1) is the column within a unit that enters now
         # (k = 0 with the row in d1, then 1, 2, ...), and its delayed copies, which select the
         # column's parameters a cycle before PostProc reads them (bias, res_mult, shift at
