@@ -212,3 +212,21 @@ def test_extra_nextpnr_args_reach_the_script_and_the_report(monkeypatch, tmp_pat
     assert rep["command"].endswith("--nextpnr-args '--placer-heap-beta 0.6'")
     with pytest.raises(SluiceError, match="--nextpnr-args: No closing quotation"):
         b.build("ulx3s-85f", nextpnr_args="--foo 'bar")
+
+
+def test_pll_builds_weigh_timing_in_placement(monkeypatch, tmp_path):
+    _fake_tools(monkeypatch, "Info: Max frequency for clock '$glbnet$pll.clk': 61.20 MHz "
+                             "(PASS at 60.00 MHz)")
+    rep = b.build("ulx3s-85f", loopback=True, clock_mhz=60, out_root=tmp_path, nice=0,
+                  log=lambda t: None)
+    script = (tmp_path / rep["name"] / f"build_{rep['name']}.sh").read_text()
+    assert f"--placer-heap-timingweight {b.PLL_TIMING_WEIGHT}" in script
+    # an explicit weight replaces it; the oscillator's clock keeps nextpnr's default
+    rep = b.build("ulx3s-85f", loopback=True, clock_mhz=60, out_root=tmp_path / "own", nice=0,
+                  log=lambda t: None, nextpnr_args="--placer-heap-timingweight 20")
+    script = (tmp_path / "own" / rep["name"] / f"build_{rep['name']}.sh").read_text()
+    assert script.count("--placer-heap-timingweight") == 1 and "timingweight 20" in script
+    rep = b.build("ulx3s-85f", loopback=True, out_root=tmp_path / "osc", nice=0,
+                  log=lambda t: None)
+    script = (tmp_path / "osc" / rep["name"] / f"build_{rep['name']}.sh").read_text()
+    assert "--placer-heap-timingweight" not in script
