@@ -919,7 +919,11 @@ class Sluice(wiring.Component):
         # counters hold every pixel it deferred (with the d2 row's gate bits in this decision,
         # gate bits -> any-gate -> next phase -> the tile registers' enables was the 4 x 8
         # ECP5 critical path; with post_cols > 1 the drain is busy then anyway)
-        m.d.comb += any_active.eq(Cat(*(n != 0 for n in n_active)).any())
+        # "an active list is not empty" as a register: set by any push (as n_active counts up),
+        # cleared with the counters in PHASE, so it reads like the counters' wide OR (the OR
+        # of every list's count in front of the phase decision was on the 8 x 8 ECP5 path
+        # into the next tile's registers); cycle-neutral
+        m.d.sync += any_active.eq(any_active | al_push.any())
         # (the pixels deferred this cycle, registered before the counter's adder)
         n_deferred = Signal(range(NG + 1))
         m.d.sync += [n_deferred.eq(Mux(d2_go, sum(to_active[j] for j in range(NG)), 0)),
@@ -1330,7 +1334,7 @@ class Sluice(wiring.Component):
                                                      par_ld[0][k][c]))
                 # the active lists start empty (in a dense job too: al_left stays exact)
                 m.d.sync += [*(n.eq(0) for n in n_active), *(d.eq(0) for d in al_diff),
-                             al_left.eq(0)]
+                             al_left.eq(0), any_active.eq(0)]
                 # first phase of the tile: dense or base
                 with m.If(gated):
                     m.d.sync += start_phase(PH_BASE)
