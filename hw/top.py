@@ -655,11 +655,7 @@ class Sluice(wiring.Component):
         for c in range(C):
             w = Signal(signed(8), name=f"feed_w_{c}")
             m.d.comb += w.eq(wgt_word[8 * c:8 * c + 8])
-            for d in range(c % G + FEED_REGS):
-                w2 = Signal(signed(8), name=f"skew_c{c}_{d}", reset_less=True)
-                m.d.sync += w2.eq(w)
-                w = w2
-            m.d.comb += arr.w[c].eq(w)
+            m.d.comb += arr.w[c].eq(_delayed(m, w, c % G + FEED_REGS, f"skew_c{c}"))
 
         # ---------------------------------------------------------------- drain
         m.submodules.out_fifo = fifo = SyncFIFOBuffered(width=P.out_bits + 1,
