@@ -1273,6 +1273,23 @@ class Sluice(wiring.Component):
                      have_cur.eq(0), rl_done.eq(0), rl_busy.eq(0)]
             return stmts
 
+        # the active lists start every tile empty (in a dense job too: al_left stays exact):
+        # cleared in the PHASE state by a register set on entering it (the state decode in
+        # front of the counters' set/reset inputs was an 8 x 8 ECP5 path)
+        phase_q = Signal()
+        with m.If(phase_q):
+            m.d.sync += [*(n.eq(0) for n in n_active), *(d.eq(0) for d in al_diff),
+                         al_left.eq(0), any_active.eq(0)]
+        # the next tile's registers advance in the cycle after a tile's end, from a register
+        # (the phase decision in front of their enables was the 8 x 8 ECP5 path); nothing
+        # reads them in that cycle but TILE_WAIT's bank test, which allows for it, and
+        # `last_tile` is set in COL_SETUP; cycle-neutral
+        tile_adv = Signal()
+        m.d.sync += tile_adv.eq(0)
+        with m.If(tile_adv):
+            m.d.sync += [tile_o0.eq(tile_o0 + C), cmp_bank.eq(~cmp_bank),
+                         tile_idx.eq(tile_idx + 1)]
+
         def tile_finished():
             return [bank_clr.eq(Mux(cmp_bank, 0b10, 0b01))]
 
@@ -1297,8 +1314,10 @@ class Sluice(wiring.Component):
                 m.d.sync += [s.eq(0) for s in cnt.values()]
                 m.next = "TILE_WAIT"
             with m.State("TILE_WAIT"):
-                m.d.sync += [last_tile.eq(tile_o0 + C >= c_out), setup_c.eq(0)]
-                with m.If(bank_full.bit_select(cmp_bank, 1)):
+                # in the cycle after a tile's end (`tile_adv`) the tile registers still hold
+                # the finished tile, so its bank test reads the other bank
+                m.d.sync += setup_c.eq(0)
+                with m.If(bank_full.bit_select(cmp_bank ^ tile_adv, 1)):
                     m.next = "COL_SETUP"
                 with m.Else():
                     m.d.comb += waiting.eq(1)
@@ -1307,7 +1326,10 @@ class Sluice(wiring.Component):
                 valid = (tile_o0 + setup_c) < c_out
                 lo = Mux(base_first, regs.base_lo, grp_lo)
                 m.d.sync += [col_lo[c].eq(col_lo[c + 1]) for c in range(C - 1)]
-                m.d.sync += [col_lo[C - 1].eq(lo), col_valid.eq(Cat(col_valid[1:], valid))]
+                m.d.sync += [col_lo[C - 1].eq(lo), col_valid.eq(Cat(col_valid[1:], valid)),
+                             last_tile.eq(tile_o0 + C >= c_out)]
+                with m.If(setup_c == C - 1):
+                    m.d.sync += phase_q.eq(1)  # PHASE's clears, from a register
                 for j in range(NG):  # column j * G's base range: its offset, for g_start_off
                     with m.If(setup_c == j * G):
                         m.d.sync += g_lo_off[j].eq(Mux(base_first, prods.lo_off, grp_lo_off))
@@ -1328,9 +1350,7 @@ class Sluice(wiring.Component):
                     for c in range(C):
                         m.d.sync += par[k][c].eq(Mux(cmp_bank, par_ld[1][k][c],
                                                      par_ld[0][k][c]))
-                # the active lists start empty (in a dense job too: al_left stays exact)
-                m.d.sync += [*(n.eq(0) for n in n_active), *(d.eq(0) for d in al_diff),
-                             al_left.eq(0), any_active.eq(0)]
+                m.d.sync += phase_q.eq(0)  # (the active lists' clear: `phase_q` above)
                 # first phase of the tile: dense or base
                 with m.If(gated):
                     m.d.sync += start_phase(PH_BASE)
@@ -1346,8 +1366,7 @@ class Sluice(wiring.Component):
                 m.next = "RUN"
             def next_tile():
                 m.d.comb += tile_finished()
-                m.d.sync += [tile_o0.eq(tile_o0 + C), cmp_bank.eq(~cmp_bank),
-                             tile_idx.eq(tile_idx + 1)]
+                m.d.sync += tile_adv.eq(1)
                 with m.If(last_tile):
                     m.next = "TERM"
                 with m.Else():
