@@ -377,6 +377,8 @@ class Sluice(wiring.Component):
         tile_o0 = Signal(DIM_BITS + 1)
         tile_idx = Signal(PIX_BITS)
         last_tile = Signal()
+        cols_left = Signal(DIM_BITS + 1)  # (COL_SETUP: valid columns after setup_c)
+        col_ok = Signal()
         grp_r = Signal(DIM_BITS)
         grp_lo = Signal(DIM_BITS)
         setup_c = Signal(range(C + 1))
@@ -1316,14 +1318,20 @@ class Sluice(wiring.Component):
             with m.State("TILE_WAIT"):
                 # in the cycle after a tile's end (`tile_adv`) the tile registers still hold
                 # the finished tile, so its bank test reads the other bank
-                m.d.sync += setup_c.eq(0)
+                # the columns of the next tile with an output channel, counted down in
+                # COL_SETUP (`col_ok`: column setup_c is valid, a register; the sum and compare
+                # ``tile_o0 + setup_c < C_OUT`` in front of the group counters' enables was
+                # an 8 x 8 ECP5 path); a tile has at least one valid column
+                m.d.sync += [setup_c.eq(0), col_ok.eq(1),
+                             cols_left.eq(c_out - Mux(tile_adv, tile_o0 + C, tile_o0) - 1)]
                 with m.If(bank_full.bit_select(cmp_bank ^ tile_adv, 1)):
                     m.next = "COL_SETUP"
                 with m.Else():
                     m.d.comb += waiting.eq(1)
             with m.State("COL_SETUP"):
                 # shift in column setup_c's base range; the group counter runs across tiles
-                valid = (tile_o0 + setup_c) < c_out
+                valid = col_ok
+                m.d.sync += [col_ok.eq(col_ok & (cols_left != 0)), cols_left.eq(cols_left - 1)]
                 lo = Mux(base_first, regs.base_lo, grp_lo)
                 m.d.sync += [col_lo[c].eq(col_lo[c + 1]) for c in range(C - 1)]
                 m.d.sync += [col_lo[C - 1].eq(lo), col_valid.eq(Cat(col_valid[1:], valid)),
