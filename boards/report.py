@@ -78,16 +78,26 @@ def slow_endpoints(timing: dict, top: int = 12) -> dict:
     """The register inputs whose paths take longer than their clock's period, grouped by
     register: ``{"pins": n, "registers": m, "groups": [{"register", "pins", "worst_ns"}, ...]}``,
     worst first, ``top`` groups. ``timing`` is nextpnr's JSON report with the detailed net
-    timings (each endpoint's delay is the whole path's, setup included: the worst equals
-    1 / Fmax)."""
+    timings. An endpoint's delay there is the arrival at the input, without the input's setup
+    time (0 for an ECP5 flip-flop's data and clock-enable inputs, 0.42 ns for its set/reset
+    input), so a build could miss its clock with no input listed; the setup times of the
+    critical paths' last inputs are added to every input of the same kind (``LSR``, ``CE``,
+    ``DI``, a block's port name without its index), which makes the worst input's delay the
+    critical path's (1 / Fmax)."""
     period = {f"posedge {clk}": 1000.0 / c["constraint"]
               for clk, c in timing.get("fmax", {}).items() if c.get("constraint")}
+    setup: dict = {}
+    for cp in timing.get("critical_paths", []):
+        for seg in cp.get("path", []):
+            if seg.get("type") == "setup":
+                kind = seg["to"]["port"].rstrip("0123456789")
+                setup[kind] = max(setup.get(kind, 0.0), seg["delay"])
     groups: dict = {}
     pins = 0
     for net in timing.get("detailed_net_timings", []):
         for ep in net.get("endpoints", []):
             limit = period.get(ep.get("event"))
-            worst = ep["delay"][1]
+            worst = ep["delay"][1] + setup.get(ep["port"].rstrip("0123456789"), 0.0)
             if limit is None or worst <= limit:
                 continue
             pins += 1

@@ -137,3 +137,35 @@ def test_slow_endpoints_group_registers():
     md = rpt.markdown(report)
     assert "10 register inputs in 5 registers" in md
     assert "| `acc.post_0.residual_N` | 3 | 11.60 |" in md
+
+
+def test_slow_endpoints_add_the_inputs_setup():
+    """nextpnr's endpoint delays are arrivals without the input's setup time: a set/reset
+    input that arrives at 9.9 ns misses a 10 ns clock by its 0.42 ns setup (the shape of
+    session 22's 97.8 MHz build, which listed no input). The critical path's setup is added to
+    every input of its kind, and only to those."""
+    clk = "posedge $glbnet$clk"
+
+    def ep(cell, port, arrival):
+        return {"cell": cell, "port": port, "event": clk, "delay": [1.0, arrival]}
+
+    timing = {"fmax": {"$glbnet$clk": {"achieved": 97.8, "constraint": 100}},
+              "detailed_net_timings": [
+                  {"net": "n1", "event": clk, "endpoints": [
+                      ep("acc.al_diff_0_TRELLIS_FF_Q_3", "LSR", 9.805),
+                      ep("acc.al_diff_1_TRELLIS_FF_Q", "LSR", 9.5)]},
+                  {"net": "n2", "event": clk, "endpoints": [
+                      ep("acc.tile_idx_TRELLIS_FF_Q_2", "CE", 9.9),
+                      ep("acc.gate_now_TRELLIS_FF_Q", "DI", 9.95)]}]}
+    assert rpt.slow_endpoints(timing)["pins"] == 0  # (no critical path: arrivals only)
+    timing["critical_paths"] = [{"from": clk, "to": clk, "path": [
+        {"type": "clk-to-q", "delay": 0.52, "from": {"cell": "a", "port": "Q"},
+         "to": {"cell": "a", "port": "Q"}},
+        {"type": "routing", "delay": 9.285, "from": {"cell": "a", "port": "Q"},
+         "to": {"cell": "acc.al_diff_0_TRELLIS_FF_Q_3", "port": "LSR"}},
+        {"type": "setup", "delay": 0.42,
+         "from": {"cell": "acc.al_diff_0_TRELLIS_FF_Q_3", "port": "LSR"},
+         "to": {"cell": "acc.al_diff_0_TRELLIS_FF_Q_3", "port": "LSR"}}]}]
+    slow = rpt.slow_endpoints(timing)
+    assert slow == {"pins": 1, "registers": 1,
+                    "groups": [{"register": "acc.al_diff_N", "pins": 1, "worst_ns": 10.22}]}
