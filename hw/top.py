@@ -522,8 +522,12 @@ class Sluice(wiring.Component):
         # every g_end update (0: unchanged, 1: moved to the next channel, 2: reset)
         g_chg = Signal(2)
         m.d.sync += g_chg.eq(0)
-        # a channel boundary step moves group j past the base range (conditional phase)
-        g_skip_next = [is_cond & (g_i[j] + 1 == g_lo[j]) for j in range(NG)]
+        # a channel boundary step moves group j past the base range (conditional phase):
+        # ``is_cond & (g_i + 1 == g_lo)`` as a register, set beside every g_i update (phase and
+        # g_lo do not change within a phase, and every phase's steps start with reset_steps);
+        # the sum and compare behind g_i in front of the offsets' multiplexers were the 8 x 8
+        # ECP5 critical path (10.2 ns); cycle-neutral
+        g_skip_next = [Signal(name=f"g_skip_next_{j}") for j in range(NG)]
 
         def reset_steps():
             return [g_chg.eq(2), last_kx.eq(kernel_m1 == 0), last_ky.eq(kernel_m1 == 0),
@@ -531,6 +535,8 @@ class Sluice(wiring.Component):
                     is_last.eq((kernel_m1 == 0) & (n_ch_m1 == 0)),
                     st_n.eq(0), st_ky.eq(0), st_kx.eq(0), st_w.eq(w_start),
                     st_first.eq(1), *(g_i[j].eq(g_start[j]) for j in range(NG)),
+                    *(g_skip_next[j].eq(is_cond & (g_start[j] + 1 == g_lo[j]))
+                      for j in range(NG)),
                     *(g_off[j].eq(g_start_off[j]) for j in range(NG)),
                     *(row_off[j].eq(g_start_off[j]) for j in range(NG)),
                     *(step_off[j].eq(g_start_off[j]) for j in range(NG)),
@@ -1109,9 +1115,13 @@ class Sluice(wiring.Component):
                                  step_off[j].eq(g_off_next)]
                     with m.If(g_skip_next[j]):
                         m.d.sync += [g_i[j].eq(g_i[j] + 1 + base_cin),
+                                     g_skip_next[j].eq(is_cond &
+                                                       (g_i[j] + 2 + base_cin == g_lo[j])),
                                      g_end[j].eq(g_end[j] + skip_off)]
                     with m.Else():
-                        m.d.sync += [g_i[j].eq(g_i[j] + 1), g_end[j].eq(g_end[j] + hw_in)]
+                        m.d.sync += [g_i[j].eq(g_i[j] + 1),
+                                     g_skip_next[j].eq(is_cond & (g_i[j] + 2 == g_lo[j])),
+                                     g_end[j].eq(g_end[j] + hw_in)]
         with m.If(swap):
             m.d.sync += [rl_done.eq(0), have_cur.eq(1)]
         m.d.sync += [swap_q.eq(swap), last_q.eq(issue & is_last)]
