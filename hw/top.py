@@ -1326,12 +1326,12 @@ class Sluice(wiring.Component):
                 m.d.sync += [s.eq(0) for s in cnt.values()]
                 m.next = "TILE_WAIT"
             with m.State("TILE_WAIT"):
-                # in the cycle after a tile's end (`tile_adv`) the tile registers still hold
-                # the finished tile, so its bank test reads the other bank
                 # the columns of the next tile with an output channel, counted down in
                 # COL_SETUP (`col_ok`: column setup_c is valid, a register; the sum and compare
                 # ``tile_o0 + setup_c < C_OUT`` in front of the group counters' enables was
-                # an 8 x 8 ECP5 path); a tile has at least one valid column
+                # an 8 x 8 ECP5 path); a tile has at least one valid column.
+                # In the cycle after a tile's end (`tile_adv`) the tile registers still hold
+                # the finished tile: this tile's first column and bank are the next ones.
                 m.d.sync += [setup_c.eq(0), col_ok.eq(1),
                              cols_left.eq(c_out - Mux(tile_adv, tile_o0 + C, tile_o0) - 1)]
                 with m.If(bank_full.bit_select(cmp_bank ^ tile_adv, 1)):
