@@ -61,6 +61,11 @@ TIMING_JSON = "{name}.timing.json"
 _FF_SUFFIX = re.compile(r"_(TRELLIS_FF|SB_DFF\w*)_Q(_\d+)?$")
 
 
+def _port_kind(port: str) -> str:
+    """A cell port's name without its bit index: ``DI0`` -> ``DI``, ``ADB12`` -> ``ADB``."""
+    return port.rstrip("0123456789")
+
+
 def _register_name(cell: str, port: str) -> str:
     """A timing endpoint's register, from nextpnr's cell name: a flip-flop's cell is named
     after the net it drives (``acc.step_off_2_TRELLIS_FF_Q_4``: a bit of ``acc.step_off_2``), a
@@ -70,7 +75,7 @@ def _register_name(cell: str, port: str) -> str:
     head, _, last = ff.rpartition(".")
     name = (head + "." if head else "") + re.sub(r"_\d+", "_N", last)
     if ff == cell:  # not a flip-flop: a block's input port
-        name = re.sub(r"([_.])\d+", r"\1N", cell) + "." + port.rstrip("0123456789")
+        name = re.sub(r"([_.])\d+", r"\1N", cell) + "." + _port_kind(port)
     return name
 
 
@@ -90,14 +95,14 @@ def slow_endpoints(timing: dict, top: int = 12) -> dict:
     for cp in timing.get("critical_paths", []):
         for seg in cp.get("path", []):
             if seg.get("type") == "setup":
-                kind = seg["to"]["port"].rstrip("0123456789")
+                kind = _port_kind(seg["to"]["port"])
                 setup[kind] = max(setup.get(kind, 0.0), seg["delay"])
     groups: dict = {}
     pins = 0
     for net in timing.get("detailed_net_timings", []):
         for ep in net.get("endpoints", []):
             limit = period.get(ep.get("event"))
-            worst = ep["delay"][1] + setup.get(ep["port"].rstrip("0123456789"), 0.0)
+            worst = ep["delay"][1] + setup.get(_port_kind(ep["port"]), 0.0)
             if limit is None or worst <= limit:
                 continue
             pins += 1
