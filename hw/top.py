@@ -1113,10 +1113,9 @@ class Sluice(wiring.Component):
                     g_off_next = Mux(g_skip_next[j], g_off[j] + skip_off, g_off[j] + hw_in)
                     m.d.sync += [g_off[j].eq(g_off_next), row_off[j].eq(g_off_next),
                                  step_off[j].eq(g_off_next)]
-                    with m.If(g_skip_next[j]):
+                    with m.If(g_skip_next[j]):  # (now past g_lo: no second skip)
                         m.d.sync += [g_i[j].eq(g_i[j] + 1 + base_cin),
-                                     g_skip_next[j].eq(is_cond &
-                                                       (g_i[j] + 2 + base_cin == g_lo[j])),
+                                     g_skip_next[j].eq(0),
                                      g_end[j].eq(g_end[j] + skip_off)]
                     with m.Else():
                         m.d.sync += [g_i[j].eq(g_i[j] + 1),
@@ -1289,13 +1288,13 @@ class Sluice(wiring.Component):
         # cleared in the PHASE state by a register set on entering it (the state decode in
         # front of the counters' set/reset inputs was an 8 x 8 ECP5 path)
         phase_q = Signal()
+        m.d.sync += phase_q.eq(0)
         with m.If(phase_q):
             m.d.sync += [*(n.eq(0) for n in n_active), *(d.eq(0) for d in al_diff),
                          al_left.eq(0), any_active.eq(0)]
         # the next tile's registers advance in the cycle after a tile's end, from a register
         # (the phase decision in front of their enables was the 8 x 8 ECP5 path); nothing
-        # reads them in that cycle but TILE_WAIT's bank test, which allows for it, and
-        # `last_tile` is set in COL_SETUP; cycle-neutral
+        # reads them in that cycle but TILE_WAIT, which allows for it; cycle-neutral
         tile_adv = Signal()
         m.d.sync += tile_adv.eq(0)
         with m.If(tile_adv):
@@ -1332,8 +1331,9 @@ class Sluice(wiring.Component):
                 # an 8 x 8 ECP5 path); a tile has at least one valid column.
                 # In the cycle after a tile's end (`tile_adv`) the tile registers still hold
                 # the finished tile: this tile's first column and bank are the next ones.
-                m.d.sync += [setup_c.eq(0), col_ok.eq(1),
-                             cols_left.eq(c_out - Mux(tile_adv, tile_o0 + C, tile_o0) - 1)]
+                o0 = Mux(tile_adv, tile_o0 + C, tile_o0)  # this tile's first output channel
+                m.d.sync += [setup_c.eq(0), col_ok.eq(1), cols_left.eq(c_out - o0 - 1),
+                             last_tile.eq(o0 + C >= c_out)]
                 with m.If(bank_full.bit_select(cmp_bank ^ tile_adv, 1)):
                     m.next = "COL_SETUP"
                 with m.Else():
@@ -1344,8 +1344,7 @@ class Sluice(wiring.Component):
                 m.d.sync += [col_ok.eq(col_ok & (cols_left != 0)), cols_left.eq(cols_left - 1)]
                 lo = Mux(base_first, regs.base_lo, grp_lo)
                 m.d.sync += [col_lo[c].eq(col_lo[c + 1]) for c in range(C - 1)]
-                m.d.sync += [col_lo[C - 1].eq(lo), col_valid.eq(Cat(col_valid[1:], valid)),
-                             last_tile.eq(tile_o0 + C >= c_out)]
+                m.d.sync += [col_lo[C - 1].eq(lo), col_valid.eq(Cat(col_valid[1:], valid))]
                 with m.If(setup_c == C - 1):
                     m.d.sync += phase_q.eq(1)  # PHASE's clears, from a register
                 for j in range(NG):  # column j * G's base range: its offset, for g_start_off
@@ -1368,7 +1367,6 @@ class Sluice(wiring.Component):
                     for c in range(C):
                         m.d.sync += par[k][c].eq(Mux(cmp_bank, par_ld[1][k][c],
                                                      par_ld[0][k][c]))
-                m.d.sync += phase_q.eq(0)  # (the active lists' clear: `phase_q` above)
                 # first phase of the tile: dense or base
                 with m.If(gated):
                     m.d.sync += start_phase(PH_BASE)
