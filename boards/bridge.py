@@ -246,8 +246,9 @@ class UARTBridge(wiring.Component):
         rst_cnt = Signal(3)
         # the accelerator's reset leaves a register (a cycle later and a cycle longer than the
         # count): it fans out to the whole accelerator, and with the count's compare in front
-        # of that net it was the 4 x 4 ECP5 build's critical path
-        acc_rst_q = Signal()
+        # of that net it was the 4 x 4 ECP5 build's critical path; set while the bridge itself
+        # is in reset, so it is the accelerator's only reset (``boards.top``)
+        acc_rst_q = Signal(init=1)
         m.d.sync += acc_rst_q.eq(rst_cnt != 0)
         m.d.comb += [self.acc_rst.eq(acc_rst_q), flush.eq(rst_cnt != 0)]
 

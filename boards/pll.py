@@ -7,7 +7,9 @@
 an integer, and the reports quote the clock nextpnr was constrained to.
 
 ``Ecp5Pll`` is the Amaranth wrapper: the board's oscillator in, the clock of the parent's
-``sync`` domain out, held in reset until the PLL has locked.
+``sync`` domain out, and ``rst``: high until the PLL has locked (asserted at once on a loss of
+lock, released two clocks after lock), for a reset-less ``sync`` domain whose parts each take
+the reset they need (``boards.top``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from amaranth.hdl import ClockSignal, Elaboratable, Instance, Module, Signal
-from amaranth.lib.cdc import ResetSynchronizer
+from amaranth.lib.cdc import AsyncFFSynchronizer
 
 from sluice.errors import SluiceError
 
@@ -85,6 +87,7 @@ class Ecp5Pll(Elaboratable):
         self.domain = domain
         self.clk = Signal()  # CLKOP
         self.locked = Signal()
+        self.rst = Signal(init=1)
 
     def elaborate(self, platform):
         m = Module()
@@ -105,7 +108,7 @@ class Ecp5Pll(Elaboratable):
             i_RST=0, i_STDBY=0, i_CLKI=self.clk_in, o_CLKOP=self.clk, i_CLKFB=self.clk,
             i_PHASESEL0=0, i_PHASESEL1=0, i_PHASEDIR=1, i_PHASESTEP=1, i_PHASELOADREG=1,
             i_PLLWAKESYNC=0, i_ENCLKOP=0, o_LOCK=self.locked)
-        m.submodules.reset = ResetSynchronizer(~self.locked, domain=self.domain)
+        m.submodules.reset = AsyncFFSynchronizer(~self.locked, self.rst, o_domain=self.domain)
         # no clock constraint of its own: nextpnr derives CLKOP's from the oscillator's
         # constraint and the dividers (a constraint on this net is dropped by synthesis's
         # renaming, with a warning; the 60 MHz build's report shows the derived 60.00 MHz)

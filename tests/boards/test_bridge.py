@@ -115,3 +115,42 @@ def test_reset_empties_the_link(link):
     assert link.state.in_free == IN_BUF and link.state.out_avail == 0
     assert link.read_reg("STATUS") & 1 == 0
     assert link.pop() == []
+
+
+def test_rst_resets_bridge_and_accelerator():
+    """``BoardTop.rst`` (the PLL's lock on ECP5, where the ``sync`` domain is reset-less) resets
+    the bridge and, through the bridge's ``acc_rst`` register, the accelerator: ``acc_rst`` is
+    high while ``rst`` is and for the clock after, and a register written before reads back as
+    its reset value after."""
+    top = BoardTop(PARAMS, divisor=4, in_buf_bytes=IN_BUF, out_depth=4,
+                   accelerator=LoopbackAccelerator(PARAMS))
+    t = SimTransport(top, divisor=4)
+    pulse, seen = [False], []
+
+    async def reset_pin(ctx):
+        while True:
+            await ctx.tick()
+            if pulse[0]:
+                ctx.set(top.rst, 1)
+                for _ in range(4):
+                    seen.append(ctx.get(top.bridge.acc_rst))
+                    await ctx.tick()
+                ctx.set(top.rst, 0)
+                for _ in range(3):
+                    seen.append(ctx.get(top.bridge.acc_rst))
+                    await ctx.tick()
+                pulse[0] = False
+
+    t.sim.add_testbench(reset_pin)
+    lk = Link(t)
+    lk.ping()
+    lk.write_reg("C_IN", 100)
+    assert lk.read_reg("C_IN") == 100
+    pulse[0] = True
+    t.run(20)
+    assert not pulse[0]
+    # sampled before each clock edge: rst is set before the first sample, acc_rst follows an
+    # edge later, stays up for the edge after rst falls, then drops
+    assert seen == [0, 1, 1, 1, 1, 0, 0]
+    lk.ping()
+    assert lk.read_reg("C_IN") == 0
