@@ -100,7 +100,13 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=F
     more nextpnr options, appended to Sluice's (e.g. ``--placer-heap-beta 0.6``).
     ``synth_only``: stop after synthesis (see ``synthesise_only``). ``report_only``: run no
     tool; write the reports from the logs of a finished build of the same options (a build
-    whose script was run by hand, or whose ``sluice build`` was interrupted after nextpnr)."""
+    whose script was run by hand, or whose ``sluice build`` was interrupted after nextpnr).
+    ``seed``: nextpnr's placement seed, or a list of seeds: a seed sweep (``seed_sweep``)."""
+    seeds = seed_list(seed)
+    if len(seeds) > 1 and report_only:
+        raise SluiceError("--seed: --report-only reads one finished build; give the one seed "
+                          "it was built with")
+    seed = seeds[0]
     if router not in ROUTERS:
         raise SluiceError(f"--router: {router!r} is not one of {', '.join(ROUTERS)}")
     board = get_board(board_name)
@@ -135,6 +141,7 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=F
     if program:
         programmer_path()  # fail before a long build, not after
     gated_params = params  # names the gated build of the gating-cost pair
+    sweep = None  # the seeds tried, when several were given
     if dense_only:  # the same array with the gating hardware left out at elaboration
         params = dataclasses.replace(params, gating=False)
     clk = osc if pll is None else float(pll.fout_hz)
@@ -197,7 +204,10 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=F
         cmd = _niced(nice, ["sh", script])
         log(f"{name}: synthesis, place and route in {build_dir} (slow: minutes)")
         t0 = time.time()
-        proc = subprocess.run(cmd, cwd=build_dir, env=env, capture_output=True, text=True)
+        if len(seeds) == 1:
+            proc = subprocess.run(cmd, cwd=build_dir, env=env, capture_output=True, text=True)
+        else:
+            proc, seed, sweep = seed_sweep(build_dir / script, name, seeds, env, nice, log)
         seconds = time.time() - t0
     nextpnr_text = tim.read_text(errors="replace") if tim.exists() else ""
     parsed = rpt.parse_nextpnr_log(nextpnr_text)
@@ -236,6 +246,8 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=F
                                if extra_args else [])),
         "seconds": seconds, "bitstream": str(bitstream), **summary,
     }
+    if sweep:
+        report["seed_sweep"] = sweep
     # nextpnr's own verdict per clock (each against its constraint: the oscillator's, the PLL's)
     failed = {n: c for n, c in report.get("clocks", {}).items() if not c["pass"]}
     report["timing_met"] = bool(report.get("clocks")) and not failed
@@ -272,6 +284,103 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=F
     if program:
         program_board(board, bitstream, log=log)
     return report
+
+
+def seed_list(seed) -> list[int]:
+    """``seed`` (an int, a list of ints, or ``"2,3,4"``) as a list of distinct seeds."""
+    if isinstance(seed, str):
+        try:
+            seed = [int(x) for x in seed.split(",")]
+        except ValueError:
+            raise SluiceError(f"--seed: {seed!r} is not a seed or a comma-separated list of "
+                              "seeds (e.g. 2,3,4)") from None
+    seeds = [seed] if isinstance(seed, int) else list(seed)
+    if not seeds or any(not isinstance(x, int) or x < 0 for x in seeds):
+        raise SluiceError(f"--seed: {seed!r}: seeds are integers 0 or more")
+    if len(set(seeds)) != len(seeds):
+        raise SluiceError(f"--seed: {','.join(map(str, seeds))} names a seed twice")
+    return seeds
+
+
+def _script_steps(script: Path) -> list[list[str]]:
+    """The tool commands of amaranth's build script, as argument lists whose first item is the
+    tool's variable (``$NEXTPNR_ECP5``): synthesis, place and route, bitstream packing."""
+    steps = [shlex.split(line) for line in script.read_text().splitlines()
+             if line.startswith('"$')]
+    if len(steps) != 3 or not steps[1][0].startswith("$NEXTPNR_"):
+        raise SluiceError(f"{script}: expected yosys, nextpnr and a packer in amaranth's build "
+                          f"script, found {[s[0] for s in steps]}")
+    return steps
+
+
+def _run_step(argv: list[str], build_dir: Path, env: dict, nice: int):
+    tool = env.get(argv[0][1:], argv[0][1:])
+    return subprocess.run(_niced(nice, [tool, *argv[1:]]), cwd=build_dir, env=env,
+                          capture_output=True, text=True)
+
+
+# nextpnr's outputs that differ between seeds (its log, timing report and placed design)
+_SEED_OUTPUTS = ("--log", "--report", "--textcfg", "--asc")
+
+
+def seed_sweep(script: Path, name: str, seeds: list[int], env: dict, nice: int, log=print):
+    """Synthesise once, then place and route with each seed in turn until one meets timing
+    (nextpnr's placement decides the last few MHz of a full device: the ULX3S 85F's 8 x 8
+    routed at 91.5-101.0 MHz with three seeds of one netlist). The best seed's outputs get the
+    build's usual names and are packed into the bitstream; the others' placed designs and timing
+    reports are deleted, their logs kept as ``NAME.seedN.tim``. Returns (the last tool's
+    process, the seed used, ``[{"seed", "fmax_mhz", "timing_met", "seconds"}, ...]``)."""
+    build_dir = script.parent
+    synth, pnr, pack = _script_steps(script)
+    log(f"{name}: synthesis (once for {len(seeds)} seeds)")
+    proc = _run_step(synth, build_dir, env, nice)
+    if proc.returncode != 0:
+        return proc, seeds[0], []
+
+    def outputs(seed):  # option -> (the seed's file, the build's file)
+        return {opt: (pnr[i + 1].replace(name, f"{name}.seed{seed}", 1), pnr[i + 1])
+                for i, opt in enumerate(pnr[:-1]) if opt in _SEED_OUTPUTS}
+
+    sweep, best, best_score = [], None, None
+    for seed in seeds:
+        files = outputs(seed)
+        argv = list(pnr)
+        for i, opt in enumerate(pnr[:-1]):
+            if opt == "--seed":
+                argv[i + 1] = str(seed)
+            elif opt in files:
+                argv[i + 1] = files[opt][0]
+        t0 = time.time()
+        proc = _run_step(argv, build_dir, env, nice)
+        tim = build_dir / files["--log"][0]
+        if proc.returncode != 0:  # (does not fit, ...): the build's error path reads its log
+            if tim.exists():
+                os.replace(tim, build_dir / files["--log"][1])
+            return proc, seed, sweep
+        clocks = rpt.parse_nextpnr_log(tim.read_text(errors="replace"))["fmax"]
+        met = bool(clocks) and all(c["pass"] for c in clocks.values())
+        score = min((c["achieved_mhz"] / c["constraint_mhz"] for c in clocks.values()),
+                    default=0.0)
+        sweep.append({"seed": seed, "fmax_mhz": min((c["achieved_mhz"] for c in clocks.values()),
+                                                    default=None),
+                      "timing_met": met, "seconds": round(time.time() - t0, 1)})
+        fmax = sweep[-1]["fmax_mhz"]
+        log(f"{name}: seed {seed}: Fmax {fmax:.1f} MHz, timing {'met' if met else 'FAILED'}"
+            if fmax else f"{name}: seed {seed}: no Fmax in nextpnr's log")
+        loser = seed
+        if best_score is None or score > best_score:
+            loser, best, best_score = best, seed, score
+        if loser is not None:  # keep its log only
+            for opt, (f, _) in outputs(loser).items():
+                if opt != "--log":
+                    (build_dir / f).unlink(missing_ok=True)
+        if met:
+            break
+    for f, canonical in outputs(best).values():
+        os.replace(build_dir / f, build_dir / canonical)
+    if len(sweep) > 1 or not sweep[-1]["timing_met"]:
+        log(f"{name}: packing seed {best}'s placement")
+    return _run_step(pack, build_dir, env, nice), best, sweep
 
 
 def _niced(nice: int, cmd: list) -> list:

@@ -161,7 +161,10 @@ def add_commands(sub) -> None:
                                                           "openFPGALoader after the build")
     p.add_argument("--out-dir", default="build/boards", help="build root (default "
                                                              "build/boards)")
-    p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    p.add_argument("--seed", default="1", metavar="N[,N...]",
+                   help="nextpnr placement seed; several (2,3,4): synthesise once, place and "
+                        "route with each in turn until one meets timing, keep the best "
+                        "(its report lists them)")
     p.add_argument("--router", default=ROUTERS[0], choices=ROUTERS,
                    help=f"nextpnr router (default {ROUTERS[0]}; router2 routes the larger "
                         "ECP5 arrays much faster)")

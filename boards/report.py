@@ -192,6 +192,14 @@ def markdown(report: dict) -> str:
     for clk, c in r["clocks"].items():
         lines.append(f"| `{clk}` | {c['achieved_mhz']:.2f} | {c['constraint_mhz']:.2f} | "
                      f"{'PASS' if c['pass'] else 'FAIL'} |")
+    if r.get("seed_sweep"):
+        lines += ["", "## Seed sweep", "",
+                  "nextpnr placed and routed the one synthesised netlist with each seed in "
+                  "turn until one met timing; the bitstream is the best's (the command's "
+                  "`--seed`):", "", "| seed | Fmax (MHz) | timing | seconds |", "|---|---|---|---|"]
+        lines += [f"| {t['seed']} | " + (f"{t['fmax_mhz']:.2f}" if t["fmax_mhz"] else "n/a")
+                  + f" | {'met' if t['timing_met'] else 'FAILED'} | {t['seconds']:.0f} |"
+                  for t in r["seed_sweep"]]
     slow = r.get("slow_endpoints")
     if slow and slow["pins"]:
         lines += ["", "## Paths longer than the clock period", "",
