@@ -137,8 +137,9 @@ register(Board(name="ulx3s-45f", platform="amaranth_boards.ulx3s:ULX3S_45F_Platf
                rows=4, cols=4, act_depth=2048, wgt_depth=1024, pix_depth=512, skip_cols=2,
                doc="ECP5 LFE5U-45F, 25 MHz, FT231X at 1 Mbaud",
                resources={"LUT4": 43848, "DP16KD": 108, "MULT18X18D": 72}, **_ULX3S))
-# the 85F's default is the largest array measured to place and route here (8 x 8 places but
-# did not route in 25-50 minutes of router1/router2: boards/README.md); --rows/--cols 8 to try
+# the 85F's default builds in minutes on the oscillator's clock; the issue's 8 x 8 at 100 MHz
+# needs the PLL and the area options (`--rows 8 --cols 8 --post-cols 4 --act-share 2
+# --act-width 2 --clock-mhz 100`, 10-20 minutes, timing met with some seeds: boards/README.md)
 register(Board(name="ulx3s-85f", platform="amaranth_boards.ulx3s:ULX3S_85F_Platform",
                rows=4, cols=4, act_depth=2048, wgt_depth=1024, pix_depth=512, skip_cols=2,
                doc="ECP5 LFE5U-85F, 25 MHz, FT231X at 1 Mbaud",
