@@ -776,7 +776,10 @@ class Sluice(wiring.Component):
 
         if gating:
             m.submodules.gate_unit = gu = GateUnit(cols=C)
-            gate_now = Signal(C)  # the gate bits of the row in d2
+            # the gate bits of the row in d2; reset-less: every reader is qualified by d2's
+            # valid bits, which have the reset (with one, the reset's multiplexer sat behind
+            # the 32-bit compare, the 8 x 8 ECP5 critical path once the drain's was gone)
+            gate_now = Signal(C, reset_less=True)
             m.d.sync += gate_now.eq(gu.gate)
             # per skip group: the row in d2 is valid, has a gate on and the layer has
             # conditional channels. Valid and "has conditional channels" are registered beside
