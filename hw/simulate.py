@@ -52,7 +52,7 @@ async def axil_read(ctx, dut, addr):
 
 
 def simulate_jobs(jobs, params: HwParams = DEFAULT, vcd=None, max_cycles=2_000_000,
-                  throttle_seed=None, ready_prob=2 / 3):
+                  throttle_seed=None, ready_prob=2 / 3, monitor=None):
     """Run ``jobs`` back to back on a fresh instance.
 
     Two testbench processes: the *control* one writes the descriptor and START over AXI4-Lite,
@@ -60,8 +60,9 @@ def simulate_jobs(jobs, params: HwParams = DEFAULT, vcd=None, max_cycles=2_000_0
     (from before START, so the input is never the bottleneck) and collects the output words with
     TREADY held high until the TLAST word (``throttle_seed``: instead drop TVALID and TREADY at
     random, a third of the cycles each, to exercise back-pressure; ``ready_prob``: the share of
-    cycles with TREADY high, 2/3 unless given). Returns a list of
-    ``(words, status, error, counters)``.
+    cycles with TREADY high, 2/3 unless given). ``monitor``: an ``async def monitor(ctx, dut)``
+    run beside them as a background testbench (a check on the design's internals). Returns a
+    list of ``(words, status, error, counters)``.
     """
     dut = Sluice(params)
     sim = Simulator(dut)
@@ -135,6 +136,10 @@ def simulate_jobs(jobs, params: HwParams = DEFAULT, vcd=None, max_cycles=2_000_0
 
     sim.add_testbench(control)
     sim.add_testbench(stream, background=True)
+    if monitor is not None:
+        async def watch(ctx):
+            await monitor(ctx, dut)
+        sim.add_testbench(watch, background=True)
     if vcd:
         with sim.write_vcd(vcd):
             sim.run()
@@ -144,9 +149,9 @@ def simulate_jobs(jobs, params: HwParams = DEFAULT, vcd=None, max_cycles=2_000_0
 
 
 def run_layer_amaranth(layer, params: HwParams = DEFAULT, dense: bool = False,
-                       throttle_seed=None, ready_prob=2 / 3):
+                       throttle_seed=None, ready_prob=2 / 3, monitor=None):
     """Run a whole layer; returns a ``sluice.model.layerfile.Result`` (runner ``amaranth``);
-    ``throttle_seed``/``ready_prob``: see ``simulate_jobs``."""
+    ``throttle_seed``/``ready_prob``/``monitor``: see ``simulate_jobs``."""
     from sluice.errors import SluiceError
     from sluice.model.layerfile import Result
     from sluice.sim.host import decode_words, layer_jobs, new_outputs
@@ -154,7 +159,8 @@ def run_layer_amaranth(layer, params: HwParams = DEFAULT, dense: bool = False,
     jobs = layer_jobs(layer, params, dense=dense)
     y, gate = new_outputs(layer)
     totals = {}
-    runs = simulate_jobs(jobs, params, throttle_seed=throttle_seed, ready_prob=ready_prob)
+    runs = simulate_jobs(jobs, params, throttle_seed=throttle_seed, ready_prob=ready_prob,
+                         monitor=monitor)
     for job, (words, status, error, counters) in zip(jobs, runs):
         if error:
             raise SluiceError(f"{layer.name}: the accelerator refused the job (ERROR=0x{error:x})")

@@ -120,6 +120,9 @@ class Sluice(wiring.Component):
 
     def __init__(self, params: HwParams = DEFAULT):
         self.params = params
+        #: the block RAMs by submodule name, filled by ``elaborate`` (for simulation checks:
+        #: ``tests/hw/test_collisions.py``)
+        self.memories = {}
         super().__init__(port_members(params))
 
     def elaborate(self, platform):  # noqa: C901 - one sequencer, read top to bottom
@@ -300,7 +303,8 @@ class Sluice(wiring.Component):
         for r in range(R):
             for k in range(NC):
                 mem = Memory(shape=unsigned(8 * AW), depth=act_words, init=[])
-                m.submodules[f"act_buf_{r * NC + k}"] = mem
+                mname = f"act_buf_{r * NC + k}"
+                m.submodules[mname] = self.memories[mname] = mem
                 wp = mem.write_port()
                 wq_en = Signal(name=f"act_wq_en_{r * NC + k}", attrs=KEEP_ATTRS)
                 m.d.sync += wq_en.eq(act_wr_en)
@@ -329,6 +333,7 @@ class Sluice(wiring.Component):
         wpb = _log2(WP)
         m.submodules.wgt_buf = wgt_mem = Memory(shape=unsigned(8 * C * WP),
                                                 depth=2 * P.wgt_depth // WP, init=[])
+        self.memories["wgt_buf"] = wgt_mem
         wgt_wp = wgt_mem.write_port()
         wgt_rp = wgt_mem.read_port()
         # the residual per skip group: each group's drain reads its own pixel, and only its own
@@ -341,6 +346,7 @@ class Sluice(wiring.Component):
         for j in range(NG):
             mem = Memory(shape=unsigned(8 * G * RP), depth=2 * P.pix_depth // RP, init=[])
             m.submodules["res_buf" if NG == 1 else f"res_buf_{j}"] = mem
+            self.memories["res_buf" if NG == 1 else f"res_buf_{j}"] = mem
             res_wp.append(mem.write_port())
             res_rp.append(mem.read_port())
         # per skip group: partial sums of the deferred pixels and the active list
@@ -350,11 +356,11 @@ class Sluice(wiring.Component):
         for j in range(NG if gating else 0):
             mem = Memory(shape=data.ArrayLayout(signed(ACC_BITS), G), depth=P.pix_depth,
                          init=[])
-            m.submodules[f"psum_buf_{j}"] = mem
+            m.submodules[f"psum_buf_{j}"] = self.memories[f"psum_buf_{j}"] = mem
             psum_wp.append(mem.write_port())
             psum_rp.append(mem.read_port())
             mem = Memory(shape=entry, depth=P.pix_depth, init=[])
-            m.submodules[f"active_list_{j}"] = mem
+            m.submodules[f"active_list_{j}"] = self.memories[f"active_list_{j}"] = mem
             al_wp.append(mem.write_port())
             al_rp.append(mem.read_port())
         for wp in (wgt_wp, *res_wp, *psum_wp, *al_wp):
