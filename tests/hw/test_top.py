@@ -158,6 +158,32 @@ def test_odd_base_groups_are_padded():
     check_run(layer, SQUARE, dense=False)
 
 
+def test_columns_past_c_out_ignore_their_parameters(monkeypatch):
+    """The last channel tile's columns past C_OUT hold no channel: the host sends zero weights
+    and parameters there, but the gates must not depend on it (the gate compare's thresholds
+    of those columns are the largest int32, `gate_thr` in hw/top.py). Here the host sends -5 for every parameter of them, so a
+    zero sum would pass a compare with the sent threshold and defer pixels for nothing: the
+    results, counters and cycles must still match the reference and the cycle model."""
+    import types
+
+    import sluice.sim.host as host
+
+    def zeros(shape, dtype=float):
+        a = np.zeros(shape, dtype)
+        if dtype is np.int64 and a.ndim == 1:  # the per-column parameter vectors
+            a[:] = -5
+        return a
+
+    fake_np = types.SimpleNamespace(**{k: getattr(np, k) for k in dir(np)
+                                       if not k.startswith("__")})
+    fake_np.zeros = zeros
+    monkeypatch.setattr(host, "np", fake_np)
+    layer = make_layer(c_in=6, c_out=6, size=(4, 4), partitions=3, gate_rate=0.5, seed=1)
+    (job,) = layer_jobs(layer, SQUARE)
+    assert job.descriptor["C_OUT"] == 6  # two tiles of 4 columns: 2 past C_OUT
+    check_run(layer, SQUARE, dense=False)
+
+
 def test_layer_in_bands():
     """A layer larger than the activation/pixel buffers runs as several host-streamed jobs."""
     params = HwParams(rows=4, cols=4, act_depth=256, wgt_depth=256, pix_depth=16)
