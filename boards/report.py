@@ -196,7 +196,8 @@ def markdown(report: dict) -> str:
         lines += ["", "## Seed sweep", "",
                   "nextpnr placed and routed the one synthesised netlist with each seed in "
                   "turn until one met timing (or none was left); the bitstream is the best "
-                  "seed's (the command's `--seed`):", "", "| seed | Fmax (MHz) | timing | seconds |", "|---|---|---|---|"]
+                  "seed's (the command's `--seed`):", "",
+                  "| seed | Fmax (MHz) | timing | seconds |", "|---|---|---|---|"]
         lines += [f"| {t['seed']} | " + (f"{t['fmax_mhz']:.2f}" if t["fmax_mhz"] else "n/a")
                   + f" | {'met' if t['timing_met'] else 'FAILED'} | {t['seconds']:.0f} |"
                   for t in r["seed_sweep"]]
