@@ -249,8 +249,9 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=F
     if sweep:
         report["seed_sweep"] = sweep
     # nextpnr's own verdict per clock (each against its constraint: the oscillator's, the PLL's)
-    failed = {n: c for n, c in report.get("clocks", {}).items() if not c["pass"]}
-    report["timing_met"] = bool(report.get("clocks")) and not failed
+    timing = rpt.verdict(report["clocks"])
+    failed = timing["failed"]
+    report["timing_met"] = timing["timing_met"]
     timing_json = build_dir / rpt.TIMING_JSON.format(name=name)
     if timing_json.exists():  # (builds before this report existed have none)
         report["slow_endpoints"] = rpt.slow_endpoints(json.loads(timing_json.read_text()))
@@ -358,13 +359,10 @@ def seed_sweep(script: Path, name: str, seeds: list[int], env: dict, nice: int, 
                 os.replace(tim, build_dir / files["--log"][1])
             return proc, seed, sweep
         clocks = rpt.parse_nextpnr_log(tim.read_text(errors="replace"))["fmax"]
-        met = bool(clocks) and all(c["pass"] for c in clocks.values())
-        score = min((c["achieved_mhz"] / c["constraint_mhz"] for c in clocks.values()),
-                    default=0.0)
-        sweep.append({"seed": seed, "fmax_mhz": min((c["achieved_mhz"] for c in clocks.values()),
-                                                    default=None),
-                      "timing_met": met, "seconds": round(time.time() - t0, 1)})
-        fmax = sweep[-1]["fmax_mhz"]
+        timing = rpt.verdict(clocks)
+        met, score, fmax = timing["timing_met"], timing["margin"], timing["fmax_mhz"]
+        sweep.append({"seed": seed, "fmax_mhz": fmax, "timing_met": met,
+                      "seconds": round(time.time() - t0, 1)})
         log(f"{name}: seed {seed}: Fmax {fmax:.1f} MHz, timing {'met' if met else 'FAILED'}"
             if fmax else f"{name}: seed {seed}: no Fmax in nextpnr's log")
         loser = seed

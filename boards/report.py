@@ -159,8 +159,20 @@ def summarise(family: str, nextpnr: dict, yosys_cells: dict | None = None) -> di
         ffs = sum(v for k, v in yosys_cells.items() if k.startswith("SB_DFF"))
         res["ff"] = {"used": ffs, "available": lc, "cell": "SB_DFF*"}
     clocks = nextpnr["fmax"]
-    fmax = min((c["achieved_mhz"] for c in clocks.values()), default=None)
-    return {"resources": res, "clocks": clocks, "fmax_mhz": fmax}
+    return {"resources": res, "clocks": clocks, "fmax_mhz": verdict(clocks)["fmax_mhz"]}
+
+
+def verdict(clocks: dict) -> dict:
+    """nextpnr's timing verdict over every clock (``parse_nextpnr_log(...)["fmax"]``), each
+    against its own constraint: ``fmax_mhz`` (the slowest clock's Fmax, None without any),
+    ``failed`` (the clocks that miss their constraint), ``timing_met`` (some clock was
+    reported and none failed) and ``margin`` (the worst achieved/required ratio, 0 without
+    clocks: what ranks seeds)."""
+    failed = {n: c for n, c in clocks.items() if not c["pass"]}
+    return {"fmax_mhz": min((c["achieved_mhz"] for c in clocks.values()), default=None),
+            "failed": failed, "timing_met": bool(clocks) and not failed,
+            "margin": min((c["achieved_mhz"] / c["constraint_mhz"] for c in clocks.values()),
+                          default=0.0)}
 
 
 def markdown(report: dict) -> str:

@@ -36,6 +36,22 @@ def test_yosys_stat_and_summary():
     assert s["fmax_mhz"] == 35.59
 
 
+def test_verdict_over_every_clock():
+    # the captured log's one clock, then a PLL build's two: the slowest decides Fmax, any miss
+    # fails the build, the margin is the worst ratio to its own constraint
+    one = rpt.verdict(rpt.parse_nextpnr_log(NEXTPNR)["fmax"])
+    assert one == {"fmax_mhz": 35.59, "failed": {}, "timing_met": True,
+                   "margin": 35.59 / 12.0}
+    pll = {"osc": {"achieved_mhz": 180.0, "pass": True, "constraint_mhz": 25.0},
+           "sync": {"achieved_mhz": 98.0, "pass": False, "constraint_mhz": 100.0}}
+    two = rpt.verdict(pll)
+    assert two["fmax_mhz"] == 98.0 and not two["timing_met"]
+    assert list(two["failed"]) == ["sync"] and two["margin"] == 0.98
+    # a log without any Fmax line is no pass
+    assert rpt.verdict({}) == {"fmax_mhz": None, "failed": {}, "timing_met": False,
+                               "margin": 0.0}
+
+
 def test_over_capacity_says_by_how_much():
     # the captured table with the logic cells pushed past the part's 5280
     text = NEXTPNR.replace("ICESTORM_LC:    2021/   5280    38%", "ICESTORM_LC:    6012/   5280   113%")
