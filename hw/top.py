@@ -411,18 +411,28 @@ class Sluice(wiring.Component):
         # set before the swap makes it current, so nothing reads a field the reset would have
         # cleared; out of the reset, the row sets' 4,600 flip-flops at 8 x 8 leave the
         # accelerator's reset net, which reached 9,000 on the ECP5 with them)
-        def rowset(prefix):
+        # The drained row set carries a pixel's window (tap bounds and buffer address) only
+        # for the active-list write, which happens in the base phase, where every skip group
+        # of a row holds the row's pixel (the walker's): so the drain keeps the window once per
+        # row (group 0's slot; `drain_slots`) and every group's list takes it from there. At
+        # 8 x 8 with four groups that is 810 flip-flops fewer, with the shift's multiplexers.
+        WINDOW_FIELDS = (*TAP_FIELDS, "abase")
+
+        def drain_slots(f):
+            """The slots whose field ``f`` the drained row set (and d1, d2) keeps."""
+            return range(0, Q, NG) if f in WINDOW_FIELDS else range(Q)
+
+        def rowset(prefix, slots=lambda f: range(Q)):
             def data(shape, f, q):
                 return Signal(shape, name=f"{prefix}_{f}_{q}", reset_less=True)
+            shapes = {"p": pix_s, **{f: tap_s for f in TAP_FIELDS}, "abase": adr_s, "gate": G,
+                      "k": pix_s}
             return {
                 "valid": [Signal(name=f"{prefix}_valid_{q}") for q in range(Q)],
-                "p": [data(pix_s, "p", q) for q in range(Q)],
-                **{f: [data(tap_s, f, q) for q in range(Q)] for f in TAP_FIELDS},
-                "abase": [data(adr_s, "abase", q) for q in range(Q)],
-                "gate": [data(G, "gate", q) for q in range(Q)],
-                "k": [data(pix_s, "k", q) for q in range(Q)],
+                **{f: [data(shape, f, q) if q in slots(f) else None for q in range(Q)]
+                   for f, shape in shapes.items()},
             }
-        nxt, cur, drn = rowset("next"), rowset("cur"), rowset("drain")
+        nxt, cur, drn = rowset("next"), rowset("cur"), rowset("drain", drain_slots)
         FIELDS = tuple(nxt)
 
         # pixel walker (dense / base phases)
@@ -549,7 +559,8 @@ class Sluice(wiring.Component):
                     *(g_end[j].eq(g_start_end[j]) for j in range(NG))]
 
         def copy_set(dst, src):
-            return [dst[f][q].eq(src[f][q]) for f in FIELDS for q in range(Q)]
+            return [dst[f][q].eq(src[f][q]) for f in FIELDS for q in range(Q)
+                    if dst[f][q] is not None]
 
         # The row-set copies (cur <- nxt on a swap, drn <- cur after a pass's last step) are
         # made a cycle late, their enables registers (`swap_q`, `last_q`): as enables of ~1,500
@@ -685,16 +696,16 @@ class Sluice(wiring.Component):
         d1_go = Signal()
         d1_psum = [Signal(signed(ACC_BITS), name=f"d1_psum_{c}", reset_less=True)
                    for c in range(C)]
-        d1 = [{f: Signal.like(drn[f][0], name=f"d1_{f}_{j}") for f in FIELDS}
-              for j in range(NG)]
+        d1 = [{f: Signal.like(drn[f][0], name=f"d1_{f}_{j}") for f in FIELDS
+               if j in drain_slots(f)} for j in range(NG)]
         # stage 2 of the drain: the gate bits registered (the compare is a full-width subtract
         # per column; the skip decision, the active-list write and the word's metadata follow
         # it a cycle later, while the results go through the post-processing pipeline from d1)
         d2_go = Signal()
         d2_psum = [Signal(signed(ACC_BITS), name=f"d2_psum_{c}", reset_less=True)
                    for c in range(C)]
-        d2 = [{f: Signal.like(drn[f][0], name=f"d2_{f}_{j}") for f in FIELDS}
-              for j in range(NG)]
+        d2 = [{f: Signal.like(drn[f][0], name=f"d2_{f}_{j}") for f in FIELDS
+               if j in drain_slots(f)} for j in range(NG)]
         room = Signal()
         # words on their way to the FIFO: the drain row registers and the post-processing
         # stages. Registered (the FIFO level's adder and compare would otherwise sit in front of
@@ -710,7 +721,7 @@ class Sluice(wiring.Component):
         # row that fires next is always row 0 (`drn_head`), with no multiplexer by the row
         # index between the row set and the residual and base-sum read addresses (d_r ->
         # row select -> read address was an 8 x 8 ECP5 critical path, 12.7 ns)
-        drn_head = [{f: drn[f][j] for f in FIELDS} for j in range(NG)]
+        drn_head = [{f: drn[f][j] for f in FIELDS if j in drain_slots(f)} for j in range(NG)]
         psum_rows = Array([Array([arr.psum[r][c] for c in range(C)]) for r in range(R)])
 
         # a pass's last step was issued a cycle ago (a one-cycle pulse): the drain's count
@@ -728,8 +739,8 @@ class Sluice(wiring.Component):
         # a row enters d1 (d_fire); a row in d2 leaves the count unless it becomes a word
         # (post_wen[1]); a word leaves the last stage for the FIFO (post_wen[-1])
         m.d.sync += in_way.eq(in_way + d_fire + post_wen[1] - d2_go - post_wen[-1])
-        m.d.sync += [d2_go.eq(d1_go), *(d2[j][f].eq(d1[j][f]) for f in FIELDS
-                                         for j in range(NG))]
+        m.d.sync += [d2_go.eq(d1_go), *(d2[j][f].eq(d1[j][f]) for j in range(NG)
+                                         for f in d2[j])]
 
         def front(v, name, n=FR):
             """``v`` through ``n`` (FR) registers in front of the post-processing units."""
@@ -770,9 +781,10 @@ class Sluice(wiring.Component):
         with m.If(d_fire):
             if PU > 1:  # the next row fires PU cycles later
                 m.d.sync += [dcount.eq(PU - 1), dzero.eq(0)]
-            m.d.sync += [d1[j][f].eq(drn_head[j][f]) for f in FIELDS for j in range(NG)]
+            m.d.sync += [d1[j][f].eq(drn_head[j][f]) for j in range(NG) for f in d1[j]]
             m.d.sync += [drn[f][r * NG + j].eq(drn[f][(r + 1) * NG + j])
-                         for f in FIELDS for j in range(NG) for r in range(R - 1)]
+                         for f in FIELDS for j in range(NG) for r in range(R - 1)
+                         if j in drain_slots(f)]
             m.d.sync += [d1_psum[c].eq(psum_rows[d_r][c]) for c in range(C)]
             m.d.sync += d_r.eq(d_r + 1)
             with m.If(d_r == R - 1):
@@ -927,8 +939,9 @@ class Sluice(wiring.Component):
         for j in range(NG if gating else 0):
             wp, pw = al_wp[j], psum_wp[j]
             m.d.comb += [wp.addr.eq(n_active[j]), pw.addr.eq(n_active[j])]
-            m.d.comb += [wp.data.p.eq(d2[j]["p"]), wp.data.abase.eq(d2[j]["abase"]),
-                         *(getattr(wp.data, f).eq(d2[j][f]) for f in TAP_FIELDS),
+            # (the window from group 0's copy: the list is written in the base phase only)
+            m.d.comb += [wp.data.p.eq(d2[j]["p"]),
+                         *(getattr(wp.data, f).eq(d2[0][f]) for f in WINDOW_FIELDS),
                          wp.data.gate.eq(gate_now[j * G:(j + 1) * G])]
             m.d.comb += [pw.data[c].eq(d2_psum[j * G + c]) for c in range(G)]
             with m.If(d2_go & to_active[j]):
