@@ -349,7 +349,8 @@ class Sluice(wiring.Component):
             self.memories["res_buf" if NG == 1 else f"res_buf_{j}"] = mem
             res_wp.append(mem.write_port())
             res_rp.append(mem.read_port())
-        # per skip group: partial sums of the deferred pixels and the active list
+        # per skip group: the base sums of the deferred pixels (addressed by pixel) and the
+        # active list
         entry = data.StructLayout({"p": pix_s, "kylo": tap_s, "kyhi": tap_s, "kxlo": tap_s,
                                    "kxhi": tap_s, "abase": adr_s, "gate": G})
         psum_wp, psum_rp, al_wp, al_rp = [], [], [], []
@@ -425,8 +426,7 @@ class Sluice(wiring.Component):
         def rowset(prefix, slots=lambda f: range(Q)):
             def data(shape, f, q):
                 return Signal(shape, name=f"{prefix}_{f}_{q}", reset_less=True)
-            shapes = {"p": pix_s, **{f: tap_s for f in TAP_FIELDS}, "abase": adr_s, "gate": G,
-                      "k": pix_s}
+            shapes = {"p": pix_s, **{f: tap_s for f in TAP_FIELDS}, "abase": adr_s, "gate": G}
             return {
                 "valid": [Signal(name=f"{prefix}_valid_{q}") for q in range(Q)],
                 **{f: [data(shape, f, q) if q in slots(f) else None for q in range(Q)]
@@ -467,7 +467,6 @@ class Sluice(wiring.Component):
         rl_wr_valid = Signal(NG)
         rl_wr_walk = {f: Signal(len(nxt[f][0]) if f != "valid" else 1, name=f"rl_w_{f}")
                       for f in FIELDS}
-        rl_wr_k = [Signal(pix_s, name=f"rl_wr_k_{j}") for j in range(NG)]
         src_left = Signal()
         # pixels left for the walker, as a register beside a down-counter (set from the counter's
         # next value, in parallel with it): the compare ``pw_p < H_OUT*W_OUT`` in front of the
@@ -754,10 +753,8 @@ class Sluice(wiring.Component):
             # a register; the fire decision itself in front of the read addresses was an 8 x 8
             # ECP5 path), then the next row is addressed whether it fires or waits
             p_addr = drn_head[j]["p"][:pbits]
-            k_addr = drn_head[j]["k"]
             if PU > 1:
                 p_addr = Mux(dzero, p_addr, d1[j]["p"][:pbits])
-                k_addr = Mux(dzero, k_addr, d1[j]["k"])
             m.d.comb += res_rp[j].addr.eq(Cat(p_addr[rpb:], cmp_bank))
             res_raw = front(res_rp[j].data, f"res_raw_{j}")
             if rpb:
@@ -767,7 +764,7 @@ class Sluice(wiring.Component):
             else:
                 res_word.append(res_raw)
             if gating:
-                m.d.comb += psum_rp[j].addr.eq(k_addr)
+                m.d.comb += psum_rp[j].addr.eq(p_addr)
                 if FR:  # (zeroed outside the conditional phase as registered: no LUT)
                     base_raw = Signal.like(psum_rp[j].data, name=f"base_raw_{j}",
                                            reset_less=True)
@@ -938,7 +935,9 @@ class Sluice(wiring.Component):
         skipped_cols = Signal(C)  # valid columns of groups emitted straight from the base
         for j in range(NG if gating else 0):
             wp, pw = al_wp[j], psum_wp[j]
-            m.d.comb += [wp.addr.eq(n_active[j]), pw.addr.eq(n_active[j])]
+            # (the base sums by pixel: the conditional phase reads them at the pixel it drains,
+            # so the row sets carry no list position)
+            m.d.comb += [wp.addr.eq(n_active[j]), pw.addr.eq(d2[j]["p"][:pbits])]
             # (the window from group 0's copy: the list is written in the base phase only)
             m.d.comb += [wp.data.p.eq(d2[j]["p"]),
                          *(getattr(wp.data, f).eq(d2[0][f]) for f in WINDOW_FIELDS),
@@ -1011,7 +1010,6 @@ class Sluice(wiring.Component):
             m.d.sync += [rl_busy.eq(1), rl_r.eq(0)]
         with m.If(rl_busy):
             m.d.sync += [rl_wr.eq(1), rl_wr_row.eq(rl_r)]
-            m.d.sync += [rl_wr_k[j].eq(al_rd[j][:pbits]) for j in range(NG)]
             m.d.sync += [rl_wr_walk["p"].eq(pw_p[:pbits]),
                          *(rl_wr_walk[f].eq(pw_taps[f]) for f in TAP_FIELDS),
                          rl_wr_walk["abase"].eq(pw_rowaddr + pw_xbase)]
@@ -1040,8 +1038,7 @@ class Sluice(wiring.Component):
                 with m.If(rl_wr_row == r):
                     for j in range(NG):
                         q = r * NG + j
-                        m.d.sync += [nxt["valid"][q].eq(rl_wr_valid[j]),
-                                     nxt["k"][q].eq(rl_wr_k[j])]
+                        m.d.sync += nxt["valid"][q].eq(rl_wr_valid[j])
                         walk = [nxt[f][q].eq(rl_wr_walk[f])
                                 for f in ("p", *TAP_FIELDS, "abase")]
                         walk.append(nxt["gate"][q].eq((1 << G) - 1))
