@@ -1033,25 +1033,24 @@ class Sluice(wiring.Component):
                                      pw_rowaddr.eq(pw_rowaddr + row_step)]
                     with m.Else():
                         m.d.sync += [pw_x.eq(pw_x + 1), pw_xbase.eq(pw_xbase + stride)]
+        # what a row's slot of group j takes: the walker's pixel (dense and base phases) or the
+        # group's next list entry (conditional phase), selected once per group, not per slot
+        rl_src = []
+        for j in range(NG):
+            src = {f: Signal.like(nxt[f][0], name=f"rl_src_{f}_{j}")
+                   for f in ("p", *TAP_FIELDS, "abase", "gate")}
+            for f in src:
+                walked = rl_wr_walk[f] if f != "gate" else Const((1 << G) - 1, G)
+                m.d.comb += src[f].eq(Mux(is_cond, getattr(al_q[j], f), walked) if gating
+                                      else walked)
+            rl_src.append(src)
         with m.If(rl_wr):
             for r in range(R):
                 with m.If(rl_wr_row == r):
                     for j in range(NG):
                         q = r * NG + j
-                        m.d.sync += nxt["valid"][q].eq(rl_wr_valid[j])
-                        walk = [nxt[f][q].eq(rl_wr_walk[f])
-                                for f in ("p", *TAP_FIELDS, "abase")]
-                        walk.append(nxt["gate"][q].eq((1 << G) - 1))
-                        if not gating:
-                            m.d.sync += walk
-                            continue
-                        with m.If(is_cond):
-                            d = al_q[j]
-                            m.d.sync += [nxt["p"][q].eq(d.p), nxt["abase"][q].eq(d.abase),
-                                         *(nxt[f][q].eq(getattr(d, f)) for f in TAP_FIELDS),
-                                         nxt["gate"][q].eq(d.gate)]
-                        with m.Else():
-                            m.d.sync += walk
+                        m.d.sync += [nxt["valid"][q].eq(rl_wr_valid[j]),
+                                     *(nxt[f][q].eq(v) for f, v in rl_src[j].items())]
             with m.If(rl_wr_row == R - 1):
                 m.d.sync += rl_done.eq(1)
 
