@@ -701,8 +701,10 @@ class Sluice(wiring.Component):
         # per column; the skip decision, the active-list write and the word's metadata follow
         # it a cycle later, while the results go through the post-processing pipeline from d1)
         d2_go = Signal()
-        d2_psum = [Signal(signed(ACC_BITS), name=f"d2_psum_{c}", reset_less=True)
-                   for c in range(C)]
+        # (with shared post-processing units d1 holds a row for PU >= 2 cycles, so the row in
+        # d2 still has its sums in d1_psum: no copy)
+        d2_psum = ([Signal(signed(ACC_BITS), name=f"d2_psum_{c}", reset_less=True)
+                    for c in range(C)] if PU == 1 else d1_psum)
         d2 = [{f: Signal.like(drn[f][0], name=f"d2_{f}_{j}") for f in FIELDS
                if j in drain_slots(f)} for j in range(NG)]
         room = Signal()
@@ -807,7 +809,8 @@ class Sluice(wiring.Component):
             gate_pre = Signal(NG)
             m.d.comb += [gate_pre[j].eq(pre_ok[j] & gate_now[j * G:(j + 1) * G].any())
                          for j in range(NG)]
-            m.d.sync += [d2_psum[c].eq(d1_psum[c]) for c in range(C)]
+            if PU == 1:
+                m.d.sync += [d2_psum[c].eq(d1_psum[c]) for c in range(C)]
         else:
             gate_now = Const(0, C)
             gate_pre = Const(0, NG)
