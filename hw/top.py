@@ -80,6 +80,15 @@ def _pipelined_sum(m, terms, name, fan_in=4):
             return terms[0]
 
 
+def _sum_levels(n, fan_in=4):
+    """The register levels of ``_pipelined_sum`` over ``n`` terms."""
+    levels = 0
+    while True:
+        n, levels = -(-n // fan_in), levels + 1
+        if n == 1:
+            return levels
+
+
 def _delayed(m, v, n, name, *, reset=False):
     """``v`` through ``n`` registers named ``{name}_d0``, ``{name}_d1``, ...; without ``reset``
     they are data registers (no reset)."""
@@ -581,7 +590,6 @@ class Sluice(wiring.Component):
         s1_inb = Signal(Q)
         s1_byte = [Signal(max(awbits, 1), name=f"s1_byte_{q}") for q in range(Q)]
         macs_now = []
-        skips_now = []
         # a step's buffer offset per skip group (channel offset + tap row + tap column), added
         # to each slot's window address: one adder per slot. It is a register (`step_off`,
         # with `row_off` = channel offset + tap row beside it) updated with the step counters,
@@ -604,20 +612,13 @@ class Sluice(wiring.Component):
             m.d.comb += en.eq(Mux(is_cond, gmask & cur["gate"][q], gmask))
             vld = Signal(name=f"vld_{q}")
             m.d.comb += vld.eq(issue & cur["valid"][q])
-            # the elements a step skips (conditional phase, gate off), registered beside
-            # s1_en: the MAC counters' terms are sums of registers (see below)
-            skip = Signal(G, name=f"skip_{q}")
-            m.d.comb += skip.eq(Mux(vld & is_cond, gmask & ~cur["gate"][q], 0))
             addr = issued(addr, f"addr_{q}")
             m.d.comb += act_rd_addr[q].eq(addr[awbits:])
-            s1_skip = Signal(G, name=f"s1_skip_{q}")
             m.d.sync += [s1_valid[q].eq(issued(vld, f"vld_{q}", reset=True)),
                          s1_en[q].eq(issued(en, f"en_{q}")),
                          s1_inb[q].eq(issued(inb, f"inb_{q}")),
-                         s1_byte[q].eq(addr[:awbits] if awbits else 0),
-                         s1_skip.eq(issued(skip, f"skip_{q}", reset=True))]
+                         s1_byte[q].eq(addr[:awbits] if awbits else 0)]
             macs_now.append(Mux(s1_valid[q], sum(s1_en[q][c] for c in range(G)), 0))
-            skips_now.append(sum(s1_skip[c] for c in range(G)))
         m.d.sync += [s1_first.eq(issued(st_first, "first")), s1_last.eq(issued(is_last, "last"))]
         st_w_i = issued(st_w, "st_w")
         m.d.comb += wgt_rp.addr.eq(Cat(st_w_i[wpb:wbits], issued(cmp_bank, "cmp_bank")))
@@ -1161,7 +1162,24 @@ class Sluice(wiring.Component):
         # (The one-cycle sum of every slot's enables behind the phase decode was the 8 x 8
         # ECP5 critical path, 15.3 ns.)
         issued_term = _pipelined_sum(m, macs_now, "issued_term")
-        skipped_term = _pipelined_sum(m, skips_now, "skipped_term")
+        # The elements an issued conditional step skips (gate off) are, in every valid slot,
+        # its group's valid columns less those it issues: so the step's skipped MACs are its
+        # valid slot-columns (the pass's valid slots per group, counted when the row set
+        # becomes current, times the group's valid columns: a few small adds, no per-slot
+        # term) less its issued MACs, taken from the issued sum after the same delay.
+        n_valid = [Signal(range(R + 1), name=f"n_valid_{j}") for j in range(NG)]
+        with m.If(swap):
+            m.d.sync += [n_valid[j].eq(sum(nxt["valid"][r * NG + j] for r in range(R)))
+                         for j in range(NG)]
+        cond_cols = Signal(range(R * C + 1))
+        m.d.comb += cond_cols.eq(Mux(issue & is_cond,
+                                     sum(Mux(colmask[c], n_valid[c // G], 0) for c in range(C)),
+                                     0))
+        lag = ISSUE_REGS + 1 + _sum_levels(len(macs_now))
+        cond_cols_q = _delayed(m, cond_cols, lag, "cond_cols", reset=True)
+        cond_q = _delayed(m, issue & is_cond, lag, "cond_step", reset=True)
+        skipped_term = Signal(range(R * C + 1))
+        m.d.comb += skipped_term.eq(cond_cols_q - Mux(cond_q, issued_term, 0))
         m.d.sync += [cnt["MACS_ISSUED"].eq(cnt["MACS_ISSUED"] + issued_term),
                      cnt["MACS_SKIPPED"].eq(cnt["MACS_SKIPPED"] + skip_drain + skipped_term)]
 
