@@ -570,14 +570,20 @@ class Sluice(wiring.Component):
             return [dst[f][q].eq(src[f][q]) for f in FIELDS for q in range(Q)
                     if dst[f][q] is not None]
 
-        # The row-set copies (cur <- nxt on a swap, drn <- cur with a pass's last step) take
-        # their enables from the issue decision itself. (Made a cycle late from registered
-        # enables instead, the issuer had to read `nxt` in the cycle after a swap: a 2:1
-        # multiplexer on every issued field of every slot, about 1,200 LUTs at 8 x 8. That was
-        # a timing fix when swap sat behind compares; with issue and swap now a few LUTs from
-        # registers, the 8 x 8 ECP5 build meets 100 MHz with the copies direct, and its
-        # critical path is elsewhere.) The last step cannot issue while the previous pass still
-        # drains (`in_flight`), so drn is free when it takes cur.
+        # The row-set copies (cur <- nxt on a swap, drn <- cur after a pass's last step) are
+        # made a cycle late, their enables registers (`swap_q`, `last_q`): as enables of ~1,500
+        # flip-flops each, issue and swap were slow nets in front of the step registers (at
+        # 8 x 8 on the ECP5 the swap's net was 2.3 ns of the 11.7 ns critical path). In the
+        # cycle after a swap the issuer reads the row set from `nxt` (`cur_v`), which the loader
+        # writes no earlier than two cycles after the swap; cur holds the issued rows until
+        # the cycle after the last step, when drn takes them (the drain's first read is
+        # G + ARRAY_EXTRA cycles after it). Cycle-neutral.
+        swap_q = Signal()
+        last_q = Signal()
+        cur_v = {f: [Signal.like(cur[f][q], name=f"cur_v_{f}_{q}") for q in range(Q)]
+                 for f in FIELDS}
+        m.d.comb += [cur_v[f][q].eq(Mux(swap_q, nxt[f][q], cur[f][q]))
+                     for f in FIELDS for q in range(Q)]
 
         # ---------------------------------------------------------------- array feed
         m.submodules.array = arr = SystolicArray(rows=R, cols=C, group=G, mult=P.pe_mult)
@@ -603,15 +609,15 @@ class Sluice(wiring.Component):
         for q in range(Q):
             j = q % NG
             addr = Signal(saddr, name=f"addr_{q}")
-            m.d.comb += addr.eq(cur["abase"][q] + step_off[j])
+            m.d.comb += addr.eq(cur_v["abase"][q] + step_off[j])
             inb = Signal(name=f"inb_{q}")
-            m.d.comb += inb.eq((st_ky >= cur["kylo"][q]) & (st_ky < cur["kyhi"][q]) &
-                               (st_kx >= cur["kxlo"][q]) & (st_kx < cur["kxhi"][q]))
+            m.d.comb += inb.eq((st_ky >= cur_v["kylo"][q]) & (st_ky < cur_v["kyhi"][q]) &
+                               (st_kx >= cur_v["kxlo"][q]) & (st_kx < cur_v["kxhi"][q]))
             gmask = colmask[j * G:(j + 1) * G]
             en = Signal(G, name=f"en_{q}")
-            m.d.comb += en.eq(Mux(is_cond, gmask & cur["gate"][q], gmask))
+            m.d.comb += en.eq(Mux(is_cond, gmask & cur_v["gate"][q], gmask))
             vld = Signal(name=f"vld_{q}")
-            m.d.comb += vld.eq(issue & cur["valid"][q])
+            m.d.comb += vld.eq(issue & cur_v["valid"][q])
             addr = issued(addr, f"addr_{q}")
             m.d.comb += act_rd_addr[q].eq(addr[awbits:])
             m.d.sync += [s1_valid[q].eq(issued(vld, f"vld_{q}", reset=True)),
@@ -1150,9 +1156,10 @@ class Sluice(wiring.Component):
                                      g_end[j].eq(g_end[j] + hw_in)]
         with m.If(swap):
             m.d.sync += [rl_done.eq(0), have_cur.eq(1)]
-        with m.If(swap):
+        m.d.sync += [swap_q.eq(swap), last_q.eq(issue & is_last)]
+        with m.If(swap_q):
             m.d.sync += copy_set(cur, nxt)
-        with m.If(issue & is_last):
+        with m.If(last_q):
             m.d.sync += copy_set(drn, cur)
 
         # the per-step MAC terms come from the step's registered enables (s1_*) and are
@@ -1171,15 +1178,16 @@ class Sluice(wiring.Component):
         with m.If(swap):
             m.d.sync += [n_valid[j].eq(sum(nxt["valid"][r * NG + j] for r in range(R)))
                          for j in range(NG)]
+        # (the slot-columns are not qualified by `issue` before the delay: the delayed
+        # "conditional step issued" flag selects the difference, so issue, whose enables fan
+        # out widely, gains one load, not a multiplexer per bit)
         cond_cols = Signal(range(R * C + 1))
-        m.d.comb += cond_cols.eq(Mux(issue & is_cond,
-                                     sum(Mux(colmask[c], n_valid[c // G], 0) for c in range(C)),
-                                     0))
+        m.d.comb += cond_cols.eq(sum(Mux(colmask[c], n_valid[c // G], 0) for c in range(C)))
         lag = ISSUE_REGS + 1 + _sum_levels(len(macs_now))
-        cond_cols_q = _delayed(m, cond_cols, lag, "cond_cols", reset=True)
+        cond_cols_q = _delayed(m, cond_cols, lag, "cond_cols")
         cond_q = _delayed(m, issue & is_cond, lag, "cond_step", reset=True)
         skipped_term = Signal(range(R * C + 1))
-        m.d.comb += skipped_term.eq(cond_cols_q - Mux(cond_q, issued_term, 0))
+        m.d.comb += skipped_term.eq(Mux(cond_q, cond_cols_q - issued_term, 0))
         m.d.sync += [cnt["MACS_ISSUED"].eq(cnt["MACS_ISSUED"] + issued_term),
                      cnt["MACS_SKIPPED"].eq(cnt["MACS_SKIPPED"] + skip_drain + skipped_term)]
 

@@ -34,7 +34,7 @@ CASES = {
                                 dict(c_in=8, c_out=8, size=(5, 6), partitions=2,
                                      gate_rate=0.3, residual=True)),
     # a slow stream: the activation load overlaps the passes of the first tile
-    "slow_stream_overlap": (SLOW, dict(c_in=12, c_out=6, size=(8, 9), kernel=1, padding=0,
+    "slow_stream_overlap": (SLOW, dict(c_in=12, c_out=6, size=(9, 9), kernel=1, padding=0,
                                        partitions=3, gate_rate=0.3)),
 }
 
