@@ -1181,13 +1181,17 @@ class Sluice(wiring.Component):
         # (the slot-columns are not qualified by `issue` before the delay: the delayed
         # "conditional step issued" flag selects the difference, so issue, whose enables fan
         # out widely, gains one load, not a multiplexer per bit)
-        cond_cols = Signal(range(R * C + 1))
-        m.d.comb += cond_cols.eq(sum(Mux(colmask[c], n_valid[c // G], 0) for c in range(C)))
+        # (the slot-columns summed by a pipelined tree too, whose registers are part of the
+        # delay: their one-cycle sum over the columns was an 8 x 8 ECP5 critical path)
+        cond_cols = _pipelined_sum(m, [Mux(colmask[c], n_valid[c // G], 0) for c in range(C)],
+                                   "cond_cols")
         lag = ISSUE_REGS + 1 + _sum_levels(len(macs_now))
-        cond_cols_q = _delayed(m, cond_cols, lag, "cond_cols")
-        cond_q = _delayed(m, issue & is_cond, lag, "cond_step", reset=True)
+        total = max(lag, _sum_levels(C))
+        cond_cols_q = _delayed(m, cond_cols, total - _sum_levels(C), "cond_cols")
+        issued_q = _delayed(m, issued_term, total - lag, "issued_q")
+        cond_q = _delayed(m, issue & is_cond, total, "cond_step", reset=True)
         skipped_term = Signal(range(R * C + 1))
-        m.d.comb += skipped_term.eq(Mux(cond_q, cond_cols_q - issued_term, 0))
+        m.d.comb += skipped_term.eq(Mux(cond_q, cond_cols_q - issued_q, 0))
         m.d.sync += [cnt["MACS_ISSUED"].eq(cnt["MACS_ISSUED"] + issued_term),
                      cnt["MACS_SKIPPED"].eq(cnt["MACS_SKIPPED"] + skip_drain + skipped_term)]
 
