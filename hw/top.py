@@ -64,8 +64,8 @@ def out_fifo_depth(params: HwParams) -> int:
 
 def _pipelined_sum(m, terms, name, fan_in=4):
     """The sum of ``terms``, fan_in-way adds with a register after each level, so no cycle
-    holds more than a two-deep adder tree; ``len(terms)`` sums come out
-    ``ceil(log_fan_in(len(terms)))`` cycles (at least one) after their terms."""
+    holds more than a two-deep adder tree; returns (the sum, its latency): ``len(terms)``
+    sums come out ``ceil(log_fan_in(len(terms)))`` cycles (at least one) after their terms."""
     level = 0
     while True:
         groups = [terms[i:i + fan_in] for i in range(0, len(terms), fan_in)]
@@ -77,16 +77,7 @@ def _pipelined_sum(m, terms, name, fan_in=4):
             nxt.append(reg)
         terms, level = nxt, level + 1
         if len(terms) == 1:
-            return terms[0]
-
-
-def _sum_levels(n, fan_in=4):
-    """The register levels of ``_pipelined_sum`` over ``n`` terms."""
-    levels = 0
-    while True:
-        n, levels = -(-n // fan_in), levels + 1
-        if n == 1:
-            return levels
+            return terms[0], level
 
 
 def _delayed(m, v, n, name, *, reset=False):
@@ -1169,7 +1160,7 @@ class Sluice(wiring.Component):
         # job's drain tail is far longer, so DONE and the host's reads see the final values.
         # (The one-cycle sum of every slot's enables behind the phase decode was the 8 x 8
         # ECP5 critical path, 15.3 ns.)
-        issued_term = _pipelined_sum(m, macs_now, "issued_term")
+        issued_term, issued_levels = _pipelined_sum(m, macs_now, "issued_term")
         # The elements an issued conditional step skips (gate off) are, in every valid slot,
         # its group's valid columns less those it issues: so the step's skipped MACs are its
         # valid slot-columns (the pass's valid slots per group, counted when the row set
@@ -1179,20 +1170,18 @@ class Sluice(wiring.Component):
         with m.If(swap):
             m.d.sync += [n_valid[j].eq(sum(nxt["valid"][r * NG + j] for r in range(R)))
                          for j in range(NG)]
-        # (the slot-columns are not qualified by `issue` before the delay: the delayed
-        # "conditional step issued" flag selects the difference, so issue, whose enables fan
-        # out widely, gains one load, not a multiplexer per bit)
-        # (the slot-columns summed by a pipelined tree too, whose registers are part of the
-        # delay: their one-cycle sum over the columns was an 8 x 8 ECP5 critical path)
-        cond_cols = _pipelined_sum(m, [Mux(colmask[c], n_valid[c // G], 0) for c in range(C)],
-                                   "cond_cols")
-        lag = ISSUE_REGS + 1 + _sum_levels(len(macs_now))
-        total = max(lag, _sum_levels(C))
-        cond_cols_q = _delayed(m, cond_cols, total - _sum_levels(C), "cond_cols")
-        issued_q = _delayed(m, issued_term, total - lag, "issued_q")
-        cond_q = _delayed(m, issue & is_cond, total, "cond_step", reset=True)
+        # The slot-columns are summed by a pipelined tree whose registers are part of the
+        # delay (their one-cycle sum was an 8 x 8 ECP5 critical path), and they are not
+        # qualified by `issue` before it: the delayed "conditional step issued" flag selects
+        # the difference, so issue, whose enables fan out widely, gains one load.
+        lag = ISSUE_REGS + 1 + issued_levels  # issue -> s1 registers -> the issued sum
+        cond_cols, cols_levels = _pipelined_sum(
+            m, [Mux(colmask[c], n_valid[c // G], 0) for c in range(C)], "cond_cols")
+        assert cols_levels <= lag  # (C <= 64: at most 3 levels, lag is at least 3)
+        cond_cols_q = _delayed(m, cond_cols, lag - cols_levels, "cond_cols")
+        cond_q = _delayed(m, issue & is_cond, lag, "cond_step", reset=True)
         skipped_term = Signal(range(R * C + 1))
-        m.d.comb += skipped_term.eq(Mux(cond_q, cond_cols_q - issued_q, 0))
+        m.d.comb += skipped_term.eq(Mux(cond_q, cond_cols_q - issued_term, 0))
         m.d.sync += [cnt["MACS_ISSUED"].eq(cnt["MACS_ISSUED"] + issued_term),
                      cnt["MACS_SKIPPED"].eq(cnt["MACS_SKIPPED"] + skip_drain + skipped_term)]
 
