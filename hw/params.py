@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 
 from sluice.errors import SluiceError
 
-VERSION = 2  # bumps when the register map or the stream format changes
+VERSION = 3  # bumps when the register map or the stream format changes
 
 # ---------------------------------------------------------------------------------------------
 # Bit widths (SPEC section 2)
@@ -44,12 +44,13 @@ KEEP_REGS_YOSYS = "setattr -set keep 1 a:keep %ci1 t:$dff %i"
 #: the accelerator's block RAMs (by name, ``hw/top.py``) whose read ports never read, in a cycle
 #: whose data is used, the address their one write port writes in that cycle: the activations
 #: are read only after their write (``act_ready``, the beat count seen a cycle late), weights and
-#: residuals from the bank the loader is not filling, base sums and active lists written in the
+#: residuals and tile parameters from the bank the loader is not filling, base sums and active lists written in the
 #: base phase and read in the conditional one. Synthesis need not keep the read-old-data
 #: semantics on a same-address collision for them: an ECP5 DP16KD's two ports do not, and
 #: yosys emulates them with a delayed write and a bypass multiplexer on the read data (on the
 #: 8 x 8 ECP5 build those were on the slowest paths out of the residual and base-sum block RAMs)
-NO_COLLISION_MEMORIES = ("act_buf", "wgt_buf", "res_buf", "psum_buf", "active_list")
+NO_COLLISION_MEMORIES = ("act_buf", "wgt_buf", "res_buf", "psum_buf", "active_list",
+                         "par_mem")
 #: the yosys commands that declare their collisions don't-care (``COLLISION_X_MASK``, one bit:
 #: one write port each), run after reading the design like ``KEEP_REGS_YOSYS``
 NO_COLLISION_YOSYS = tuple(f"setparam -set COLLISION_X_MASK 1'1 t:$memrd_v2 r:MEMID=*{name}* %i"
@@ -181,14 +182,21 @@ class HwParams:
         """32-bit parameter values per input-stream beat."""
         return self.stream_bytes // 4
 
+    @property
+    def par_col_beats(self) -> int:
+        """Input-stream beats of one parameter of a tile (``cols`` values, ``par_pack`` per
+        beat; each parameter starts a beat, so column c is always in slot ``c % par_pack``)."""
+        return -(-self.cols // self.par_pack)
+
     def wgt_beats(self, steps: int) -> int:
         """Input-stream beats of a tile's ``steps`` weight words."""
         return -(-steps // self.wgt_pack)
 
     @property
     def par_beats(self) -> int:
-        """Input-stream beats of a tile's parameters (``len(PARAM_ORDER) * cols`` values)."""
-        return -(-len(PARAM_ORDER) * self.cols // self.par_pack)
+        """Input-stream beats of a tile's parameters: ``par_col_beats`` per parameter of
+        ``PARAM_ORDER``."""
+        return len(PARAM_ORDER) * self.par_col_beats
 
     @property
     def groups(self) -> int:
@@ -374,10 +382,12 @@ ADDR_BITS = 8  # AXI4-Lite address width (byte address)
 #         C_OUT), where i is the n-th input channel of o's sequence: dense, 0..C_IN-1; gated,
 #         o's base set first, then the other channels in increasing order (each column
 #         streams its own channels); the last beat zero-padded;
-#      b. PAR: ceil(6*cols / par_pack) beats of par_pack 32-bit values (value v in
-#         TDATA[32(v % par_pack)+31 : 32(v % par_pack)] of beat v // par_pack): for each
-#         parameter in PARAM_ORDER, the value of columns 0..cols-1 (zero beyond C_OUT; thresh
-#         ignored when dense; res_* ignored without RESIDUAL); the last beat zero-padded;
+#      b. PAR: for each parameter k in PARAM_ORDER, par_col_beats = ceil(cols / par_pack)
+#         beats of par_pack 32-bit values: column c's value in TDATA[32(c % par_pack)+31 :
+#         32(c % par_pack)] of beat k * par_col_beats + c // par_pack (zero beyond C_OUT;
+#         thresh ignored when dense; res_* ignored without RESIDUAL); each parameter's last
+#         beat zero-padded (a column's slot is the same in every beat, so the hardware's
+#         parameter memory takes it without a multiplexer);
 #      c. RES (only with RESIDUAL): ceil(H_OUT*W_OUT / res_pack) beats; byte
 #         (p % res_pack)*cols + c of beat p // res_pack holds residual[t*cols + c, p]; the last
 #         beat zero-padded.
@@ -456,11 +466,12 @@ def regmap_markdown(p: HwParams = DEFAULT) -> str:
             "where `i` is the n-th input channel of o's sequence: `0..C_IN-1` in dense mode; "
             "in gated mode o's base set first, then the other channels in increasing order "
             "(every column streams its own channels); the last beat zero-padded.",
-            f"   2. **PAR**: `{p.par_beats}` beats (`ceil(6*cols / {p.par_pack})`), "
-            f"{p.par_pack} 32-bit values per beat, value `v` in `TDATA[32(v % {p.par_pack})+31 : "
-            f"32(v % {p.par_pack})]` of beat `v // {p.par_pack}`: for each of "
-            f"{', '.join('`' + n + '`' for n in PARAM_ORDER)}, columns 0..cols-1; the last "
-            "beat zero-padded.",
+            f"   2. **PAR**: `{p.par_beats}` beats: for each parameter `k` of "
+            f"{', '.join('`' + n + '`' for n in PARAM_ORDER)} (in that order), "
+            f"`ceil(cols / {p.par_pack})` = {p.par_col_beats} beat(s) of {p.par_pack} 32-bit "
+            f"values, column `c`'s value in `TDATA[32(c % {p.par_pack})+31 : "
+            f"32(c % {p.par_pack})]` of beat `k*{p.par_col_beats} + c // {p.par_pack}`; each "
+            "parameter's last beat zero-padded.",
             f"   3. **RES** (only with FLAGS.RESIDUAL): `ceil(H_OUT*W_OUT / {p.res_pack})` "
             f"beats, {p.res_pack} output pixel(s) per beat (`res_pack`, as for the weights): "
             f"byte `(p % {p.res_pack})*cols + c` of beat `p // {p.res_pack}` holds "

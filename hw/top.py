@@ -371,14 +371,43 @@ class Sluice(wiring.Component):
         # (the tile parameters, the drain's sums and the selected parameters are data registers
         # without reset, like the elements' and PostProc's: every value is written before it
         # is read, and the reset net stays with the control registers)
+        # The loader writes a tile's parameters into one of two banks of a small memory, a
+        # word per (bank, parameter) holding all columns (column c in its own 32-bit lane,
+        # taken straight from its stream slot: PAR puts column c in slot c % par_pack of
+        # every beat); at the tile's PHASE they are read, a parameter per cycle, into the
+        # registers the post-processing reads (`par`; the thresholds straight into the gate
+        # compare's `gate_thr`), so each value is held once in flip-flops, not three times
+        # (two load banks and the active copy). The last register is written 8 cycles after
+        # PHASE, before the tile's first drained row reaches a parameter (the first step
+        # issues rows + 3 cycles after PHASE; on the shortest case, two rows, one-column skip
+        # groups and one-step passes, the copy could start 10 cycles later and still be in
+        # time: test_top's tile_params_shortest_phase fails from 11); the previous tile's
+        # last row has passed every stage that reads them at PHASE (the assert above)
+        NK = len(PARAM_ORDER)
+        kbits = (NK - 1).bit_length()
+        m.submodules.par_mem = par_mem = Memory(shape=unsigned(PARAM_BITS * C),
+                                                depth=2 << kbits, init=[])
+        self.memories["par_mem"] = par_mem
+        par_wp = par_mem.write_port(granularity=PARAM_BITS)
+        par_rp = par_mem.read_port()
+        m.d.comb += par_wp.en.eq(0)
+        par_rd = [par_rp.data.word_select(c, PARAM_BITS) for c in range(C)]
         par = [[Signal(32, name=f"par_{n}_{c}", reset_less=True) for c in range(C)]
-               for n in PARAM_ORDER]
-        par_ld = [[[Signal(32, name=f"par{b}_{n}_{c}", reset_less=True) for c in range(C)]
-                   for n in PARAM_ORDER] for b in range(2)]
+               if n != "thresh" else None for n in PARAM_ORDER]
         cmp_bank = Signal()  # bank of the tile being computed
         ld_bank = Signal()  # bank the loader fills next
         bank_full = Signal(2)
         par_of = dict(zip(PARAM_ORDER, par))
+        cp_k = Signal(range(NK + 1), init=NK)  # parameter read now (NK: none)
+        cp_kq = Signal(range(NK + 1), init=NK)  # parameter on the read data
+        m.d.comb += par_rp.addr.eq(Cat(cp_k[:kbits], cmp_bank))
+        m.d.sync += cp_kq.eq(cp_k)
+        with m.If(cp_k != NK):
+            m.d.sync += cp_k.eq(cp_k + 1)
+        for k, n in enumerate(PARAM_ORDER):
+            if par[k] is not None:
+                with m.If(cp_kq == k):
+                    m.d.sync += [par[k][c].eq(par_rd[c]) for c in range(C)]
         col_lo = [Signal(DIM_BITS, name=f"col_lo_{c}") for c in range(C)]
         col_valid = Signal(C)
         tile_o0 = Signal(DIM_BITS + 1)
@@ -821,8 +850,9 @@ class Sluice(wiring.Component):
                         for c in range(C)]
             with m.If(d_fire):
                 m.d.sync += [gate_psum[c].eq(psum_rows[d_r][c]) for c in range(C)]
-            m.d.sync += [gate_thr[c].eq(Mux(col_valid[c], par_of["thresh"][c],
-                                            (1 << (PARAM_BITS - 1)) - 1)) for c in range(C)]
+            with m.If(cp_kq == PARAM_ORDER.index("thresh")):
+                m.d.sync += [gate_thr[c].eq(Mux(col_valid[c], par_rd[c],
+                                                (1 << (PARAM_BITS - 1)) - 1)) for c in range(C)]
             m.d.comb += gu.col_valid.eq(Const((1 << C) - 1, C))
             for c in range(C):
                 m.d.comb += [gu.psum[c].eq(gate_psum[c]), gu.thresh[c].eq(gate_thr[c])]
@@ -1228,10 +1258,10 @@ class Sluice(wiring.Component):
                      for j, wp in enumerate(res_wp)]
         res_last = Signal.like(hw_out)  # the last RES beat: ceil(hw_out / RP) - 1, registered
         m.d.sync += res_last.eq(((hw_out + RP - 1) >> rpb) - 1)
-        # PAR: value k*C + c (parameter k of column c) is slot (k*C + c) % PP of beat
-        # (k*C + c) // PP
-        PP, NPB = P.par_pack, P.par_beats
-        par_b = Signal(range(NPB))
+        # PAR: parameter k of column c is slot c % PP of beat k * NCB + c // PP (into par_mem)
+        PP, NCB = P.par_pack, P.par_col_beats
+        par_b = Signal(range(max(NCB, 2)))  # beat within the parameter (stays 0 if NCB is 1)
+        par_k = Signal(range(NK))  # the parameter
         start_job = Signal()
         bank_set = Signal(2)
         bank_clr = Signal(2)
@@ -1282,20 +1312,20 @@ class Sluice(wiring.Component):
                 with m.If(beat_in):
                     m.d.sync += ld_cnt.eq(ld_cnt + 1)
                     with m.If(ld_cnt == wgt_last):
-                        m.d.sync += [ld_cnt.eq(0), par_b.eq(0)]
+                        m.d.sync += [ld_cnt.eq(0), par_b.eq(0), par_k.eq(0)]
                         m.next = "L_PAR"
             with m.State("L_PAR"):
-                m.d.comb += self.s_axis_tready.eq(1)
+                # parameter par_k, columns par_b * PP ... (column c in slot c % PP)
+                m.d.comb += [self.s_axis_tready.eq(1), par_wp.addr.eq(Cat(par_k, ld_bank)),
+                             par_wp.data.eq(Cat(*(self.s_axis_tdata.word_select(c % PP, 32)
+                                                  for c in range(C))))]
+                m.d.comb += par_wp.en.eq(Cat(*(beat_in & (par_b == c // PP)
+                                               for c in range(C))))
                 with m.If(beat_in):
-                    for b in range(2):
-                        for k in range(len(PARAM_ORDER)):
-                            for c in range(C):
-                                beat, slot = divmod(k * C + c, PP)
-                                with m.If((ld_bank == b) & (par_b == beat)):
-                                    m.d.sync += par_ld[b][k][c].eq(
-                                        self.s_axis_tdata.word_select(slot, 32))
                     m.d.sync += par_b.eq(par_b + 1)
-                    with m.If(par_b == NPB - 1):
+                    with m.If(par_b == NCB - 1):
+                        m.d.sync += [par_b.eq(0), par_k.eq(par_k + 1)]
+                    with m.If((par_b == NCB - 1) & (par_k == NK - 1)):
                         with m.If(has_res):
                             m.next = "L_RES"
                         with m.Else():
@@ -1405,13 +1435,10 @@ class Sluice(wiring.Component):
                 with m.If(setup_c == C - 1):
                     m.next = "PHASE"
             with m.State("PHASE"):
-                # the tile's parameters: copied only now, when the previous tile's last drain
-                # row has passed every post-processing stage that reads them (it went in at
-                # least cols + 3 cycles ago, and PARAM_READ_LAST <= cols + 3)
-                for k in range(len(PARAM_ORDER)):
-                    for c in range(C):
-                        m.d.sync += par[k][c].eq(Mux(cmp_bank, par_ld[1][k][c],
-                                                     par_ld[0][k][c]))
+                # the tile's parameters: read from their bank only now, when the previous
+                # tile's last drain row has passed every post-processing stage that reads them
+                # (it went in at least cols + 3 cycles ago, and PARAM_READ_LAST <= cols + 3)
+                m.d.sync += cp_k.eq(0)
                 # first phase of the tile: dense or base
                 with m.If(gated):
                     m.d.sync += start_phase(PH_BASE)

@@ -186,9 +186,10 @@ def layer_jobs(layer, params: HwParams = DEFAULT, dense: bool = False) -> list[J
             wt = w[t * C:(t + 1) * C]  # C, C_in (column order), K, K
             steps = wt.reshape(C, -1).T.astype(np.int8)  # C_in*K*K, C
             beats += _words_from_bytes(steps.reshape(-1).view(np.uint8), WP * C)
-            vals = [_u32(v) for name in PARAM_ORDER for v in params_cols[name][t * C:(t + 1) * C]]
-            beats += [sum(v << 32 * j for j, v in enumerate(vals[i:i + PP]))
-                      for i in range(0, len(vals), PP)]
+            for name in PARAM_ORDER:  # each parameter from a fresh beat: column c in slot c % PP
+                vals = [_u32(v) for v in params_cols[name][t * C:(t + 1) * C]]
+                beats += [sum(v << 32 * j for j, v in enumerate(vals[i:i + PP]))
+                          for i in range(0, C, PP)]
             if res_all is not None:
                 rows = res_all[t * C:(t + 1) * C].reshape(C, hw).T  # hw, C
                 beats += _words_from_bytes(rows.reshape(-1).view(np.uint8), RP * C)

@@ -49,6 +49,12 @@ CASES = {
                                  partitions=1, gate_rate=0.3)),
     "gated_skip1_p": (NARROW, dict(c_in=4, c_out=6, size=(5, 4), kernel=3, padding=1,
                                    partitions=2, gate_rate=0.3, residual=True)),
+    # the shortest time from a tile's PHASE to its first drained row (two rows, one-column skip
+    # groups, one-step base passes): the tile parameters are read from their memory in between
+    "tile_params_shortest_phase": (HwParams(rows=2, cols=2, act_depth=256, wgt_depth=64,
+                                            pix_depth=64, skip_cols=1),
+                                   dict(c_in=2, c_out=6, size=(3, 3), kernel=1, padding=0,
+                                        partitions=2, gate_rate=0.5, residual=True)),
     # post-processing units shared by columns (the drain takes post_cols cycles per row)
     "shared_post_gated_res": (replace(SQUARE, post_cols=4),
                               dict(c_in=8, c_out=8, size=(5, 6), partitions=2, gate_rate=0.3,
@@ -203,19 +209,21 @@ def test_weight_steps_and_parameters_are_packed_into_stream_beats():
                                            "gated_skip1", "slow_stream_k1_partial_tile")] \
         == [4, 2, 4, 1]  # 16 // 4; 16 // 5 = 3 -> 2; 16 // 3 = 5 -> 4; 4 // 4
     assert HwParams(rows=2, cols=2, wgt_depth=4).wgt_pack == 4  # at most one word per bank
-    assert SLOW.par_beats == 24 and TALL.par_beats == 8  # 6 * 5 values, 4 per beat
+    # each parameter starts a beat: 5 columns, 4 per beat -> 2 beats each
+    assert SLOW.par_beats == 24 and TALL.par_col_beats == 2 and TALL.par_beats == 12
+    assert HwParams(rows=2, cols=2).par_beats == 6  # 2 of 4 slots used in each beat
     layer = make_layer(c_in=6, c_out=5, size=(4, 4), dense=True, residual=True, seed=3)
     (job,) = layer_jobs(layer, TALL)
     n_act = -(-6 * 16 // TALL.stream_bytes)
     assert TALL.wgt_beats(6 * 9) == 27 and TALL.res_pack == 2 and SLOW.res_pack == 1
-    assert len(job.beats) == 27 + 8 + 8 + n_act  # one tile: WGT, PAR, RES, then ACT
+    assert len(job.beats) == 27 + 12 + 8 + n_act  # one tile: WGT, PAR, RES, then ACT
     # residual pixel p of column c: byte (p % 2) * 5 + c of RES beat p // 2
-    r_beats = job.beats[35:43]
+    r_beats = job.beats[39:47]
     for p in (0, 1, 15):
         for c in range(5):
             byte = (r_beats[p // 2] >> 8 * ((p % 2) * 5 + c)) & 0xFF
             assert byte == int(layer.residual[c].reshape(-1)[p]) & 0xFF, (p, c)
-    w_beats, p_beats = job.beats[:27], job.beats[27:35]
+    w_beats, p_beats = job.beats[:27], job.beats[27:39]
     # step s = i * 9 + tap of column c: byte (s % 2) * 5 + c of beat s // 2
     for s in (0, 1, 17, 53):
         i, tap = divmod(s, 9)
@@ -223,9 +231,12 @@ def test_weight_steps_and_parameters_are_packed_into_stream_beats():
             byte = (w_beats[s // 2] >> 8 * ((s % 2) * 5 + c)) & 0xFF
             assert byte == int(layer.w[c, i].reshape(-1)[tap]) & 0xFF, (s, c)
     assert w_beats[0] >> 80 == 0  # two steps of 5 bytes: the top 6 bytes are zero
-    vals = [(p_beats[v // 4] >> 32 * (v % 4)) & 0xFFFFFFFF for v in range(30)]
-    assert vals[:5] == [int(b) & 0xFFFFFFFF for b in layer.bias]
-    assert p_beats[-1] >> 64 == 0  # 30 values: the last beat's top two slots are zero
+    # parameter k of column c: slot c % 4 of beat 2k + c // 4
+    def val(k, c):
+        return (p_beats[2 * k + c // 4] >> 32 * (c % 4)) & 0xFFFFFFFF
+    assert [val(0, c) for c in range(5)] == [int(b) & 0xFFFFFFFF for b in layer.bias]
+    assert [val(2, c) for c in range(5)] == [int(v) & 0xFFFFFFFF for v in layer.mult]
+    assert all(b >> 32 == 0 for b in p_beats[1::2])  # column 4 alone in each second beat
 
 
 def _job(desc, beats=()):
