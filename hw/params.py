@@ -50,7 +50,7 @@ KEEP_REGS_YOSYS = "setattr -set keep 1 a:keep %ci1 t:$dff %i"
 #: yosys emulates them with a delayed write and a bypass multiplexer on the read data (on the
 #: 8 x 8 ECP5 build those were on the slowest paths out of the residual and base-sum block RAMs)
 NO_COLLISION_MEMORIES = ("act_buf", "wgt_buf", "res_buf", "psum_buf", "active_list",
-                         "par_mem")
+                         "par_mem", "post_meta")
 #: the yosys commands that declare their collisions don't-care (``COLLISION_X_MASK``, one bit:
 #: one write port each), run after reading the design like ``KEEP_REGS_YOSYS``
 NO_COLLISION_YOSYS = tuple(f"setparam -set COLLISION_X_MASK 1'1 t:$memrd_v2 r:MEMID=*{name}* %i"

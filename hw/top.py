@@ -932,21 +932,37 @@ class Sluice(wiring.Component):
         # their own, whatever a reset leaves in them leaves the pipeline unwritten; with it,
         # the reset joined d2_go in front of every metadata register's set/reset input, the 4 x 8
         # ECP5 critical path across the die)
-        post_mask = [None] + [Signal(C, name=f"post_mask_{i}", reset_less=True)
-                              for i in range(1, POST_LATENCY + 1)]
+        # The mask and metadata wait POST_LATENCY - 1 cycles in a memory used as a delay line
+        # (written every cycle at a running address, read the delay behind it; LUT RAM on the
+        # ECP5, a block RAM on the iCE40) instead of a chain of registers: at 8 x 8 with four
+        # skip groups about 100 bits per stage, 960 flip-flops in the chain
         meta = Cat(*(Cat(d2[j]["p"], Const(0, PIX_BITS - pbits)) for j in range(NG)),
                    out_valid, gate_out, tile_idx)
-        post_meta = [None] + [Signal(len(meta), name=f"post_meta_{i}", reset_less=True)
-                              for i in range(1, POST_LATENCY + 1)]
+        mask_in = Signal(C)
+        meta_in = Signal(len(meta))
         # mask and metadata are zero in stages that carry no word, so the terminating word
         # (written when the pipeline is empty) needs no multiplexer of its own on the data
         m.d.comb += [post_wen[1].eq(d2_go & out_valid.any()),
-                     post_mask[1].eq(Cat(*(out_valid[c // G] & col_valid[c] & d2_go
-                                           for c in range(C)))),
-                     post_meta[1].eq(Mux(d2_go, meta, 0))]
+                     mask_in.eq(Cat(*(out_valid[c // G] & col_valid[c] & d2_go
+                                      for c in range(C)))),
+                     meta_in.eq(Mux(d2_go, meta, 0))]
         for i in range(1, POST_LATENCY):
-            m.d.sync += [post_wen[i + 1].eq(post_wen[i]), post_mask[i + 1].eq(post_mask[i]),
-                         post_meta[i + 1].eq(post_meta[i])]
+            m.d.sync += post_wen[i + 1].eq(post_wen[i])
+        META_DELAY = POST_LATENCY - 1
+        # (the read, a cycle ahead of its data, never reads the address written in that
+        # cycle: the delay is at least 2)
+        assert 2 <= META_DELAY
+        mbits = (META_DELAY - 1).bit_length()
+        m.submodules.post_meta = meta_mem = Memory(shape=unsigned(C + len(meta)),
+                                                   depth=1 << mbits, init=[])
+        self.memories["post_meta"] = meta_mem
+        meta_wp, meta_rp = meta_mem.write_port(), meta_mem.read_port()
+        meta_ptr = Signal(mbits)
+        m.d.sync += meta_ptr.eq(meta_ptr + 1)
+        m.d.comb += [meta_wp.addr.eq(meta_ptr), meta_wp.en.eq(1),
+                     meta_wp.data.eq(Cat(mask_in, meta_in)),
+                     meta_rp.addr.eq(meta_ptr + 1 - META_DELAY)]
+        post_mask_out, post_meta_out = meta_rp.data[:C], meta_rp.data[C:]
         # drain rows still in the pipeline, written or not: the terminating word waits for them
         # (a fixed POST_LATENCY after the last row, so the cycle count does not depend on data)
         post_go = [Signal(name=f"post_go_{i}") for i in range(POST_LATENCY)]
@@ -954,8 +970,8 @@ class Sluice(wiring.Component):
                                              for i in range(POST_LATENCY - 1))]
         post_busy = Signal()
         m.d.comb += post_busy.eq(Cat(*post_go).any())
-        ys_out = [Mux(post_mask[-1][c], ys[c], 0) for c in range(C)]
-        word = Cat(*ys_out, post_meta[-1])
+        ys_out = [Mux(post_mask_out[c], ys[c], 0) for c in range(C)]
+        word = Cat(*ys_out, post_meta_out)
         m.d.comb += [fifo.w_data.eq(Cat(word, Const(0, P.out_bits - len(word)), term)),
                      fifo.w_en.eq(0)]
         skipped_cols = Signal(C)  # valid columns of groups emitted straight from the base
