@@ -404,8 +404,8 @@ class Sluice(wiring.Component):
         m.d.sync += cp_kq.eq(cp_k)
         with m.If(cp_k != NK):
             m.d.sync += cp_k.eq(cp_k + 1)
-        for k, n in enumerate(PARAM_ORDER):
-            if par[k] is not None:
+        for k in range(NK):
+            if par[k] is not None:  # (the thresholds go to gate_thr, below)
                 with m.If(cp_kq == k):
                     m.d.sync += [par[k][c].eq(par_rd[c]) for c in range(C)]
         col_lo = [Signal(DIM_BITS, name=f"col_lo_{c}") for c in range(C)]
