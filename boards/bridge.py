@@ -21,12 +21,12 @@ from __future__ import annotations
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from sluice.boards import protocol as P
 from sluice.boards.uart import UARTRx, UARTTx
+from sluice.hw.fifo import BufferedFIFO
 from sluice.hw.params import ADDR_BITS, CTRL_WAIT_MAX
 
 
@@ -168,8 +168,8 @@ class UARTBridge(wiring.Component):
         # meet)
 
         # ------------------------------------------------------------ output FIFO
-        m.submodules.out_fifo = ofifo = SyncFIFOBuffered(width=self._out_bits + 1,
-                                                         depth=self._out_depth)
+        m.submodules.out_fifo = ofifo = BufferedFIFO(width=self._out_bits + 1,
+                                                     depth=self._out_depth)
         m.d.comb += [ofifo.w_data.eq(Cat(self.m_axis_tdata, self.m_axis_tlast)),
                      ofifo.w_en.eq(self.m_axis_tvalid & ~flush),
                      self.m_axis_tready.eq(ofifo.w_rdy & ~flush),

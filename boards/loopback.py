@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import Out
 
+from sluice.hw.fifo import BufferedFIFO
 from sluice.hw.params import COUNTERS, DIM_BITS, id_value
 from sluice.hw.regs import RegisterFile, axil_members
 from sluice.hw.top import port_members
@@ -51,7 +51,7 @@ class LoopbackAccelerator(wiring.Component):
         for name, _ in COUNTERS[1:]:
             m.d.comb += getattr(regs, "cnt_" + name.lower()).eq(0)
 
-        m.submodules.fifo = fifo = SyncFIFOBuffered(width=p.out_bits + 1, depth=4)
+        m.submodules.fifo = fifo = BufferedFIFO(width=p.out_bits + 1, depth=4)
         m.d.comb += [self.m_axis_tdata.eq(fifo.r_data[:p.out_bits]),
                      self.m_axis_tlast.eq(fifo.r_data[p.out_bits]),
                      self.m_axis_tvalid.eq(fifo.r_rdy), fifo.r_en.eq(self.m_axis_tready)]

@@ -29,10 +29,10 @@ from __future__ import annotations
 from amaranth.hdl import (Array, Cat, Const, Module, Mux, Signal, Value, signed,
                           unsigned)
 from amaranth.lib import data, wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from sluice.hw.fifo import BufferedFIFO
 from sluice.hw.params import (ACC_BITS, ACT_BITS, COUNTERS, DEFAULT, DIM_BITS, ERROR_FIELDS,
                               FLAG_FIELDS, KEEP_ATTRS, MAX_PADDING, PARAM_BITS, PARAM_ORDER,
                               PIX_BITS, HwParams, id_value)
@@ -704,8 +704,10 @@ class Sluice(wiring.Component):
             m.d.comb += arr.w[c].eq(_delayed(m, w, c % G + FEED_REGS, f"skew_c{c}"))
 
         # ---------------------------------------------------------------- drain
-        m.submodules.out_fifo = fifo = SyncFIFOBuffered(width=P.out_bits + 1,
-                                                        depth=OUT_FIFO_DEPTH)
+        # (its storage's collisions are don't-care too, hw/fifo.py; in `memories` for the
+        # collision test)
+        m.submodules.out_fifo = fifo = BufferedFIFO(width=P.out_bits + 1, depth=OUT_FIFO_DEPTH)
+        self.memories["storage (out_fifo)"] = fifo
         m.d.comb += [self.m_axis_tdata.eq(fifo.r_data[:P.out_bits]),
                      self.m_axis_tlast.eq(fifo.r_data[P.out_bits]),
                      self.m_axis_tvalid.eq(fifo.r_rdy), fifo.r_en.eq(self.m_axis_tready)]
