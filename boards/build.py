@@ -209,6 +209,8 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=F
         else:
             proc, seed, sweep = seed_sweep(build_dir / script, name, seeds, env, nice, log)
         seconds = time.time() - t0
+    if proc is not None:
+        check_netlist(board, name, build_dir, bitstream)
     nextpnr_text = tim.read_text(errors="replace") if tim.exists() else ""
     parsed = rpt.parse_nextpnr_log(nextpnr_text)
     if proc is not None and proc.returncode != 0:
@@ -390,6 +392,24 @@ def _niced(nice: int, cmd: list) -> list:
 ESTIMATE_TOP = 12
 
 
+def check_netlist(board: Board, name: str, build_dir: Path, bitstream: Path | None = None):
+    """Refuse a synthesis whose log reports driver-driver conflicts (``rpt.yosys_conflicts``):
+    its netlist does not compute what the design does (yosys 0.70's iCE40 DSP packing once
+    dropped every element's multiplier that way, and the bitstream computed zero products).
+    A bitstream from it is removed."""
+    log_path = build_dir / f"{name}.rpt"
+    nets = rpt.yosys_conflicts(log_path.read_text(errors="replace")) if log_path.exists() else []
+    if not nets:
+        return
+    removed = ""
+    if bitstream is not None and bitstream.exists():
+        bitstream.unlink()
+        removed = f"; {bitstream.name} removed"
+    raise SluiceError(f"--board {board.name}: synthesis left {len(nets)} net bit(s) with two "
+                      f"drivers, resolved to one (the netlist does not compute what the design "
+                      f"does), first {nets[0]}; see {log_path}{removed}")
+
+
 def synthesise_only(board: Board, params, name: str, build_dir: Path, env: dict, nice: int,
                     log=print) -> dict:
     """Run only the build's yosys step (seconds to minutes, where place and route of the 8 x 8
@@ -404,6 +424,7 @@ def synthesise_only(board: Board, params, name: str, build_dir: Path, env: dict,
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
         raise SluiceError(f"--board {board.name}: synthesis failed ({tail[0]}); logs in "
                           f"{build_dir}")
+    check_netlist(board, name, build_dir)
     cells = rpt.parse_yosys_stat((build_dir / f"{name}.rpt").read_text(errors="replace"))
     est = {"name": name, "board": board.name, "params": params.as_dict(), "seconds": seconds,
            "yosys_cells": cells, "paths": None}

@@ -130,6 +130,13 @@ def nextpnr_errors(text: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.startswith("ERROR:")]
 
 
+def yosys_conflicts(text: str) -> list[str]:
+    """The nets of a yosys log's "Driver-driver conflict" warnings: a net left with two
+    drivers, which yosys resolves by keeping one (a constant, in the case seen here), so the
+    netlist no longer computes what the design does."""
+    return re.findall(r"Driver-driver conflict for (\S+ \[\d+\]|\S+) between", text)
+
+
 def parse_yosys_stat(text: str) -> dict:
     """Cell counts of the last ``Printing statistics`` block of a yosys log."""
     blocks = text.split("Printing statistics.")

@@ -18,7 +18,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from sluice.hw.ecp5 import ecp5_registered_dsp, mult18x18d
-from sluice.hw.params import ACC_BITS, ACT_BITS, WGT_BITS
+from sluice.hw.params import ACC_BITS, ACT_BITS, KEEP_ATTRS, WGT_BITS
 
 # Registers between the buffers' read data and the array edge, on every activation and weight
 # feed (on top of the skew): without one, row 0 / column 0 see block-RAM output, byte select and
@@ -45,6 +45,11 @@ ISSUE_REGS = 1
 # cycles from a step's issue-side registers to the element's sum, beyond the skew: the drain
 # and the cycle model wait this much longer than an unpipelined array
 ARRAY_EXTRA = ISSUE_REGS + FEED_REGS + PE_STAGES
+
+
+def _ice40(platform) -> bool:
+    """Whether elaboration is for an iCE40 platform (see the product registers below)."""
+    return str(getattr(platform, "family", "")).lower() == "ice40"
 
 
 def _tree(terms):
@@ -140,7 +145,13 @@ class PE(wiring.Component):
             m.d.sync += [n.eq(x) for n, x in zip(stage, (valid, first, last))]
             valid, first, last = stage
             if not (dsp_regs and i == 1):  # (the block's output register is stage 1)
-                add_q = Signal.like(add, name=f"add_q{i}", reset_less=True)
+                # (iCE40: the product's first register stays a fabric register, `keep`:
+                # yosys 0.70's SB_MAC16 packing of it and the next one left the product's net
+                # driven by the block and by a constant, resolved to the constant, and the
+                # post-synthesis element summed zeros; tests/boards/test_ice40_dsp.py)
+                keep = i == 1 and self._mult == "dsp" and _ice40(platform)
+                add_q = Signal.like(add, name=f"add_q{i}", reset_less=True,
+                                    attrs=KEEP_ATTRS if keep else {})
                 m.d.sync += add_q.eq(add)
                 add = add_q
         total = Signal(signed(ACC_BITS))
