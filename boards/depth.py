@@ -203,6 +203,20 @@ def arrivals(netlist, path="netlist"):
     return {k: Endpoint(ns, n, src, trace(key)) for k, (ns, n, src, key) in worst.items()}
 
 
+def apply_to_netlist(prog: str, path: str, fn):
+    """``fn(netlist)`` on the yosys JSON netlist at ``path``: (its result, None), or (None, 2)
+    after a one-line ``PROG: error: ...`` on stderr when the file cannot be read or used."""
+    try:
+        with open(path) as f:
+            netlist = json.load(f)
+        return fn(netlist), None
+    except (OSError, ValueError) as e:
+        print(f"{prog}: error: {path}: {e}", file=sys.stderr)
+    except SluiceError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+    return None, 2
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m sluice.boards.depth", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -213,16 +227,9 @@ def main(argv=None):
     ap.add_argument("--over", type=float, default=None,
                     help="count the endpoint groups estimated slower than this many ns")
     args = ap.parse_args(argv)
-    try:
-        with open(args.netlist) as f:
-            netlist = json.load(f)
-        res = arrivals(netlist, args.netlist)
-    except (OSError, ValueError) as e:
-        print(f"depth: error: {args.netlist}: {e}", file=sys.stderr)
-        return 2
-    except SluiceError as e:
-        print(f"depth: error: {e}", file=sys.stderr)
-        return 2
+    res, rc = apply_to_netlist("depth", args.netlist, lambda n: arrivals(n, args.netlist))
+    if rc:
+        return rc
     rows = sorted(res.items(), key=lambda kv: -kv[1].ns)
     if args.path:
         hits = [r for r in rows if r[0] == args.path] or [r for r in rows if args.path in r[0]]

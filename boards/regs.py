@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import re
 import sys
 
+from sluice.boards.depth import apply_to_netlist
 from sluice.errors import SluiceError
 
 #: flip-flop cell types: the ECP5's and the iCE40's (SB_DFF, SB_DFFE, SB_DFFESR, ...)
@@ -85,16 +85,10 @@ def main(argv=None):
                     help="count per register name (default) or per module path")
     ap.add_argument("--top", type=int, default=40, help="rows to list (default 40; 0: all)")
     args = ap.parse_args(argv)
-    try:
-        with open(args.netlist) as f:
-            netlist = json.load(f)
-        counts = count(netlist, args.by, args.netlist)
-    except (OSError, ValueError) as e:
-        print(f"regs: error: {args.netlist}: {e}", file=sys.stderr)
-        return 2
-    except SluiceError as e:
-        print(f"regs: error: {e}", file=sys.stderr)
-        return 2
+    counts, rc = apply_to_netlist("regs", args.netlist,
+                                  lambda n: count(n, args.by, args.netlist))
+    if rc:
+        return rc
     rows = counts.most_common(args.top or None)
     for name, n in rows:
         print(f"{n:7d}  {name}")
