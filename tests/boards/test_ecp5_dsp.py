@@ -76,13 +76,13 @@ def _model() -> str:
     return MODEL % (", ".join(inputs + p), decl, ", ".join(a), ", ".join(b), ", ".join(p))
 
 
-def _simulate(tmp_path, source: str) -> dict:
-    """Compile and run a self-checking testbench; its ``DONE k=v ...`` line as integers,
-    asserting no mismatch was counted."""
+def _simulate(tmp_path, source: str, extra=(), defines=()) -> dict:
+    """Compile and run a self-checking testbench (with ``extra`` source files and ``defines``);
+    its ``DONE k=v ...`` line as integers, asserting no mismatch was counted."""
     src, out = tmp_path / "tb.v", tmp_path / "tb.vvp"
     src.write_text(source)
-    subprocess.run(["iverilog", "-g2012", "-o", str(out), str(src)], check=True,
-                   capture_output=True, text=True)
+    subprocess.run(["iverilog", "-g2012", *(f"-D{d}" for d in defines), "-o", str(out),
+                    str(src), *map(str, extra)], check=True, capture_output=True, text=True)
     run = subprocess.run(["vvp", "-n", str(out)], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
     done = [line for line in run.stdout.splitlines() if line.startswith("DONE")]

