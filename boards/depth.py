@@ -72,7 +72,8 @@ def _stem(name):
     return re.sub(r"(_TRELLIS_FF_Q|_DP16KD|_TRELLIS_DPR16X4|\$).*$", "", name)
 
 
-def _top(netlist, path):
+def top_module(netlist, path):
+    """The top module of a yosys JSON netlist (the one with the ``top`` attribute)."""
     mods = netlist.get("modules", {})
     tops = [m for m, v in mods.items() if v.get("attributes", {}).get("top")]
     if len(tops) != 1:
@@ -89,7 +90,7 @@ class Endpoint(NamedTuple):
 
 def arrivals(netlist, path="netlist"):
     """``{endpoint name: Endpoint}`` for every register, block RAM and LUT RAM input."""
-    cells = _top(netlist, path)["cells"]
+    cells = top_module(netlist, path)["cells"]
     driver = {}  # net bit -> (cell, output port)
     sinks = {}  # net bit -> the cells it feeds (a sign bit on several pins of one DSP: one)
     for name, c in cells.items():

@@ -20,19 +20,11 @@ import collections
 import re
 import sys
 
-from sluice.boards.depth import apply_to_netlist
+from sluice.boards.depth import apply_to_netlist, top_module
 from sluice.errors import SluiceError
 
 #: flip-flop cell types: the ECP5's and the iCE40's (SB_DFF, SB_DFFE, SB_DFFESR, ...)
 FF_TYPES = re.compile(r"^(TRELLIS_FF|SB_DFF\w*)$")
-
-
-def _top(netlist: dict, what: str) -> dict:
-    mods = netlist.get("modules")
-    if not isinstance(mods, dict) or not mods:
-        raise SluiceError(f"{what}: no modules (not a yosys JSON netlist?)")
-    tops = [m for m in mods.values() if str(m.get("attributes", {}).get("top", "0")).strip("0")]
-    return tops[0] if tops else max(mods.values(), key=lambda m: len(m.get("cells", {})))
 
 
 def _net_names(module: dict) -> dict:
@@ -60,7 +52,7 @@ def count(netlist: dict, by: str = "register", what: str = "netlist") -> collect
     ``(top)``)."""
     if by not in ("register", "module"):
         raise SluiceError(f"--by: {by!r} is not one of register, module")
-    module = _top(netlist, what)
+    module = top_module(netlist, what)
     names = _net_names(module)
     out = collections.Counter()
     for cname, cell in module.get("cells", {}).items():

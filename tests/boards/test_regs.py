@@ -51,7 +51,7 @@ def test_command_line(tmp_path, capsys):
 
 @pytest.mark.parametrize("content, message", [
     ("{not json", "n.json"),
-    (json.dumps({"modules": {}}), "no modules"),
+    (json.dumps({"modules": {}}), "no single top module"),
 ])
 def test_bad_netlists_are_one_line_errors(tmp_path, capsys, content, message):
     path = tmp_path / "n.json"
