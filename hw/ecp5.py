@@ -16,9 +16,15 @@ from __future__ import annotations
 from amaranth.hdl import ClockSignal, Instance, Signal, signed
 
 
+def platform_family(platform) -> str:
+    """The FPGA family elaboration is for, lower case (Amaranth's Lattice platforms say
+    ``"ecp5"`` and ``"iCE40"``); ``""`` without a platform (simulation, ``sluice verilog``)."""
+    return str(getattr(platform, "family", "") or "").lower()
+
+
 def ecp5_registered_dsp(platform) -> bool:
     """Whether elaboration for ``platform`` instantiates registered MULT18X18D blocks."""
-    return getattr(platform, "family", None) == "ecp5"
+    return platform_family(platform) == "ecp5"
 
 
 def mult18x18d(m, a, b, name: str, *, width: int, in_regs: bool):

@@ -17,7 +17,7 @@ from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from sluice.hw.ecp5 import ecp5_registered_dsp, mult18x18d
+from sluice.hw.ecp5 import ecp5_registered_dsp, mult18x18d, platform_family
 from sluice.hw.params import ACC_BITS, ACT_BITS, KEEP_ATTRS, WGT_BITS
 
 # Registers between the buffers' read data and the array edge, on every activation and weight
@@ -45,11 +45,6 @@ ISSUE_REGS = 1
 # cycles from a step's issue-side registers to the element's sum, beyond the skew: the drain
 # and the cycle model wait this much longer than an unpipelined array
 ARRAY_EXTRA = ISSUE_REGS + FEED_REGS + PE_STAGES
-
-
-def _ice40(platform) -> bool:
-    """Whether elaboration is for an iCE40 platform (see the product registers below)."""
-    return str(getattr(platform, "family", "")).lower() == "ice40"
 
 
 def _tree(terms):
@@ -149,7 +144,7 @@ class PE(wiring.Component):
                 # yosys 0.70's SB_MAC16 packing of it and the next one left the product's net
                 # driven by the block and by a constant, resolved to the constant, and the
                 # post-synthesis element summed zeros; tests/boards/test_ice40_dsp.py)
-                keep = i == 1 and self._mult == "dsp" and _ice40(platform)
+                keep = i == 1 and self._mult == "dsp" and platform_family(platform) == "ice40"
                 add_q = Signal.like(add, name=f"add_q{i}", reset_less=True,
                                     attrs=KEEP_ATTRS if keep else {})
                 m.d.sync += add_q.eq(add)
