@@ -1343,13 +1343,13 @@ class Sluice(wiring.Component):
                     m.d.sync += par_b.eq(par_b + 1)
                     with m.If(par_b == NCB - 1):
                         m.d.sync += [par_b.eq(0), par_k.eq(par_k + 1)]
-                    with m.If((par_b == NCB - 1) & (par_k == NK - 1)):
-                        with m.If(has_res):
-                            m.next = "L_RES"
-                        with m.Else():
-                            m.d.comb += bank_set.eq(Mux(ld_bank, 0b10, 0b01))
-                            m.d.sync += bank_loaded()
-                            after_bank()
+                        with m.If(par_k == NK - 1):
+                            with m.If(has_res):
+                                m.next = "L_RES"
+                            with m.Else():
+                                m.d.comb += bank_set.eq(Mux(ld_bank, 0b10, 0b01))
+                                m.d.sync += bank_loaded()
+                                after_bank()
             with m.State("L_RES"):
                 m.d.comb += [self.s_axis_tready.eq(1), *(wp.en.eq(beat_in) for wp in res_wp)]
                 with m.If(beat_in):
