@@ -11,7 +11,7 @@ as ``(((v*M << 1) >> s) + 1) >> 1``, which is the same integer.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -98,7 +98,8 @@ class PostProc(wiring.Component):
     registered again (the route away from the DSP gets a cycle of its own), then the two
     chunks' sums, then the total (at 8 x 8 on the ECP5 the route into a far DSP and back was the
     critical path, 4.2 + 3.9 + 4.8 ns); (5 + ``mult_stages``) that product shifted right by
-    ``shift``; (6 + ``mult_stages``) the rounding step (``(v + 1) >> 1``), ReLU and clamp,
+    ``shift``, of which only the 9 bits and the range the clamp reads are formed
+    (``window_shift``); (6 + ``mult_stages``) the rounding step (``(v + 1) >> 1``), ReLU and clamp,
     registered: the saturation tests are compares of the shifted value with constants (no wide
     adder in front of them) and the in-range result needs only its low 9 bits.
     """
@@ -200,25 +201,66 @@ class PostProc(wiring.Component):
             m.d.sync += prod.eq(((p_hi << 16) + p_lo) << 1)
         else:
             m.d.sync += prod.eq((total * self.mult) << 1)
-        # stage 5 + mult_stages: the barrel shift (rescale rounds as ``((prod >> s) + 1) >> 1``)
-        shifted = _data(signed(len(prod)))
-        m.d.sync += shifted.eq(prod >> shift)
+        # stage 5 + mult_stages: the right shift (rescale rounds as ``((prod >> s) + 1) >> 1``),
+        # of which the clamp needs only ``shifted``'s low 9 bits (``win``), its sign and whether
+        # every bit above those equals the sign (``fits``: ``shifted`` in [-512, 511]); see
+        # ``window_shift``
+        win = _data(unsigned(ACT_BITS + 1), name="win")
+        fits = _data(name="fits")
+        neg = _data(name="neg")
+        w_comb, f_comb = window_shift(prod, shift, len(win))
+        m.d.sync += [win.eq(w_comb), fits.eq(f_comb), neg.eq(prod[-1])]
         # stage 6 + mult_stages: rounding step, ReLU, clamp, on ``scaled = (shifted + 1) >> 1``:
         # scaled > 127 <=> shifted >= 255; scaled < 0 <=> shifted < -1; scaled < -128 <=>
-        # shifted < -257; in range, scaled's 8 bits come from shifted's low 9 alone
+        # shifted < -257; in range, scaled's 8 bits come from shifted's low 9 alone. With
+        # ``shifted = H * 512 + win`` (H = shifted >> 9): shifted >= 255 <=> H > 0, or H == 0
+        # and win >= 255; shifted < -1 <=> H < -1, or H == -1 and win < 511; shifted < -257
+        # <=> H < -1, or H == -1 and win < 255 (``fits``: H is 0 or -1, the sign's)
         relu_o = _data()
         m.d.sync += relu_o.eq(relu)
         low = Signal(ACT_BITS + 1)
-        m.d.comb += low.eq(shifted[:ACT_BITS + 1] + 1)
+        m.d.comb += low.eq(win + 1)
         y = _data(signed(ACT_BITS), name="y_q")
         m.d.comb += self.y.eq(y)
-        with m.If(shifted >= 255):
+        with m.If(~neg & (~fits | (win >= 255))):
             m.d.sync += y.eq(127)
-        with m.Elif(shifted < Mux(relu_o, -1, -257)):
+        with m.Elif(neg & (~fits | (win < Mux(relu_o, 511, 255)))):
             m.d.sync += y.eq(Mux(relu_o, 0, -128))
         with m.Else():
             m.d.sync += y.eq(low[1:])
         return m
+
+
+def window_shift(v, shift, width):
+    """The low ``width`` bits of ``v >> shift`` (arithmetic) and whether all of its bits above
+    them equal its sign, without the full-width barrel shift: a logarithmic shifter, largest
+    step first, that keeps after each step only the bits the remaining steps can still bring
+    into the window (``width + 2^k - 1`` after the step by ``2^k``; 111 two-input multiplexers
+    instead of 390 for a 65-bit value, ``width`` 9 and a 6-bit ``shift``), checking the bits a
+    step leaves behind above them against the sign as it goes. Returns (window, fits), both
+    combinational."""
+    sign = v[-1]
+
+    def all_sign(bits):
+        return bits == Mux(sign, (1 << len(bits)) - 1, 0)
+
+    k_top = len(shift) - 1
+    keep = width + (1 << (k_top + 1)) - 1  # the bits any shift can bring into the window
+    if len(v) > keep:  # the others must be sign bits whatever the shift
+        cur, fits = v[:keep], all_sign(v[keep:])
+    else:  # (sign-extended to ``keep`` bits)
+        cur, fits = Cat(v, *([sign] * (keep - len(v)))), Const(1)
+    for k in range(k_top, -1, -1):
+        step = 1 << k
+        keep_k = width + step - 1
+        # shifted by 2^k: bits [step, step + keep_k) of cur, the sign above cur's top;
+        # not shifted: bits [0, keep_k), and bits [keep_k, keep_k + step) are left above the
+        # window's reach, so they must equal the sign
+        hi = Cat(cur, *([sign] * step))
+        shifted = hi[step:step + keep_k]
+        fits = fits & (shift[k] | all_sign(cur[keep_k:keep_k + step]))
+        cur = Mux(shift[k], shifted, cur[:keep_k])
+    return cur[:width], fits
 
 
 class GateUnit(wiring.Component):

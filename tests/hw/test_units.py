@@ -2,12 +2,13 @@
 
 import numpy as np
 import pytest
+from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.sim import Simulator
 
 from sluice.hw.params import PE_MULTS
 from sluice.hw.pe import PE, PE_STAGES, SystolicArray
 from sluice.hw.postproc import (MULT_STAGES, PARAM_READ_LAST, GateUnit, PostProc, front_regs,
-                               mult_stages, post_latency)
+                               mult_stages, post_latency, window_shift)
 from sluice.model.reference import rescale
 
 
@@ -241,6 +242,38 @@ def test_postproc_clamp_edges():
             assert ctx.get(dut.y) == want, (v, relu)
 
     _run(dut, bench)
+
+
+@pytest.mark.parametrize("bits", [80, 65, 20])
+def test_window_shift_is_the_low_bits_of_the_shift(bits):
+    """``window_shift``: the low 9 bits of ``v >> s`` and whether ``v >> s`` lies in
+    [-512, 511], for every shift and values at and around each window edge (all-sign runs
+    that end one bit inside or outside the window) and random ones."""
+    m = Module()
+    v = Signal(signed(bits))
+    s = Signal(unsigned(6))
+    win, fits = Signal(9), Signal()
+    w_c, f_c = window_shift(v, s, 9)
+    m.d.comb += [win.eq(w_c), fits.eq(f_c)]
+    rng = np.random.default_rng(bits)
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    values = [0, -1, lo, hi, 1, -2]
+    for e in range(8, bits):  # runs of sign bits ending around position e
+        values += [(1 << e) - 1, 1 << e, -(1 << e), -(1 << e) - 1, (1 << e) + 1, -(1 << e) + 1]
+    values += [int.from_bytes(rng.bytes(11), "little", signed=True) >> (88 - bits)
+               for _ in range(200)]
+    values = [x for x in values if lo <= x <= hi]
+
+    async def bench(ctx):
+        for x in values:
+            ctx.set(v, x)
+            for sh in range(64):
+                ctx.set(s, sh)
+                want = x >> sh
+                assert ctx.get(win) == want & 511, (x, sh)
+                assert ctx.get(fits) == (-512 <= want <= 511), (x, sh)
+
+    _run(m, bench, clock=False)
 
 
 def test_post_latency():
