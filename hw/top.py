@@ -189,25 +189,30 @@ class Sluice(wiring.Component):
         # K*K from a table (KERNEL is 1, 3, 5 or 7; anything else is refused with an error flag)
         kk_table = Array(Const(k * k, 7) for k in range(8))
         m.d.sync += kk.eq(kk_table[kernel[:3]])
-        off_bits = abits + DIM_BITS + 2  # an activation-stream offset of an input channel
-        # (name, a, b, product bits), in order: an operand may be an earlier product (a None:
-        # the first product, H_IN * W_IN); kk is a register a level behind KERNEL, read from the
-        # eighth product on
+        # the products' width (they saturate, ``hw/products.py``): one bit above the largest
+        # bound an accepted job puts on them (H_IN*W_IN <= C_IN*H_IN*W_IN <= act_depth, the
+        # base and group offsets likewise; H_OUT*W_OUT <= pix_depth; C_IN*K*K and its base and
+        # conditional parts <= wgt_depth; the partition totals compared with 16-bit fields), so
+        # every error check on them stays exact
+        prod_bits = max(abits, pbits, wbits, DIM_BITS) + 1
+        # an activation-stream offset of an input channel (< act_depth in an accepted job) and
+        # the sums of two or three of them the sequencer keeps (g_end + H_IN*W_IN ...)
+        off_bits = prod_bits + 2
+        # (name, a, b), in order: an operand may be an earlier product (a None: the first
+        # product, H_IN * W_IN); kk is a register a level behind KERNEL, read from the eighth
+        # product on
         c_diff = Signal(DIM_BITS)
         m.d.comb += c_diff.eq(c_in - base_cin)
-        prod_list = [("hw_in", h_in, w_in, 2 * DIM_BITS), ("hw_out", h_out, w_out, 2 * DIM_BITS),
-                     ("base_total", base_cin, parts, len(base_cin) + len(parts)),
-                     ("group_total", group_cout, parts, len(group_cout) + len(parts)),
-                     ("n_act", None, c_in, 3 * DIM_BITS),
-                     ("base_off", None, base_cin, off_bits),
-                     ("lo_off", None, regs.base_lo, off_bits),
-                     ("n_wgt", c_in, kk, DIM_BITS + 7),
-                     ("col_work", c_diff, kk, 32),
-                     ("base_wk", base_cin, kk, wbits + DIM_BITS)]
+        prod_list = [("hw_in", h_in, w_in), ("hw_out", h_out, w_out),
+                     ("base_total", base_cin, parts), ("group_total", group_cout, parts),
+                     ("n_act", None, c_in), ("base_off", None, base_cin),
+                     ("lo_off", None, regs.base_lo), ("n_wgt", c_in, kk),
+                     ("col_work", c_diff, kk), ("base_wk", base_cin, kk)]
         m.submodules.products = prods = SerialProducts(
-            [(n, 2 * DIM_BITS if a is None else len(a), len(b), w) for n, a, b, w in prod_list])
+            [(n, prod_bits if a is None else len(a), len(b)) for n, a, b in prod_list],
+            width=prod_bits)
         m.d.comb += [prods.start.eq(regs.desc_write), regs.desc_busy.eq(prods.busy)]
-        for n, a, b, _ in prod_list:
+        for n, a, b in prod_list:
             m.d.comb += [getattr(prods, n + "_a").eq(prods.hw_in if a is None else a),
                          getattr(prods, n + "_b").eq(b)]
         hw_in, hw_out, n_act, n_wgt = prods.hw_in, prods.hw_out, prods.n_act, prods.n_wgt
@@ -521,7 +526,7 @@ class Sluice(wiring.Component):
         # phase, the other channels in the conditional phase (skipping the base range)
         g_lo = [col_lo[j * G] for j in range(NG)]
         g_i = [Signal(DIM_BITS, name=f"g_i_{j}") for j in range(NG)]
-        g_off = [Signal(abits + DIM_BITS + 2, name=f"g_off_{j}") for j in range(NG)]
+        g_off = [Signal(off_bits, name=f"g_off_{j}") for j in range(NG)]
         g_start = [Signal(DIM_BITS, name=f"g_start_{j}") for j in range(NG)]
         # g_start * H_IN * W_IN, set with g_start (PHASE, COND) from offsets kept beside the
         # channel counters: no multiplier
@@ -1014,12 +1019,12 @@ class Sluice(wiring.Component):
         # after the last drain
         skipped_q = Signal(C)
         skip_n = Signal(range(C + 1))
-        skip_drain = Signal(32)
+        skip_drain = Signal(len(col_work) + len(skip_n))  # col_work * skip_n <= col_work * C
         # (skip_n is at most cols: a sum of shifts, no DSP, in two registered halves and their
         # sum; the count of the columns behind their register: gate bits -> any-gate -> the
         # columns' valid -> the count in one cycle was an 8 x 8 ECP5 path)
         terms = [Mux(skip_n[b], col_work << b, 0) for b in range(len(skip_n))]
-        halves = [Signal(32, name=f"skip_half_{i}") for i in range(2)]
+        halves = [Signal.like(skip_drain, name=f"skip_half_{i}") for i in range(2)]
         m.d.sync += [skipped_q.eq(skipped_cols), skip_n.eq(sum(skipped_q[c] for c in range(C))),
                      halves[0].eq(sum(terms[:len(terms) // 2])),
                      halves[1].eq(sum(terms[len(terms) // 2:])),

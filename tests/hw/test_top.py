@@ -247,22 +247,28 @@ def _job(desc, beats=()):
 def test_invalid_descriptors_set_error_flags():
     layer = make_layer(c_in=4, c_out=4, size=(3, 3), partitions=2, gate_rate=0.5, seed=3)
     good = layer_jobs(layer, SQUARE)[0]
-    bad = {
-        "ZERO_SIZE": dict(H_IN=0),
-        "KERNEL": dict(KERNEL=4),
-        "STRIDE": dict(STRIDE=3),
-        "PADDING": dict(PAD_LEFT=4),
-        "PARTITIONS": dict(PARTITIONS=3),
-        "GEOMETRY": dict(H_OUT=9),
-        "ACT_BUFFER": dict(H_IN=60, W_IN=60, H_OUT=58, W_OUT=1),
-        "WGT_BUFFER": dict(C_IN=64, BASE_CIN=32),
-        "PIX_BUFFER": dict(H_IN=12, W_IN=12, H_OUT=10, W_OUT=10),
-        "SKIP_GROUP": dict(C_OUT=6, GROUP_COUT=3),
-    }
-    jobs = [_job({**good.descriptor, **change}, good.beats) for change in bad.values()]
+    # the products saturate at 2**17 - 1 here (hw/products.py): the last three are products of
+    # 2**17 and 2**17 + 8, whose low 17 bits alone would pass the checks
+    assert max(SQUARE.act_depth, SQUARE.pix_depth, SQUARE.wgt_depth) <= 1 << 16
+    bad = [
+        ("ZERO_SIZE", dict(H_IN=0)),
+        ("KERNEL", dict(KERNEL=4)),
+        ("STRIDE", dict(STRIDE=3)),
+        ("PADDING", dict(PAD_LEFT=4)),
+        ("PARTITIONS", dict(PARTITIONS=3)),
+        ("GEOMETRY", dict(H_OUT=9)),
+        ("ACT_BUFFER", dict(H_IN=60, W_IN=60, H_OUT=58, W_OUT=1)),
+        ("WGT_BUFFER", dict(C_IN=64, BASE_CIN=32)),
+        ("PIX_BUFFER", dict(H_IN=12, W_IN=12, H_OUT=10, W_OUT=10)),
+        ("SKIP_GROUP", dict(C_OUT=6, GROUP_COUT=3)),
+        ("ACT_BUFFER", dict(H_IN=512, W_IN=256, H_OUT=1, W_OUT=1)),
+        ("PIX_BUFFER", dict(H_IN=514, W_IN=258, H_OUT=512, W_OUT=256)),
+        ("PARTITIONS", dict(C_IN=8, BASE_CIN=32770, PARTITIONS=4)),
+    ]
+    jobs = [_job({**good.descriptor, **change}, good.beats) for _, change in bad]
     jobs.append(good)  # the accelerator is not hung afterwards
     results = simulate_jobs(jobs, SQUARE)
-    for (flag, _), (words, status, error, counters) in zip(bad.items(), results):
+    for (flag, _), (words, status, error, counters) in zip(bad, results):
         assert error & (1 << ERR[flag]), (flag, hex(error))
         assert status & 0b110 == 0b110 and not status & 1, (flag, status)  # done + error
         assert words == []

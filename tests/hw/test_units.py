@@ -342,30 +342,42 @@ def test_postproc_parameters_may_change_under_the_pipeline(stages):
     assert got != expect
 
 
-def test_serial_products_exact_and_bounded():
-    """The descriptor's shift-and-add products: exact (modulo their width) for random and
-    extreme operands, an operand may be an earlier product, done within ``max_cycles``, and a
+@pytest.mark.parametrize("width", [17, 12])
+def test_serial_products_exact_and_bounded(width):
+    """The descriptor's shift-and-add products: exact below ``2**width`` and saturated at
+    ``2**width - 1`` above, for random and extreme operands (products just below, at and above
+    the limit), an operand may be an earlier product, done within ``max_cycles``, and a
     ``start`` while busy restarts the sequence with the new operands."""
     from amaranth.hdl import Module
 
     from sluice.hw.products import SerialProducts
 
-    spec = [("x", 16, 16, 32), ("y", 32, 16, 48), ("z", 16, 7, 12), ("w", 16, 16, 32)]
-    prods = SerialProducts(spec)
+    spec = [("x", 16, 16), ("y", width, 16), ("z", 16, 7), ("w", 16, 16)]
+    prods = SerialProducts(spec, width=width)
     top = Module()
     top.submodules.p = prods
-    top.d.comb += prods.y_a.eq(prods.x)  # y = x * y_b
+    top.d.comb += prods.y_a.eq(prods.x)  # y = x * y_b (x saturated)
+    top_v = (1 << width) - 1
 
     def expect(a, b, yb, za, zb, wa, wb):
-        x = a * b
-        return {"x": x % 2**32, "y": (x * yb) % 2**48, "z": (za * zb) % 2**12,
-                "w": (wa * wb) % 2**32}
+        x = min(a * b, top_v)
+        return {"x": x, "y": min(x * yb, top_v), "z": min(za * zb, top_v),
+                "w": min(wa * wb, top_v)}
 
     rng = np.random.default_rng(5)
     cases = [(0, 0, 0, 0, 0, 0, 0), (65535, 65535, 65535, 65535, 127, 65535, 65535),
              (1, 1, 1, 1, 1, 1, 1), (7, 0, 3, 65535, 49, 0, 9)]
     cases += [tuple(int(v) for v in rng.integers(0, 1 << 16, 7) >> rng.integers(0, 16, 7))
               for _ in range(20)]
+    # around the limit (16-bit operands): products of 2**width - 4, 2**width - 1 or 2**width
+    # - 2 (exact), 2**width (the first saturated), a saturated product times 1 and times 0
+    lim = 1 << width
+    cases += [(lim // 4 - 1, 4, 1, lim // 64, 64, (lim - 1) // 3 * 3 // 3, 3),
+              (lim // 4, 4, 1, lim // 64 - 1, 64, lim // 2 - 1, 2),
+              (lim // 8, 8, 0, 1, 127, 65535, 65535),
+              ((lim - 1) // 3, 3, 1, lim // 128, 127, (lim + 1) // 3, 3),
+              (65535, 65535, 2, 0, 0, 1, 65535)]
+    assert all(max(c) < 1 << 16 for c in cases)
     cases = [(a, b, yb, za, zb & 127, wa, wb) for a, b, yb, za, zb, wa, wb in cases]
 
     async def bench(ctx):
