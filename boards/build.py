@@ -22,6 +22,7 @@ from sluice.boards import report as rpt
 from sluice.boards.platforms import Board, get_board
 from sluice.errors import RunFailed, SluiceError
 from sluice.fileio import atomic_write_text
+from sluice.hw import ice40
 from sluice.hw.params import KEEP_REGS_YOSYS, NO_COLLISION_YOSYS
 
 # amaranth's build scripts call the tools through these variables
@@ -178,6 +179,9 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=F
     extra = {"script_after_read": "\n".join([KEEP_REGS_YOSYS, *NO_COLLISION_YOSYS])}
     if board.family == "ice40":
         extra["synth_opts"] = "-dsp"  # map multipliers to the UP5K's SB_MAC16 blocks
+        # the array's paired-element blocks go through synthesis as a stand-in (hw/ice40.py)
+        platform.add_file(ice40.MAC16_STAND_IN_FILE, ice40.MAC16_STAND_IN_V)
+        extra["script_after_synth"] = ice40.MAC16_AFTER_SYNTH
     tim = build_dir / f"{name}.tim"
     rpt_log = build_dir / f"{name}.rpt"
     bitstream = build_dir / f"{name}.{BITSTREAM_EXT[board.family]}"

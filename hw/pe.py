@@ -18,6 +18,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from sluice.hw.ecp5 import ecp5_registered_dsp, mult18x18d, platform_family
+from sluice.hw.ice40 import mac16_8x8_pair
 from sluice.hw.params import ACC_BITS, ACT_BITS, KEEP_ATTRS, WGT_BITS
 
 # Registers between the buffers' read data and the array edge, on every activation and weight
@@ -64,15 +65,26 @@ class PE(wiring.Component):
     (``"logic"``), see ``HwParams.pe_mult``; the same integers and latency either way.
     """
 
-    def __init__(self, *, cols=1, col=0, mult="dsp"):
+    def __init__(self, *, cols=1, col=0, mult="dsp", ext_mult=False):
         self._cols, self._col, self._mult = cols, col, mult
-        super().__init__({
+        # ext_mult (a "dsp" element): the multiply is outside, in a DSP block shared with
+        # another element (``SystolicArray`` on iCE40, ``hw/ice40.py``): the element presents
+        # its registered operands on ``mul_a``/``mul_b`` and takes their product, registered
+        # once by the block, on ``mul_p`` a cycle later (its first product register)
+        self._ext = ext_mult
+        members = {
             "a_in": In(signed(ACT_BITS)), "valid_in": In(1), "first_in": In(1), "last_in": In(1),
             "en_in": In(cols), "w_in": In(signed(WGT_BITS)),
             "a_out": Out(signed(ACT_BITS)), "valid_out": Out(1), "first_out": Out(1),
             "last_out": Out(1), "en_out": Out(cols), "w_out": Out(signed(WGT_BITS)),
             "psum": Out(signed(ACC_BITS)),
-        })
+        }
+        if ext_mult:
+            if mult != "dsp":
+                raise ValueError("ext_mult needs mult='dsp'")
+            members.update({"mul_a": Out(signed(ACT_BITS)), "mul_b": Out(signed(WGT_BITS)),
+                            "mul_p": In(signed(ACT_BITS + WGT_BITS))})
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
@@ -120,7 +132,10 @@ class PE(wiring.Component):
             a_q = Signal(signed(ACT_BITS), name="a_q", reset_less=True)
             w_q = Signal(signed(WGT_BITS), name="w_q", reset_less=True)
             m.d.sync += [a_q.eq(Mux(en, self.a_in, 0)), w_q.eq(Mux(en, self.w_in, 0))]
-            m.d.comb += add.eq(a_q * w_q)
+            if self._ext:
+                m.d.comb += [self.mul_a.eq(a_q), self.mul_b.eq(w_q)]
+            else:
+                m.d.comb += add.eq(a_q * w_q)
         else:
             # a * w = sum_i w[i] * (a << i), the sign bit's term subtracted (two's complement),
             # in two halves registered by the first stage, added after it
@@ -139,7 +154,9 @@ class PE(wiring.Component):
                      Signal(name=f"last_q{i}"))
             m.d.sync += [n.eq(x) for n, x in zip(stage, (valid, first, last))]
             valid, first, last = stage
-            if not (dsp_regs and i == 1):  # (the block's output register is stage 1)
+            if i == 1 and self._ext:  # the shared block's product register is stage 1
+                add = self.mul_p
+            elif not (dsp_regs and i == 1):  # (the block's output register is stage 1)
                 # (iCE40: the product's first register stays a fabric register, `keep`:
                 # yosys 0.70's SB_MAC16 packing of it and the next one left the product's net
                 # driven by the block and by a constant, resolved to the constant, and the
@@ -189,9 +206,15 @@ class SystolicArray(wiring.Component):
         m = Module()
         R, C, G = self._rows, self._cols, self._group
         pes = [[None] * C for _ in range(R)]
+        # iCE40: two elements per SB_MAC16 (its 8 x 8 mode), in row-major order; an odd one
+        # out keeps a block of its own (``hw/ice40.py``)
+        paired = (self._mult == "dsp" and platform_family(platform) == "ice40")
+        order = [(r, c) for r in range(R) for c in range(C)]
+        pairs = list(zip(order[0::2], order[1::2])) if paired else []
+        in_pair = {rc for pair in pairs for rc in pair}
         for r in range(R):
             for c in range(C):
-                pe = PE(cols=G, col=c % G, mult=self._mult)
+                pe = PE(cols=G, col=c % G, mult=self._mult, ext_mult=(r, c) in in_pair)
                 m.submodules[f"pe_{r}_{c}"] = pe
                 pes[r][c] = pe
                 m.d.comb += self.psum[r][c].eq(pe.psum)
@@ -209,4 +232,9 @@ class SystolicArray(wiring.Component):
                     m.d.comb += pe.w_in.eq(self.w[c])
                 else:
                     m.d.comb += pe.w_in.eq(pes[r - 1][c].w_out)
+        for (rt, ct), (rb, cb) in pairs:
+            top, bot = pes[rt][ct], pes[rb][cb]
+            p_top, p_bot = mac16_8x8_pair(m, top.mul_a, top.mul_b, bot.mul_a, bot.mul_b,
+                                          f"mac_{rt}_{ct}_{rb}_{cb}")
+            m.d.comb += [top.mul_p.eq(p_top), bot.mul_p.eq(p_bot)]
         return m
