@@ -90,6 +90,8 @@ class UARTBridge(wiring.Component):
         self._axi_timeout = axi_timeout
         self._frame_timeout = frame_timeout_bytes * 10 * divisor
         self.word_bytes = P.word_bytes(out_bits)
+        #: the block RAMs by name, filled by ``elaborate`` (for the collision test)
+        self.memories = {}
         super().__init__({
             "rx": In(1, init=1),
             "tx": Out(1, init=1),
@@ -128,7 +130,11 @@ class UARTBridge(wiring.Component):
             m.d.sync += rx_error.eq(1)
 
         # ------------------------------------------------------------ input ring buffer
+        # (its read/write collisions are don't-care, hw.params.NO_COLLISION_MEMORIES: a byte is
+        # read only once committed, and a PUSH writes only into free space, so the byte a read
+        # uses is never the one being written; tests/boards/test_bridge.py checks it)
         m.submodules.in_ring = ring = Memory(shape=8, depth=N, init=[])
+        self.memories["in_ring"] = ring
         ring_wp = ring.write_port()
         ring_rp = ring.read_port()
         wr_ptr = Signal(pbits)

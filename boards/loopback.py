@@ -27,8 +27,12 @@ def loopback_word(beat: int, index: int, params) -> int:
 
 
 class LoopbackAccelerator(wiring.Component):
-    def __init__(self, params):
+    """``in_period``: cycles per input beat taken (2: every other cycle; tests slow it down to
+    keep the bridge's input ring full while frames arrive)."""
+
+    def __init__(self, params, *, in_period=2):
         self.params = params
+        self.in_period = in_period
         members = port_members(params)
         members["done"] = Out(1)
         super().__init__(members)
@@ -44,7 +48,7 @@ class LoopbackAccelerator(wiring.Component):
                 m.d.comb += getattr(regs, name).eq(getattr(self, name))
         busy = Signal()
         index = Signal(DIM_BITS)
-        phase = Signal()
+        phase = Signal(range(self.in_period))  # the beat is taken at in_period - 1
         cycles = Signal(32)
         m.d.comb += [regs.busy.eq(busy), regs.done.eq(self.done), regs.error.eq(0),
                      regs.cnt_cycles.eq(cycles)]
@@ -59,11 +63,12 @@ class LoopbackAccelerator(wiring.Component):
         term = Signal()  # the data words are done: send the TLAST terminator next
         word = Signal(p.out_bits)
         m.d.comb += word.eq(Cat(self.s_axis_tdata, index))  # truncates or zero-extends
-        m.d.comb += [self.s_axis_tready.eq(busy & ~term & phase & fifo.w_rdy),
+        m.d.comb += [self.s_axis_tready.eq(busy & ~term & (phase == self.in_period - 1) &
+                                           fifo.w_rdy),
                      fifo.w_data.eq(Mux(term, Cat(Const(0, p.out_bits), 1), word)),
                      fifo.w_en.eq((self.s_axis_tvalid & self.s_axis_tready) |
                                   (term & fifo.w_rdy))]
-        m.d.sync += phase.eq(~phase)
+        m.d.sync += phase.eq(Mux(phase == self.in_period - 1, 0, phase + 1))
         with m.If(busy):
             m.d.sync += cycles.eq(cycles + 1)
         with m.If(regs.start & ~busy):
