@@ -413,7 +413,9 @@ class Sluice(wiring.Component):
             if par[k] is not None:  # (the thresholds go to gate_thr, below)
                 with m.If(cp_kq == k):
                     m.d.sync += [par[k][c].eq(par_rd[c]) for c in range(C)]
-        col_lo = [Signal(DIM_BITS, name=f"col_lo_{c}") for c in range(C)]
+        # per skip group: the base range's first input channel of its first column (captured
+        # in COL_SETUP when that column is set up; only the group's first column's is read)
+        g_lo = [Signal(DIM_BITS, name=f"g_lo_{j}") for j in range(NG)]
         col_valid = Signal(C)
         tile_o0 = Signal(DIM_BITS + 1)
         tile_idx = Signal(PIX_BITS)
@@ -524,7 +526,6 @@ class Sluice(wiring.Component):
         in_flight = Signal()
         # every skip group streams its own columns' channel sequence: the base set in the base
         # phase, the other channels in the conditional phase (skipping the base range)
-        g_lo = [col_lo[j * G] for j in range(NG)]
         g_i = [Signal(DIM_BITS, name=f"g_i_{j}") for j in range(NG)]
         g_off = [Signal(off_bits, name=f"g_off_{j}") for j in range(NG)]
         g_start = [Signal(DIM_BITS, name=f"g_start_{j}") for j in range(NG)]
@@ -1024,11 +1025,14 @@ class Sluice(wiring.Component):
         # sum; the count of the columns behind their register: gate bits -> any-gate -> the
         # columns' valid -> the count in one cycle was an 8 x 8 ECP5 path)
         terms = [Mux(skip_n[b], col_work << b, 0) for b in range(len(skip_n))]
-        halves = [Signal.like(skip_drain, name=f"skip_half_{i}") for i in range(2)]
-        m.d.sync += [skipped_q.eq(skipped_cols), skip_n.eq(sum(skipped_q[c] for c in range(C))),
-                     halves[0].eq(sum(terms[:len(terms) // 2])),
-                     halves[1].eq(sum(terms[len(terms) // 2:])),
-                     skip_drain.eq(halves[0] + halves[1])]
+        m.d.sync += [skipped_q.eq(skipped_cols), skip_n.eq(sum(skipped_q[c] for c in range(C)))]
+        if len(terms) > 2:
+            halves = [Signal.like(skip_drain, name=f"skip_half_{i}") for i in range(2)]
+            m.d.sync += [halves[0].eq(sum(terms[:len(terms) // 2])),
+                         halves[1].eq(sum(terms[len(terms) // 2:])),
+                         skip_drain.eq(halves[0] + halves[1])]
+        else:  # (up to 2 columns: one sum of two terms, a cycle earlier)
+            m.d.sync += skip_drain.eq(sum(terms))
 
         # ---------------------------------------------------------------- row-set loader
         # the walker's window as kernel-tap bounds (see tap_s): the first tap inside the map
@@ -1441,13 +1445,13 @@ class Sluice(wiring.Component):
                 valid = col_ok
                 m.d.sync += [col_ok.eq(col_ok & (cols_left != 0)), cols_left.eq(cols_left - 1)]
                 lo = Mux(base_first, regs.base_lo, grp_lo)
-                m.d.sync += [col_lo[c].eq(col_lo[c + 1]) for c in range(C - 1)]
-                m.d.sync += [col_lo[C - 1].eq(lo), col_valid.eq(Cat(col_valid[1:], valid))]
+                m.d.sync += col_valid.eq(Cat(col_valid[1:], valid))
                 with m.If(setup_c == C - 1):
                     m.d.sync += phase_q.eq(1)  # PHASE's clears, from a register
-                for j in range(NG):  # column j * G's base range: its offset, for g_start_off
+                for j in range(NG):  # column j * G's base range and its offset (g_start_off)
                     with m.If(setup_c == j * G):
-                        m.d.sync += g_lo_off[j].eq(Mux(base_first, prods.lo_off, grp_lo_off))
+                        m.d.sync += [g_lo[j].eq(lo),
+                                     g_lo_off[j].eq(Mux(base_first, prods.lo_off, grp_lo_off))]
                 with m.If(valid):
                     with m.If(grp_r == group_cout_m1):
                         m.d.sync += [grp_r.eq(0), grp_lo.eq(grp_lo + base_cin),
