@@ -263,7 +263,7 @@ def test_invalid_descriptors_set_error_flags():
         ("SKIP_GROUP", dict(C_OUT=6, GROUP_COUT=3)),
         ("ACT_BUFFER", dict(H_IN=512, W_IN=256, H_OUT=1, W_OUT=1)),
         ("PIX_BUFFER", dict(H_IN=514, W_IN=258, H_OUT=512, W_OUT=256)),
-        ("PARTITIONS", dict(C_IN=8, BASE_CIN=32770, PARTITIONS=4)),
+        ("PARTITIONS", dict(C_IN=8, BASE_CIN=32770, PARTITIONS=4, GROUP_COUT=1)),
     ]
     jobs = [_job({**good.descriptor, **change}, good.beats) for _, change in bad]
     jobs.append(good)  # the accelerator is not hung afterwards
