@@ -22,7 +22,6 @@ from sluice.boards import report as rpt
 from sluice.boards.platforms import Board, get_board
 from sluice.errors import RunFailed, SluiceError
 from sluice.fileio import atomic_write_text
-from sluice.hw import ice40
 from sluice.hw.params import KEEP_REGS_YOSYS, NO_COLLISION_YOSYS
 
 # amaranth's build scripts call the tools through these variables
@@ -180,6 +179,7 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=F
     if board.family == "ice40":
         extra["synth_opts"] = "-dsp"  # map multipliers to the UP5K's SB_MAC16 blocks
         # the array's paired-element blocks go through synthesis as a stand-in (hw/ice40.py)
+        from sluice.hw import ice40  # (amaranth: not imported by the CLI's parser)
         platform.add_file(ice40.MAC16_STAND_IN_FILE, ice40.MAC16_STAND_IN_V)
         extra["script_after_synth"] = ice40.MAC16_AFTER_SYNTH
     tim = build_dir / f"{name}.tim"

@@ -19,14 +19,27 @@ from sluice.hw.ecp5 import ecp5_registered_dsp, mult18x18d
 from sluice.hw.params import ACC_BITS, ACT_BITS, KEEP_ATTRS, PARAM_BITS
 
 
-# PostProc stages besides the requantisation multiply: input registers, bias and the residual's
-# partial products, their sum, residual shift, residual rounding and sum, output shift, output
-# rounding and clamp
-FIXED_STAGES = 7
-# the last cycle (after a value enters) at which PostProc reads a tile parameter directly:
-# ``mult``, by the multiply's first stage; ``shift`` and ``relu`` are read with ``bias`` and
-# travel with the value. A tile's parameters may change that many cycles after its last value.
-PARAM_READ_LAST = 5
+# PostProc stages besides the requantisation multiply and the residual's: input registers,
+# bias and the residual's partial products, output shift, output rounding and clamp
+FIXED_STAGES = 4
+#: the residual's stages after its partial products: 3 (their sum; the shift by res_shift; its
+#: rounding step and the sum with acc + bias) or 1 (all three in one cycle)
+RES_STAGES = (1, 3)
+
+
+def res_stages(cols: int) -> int:
+    """The residual's stages in the ``PostProc`` of a ``cols``-column array: 1 up to 2 columns
+    (the iCEBreaker's 12 MHz build: about 80 pipeline flip-flops fewer, each a logic cell of its
+    own on the iCE40), else 3."""
+    return 1 if cols <= 2 else 3
+
+
+def param_read_last(cols: int) -> int:
+    """The last cycle (after a value enters) at which the ``PostProc`` of a ``cols``-column
+    array reads a tile parameter directly: ``mult``, by the multiply's first stage (5, or 3
+    with one residual stage); ``shift`` and ``relu`` are read with ``bias`` and travel with the
+    value. A tile's parameters may change that many cycles after its last value."""
+    return 2 + res_stages(cols)
 
 
 def _data(*args, **kwargs):
@@ -54,7 +67,7 @@ def mult_stages(cols: int) -> int:
     array: 1 (one product), 2 (two half products, then their sum) or 5 (four DSP-sized partial
     products with a register on each side of every DSP, two sums, the final sum). Narrow
     arrays get fewer (their tile switch once bounded the latency to ``cols + 3``;
-    ``PARAM_READ_LAST`` lifted that, and the small arrays the tests run keep their short
+    ``param_read_last`` lifted that, and the small arrays the tests run keep their short
     pipeline)."""
     return 1 if cols <= 2 else 2 if cols == 3 else 5
 
@@ -69,9 +82,9 @@ def front_regs(cols: int) -> int:
 
 def post_latency(cols: int) -> int:
     """Cycles from a value entering post-processing to its result ``y`` (one result per cycle)
-    in an array of ``cols`` columns: ``front_regs(cols) + FIXED_STAGES + mult_stages(cols)``
-    (8, 9, then 13 from 4 columns on)."""
-    return front_regs(cols) + FIXED_STAGES + mult_stages(cols)
+    in an array of ``cols`` columns: ``front_regs(cols) + FIXED_STAGES + res_stages(cols) +
+    mult_stages(cols)`` (6 up to 2 columns, 9 at 3, then 13 from 4 columns on)."""
+    return front_regs(cols) + FIXED_STAGES + res_stages(cols) + mult_stages(cols)
 
 
 class PostProc(wiring.Component):
@@ -79,16 +92,18 @@ class PostProc(wiring.Component):
 
     Pipelined for timing, one value per cycle: ``y`` is the result for the ``acc`` and
     ``residual`` presented ``latency`` cycles earlier (``post_latency``). ``bias``, ``res_mult``,
-    ``shift`` and ``relu`` are read at stage 1, ``res_shift`` and ``has_res`` at stage 3, ``mult``
-    at stage 5 (``PARAM_READ_LAST``); ``shift`` and ``relu`` travel down the pipeline with the
-    value, so the top level may change a tile's parameters ``PARAM_READ_LAST`` cycles after the
-    tile's last value entered, while that value is still in flight.
+    ``shift`` and ``relu`` are read at stage 1, ``res_shift`` and ``has_res`` at stage 3 (2 with
+    one residual stage: ``res_shift_read``), ``mult`` at stage 5 (3: ``mult_read``,
+    ``param_read_last``); ``shift`` and ``relu`` travel down the pipeline with the value, so the
+    top level may change a tile's parameters ``mult_read`` cycles after the tile's last value
+    entered, while that value is still in flight.
 
     Stages: (0) ``acc``, ``base`` and ``residual`` registered (``base`` and the residual come
     straight from block RAM outputs); (1) ``acc + base + bias`` and the residual's two partial
     products with ``res_mult``'s unsigned low 17 and signed top 15 bits (one 18 x 18 DSP each,
     output registered); (2) their sum, ``2 * residual * res_mult``; (3) the residual's barrel
-    shift by ``res_shift`` (0 without a residual); (4) its rounding step and the sum; (5) the
+    shift by ``res_shift`` (0 without a residual); (4) its rounding step and the sum (with
+    ``res_stages`` 1, stages 2 to 4 are one); (5, or 3) the
     product with ``mult``, in ``mult_stages`` stages: one
     product; or the products with the signed upper and unsigned lower 16 bits of ``mult``, then
     their sum; or the four partial products of the int32 sum's two 17-bit chunks (the low one
@@ -97,18 +112,24 @@ class PostProc(wiring.Component):
     puts beside the DSP however far the free DSP site is), the product registered and
     registered again (the route away from the DSP gets a cycle of its own), then the two
     chunks' sums, then the total (at 8 x 8 on the ECP5 the route into a far DSP and back was the
-    critical path, 4.2 + 3.9 + 4.8 ns); (5 + ``mult_stages``) that product shifted right by
-    ``shift``, of which only the 9 bits and the range the clamp reads are formed
-    (``window_shift``); (6 + ``mult_stages``) the rounding step (``(v + 1) >> 1``), ReLU and clamp,
+    critical path, 4.2 + 3.9 + 4.8 ns); (``mult_read + mult_stages``) that product shifted
+    right by ``shift``, of which only the 9 bits and the range the clamp reads are formed
+    (``window_shift``); (the next) the rounding step (``(v + 1) >> 1``), ReLU and clamp,
     registered: the saturation tests are compares of the shifted value with constants (no wide
     adder in front of them) and the in-range result needs only its low 9 bits.
     """
 
-    def __init__(self, *, mult_stages: int = MULT_STAGES[-1]):
+    def __init__(self, *, mult_stages: int = MULT_STAGES[-1], res_stages: int = RES_STAGES[-1]):
         if mult_stages not in MULT_STAGES:
             raise ValueError(f"mult_stages: {mult_stages} is not 1, 2 or 5")
-        self.mult_stages = mult_stages
-        self.latency = FIXED_STAGES + mult_stages
+        if res_stages not in RES_STAGES:
+            raise ValueError(f"res_stages: {res_stages} is not 1 or 3")
+        self.mult_stages, self.res_stages = mult_stages, res_stages
+        self.latency = FIXED_STAGES + res_stages + mult_stages
+        #: the cycles after a value entered at which ``res_shift`` and ``has_res``, and ``mult``,
+        #: are read (``param_read_last`` is the latter)
+        self.res_shift_read = 1 + (res_stages + 1) // 2
+        self.mult_read = 2 + res_stages
         super().__init__({
             "acc": In(signed(ACC_BITS + 1)),
             "base": In(signed(ACC_BITS)),  # a stored base partial sum to add (0: none)
@@ -144,28 +165,34 @@ class PostProc(wiring.Component):
                                                 width=len(rp[k]), in_regs=False))
             else:
                 m.d.sync += rp[k].eq(residual[k] * rm[k])
-        # stage 2: their sum, ``2 * residual * res_mult``; ``acc + bias`` waits
-        res_prod = _data(signed(ACT_BITS + PARAM_BITS + 1))
-        acc_b1 = _data_like(acc_b)
-        m.d.sync += [res_prod.eq((rp[0] + (rp[1] << 17)) << 1), acc_b1.eq(acc_b)]
-        # stage 3: the residual's barrel shift (0 without a residual)
-        res_sh = _data(signed(len(res_prod)))  # 2 * residual * res_mult >> res_shift
-        acc_b2 = _data_like(acc_b)
-        m.d.sync += [res_sh.eq(Mux(self.has_res, res_prod >> self.res_shift, 0)),
-                     acc_b2.eq(acc_b1)]
-        # stage 4: the residual's rounding step (``(res_sh + 1) >> 1``, 0 from 0) and the sum,
-        # an int32 (SPEC: ``acc`` fits int32; every layer file's worst case is checked)
         total = _data(signed(ACC_BITS))
-        m.d.sync += total.eq(acc_b2 + ((res_sh + 1) >> 1))
+        res_cat = (rp[0] + (rp[1] << 17)) << 1  # 2 * residual * res_mult
+        if self.res_stages == 3:
+            # stage 2: their sum, ``2 * residual * res_mult``; ``acc + bias`` waits
+            res_prod = _data(signed(ACT_BITS + PARAM_BITS + 1))
+            acc_b1 = _data_like(acc_b)
+            m.d.sync += [res_prod.eq(res_cat), acc_b1.eq(acc_b)]
+            # stage 3: the residual's barrel shift (0 without a residual)
+            res_sh = _data(signed(len(res_prod)))  # 2 * residual * res_mult >> res_shift
+            acc_b2 = _data_like(acc_b)
+            m.d.sync += [res_sh.eq(Mux(self.has_res, res_prod >> self.res_shift, 0)),
+                         acc_b2.eq(acc_b1)]
+            # stage 4: the residual's rounding step (``(res_sh + 1) >> 1``, 0 from 0) and the
+            # sum, an int32 (SPEC: ``acc`` fits int32; every layer file's worst case is checked)
+            m.d.sync += total.eq(acc_b2 + ((res_sh + 1) >> 1))
+        else:  # stage 2: the same three steps in one cycle
+            res_sh = Signal(signed(ACT_BITS + PARAM_BITS + 1))
+            m.d.comb += res_sh.eq(Mux(self.has_res, res_cat >> self.res_shift, 0))
+            m.d.sync += total.eq(acc_b + ((res_sh + 1) >> 1))
         # the parameters read after stage 1 travel with the value, so a tile's parameters may
         # change once its last value has passed stage 1 (the multiply reads ``mult`` later still,
-        # at stage 5: ``PARAM_READ_LAST``)
+        # at ``mult_read``: ``param_read_last``)
         shift, relu = self.shift, self.relu
-        for i in range(1, 5 + self.mult_stages):
+        for i in range(1, self.mult_read + self.mult_stages):
             shift_d, relu_d = _data_like(shift, name=f"shift_{i}"), _data(name=f"relu_{i}")
             m.d.sync += [shift_d.eq(shift), relu_d.eq(relu)]
             shift, relu = shift_d, relu_d
-        # stage 5
+        # stage mult_read (5, or 3 with one residual stage)
         prod = _data(signed(2 * PARAM_BITS + 1))  # 2 * total * mult
         if self.mult_stages == 5:  # total = t1*2^17 + t0, mult = m1*2^17 + m0
             t, mm = _dsp_chunks(total), _dsp_chunks(self.mult)
@@ -201,7 +228,7 @@ class PostProc(wiring.Component):
             m.d.sync += prod.eq(((p_hi << 16) + p_lo) << 1)
         else:
             m.d.sync += prod.eq((total * self.mult) << 1)
-        # stage 5 + mult_stages: the right shift (rescale rounds as ``((prod >> s) + 1) >> 1``),
+        # stage mult_read + mult_stages: the right shift (rescale rounds as ``((prod >> s) + 1) >> 1``),
         # of which the clamp needs only ``shifted``'s low 9 bits (``win``), its sign and whether
         # every bit above those equals the sign (``fits``: ``shifted`` in [-512, 511]); see
         # ``window_shift``
@@ -210,7 +237,7 @@ class PostProc(wiring.Component):
         neg = _data(name="neg")
         w_comb, f_comb = window_shift(prod, shift, len(win))
         m.d.sync += [win.eq(w_comb), fits.eq(f_comb), neg.eq(prod[-1])]
-        # stage 6 + mult_stages: rounding step, ReLU, clamp, on ``scaled = (shifted + 1) >> 1``:
+        # the last stage: rounding step, ReLU, clamp, on ``scaled = (shifted + 1) >> 1``:
         # scaled > 127 <=> shifted >= 255; scaled < 0 <=> shifted < -1; scaled < -128 <=>
         # shifted < -257; in range, scaled's 8 bits come from shifted's low 9 alone. With
         # ``shifted = H * 512 + win`` (H = shifted >> 9): shifted >= 255 <=> H > 0, or H == 0

@@ -37,8 +37,8 @@ from sluice.hw.params import (ACC_BITS, ACT_BITS, COUNTERS, DEFAULT, DIM_BITS, E
                               FLAG_FIELDS, KEEP_ATTRS, MAX_PADDING, PARAM_BITS, PARAM_ORDER,
                               PIX_BITS, HwParams, id_value)
 from sluice.hw.pe import ARRAY_EXTRA, FEED_REGS, ISSUE_REGS, SystolicArray
-from sluice.hw.postproc import (PARAM_READ_LAST, GateUnit, PostProc, front_regs, mult_stages,
-                                post_latency)
+from sluice.hw.postproc import (GateUnit, PostProc, front_regs, mult_stages, param_read_last,
+                                post_latency, res_stages)
 from sluice.hw.products import SerialProducts
 from sluice.hw.regs import RegisterFile, axil_members
 
@@ -136,7 +136,8 @@ class Sluice(wiring.Component):
         PU = P.post_cols
         POST_LATENCY = drain_post_latency(P)
         FR = front_regs(C)  # registers in front of the units (their inputs as read, then selected)
-        assert FR + PARAM_READ_LAST <= C + 3, "the tile parameters would change under the pipeline"
+        PRL = param_read_last(C)  # the last post-processing stage that reads a tile parameter
+        assert FR + PRL <= C + 3, "the tile parameters would change under the pipeline"
         # (rows leave the drain PU cycles apart, so fewer words are on their way; the depth is
         # chosen from the same latency, so the drain never waits for FIFO room)
         OUT_FIFO_DEPTH = out_fifo_depth(P)
@@ -867,10 +868,11 @@ class Sluice(wiring.Component):
         # column select of the units: k (0..PU-1) is the column within a unit that enters now
         # (k = 0 with the row in d1, then 1, 2, ...), and its delayed copies, which select the
         # column's parameters a cycle before PostProc reads them (bias, res_mult, shift at
-        # stage 1, res_shift at 3, mult at 5 = PARAM_READ_LAST) into registers; with PU = 1
+        # stage 1, res_shift at 3, mult at 5 = PRL; 2 and 3 with one residual stage) into
+        # registers; with PU = 1
         # all of it is constant
         ser_k = Signal(range(PU))   # column entering after the first (0: idle or the first)
-        sel = [Signal(range(PU), name=f"post_sel_{i}") for i in range(FR + PARAM_READ_LAST)]
+        sel = [Signal(range(PU), name=f"post_sel_{i}") for i in range(FR + PRL)]
         ser_busy = Signal()
         if PU > 1:
             with m.If(d1_go):
@@ -878,7 +880,7 @@ class Sluice(wiring.Component):
             with m.Elif(ser_k != 0):
                 m.d.sync += ser_k.eq(Mux(ser_k == PU - 1, 0, ser_k + 1))
             m.d.comb += [sel[0].eq(Mux(d1_go, 0, ser_k)), ser_busy.eq(ser_k != 0)]
-            m.d.sync += [sel[i + 1].eq(sel[i]) for i in range(FR + PARAM_READ_LAST - 1)]
+            m.d.sync += [sel[i + 1].eq(sel[i]) for i in range(FR + PRL - 1)]
 
         def pick(values, i):
             """The value of the unit's column selected ``i`` cycles after it entered."""
@@ -897,7 +899,8 @@ class Sluice(wiring.Component):
         ys = []  # per column: its result byte when the row's word is written
         for u in range(C // PU):
             cs = range(u * PU, (u + 1) * PU)
-            pp = PostProc(mult_stages=mult_stages(C))
+            pp = PostProc(mult_stages=mult_stages(C), res_stages=res_stages(C))
+            assert pp.mult_read == PRL
             m.submodules[f"post_{u}"] = pp
             if gating:  # conditional phase: the stored base sum, added inside PostProc (a
                 # block RAM's output into a 32-bit adder was the 4 x 4 critical path)
@@ -911,9 +914,9 @@ class Sluice(wiring.Component):
                                               f"res_mult_{u}")),
                          pp.shift.eq(param([par_of["shift"][c][:6] for c in cs], FR + 1,
                                            f"shift_{u}")),
-                         pp.res_shift.eq(param([par_of["res_shift"][c][:6] for c in cs], FR + 3,
-                                               f"res_shift_{u}")),
-                         pp.mult.eq(param([par_of["mult"][c] for c in cs], FR + PARAM_READ_LAST,
+                         pp.res_shift.eq(param([par_of["res_shift"][c][:6] for c in cs],
+                                               FR + pp.res_shift_read, f"res_shift_{u}")),
+                         pp.mult.eq(param([par_of["mult"][c] for c in cs], FR + PRL,
                                           f"mult_{u}")),
                          pp.has_res.eq(has_res), pp.relu.eq(relu)]
             # the unit's earlier columns wait in a shift register for the last one
@@ -1464,7 +1467,7 @@ class Sluice(wiring.Component):
             with m.State("PHASE"):
                 # the tile's parameters: read from their bank only now, when the previous
                 # tile's last drain row has passed every post-processing stage that reads them
-                # (it went in at least cols + 3 cycles ago, and PARAM_READ_LAST <= cols + 3)
+                # (it went in at least cols + 3 cycles ago, and FR + PRL <= cols + 3)
                 m.d.sync += cp_k.eq(0)
                 # first phase of the tile: dense or base
                 with m.If(gated):

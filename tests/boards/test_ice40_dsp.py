@@ -84,8 +84,10 @@ def test_synthesised_ice40_element_matches_the_design(tmp_path: Path):
 
 @needs_iverilog
 def test_synthesised_ice40_postproc_matches_the_design(tmp_path: Path):
-    gen = verilog.convert(PostProc(), name="post_gen")
-    syn, cells = _ice40_netlist(tmp_path, PostProc(), "post_dsp")
+    # (the iCEBreaker's variant: a 2-column array's, ``hw.postproc.mult_stages`` and
+    # ``res_stages``)
+    gen = verilog.convert(PostProc(mult_stages=1, res_stages=1), name="post_gen")
+    syn, cells = _ice40_netlist(tmp_path, PostProc(mult_stages=1, res_stages=1), "post_dsp")
     assert cells.get("SB_MAC16", 0) >= 4  # its multiplies are DSP blocks
     fields = _simulate(tmp_path, gen + syn + TB_POST, extra=[CELLS],
                        defines=["NO_ICE40_DEFAULT_ASSIGNMENTS"])

@@ -7,9 +7,17 @@ from amaranth.sim import Simulator
 
 from sluice.hw.params import PE_MULTS
 from sluice.hw.pe import PE, PE_STAGES, SystolicArray
-from sluice.hw.postproc import (MULT_STAGES, PARAM_READ_LAST, GateUnit, PostProc, front_regs,
-                               mult_stages, post_latency, window_shift)
+from sluice.hw.postproc import (GateUnit, PostProc, front_regs, mult_stages, param_read_last,
+                               post_latency, res_stages, window_shift)
 from sluice.model.reference import rescale
+
+
+# (mult_stages, res_stages) of the PostProc variants the arrays use: up to 2 columns, 3, 4 on
+STAGES = [(1, 1), (1, 3), (2, 3), (5, 3)]
+
+
+def _post(stages):
+    return PostProc(mult_stages=stages[0], res_stages=stages[1])
 
 
 def _run(dut, bench, clock=True):
@@ -126,9 +134,9 @@ def test_gate_unit_is_strict():
     _run(dut, bench, clock=False)
 
 
-@pytest.mark.parametrize("stages", MULT_STAGES)
+@pytest.mark.parametrize("stages", STAGES)
 def test_postproc_matches_reference(stages):
-    dut = PostProc(mult_stages=stages)
+    dut = _post(stages)
     rng = np.random.default_rng(2)
     n = 400
     # SPEC: acc (with bias and residual) fits int32; keep the vectors inside that contract
@@ -174,11 +182,11 @@ def test_postproc_matches_reference(stages):
     _run(dut, bench)
 
 
-@pytest.mark.parametrize("stages", MULT_STAGES)
+@pytest.mark.parametrize("stages", STAGES)
 def test_postproc_is_pipelined(stages):
     """One value per cycle with fixed parameters: y follows acc and residual ``latency``
     cycles later."""
-    dut = PostProc(mult_stages=stages)
+    dut = _post(stages)
     rng = np.random.default_rng(3)
     n = 64
     acc = rng.integers(-2**20, 2**20, n)
@@ -205,10 +213,10 @@ def test_postproc_is_pipelined(stages):
     _run(dut, bench)
 
 
-@pytest.mark.parametrize("stages", MULT_STAGES)
+@pytest.mark.parametrize("stages", STAGES)
 def test_postproc_rounds_half_up(stages):
     """(v*M + 2^(s-1)) >> s: ties go towards +infinity, also for negative values."""
-    dut = PostProc(mult_stages=stages)
+    dut = _post(stages)
     cases = [(-3, 1, 1), (-1, 1, 1), (1, 1, 1), (3, 1, 1), (-5, 1, 2), (5, 3, 1), (-7, 1, 3)]
 
     async def bench(ctx):
@@ -279,18 +287,20 @@ def test_window_shift_is_the_low_bits_of_the_shift(bits):
 def test_post_latency():
     """The top level's cycle count (the cycle model's TAIL) and FIFO bound use these: the unit's
     own stages, plus the register in front of it from 4 columns on."""
-    assert post_latency(2) == 8 and post_latency(3) == 9
+    assert post_latency(2) == 6 and post_latency(3) == 9
     assert all(post_latency(cols) == 13 for cols in range(4, 33))
-    assert all(front_regs(cols) + PostProc(mult_stages=mult_stages(cols)).latency
-               == post_latency(cols) for cols in range(2, 33))
-    assert all(front_regs(cols) + PARAM_READ_LAST <= cols + 3 for cols in range(2, 33))
+    for cols in range(2, 33):
+        pp = PostProc(mult_stages=mult_stages(cols), res_stages=res_stages(cols))
+        assert front_regs(cols) + pp.latency == post_latency(cols)
+        assert pp.mult_read == param_read_last(cols)
+        assert front_regs(cols) + param_read_last(cols) <= cols + 3
 
 
 def _tile_switch_outputs(stages, switch_after):
     """Two tiles of values back to back: tile A's values at one per cycle, then tile B's
     parameters set ``switch_after`` cycles after A's last value went in, and B's values from
     then on. Returns (outputs, expected outputs)."""
-    dut = PostProc(mult_stages=stages)
+    dut = _post(stages)
     rng = np.random.default_rng(11)
     n = 6
     names = ("bias", "res_mult", "res_shift", "mult", "shift", "has_res", "relu")
@@ -331,14 +341,14 @@ def _tile_switch_outputs(stages, switch_after):
     return [got[t] for t in t_in], expect
 
 
-@pytest.mark.parametrize("stages", MULT_STAGES)
+@pytest.mark.parametrize("stages", STAGES)
 def test_postproc_parameters_may_change_under_the_pipeline(stages):
-    """A tile's parameters may change PARAM_READ_LAST cycles after its last value went in,
-    with that value still in flight (the top level's tile switch relies on it); one cycle
-    earlier the last value of the old tile is computed with a new parameter."""
-    got, expect = _tile_switch_outputs(stages, PARAM_READ_LAST + 1)
+    """A tile's parameters may change ``mult_read`` (``param_read_last``) cycles after its last
+    value went in, with that value still in flight (the top level's tile switch relies on it);
+    one cycle earlier the last value of the old tile is computed with a new parameter."""
+    got, expect = _tile_switch_outputs(stages, _post(stages).mult_read + 1)
     assert got == expect
-    got, expect = _tile_switch_outputs(stages, PARAM_READ_LAST)
+    got, expect = _tile_switch_outputs(stages, _post(stages).mult_read)
     assert got != expect
 
 
