@@ -27,8 +27,9 @@ from amaranth.hdl import Cat, ClockSignal, Const, Instance, Signal, signed
 
 #: the cell type the array instantiates, renamed to SB_MAC16 after synthesis
 MAC16_STAND_IN = "sluice_SB_MAC16"
-#: the yosys command that renames it (after ``synth_ice40``: Amaranth's ``script_after_synth``)
-MAC16_AFTER_SYNTH = f"chtype -set SB_MAC16 t:{MAC16_STAND_IN}"
+#: the yosys commands that rename it (after ``synth_ice40``: Amaranth's ``script_after_synth``)
+#: and count the cells again (the build's reports read the log's last statistics)
+MAC16_AFTER_SYNTH = f"chtype -set SB_MAC16 t:{MAC16_STAND_IN}; stat"
 _MAC16_PARAMS = ("NEG_TRIGGER", "C_REG", "A_REG", "B_REG", "D_REG", "TOP_8x8_MULT_REG",
                  "BOT_8x8_MULT_REG", "PIPELINE_16x16_MULT_REG1", "PIPELINE_16x16_MULT_REG2",
                  "TOPOUTPUT_SELECT", "TOPADDSUB_LOWERINPUT", "TOPADDSUB_UPPERINPUT",
