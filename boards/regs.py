@@ -10,7 +10,14 @@ per-index copies folded together (``par_bias_3`` and ``par_bias_5`` both count a
 ``bridge``, ...). Names are what synthesis left: a register merged with an equal one counts
 under the name yosys kept, and a register driving only logic may carry a generated suffix.
 
+``--unpacked`` (iCE40) counts only the flip-flops that take a logic cell of their own: an
+iCE40 logic cell holds a LUT and a flip-flop fed by that LUT, and nextpnr packs the two only
+if the LUT drives nothing else, so a flip-flop loaded straight from another register, a block
+RAM, a DSP or a port, or from a LUT that also drives other cells, costs a cell (with a
+pass-through LUT) beside the logic. On a small part those are a large share of the cells.
+
     python -m sluice.boards.regs build/boards/NAME/NAME.json [--by register|module] [--top N]
+        [--unpacked]
 """
 
 from __future__ import annotations
@@ -46,18 +53,43 @@ def fold(name: str) -> str:
     return re.sub(r"_\d+(?=(_|$|\.))", "_N", name).strip()
 
 
-def count(netlist: dict, by: str = "register", what: str = "netlist") -> collections.Counter:
+def _lut_fanout(module: dict) -> tuple[set, collections.Counter]:
+    """The bits an SB_LUT4 drives, and every bit's count of cell inputs it reaches."""
+    lut_out, loads = set(), collections.Counter()
+    for cell in module.get("cells", {}).values():
+        dirs = cell.get("port_directions", {})
+        for port, bits in cell.get("connections", {}).items():
+            out = dirs.get(port) == "output" if dirs else port in ("O", "Q", "CO")
+            for b in bits:
+                if not isinstance(b, int):
+                    continue
+                if not out:
+                    loads[b] += 1
+                elif cell.get("type") == "SB_LUT4":
+                    lut_out.add(b)
+    return lut_out, loads
+
+
+def count(netlist: dict, by: str = "register", what: str = "netlist",
+          unpacked: bool = False) -> collections.Counter:
     """Flip-flops per folded register name (``by="register"``) or per module path
     (``by="module"``: the name up to its last dot, folded; top-level registers count as
-    ``(top)``)."""
+    ``(top)``); with ``unpacked``, only the iCE40 flip-flops that take a logic cell of their
+    own (their D input not from an SB_LUT4 that drives nothing else)."""
     if by not in ("register", "module"):
         raise SluiceError(f"--by: {by!r} is not one of register, module")
     module = top_module(netlist, what)
     names = _net_names(module)
+    if unpacked:
+        lut_out, loads = _lut_fanout(module)
     out = collections.Counter()
     for cname, cell in module.get("cells", {}).items():
         if not FF_TYPES.match(cell.get("type", "")):
             continue
+        if unpacked:
+            d = cell.get("connections", {}).get("D", [None])[0]
+            if d in lut_out and loads[d] == 1:
+                continue
         q = cell.get("connections", {}).get("Q", [])
         name = names.get(q[0]) if q and isinstance(q[0], int) else None
         if not name or name.startswith("$"):  # only a generated net name: the cell's
@@ -76,15 +108,18 @@ def main(argv=None):
     ap.add_argument("--by", default="register", choices=("register", "module"),
                     help="count per register name (default) or per module path")
     ap.add_argument("--top", type=int, default=40, help="rows to list (default 40; 0: all)")
+    ap.add_argument("--unpacked", action="store_true",
+                    help="iCE40: only the flip-flops that take a logic cell of their own")
     args = ap.parse_args(argv)
     counts, rc = apply_to_netlist("regs", args.netlist,
-                                  lambda n: count(n, args.by, args.netlist))
+                                  lambda n: count(n, args.by, args.netlist, args.unpacked))
     if rc:
         return rc
     rows = counts.most_common(args.top or None)
     for name, n in rows:
         print(f"{n:7d}  {name}")
-    print(f"{sum(counts.values()):7d}  flip-flops in all ({len(counts)} {args.by} names)")
+    what = "flip-flops with a logic cell of their own" if args.unpacked else "flip-flops"
+    print(f"{sum(counts.values()):7d}  {what} in all ({len(counts)} {args.by} names)")
     return 0
 
 

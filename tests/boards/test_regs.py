@@ -34,6 +34,29 @@ def test_counts_by_register_and_by_module():
     assert regs.count(_netlist(), by="module") == {"acc": 4, "bridge": 2}
 
 
+def test_unpacked_counts_flip_flops_without_a_lut_of_their_own():
+    """iCE40 packing: a flip-flop fed by a LUT that drives nothing else shares its cell; one
+    fed by a LUT with a second load, by another flip-flop or by a port does not."""
+    def cell(typ, conns, dirs):
+        return {"type": typ, "connections": conns, "port_directions": dirs}
+
+    lut = {"I0": "input", "O": "output"}
+    ff = {"C": "input", "D": "input", "Q": "output"}
+    cells = {
+        "l_own": cell("SB_LUT4", {"I0": [2], "O": [50]}, lut),      # feeds f_packed only
+        "l_shared": cell("SB_LUT4", {"I0": [2], "O": [51]}, lut),   # feeds f_a and f_b
+        "f_packed": cell("SB_DFF", {"C": [1], "D": [50], "Q": [60]}, ff),
+        "f_a": cell("SB_DFF", {"C": [1], "D": [51], "Q": [61]}, ff),
+        "f_b": cell("SB_DFFE", {"C": [1], "D": [51], "Q": [62]}, ff),
+        "f_chain": cell("SB_DFF", {"C": [1], "D": [60], "Q": [63]}, ff),  # from a register
+    }
+    netnames = {"p.x": {"bits": [60]}, "p.sum": {"bits": [61]}, "p.copy": {"bits": [62]},
+                "p.delay": {"bits": [63]}}
+    net = {"modules": {"t": {"attributes": {"top": 1}, "cells": cells, "netnames": netnames}}}
+    assert regs.count(net) == {"p.x": 1, "p.sum": 1, "p.copy": 1, "p.delay": 1}
+    assert regs.count(net, unpacked=True) == {"p.sum": 1, "p.copy": 1, "p.delay": 1}
+
+
 def test_fold():
     assert regs.fold("acc.post_0.rp_12[3]") == "acc.post_N.rp_N"
     assert regs.fold("acc.bias$1814") == "acc.bias"
