@@ -172,6 +172,29 @@ def test_synthesised_ice40_array_pairs_elements_per_dsp(tmp_path: Path, rows, co
     assert fields["compared"] > 2900 and fields["passes"] > 100 and fields["nonzero"] > 1000
 
 
+def test_board_build_reads_the_stand_in_and_renames_it(tmp_path, monkeypatch):
+    """``sluice build`` for an iCE40 board: the build folder holds the stand-in's black box,
+    its yosys script reads it before the design and renames the stand-ins to SB_MAC16 after
+    ``synth_ice40`` (then counts the cells again); a stand-in yosys, no tools run."""
+    from test_depth import _fake_yosys
+
+    monkeypatch.setenv("YOSYS", _fake_yosys(tmp_path, {"modules": {}}))
+    for var in ("NEXTPNR_ICE40", "ICEPACK"):  # never called, but the toolchain is checked
+        monkeypatch.setenv(var, "/bin/false")
+    est = bbuild.build("icebreaker", synth_only=True, out_root=str(tmp_path / "b"), nice=0,
+                       log=lambda s: None)
+    folder = tmp_path / "b" / est["name"]
+    assert (folder / ice40.MAC16_STAND_IN_FILE).read_text() == ice40.MAC16_STAND_IN_V
+    ys = (folder / f"{est['name']}.ys").read_text().splitlines()
+    read_v = next(i for i, x in enumerate(ys) if ice40.MAC16_STAND_IN_FILE in x)
+    read_il = next(i for i, x in enumerate(ys) if x.startswith("read_rtlil"))
+    synth = next(i for i, x in enumerate(ys) if x.startswith("synth_ice40"))
+    assert read_v < read_il < synth < ys.index(ice40.MAC16_AFTER_SYNTH)
+    # the design instantiates the stand-in, never SB_MAC16 itself
+    il = (folder / f"{est['name']}.il").read_text()
+    assert f"cell \\{ice40.MAC16_STAND_IN} " in il and "cell \\SB_MAC16 " not in il
+
+
 def test_a_netlist_with_driver_conflicts_is_refused(tmp_path: Path):
     """The build's check on yosys's log: refused with the first net named, the bitstream
     removed; a clean log passes."""
