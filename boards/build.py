@@ -221,8 +221,8 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=F
         over = rpt.over_capacity(parsed["utilisation"])
         if over:
             raise SluiceError(f"--board {board.name}: the {params.rows}x{params.cols} design does "
-                              f"not fit the {platform.device}: {'; '.join(over)}; try smaller "
-                              "--rows/--cols")
+                              f"not fit the {platform.device}: {'; '.join(over)}; "
+                              f"{smaller_hint(params)}")
         errors = rpt.nextpnr_errors(nextpnr_text)
         tail = (errors[-1] if errors else
                 (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"])
@@ -412,6 +412,14 @@ def check_netlist(board: Board, name: str, build_dir: Path, bitstream: Path | No
     raise SluiceError(f"--board {board.name}: synthesis left {len(nets)} net bit(s) with two "
                       f"drivers, resolved to one (the netlist does not compute what the design "
                       f"does), first {nets[0]}; see {log_path}{removed}")
+
+
+def smaller_hint(params) -> str:
+    """What to try when a build does not fit: a smaller array, unless it is the smallest."""
+    if params.rows > 2 or params.cols > 2:
+        return "try smaller --rows/--cols"
+    return ("2x2 is the smallest array (--rows/--cols 2..32); no smaller build of this design "
+            "exists (boards/README.md says what fits each board)")
 
 
 def synthesise_only(board: Board, params, name: str, build_dir: Path, env: dict, nice: int,

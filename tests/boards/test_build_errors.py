@@ -64,3 +64,10 @@ def test_bad_array_options_are_refused_before_the_tools(monkeypatch):
         assert e.value.code == 2
     with pytest.raises(SluiceError, match="--act-share 2: icebreaker's block RAMs"):
         b.build("icebreaker", act_share=2)
+
+
+def test_the_not_fit_hint_names_the_smallest_array():
+    from sluice.boards.build import smaller_hint
+    from sluice.hw.params import HwParams
+    assert smaller_hint(HwParams(rows=4, cols=2)) == "try smaller --rows/--cols"
+    assert "2x2 is the smallest array" in smaller_hint(HwParams(rows=2, cols=2))
