@@ -22,7 +22,7 @@ stand-in, ``MAC16_STAND_IN``, a black box with SB_MAC16's ports and parameters
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, ClockSignal, Const, Instance, Signal, signed
+from amaranth.hdl import Cat, ClockSignal, Const, Instance, Signal
 
 
 #: the cell type the array instantiates, renamed to SB_MAC16 after synthesis
@@ -30,12 +30,17 @@ MAC16_STAND_IN = "sluice_SB_MAC16"
 #: the yosys commands that rename it (after ``synth_ice40``: Amaranth's ``script_after_synth``)
 #: and count the cells again (the build's reports read the log's last statistics)
 MAC16_AFTER_SYNTH = f"chtype -set SB_MAC16 t:{MAC16_STAND_IN}; stat"
-_MAC16_PARAMS = ("NEG_TRIGGER", "C_REG", "A_REG", "B_REG", "D_REG", "TOP_8x8_MULT_REG",
-                 "BOT_8x8_MULT_REG", "PIPELINE_16x16_MULT_REG1", "PIPELINE_16x16_MULT_REG2",
-                 "TOPOUTPUT_SELECT", "TOPADDSUB_LOWERINPUT", "TOPADDSUB_UPPERINPUT",
-                 "TOPADDSUB_CARRYSELECT", "BOTOUTPUT_SELECT", "BOTADDSUB_LOWERINPUT",
-                 "BOTADDSUB_UPPERINPUT", "BOTADDSUB_CARRYSELECT", "MODE_8x8", "A_SIGNED",
-                 "B_SIGNED")
+#: SB_MAC16's parameters the stand-in declares: name -> bits
+_MAC16_PARAMS = {"NEG_TRIGGER": 1, "C_REG": 1, "A_REG": 1, "B_REG": 1, "D_REG": 1,
+                 "TOP_8x8_MULT_REG": 1, "BOT_8x8_MULT_REG": 1, "PIPELINE_16x16_MULT_REG1": 1,
+                 "PIPELINE_16x16_MULT_REG2": 1, "TOPOUTPUT_SELECT": 2, "TOPADDSUB_LOWERINPUT": 2,
+                 "TOPADDSUB_UPPERINPUT": 1, "TOPADDSUB_CARRYSELECT": 2, "BOTOUTPUT_SELECT": 2,
+                 "BOTADDSUB_LOWERINPUT": 2, "BOTADDSUB_UPPERINPUT": 1, "BOTADDSUB_CARRYSELECT": 2,
+                 "MODE_8x8": 1, "A_SIGNED": 1, "B_SIGNED": 1}
+#: the pair's settings (every other parameter 0): two signed 8 x 8 products, each registered,
+#: on the outputs
+_PAIR = {"MODE_8x8": 1, "A_SIGNED": 1, "B_SIGNED": 1, "TOP_8x8_MULT_REG": 1,
+         "BOT_8x8_MULT_REG": 1, "TOPOUTPUT_SELECT": 2, "BOTOUTPUT_SELECT": 2}
 #: the file name it is read from (``platform.add_file``)
 MAC16_STAND_IN_FILE = f"{MAC16_STAND_IN}.v"
 #: the stand-in as a Verilog black box (SB_MAC16's ports and parameters), read before synthesis
@@ -54,24 +59,11 @@ module {MAC16_STAND_IN} (
 
 def mac16_8x8_pair(m, a_top, b_top, a_bot, b_bot, name: str):
     """The products ``a_top * b_top`` and ``a_bot * b_bot`` (signed 8 bits each) through one
-    SB_MAC16 (its stand-in, see above) added to ``m`` as submodule ``name``, each product registered in the block: the
-    operands presented at cycle t give the products at t + 1. Returns (top, bottom) as signed
-    16-bit values."""
+    SB_MAC16 (its stand-in, see above) added to ``m`` as submodule ``name``, each product
+    registered in the block: the operands presented at cycle t give the products at t + 1.
+    Returns (top, bottom) as signed 16-bit values."""
     o = Signal(32, name=f"{name}_o")
-    flags = {p: Const(0, 1) for p in ("NEG_TRIGGER", "C_REG", "A_REG", "B_REG", "D_REG",
-                                      "PIPELINE_16x16_MULT_REG1", "PIPELINE_16x16_MULT_REG2",
-                                      "MODE_8x8", "A_SIGNED", "B_SIGNED",
-                                      "TOP_8x8_MULT_REG", "BOT_8x8_MULT_REG")}
-    flags.update(MODE_8x8=Const(1, 1), A_SIGNED=Const(1, 1), B_SIGNED=Const(1, 1),
-                 TOP_8x8_MULT_REG=Const(1, 1), BOT_8x8_MULT_REG=Const(1, 1))
-    selects = {p: Const(0, 2) for p in ("TOPOUTPUT_SELECT", "TOPADDSUB_LOWERINPUT",
-                                        "TOPADDSUB_UPPERINPUT", "TOPADDSUB_CARRYSELECT",
-                                        "BOTOUTPUT_SELECT", "BOTADDSUB_LOWERINPUT",
-                                        "BOTADDSUB_UPPERINPUT", "BOTADDSUB_CARRYSELECT")}
-    selects.update(TOPOUTPUT_SELECT=Const(2, 2), BOTOUTPUT_SELECT=Const(2, 2))
-    params = {f"p_{k}": v for k, v in {**flags, **selects}.items()}
-    params["p_TOPADDSUB_UPPERINPUT"] = Const(0, 1)
-    params["p_BOTADDSUB_UPPERINPUT"] = Const(0, 1)
+    params = {f"p_{p}": Const(_PAIR.get(p, 0), bits) for p, bits in _MAC16_PARAMS.items()}
     zeros = {f"i_{p}": 0 for p in ("AHOLD", "BHOLD", "CHOLD", "DHOLD", "IRSTTOP", "IRSTBOT",
                                    "ORSTTOP", "ORSTBOT", "OLOADTOP", "OLOADBOT", "ADDSUBTOP",
                                    "ADDSUBBOT", "OHOLDTOP", "OHOLDBOT", "CI", "ACCUMCI",

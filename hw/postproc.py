@@ -228,10 +228,10 @@ class PostProc(wiring.Component):
             m.d.sync += prod.eq(((p_hi << 16) + p_lo) << 1)
         else:
             m.d.sync += prod.eq((total * self.mult) << 1)
-        # stage mult_read + mult_stages: the right shift (rescale rounds as ``((prod >> s) + 1) >> 1``),
-        # of which the clamp needs only ``shifted``'s low 9 bits (``win``), its sign and whether
-        # every bit above those equals the sign (``fits``: ``shifted`` in [-512, 511]); see
-        # ``window_shift``
+        # stage mult_read + mult_stages: the right shift (rescale rounds as ``((prod >> s) + 1)
+        # >> 1``), of which the clamp needs only ``shifted``'s low 9 bits (``win``), its sign and
+        # whether every bit above those equals the sign (``fits``: ``shifted`` in [-512, 511]);
+        # see ``window_shift``
         win = _data(unsigned(ACT_BITS + 1), name="win")
         fits = _data(name="fits")
         neg = _data(name="neg")
