@@ -869,8 +869,7 @@ class Sluice(wiring.Component):
         # (k = 0 with the row in d1, then 1, 2, ...), and its delayed copies, which select the
         # column's parameters a cycle before PostProc reads them (bias, res_mult, shift at
         # stage 1, res_shift at 3, mult at 5 = PRL; 2 and 3 with one residual stage) into
-        # registers; with PU = 1
-        # all of it is constant
+        # registers; with PU = 1 all of it is constant
         ser_k = Signal(range(PU))   # column entering after the first (0: idle or the first)
         sel = [Signal(range(PU), name=f"post_sel_{i}") for i in range(FR + PRL)]
         ser_busy = Signal()
@@ -1018,7 +1017,8 @@ class Sluice(wiring.Component):
         m.d.sync += [n_deferred.eq(Mux(d2_go, sum(to_active[j] for j in range(NG)), 0)),
                      cnt["ACTIVE_PIXELS"].eq(cnt["ACTIVE_PIXELS"] + n_deferred)]
         # conditional work of outputs emitted straight from the base, added to MACS_SKIPPED four
-        # cycles later (the columns registered, then their count, then product: off the gate
+        # cycles later, three up to 3 columns (the columns registered, then their count, then
+        # product: off the gate
         # compare's path); the counters are read after DONE, which comes more than four cycles
         # after the last drain
         skipped_q = Signal(C)
@@ -1034,7 +1034,7 @@ class Sluice(wiring.Component):
             m.d.sync += [halves[0].eq(sum(terms[:len(terms) // 2])),
                          halves[1].eq(sum(terms[len(terms) // 2:])),
                          skip_drain.eq(halves[0] + halves[1])]
-        else:  # (up to 2 columns: one sum of two terms, a cycle earlier)
+        else:  # (up to 3 columns: one sum of at most two terms, a cycle earlier)
             m.d.sync += skip_drain.eq(sum(terms))
 
         # ---------------------------------------------------------------- row-set loader
