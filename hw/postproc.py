@@ -165,25 +165,29 @@ class PostProc(wiring.Component):
                                                 width=len(rp[k]), in_regs=False))
             else:
                 m.d.sync += rp[k].eq(residual[k] * rm[k])
+        res_bits = signed(ACT_BITS + PARAM_BITS + 1)
+
+        def res_stage(v, shape, name):
+            """``v`` registered as a stage of its own (three residual stages), or a wire (one:
+            the sum, shift and rounding of stages 2 to 4 share stage 2)."""
+            if self.res_stages == 1:
+                q = Signal(shape, name=name)
+                m.d.comb += q.eq(v)
+            else:
+                q = _data(shape, name=name)
+                m.d.sync += q.eq(v)
+            return q
+
+        # stage 2: their sum, ``2 * residual * res_mult``; ``acc + bias`` waits
+        res_prod = res_stage((rp[0] + (rp[1] << 17)) << 1, res_bits, "res_prod")
+        acc_b1 = res_stage(acc_b, acc_b.shape(), "acc_b1")
+        # stage 3: the residual's barrel shift (0 without a residual)
+        res_sh = res_stage(Mux(self.has_res, res_prod >> self.res_shift, 0), res_bits, "res_sh")
+        acc_b2 = res_stage(acc_b1, acc_b.shape(), "acc_b2")
+        # stage 4: the residual's rounding step (``(res_sh + 1) >> 1``, 0 from 0) and the sum,
+        # an int32 (SPEC: ``acc`` fits int32; every layer file's worst case is checked)
         total = _data(signed(ACC_BITS))
-        res_cat = (rp[0] + (rp[1] << 17)) << 1  # 2 * residual * res_mult
-        if self.res_stages == 3:
-            # stage 2: their sum, ``2 * residual * res_mult``; ``acc + bias`` waits
-            res_prod = _data(signed(ACT_BITS + PARAM_BITS + 1))
-            acc_b1 = _data_like(acc_b)
-            m.d.sync += [res_prod.eq(res_cat), acc_b1.eq(acc_b)]
-            # stage 3: the residual's barrel shift (0 without a residual)
-            res_sh = _data(signed(len(res_prod)))  # 2 * residual * res_mult >> res_shift
-            acc_b2 = _data_like(acc_b)
-            m.d.sync += [res_sh.eq(Mux(self.has_res, res_prod >> self.res_shift, 0)),
-                         acc_b2.eq(acc_b1)]
-            # stage 4: the residual's rounding step (``(res_sh + 1) >> 1``, 0 from 0) and the
-            # sum, an int32 (SPEC: ``acc`` fits int32; every layer file's worst case is checked)
-            m.d.sync += total.eq(acc_b2 + ((res_sh + 1) >> 1))
-        else:  # stage 2: the same three steps in one cycle
-            res_sh = Signal(signed(ACT_BITS + PARAM_BITS + 1))
-            m.d.comb += res_sh.eq(Mux(self.has_res, res_cat >> self.res_shift, 0))
-            m.d.sync += total.eq(acc_b + ((res_sh + 1) >> 1))
+        m.d.sync += total.eq(acc_b2 + ((res_sh + 1) >> 1))
         # the parameters read after stage 1 travel with the value, so a tile's parameters may
         # change once its last value has passed stage 1 (the multiply reads ``mult`` later still,
         # at ``mult_read``: ``param_read_last``)
