@@ -41,6 +41,10 @@ _MAC16_PARAMS = {"NEG_TRIGGER": 1, "C_REG": 1, "A_REG": 1, "B_REG": 1, "D_REG": 
 #: on the outputs
 _PAIR = {"MODE_8x8": 1, "A_SIGNED": 1, "B_SIGNED": 1, "TOP_8x8_MULT_REG": 1,
          "BOT_8x8_MULT_REG": 1, "TOPOUTPUT_SELECT": 2, "BOTOUTPUT_SELECT": 2}
+#: SB_MAC16's one-bit control inputs, all tied to 0 by the pair
+_MAC16_TIED = ("AHOLD", "BHOLD", "CHOLD", "DHOLD", "IRSTTOP", "IRSTBOT", "ORSTTOP", "ORSTBOT",
+               "OLOADTOP", "OLOADBOT", "ADDSUBTOP", "ADDSUBBOT", "OHOLDTOP", "OHOLDBOT", "CI",
+               "ACCUMCI", "SIGNEXTIN")
 #: the file name it is read from (``platform.add_file``)
 MAC16_STAND_IN_FILE = f"{MAC16_STAND_IN}.v"
 #: the stand-in as a Verilog black box (SB_MAC16's ports and parameters), read before synthesis
@@ -48,9 +52,7 @@ MAC16_STAND_IN_V = f"""(* blackbox *)
 module {MAC16_STAND_IN} (
     input CLK, CE,
     input [15:0] C, A, B, D,
-    input AHOLD, BHOLD, CHOLD, DHOLD, IRSTTOP, IRSTBOT, ORSTTOP, ORSTBOT,
-    input OLOADTOP, OLOADBOT, ADDSUBTOP, ADDSUBBOT, OHOLDTOP, OHOLDBOT,
-    input CI, ACCUMCI, SIGNEXTIN,
+    input {", ".join(_MAC16_TIED)},
     output [31:0] O,
     output CO, ACCUMCO, SIGNEXTOUT
 );
@@ -64,10 +66,7 @@ def mac16_8x8_pair(m, a_top, b_top, a_bot, b_bot, name: str):
     Returns (top, bottom) as signed 16-bit values."""
     o = Signal(32, name=f"{name}_o")
     params = {f"p_{p}": Const(_PAIR.get(p, 0), bits) for p, bits in _MAC16_PARAMS.items()}
-    zeros = {f"i_{p}": 0 for p in ("AHOLD", "BHOLD", "CHOLD", "DHOLD", "IRSTTOP", "IRSTBOT",
-                                   "ORSTTOP", "ORSTBOT", "OLOADTOP", "OLOADBOT", "ADDSUBTOP",
-                                   "ADDSUBBOT", "OHOLDTOP", "OHOLDBOT", "CI", "ACCUMCI",
-                                   "SIGNEXTIN")}
+    zeros = {f"i_{p}": 0 for p in _MAC16_TIED}
     m.submodules[name] = Instance(
         MAC16_STAND_IN, **params, **zeros,
         i_CLK=ClockSignal(), i_CE=1, i_C=Const(0, 16), i_D=Const(0, 16),
