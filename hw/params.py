@@ -51,10 +51,10 @@ KEEP_REGS_YOSYS = "setattr -set keep 1 a:keep %ci1 t:$dff %i"
 #: whose two ports are never enabled at one address); and the board bridge's input ring
 #: (``in_ring``: a byte is read once committed, a PUSH writes only into free space). Synthesis
 #: need not keep the read-old-data semantics on a same-address collision for them: an ECP5
-#: DP16KD's two ports do not, and
-#: yosys emulates them with a delayed write and a bypass multiplexer on the read data (on the
-#: 8 x 8 ECP5 build those were on the slowest paths out of the residual and base-sum block RAMs;
-#: on the iCEBreaker the FIFOs' bypasses took about 290 logic cells)
+#: DP16KD's two ports do not, and yosys emulates them with a delayed write and a bypass
+#: multiplexer on the read data (on the 8 x 8 ECP5 build those were on the slowest paths out of
+#: the residual and base-sum block RAMs; on the iCEBreaker the FIFOs' bypasses took about 290
+#: logic cells)
 NO_COLLISION_MEMORIES = ("act_buf", "wgt_buf", "res_buf", "psum_buf", "active_list",
                          "par_mem", "post_meta", "storage", "in_ring")
 #: the yosys commands that declare their collisions don't-care (``COLLISION_X_MASK``, one bit:
