@@ -189,7 +189,9 @@ class UARTBridge(wiring.Component):
         arg = Signal(40)  # addr + data for WRITE, addr for READ, max words for POP
         status = Signal(8)
         push_ok = Signal()
-        timer = Signal(range(self._frame_timeout + 1))
+        # the frame's inter-byte timeout, and in AXI_W/AXI_AR the AXI4-Lite answer's (one
+        # counter: a frame is complete before its command runs)
+        timer = Signal(range(max(self._frame_timeout, self._axi_timeout) + 1))
         m.d.comb += urx.o.ready.eq(0)
 
         known = Signal()
@@ -214,11 +216,11 @@ class UARTBridge(wiring.Component):
         rp_idx = Signal(4)
         rp_state = Signal(32)  # link state snapshot: in_free (16), out_avail (8), flags (8)
         rp_data = Signal(32)  # READ data / PING info
-        rp_ndata = Signal(3)  # data bytes after the link state (0 or 4)
+        rp_ndata = Signal()  # 4 data bytes (rp_data) after the link state
         rp_words = Signal(8)  # POP: words to send
-        rp_word = Signal(8 * W)
         rp_wbyte = Signal(range(W + 1))
         rp_crc = Signal(8)
+        rp_fresh = Signal()  # REPLY's first cycle: take the link state and the length
         out_level = Signal(range(self._out_depth + 1))
         m.d.comb += out_level.eq(ofifo.r_level)
         m.d.comb += [utx.i.valid.eq(0), utx.i.payload.eq(0)]
@@ -228,26 +230,27 @@ class UARTBridge(wiring.Component):
                      rp_data[0:8], rp_data[8:16], rp_data[16:24], rp_data[24:32],
                      Const(0, 8), Const(0, 8), Const(0, 8), Const(0, 8)])
         hdr_byte = Signal(8)
-        hdr_ok = Signal()  # hdr_byte is hdr[rp_idx] of the current fields (see REPLY)
-        m.d.sync += [hdr_byte.eq(hdr[rp_idx]), hdr_ok.eq(1)]
+        hdr_ok = Signal()  # hdr_byte is the byte to send now (see REPLY)
+        # the next byte to send, registered: a header byte (hdr[rp_idx]) or, while the words
+        # are sent (in_words), a byte of the output FIFO's head word (valid once it shows one)
+        in_words = Signal()
+        fifo_word = Cat(ofifo.r_data, Const(0, 8 * W - len(ofifo.r_data)))
+        m.d.sync += [hdr_byte.eq(Mux(in_words, fifo_word.word_select(rp_wbyte[:_log2(W)], 8),
+                                     hdr[rp_idx])),
+                     hdr_ok.eq(~in_words | ofifo.r_rdy)]
 
-        def start_reply(code, ndata=0, words=0, word_bytes=0):
-            """Snapshot the link state and begin sending a reply with status ``code``."""
-            avail = Signal(range(self._out_depth + 1), name="avail_after")
-            m.d.comb += avail.eq(out_level - words)
-            return [status.eq(code), rp_len.eq(P.LINK_STATE_BYTES + ndata + word_bytes),
-                    rp_idx.eq(0), rp_ndata.eq(ndata), rp_words.eq(words), rp_wbyte.eq(0),
-                    rp_state[0:16].eq(in_free),
-                    rp_state[16:24].eq(Mux(avail > 255, 255, avail)),
-                    rp_state[24:32].eq(Cat(self.done, rx_error)),
-                    rp_crc.eq(0), rx_error.eq(0), hdr_ok.eq(0)]
+        def start_reply(code, ndata=0):
+            """Begin a reply with status ``code`` and ``ndata`` (0 or 1: 4 bytes of ``rp_data``);
+            POP's words are in ``rp_words``/``pop_bytes`` (0 for every other command). The
+            fields every reply shares (length, link state) are set in one place, REPLY's first
+            cycle (``rp_fresh``), not by each caller: one set of multiplexers instead of ten."""
+            return [status.eq(code), rp_ndata.eq(ndata), rp_idx.eq(0), hdr_ok.eq(0),
+                    rp_fresh.eq(1)]
 
         # ------------------------------------------------------------ AXI4-Lite master
-        axi_timer = Signal(range(self._axi_timeout + 1))
         m.d.comb += [self.axil_awaddr.eq(arg[:ADDR_BITS]), self.axil_araddr.eq(arg[:ADDR_BITS]),
                      self.axil_wdata.eq(arg[8:40]), self.axil_wstrb.eq(0xF)]
 
-        pop_k = Signal(8)
         pop_bytes = Signal(16)
         rst_cnt = Signal(3)
         # the accelerator's reset leaves a register (a cycle later and a cycle longer than the
@@ -258,12 +261,12 @@ class UARTBridge(wiring.Component):
         m.d.sync += acc_rst_q.eq(rst_cnt != 0)
         m.d.comb += [self.acc_rst.eq(acc_rst_q), flush.eq(rst_cnt != 0)]
 
-        with m.FSM():
+        with m.FSM() as fsm:
             # ---------------- receive a frame
             with m.State("SYNC"):
                 m.d.comb += urx.o.ready.eq(1)
                 with m.If(rx_ok & (rx_byte == P.SYNC_CMD)):
-                    m.d.sync += [crc.eq(0), timer.eq(0)]
+                    m.d.sync += [crc.eq(0), timer.eq(0), rp_words.eq(0), pop_bytes.eq(0)]
                     m.next = "CMD"
             for state, nxt in (("CMD", "LEN_LO"), ("LEN_LO", "LEN_HI")):
                 with m.State(state):
@@ -339,12 +342,12 @@ class UARTBridge(wiring.Component):
 
             # ---------------- execute
             with m.State("EXEC"):
-                m.d.sync += axi_timer.eq(0)
+                m.d.sync += timer.eq(0)
                 with m.Switch(cmd):
                     with m.Case(P.CMD_PING):
                         m.d.sync += rp_data.eq(Cat(Const(P.PROTOCOL_VERSION, 8), Const(B, 8),
                                                    Const(W, 8), Const(_log2(N), 8)))
-                        m.d.sync += start_reply(P.ST_OK, ndata=4)
+                        m.d.sync += start_reply(P.ST_OK, ndata=1)
                         m.next = "REPLY"
                     with m.Case(P.CMD_WRITE):
                         m.d.sync += [self.axil_awvalid.eq(1), self.axil_wvalid.eq(1)]
@@ -358,7 +361,7 @@ class UARTBridge(wiring.Component):
                         m.next = "REPLY"
                     with m.Case(P.CMD_POP):
                         # words to send: registered first (keeps min -> length off one path)
-                        m.d.sync += pop_k.eq(Mux(arg[:8] < out_level, arg[:8], out_level))
+                        m.d.sync += rp_words.eq(Mux(arg[:8] < out_level, arg[:8], out_level))
                         m.next = "POP"
                     with m.Case(P.CMD_RESET):
                         m.d.sync += [rst_cnt.eq(7), wr_ptr.eq(0), commit_ptr.eq(0),
@@ -366,11 +369,11 @@ class UARTBridge(wiring.Component):
                         m.next = "RESETTING"
             with m.State("POP"):
                 # pop_k * W as shifts and adds (a constant multiply; no DSP on the path)
-                m.d.sync += pop_bytes.eq(sum(pop_k << i for i in range(W.bit_length())
+                m.d.sync += pop_bytes.eq(sum(rp_words << i for i in range(W.bit_length())
                                              if W >> i & 1))
                 m.next = "POP_REPLY"
             with m.State("POP_REPLY"):
-                m.d.sync += start_reply(P.ST_OK, words=pop_k, word_bytes=pop_bytes)
+                m.d.sync += start_reply(P.ST_OK)
                 m.next = "REPLY"
             with m.State("RESETTING"):
                 # hold the accelerator in reset and drain the output FIFO
@@ -382,7 +385,7 @@ class UARTBridge(wiring.Component):
                     m.d.sync += start_reply(P.ST_OK)
                     m.next = "REPLY"
             with m.State("AXI_W"):
-                m.d.sync += axi_timer.eq(axi_timer + 1)
+                m.d.sync += timer.eq(timer + 1)
                 with m.If(self.axil_awvalid & self.axil_awready):
                     m.d.sync += self.axil_awvalid.eq(0)
                 with m.If(self.axil_wvalid & self.axil_wready):
@@ -391,21 +394,21 @@ class UARTBridge(wiring.Component):
                 with m.If(self.axil_bready & self.axil_bvalid):
                     m.d.sync += start_reply(Mux(self.axil_bresp == 0, P.ST_OK, P.ST_AXI))
                     m.next = "REPLY"
-                with m.Elif(axi_timer == self._axi_timeout):
+                with m.Elif(timer == self._axi_timeout):
                     m.d.sync += [self.axil_awvalid.eq(0), self.axil_wvalid.eq(0)]
                     m.d.sync += start_reply(P.ST_AXI)
                     m.next = "REPLY"
             with m.State("AXI_AR"):
-                m.d.sync += axi_timer.eq(axi_timer + 1)
+                m.d.sync += timer.eq(timer + 1)
                 with m.If(self.axil_arvalid & self.axil_arready):
                     m.d.sync += self.axil_arvalid.eq(0)
                 m.d.comb += self.axil_rready.eq(~self.axil_arvalid)
                 with m.If(self.axil_rready & self.axil_rvalid):
                     m.d.sync += rp_data.eq(self.axil_rdata)
                     m.d.sync += start_reply(Mux(self.axil_rresp == 0, P.ST_OK, P.ST_AXI),
-                                            ndata=4)
+                                            ndata=1)
                     m.next = "REPLY"
-                with m.Elif(axi_timer == self._axi_timeout):
+                with m.Elif(timer == self._axi_timeout):
                     m.d.sync += self.axil_arvalid.eq(0)
                     m.d.sync += start_reply(P.ST_AXI)
                     m.next = "REPLY"
@@ -418,34 +421,45 @@ class UARTBridge(wiring.Component):
             # the CRC update was the bridge's longest path. A byte takes 10 UART bits, so the
             # cycle this costs per byte is nothing.
             with m.State("REPLY"):
+                with m.If(rp_fresh):
+                    # the link state (the words POP sends no longer count as waiting); the
+                    # SYNC byte goes out a cycle later (hdr_ok), and the fields are first read
+                    # for the byte after it
+                    avail = Signal(range(self._out_depth + 1), name="avail_after")
+                    m.d.comb += avail.eq(out_level - rp_words)
+                    m.d.sync += [rp_fresh.eq(0),
+                                 rp_len.eq(P.LINK_STATE_BYTES + Mux(rp_ndata, 4, 0) + pop_bytes),
+                                 rp_wbyte.eq(0),
+                                 rp_state[0:16].eq(in_free),
+                                 rp_state[16:24].eq(Mux(avail > 255, 255, avail)),
+                                 rp_state[24:32].eq(Cat(self.done, rx_error)),
+                                 rp_crc.eq(0), rx_error.eq(0)]
                 m.d.comb += [utx.i.valid.eq(hdr_ok), utx.i.payload.eq(hdr_byte)]
                 with m.If(hdr_ok & utx.i.ready):
                     with m.If(rp_idx != 0):
                         m.d.sync += rp_crc.eq(crc8_next(rp_crc, hdr_byte))
                     m.d.sync += [rp_idx.eq(rp_idx + 1), hdr_ok.eq(0)]
-                    with m.If(rp_idx == 7 + rp_ndata):
+                    with m.If(rp_idx == Mux(rp_ndata, 11, 7)):
                         with m.If(rp_words != 0):
-                            m.next = "REPLY_WORD"
+                            m.next = "REPLY_WBYTES"
                         with m.Else():
                             m.next = "REPLY_CRC"
-            with m.State("REPLY_WORD"):
-                # take the next word from the output FIFO
-                m.d.comb += ofifo.r_en.eq(1)
-                m.d.sync += [rp_word.eq(ofifo.r_data), rp_wbyte.eq(0),
-                             rp_words.eq(rp_words - 1)]
-                m.next = "REPLY_WBYTES"
             with m.State("REPLY_WBYTES"):
-                m.d.comb += [utx.i.valid.eq(1), utx.i.payload.eq(rp_word[:8])]
-                with m.If(utx.i.ready):
-                    m.d.sync += [rp_crc.eq(crc8_next(rp_crc, rp_word[:8])),
-                                 rp_word.eq(rp_word >> 8), rp_wbyte.eq(rp_wbyte + 1)]
+                # the output FIFO's head word, a byte at a time (registered in hdr_byte as the
+                # header's bytes are; the FIFO's output register holds the word until the
+                # last byte pops it, and hdr_ok waits for the next word to be there)
+                m.d.comb += [utx.i.valid.eq(hdr_ok), utx.i.payload.eq(hdr_byte)]
+                with m.If(hdr_ok & utx.i.ready):
+                    m.d.sync += [rp_crc.eq(crc8_next(rp_crc, hdr_byte)),
+                                 rp_wbyte.eq(rp_wbyte + 1), hdr_ok.eq(0)]
                     with m.If(rp_wbyte == W - 1):
-                        with m.If(rp_words != 0):
-                            m.next = "REPLY_WORD"
-                        with m.Else():
+                        m.d.comb += ofifo.r_en.eq(1)
+                        m.d.sync += [rp_wbyte.eq(0), rp_words.eq(rp_words - 1)]
+                        with m.If(rp_words == 1):
                             m.next = "REPLY_CRC"
             with m.State("REPLY_CRC"):
                 m.d.comb += [utx.i.valid.eq(1), utx.i.payload.eq(rp_crc)]
                 with m.If(utx.i.ready):
                     m.next = "SYNC"
+        m.d.comb += in_words.eq(fsm.ongoing("REPLY_WBYTES"))
         return m
