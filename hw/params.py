@@ -49,14 +49,16 @@ KEEP_REGS_YOSYS = "setattr -set keep 1 a:keep %ci1 t:$dff %i"
 #: fixed distance behind its write; and the output FIFOs' ``storage`` (``hw.fifo.BufferedFIFO``:
 #: the accelerator's, the board bridge's and the loopback's; Amaranth's ``SyncFIFOBuffered``,
 #: whose two ports are never enabled at one address); and the board bridge's input ring
-#: (``in_ring``: a byte is read once committed, a PUSH writes only into free space). Synthesis
+#: (``in_ring``: a byte is read once committed, a PUSH writes only into free space); and the
+#: register file's descriptor read-back copy (``desc_mem``: a read waits while a write is
+#: accepted, ``hw.regs``). Synthesis
 #: need not keep the read-old-data semantics on a same-address collision for them: an ECP5
 #: DP16KD's two ports do not, and yosys emulates them with a delayed write and a bypass
 #: multiplexer on the read data (on the 8 x 8 ECP5 build those were on the slowest paths out of
 #: the residual and base-sum block RAMs; on the iCEBreaker the FIFOs' bypasses took about 290
 #: logic cells)
 NO_COLLISION_MEMORIES = ("act_buf", "wgt_buf", "res_buf", "psum_buf", "active_list",
-                         "par_mem", "post_meta", "storage", "in_ring")
+                         "par_mem", "post_meta", "storage", "in_ring", "desc_mem")
 #: the yosys commands that declare their collisions don't-care (``COLLISION_X_MASK``, one bit:
 #: one write port each), run after reading the design like ``KEEP_REGS_YOSYS``
 NO_COLLISION_YOSYS = tuple(f"setparam -set COLLISION_X_MASK 1'1 t:$memrd_v2 r:MEMID=*{name}* %i"

@@ -165,6 +165,7 @@ class Sluice(wiring.Component):
 
         # ---------------------------------------------------------------- registers
         m.submodules.regs = regs = RegisterFile(ident=id_value(P), settle=DESC_LEVELS)
+        self.memories.update(regs.memories)
         for name in axil_members():
             port, mine = getattr(regs, name), getattr(self, name)
             if name in ("axil_awready", "axil_wready", "axil_bresp", "axil_bvalid",
