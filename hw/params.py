@@ -293,6 +293,13 @@ DESCRIPTOR = (
                 "(0 for SPEC 'first'; g*BASE_CIN runs base group g of a grouped layer alone)"),
 )
 
+#: descriptor registers whose flip-flops keep only the bits of the values the accelerator runs
+#: (KERNEL 1..7, STRIDE 1..2, padding 0..MAX_PADDING) and one bit "the value written was larger"
+#: (the register file's ``<name>_over`` port, refused by the error checks); read back, they
+#: return the value as written (``hw/regs.py``)
+DESC_NARROW = {"KERNEL": max(KERNELS).bit_length(), "STRIDE": max(STRIDES).bit_length(),
+               "PAD_TOP": MAX_PADDING.bit_length(), "PAD_LEFT": MAX_PADDING.bit_length()}
+
 FLAG_FIELDS = (
     ("GATED", 0, 1, "1: base phase, gate unit, conditional phase; 0: one dense phase"),
     ("RELU", 1, 1, "clamp low bound 0 instead of -128"),

@@ -19,7 +19,7 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from sluice.hw.params import ADDR_BITS, COUNTERS, DESCRIPTOR, DIM_BITS, REG
+from sluice.hw.params import ADDR_BITS, COUNTERS, DESC_NARROW, DESCRIPTOR, DIM_BITS, REG
 
 
 def axil_members():
@@ -48,7 +48,9 @@ class RegisterFile(wiring.Component):
         self._settle = settle
         members = axil_members()
         for name, _ in DESCRIPTOR:
-            members[name.lower()] = Out(DIM_BITS)
+            members[name.lower()] = Out(DESC_NARROW.get(name, DIM_BITS))
+            if name in DESC_NARROW:  # a value above the field's bits was written
+                members[name.lower() + "_over"] = Out(1)
         members["start"] = Out(1)
         members["desc_write"] = Out(1)  # a register other than CTRL is written this cycle
         members["desc_busy"] = In(1)
@@ -108,7 +110,11 @@ class RegisterFile(wiring.Component):
                     m.d.sync += self.start.eq(self.axil_wdata[0])
                 for name, _ in DESCRIPTOR:
                     with m.Case(REG[name].addr):
-                        m.d.sync += getattr(self, name.lower()).eq(self.axil_wdata[:DIM_BITS])
+                        n = DESC_NARROW.get(name, DIM_BITS)
+                        m.d.sync += getattr(self, name.lower()).eq(self.axil_wdata[:n])
+                        if name in DESC_NARROW:
+                            m.d.sync += getattr(self, name.lower() + "_over").eq(
+                                self.axil_wdata[n:DIM_BITS] != 0)
         with m.Elif(self.axil_bvalid & self.axil_bready):
             m.d.sync += self.axil_bvalid.eq(0)
 

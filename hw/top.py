@@ -258,10 +258,17 @@ class Sluice(wiring.Component):
                 (w_out == 0) | (parts == 0))
         m.d.comb += [
             err[ERR["ZERO_SIZE"]].eq(zero),
+            # (the register file keeps these fields' low bits and whether more was written:
+            # params.DESC_NARROW; the geometry checks see the low bits, so with one of these
+            # flags set GEOMETRY may be too)
             err[ERR["KERNEL"]].eq(~((kernel == 1) | (kernel == 3) | (kernel == 5) |
-                                    (kernel == 7))),
-            err[ERR["STRIDE"]].eq(~((stride == 1) | (stride == 2))),
-            err[ERR["PADDING"]].eq((pad_top > MAX_PADDING) | (pad_left > MAX_PADDING)),
+                                    (kernel == 7)) | regs.kernel_over),
+            err[ERR["STRIDE"]].eq(~((stride == 1) | (stride == 2)) | regs.stride_over),
+            err[ERR["PADDING"]].eq(regs.pad_top_over | regs.pad_left_over |
+                                   # (no compare where the field holds MAX_PADDING at most)
+                                   ((pad_top > MAX_PADDING) | (pad_left > MAX_PADDING)
+                                    if (1 << max(len(pad_top), len(pad_left))) - 1 > MAX_PADDING
+                                    else 0)),
             err[ERR["PARTITIONS"]].eq((base_total != c_in) | (base_cin == 0) |
                                       Mux(base_first, base_hi > c_in,
                                           (group_total != c_out) | (group_cout == 0))),

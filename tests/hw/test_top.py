@@ -264,6 +264,12 @@ def test_invalid_descriptors_set_error_flags():
         ("ACT_BUFFER", dict(H_IN=512, W_IN=256, H_OUT=1, W_OUT=1)),
         ("PIX_BUFFER", dict(H_IN=514, W_IN=258, H_OUT=512, W_OUT=256)),
         ("PARTITIONS", dict(C_IN=8, BASE_CIN=32770, PARTITIONS=4, GROUP_COUT=1)),
+        # values whose low bits alone are valid (the register file keeps those and a "larger"
+        # bit: params.DESC_NARROW)
+        ("KERNEL", dict(KERNEL=0x103)),
+        ("STRIDE", dict(STRIDE=0x8001)),
+        ("PADDING", dict(PAD_TOP=0x100)),
+        ("PADDING", dict(PAD_LEFT=0x4002)),
     ]
     jobs = [_job({**good.descriptor, **change}, good.beats) for _, change in bad]
     jobs.append(good)  # the accelerator is not hung afterwards

@@ -423,7 +423,7 @@ def test_register_file_reads_back_descriptor_counters_and_unmapped():
     copy, ``desc_mem``), 0 before any write and after a reset, as its flip-flops (the ports the
     sequencer uses) hold it; counters and unmapped addresses read through the multiplexer; a
     read offered in the cycle a write is accepted waits for it and returns the new value."""
-    from sluice.hw.params import COUNTERS, DESCRIPTOR, REG
+    from sluice.hw.params import COUNTERS, DESC_NARROW, DESCRIPTOR, REG
     from sluice.hw.regs import RegisterFile
     from sluice.hw.simulate import axil_read, axil_write
 
@@ -443,6 +443,7 @@ def test_register_file_reads_back_descriptor_counters_and_unmapped():
             await axil_write(ctx, dut, REG[name].addr, values[name] | 0xABCD0000)
         got["half"] = [await axil_read(ctx, dut, REG[n].addr) for n in names]
         got["ports"] = [ctx.get(getattr(dut, n.lower())) for n in names]
+        got["over"] = {n: ctx.get(getattr(dut, n.lower() + "_over")) for n in DESC_NARROW}
         got["counters"] = [await axil_read(ctx, dut, REG[n].addr) for n, _ in COUNTERS]
         got["unmapped"] = [await axil_read(ctx, dut, a) for a in (0x11, 0x4C, 0xFC)]
         got["id"] = await axil_read(ctx, dut, REG["ID"].addr)
@@ -466,7 +467,11 @@ def test_register_file_reads_back_descriptor_counters_and_unmapped():
     assert got["before"] == [0] * len(names)
     want = [values[n] if i % 2 == 0 else 0 for i, n in enumerate(names)]
     assert got["half"] == want
-    assert got["ports"] == want
+    # the ports hold what the sequencer uses: narrow fields their low bits and "larger"
+    assert got["ports"] == [v & ((1 << DESC_NARROW.get(n, 16)) - 1) for n, v in zip(names, want)]
+    assert got["over"] == {n: int(v >> DESC_NARROW[n] != 0) for n, v in zip(names, want)
+                           if n in DESC_NARROW}
+    assert any(got["over"].values()) and not all(got["over"].values())
     assert got["counters"] == [0x01020304 * (i + 1) & 0xFFFFFFFF for i in range(len(COUNTERS))]
     assert got["unmapped"] == [0, 0, 0]
     assert got["id"] == 0x1234
