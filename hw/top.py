@@ -411,7 +411,7 @@ class Sluice(wiring.Component):
         cmp_bank = Signal()  # bank of the tile being computed
         ld_bank = Signal()  # bank the loader fills next
         bank_full = Signal(2)
-        par_of = dict(zip(PARAM_ORDER, par))
+        K = {n: k for k, n in enumerate(PARAM_ORDER)}
         cp_k = Signal(range(NK + 1), init=NK)  # parameter read now (NK: none)
         cp_kq = Signal(range(NK + 1), init=NK)  # parameter on the read data
         m.d.comb += par_rp.addr.eq(Cat(cp_k[:kbits], cmp_bank))
@@ -893,15 +893,26 @@ class Sluice(wiring.Component):
             """The value of the unit's column selected ``i`` cycles after it entered."""
             return values[0] if PU == 1 else Array(values)[sel[i]]
 
-        def param(values, i, name):
-            """A column parameter that PostProc reads ``i`` cycles after the value entered:
-            selected a cycle earlier and registered (the select multiplexer in front of the
-            requantisation multiply was the critical path of a 4 x 4 ECP5 build)."""
-            if PU == 1:
-                return values[0]
-            q = Signal.like(values[0], name=name, reset_less=True)
-            m.d.sync += q.eq(pick(values, i - 1))
-            return q
+        # a column enters a unit (stage 0) with the row in d1 (d1_go), the unit's next ones in
+        # the PU - 1 cycles after (ser_busy); delayed copies say when it reaches stage i
+        enter = [d1_go | ser_busy]
+
+        def param(k, cs, i, width=PARAM_BITS):
+            """Parameter ``k`` (of PARAM_ORDER) of the unit's columns ``cs`` as PostProc reads
+            it ``i`` cycles after a column entered. With shared units the columns' registers
+            form a ring that turns one column each time a column passes stage i, so the unit's
+            first register always holds the current column's value and no multiplexer (nor a
+            register behind one) sits in front of PostProc; after the unit's PU columns the
+            ring is back where the tile's parameter copy left it (the copy comes between the
+            tiles' rows: see above)."""
+            regs = [par[k][c] for c in cs]
+            while len(enter) <= i:
+                enter.append(Signal(name=f"post_enter_{len(enter)}"))
+                m.d.sync += enter[-1].eq(enter[-2])
+            if PU > 1:
+                with m.If(enter[i] & (cp_kq != k)):
+                    m.d.sync += [regs[n].eq(regs[(n + 1) % PU]) for n in range(PU)]
+            return regs[0][:width]
 
         ys = []  # per column: its result byte when the row's word is written
         for u in range(C // PU):
@@ -915,16 +926,11 @@ class Sluice(wiring.Component):
             m.d.comb += [pp.acc.eq(front(pick([d1_psum[c] for c in cs], 0), f"post_acc_{u}")),
                          pp.residual.eq(pick([res_word[c // G].word_select(c % G, 8)
                                               for c in cs], FR)),
-                         pp.bias.eq(param([par_of["bias"][c] for c in cs], FR + 1,
-                                          f"bias_{u}")),
-                         pp.res_mult.eq(param([par_of["res_mult"][c] for c in cs], FR + 1,
-                                              f"res_mult_{u}")),
-                         pp.shift.eq(param([par_of["shift"][c][:6] for c in cs], FR + 1,
-                                           f"shift_{u}")),
-                         pp.res_shift.eq(param([par_of["res_shift"][c][:6] for c in cs],
-                                               FR + pp.res_shift_read, f"res_shift_{u}")),
-                         pp.mult.eq(param([par_of["mult"][c] for c in cs], FR + PRL,
-                                          f"mult_{u}")),
+                         pp.bias.eq(param(K["bias"], cs, FR + 1)),
+                         pp.res_mult.eq(param(K["res_mult"], cs, FR + 1)),
+                         pp.shift.eq(param(K["shift"], cs, FR + 1, 6)),
+                         pp.res_shift.eq(param(K["res_shift"], cs, FR + pp.res_shift_read, 6)),
+                         pp.mult.eq(param(K["mult"], cs, FR + PRL)),
                          pp.has_res.eq(has_res), pp.relu.eq(relu)]
             # the unit's earlier columns wait in a shift register for the last one
             held = [Signal(signed(ACT_BITS), name=f"post_y_{u}_{k}") for k in range(PU - 1)]
