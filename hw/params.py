@@ -293,12 +293,37 @@ DESCRIPTOR = (
                 "(0 for SPEC 'first'; g*BASE_CIN runs base group g of a grouped layer alone)"),
 )
 
-#: descriptor registers whose flip-flops keep only the bits of the values the accelerator runs
-#: (KERNEL 1..7, STRIDE 1..2, padding 0..MAX_PADDING) and one bit "the value written was larger"
-#: (the register file's ``<name>_over`` port, refused by the error checks); read back, they
-#: return the value as written (``hw/regs.py``)
-DESC_NARROW = {"KERNEL": max(KERNELS).bit_length(), "STRIDE": max(STRIDES).bit_length(),
-               "PAD_TOP": MAX_PADDING.bit_length(), "PAD_LEFT": MAX_PADDING.bit_length()}
+def desc_ranges(p: HwParams | None = None) -> dict[str, tuple[int, str]]:
+    """Descriptor registers whose flip-flops keep fewer than DIM_BITS bits: ``{name: (bits,
+    error flag)}``. Every value of such a field in a job the accelerator accepts fits in
+    ``bits``: KERNEL 1..7, STRIDE 1..2, padding 0..MAX_PADDING, and with buffers ``p`` the
+    map sizes and channel counts the buffer checks bound (H_OUT, W_OUT <= H_OUT * W_OUT <=
+    pix_depth; H_IN, W_IN <= C_IN * H_IN * W_IN <= act_depth; C_IN <= the smaller of that
+    and C_IN * K * K <= wgt_depth; BASE_CIN, PARTITIONS and, with BASE_FIRST, BASE_LO <= C_IN
+    by the partition checks). The register file keeps the low ``bits`` and whether more was
+    written (its ``<name>_over`` port); a larger value sets the error flag named here (the
+    check it would fail), and the flags computed from the field's value see only its low bits.
+    Read back, a register returns the value as written (``hw/regs.py``). C_OUT and
+    GROUP_COUT, whose channel tiles are streamed, keep DIM_BITS."""
+    out = {"KERNEL": (max(KERNELS).bit_length(), "KERNEL"),
+           "STRIDE": (max(STRIDES).bit_length(), "STRIDE"),
+           "PAD_TOP": (MAX_PADDING.bit_length(), "PADDING"),
+           "PAD_LEFT": (MAX_PADDING.bit_length(), "PADDING")}
+    if p is not None:
+        cin_max = min(p.act_depth, p.wgt_depth)
+        cin_flag = "WGT_BUFFER" if p.wgt_depth <= p.act_depth else "ACT_BUFFER"
+        for name, bound, flag in (("H_OUT", p.pix_depth, "PIX_BUFFER"),
+                                  ("W_OUT", p.pix_depth, "PIX_BUFFER"),
+                                  ("H_IN", p.act_depth, "ACT_BUFFER"),
+                                  ("W_IN", p.act_depth, "ACT_BUFFER"),
+                                  ("C_IN", cin_max, cin_flag),
+                                  ("BASE_CIN", cin_max, "PARTITIONS"),
+                                  ("PARTITIONS", cin_max, "PARTITIONS"),
+                                  ("BASE_LO", cin_max, "PARTITIONS")):
+            if bound.bit_length() < DIM_BITS:
+                out[name] = (bound.bit_length(), flag)
+    return out
+
 
 FLAG_FIELDS = (
     ("GATED", 0, 1, "1: base phase, gate unit, conditional phase; 0: one dense phase"),

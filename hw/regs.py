@@ -19,7 +19,7 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from sluice.hw.params import ADDR_BITS, COUNTERS, DESC_NARROW, DESCRIPTOR, DIM_BITS, REG
+from sluice.hw.params import ADDR_BITS, COUNTERS, DESCRIPTOR, DIM_BITS, REG
 
 
 def axil_members():
@@ -43,13 +43,16 @@ class RegisterFile(wiring.Component):
     AXI4-Lite handshake simply waits).
     """
 
-    def __init__(self, *, ident: int, settle: int = 0):
+    def __init__(self, *, ident: int, settle: int = 0, field_bits=None):
         self._ident = ident  # ID register value (params.id_value)
         self._settle = settle
+        # {name: bits} of the descriptor registers held in fewer than DIM_BITS flip-flops, with
+        # a ``<name>_over`` port each (``params.desc_ranges``); the others keep DIM_BITS
+        self._bits = dict(field_bits or {})
         members = axil_members()
         for name, _ in DESCRIPTOR:
-            members[name.lower()] = Out(DESC_NARROW.get(name, DIM_BITS))
-            if name in DESC_NARROW:  # a value above the field's bits was written
+            members[name.lower()] = Out(self._bits.get(name, DIM_BITS))
+            if name in self._bits:  # a value above the field's bits was written
                 members[name.lower() + "_over"] = Out(1)
         members["start"] = Out(1)
         members["desc_write"] = Out(1)  # a register other than CTRL is written this cycle
@@ -110,9 +113,9 @@ class RegisterFile(wiring.Component):
                     m.d.sync += self.start.eq(self.axil_wdata[0])
                 for name, _ in DESCRIPTOR:
                     with m.Case(REG[name].addr):
-                        n = DESC_NARROW.get(name, DIM_BITS)
+                        n = self._bits.get(name, DIM_BITS)
                         m.d.sync += getattr(self, name.lower()).eq(self.axil_wdata[:n])
-                        if name in DESC_NARROW:
+                        if name in self._bits:
                             m.d.sync += getattr(self, name.lower() + "_over").eq(
                                 self.axil_wdata[n:DIM_BITS] != 0)
         with m.Elif(self.axil_bvalid & self.axil_bready):

@@ -35,7 +35,7 @@ from amaranth.lib.wiring import In, Out
 from sluice.hw.fifo import BufferedFIFO
 from sluice.hw.params import (ACC_BITS, ACT_BITS, COUNTERS, DEFAULT, DIM_BITS, ERROR_FIELDS,
                               FLAG_FIELDS, KEEP_ATTRS, MAX_PADDING, PARAM_BITS, PARAM_ORDER,
-                              PIX_BITS, HwParams, id_value)
+                              PIX_BITS, HwParams, desc_ranges, id_value)
 from sluice.hw.pe import ARRAY_EXTRA, FEED_REGS, ISSUE_REGS, SystolicArray
 from sluice.hw.postproc import (GateUnit, PostProc, front_regs, mult_stages, param_read_last,
                                 post_latency, res_stages)
@@ -164,7 +164,9 @@ class Sluice(wiring.Component):
         tap_s = unsigned(3)
 
         # ---------------------------------------------------------------- registers
-        m.submodules.regs = regs = RegisterFile(ident=id_value(P), settle=DESC_LEVELS)
+        m.submodules.regs = regs = RegisterFile(
+            ident=id_value(P), settle=DESC_LEVELS,
+            field_bits={name: bits for name, (bits, _) in desc_ranges(P).items()})
         self.memories.update(regs.memories)
         for name in axil_members():
             port, mine = getattr(regs, name), getattr(self, name)
@@ -254,22 +256,34 @@ class Sluice(wiring.Component):
         base_hi = Signal(max(len(regs.base_lo), len(base_cin)) + 1)
         group_rem = Signal()
         m.d.sync += [base_hi.eq(regs.base_lo + base_cin), group_rem.eq(group_cout % G != 0)]
-        zero = ((c_in == 0) | (c_out == 0) | (h_in == 0) | (w_in == 0) | (h_out == 0) |
-                (w_out == 0) | (parts == 0))
+        # fields held in fewer bits (params.desc_ranges): a larger value written sets the
+        # flag of the check it fails (ORed in below); the other checks see its low bits
+        ranges = desc_ranges(P)
+
+        def over(name):
+            return getattr(regs, name.lower() + "_over") if name in ranges else Const(0)
+
+        def is_zero(name, v):
+            return (v == 0) & ~over(name)
+
+        zero = (is_zero("C_IN", c_in) | (c_out == 0) | is_zero("H_IN", h_in) |
+                is_zero("W_IN", w_in) | is_zero("H_OUT", h_out) | is_zero("W_OUT", w_out) |
+                is_zero("PARTITIONS", parts))
+        over_flags = Signal(len(ERROR_FIELDS))
+        for flag in {flag for _, flag in ranges.values()}:
+            m.d.comb += over_flags[ERR[flag]].eq(
+                Cat(over(name) & (base_first if name == "BASE_LO" else 1)
+                    for name, (_, f) in ranges.items() if f == flag).any())
         m.d.comb += [
             err[ERR["ZERO_SIZE"]].eq(zero),
-            # (the register file keeps these fields' low bits and whether more was written:
-            # params.DESC_NARROW; the geometry checks see the low bits, so with one of these
-            # flags set GEOMETRY may be too)
             err[ERR["KERNEL"]].eq(~((kernel == 1) | (kernel == 3) | (kernel == 5) |
-                                    (kernel == 7)) | regs.kernel_over),
-            err[ERR["STRIDE"]].eq(~((stride == 1) | (stride == 2)) | regs.stride_over),
-            err[ERR["PADDING"]].eq(regs.pad_top_over | regs.pad_left_over |
-                                   # (no compare where the field holds MAX_PADDING at most)
-                                   ((pad_top > MAX_PADDING) | (pad_left > MAX_PADDING)
-                                    if (1 << max(len(pad_top), len(pad_left))) - 1 > MAX_PADDING
-                                    else 0)),
-            err[ERR["PARTITIONS"]].eq((base_total != c_in) | (base_cin == 0) |
+                                    (kernel == 7))),
+            err[ERR["STRIDE"]].eq(~((stride == 1) | (stride == 2))),
+            # (no compare where the fields hold MAX_PADDING at most)
+            err[ERR["PADDING"]].eq((pad_top > MAX_PADDING) | (pad_left > MAX_PADDING)
+                                   if (1 << max(len(pad_top), len(pad_left))) - 1 > MAX_PADDING
+                                   else 0),
+            err[ERR["PARTITIONS"]].eq((base_total != c_in) | is_zero("BASE_CIN", base_cin) |
                                       Mux(base_first, base_hi > c_in,
                                           (group_total != c_out) | (group_cout == 0))),
             err[ERR["SKIP_GROUP"]].eq(gated & ~base_first & (parts != 1) & group_rem),
@@ -282,7 +296,7 @@ class Sluice(wiring.Component):
 
         err_q = Signal.like(err)
         err_none = Signal()  # err_q == 0, registered beside it (a wide compare off the start)
-        m.d.sync += [err_q.eq(err), err_none.eq(err == 0)]
+        m.d.sync += [err_q.eq(err | over_flags), err_none.eq((err | over_flags) == 0)]
 
         busy = Signal()
         done = Signal()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sluice.hw.cycle_model import LOSS_TERMS, active_items, loss_breakdown, predict
-from sluice.hw.params import ERROR_FIELDS, REG, HwParams
+from sluice.hw.params import ERROR_FIELDS, FLAG_FIELDS, REG, HwParams
 from sluice.hw.simulate import run_layer_amaranth, simulate_jobs
 from sluice.model.randlayer import make_layer
 from sluice.model.reference import run_reference, work_figures
@@ -22,6 +22,7 @@ NARROW = HwParams(rows=2, cols=3, act_depth=512, wgt_depth=256, pix_depth=64, sk
 SLOW = HwParams(rows=4, cols=4, act_depth=2048, wgt_depth=512, pix_depth=256, skip_cols=2,
                 stream_width=4)
 ERR = {name: lsb for name, lsb, _, _ in ERROR_FIELDS}
+FLAG = {name: lsb for name, lsb, _, _ in FLAG_FIELDS}
 
 CASES = {
     # name: (params, make_layer kwargs)
@@ -264,18 +265,29 @@ def test_invalid_descriptors_set_error_flags():
         ("ACT_BUFFER", dict(H_IN=512, W_IN=256, H_OUT=1, W_OUT=1)),
         ("PIX_BUFFER", dict(H_IN=514, W_IN=258, H_OUT=512, W_OUT=256)),
         ("PARTITIONS", dict(C_IN=8, BASE_CIN=32770, PARTITIONS=4, GROUP_COUT=1)),
-        # values whose low bits alone are valid (the register file keeps those and a "larger"
-        # bit: params.DESC_NARROW)
+        # values whose low bits alone are valid or zero (the register file keeps those and a
+        # "larger" bit: params.desc_ranges; SQUARE: act 1024, wgt 512, pix 64)
         ("KERNEL", dict(KERNEL=0x103)),
         ("STRIDE", dict(STRIDE=0x8001)),
         ("PADDING", dict(PAD_TOP=0x100)),
         ("PADDING", dict(PAD_LEFT=0x4002)),
+        ("PIX_BUFFER", dict(H_OUT=128 + 3)),
+        ("PIX_BUFFER", dict(W_OUT=0x8000)),
+        ("ACT_BUFFER", dict(W_IN=2048 + 5)),
+        ("ACT_BUFFER", dict(H_IN=0x800)),
+        ("WGT_BUFFER", dict(C_IN=1024 + 4)),
+        ("PARTITIONS", dict(BASE_CIN=1024 + 2)),
+        ("PARTITIONS", dict(PARTITIONS=1024 + 2)),
+        ("PARTITIONS", dict(FLAGS=good.descriptor["FLAGS"] | 1 << FLAG["BASE_FIRST"],
+                            BASE_LO=1024)),
     ]
     jobs = [_job({**good.descriptor, **change}, good.beats) for _, change in bad]
     jobs.append(good)  # the accelerator is not hung afterwards
-    results = simulate_jobs(jobs, SQUARE)
-    for (flag, _), (words, status, error, counters) in zip(bad, results):
+    results = simulate_jobs(jobs, SQUARE, max_cycles=50_000)  # (a hang fails in a minute)
+    for (flag, change), (words, status, error, counters) in zip(bad, results):
         assert error & (1 << ERR[flag]), (flag, hex(error))
+        if flag != "ZERO_SIZE":  # (a large value whose low bits are 0 is not a zero)
+            assert not error & (1 << ERR["ZERO_SIZE"]), (change, hex(error))
         assert status & 0b110 == 0b110 and not status & 1, (flag, status)  # done + error
         assert words == []
     words, status, error, _ = results[-1]
@@ -324,7 +336,7 @@ def test_start_right_after_the_last_descriptor_write_sees_it():
             _job(last({**good.descriptor, "PARTITIONS": 3}, "PARTITIONS")),
             _job(last({**good.descriptor, "C_IN": 64}, "C_IN")),              # PARTITIONS
             _job(last(good.descriptor, "C_IN"), good.beats)]                  # repaired: runs
-    results = simulate_jobs(jobs, SQUARE)
+    results = simulate_jobs(jobs, SQUARE, max_cycles=50_000)  # (a hang fails in a minute)
     want = ["ACT_BUFFER", "WGT_BUFFER", "PARTITIONS", "PARTITIONS"]
     for flag, (words, status, error, _) in zip(want, results):
         assert error & (1 << ERR[flag]), (flag, hex(error))

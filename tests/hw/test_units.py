@@ -423,11 +423,14 @@ def test_register_file_reads_back_descriptor_counters_and_unmapped():
     copy, ``desc_mem``), 0 before any write and after a reset, as its flip-flops (the ports the
     sequencer uses) hold it; counters and unmapped addresses read through the multiplexer; a
     read offered in the cycle a write is accepted waits for it and returns the new value."""
-    from sluice.hw.params import COUNTERS, DESC_NARROW, DESCRIPTOR, REG
+    from sluice.hw.params import COUNTERS, DESCRIPTOR, REG, HwParams, desc_ranges
     from sluice.hw.regs import RegisterFile
     from sluice.hw.simulate import axil_read, axil_write
 
-    dut = RegisterFile(ident=0x1234)
+    narrow = {name: bits for name, (bits, _) in desc_ranges(
+        HwParams(rows=2, cols=2, act_depth=256, wgt_depth=64, pix_depth=32)).items()}
+    assert {"KERNEL", "H_OUT", "C_IN"} <= set(narrow)
+    dut = RegisterFile(ident=0x1234, field_bits=narrow)
     rst = Signal()
     sim = Simulator(ResetInserter(rst)(dut))
     sim.add_clock(1e-8)
@@ -443,7 +446,7 @@ def test_register_file_reads_back_descriptor_counters_and_unmapped():
             await axil_write(ctx, dut, REG[name].addr, values[name] | 0xABCD0000)
         got["half"] = [await axil_read(ctx, dut, REG[n].addr) for n in names]
         got["ports"] = [ctx.get(getattr(dut, n.lower())) for n in names]
-        got["over"] = {n: ctx.get(getattr(dut, n.lower() + "_over")) for n in DESC_NARROW}
+        got["over"] = {n: ctx.get(getattr(dut, n.lower() + "_over")) for n in narrow}
         got["counters"] = [await axil_read(ctx, dut, REG[n].addr) for n, _ in COUNTERS]
         got["unmapped"] = [await axil_read(ctx, dut, a) for a in (0x11, 0x4C, 0xFC)]
         got["id"] = await axil_read(ctx, dut, REG["ID"].addr)
@@ -468,9 +471,9 @@ def test_register_file_reads_back_descriptor_counters_and_unmapped():
     want = [values[n] if i % 2 == 0 else 0 for i, n in enumerate(names)]
     assert got["half"] == want
     # the ports hold what the sequencer uses: narrow fields their low bits and "larger"
-    assert got["ports"] == [v & ((1 << DESC_NARROW.get(n, 16)) - 1) for n, v in zip(names, want)]
-    assert got["over"] == {n: int(v >> DESC_NARROW[n] != 0) for n, v in zip(names, want)
-                           if n in DESC_NARROW}
+    assert got["ports"] == [v & ((1 << narrow.get(n, 16)) - 1) for n, v in zip(names, want)]
+    assert got["over"] == {n: int(v >> narrow[n] != 0) for n, v in zip(names, want)
+                           if n in narrow}
     assert any(got["over"].values()) and not all(got["over"].values())
     assert got["counters"] == [0x01020304 * (i + 1) & 0xFFFFFFFF for i in range(len(COUNTERS))]
     assert got["unmapped"] == [0, 0, 0]
