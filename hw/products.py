@@ -10,8 +10,8 @@ skipped, the result registered. A product may use an earlier one as an operand (
 order). ``busy`` is high from ``start`` until every product is registered: at most
 ``max_cycles`` cycles; the register file holds CTRL.START back until then.
 
-Every product is ``width`` bits and saturates: a product of ``2**width`` or more reads as
-``2**width - 1``. The sequencer's products are bounded by the buffer depths in any job it
+Every product is ``width`` bits (or its own width, a fourth element of its entry, at most
+``width``) and saturates: a product of ``2**width`` or more reads as ``2**width - 1``. The sequencer's products are bounded by the buffer depths in any job it
 accepts, and the error checks compare them with those depths (or with a 16-bit field), so a
 width one bit above the largest bound keeps every check exact while the products, the
 multiplier's adder and everything computed from them are sized from the buffers rather than
@@ -26,32 +26,35 @@ from amaranth.lib.wiring import In, Out
 
 
 class SerialProducts(wiring.Component):
-    """``products``: ``(name, a_bits, b_bits)`` in the order they are computed. Ports per
-    product: inputs ``<name>_a``, ``<name>_b``, output ``<name>`` (registered, ``width`` bits,
-    the product saturated at ``2**width - 1``); ``start`` (restarts the sequence, also while
-    busy) and ``busy``."""
+    """``products``: ``(name, a_bits, b_bits[, bits])`` in the order they are computed. Ports
+    per product: inputs ``<name>_a``, ``<name>_b``, output ``<name>`` (registered, ``bits``
+    (default ``width``) bits, the product saturated at ``2**bits - 1``); ``start`` (restarts
+    the sequence, also while busy) and ``busy``."""
 
     def __init__(self, products, width):
-        self.products = tuple(products)
+        self.products = tuple((name, a_bits, b_bits, rest[0] if rest else width)
+                              for name, a_bits, b_bits, *rest in products)
         self.width = width
         members = {"start": In(1), "busy": Out(1)}
-        for name, a_bits, b_bits in self.products:
+        for name, a_bits, b_bits, bits in self.products:
+            if not 1 <= bits <= width:
+                raise ValueError(f"product {name}: {bits} bits is not in 1..{width}")
             members[f"{name}_a"] = In(a_bits)
             members[f"{name}_b"] = In(b_bits)
-            members[name] = Out(width)
+            members[name] = Out(bits)
         super().__init__(members)
 
     @property
     def max_cycles(self) -> int:
         """Cycles from ``start`` to the last product registered, at most: a load cycle and one
         cycle per bit of ``b`` plus the write, per product."""
-        return sum(b_bits + 2 for _, _, b_bits in self.products)
+        return sum(b_bits + 2 for _, _, b_bits, _ in self.products)
 
     def elaborate(self, platform):
         m = Module()
         n = len(self.products)
         width = self.width
-        b_width = max(b_bits for _, _, b_bits in self.products)
+        b_width = max(b_bits for _, _, b_bits, _ in self.products)
         idx = Signal(range(n))
         a_sh = Signal(width)
         b_sh = Signal(b_width)
@@ -63,7 +66,7 @@ class SerialProducts(wiring.Component):
         ovf = Signal()
         a_in = Array(getattr(self, f"{name}_a") for name, *_ in self.products)
         b_in = Array(getattr(self, f"{name}_b") for name, *_ in self.products)
-        a_bits = max(a for _, a, _ in self.products)
+        a_bits = max(a for _, a, _, _ in self.products)
         # load: the next product's operands into the shift registers; run: one bit of b per
         # cycle, the product registered when b has no set bits left
         load = Signal()
@@ -79,9 +82,11 @@ class SerialProducts(wiring.Component):
         with m.Elif(run):
             with m.If(b_sh == 0):
                 with m.Switch(idx):
-                    for i, (name, *_) in enumerate(self.products):
+                    for i, (name, _, _, bits) in enumerate(self.products):
                         with m.Case(i):
-                            m.d.sync += getattr(self, name).eq(Mux(ovf, (1 << width) - 1, acc))
+                            big = ovf | (acc[bits:] != 0) if bits < width else ovf
+                            m.d.sync += getattr(self, name).eq(Mux(big, (1 << bits) - 1,
+                                                                   acc[:bits]))
                 m.d.sync += [idx.eq(idx + 1), run.eq(0), load.eq(idx != n - 1)]
             with m.Else():
                 with m.If(b_sh[0]):

@@ -149,8 +149,11 @@ class Sluice(wiring.Component):
         awbits = _log2(AW)
         pbits = max(_log2(P.pix_depth), 1)
         wbits = max(_log2(P.wgt_depth), 1)
-        sdim = signed(DIM_BITS + 3)
-        saddr = signed(abits + DIM_BITS + 3)
+        # (sdim: a window origin, in [-3, H_IN + 2] plus a stride; set from the fields below)
+        # saddr: activation-buffer address arithmetic (window rows, tap and channel offsets):
+        # only sums, and only the low abits of a sum address the buffer, so it is computed
+        # modulo 2^(abits + 4), like the slots' window addresses (adr_s)
+        saddr = signed(abits + 4)
         # stored per row-set slot and active-list entry, sized from the buffer depths (a valid
         # job has H_OUT*W_OUT <= pix_depth and C_IN*H_IN*W_IN <= act_depth): a pixel or list
         # index < pix_depth; the window's buffer address ybase*W_IN + xbase (origin ybase in
@@ -176,6 +179,7 @@ class Sluice(wiring.Component):
             else:
                 m.d.comb += port.eq(mine)
         c_in, c_out, h_in, w_in = regs.c_in, regs.c_out, regs.h_in, regs.w_in
+        sdim = signed(max(len(h_in), len(w_in)) + 3)
         h_out, w_out, kernel, stride = regs.h_out, regs.w_out, regs.kernel, regs.stride
         pad_top, pad_left, parts = regs.pad_top, regs.pad_left, regs.partitions
         base_cin, group_cout, flags = regs.base_cin, regs.group_cout, regs.flags
@@ -196,9 +200,9 @@ class Sluice(wiring.Component):
         # the products' width (they saturate, ``hw/products.py``): one bit above the largest
         # bound an accepted job puts on them (H_IN*W_IN <= C_IN*H_IN*W_IN <= act_depth, the
         # base and group offsets likewise; H_OUT*W_OUT <= pix_depth; C_IN*K*K and its base and
-        # conditional parts <= wgt_depth; the partition totals compared with 16-bit fields), so
-        # every error check on them stays exact
-        prod_bits = max(abits, pbits, wbits, DIM_BITS) + 1
+        # conditional parts <= wgt_depth), so every error check on them stays exact; the
+        # partition totals, compared with C_IN and C_OUT, one bit above those fields
+        prod_bits = max(abits, pbits, wbits) + 1
         # an activation-stream offset of an input channel (< act_depth in an accepted job) and
         # the sums of two or three of them the sequencer keeps (g_end + H_IN*W_IN ...)
         off_bits = prod_bits + 2
@@ -212,9 +216,12 @@ class Sluice(wiring.Component):
                      ("n_act", None, c_in), ("base_off", None, base_cin),
                      ("lo_off", None, regs.base_lo), ("n_wgt", c_in, kk),
                      ("col_work", c_diff, kk), ("base_wk", base_cin, kk)]
+        total_bits = {"base_total": max(prod_bits, len(c_in) + 1),
+                      "group_total": max(prod_bits, len(c_out) + 1)}
         m.submodules.products = prods = SerialProducts(
-            [(n, prod_bits if a is None else len(a), len(b)) for n, a, b in prod_list],
-            width=prod_bits)
+            [(n, prod_bits if a is None else len(a), len(b), total_bits.get(n, prod_bits))
+             for n, a, b in prod_list],
+            width=max(prod_bits, *total_bits.values()))
         m.d.comb += [prods.start.eq(regs.desc_write), regs.desc_busy.eq(prods.busy)]
         for n, a, b in prod_list:
             m.d.comb += [getattr(prods, n + "_a").eq(prods.hw_in if a is None else a),
@@ -238,18 +245,17 @@ class Sluice(wiring.Component):
 
         # descriptor validation (error flags instead of a hang)
         err = Signal(len(ERROR_FIELDS))
-        span_h = Signal(signed(2 * DIM_BITS + 4))
-        span_w = Signal(signed(2 * DIM_BITS + 4))
         # (times the stride: a shift, as for row_step; the subtract, shift and add were a DSP
         # multiply between two adders, the 4 x 4 ECP5 critical path)
-        m.d.sync += [span_h.eq(times_stride(h_out - 1) + kernel),
-                     span_w.eq(times_stride(w_out - 1) + kernel)]
+        spans = [times_stride(h_out - 1) + kernel, times_stride(w_out - 1) + kernel]
         # the padded map's extent the spans are checked against, registered beside them (the
         # sum in front of the compare was the longest path into err_q)
-        lim_h = Signal.like(span_h)
-        lim_w = Signal.like(span_w)
-        m.d.sync += [lim_h.eq(h_in + pad_top + MAX_PADDING),
-                     lim_w.eq(w_in + pad_left + MAX_PADDING)]
+        lims = [h_in + pad_top + MAX_PADDING, w_in + pad_left + MAX_PADDING]
+        sp_s = signed(max(len(v) for v in spans + lims) + 1)
+        span_h, span_w, lim_h, lim_w = (Signal(sp_s, name=n)
+                                        for n in ("span_h", "span_w", "lim_h", "lim_w"))
+        m.d.sync += [span_h.eq(spans[0]), span_w.eq(spans[1]),
+                     lim_h.eq(lims[0]), lim_w.eq(lims[1])]
         # the partition checks' sums, registered like the spans (the products come from the
         # serial multiplier)
         base_total, group_total = prods.base_total, prods.group_total

@@ -352,27 +352,30 @@ def test_postproc_parameters_may_change_under_the_pipeline(stages):
     assert got != expect
 
 
-@pytest.mark.parametrize("width", [17, 12])
-def test_serial_products_exact_and_bounded(width):
+@pytest.mark.parametrize("width,narrow", [(17, False), (12, False), (17, True)])
+def test_serial_products_exact_and_bounded(width, narrow):
     """The descriptor's shift-and-add products: exact below ``2**width`` and saturated at
     ``2**width - 1`` above, for random and extreme operands (products just below, at and above
     the limit), an operand may be an earlier product, done within ``max_cycles``, and a
-    ``start`` while busy restarts the sequence with the new operands."""
+    ``start`` while busy restarts the sequence with the new operands. ``narrow``: two products
+    have widths of their own (9 and ``width - 3`` bits), saturated at those."""
     from amaranth.hdl import Module
 
     from sluice.hw.products import SerialProducts
 
-    spec = [("x", 16, 16), ("y", width, 16), ("z", 16, 7), ("w", 16, 16)]
+    bits = {"x": width, "y": width, "z": 9 if narrow else width,
+            "w": width - 3 if narrow else width}
+    spec = [("x", 16, 16), ("y", width, 16), ("z", 16, 7, bits["z"]), ("w", 16, 16, bits["w"])]
     prods = SerialProducts(spec, width=width)
     top = Module()
     top.submodules.p = prods
     top.d.comb += prods.y_a.eq(prods.x)  # y = x * y_b (x saturated)
-    top_v = (1 << width) - 1
+    top_v = {name: (1 << b) - 1 for name, b in bits.items()}
 
     def expect(a, b, yb, za, zb, wa, wb):
-        x = min(a * b, top_v)
-        return {"x": x, "y": min(x * yb, top_v), "z": min(za * zb, top_v),
-                "w": min(wa * wb, top_v)}
+        x = min(a * b, top_v["x"])
+        return {"x": x, "y": min(x * yb, top_v["y"]), "z": min(za * zb, top_v["z"]),
+                "w": min(wa * wb, top_v["w"])}
 
     rng = np.random.default_rng(5)
     cases = [(0, 0, 0, 0, 0, 0, 0), (65535, 65535, 65535, 65535, 127, 65535, 65535),
