@@ -415,11 +415,13 @@ def check_netlist(board: Board, name: str, build_dir: Path, bitstream: Path | No
 
 
 def smaller_hint(params) -> str:
-    """What to try when a build does not fit: a smaller array, unless it is the smallest."""
+    """What to try when a build does not fit: a smaller array, unless it is the smallest, and
+    for a gated build the dense-only one (the iCEBreaker's 2 x 2 fits only that way)."""
+    dense = "" if not params.gating else "; or --dense-only (the gating hardware left out)"
     if params.rows > 2 or params.cols > 2:
-        return "try smaller --rows/--cols"
-    return ("2x2 is the smallest array (--rows/--cols 2..32); no smaller build of this design "
-            "exists (boards/README.md says what fits each board)")
+        return "try smaller --rows/--cols" + dense
+    return ("2x2 is the smallest array (--rows/--cols 2..32)" + dense +
+            " (boards/README.md says what fits each board)")
 
 
 def synthesise_only(board: Board, params, name: str, build_dir: Path, env: dict, nice: int,

@@ -69,5 +69,9 @@ def test_bad_array_options_are_refused_before_the_tools(monkeypatch):
 def test_the_not_fit_hint_names_the_smallest_array():
     from sluice.boards.build import smaller_hint
     from sluice.hw.params import HwParams
-    assert smaller_hint(HwParams(rows=4, cols=2)) == "try smaller --rows/--cols"
+    assert smaller_hint(HwParams(rows=4, cols=2, gating=False)) == "try smaller --rows/--cols"
+    assert smaller_hint(HwParams(rows=4, cols=2)).startswith("try smaller --rows/--cols; or "
+                                                             "--dense-only")
     assert "2x2 is the smallest array" in smaller_hint(HwParams(rows=2, cols=2))
+    assert "--dense-only" in smaller_hint(HwParams(rows=2, cols=2))
+    assert "--dense-only" not in smaller_hint(HwParams(rows=2, cols=2, gating=False))
