@@ -11,11 +11,12 @@ order). ``busy`` is high from ``start`` until every product is registered: at mo
 ``max_cycles`` cycles; the register file holds CTRL.START back until then.
 
 Every product is ``width`` bits (or its own width, a fourth element of its entry, at most
-``width``) and saturates: a product of ``2**width`` or more reads as ``2**width - 1``. The sequencer's products are bounded by the buffer depths in any job it
-accepts, and the error checks compare them with those depths (or with a 16-bit field), so a
-width one bit above the largest bound keeps every check exact while the products, the
-multiplier's adder and everything computed from them are sized from the buffers rather than
-from the descriptor's 16-bit fields (``hw/top.py``: ``prod_bits``).
+``width``) and saturates: a product of ``2**width`` or more reads as ``2**width - 1``. The
+sequencer's products are bounded by the buffer depths in any job it accepts, and the error
+checks compare them with those depths (or with a descriptor field), so a width one bit above
+the largest bound keeps every check exact while the products and everything computed from them
+are sized from the buffers rather than from the descriptor's 16-bit fields (``hw/top.py``:
+``prod_bits``; the partition totals, compared with C_IN and C_OUT, one bit above those).
 """
 
 from __future__ import annotations

@@ -276,7 +276,7 @@ class Sluice(wiring.Component):
                 is_zero("W_IN", w_in) | is_zero("H_OUT", h_out) | is_zero("W_OUT", w_out) |
                 is_zero("PARTITIONS", parts))
         over_flags = Signal(len(ERROR_FIELDS))
-        for flag in {flag for _, flag in ranges.values()}:
+        for flag in dict.fromkeys(flag for _, flag in ranges.values()):  # (a fixed order)
             m.d.comb += over_flags[ERR[flag]].eq(
                 Cat(over(name) & (base_first if name == "BASE_LO" else 1)
                     for name, (_, f) in ranges.items() if f == flag).any())
