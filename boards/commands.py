@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from sluice.errors import SluiceError
 
 SIM_DIVISOR = 4  # clocks per UART bit in the simulated board (--simulate)
@@ -46,9 +48,14 @@ def _open_link(args, board, params):
         from sluice.boards.simlink import SimTransport
         from sluice.boards.top import BoardTop
 
+        if args.dense_only:  # the bitstream `sluice build --dense-only` makes
+            params = dataclasses.replace(params, gating=False)
         top = BoardTop(params, divisor=SIM_DIVISOR, in_buf_bytes=board.in_buf_bytes,
                        out_depth=board.out_depth)
         return Link(SimTransport(top, divisor=SIM_DIVISOR)), f"board-sim:{board.name}"
+    if args.dense_only:
+        raise SluiceError("--dense-only: only with --simulate (a board's bitstream says "
+                          "whether it is dense-only in its ID register)")
     if not args.port:
         raise SluiceError("--port: name the board's serial port (e.g. /dev/ttyUSB0), or pass "
                           "--simulate to run the bridge and accelerator in the simulator")
@@ -109,6 +116,10 @@ def _add_board_args(p, port=True):
         p.add_argument("--simulate", action="store_true",
                        help="no board: run the bridge and the accelerator in the Amaranth "
                             "simulator behind a simulated UART (slow; small layers)")
+        p.add_argument("--dense-only", action="store_true",
+                       help="with --simulate: simulate the dense-only bitstream (`sluice build "
+                            "--dense-only`, the one that fits the iCEBreaker); a real board's "
+                            "kind is read from its ID register")
 
 
 def add_commands(sub) -> None:

@@ -26,6 +26,26 @@ def test_gated_layer_end_to_end(tmp_path, capsys):
     assert res.cycles > 0 and res.counters["macs_skipped"] > 0
 
 
+def test_dense_only_bitstream_simulated_from_the_cli(tmp_path, capsys):
+    """`--simulate --dense-only` runs the bitstream that fits the iCEBreaker (`sluice build
+    --dense-only`): a gated layer is refused with a message naming --dense, and with --dense it
+    runs bit-exact in dense mode; without --simulate the flag is refused."""
+    layer = make_layer(c_in=4, c_out=4, size=(3, 3), kernel=3, padding=1, partitions=2,
+                       gate_rate=0.4, seed=3, name="tiny")
+    src, out = tmp_path / "tiny.layer.npz", tmp_path / "tiny.result.npz"
+    write_layer(src, layer)
+    base = ["board", "run-layer", str(src), "-o", str(out), "--board", "icebreaker"]
+    assert main(base + ["--simulate", "--dense-only"]) == 2
+    assert "--dense" in capsys.readouterr().err and not out.exists()
+    assert main(base + ["--simulate", "--dense-only", "--dense"]) == 0
+    res = read_result(out)
+    y, _ = run_reference(layer, dense=True)
+    assert np.array_equal(res.y, y) and res.gate.all()
+    assert res.counters["macs_skipped"] == 0
+    assert main(base + ["--dense-only", "--port", "/dev/null"]) == 2
+    assert "--dense-only: only with --simulate" in capsys.readouterr().err
+
+
 def test_run_layer_needs_a_port(tmp_path, capsys):
     layer = make_layer(c_in=2, c_out=2, size=(3, 3), partitions=1, dense=True, seed=1)
     src = tmp_path / "d.layer.npz"
