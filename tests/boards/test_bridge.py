@@ -60,6 +60,26 @@ def test_stream_job_with_backpressure(link):
     assert link.state.in_free == IN_BUF
 
 
+def test_output_words_of_other_widths():
+    """Output words that are not 8 bytes (a 2 x 4 array's 12-byte words, a 3 x 3's 9: the
+    bridge sends the FIFO's head word a byte at a time, the word's byte picked by its index)
+    come back whole, several per POP reply."""
+    for rows, cols, skip, wb in ((2, 4, 2, 12), (3, 3, 3, 9)):
+        params = HwParams(rows=rows, cols=cols, act_depth=256, wgt_depth=64, pix_depth=16,
+                          skip_cols=skip, stream_width=4)
+        assert P.word_bytes(params.out_bits) == wb
+        top = BoardTop(params, divisor=4, in_buf_bytes=IN_BUF, out_depth=8,
+                       accelerator=LoopbackAccelerator(params))
+        lk = Link(SimTransport(top, divisor=4))
+        lk.ping()
+        rng = random.Random(rows)
+        beats = [rng.getrandbits(32) for _ in range(12)]
+        runner = BoardRunner(lk, params, runner_name="test")
+        words, *_ = runner.run_job([(REG["C_IN"].addr, len(beats)), (REG["CTRL"].addr, 1)],
+                                   beats)
+        assert words == [loopback_word(b, i, params) for i, b in enumerate(beats)]
+
+
 def test_error_replies_and_resync(link):
     link.write_reg("H_IN", 5)
     bad = bytearray(P.encode_command(P.CMD_WRITE, bytes([REG["H_IN"].addr, 9, 0, 0, 0])))
