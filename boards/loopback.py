@@ -28,11 +28,14 @@ def loopback_word(beat: int, index: int, params) -> int:
 
 class LoopbackAccelerator(wiring.Component):
     """``in_period``: cycles per input beat taken (2: every other cycle; tests slow it down to
-    keep the bridge's input ring full while frames arrive)."""
+    keep the bridge's input ring full while frames arrive). ``in_random`` (n > 0): instead, a
+    beat is taken in the cycles whose 16-bit LFSR has its low n bits zero (one in 2^n, at
+    no fixed phase to the UART's bytes; the bridge's collision test)."""
 
-    def __init__(self, params, *, in_period=2):
+    def __init__(self, params, *, in_period=2, in_random=0):
         self.params = params
         self.in_period = in_period
+        self.in_random = in_random
         members = port_members(params)
         members["done"] = Out(1)
         super().__init__(members)
@@ -63,8 +66,12 @@ class LoopbackAccelerator(wiring.Component):
         term = Signal()  # the data words are done: send the TLAST terminator next
         word = Signal(p.out_bits)
         m.d.comb += word.eq(Cat(self.s_axis_tdata, index))  # truncates or zero-extends
-        m.d.comb += [self.s_axis_tready.eq(busy & ~term & (phase == self.in_period - 1) &
-                                           fifo.w_rdy),
+        take = phase == self.in_period - 1
+        if self.in_random:
+            lfsr = Signal(16, init=0xACE1)  # x^16 + x^14 + x^13 + x^11 + 1, maximal length
+            m.d.sync += lfsr.eq(Cat(lfsr[1:], lfsr[0] ^ lfsr[2] ^ lfsr[3] ^ lfsr[5]))
+            take = lfsr[:self.in_random] == 0
+        m.d.comb += [self.s_axis_tready.eq(busy & ~term & take & fifo.w_rdy),
                      fifo.w_data.eq(Mux(term, Cat(Const(0, p.out_bits), 1), word)),
                      fifo.w_en.eq((self.s_axis_tvalid & self.s_axis_tready) |
                                   (term & fifo.w_rdy))]
