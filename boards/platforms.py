@@ -106,14 +106,15 @@ def get_board(name: str) -> Board:
 
 
 # iCEBreaker: iCE40 UP5K (5280 LUT4, 30 EBR of 4 kbit, 8 DSP), 12 MHz, FT2232H (3 Mbaud at
-# 12 MHz is exactly 4 clocks per bit).
+# 12 MHz is exactly 4 clocks per bit). The dense-only 2 x 2 fits (98% of the logic cells), the
+# gated one does not (boards/README.md).
 register(Board(
     name="icebreaker", platform="amaranth_boards.icebreaker:ICEBreakerPlatform", family="ice40",
     rows=2, cols=2, act_depth=256, wgt_depth=64, pix_depth=32, skip_cols=2, post_cols=2,
     baud=3_000_000,
     max_baud=3_000_000,
     in_buf_bytes=256, out_depth=16, programmer=("-b", "ice40_generic"),
-    doc="iCE40 UP5K, 12 MHz, FT2232H at 3 Mbaud",
+    doc="iCE40 UP5K, 12 MHz, FT2232H at 3 Mbaud; only the --dense-only build fits",
     resources={"LUT4": 5280, "EBR (4 kbit)": 30, "DSP": 8}))
 
 # ULX3S: ECP5 with an FT231X (3 Mbaud max; 25 MHz / 1 Mbaud = 25 clocks per bit exactly, the
