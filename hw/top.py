@@ -894,12 +894,11 @@ class Sluice(wiring.Component):
             for c in range(C):
                 m.d.comb += [gu.psum[c].eq(gate_psum[c]), gu.thresh[c].eq(gate_thr[c])]
         # column select of the units: k (0..PU-1) is the column within a unit that enters now
-        # (k = 0 with the row in d1, then 1, 2, ...), and its delayed copies, which select the
-        # column's parameters a cycle before PostProc reads them (bias, res_mult, shift at
-        # stage 1, res_shift at 3, mult at 5 = PRL; 2 and 3 with one residual stage) into
-        # registers; with PU = 1 all of it is constant
+        # (k = 0 with the row in d1, then 1, 2, ...), and its delayed copies up to FR, which
+        # select the column's sum, residual and base sum (the parameters come from rings,
+        # `param` below); with PU = 1 all of it is constant
         ser_k = Signal(range(PU))   # column entering after the first (0: idle or the first)
-        sel = [Signal(range(PU), name=f"post_sel_{i}") for i in range(FR + PRL)]
+        sel = [Signal(range(PU), name=f"post_sel_{i}") for i in range(FR + 1)]
         ser_busy = Signal()
         if PU > 1:
             with m.If(d1_go):
@@ -907,7 +906,7 @@ class Sluice(wiring.Component):
             with m.Elif(ser_k != 0):
                 m.d.sync += ser_k.eq(Mux(ser_k == PU - 1, 0, ser_k + 1))
             m.d.comb += [sel[0].eq(Mux(d1_go, 0, ser_k)), ser_busy.eq(ser_k != 0)]
-            m.d.sync += [sel[i + 1].eq(sel[i]) for i in range(FR + PRL - 1)]
+            m.d.sync += [sel[i + 1].eq(sel[i]) for i in range(FR)]
 
         def pick(values, i):
             """The value of the unit's column selected ``i`` cycles after it entered."""
@@ -925,14 +924,14 @@ class Sluice(wiring.Component):
             register behind one) sits in front of PostProc; after the unit's PU columns the
             ring is back where the tile's parameter copy left it (the copy comes between the
             tiles' rows: see above)."""
-            regs = [par[k][c] for c in cs]
-            while len(enter) <= i:
-                enter.append(Signal(name=f"post_enter_{len(enter)}"))
-                m.d.sync += enter[-1].eq(enter[-2])
+            ring = [par[k][c] for c in cs]
             if PU > 1:
+                while len(enter) <= i:
+                    enter.append(Signal(name=f"post_enter_{len(enter)}"))
+                    m.d.sync += enter[-1].eq(enter[-2])
                 with m.If(enter[i] & (cp_kq != k)):
-                    m.d.sync += [regs[n].eq(regs[(n + 1) % PU]) for n in range(PU)]
-            return regs[0][:width]
+                    m.d.sync += [ring[n].eq(ring[(n + 1) % PU]) for n in range(PU)]
+            return ring[0][:width]
 
         ys = []  # per column: its result byte when the row's word is written
         for u in range(C // PU):
