@@ -19,6 +19,8 @@ VERSION = 3  # bumps when the register map or the stream format changes
 ACT_BITS = 8  # int8 activations
 WGT_BITS = 8  # int8 weights
 ACC_BITS = 32  # int32 accumulators (the exporter guarantees no overflow)
+#: the largest product magnitude: SPEC's weights lie in [-127, 127], activations are int8
+PROD_MAX = (1 << (ACT_BITS - 1)) * ((1 << (WGT_BITS - 1)) - 1)
 PARAM_BITS = 32  # bias, thresh, mult, shift, res_mult, res_shift
 DIM_BITS = 16  # channel counts and map sizes in the descriptor
 PIX_BITS = 16  # output pixel index in result words
@@ -205,6 +207,17 @@ class HwParams:
         """Input-stream beats of a tile's parameters: ``par_col_beats`` per parameter of
         ``PARAM_ORDER``."""
         return len(PARAM_ORDER) * self.par_col_beats
+
+    @property
+    def sum_bits(self) -> int:
+        """Bits of the elements' sums, the stored base sums and the drained sums: a pass sums
+        at most ``wgt_depth`` products (the WGT_BUFFER check refuses ``C_IN * K * K`` beyond
+        it), each at most ``PROD_MAX`` = 128 * 127 in magnitude (SPEC: weights in [-127, 127]),
+        so every sum fits these signed bits exactly: 26 for the default 2048, 21 for 64, at
+        most ``ACC_BITS``. (A weight of -128, which no layer file may hold, could make the
+        longest pass's extreme sum wrap.) The post-processing adds the int32 bias at
+        ``ACC_BITS``."""
+        return min(ACC_BITS, (PROD_MAX * self.wgt_depth).bit_length() + 1)
 
     @property
     def groups(self) -> int:

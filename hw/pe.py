@@ -6,7 +6,8 @@ control: valid, first, last, and a per-column accumulate-enable vector) enter ea
 per cycle. The feeder skews row r by r cycles and column c by c cycles, so element (r, c) sees
 step s of a pass at cycle s + r + c. With skip groups, activations enter each group at its first
 column, and every group is skewed on its own (column c by c mod group): element (r, c) sees step
-s at s + r + (c mod group). Every element keeps its own int32 sum; on the ``last`` step
+s at s + r + (c mod group). Every element keeps its own sum (``acc_bits`` wide: int32, or
+as narrow as the instance's longest pass needs, ``HwParams.sum_bits``); on the ``last`` step
 of a pass it copies the finished sum into ``psum`` (kept until the next pass finishes), so the
 next pass can stream in while the result is drained.
 """
@@ -65,8 +66,9 @@ class PE(wiring.Component):
     (``"logic"``), see ``HwParams.pe_mult``; the same integers and latency either way.
     """
 
-    def __init__(self, *, cols=1, col=0, mult="dsp", ext_mult=False):
+    def __init__(self, *, cols=1, col=0, mult="dsp", ext_mult=False, acc_bits=ACC_BITS):
         self._cols, self._col, self._mult = cols, col, mult
+        self._acc_bits = acc_bits
         # ext_mult (a "dsp" element): the multiply is outside, in a DSP block shared with
         # another element (``SystolicArray`` on iCE40, ``hw/ice40.py``): the element presents
         # its registered operands on ``mul_a``/``mul_b`` and takes their product, registered
@@ -77,7 +79,7 @@ class PE(wiring.Component):
             "en_in": In(cols), "w_in": In(signed(WGT_BITS)),
             "a_out": Out(signed(ACT_BITS)), "valid_out": Out(1), "first_out": Out(1),
             "last_out": Out(1), "en_out": Out(cols), "w_out": Out(signed(WGT_BITS)),
-            "psum": Out(signed(ACC_BITS)),
+            "psum": Out(signed(acc_bits)),
         }
         if ext_mult:
             if mult != "dsp":
@@ -93,10 +95,10 @@ class PE(wiring.Component):
         # a pass's first step has written them (`first` loads the sum), and left out of the
         # reset they keep the accelerator's reset net to its control registers (at 8 x 8 on
         # ECP5 one reset net reached 20,000 flip-flops, half of them here)
-        acc = Signal(signed(ACC_BITS), reset_less=True)
+        acc = Signal(signed(self._acc_bits), reset_less=True)
         a_out = Signal(signed(ACT_BITS), name="a_out_q", reset_less=True)
         w_out = Signal(signed(WGT_BITS), name="w_out_q", reset_less=True)
-        psum = Signal(signed(ACC_BITS), name="psum_q", reset_less=True)
+        psum = Signal(signed(self._acc_bits), name="psum_q", reset_less=True)
         m.d.sync += [
             a_out.eq(self.a_in), self.valid_out.eq(self.valid_in),
             self.first_out.eq(self.first_in), self.last_out.eq(self.last_in),
@@ -166,7 +168,7 @@ class PE(wiring.Component):
                                     attrs=KEEP_ATTRS if keep else {})
                 m.d.sync += add_q.eq(add)
                 add = add_q
-        total = Signal(signed(ACC_BITS))
+        total = Signal(signed(self._acc_bits))
         with m.If(first):
             m.d.comb += total.eq(add)
         with m.Else():
@@ -190,16 +192,17 @@ class SystolicArray(wiring.Component):
     ``psum[r][c]`` holds the finished sums of the last pass.
     """
 
-    def __init__(self, *, rows, cols, group=None, mult="dsp"):
+    def __init__(self, *, rows, cols, group=None, mult="dsp", acc_bits=ACC_BITS):
         group = group or cols
         self._rows, self._cols, self._group, self._mult = rows, cols, group, mult
+        self._acc_bits = acc_bits
         ng = cols // group
         super().__init__({
             "a": In(signed(ACT_BITS)).array(rows, ng), "valid": In(1).array(rows, ng),
             "first": In(1).array(rows, ng), "last": In(1).array(rows, ng),
             "en": In(group).array(rows, ng),
             "w": In(signed(WGT_BITS)).array(cols),
-            "psum": Out(signed(ACC_BITS)).array(rows, cols),
+            "psum": Out(signed(acc_bits)).array(rows, cols),
         })
 
     def elaborate(self, platform):
@@ -214,7 +217,8 @@ class SystolicArray(wiring.Component):
         in_pair = {rc for pair in pairs for rc in pair}
         for r in range(R):
             for c in range(C):
-                pe = PE(cols=G, col=c % G, mult=self._mult, ext_mult=(r, c) in in_pair)
+                pe = PE(cols=G, col=c % G, mult=self._mult, ext_mult=(r, c) in in_pair,
+                        acc_bits=self._acc_bits)
                 m.submodules[f"pe_{r}_{c}"] = pe
                 pes[r][c] = pe
                 m.d.comb += self.psum[r][c].eq(pe.psum)

@@ -117,9 +117,14 @@ class PostProc(wiring.Component):
     (``window_shift``); (the next) the rounding step (``(v + 1) >> 1``), ReLU and clamp,
     registered: the saturation tests are compares of the shifted value with constants (no wide
     adder in front of them) and the in-range result needs only its low 9 bits.
+
+    ``acc_bits``: the width of ``base`` (``acc``: one more), the array's sums
+    (``HwParams.sum_bits``); ``acc + base + bias`` and everything after it are int32 (the bias
+    is) with the bits SPEC's int32 range needs.
     """
 
-    def __init__(self, *, mult_stages: int = MULT_STAGES[-1], res_stages: int = RES_STAGES[-1]):
+    def __init__(self, *, mult_stages: int = MULT_STAGES[-1], res_stages: int = RES_STAGES[-1],
+                 acc_bits: int = ACC_BITS):
         if mult_stages not in MULT_STAGES:
             raise ValueError(f"mult_stages: {mult_stages} is not 1, 2 or 5")
         if res_stages not in RES_STAGES:
@@ -131,8 +136,8 @@ class PostProc(wiring.Component):
         self.res_shift_read = 1 + (res_stages + 1) // 2
         self.mult_read = 2 + res_stages
         super().__init__({
-            "acc": In(signed(ACC_BITS + 1)),
-            "base": In(signed(ACC_BITS)),  # a stored base partial sum to add (0: none)
+            "acc": In(signed(acc_bits + 1)),
+            "base": In(signed(acc_bits)),  # a stored base partial sum to add (0: none)
             "bias": In(signed(PARAM_BITS)),
             "residual": In(signed(ACT_BITS)), "has_res": In(1),
             "res_mult": In(signed(PARAM_BITS)), "res_shift": In(unsigned(6)),
@@ -297,10 +302,10 @@ def window_shift(v, shift, width):
 class GateUnit(wiring.Component):
     """``gate[c] = psum[c] > thresh[c]`` (strict) for valid columns, else 0."""
 
-    def __init__(self, *, cols):
+    def __init__(self, *, cols, psum_bits=ACC_BITS):
         self._cols = cols
         super().__init__({
-            "psum": In(signed(ACC_BITS)).array(cols),
+            "psum": In(signed(psum_bits)).array(cols),
             "thresh": In(signed(PARAM_BITS)).array(cols),
             "col_valid": In(cols),
             "gate": Out(cols),

@@ -130,6 +130,7 @@ class Sluice(wiring.Component):
         P = self.params
         R, C, B = P.rows, P.cols, P.stream_bytes
         G, NG = P.skip_cols, P.groups
+        SB = P.sum_bits  # the sums' width: the array's, the stored base sums', the drain's
         gating = P.gating  # False: a dense-only build (no base/conditional phases)
         # PU columns per post-processing unit: a drained row goes through the units in PU
         # cycles (one column each), so its word is complete PU - 1 cycles after its first column
@@ -389,7 +390,7 @@ class Sluice(wiring.Component):
                                    "kxhi": tap_s, "abase": adr_s, "gate": G})
         psum_wp, psum_rp, al_wp, al_rp = [], [], [], []
         for j in range(NG if gating else 0):
-            mem = Memory(shape=data.ArrayLayout(signed(ACC_BITS), G), depth=P.pix_depth,
+            mem = Memory(shape=data.ArrayLayout(signed(SB), G), depth=P.pix_depth,
                          init=[])
             m.submodules[f"psum_buf_{j}"] = self.memories[f"psum_buf_{j}"] = mem
             psum_wp.append(mem.write_port())
@@ -642,7 +643,8 @@ class Sluice(wiring.Component):
                      for f in FIELDS for q in range(Q)]
 
         # ---------------------------------------------------------------- array feed
-        m.submodules.array = arr = SystolicArray(rows=R, cols=C, group=G, mult=P.pe_mult)
+        m.submodules.array = arr = SystolicArray(rows=R, cols=C, group=G, mult=P.pe_mult,
+                                                    acc_bits=SB)
         colmask = Signal(C)
         m.d.comb += colmask.eq(col_valid)
         s1_valid = Signal(Q)
@@ -752,7 +754,7 @@ class Sluice(wiring.Component):
         dzero = Signal(init=1)
         d_r = Signal(range(R))
         d1_go = Signal()
-        d1_psum = [Signal(signed(ACC_BITS), name=f"d1_psum_{c}", reset_less=True)
+        d1_psum = [Signal(signed(SB), name=f"d1_psum_{c}", reset_less=True)
                    for c in range(C)]
         d1 = [{f: Signal.like(drn[f][0], name=f"d1_{f}_{j}") for f in FIELDS
                if j in drain_slots(f)} for j in range(NG)]
@@ -762,7 +764,7 @@ class Sluice(wiring.Component):
         d2_go = Signal()
         # (with shared post-processing units d1 holds a row for PU >= 2 cycles, so the row in
         # d2 still has its sums in d1_psum: no copy)
-        d2_psum = ([Signal(signed(ACC_BITS), name=f"d2_psum_{c}", reset_less=True)
+        d2_psum = ([Signal(signed(SB), name=f"d2_psum_{c}", reset_less=True)
                     for c in range(C)] if PU == 1 else d1_psum)
         d2 = [{f: Signal.like(drn[f][0], name=f"d2_{f}_{j}") for f in FIELDS
                if j in drain_slots(f)} for j in range(NG)]
@@ -851,7 +853,7 @@ class Sluice(wiring.Component):
             m.d.sync += [dcount.eq(G + ARRAY_EXTRA - 1), dzero.eq(G + ARRAY_EXTRA - 1 == 0)]
 
         if gating:
-            m.submodules.gate_unit = gu = GateUnit(cols=C)
+            m.submodules.gate_unit = gu = GateUnit(cols=C, psum_bits=SB)
             # the gate bits of the row in d2; reset-less: every reader is qualified by d2's
             # valid bits, which have the reset (with one, the reset's multiplexer sat behind
             # the 32-bit compare, the 8 x 8 ECP5 critical path once the drain's was gone)
@@ -881,7 +883,7 @@ class Sluice(wiring.Component):
             # they change). At 8 x 8 on the ECP5, d1_psum's route to the compare's carry chain
             # and the validity AND behind it were the critical path, 10.5 ns.
             assert ACC_BITS <= PARAM_BITS  # (so no sum exceeds the largest threshold)
-            gate_psum = [Signal(signed(ACC_BITS), name=f"gate_psum_{c}", reset_less=True,
+            gate_psum = [Signal(signed(SB), name=f"gate_psum_{c}", reset_less=True,
                                 attrs=KEEP_ATTRS) for c in range(C)]
             gate_thr = [Signal(signed(PARAM_BITS), name=f"gate_thr_{c}", reset_less=True)
                         for c in range(C)]
@@ -936,7 +938,7 @@ class Sluice(wiring.Component):
         ys = []  # per column: its result byte when the row's word is written
         for u in range(C // PU):
             cs = range(u * PU, (u + 1) * PU)
-            pp = PostProc(mult_stages=mult_stages(C), res_stages=res_stages(C))
+            pp = PostProc(mult_stages=mult_stages(C), res_stages=res_stages(C), acc_bits=SB)
             assert pp.mult_read == PRL
             m.submodules[f"post_{u}"] = pp
             if gating:  # conditional phase: the stored base sum, added inside PostProc (a
