@@ -518,7 +518,10 @@ def regmap_markdown(p: HwParams = DEFAULT) -> str:
             "`w[o, i, ky, kx]` for column c's channel `o = t*cols + c` (zero beyond C_OUT), "
             "where `i` is the n-th input channel of o's sequence: `0..C_IN-1` in dense mode; "
             "in gated mode o's base set first, then the other channels in increasing order "
-            "(every column streams its own channels); the last beat zero-padded.",
+            "(every column streams its own channels); the last beat zero-padded. Weights "
+            "lie in [-127, 127] (SPEC): the sums are `sum_bits` wide "
+            f"({p.sum_bits} bits here, from `wgt_depth`), exact for such weights; a weight "
+            "of -128 could wrap the longest pass's extreme sum.",
             f"   2. **PAR**: `{p.par_beats}` beats: for each parameter `k` of "
             f"{', '.join('`' + n + '`' for n in PARAM_ORDER)} (in that order), "
             f"`ceil(cols / {p.par_pack})` = {p.par_col_beats} beat(s) of {p.par_pack} 32-bit "
