@@ -79,3 +79,25 @@ def make_layer(*, c_in=8, c_out=8, size=(6, 6), kernel=3, stride=1, padding=1, p
     layer = layer.replace(bias=bias, thresh=thresh, mult=mult, shift=shift, **kw)
     y, gate = run_reference(layer)
     return layer.replace(y_ref=y, gate_ref=gate)
+
+
+def extreme_sums_layer(c_in: int, *, seed: int = 4, name: str = "extreme_sums") -> Layer:
+    """A gated 1 x 1 layer (4 output channels, 3 x 3 map, 2 partitions) whose sums reach both
+    ends of what ``c_in`` products can give: at pixels (0, 0) and (1, 2) every activation is
+    -128, channel 0's weights are -127 (+16,256 a product) and channel 1's 127 (-16,256);
+    channel 0's gate is on exactly where its base sum is the largest possible. The
+    requantisation maps a sum of ``c_in * 16,256`` to about ``c_in * 4`` (``y ~ acc / 2^12``, no
+    ReLU), so a wrapped sum shows in the outputs. With ``c_in`` = an instance's ``wgt_depth``
+    it is the longest pass the instance accepts (``HwParams.sum_bits``)."""
+    layer = make_layer(c_in=c_in, c_out=4, size=(3, 3), kernel=1, padding=0, partitions=2,
+                       gate_rate=0.5, seed=seed, name=name)
+    x, w = layer.x.copy(), layer.w.copy()
+    x[:, 0, 0] = x[:, 1, 2] = -128
+    w[0], w[1] = -127, 127
+    ones = np.ones(4, np.int32)
+    thresh = layer.thresh.copy()
+    thresh[0] = (c_in // 2) * 128 * 127 - 1
+    layer = layer.replace(x=x, w=w, bias=0 * ones, thresh=thresh, mult=ones << 30,
+                          shift=ones * (30 + 12), relu=False)
+    y, gate = run_reference(layer)
+    return layer.replace(y_ref=y, gate_ref=gate)

@@ -10,7 +10,7 @@ import pytest
 from sluice.hw.cycle_model import LOSS_TERMS, active_items, loss_breakdown, predict
 from sluice.hw.params import ERROR_FIELDS, FLAG_FIELDS, REG, HwParams
 from sluice.hw.simulate import run_layer_amaranth, simulate_jobs
-from sluice.model.randlayer import make_layer
+from sluice.model.randlayer import extreme_sums_layer, make_layer
 from sluice.model.reference import run_reference, work_figures
 from sluice.sim.host import Job, layer_jobs
 
@@ -156,25 +156,6 @@ def test_dense_mode_of_gated_layer(name):
     check_run(layer, params, dense=True)
 
 
-def _extreme_sums_layer(params):
-    """A 1 x 1 layer with C_IN = wgt_depth (the longest pass the instance accepts) whose sums
-    reach both ends of ``params.sum_bits``: pixels with every activation -128 against channel 0's
-    weights of -127 (+16256 per product) and channel 1's of 127 (-16256); channel 0's gate is on
-    only where its base sum is the largest possible."""
-    c_in = params.wgt_depth
-    layer = make_layer(c_in=c_in, c_out=4, size=(3, 3), kernel=1, padding=0, partitions=2,
-                       gate_rate=0.5, seed=4)
-    x, w = layer.x.copy(), layer.w.copy()
-    x[:, 0, 0] = x[:, 1, 2] = -128
-    w[0], w[1] = -127, 127
-    ones = np.ones(4, np.int32)
-    thresh = layer.thresh.copy()
-    thresh[0] = (c_in // 2) * 128 * 127 - 1
-    # y ~ acc / 2^12: the largest sums (+-260,096 here) still distinguishable in int8
-    return layer.replace(x=x, w=w, bias=0 * ones, thresh=thresh, mult=ones << 30,
-                         shift=ones * (30 + 12), relu=False, y_ref=None, gate_ref=None)
-
-
 def test_sums_at_the_ends_of_the_narrowed_width(monkeypatch):
     """The elements, the stored base sums and the drain are ``sum_bits`` wide, not 32: a pass of
     ``wgt_depth`` products at either extreme stays exact (gated and dense), and one bit fewer
@@ -182,7 +163,7 @@ def test_sums_at_the_ends_of_the_narrowed_width(monkeypatch):
     params = HwParams(rows=2, cols=2, act_depth=256, wgt_depth=16, pix_depth=32, skip_cols=1)
     assert params.sum_bits == 19 and HwParams().sum_bits == 26
     assert HwParams(wgt_depth=1 << 17).sum_bits == 32  # never above ACC_BITS
-    layer = _extreme_sums_layer(params)
+    layer = extreme_sums_layer(params.wgt_depth)
     y, gate = run_reference(layer, dense=True)
     assert y[0, 0, 0] == 64 and y[1, 0, 0] == -63  # +-260,096 / 2^12, rounded half up
     _, gate = run_reference(layer)

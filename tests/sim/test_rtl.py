@@ -14,7 +14,7 @@ import pytest
 
 from sluice.hw.params import HwParams
 from sluice.model.layerfile import read_result, write_layer
-from sluice.model.randlayer import make_layer
+from sluice.model.randlayer import extreme_sums_layer, make_layer
 from sluice.model.reference import run_reference, work_figures
 from sluice.sim.runner import RtlSim, simulator_missing
 
@@ -209,6 +209,20 @@ def test_shared_narrow_activation_copies_bit_exact(tmp_path):
                       act_share=2, act_width=2)
     assert params.act_copies == 4 and params.act_pieces == 8
     _free_and_stalled(tmp_path, params, seed=41)
+
+
+def test_sums_at_the_ends_of_the_narrowed_width(tmp_path):
+    """The generated Verilog with sums ``sum_bits`` wide (19 bits for a 16-word weight bank):
+    a layer whose sums reach both ends (+-260,096) is exact, gated and dense."""
+    params = HwParams(rows=2, cols=2, act_depth=256, wgt_depth=16, pix_depth=32, skip_cols=1)
+    assert params.sum_bits == 19
+    layer = extreme_sums_layer(params.wgt_depth)
+    (gated,) = _run(tmp_path / "gated", params, [layer])
+    _check(layer, gated)
+    assert gated.gate[0].sum() == 2 and gated.y[0, 0, 0] == 64
+    (dense,) = _run(tmp_path / "dense", params, [layer], dense=True)
+    _check(layer, dense, dense=True)
+    assert dense.y[1, 0, 0] == -63
 
 
 def test_run_layer_cli_simulates_the_instance_asked_for(tmp_path, capsys):
