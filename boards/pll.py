@@ -69,8 +69,8 @@ def ecp5_pll(fin_hz: float, fout_hz: float) -> PllConfig:
                     best, best_key = PllConfig(int(fin), ref, fb, out), key
     if best is None or best.fout_hz != want:
         near = f"; the nearest is {float(best.fout_hz) / 1e6:g} MHz" if best else ""
-        raise SluiceError(f"--clock-mhz: {float(want) / 1e6:g} MHz is not reachable exactly from the "
-                          f"{fin_hz / 1e6:g} MHz oscillator with the ECP5 PLL{near}")
+        raise SluiceError(f"--clock-mhz: {float(want) / 1e6:g} MHz is not reachable exactly "
+                          f"from the {fin_hz / 1e6:g} MHz oscillator with the ECP5 PLL{near}")
     return best
 
 

@@ -5,8 +5,8 @@ channel tile, the loads, the column setup, and each phase's passes with the thre
 hold a pass back: the row-set loader (``rows + 3`` cycles to fill the next row set), the drain of
 the previous pass (its last step may only issue ``rows + skip_cols + 1 + ARRAY_EXTRA`` cycles after
 the previous pass's last step) and the pass length itself. Assumes the input stream always has
-the next beat and the output stream is always ready (the host sequence's contract); under those conditions it
-reproduces the RTL's CYCLES counter exactly (the tests check this).
+the next beat and the output stream is always ready (the host sequence's contract); under those
+conditions it reproduces the RTL's CYCLES counter exactly (the tests check this).
 """
 
 from __future__ import annotations
@@ -97,7 +97,8 @@ def job_cycles(layer, job_desc: dict, gate_band, p: HwParams, dense: bool) -> di
     group_cout = job_desc["GROUP_COUT"]
     cond_empty = base_cin == c_in
     n_tiles = -(-c_out // C)
-    n_load = p.wgt_beats(c_in * kk) + p.par_beats + (p.res_beats(hw_out) if layer.residual is not None else 0)
+    n_load = (p.wgt_beats(c_in * kk) + p.par_beats
+              + (p.res_beats(hw_out) if layer.residual is not None else 0))
     A = -(-c_in * hw_in // B)
 
     def group_lo(o):

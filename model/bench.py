@@ -85,7 +85,8 @@ def main(argv=None) -> int:
         plot_gate_rates(r, out / f"{stem}.gates.png")
         reports[key] = r
         rate = "-" if r["gate_rate"] is None else f"{100 * r['gate_rate']:.2f}%"
-        print(f"{Path(ck).parent.name + (' int8' if int8 else ''):11s} top-1 {100 * r['top1']:.2f}%  reduction {r['reduction']:.3f}x  "
+        tag = Path(ck).parent.name + (" int8" if int8 else "")
+        print(f"{tag:11s} top-1 {100 * r['top1']:.2f}%  reduction {r['reduction']:.3f}x  "
               f"gates on {rate}", flush=True)
     plot_tradeoff(list(reports.values()) + earlier, out / "accuracy_vs_reduction.png")
     if reports["dense"]["images"] != reports["gated"]["images"]:

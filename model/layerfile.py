@@ -201,7 +201,8 @@ def validate_layer(layer: Layer, source: str = "<layer>") -> None:
     for name in ("residual", "y_ref", "gate_ref"):
         arr = getattr(layer, name)
         if arr is not None and arr.shape != layer.out_shape:
-            _fail(source, name, f"shape {arr.shape}, expected {layer.out_shape} (C_out, H_out, W_out)")
+            _fail(source, name,
+                  f"shape {arr.shape}, expected {layer.out_shape} (C_out, H_out, W_out)")
     if layer.gate_ref is not None and int(layer.gate_ref.max(initial=0)) > 1:
         _fail(source, "gate_ref", "holds values other than 0 and 1")
 

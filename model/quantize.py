@@ -39,7 +39,8 @@ INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
 
 def mult_shift(ratio: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel (mult, shift) with ``mult / 2^shift ~= ratio``, mult in [0, 2^31), shift <= 62."""
+    """Per-channel (mult, shift) with ``mult / 2^shift ~= ratio``, mult in [0, 2^31),
+    shift <= 62."""
     ratio = np.asarray(ratio, dtype=np.float64)
     if not np.all(np.isfinite(ratio)) or np.any(ratio < 0):
         raise SluiceError(f"{where}: requantisation ratio is negative or not finite")
@@ -354,8 +355,8 @@ def _fold(conv, bn):
     """(folded weight float64, folded bias float64, s_bn float64)."""
     w = conv.weight.detach().to(torch.float64)
     s_bn = bn.weight.detach().double() / torch.sqrt(bn.running_var.double() + bn.eps)
-    b_conv = conv.bias.detach().double() if conv.bias is not None else torch.zeros(w.shape[0],
-                                                                                 dtype=torch.float64)
+    b_conv = (conv.bias.detach().double() if conv.bias is not None
+              else torch.zeros(w.shape[0], dtype=torch.float64))
     b = bn.bias.detach().double() + (b_conv - bn.running_mean.double()) * s_bn
     return w * s_bn.view(-1, 1, 1, 1), b, s_bn, b_conv
 

@@ -45,7 +45,8 @@ def add_arguments(p) -> None:
                        help=f"{what} for --hw-lambda (default: the generator's)")
     p.add_argument("--sparse-bp", action="store_true", help="sparse gate backprop")
     p.add_argument("--shuffle", action="store_true", help="channel shuffle (not exportable)")
-    p.add_argument("--epochs", type=int, default=None, help="default 8; with --resume: the saved value")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="default 8; with --resume: the saved value")
     p.add_argument("--batch-size", type=int, default=None,
                    help="per process (default 128; with --resume: the saved value)")
     p.add_argument("--lr", type=float, default=0.1)

@@ -85,7 +85,8 @@ def _sim_env(sim: str):
     # The wheel's verilated.mk leaves the precompiled-header include flag empty (it was
     # configured for another compiler); g++ needs `-include`, else the build fails with
     # "Vtop__pch.h.fast: linker input file not found".
-    os.environ["MAKEFLAGS"] = (os.environ.get("MAKEFLAGS", "") + " CFG_CXXFLAGS_PCH_I=-include").strip()
+    os.environ["MAKEFLAGS"] = (os.environ.get("MAKEFLAGS", "")
+                               + " CFG_CXXFLAGS_PCH_I=-include").strip()
     try:
         yield
     finally:

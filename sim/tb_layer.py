@@ -5,8 +5,8 @@ list of runs, each a layer file, a result path and options. For every job of eve
 testbench loads the job's input stream into the harness, writes the descriptor over AXI4-Lite,
 starts the job and then sleeps on a timer between STATUS polls (Python is not woken every
 cycle); afterwards it reads the counters, dumps the captured output stream and hands it to the
-host sequence (:mod:`sluice.sim.host`, shared with the board host) to decode. The result file is written
-here, in the simulator process, with every performance counter.
+host sequence (:mod:`sluice.sim.host`, shared with the board host) to decode. The result file is
+written here, in the simulator process, with every performance counter.
 
 Other test cases in this module check the control path: an invalid descriptor raises the error
 flag and the next valid layer still runs; a reset in the middle of a layer is followed by a

@@ -84,7 +84,8 @@ def cmd_run_layer(args) -> int:
     fig = work_figures(layer, result.gate, result.rows, result.cols)
     mode = "dense" if args.dense else ("gated" if layer.gated else "dense layer")
     print(f"{layer.name}: {layer.c_in}->{layer.c_out} ch, {layer.h_in}x{layer.w_in} -> "
-          f"{layer.h_out}x{layer.w_out}, K={layer.kernel} stride={layer.stride} pad={layer.padding} "
+          f"{layer.h_out}x{layer.w_out}, K={layer.kernel} stride={layer.stride} "
+          f"pad={layer.padding} "
           f"p={layer.partitions}, "
           f"{mode}, {result.runner}: gate rate {fig['gate_rate']:.3f}, "
           f"MAC reduction {fig['reduction']:.2f}x, cycles {result.cycles}")

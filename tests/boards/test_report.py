@@ -54,7 +54,8 @@ def test_verdict_over_every_clock():
 
 def test_over_capacity_says_by_how_much():
     # the captured table with the logic cells pushed past the part's 5280
-    text = NEXTPNR.replace("ICESTORM_LC:    2021/   5280    38%", "ICESTORM_LC:    6012/   5280   113%")
+    text = NEXTPNR.replace("ICESTORM_LC:    2021/   5280    38%",
+                           "ICESTORM_LC:    6012/   5280   113%")
     assert text != NEXTPNR
     over = rpt.over_capacity(rpt.parse_nextpnr_log(text)["utilisation"])
     assert over == ["ICESTORM_LC 6012/5280 (114%, 732 over)"]

@@ -188,9 +188,10 @@ def test_odd_base_groups_are_padded():
 def test_columns_past_c_out_ignore_their_parameters(monkeypatch):
     """The last channel tile's columns past C_OUT hold no channel: the host sends zero weights
     and parameters there, but the gates must not depend on it (the gate compare's thresholds
-    of those columns are the largest int32, `gate_thr` in hw/top.py). Here the host sends -5 for every parameter of them, so a
-    zero sum would pass a compare with the sent threshold and defer pixels for nothing: the
-    results, counters and cycles must still match the reference and the cycle model."""
+    of those columns are the largest int32, `gate_thr` in hw/top.py). Here the host sends -5
+    for every parameter of them, so a zero sum would pass a compare with the sent threshold and
+    defer pixels for nothing: the results, counters and cycles must still match the reference
+    and the cycle model."""
     import types
 
     import sluice.sim.host as host

@@ -145,9 +145,10 @@ def test_reject_wrong_dtype(layer, tmp_path, capsys, field, dtype):
     assert f"'{field}'" in err and "dtype" in err
 
 
-@pytest.mark.parametrize("field,shape", [("x", (8, 5)), ("w", (4, 6, 3, 3)), ("w", (4, 8, 3, 1)),
-                                         ("bias", (5,)), ("thresh", (4, 1)), ("residual", (4, 5, 6)),
-                                         ("y_ref", (4, 5, 8)), ("kernel", (1,))])
+@pytest.mark.parametrize("field,shape", [("x", (8, 5)), ("w", (4, 6, 3, 3)),
+                                         ("w", (4, 8, 3, 1)), ("bias", (5,)), ("thresh", (4, 1)),
+                                         ("residual", (4, 5, 6)), ("y_ref", (4, 5, 8)),
+                                         ("kernel", (1,))])
 def test_reject_shape_mismatch(layer, tmp_path, capsys, field, shape):
     a = _arrays(layer, tmp_path)
     a[field] = np.resize(a[field], shape)
