@@ -26,6 +26,8 @@ def verilog_text(params: HwParams) -> str:
     header.append(f"//   stream_bytes = {params.stream_bytes} (input TDATA "
                   f"{8 * params.stream_bytes} bits)")
     header.append(f"//   out_bits = {params.out_bits} (output TDATA)")
+    header.append(f"//   sum_bits = {params.sum_bits} (the elements' and the stored partial sums, "
+                  f"exact for wgt_depth products of weights in [-127, 127])")
     header.append("// Ports: clk, rst (synchronous, active high), axil_* (AXI4-Lite slave), "
                   "s_axis_* (AXI4-Stream in), m_axis_* (AXI4-Stream out).")
     header.append("// Register map and stream format: hw/REGMAP.md.")

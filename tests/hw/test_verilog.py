@@ -24,6 +24,7 @@ def small_verilog():
 def test_verilog_is_deterministic(small_verilog):
     assert verilog_text(SMALL) == small_verilog
     assert "//   rows = 2" in small_verilog and "//   cols = 4" in small_verilog
+    assert "//   sum_bits = 21 (" in small_verilog  # wgt_depth 64
     assert "module sluice_top(" in small_verilog
     assert small_verilog.count("\nmodule ") == 1 or "endmodule" in small_verilog
     assert "src =" not in small_verilog  # no source paths: byte-identical across checkouts
