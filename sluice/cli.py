@@ -96,12 +96,16 @@ def cmd_run_layer(args) -> int:
 
 def cmd_make_layer(args) -> int:
     from sluice.model.layerfile import write_layer
-    from sluice.model.randlayer import make_layer
+    from sluice.model.randlayer import extreme_sums_layer, make_layer
 
-    layer = make_layer(c_in=args.cin, c_out=args.cout, size=args.size, kernel=args.kernel,
-                       stride=args.stride, padding=args.padding, partitions=args.partitions,
-                       base=args.base, gate_rate=args.gate_rate, residual=args.residual,
-                       relu=args.relu, dense=args.dense, seed=args.seed, name=args.name)
+    if args.extreme_sums:
+        layer = extreme_sums_layer(args.cin, seed=args.seed, name=args.name or "extreme_sums")
+    else:
+        layer = make_layer(c_in=args.cin, c_out=args.cout, size=args.size, kernel=args.kernel,
+                           stride=args.stride, padding=args.padding, partitions=args.partitions,
+                           base=args.base, gate_rate=args.gate_rate, residual=args.residual,
+                           relu=args.relu, dense=args.dense, seed=args.seed,
+                           name=args.name or "random")
     write_layer(args.output, layer)
     print(f"wrote {args.output}: {layer.name}, gate rate {layer.gate_ref.mean():.3f}")
     return 0
@@ -162,8 +166,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--residual", action="store_true", help="add a residual input")
     p.add_argument("--no-relu", dest="relu", action="store_false", help="clamp at -128, not 0")
     p.add_argument("--dense", action="store_true", help="an ungated layer (no thresh, p = 1)")
+    p.add_argument("--extreme-sums", action="store_true",
+                   help="instead: a gated 1x1 layer (4 outputs, 3x3 map, p = 2) whose sums reach "
+                        "both ends of what --cin products of weights in [-127, 127] give; with "
+                        "--cin = an instance's --wgt-depth it checks the sums' width (sum_bits); "
+                        "uses only --cin (even), --seed and --name")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--name", default="random")
+    p.add_argument("--name", default=None,
+                   help="the layer's name (default random, or extreme_sums)")
     p.set_defaults(func=cmd_make_layer)
 
     p = sub.add_parser("info", help="validate layer/result files and summarise them",

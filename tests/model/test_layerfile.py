@@ -251,6 +251,7 @@ def test_writer_refuses_invalid_layer_and_leaves_nothing(layer, tmp_path):
     (["--base", "middle"], "--base"),
     (["--gate-rate", "1.5"], "--gate-rate"),
     (["--size", "2", "--padding", "0"], "--size"),
+    (["--extreme-sums", "--cin", "15"], "--partitions"),  # two partitions need an even --cin
 ])
 def test_make_layer_bad_parameters(tmp_path, capsys, argv, needle):
     out = tmp_path / "m.layer.npz"
@@ -258,3 +259,16 @@ def test_make_layer_bad_parameters(tmp_path, capsys, argv, needle):
     err = capsys.readouterr().err
     assert needle in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_make_layer_extreme_sums(tmp_path, capsys):
+    """`make-layer --extreme-sums --cin N`: sums at +-N * 16,256 (weights at +-127 against
+    activations of -128), checked by `run-layer` against the file's own reference."""
+    out = tmp_path / "x.layer.npz"
+    assert main(["make-layer", "-o", str(out), "--extreme-sums", "--cin", "32"]) == 0
+    layer = read_layer(out)
+    assert layer.c_in == 32 and layer.kernel == 1 and layer.thresh is not None
+    acc = (layer.w[:2, :, 0, 0].astype(np.int64) * layer.x[:, 0, 0].astype(np.int64)).sum(1)
+    assert acc.tolist() == [32 * 16256, -32 * 16256]
+    assert main(["run-layer", str(out), "-o", str(tmp_path / "x.result.npz")]) == 0
+    capsys.readouterr()
