@@ -89,6 +89,8 @@ def extreme_sums_layer(c_in: int, *, seed: int = 4, name: str = "extreme_sums") 
     requantisation maps a sum of ``c_in * 16,256`` to about ``c_in * 4`` (``y ~ acc / 2^12``, no
     ReLU), so a wrapped sum shows in the outputs. With ``c_in`` = an instance's ``wgt_depth``
     it is the longest pass the instance accepts (``HwParams.sum_bits``)."""
+    if c_in < 2 or c_in % 2:
+        raise SluiceError(f"--cin: {c_in} must be even for --extreme-sums (two partitions)")
     layer = make_layer(c_in=c_in, c_out=4, size=(3, 3), kernel=1, padding=0, partitions=2,
                        gate_rate=0.5, seed=seed, name=name)
     x, w = layer.x.copy(), layer.w.copy()

@@ -251,7 +251,7 @@ def test_writer_refuses_invalid_layer_and_leaves_nothing(layer, tmp_path):
     (["--base", "middle"], "--base"),
     (["--gate-rate", "1.5"], "--gate-rate"),
     (["--size", "2", "--padding", "0"], "--size"),
-    (["--extreme-sums", "--cin", "15"], "--partitions"),  # two partitions need an even --cin
+    (["--extreme-sums", "--cin", "15"], "--cin: 15 must be even"),
 ])
 def test_make_layer_bad_parameters(tmp_path, capsys, argv, needle):
     out = tmp_path / "m.layer.npz"
