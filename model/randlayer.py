@@ -86,9 +86,9 @@ def extreme_sums_layer(c_in: int, *, seed: int = 4, name: str = "extreme_sums") 
     ends of what ``c_in`` products can give: at pixels (0, 0) and (1, 2) every activation is
     -128, channel 0's weights are -127 (+16,256 a product) and channel 1's 127 (-16,256);
     channel 0's gate is on exactly where its base sum is the largest possible. The
-    requantisation maps a sum of ``c_in * 16,256`` to about ``c_in * 4`` (``y ~ acc / 2^12``, no
-    ReLU), so a wrapped sum shows in the outputs. With ``c_in`` = an instance's ``wgt_depth``
-    it is the longest pass the instance accepts (``HwParams.sum_bits``)."""
+    requantisation maps the largest sum, ``c_in * 16,256``, to between 32 and 64 (no ReLU), so a
+    wrapped sum shows in the outputs. With ``c_in`` = an instance's ``wgt_depth`` it is the
+    longest pass the instance accepts (``HwParams.sum_bits``)."""
     if c_in < 2 or c_in % 2:
         raise SluiceError(f"--cin: {c_in} must be even for --extreme-sums (two partitions)")
     layer = make_layer(c_in=c_in, c_out=4, size=(3, 3), kernel=1, padding=0, partitions=2,
@@ -99,7 +99,8 @@ def extreme_sums_layer(c_in: int, *, seed: int = 4, name: str = "extreme_sums") 
     ones = np.ones(4, np.int32)
     thresh = layer.thresh.copy()
     thresh[0] = (c_in // 2) * 128 * 127 - 1
+    top = (c_in * 128 * 127).bit_length()  # the largest sum is below 2^top
     layer = layer.replace(x=x, w=w, bias=0 * ones, thresh=thresh, mult=ones << 30,
-                          shift=ones * (30 + 12), relu=False)
+                          shift=ones * (30 + top - 6), relu=False)
     y, gate = run_reference(layer)
     return layer.replace(y_ref=y, gate_ref=gate)
