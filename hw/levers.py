@@ -91,13 +91,34 @@ def paired_passes(gate: np.ndarray, params: HwParams) -> tuple[int, int]:
     return sum(own), paired
 
 
-def study(net: IntNet, runs, params: HwParams = DEFAULT) -> dict:
+def sliced_passes(gate: np.ndarray, params: HwParams, max_slices: int = 8) -> list[int]:
+    """Row slices of each channel tile's last conditional pass (1: not sliced), for a whole-
+    layer band: the last pass runs on ``s`` row slices, each over ``1/s`` of the conditional
+    steps (a weight feed per slice, the slices' sums added at the drain; not built), where
+    every skip group has at most ``rows / s`` pixels left for it; ``s`` a power of two up to
+    ``max_slices`` and ``rows``. The earlier passes are full for the busiest group."""
+    R = params.rows
+    out = []
+    for items in _tile_items(gate, params):
+        busiest = max(items)
+        if busiest == 0:
+            continue
+        last = busiest - (-(-busiest // R) - 1) * R  # the busiest group's pixels in it
+        s = 1
+        while 2 * s <= min(max_slices, R) and last <= R // (2 * s):
+            s *= 2
+        out.append(s)
+    return out
+
+
+def study(net: IntNet, runs, params: HwParams = DEFAULT, max_slices: int = 2) -> dict:
     """Whole-network figures for images stacked; ``runs``: :func:`network_tensors` of each
-    image (computed once, shared by every image count and array)."""
+    image (computed once, shared by every image count and array); ``max_slices``: the row
+    slices of the ``sliced`` estimate (:func:`sliced_passes`; 2: one more weight feed)."""
     per_image = [t for t, _ in runs]
     n = len(runs)
-    tot = {"dense": 0, "lockstep": 0, "independent": 0, "paired": 0, "macs_dense": 0,
-           "macs_theory": 0}
+    tot = {"dense": 0, "lockstep": 0, "independent": 0, "paired": 0, "sliced": 0,
+           "macs_dense": 0, "macs_theory": 0}
     for e, layer in net.layers:
         res = [t[e["residual"]] for t in per_image] if e.get("residual") is not None else None
         big, rows = stack_layer(layer, [t[e["input"]] for t in per_image], res)
@@ -118,14 +139,18 @@ def study(net: IntNet, runs, params: HwParams = DEFAULT) -> dict:
         tot["lockstep"] += gated
         tot["independent"] += gated
         tot["paired"] += gated
+        tot["sliced"] += gated
         if layer.gated:
             lock, indep = group_passes(gate, params)
             cond_steps = (layer.c_in - layer.c_in // layer.partitions) * layer.kernel ** 2
             tot["independent"] -= (lock - indep) * cond_steps
             tot["paired"] -= (lock - paired_passes(gate, params)[1]) * cond_steps
+            if cond_steps:
+                tot["sliced"] -= sum(cond_steps - -(-cond_steps // s)
+                                     for s in sliced_passes(gate, params, max_slices))
     red = tot["macs_dense"] / tot["macs_theory"]
     out = {"images": n, "reduction": red, **tot}
-    for k in ("lockstep", "independent", "paired"):
+    for k in ("lockstep", "independent", "paired", "sliced"):
         out[f"speedup_{k}"] = tot["dense"] / tot[k]
         out[f"efficiency_{k}"] = out[f"speedup_{k}"] / red
     return out
@@ -234,11 +259,16 @@ def main(argv=None) -> int:
     ap.add_argument("--channel-order", type=int, default=0, metavar="N",
                     help="also: the gated cycles with the output channels ordered by their "
                          "gate rates over the first N training images (each test image alone)")
+    ap.add_argument("--slices", type=int, default=2,
+                    help="row slices of the last conditional pass in the row-slices estimate "
+                         "(a power of two; default 2: one more weight feed)")
     ap.add_argument("--json", action="store_true", help="one JSON object per image count")
     args = ap.parse_args(argv)
     try:
         if min(args.images) < 1:
             raise SluiceError(f"--images: counts must be at least 1, got {args.images}")
+        if args.slices < 1 or args.slices & (args.slices - 1):
+            raise SluiceError(f"--slices: {args.slices} must be a power of two")
         if args.channel_order < 0:
             raise SluiceError(f"--channel-order: {args.channel_order} must be at least 0")
         params = HwParams(rows=args.rows, cols=args.cols, skip_cols=args.skip_cols)
@@ -254,17 +284,19 @@ def main(argv=None) -> int:
         print(f"{Path(args.export_dir)}: {params.rows}x{params.cols}, skip_cols "
               f"{params.skip_cols}")
         print("| images | dense cycles | lockstep cycles | efficiency | independent groups "
-              "(estimate) | efficiency | paired tiles (estimate) | efficiency | MAC reduction |")
-        print("|---|---|---|---|---|---|---|---|---|")
+              f"(estimate) | efficiency | paired tiles (estimate) | efficiency | {args.slices} "
+              "row slices (estimate) | efficiency | MAC reduction |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
     for n in args.images:
-        r = study(net, runs[:n], params)
+        r = study(net, runs[:n], params, args.slices)
         if args.json:
             print(json.dumps(r))
         else:
             print(f"| {n} | {r['dense']:,} | {r['lockstep']:,} | "
                   f"{r['efficiency_lockstep']:.3f} | {round(r['independent']):,} | "
                   f"{r['efficiency_independent']:.3f} | {round(r['paired']):,} | "
-                  f"{r['efficiency_paired']:.3f} | {r['reduction']:.3f} |", flush=True)
+                  f"{r['efficiency_paired']:.3f} | {round(r['sliced']):,} | "
+                  f"{r['efficiency_sliced']:.3f} | {r['reduction']:.3f} |", flush=True)
         if args.shared_post:
             s = study(net, runs[:n], dataclasses.replace(params, post_cols=params.cols))
             if args.json:

@@ -152,6 +152,7 @@ def test_levers_study_stacks_images_exactly(exported):
     assert three["images"] == 3 and three["dense"] > 2 * dense
     for r in (one, three):
         assert r["independent"] <= r["lockstep"] and r["paired"] <= r["lockstep"]
+        assert r["sliced"] <= r["lockstep"]
     # one post-processing unit for all columns: the drain takes `cols` cycles per row
     shared = study(net, runs[:1], HwParams(rows=4, cols=4, skip_cols=2, post_cols=4))
     assert shared["dense"] > one["dense"] and shared["lockstep"] > one["lockstep"]
@@ -172,6 +173,23 @@ def test_paired_passes_by_hand():
     assert paired_passes(gate, p) == (4, 3)
     gate[9].flat[:4] = 1  # tile 2's other group: still 5 at most; the last tile runs alone
     assert paired_passes(gate, p) == (4, 3)
+
+
+def test_sliced_passes_by_hand():
+    """A tile's last conditional pass on row slices where every group has few pixels left."""
+    from sluice.hw.levers import sliced_passes
+    from sluice.hw.params import HwParams
+
+    p = HwParams(rows=8, cols=4, skip_cols=2)
+    gate = np.zeros((12, 4, 4), np.uint8)  # three tiles of four channels, 16 pixels
+    gate[0, 0, :2] = 1  # tile 0: busiest group 2 pixels: 4 slices of 2 rows
+    gate[2].flat[:3] = 1  # tile 0's other group: 3 pixels, so 2 slices of 4 rows
+    gate[5].flat[:9] = 1  # tile 1: 9 pixels: a full pass, then 1 pixel: 8 slices
+    gate[8].flat[:5] = 1  # tile 2: 5 pixels: one pass, not sliced
+    assert sliced_passes(gate, p) == [2, 8, 1]
+    assert sliced_passes(gate, p, max_slices=2) == [2, 2, 1]
+    gate[4:8] = 0  # a tile without active pixels has no conditional pass
+    assert sliced_passes(gate, p) == [2, 1]
 
 
 def test_channel_order_study(exported):
