@@ -224,6 +224,8 @@ def test_channel_order_option_errors(exported, capsys):
     _, out, _ = exported
     assert main([str(out), "--images", "1", "--channel-order", "-1"]) == 2
     assert "--channel-order: -1 must be at least 0" in capsys.readouterr().err
+    assert main([str(out), "--images", "1", "--slices", "3"]) == 2
+    assert "--slices: 3 must be a power of two" in capsys.readouterr().err
     assert main([str(out), "--images", "1", "--channel-order", "9999"]) == 2
     assert "--channel-order: 9999 images from index 0 run past" in capsys.readouterr().err
     # base groups of 2 channels (width 8, p = 4) are not whole 4-column skip groups
