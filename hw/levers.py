@@ -1,6 +1,7 @@
 """What the efficiency levers would give on an exported network: a cycle-model study.
 
-``python -m sluice.hw.levers EXPORT_DIR [--images 1 8] [--rows R --cols C --skip-cols S]``
+``python -m sluice.hw.levers EXPORT_DIR [--images 1 8] [--rows R --cols C --skip-cols S]
+[--slices 2]``
 
 For each image count N it runs the network's layers on N images of the export's data set
 (``manifest.json``'s sample: same data set and split, images index, index + 1, ...) stacked
@@ -18,7 +19,11 @@ and reports for the whole network:
   over tiles of the busiest group, everything else unchanged (one whole-layer band);
 - ``paired``: an estimate for hardware that runs the conditional passes of two consecutive
   channel tiles together, each on half of the rows (a second weight feed entering half-way
-  down the columns), not built: :func:`paired_passes`, everything else unchanged.
+  down the columns), not built: :func:`paired_passes`, everything else unchanged;
+- ``sliced``: an estimate for hardware that runs a tile's last conditional pass on ``s`` row
+  slices (``--slices``, default 2: a second weight feed half-way down the columns, the
+  slices' sums added at the drain) where every skip group has at most ``rows / s`` pixels
+  left for it, the pass then taking ``1/s`` of its steps, not built: :func:`sliced_passes`.
 
 ``--shared-post`` also gives the cycles with one post-processing unit shared by all columns
 (``HwParams.post_cols = cols``; the largest fixed block of logic, a third of a 4 x 4 build:
