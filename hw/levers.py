@@ -96,7 +96,7 @@ def paired_passes(gate: np.ndarray, params: HwParams) -> tuple[int, int]:
     return sum(own), paired
 
 
-def sliced_passes(gate: np.ndarray, params: HwParams, max_slices: int = 8) -> list[int]:
+def sliced_passes(gate: np.ndarray, params: HwParams, max_slices: int = 2) -> list[int]:
     """Row slices of each channel tile's last conditional pass (1: not sliced), for a whole-
     layer band: the last pass runs on ``s`` row slices, each over ``1/s`` of the conditional
     steps (a weight feed per slice, the slices' sums added at the drain; not built), where

@@ -33,7 +33,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from sluice.hw.fifo import BufferedFIFO
-from sluice.hw.params import (ACC_BITS, ACT_BITS, COUNTERS, DEFAULT, DIM_BITS, ERROR_FIELDS,
+from sluice.hw.params import (ACT_BITS, COUNTERS, DEFAULT, DIM_BITS, ERROR_FIELDS,
                               FLAG_FIELDS, KEEP_ATTRS, MAX_PADDING, PARAM_BITS, PARAM_ORDER,
                               PIX_BITS, HwParams, desc_ranges, id_value)
 from sluice.hw.pe import ARRAY_EXTRA, FEED_REGS, ISSUE_REGS, SystolicArray
@@ -882,7 +882,7 @@ class Sluice(wiring.Component):
             # registered beside the tile parameters (a tile's first compare comes passes after
             # they change). At 8 x 8 on the ECP5, d1_psum's route to the compare's carry chain
             # and the validity AND behind it were the critical path, 10.5 ns.
-            assert ACC_BITS <= PARAM_BITS  # (so no sum exceeds the largest threshold)
+            assert SB <= PARAM_BITS  # (so no sum exceeds the largest threshold)
             gate_psum = [Signal(signed(SB), name=f"gate_psum_{c}", reset_less=True,
                                 attrs=KEEP_ATTRS) for c in range(C)]
             gate_thr = [Signal(signed(PARAM_BITS), name=f"gate_thr_{c}", reset_less=True)

@@ -96,10 +96,11 @@ def extreme_sums_layer(c_in: int, *, seed: int = 4, name: str = "extreme_sums") 
     x, w = layer.x.copy(), layer.w.copy()
     x[:, 0, 0] = x[:, 1, 2] = -128
     w[0], w[1] = -127, 127
+    product = 128 * 127  # each product's magnitude at those pixels
     ones = np.ones(4, np.int32)
     thresh = layer.thresh.copy()
-    thresh[0] = (c_in // 2) * 128 * 127 - 1
-    top = (c_in * 128 * 127).bit_length()  # the largest sum is below 2^top
+    thresh[0] = (c_in // 2) * product - 1
+    top = (c_in * product).bit_length()  # the largest sum is below 2^top
     layer = layer.replace(x=x, w=w, bias=0 * ones, thresh=thresh, mult=ones << 30,
                           shift=ones * (30 + top - 6), relu=False)
     y, gate = run_reference(layer)

@@ -186,10 +186,10 @@ def test_sliced_passes_by_hand():
     gate[2].flat[:3] = 1  # tile 0's other group: 3 pixels, so 2 slices of 4 rows
     gate[5].flat[:9] = 1  # tile 1: 9 pixels: a full pass, then 1 pixel: 8 slices
     gate[8].flat[:5] = 1  # tile 2: 5 pixels: one pass, not sliced
-    assert sliced_passes(gate, p) == [2, 8, 1]
-    assert sliced_passes(gate, p, max_slices=2) == [2, 2, 1]
+    assert sliced_passes(gate, p, max_slices=8) == [2, 8, 1]
+    assert sliced_passes(gate, p) == [2, 2, 1]  # by default two slices at most
     gate[4:8] = 0  # a tile without active pixels has no conditional pass
-    assert sliced_passes(gate, p) == [2, 1]
+    assert sliced_passes(gate, p, max_slices=8) == [2, 1]
 
 
 def test_channel_order_study(exported):
