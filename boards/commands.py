@@ -25,7 +25,8 @@ def cmd_build(args) -> int:
           loopback=args.loopback, program=args.program, out_root=args.out_dir, seed=args.seed,
           router=args.router, clock_mhz=args.clock_mhz, pe_mult=args.pe_mult,
           post_cols=args.post_cols, skip_cols=args.skip_cols, act_share=args.act_share,
-          act_width=args.act_width, nextpnr_args=args.nextpnr_args, synth_only=args.synth_only,
+          act_width=args.act_width, row_slices=args.row_slices,
+          nextpnr_args=args.nextpnr_args, synth_only=args.synth_only,
           report_only=args.report_only)
     return 0
 
@@ -156,6 +157,9 @@ def add_commands(sub) -> None:
     p.add_argument("--act-width", type=int, default=None,
                    help="activation-buffer word bytes (power of two up to the stream width; "
                         "narrow words fill shallow copies' block RAMs); default: the board's")
+    p.add_argument("--row-slices", type=int, default=None,
+                   help="1 or 2: sliced conditional passes (a second weight read and an adder "
+                        "per column in the drain); default: the board's")
     p.add_argument("--nextpnr-args", default="",
                    help="more nextpnr options, appended to Sluice's (quote them), e.g. "
                         "'--placer-heap-beta 0.6' to spread a congested placement")

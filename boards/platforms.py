@@ -28,6 +28,7 @@ class Board:
     skip_cols: int
     baud: int  # at the oscillator's clock
     post_cols: int = 1  # columns per post-processing unit (the board's cols: one shared unit)
+    row_slices: int = 2  # HwParams.row_slices (1: no second weight read, less logic)
     max_baud: int = 0  # the USB-serial chip's fastest reliable rate (0: baud)
     in_buf_bytes: int = 512  # bridge input ring (one block RAM)
     out_depth: int = 32  # bridge output FIFO, words
@@ -41,7 +42,7 @@ class Board:
 
         kw = dict(rows=rows or self.rows, cols=cols or self.cols, act_depth=self.act_depth,
                   wgt_depth=self.wgt_depth, pix_depth=self.pix_depth,
-                  skip_cols=self.skip_cols)
+                  skip_cols=self.skip_cols, row_slices=self.row_slices)
         if kw["cols"] % kw["skip_cols"]:
             kw["skip_cols"] = 1 if kw["cols"] % 2 else 2
         # one shared post-processing unit stays shared at another --cols
@@ -111,7 +112,7 @@ def get_board(name: str) -> Board:
 register(Board(
     name="icebreaker", platform="amaranth_boards.icebreaker:ICEBreakerPlatform", family="ice40",
     rows=2, cols=2, act_depth=256, wgt_depth=64, pix_depth=32, skip_cols=2, post_cols=2,
-    baud=3_000_000,
+    row_slices=1, baud=3_000_000,
     max_baud=3_000_000,
     in_buf_bytes=256, out_depth=16, programmer=("-b", "ice40_generic"),
     doc="iCE40 UP5K, 12 MHz, FT2232H at 3 Mbaud; only the --dense-only build fits",

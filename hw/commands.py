@@ -43,6 +43,10 @@ def add_params(p):
     p.add_argument("--act-width", type=int, default=DEFAULT.act_width,
                    help="activation-buffer word bytes (power of two up to the stream width; "
                         "0: the stream width; narrower words take more cycles per beat)")
+    p.add_argument("--row-slices", type=int, default=DEFAULT.row_slices,
+                   help="1 or 2: with 2, a conditional pass with at most rows/2 pixels per skip "
+                        "group runs each pixel on two rows, splitting the kernel's rows "
+                        "(a second weight read; default 2)")
     p.add_argument("--pe-mult", choices=PE_MULTS, default=DEFAULT.pe_mult,
                    help="element multipliers as '*' (dsp: DSP blocks on an FPGA) or as shifted "
                         "partial products (logic: LUTs, DSPs left to the post-processing)")
@@ -55,7 +59,7 @@ def params_from_args(args):
                     skip_cols=args.skip_cols, stream_width=args.stream_width,
                     gating=not args.dense_only, pe_mult=args.pe_mult,
                     post_cols=args.post_cols, act_share=args.act_share,
-                    act_width=args.act_width)
+                    act_width=args.act_width, row_slices=args.row_slices)
 
 
 def cmd_verilog(args) -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sluice.hw.params import DEFAULT, HwParams
+from sluice.hw.params import DEFAULT, HwParams, slice_taps
 from sluice.hw.pe import ARRAY_EXTRA
 from sluice.hw.postproc import post_latency
 
@@ -26,12 +26,14 @@ TAIL = 3
 
 
 def phase_cycles(npix: int, steps: int, p: HwParams, start: int = 0, need=None,
-                 act_end: int = 0) -> tuple[int, int, int]:
+                 act_end: int = 0, last=None) -> tuple[int, int, int]:
     """One RUN state (one phase) whose first cycle is ``start``.
 
     Returns (last RUN cycle + 1, passes, cycles waiting for activations). ``need(n)``: the
     cycle from which step n of a pass may issue (its input channels are loaded); only
-    consulted for steps that could issue before ``act_end``. The drain takes ``post_cols``
+    consulted for steps that could issue before ``act_end``. ``last``: ``(steps, need)`` of
+    the phase's last pass when it differs (a sliced pass, ``HwParams.row_slices``). The drain
+    takes ``post_cols``
     cycles per row (one column per post-processing unit and cycle): a pass's last step waits
     until the previous pass's last row has left the array (``spacing``), and the phase ends
     once the last row's last column has entered its unit.
@@ -47,23 +49,35 @@ def phase_cycles(npix: int, steps: int, p: HwParams, start: int = 0, need=None,
         if j > 0:
             s = e_prev if ready <= e_prev else ready
         a = s + 1
-        if need is not None and a < act_end:
+        n_steps, nd_of = (last if last is not None and j == n_pass - 1 else (steps, need))
+        if nd_of is not None and a < act_end:
             t = a - 1
-            for n in range(steps):
+            for n in range(n_steps):
                 lo = t + 1
-                nd = need(n)
+                nd = nd_of(n)
                 t = max(lo, nd)
-                if n == steps - 1 and e_prev is not None:
+                if n == n_steps - 1 and e_prev is not None:
                     t = max(t, e_prev + spacing)
                 wait += max(0, min(t, nd) - lo)
             e = t
         else:
-            e = a + steps - 1
+            e = a + n_steps - 1
             if e_prev is not None:
                 e = max(e, e_prev + spacing)
         ready = s + R + 3
         e_prev = e
     return e_prev + p.skip_cols + R * PU + 3 + ARRAY_EXTRA, n_pass, wait
+
+
+def sliced_last(busiest: int, kernel: int, p: HwParams) -> bool:
+    """Whether a tile's last conditional pass runs on row slices (``HwParams.row_slices``):
+    its busiest skip group, ``busiest`` active pixels in the tile, has at most ``slice_rows``
+    of them left for that pass, and the kernel has rows to split. The row-set loader decides
+    it so when it starts filling the pass's row set; no earlier pass qualifies (the busiest
+    group then has more than ``rows`` left)."""
+    if not p.slice_rows or kernel < 3 or busiest == 0:
+        return False
+    return busiest - (-(-busiest // p.rows) - 1) * p.rows <= p.slice_rows
 
 
 def active_items(gate_band, t: int, p: HwParams) -> list[int]:
@@ -115,7 +129,7 @@ def job_cycles(layer, job_desc: dict, gate_band, p: HwParams, dense: bool) -> di
             return act_end
         return min(f0 + -(-(i + 1) * hw_in // B) * AP + 1, act_end)
 
-    def need_for(t, kind):
+    def need_for(t, kind, per_ch=kk):
         los = [group_lo(t * C + j * G) for j in range(p.groups)]
 
         def chan(lo, k):
@@ -125,7 +139,7 @@ def job_cycles(layer, job_desc: dict, gate_band, p: HwParams, dense: bool) -> di
                 return lo + k
             return k if k < lo else k + base_cin
 
-        return lambda n: max(avail(chan(lo, n // kk)) for lo in los)
+        return lambda n: max(avail(chan(lo, n // per_ch)) for lo in los)
 
     full, ends = [], []
     load_wait = 0
@@ -161,9 +175,13 @@ def job_cycles(layer, job_desc: dict, gate_band, p: HwParams, dense: bool) -> di
                 active_total += sum(items)
             if n_active and not cond_empty:
                 steps = (c_in - base_cin) * kk
+                last = None
+                if sliced_last(n_active, layer.kernel, p):
+                    up = slice_taps(layer.kernel)[0] * layer.kernel  # steps per channel
+                    last = ((c_in - base_cin) * up, need_for(t, "cond", up))
                 end, n, wt = phase_cycles(n_active, steps, p, end + PHASE_ENTRY,
-                                          need_for(t, "cond"), act_end)
-                steps_total += n * steps
+                                          need_for(t, "cond"), act_end, last)
+                steps_total += n * steps - (steps - last[0] if last else 0)
                 passes += n
                 load_wait += wt
                 fin = end
@@ -228,8 +246,9 @@ def loss_breakdown(layer, gate, counters: dict, params: HwParams = DEFAULT,
     ``packing`` is split further from the gate bits (per tile and skip group, ``n`` items and
     the tile's ``P`` conditional passes, ``P`` set by its busiest group), in the same units:
     ``partial_pass``, each group's last pass only partly full (``ceil(n / rows) - n / rows``
-    passes), and ``lockstep``, passes a group runs beyond its own ``ceil(n / rows)`` while
-    the busiest group finishes. The two add up to ``packing`` when the counters are the RTL's
+    passes; a last pass the group would run sliced, :func:`sliced_last`, counts as the share
+    of steps it takes), and ``lockstep``, passes a group runs beyond its own while the busiest
+    group finishes. The two add up to ``packing`` when the counters are the RTL's
     (the tests check it).
     """
     from sluice.model.reference import work_figures
@@ -258,13 +277,19 @@ def loss_breakdown(layer, gate, counters: dict, params: HwParams = DEFAULT,
     part = lock = 0.0
     if gated and base_cin < layer.c_in:
         steps = (layer.c_in - base_cin) * kk  # one conditional pass, in cycles per group
+        frac = slice_taps(layer.kernel)[0] / layer.kernel  # a sliced pass's share of steps
+
+        def own(n):  # passes, in full-pass units, of a group running its n items alone
+            if n == 0:
+                return 0
+            return -(-n // R) - 1 + (frac if sliced_last(n, layer.kernel, params) else 1)
+
         for job, band in job_bands(layer, gate, params, dense):
             for t in range(-(-len(job.channels) // C)):
                 items = active_items(band, t, params)
-                passes = -(-max(items) // R)
+                tile = own(max(items))
                 for n in items:
-                    own = -(-n // R)
-                    part += (own - n / R) * steps / NG
-                    lock += (passes - own) * steps / NG
+                    part += (own(n) - n / R) * steps / NG
+                    lock += (tile - own(n)) * steps / NG
     out["partial_pass"], out["lockstep"] = part, lock
     return out

@@ -11,7 +11,8 @@ transformation the current RTL runs as it is: a stacked layer is an ordinary, ta
 and reports for the whole network:
 
 - ``lockstep``: the cycle model (exact against the RTL) on the stacked layers, i.e. what the
-  current hardware would do in a throughput mode that stacks N images. The separator rows'
+  current hardware would do in a throughput mode that stacks N images (with its row slices,
+  ``HwParams.row_slices``: a tile's last conditional pass split by kernel rows). The separator rows'
   work is counted in the cycles; the MAC reduction counts only the real outputs;
 - ``independent``: an estimate for hardware whose skip groups advance through their own
   active lists across channel tiles (each group with its own weight read port), not built:
@@ -20,10 +21,13 @@ and reports for the whole network:
 - ``paired``: an estimate for hardware that runs the conditional passes of two consecutive
   channel tiles together, each on half of the rows (a second weight feed entering half-way
   down the columns), not built: :func:`paired_passes`, everything else unchanged;
-- ``sliced``: an estimate for hardware that runs a tile's last conditional pass on ``s`` row
-  slices (``--slices``, default 2: a second weight feed half-way down the columns, the
-  slices' sums added at the drain) where every skip group has at most ``rows / s`` pixels
-  left for it, the pass then taking ``1/s`` of its steps, not built: :func:`sliced_passes`.
+- ``sliced``: an estimate for hardware that splits a tile's last conditional pass over ``s``
+  row slices by input channels instead of kernel rows (``--slices``, default 2: a weight feed
+  per slice, the slices' sums added at the drain) where every skip group has at most
+  ``rows / s`` pixels left for it, the pass then taking ``1/s`` of its steps (the built
+  kernel-row split takes ``ceil(K/2) / K`` of them and leaves 1 x 1 layers alone; a channel
+  split needs each slice's own channel sequence and "channel loaded" checks), not built:
+  :func:`sliced_passes`, counted against the RTL's own last pass.
 
 ``--shared-post`` also gives the cycles with one post-processing unit shared by all columns
 (``HwParams.post_cols = cols``; the largest fixed block of logic, a third of a 4 x 4 build:
@@ -44,8 +48,8 @@ from pathlib import Path
 import numpy as np
 
 from sluice.errors import SluiceError
-from sluice.hw.cycle_model import active_items, predict
-from sluice.hw.params import DEFAULT, HwParams
+from sluice.hw.cycle_model import active_items, predict, sliced_last
+from sluice.hw.params import DEFAULT, HwParams, slice_taps
 from sluice.model.intnet import IntNet
 from sluice.model.reference import run_reference, work_figures
 from sluice.sim.batch import split, stack_layer
@@ -97,11 +101,17 @@ def paired_passes(gate: np.ndarray, params: HwParams) -> tuple[int, int]:
 
 
 def sliced_passes(gate: np.ndarray, params: HwParams, max_slices: int = 2) -> list[int]:
-    """Row slices of each channel tile's last conditional pass (1: not sliced), for a whole-
-    layer band: the last pass runs on ``s`` row slices, each over ``1/s`` of the conditional
-    steps (a weight feed per slice, the slices' sums added at the drain; not built), where
+    """Channel slices of each channel tile's last conditional pass (1: not sliced), for a
+    whole-layer band: the last pass runs on ``s`` row slices, each over ``1/s`` of the
+    conditional steps (a weight feed per slice, the slices' sums added at the drain; not
+    built; the RTL splits by kernel rows instead, ``HwParams.row_slices``), where
     every skip group has at most ``rows / s`` pixels left for it; ``s`` a power of two up to
     ``max_slices`` and ``rows``. The earlier passes are full for the busiest group."""
+    return [s for s, _ in _slices(gate, params, max_slices)]
+
+
+def _slices(gate, params, max_slices):
+    """(slices, busiest group's pixels) per channel tile with a conditional pass."""
     R = params.rows
     out = []
     for items in _tile_items(gate, params):
@@ -112,14 +122,16 @@ def sliced_passes(gate: np.ndarray, params: HwParams, max_slices: int = 2) -> li
         s = 1
         while 2 * s <= min(max_slices, R) and last <= R // (2 * s):
             s *= 2
-        out.append(s)
+        out.append((s, busiest))
     return out
 
 
 def study(net: IntNet, runs, params: HwParams = DEFAULT, max_slices: int = 2) -> dict:
     """Whole-network figures for images stacked; ``runs``: :func:`network_tensors` of each
-    image (computed once, shared by every image count and array); ``max_slices``: the row
-    slices of the ``sliced`` estimate (:func:`sliced_passes`; 2: one more weight feed)."""
+    image (computed once, shared by every image count and array); ``max_slices``: the channel
+    slices of the ``sliced`` estimate (:func:`sliced_passes`; 2: as many weight feeds as the
+    RTL's kernel-row slices). The ``independent`` and ``paired`` estimates count the passes
+    they save as full passes."""
     per_image = [t for t, _ in runs]
     n = len(runs)
     tot = {"dense": 0, "lockstep": 0, "independent": 0, "paired": 0, "sliced": 0,
@@ -150,9 +162,11 @@ def study(net: IntNet, runs, params: HwParams = DEFAULT, max_slices: int = 2) ->
             cond_steps = (layer.c_in - layer.c_in // layer.partitions) * layer.kernel ** 2
             tot["independent"] -= (lock - indep) * cond_steps
             tot["paired"] -= (lock - paired_passes(gate, params)[1]) * cond_steps
-            if cond_steps:
-                tot["sliced"] -= sum(cond_steps - -(-cond_steps // s)
-                                     for s in sliced_passes(gate, params, max_slices))
+            if cond_steps:  # against the RTL's last pass, which may be sliced by kernel rows
+                up = cond_steps // layer.kernel * slice_taps(layer.kernel)[0]
+                for s, busiest in _slices(gate, params, max_slices):
+                    rtl = up if sliced_last(busiest, layer.kernel, params) else cond_steps
+                    tot["sliced"] -= max(0, rtl - -(-cond_steps // s))
     red = tot["macs_dense"] / tot["macs_theory"]
     out = {"images": n, "reduction": red, **tot}
     for k in ("lockstep", "independent", "paired", "sliced"):
@@ -265,8 +279,11 @@ def main(argv=None) -> int:
                     help="also: the gated cycles with the output channels ordered by their "
                          "gate rates over the first N training images (each test image alone)")
     ap.add_argument("--slices", type=int, default=2,
-                    help="row slices of the last conditional pass in the row-slices estimate "
-                         "(a power of two; default 2: one more weight feed)")
+                    help="row slices of the last conditional pass in the channel-slices "
+                         "estimate (a power of two; default 2: as many weight feeds as the "
+                         "built kernel-row slices)")
+    ap.add_argument("--row-slices", type=int, default=DEFAULT.row_slices,
+                    help="the hardware's HwParams.row_slices (1 or 2; default 2)")
     ap.add_argument("--json", action="store_true", help="one JSON object per image count")
     args = ap.parse_args(argv)
     try:
@@ -276,7 +293,8 @@ def main(argv=None) -> int:
             raise SluiceError(f"--slices: {args.slices} must be a power of two")
         if args.channel_order < 0:
             raise SluiceError(f"--channel-order: {args.channel_order} must be at least 0")
-        params = HwParams(rows=args.rows, cols=args.cols, skip_cols=args.skip_cols)
+        params = HwParams(rows=args.rows, cols=args.cols, skip_cols=args.skip_cols,
+                          row_slices=args.row_slices)
         net = IntNet(args.export_dir)
         runs = sample_runs(net, max(args.images), args.data_dir)
         cal_runs = [network_tensors(net, x) for x in
@@ -290,7 +308,7 @@ def main(argv=None) -> int:
               f"{params.skip_cols}")
         print("| images | dense cycles | lockstep cycles | efficiency | independent groups "
               f"(estimate) | efficiency | paired tiles (estimate) | efficiency | {args.slices} "
-              "row slices (estimate) | efficiency | MAC reduction |")
+              "channel slices (estimate) | efficiency | MAC reduction |")
         print("|---|---|---|---|---|---|---|---|---|---|---|")
     for n in args.images:
         r = study(net, runs[:n], params, args.slices)

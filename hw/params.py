@@ -121,10 +121,15 @@ class HwParams:
     post_cols: int = 1
     act_share: int = 1
     act_width: int = 0
+    row_slices: int = 2
 
     def __post_init__(self):
         if not self.gating:  # no skip groups without gating: one feed per row
             object.__setattr__(self, "skip_cols", self.cols)
+        if self.row_slices not in (1, 2):
+            raise SluiceError(f"--row-slices: {self.row_slices} must be 1 or 2")
+        if not self.gating:  # (only conditional passes are sliced)
+            object.__setattr__(self, "row_slices", 1)
         for name in ("rows", "cols"):
             v = getattr(self, name)
             if not 2 <= v <= 32:
@@ -220,6 +225,12 @@ class HwParams:
         return min(ACC_BITS, (PROD_MAX * self.wgt_depth).bit_length() + 1)
 
     @property
+    def slice_rows(self) -> int:
+        """Rows per slice of a sliced pass (``row_slices`` 2): pixel ``i`` of the pass on rows
+        ``i`` and ``i + slice_rows``, ``i < slice_rows``; 0 when passes are not sliced."""
+        return self.rows // 2 if self.row_slices == 2 else 0
+
+    @property
     def groups(self) -> int:
         """Skip groups per array row."""
         return self.cols // self.skip_cols
@@ -264,13 +275,22 @@ class HwParams:
             parts.append(f"skip_cols {self.skip_cols}")
         base = HwParams(rows=self.rows, cols=self.cols, gating=self.gating)
         for name in ("post_cols", "act_share", "act_width", "stream_width", "pe_mult",
-                     "act_depth", "wgt_depth", "pix_depth"):
+                     "act_depth", "wgt_depth", "pix_depth", "row_slices"):
             if getattr(self, name) != getattr(base, name):
                 parts.append(f"{name} {getattr(self, name)}")
         return ", ".join(parts)
 
 
 DEFAULT = HwParams()
+
+
+def slice_taps(kernel: int) -> tuple[int, int]:
+    """(kernel rows of a sliced pass's upper slice, of its lower one) for a ``kernel`` x
+    ``kernel`` layer: ``ceil(K/2)`` and ``K - ceil(K/2)``; a sliced pass's steps run the upper
+    slice's rows (the lower slice idles in the last row's steps when ``K`` is odd). A 1 x 1
+    layer has no rows to split: (1, 0), never sliced."""
+    up = -(-kernel // 2)
+    return up, kernel - up
 
 # ---------------------------------------------------------------------------------------------
 # AXI4-Lite register map: 32-bit registers, byte addresses.

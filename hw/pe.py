@@ -190,20 +190,29 @@ class SystolicArray(wiring.Component):
     group on its own: feed ``(r, j)`` is delayed ``r`` cycles, weight column ``c`` by
     ``c % group`` cycles.
     ``psum[r][c]`` holds the finished sums of the last pass.
+    ``split_row`` (0: none): a second weight input per column, ``w2[c]``, enters row
+    ``split_row`` instead of the weight coming down from the row above whenever ``w2_sel[c]``
+    is set (a sliced pass's lower rows, ``HwParams.row_slices``; skewed like ``w`` and
+    ``split_row`` cycles more, with its select).
     """
 
-    def __init__(self, *, rows, cols, group=None, mult="dsp", acc_bits=ACC_BITS):
+    def __init__(self, *, rows, cols, group=None, mult="dsp", acc_bits=ACC_BITS, split_row=0):
         group = group or cols
         self._rows, self._cols, self._group, self._mult = rows, cols, group, mult
         self._acc_bits = acc_bits
+        self._split = split_row
+        assert 0 <= split_row < rows
         ng = cols // group
-        super().__init__({
+        ports = {
             "a": In(signed(ACT_BITS)).array(rows, ng), "valid": In(1).array(rows, ng),
             "first": In(1).array(rows, ng), "last": In(1).array(rows, ng),
             "en": In(group).array(rows, ng),
             "w": In(signed(WGT_BITS)).array(cols),
             "psum": Out(signed(acc_bits)).array(rows, cols),
-        })
+        }
+        if split_row:
+            ports.update({"w2": In(signed(WGT_BITS)).array(cols), "w2_sel": In(1).array(cols)})
+        super().__init__(ports)
 
     def elaborate(self, platform):
         m = Module()
@@ -234,6 +243,9 @@ class SystolicArray(wiring.Component):
                                  pe.en_in.eq(left.en_out)]
                 if r == 0:
                     m.d.comb += pe.w_in.eq(self.w[c])
+                elif r == self._split:
+                    m.d.comb += pe.w_in.eq(Mux(self.w2_sel[c], self.w2[c],
+                                               pes[r - 1][c].w_out))
                 else:
                     m.d.comb += pe.w_in.eq(pes[r - 1][c].w_out)
         for (rt, ct), (rb, cb) in pairs:

@@ -34,8 +34,9 @@ from amaranth.lib.wiring import In, Out
 
 from sluice.hw.fifo import BufferedFIFO
 from sluice.hw.params import (ACT_BITS, COUNTERS, DEFAULT, DIM_BITS, ERROR_FIELDS,
-                              FLAG_FIELDS, KEEP_ATTRS, MAX_PADDING, PARAM_BITS, PARAM_ORDER,
-                              PIX_BITS, HwParams, desc_ranges, id_value)
+                              FLAG_FIELDS, KEEP_ATTRS, KERNELS, MAX_PADDING, PARAM_BITS,
+                              PARAM_ORDER, PIX_BITS, HwParams, desc_ranges, id_value,
+                              slice_taps)
 from sluice.hw.pe import ARRAY_EXTRA, FEED_REGS, ISSUE_REGS, SystolicArray
 from sluice.hw.postproc import (GateUnit, PostProc, front_regs, mult_stages, param_read_last,
                                 post_latency, res_stages)
@@ -502,6 +503,47 @@ class Sluice(wiring.Component):
         nxt, cur, drn = rowset("next"), rowset("cur"), rowset("drain", drain_slots)
         FIELDS = tuple(nxt)
 
+        # Row slices (HwParams.row_slices): a conditional pass whose skip groups have at most
+        # H = rows // 2 pixels left each puts pixel i on rows i and i + H (the loader writes
+        # both slots at once); the upper row sums the kernel rows ky < ceil(K/2), the lower
+        # one the rest: its slots' windows start ceil(K/2) kernel rows down (window address
+        # and tap-row bounds adjusted as the loader writes them) and its weights come from a
+        # second read of the weight buffer, ceil(K/2) * K words ahead, entering the columns at
+        # row H. The pass's steps run the upper slice's kernel rows; where K is odd the lower
+        # slice's last kernel row is past the kernel and its elements idle (enables off). The
+        # drain fires the pass's rows as always: the upper rows with no result, the lower
+        # rows (which hold the pixels too) with the upper row's sum added. `nxt_sl` is decided
+        # when the loader starts a row set and travels with it (cur_sl, drn_sl); `st_sl` is
+        # the issuing pass's, a step-state register.
+        H = P.slice_rows
+        SL = gating and H > 0
+        nxt_sl, cur_sl, drn_sl, st_sl = (Signal(name=n) for n in ("nxt_sl", "cur_sl", "drn_sl",
+                                                                   "st_sl"))
+        # per kernel, a level behind the descriptor (from params.slice_taps): the layer's
+        # passes may be sliced (K >= 3), the upper slice's last kernel row, the lower slice's
+        # rows (its first idle step row), its weight-word and window offsets, and the weight
+        # word step at a sliced pass's channel end (past the lower slice's kernel rows)
+        sl_ok = Signal()
+        kup_m1 = Signal(3)
+        kbot = Signal(3)
+        big_k = max(KERNELS)
+        sl_w = Signal(range(big_k * big_k + 1))
+        sl_jump = Signal(range(big_k * big_k + 1))
+        sl_a = Signal(saddr)
+        if SL:
+            with m.Switch(kernel):
+                for k in KERNELS:
+                    up, low = slice_taps(k)
+                    if low == 0:
+                        continue
+                    with m.Case(k):
+                        m.d.sync += [sl_ok.eq(1), kup_m1.eq(up - 1), kbot.eq(low),
+                                     sl_w.eq(up * k), sl_jump.eq(1 + low * k),
+                                     sl_a.eq(sum(w_in << i for i in range(up.bit_length())
+                                                 if up >> i & 1))]
+                with m.Default():
+                    m.d.sync += sl_ok.eq(0)
+
         # pixel walker (dense / base phases)
         pw_p = Signal(2 * DIM_BITS)
         pw_x = Signal(DIM_BITS)
@@ -595,6 +637,11 @@ class Sluice(wiring.Component):
         last_ky = Signal()
         last_n = Signal()
         is_last = Signal()
+        # the pass's last kernel row and its weight-word step at a channel end, set with the
+        # pass's slicing at its start (a sliced pass: the upper slice's rows, then past the
+        # lower slice's words); constant without row slices
+        ky_end = Signal(3) if SL else kernel_m1
+        st_wj = Signal.like(sl_jump) if SL else 1
 
         issue = Signal()
         swap = Signal()
@@ -621,7 +668,9 @@ class Sluice(wiring.Component):
                     *(g_off[j].eq(g_start_off[j]) for j in range(NG)),
                     *(row_off[j].eq(g_start_off[j]) for j in range(NG)),
                     *(step_off[j].eq(g_start_off[j]) for j in range(NG)),
-                    *(g_end[j].eq(g_start_end[j]) for j in range(NG))]
+                    *(g_end[j].eq(g_start_end[j]) for j in range(NG)),
+                    *([st_sl.eq(nxt_sl), ky_end.eq(Mux(nxt_sl, kup_m1, kernel_m1)),
+                       st_wj.eq(Mux(nxt_sl, sl_jump, 1))] if SL else [])]
 
         def copy_set(dst, src):
             return [dst[f][q].eq(src[f][q]) for f in FIELDS for q in range(Q)
@@ -644,7 +693,7 @@ class Sluice(wiring.Component):
 
         # ---------------------------------------------------------------- array feed
         m.submodules.array = arr = SystolicArray(rows=R, cols=C, group=G, mult=P.pe_mult,
-                                                    acc_bits=SB)
+                                                    acc_bits=SB, split_row=H if SL else 0)
         colmask = Signal(C)
         m.d.comb += colmask.eq(col_valid)
         s1_valid = Signal(Q)
@@ -664,6 +713,10 @@ class Sluice(wiring.Component):
         def issued(v, name, reset=False):
             return _delayed(m, v, ISSUE_REGS, f"{name}_i", reset=reset)
 
+        # a sliced pass's lower slots idle in the steps past the kernel's last row
+        low_idle = Signal()
+        if SL:
+            m.d.comb += low_idle.eq(st_sl & (st_ky >= kbot))
         for q in range(Q):
             j = q % NG
             addr = Signal(saddr, name=f"addr_{q}")
@@ -673,7 +726,11 @@ class Sluice(wiring.Component):
                                (st_kx >= cur_v["kxlo"][q]) & (st_kx < cur_v["kxhi"][q]))
             gmask = colmask[j * G:(j + 1) * G]
             en = Signal(G, name=f"en_{q}")
-            m.d.comb += en.eq(Mux(is_cond, gmask & cur_v["gate"][q], gmask))
+            if SL and H <= q // NG < 2 * H:
+                m.d.comb += en.eq(Mux(is_cond, Mux(low_idle, 0, gmask & cur_v["gate"][q]),
+                                      gmask))
+            else:
+                m.d.comb += en.eq(Mux(is_cond, gmask & cur_v["gate"][q], gmask))
             vld = Signal(name=f"vld_{q}")
             m.d.comb += vld.eq(issue & cur_v["valid"][q])
             addr = issued(addr, f"addr_{q}")
@@ -739,6 +796,27 @@ class Sluice(wiring.Component):
             w = Signal(signed(8), name=f"feed_w_{c}")
             m.d.comb += w.eq(wgt_word[8 * c:8 * c + 8])
             m.d.comb += arr.w[c].eq(_delayed(m, w, c % G + FEED_REGS, f"skew_c{c}"))
+        if SL:
+            # the lower slice's weights: a second read of the bank, sl_w words ahead, its
+            # address H cycles behind the step's (the weights reach row H H cycles after row
+            # 0), then skewed like the first feed; the select travels beside them
+            wgt_rp2 = wgt_mem.read_port()
+            st_w2 = _delayed(m, st_w + sl_w, ISSUE_REGS + H, "st_w2")
+            m.d.comb += wgt_rp2.addr.eq(Cat(st_w2[wpb:wbits],
+                                            _delayed(m, cmp_bank, ISSUE_REGS + H, "cmp_bank2")))
+            wgt_word2 = wgt_rp2.data
+            if wpb:
+                wgt_sel2 = Signal(wpb)
+                m.d.sync += wgt_sel2.eq(st_w2[:wpb])
+                wgt_word2 = wgt_rp2.data.word_select(wgt_sel2, 8 * C)
+            s1_sl = Signal()
+            m.d.sync += s1_sl.eq(issued(st_sl, "st_sl"))
+            for c in range(C):
+                w = Signal(signed(8), name=f"feed_w2_{c}")
+                m.d.comb += w.eq(wgt_word2[8 * c:8 * c + 8])
+                m.d.comb += [arr.w2[c].eq(_delayed(m, w, c % G + FEED_REGS, f"skew2_c{c}")),
+                             arr.w2_sel[c].eq(_delayed(m, s1_sl, H + c % G + FEED_REGS,
+                                                       f"skew2_sel{c}", reset=True))]
 
         # ---------------------------------------------------------------- drain
         # (its storage's collisions are don't-care too, hw/fifo.py; in `memories` for the
@@ -785,6 +863,10 @@ class Sluice(wiring.Component):
         # row select -> read address was an 8 x 8 ECP5 critical path, 12.7 ns)
         drn_head = [{f: drn[f][j] for f in FIELDS if j in drain_slots(f)} for j in range(NG)]
         psum_rows = Array([Array([arr.psum[r][c] for c in range(C)]) for r in range(R)])
+        # a sliced pass's lower row r (H <= r < 2H) drains with the upper row r - H's sum
+        # added (that row finished H cycles earlier); other rows read zeros here
+        psum_up = Array([Array([arr.psum[r - H][c] if H <= r < 2 * H else Const(0, signed(SB))
+                                for c in range(C)]) for r in range(R)]) if SL else None
 
         # a pass's last step was issued a cycle ago (a one-cycle pulse): the drain's count
         # starts from it, one less, so the first row fires in the same cycle as it would from
@@ -845,7 +927,11 @@ class Sluice(wiring.Component):
             m.d.sync += [drn[f][r * NG + j].eq(drn[f][(r + 1) * NG + j])
                          for f in FIELDS for j in range(NG) for r in range(R - 1)
                          if j in drain_slots(f)]
-            m.d.sync += [d1_psum[c].eq(psum_rows[d_r][c]) for c in range(C)]
+            if SL:
+                m.d.sync += [d1_psum[c].eq(psum_rows[d_r][c] +
+                                           Mux(drn_sl, psum_up[d_r][c], 0)) for c in range(C)]
+            else:
+                m.d.sync += [d1_psum[c].eq(psum_rows[d_r][c]) for c in range(C)]
             m.d.sync += d_r.eq(d_r + 1)
             with m.If(d_r == R - 1):
                 m.d.sync += [d_r.eq(0), in_flight.eq(0)]
@@ -1099,6 +1185,9 @@ class Sluice(wiring.Component):
         m.d.sync += rl_wr.eq(0)
         with m.If(running & ~rl_busy & ~rl_wr & ~rl_done & src_left):
             m.d.sync += [rl_busy.eq(1), rl_r.eq(0)]
+            if SL:  # (no list grows in the conditional phase: the counts are final)
+                m.d.sync += nxt_sl.eq(is_cond & sl_ok &
+                                      Cat(*(al_diff[j] <= H for j in range(NG))).all())
         with m.If(rl_busy):
             m.d.sync += [rl_wr.eq(1), rl_wr_row.eq(rl_r)]
             m.d.sync += [rl_wr_walk["p"].eq(pw_p[:pbits]),
@@ -1135,13 +1224,36 @@ class Sluice(wiring.Component):
                 m.d.comb += src[f].eq(Mux(is_cond, getattr(al_q[j], f), walked) if gating
                                       else walked)
             rl_src.append(src)
+        # a sliced row set's lower slots: the entry's window ceil(K/2) kernel rows down
+        # (the tap-row bounds lowered by as much, clamped at 0; the window address moved by as
+        # many map rows); only conditional-phase entries are ever sliced
+        rl_low = []
+        for j in range(NG if SL else 0):
+            low = dict(rl_src[j])
+            for f in ("kylo", "kyhi"):
+                v = getattr(al_q[j], f)
+                low[f] = Signal.like(nxt[f][0], name=f"rl_low_{f}_{j}")
+                m.d.comb += low[f].eq(Mux(v > kup_m1, v - kup_m1 - 1, 0))
+            low["abase"] = Signal.like(nxt["abase"][0], name=f"rl_low_abase_{j}")
+            m.d.comb += low["abase"].eq(al_q[j].abase + sl_a)
+            rl_low.append(low)
         with m.If(rl_wr):
             for r in range(R):
                 with m.If(rl_wr_row == r):
                     for j in range(NG):
                         q = r * NG + j
-                        m.d.sync += [nxt["valid"][q].eq(rl_wr_valid[j]),
-                                     *(nxt[f][q].eq(v) for f, v in rl_src[j].items())]
+                        writes = [nxt["valid"][q].eq(rl_wr_valid[j]),
+                                  *(nxt[f][q].eq(v) for f, v in rl_src[j].items())]
+                        if SL and H <= r < 2 * H:  # (a sliced set's were written with row r - H)
+                            with m.If(~nxt_sl):
+                                m.d.sync += writes
+                        else:
+                            m.d.sync += writes
+                        if SL and r < H:
+                            with m.If(nxt_sl):
+                                ql = (r + H) * NG + j
+                                m.d.sync += [nxt["valid"][ql].eq(rl_wr_valid[j]),
+                                             *(nxt[f][ql].eq(v) for f, v in rl_low[j].items())]
             with m.If(rl_wr_row == R - 1):
                 m.d.sync += rl_done.eq(1)
 
@@ -1219,7 +1331,7 @@ class Sluice(wiring.Component):
                              is_last.eq(last_n & last_ky & (st_kx + 1 == kernel_m1)),
                              *(step_off[j].eq(step_off[j] + 1) for j in range(NG))]
             with m.Elif(~last_ky):
-                m.d.sync += [last_kx.eq(kernel_m1 == 0), last_ky.eq(st_ky + 1 == kernel_m1),
+                m.d.sync += [last_kx.eq(kernel_m1 == 0), last_ky.eq(st_ky + 1 == ky_end),
                              is_last.eq(last_n & (st_ky + 1 == kernel_m1) & (kernel_m1 == 0)),
                              st_kx.eq(0), st_ky.eq(st_ky + 1),
                              *(row_off[j].eq(row_off[j] + w_in) for j in range(NG)),
@@ -1229,6 +1341,8 @@ class Sluice(wiring.Component):
                              last_n.eq(st_n + 1 == n_ch_m1),
                              is_last.eq((st_n + 1 == n_ch_m1) & (kernel_m1 == 0)),
                              st_kx.eq(0), st_ky.eq(0), st_n.eq(st_n + 1)]
+                if SL:
+                    m.d.sync += st_w.eq(st_w + st_wj)
                 for j in range(NG):
                     g_off_next = Mux(g_skip_next[j], g_off[j] + skip_off, g_off[j] + hw_in)
                     m.d.sync += [g_off[j].eq(g_off_next), row_off[j].eq(g_off_next),
@@ -1246,8 +1360,14 @@ class Sluice(wiring.Component):
         m.d.sync += [swap_q.eq(swap), last_q.eq(issue & is_last)]
         with m.If(swap_q):
             m.d.sync += copy_set(cur, nxt)
+            if SL:
+                m.d.sync += cur_sl.eq(nxt_sl)
         with m.If(last_q):
             m.d.sync += copy_set(drn, cur)
+            if SL:  # a sliced pass's upper rows give no result (the lower rows drain it)
+                m.d.sync += drn_sl.eq(cur_sl)
+                with m.If(cur_sl):
+                    m.d.sync += [drn["valid"][q].eq(0) for q in range(H * NG)]
 
         # the per-step MAC terms come from the step's registered enables (s1_*) and are
         # summed by a pipelined tree (a register after every four-way add), so the counters
@@ -1275,6 +1395,9 @@ class Sluice(wiring.Component):
         assert cols_levels <= lag  # (C <= 64: at most 3 levels, lag is at least 3)
         cond_cols_q = _delayed(m, cond_cols, lag - cols_levels, "cond_cols")
         cond_q = _delayed(m, issue & is_cond, lag, "cond_step", reset=True)
+        if SL:  # a sliced pass's idle steps: only the upper slots, half the valid ones
+            idle_q = _delayed(m, issue & low_idle, lag, "idle_step", reset=True)
+            cond_cols_q = Mux(idle_q, cond_cols_q >> 1, cond_cols_q)
         skipped_term = Signal(range(R * C + 1))
         m.d.comb += skipped_term.eq(Mux(cond_q, cond_cols_q - issued_term, 0))
         m.d.sync += [cnt["MACS_ISSUED"].eq(cnt["MACS_ISSUED"] + issued_term),

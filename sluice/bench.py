@@ -9,7 +9,7 @@
    against the RTL, step 3 checks it on the default): how efficiency trades against size;
 5. efficiency levers from the cycle model (``sluice.hw.levers``): eight test images stacked
    (a throughput mode the current RTL runs as it is, ``sluice run-model --images N``),
-   independent skip groups and a tile's last conditional pass on two row slices (estimates).
+   independent skip groups and a tile's last conditional pass on two channel slices (estimates).
 
 Writes ``report.md`` and ``bench.json`` into the output folder.
 """
@@ -188,7 +188,7 @@ def cmd_bench(args) -> int:
     for r in res["levers"]:
         print(f"      {r['rows']}x{r['cols']} skip_cols {r['skip_cols']}, {r['images']} "
               f"image(s) stacked: efficiency {r['efficiency_lockstep']:.3f}, independent "
-              f"groups (estimate) {r['efficiency_independent']:.3f}, two row slices "
+              f"groups (estimate) {r['efficiency_independent']:.3f}, two channel slices "
               f"(estimate) {r['efficiency_sliced']:.3f}")
 
     (out / "bench.json").write_text(json.dumps(res, indent=1) + "\n")
@@ -235,14 +235,14 @@ def _write_report(out: Path, res: dict, fast: str) -> None:
           "`python -m sluice.hw.levers` (see `hw/README.md`): images stacked along the height "
           "of every map (a throughput mode the current RTL runs as it is: `sluice run-model "
           "EXPORT --images N`), and estimates for skip groups that advance independently "
-          "across channel tiles and for a tile's last conditional pass on two row slices "
-          "when every skip group has at most rows / 2 pixels left in it (a second weight "
-          "feed half-way down the columns; neither built). The stacked dense run also "
-          "computes the rows "
+          "across channel tiles and for a tile's last conditional pass split over two row "
+          "slices by input channels (half its steps) instead of by kernel rows as the RTL "
+          "does (its row slices: 2/3 of a 3 x 3 pass's steps); neither built. The stacked "
+          "dense run also computes the rows "
           "between the images, which raises the efficiency figure: compare the gated cycles "
           "per image with the one-image row.", "",
           "| array | skip_cols | images | dense cycles | gated cycles | gated cycles per image "
-          "| efficiency | independent groups (estimate) | two row slices (estimate) |",
+          "| efficiency | independent groups (estimate) | two channel slices (estimate) |",
           "|---|---|---|---|---|---|---|---|---|"]
     for r in res.get("levers", []):
         L.append(f"| {r['rows']}x{r['cols']} | {r['skip_cols']} | {r['images']} | "

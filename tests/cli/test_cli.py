@@ -117,6 +117,16 @@ def test_params_summary_names_what_differs():
     assert HwParams(rows=4, post_cols=4, act_share=2).summary() == \
         "4x8, skip_cols 2, post_cols 4, act_share 2"
     assert HwParams(gating=False, act_width=4).summary() == "8x8 dense-only, act_width 4"
+    assert HwParams(row_slices=1).summary() == "8x8, skip_cols 2, row_slices 1"
+    # a dense-only build has no conditional passes to slice: the option is moot, not named
+    assert HwParams(gating=False, row_slices=1).summary() == "8x8 dense-only"
+
+
+def test_row_slices_option_is_checked(tmp_path, capsys):
+    assert main(["verilog", "--row-slices", "3", "-o", str(tmp_path / "x.v")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--row-slices: 3 must be 1 or 2" in err
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("command,name", [

@@ -7,8 +7,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from sluice.hw.cycle_model import LOSS_TERMS, active_items, loss_breakdown, predict
-from sluice.hw.params import ERROR_FIELDS, FLAG_FIELDS, REG, HwParams
+from sluice.hw.cycle_model import LOSS_TERMS, active_items, loss_breakdown, predict, sliced_last
+from sluice.hw.params import ERROR_FIELDS, FLAG_FIELDS, REG, HwParams, slice_taps
 from sluice.hw.simulate import run_layer_amaranth, simulate_jobs
 from sluice.model.randlayer import extreme_sums_layer, make_layer
 from sluice.model.reference import run_reference, work_figures
@@ -92,6 +92,27 @@ CASES = {
     "packed_weights_one_word_per_bank": (
         HwParams(rows=2, cols=2, act_depth=256, wgt_depth=8, pix_depth=32, skip_cols=1),
         dict(c_in=8, c_out=4, size=(3, 4), kernel=1, padding=0, partitions=2, gate_rate=0.4)),
+    # row slices (HwParams.row_slices, on by default): conditional passes with at most
+    # rows // 2 pixels per skip group on two rows each, the lower slice from kernel row
+    # ceil(K/2) on; 7 x 7 (lower slice 3 rows, idle in the pass's last row of steps)
+    "sliced_k7_pad3_sparse": (SQUARE, dict(c_in=4, c_out=4, size=(4, 4), kernel=7, padding=3,
+                                           partitions=2, gate_rate=0.05)),
+    # two rows (one row per slice), 5 x 5, single-column skip groups, residual
+    "sliced_two_rows_k5_res": (NARROW, dict(c_in=4, c_out=6, size=(4, 4), kernel=5, padding=2,
+                                            partitions=2, gate_rate=0.05, residual=True)),
+    # one-byte activation words behind a 4-byte stream: the sliced passes' steps wait for
+    # their input channels (common base set first, the conditional channels still loading)
+    "sliced_steps_wait_for_channels": (replace(SLOW, act_width=1),
+                                       dict(c_in=16, c_out=4, size=(6, 6), kernel=3, padding=1,
+                                            partitions=4, base="first", gate_rate=0.02)),
+    # shared post-processing units and shared activation copies with sliced passes
+    "sliced_shared_post_and_act": (replace(SQUARE, post_cols=2, act_share=2),
+                                   dict(c_in=6, c_out=6, size=(4, 5), partitions=3,
+                                        gate_rate=0.04, residual=True)),
+    # the same gated layer without row slices
+    "unsliced_row_slices_1": (replace(SQUARE, row_slices=1),
+                              dict(c_in=8, c_out=8, size=(5, 6), partitions=2,
+                                   gate_rate=0.25)),
 }
 
 
@@ -147,6 +168,24 @@ def test_layer_bit_exact(name):
             active += sum(sum(active_items(band, t, params)) for t in range(n_tiles))
         if layer.partitions > 1:
             assert res.counters["active_pixels"] == active
+    if name.startswith("sliced_"):  # the case does run sliced passes: fewer cycles than without
+        _, gate_gated = run_reference(layer)
+        assert res.cycles < predict(layer, gate_gated, replace(params, row_slices=1))["cycles"]
+
+
+def test_which_passes_are_sliced():
+    """The row-slice decision (the RTL's loader and the cycle model share it) and the split."""
+    assert [slice_taps(k) for k in (1, 3, 5, 7)] == [(1, 0), (2, 1), (3, 2), (4, 3)]
+    p = HwParams(rows=8)  # slices of 4 rows
+    assert p.slice_rows == 4 and replace(p, row_slices=1).slice_rows == 0
+    # the busiest group's pixels left for the tile's last pass: at most 4
+    assert sliced_last(4, 3, p) and not sliced_last(5, 3, p)
+    assert sliced_last(12, 3, p) and not sliced_last(13, 3, p) and not sliced_last(8, 3, p)
+    assert not sliced_last(0, 3, p)
+    assert not sliced_last(2, 1, p)  # 1 x 1: no kernel rows to split
+    assert not sliced_last(2, 3, replace(p, row_slices=1))
+    odd = HwParams(rows=3)  # slices of one row, the third row unused in a sliced pass
+    assert [sliced_last(n, 5, odd) for n in (1, 2, 3, 4)] == [True, False, False, True]
 
 
 @pytest.mark.parametrize("name", ["gated_group_3x3", "gated_stride2_k5_res"])
