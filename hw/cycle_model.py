@@ -80,6 +80,16 @@ def sliced_last(busiest: int, kernel: int, p: HwParams) -> bool:
     return busiest - (-(-busiest // p.rows) - 1) * p.rows <= p.slice_rows
 
 
+def pass_time(items: int, kernel: int, p: HwParams) -> float:
+    """Conditional passes of a skip group with ``items`` active pixels in a tile, running
+    alone, in units of one full pass's steps: ``ceil(items / rows)``, the last one counting
+    ``ceil(K/2) / K`` when it would be sliced (:func:`sliced_last`)."""
+    if items == 0:
+        return 0
+    last = slice_taps(kernel)[0] / kernel if sliced_last(items, kernel, p) else 1
+    return -(-items // p.rows) - 1 + last
+
+
 def active_items(gate_band, t: int, p: HwParams) -> list[int]:
     """Per skip group of tile t: pixels with any gate on in the group's columns."""
     C, G = p.cols, p.skip_cols
@@ -277,19 +287,13 @@ def loss_breakdown(layer, gate, counters: dict, params: HwParams = DEFAULT,
     part = lock = 0.0
     if gated and base_cin < layer.c_in:
         steps = (layer.c_in - base_cin) * kk  # one conditional pass, in cycles per group
-        frac = slice_taps(layer.kernel)[0] / layer.kernel  # a sliced pass's share of steps
-
-        def own(n):  # passes, in full-pass units, of a group running its n items alone
-            if n == 0:
-                return 0
-            return -(-n // R) - 1 + (frac if sliced_last(n, layer.kernel, params) else 1)
-
         for job, band in job_bands(layer, gate, params, dense):
             for t in range(-(-len(job.channels) // C)):
                 items = active_items(band, t, params)
-                tile = own(max(items))
+                tile = pass_time(max(items), layer.kernel, params)
                 for n in items:
-                    part += (own(n) - n / R) * steps / NG
-                    lock += (tile - own(n)) * steps / NG
+                    own = pass_time(n, layer.kernel, params)
+                    part += (own - n / R) * steps / NG
+                    lock += (tile - own) * steps / NG
     out["partial_pass"], out["lockstep"] = part, lock
     return out

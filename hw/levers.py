@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from sluice.errors import SluiceError
-from sluice.hw.cycle_model import active_items, predict, sliced_last
+from sluice.hw.cycle_model import active_items, pass_time, predict, sliced_last
 from sluice.hw.params import DEFAULT, HwParams, slice_taps
 from sluice.model.intnet import IntNet
 from sluice.model.reference import run_reference, work_figures
@@ -70,23 +70,25 @@ def _tile_items(gate: np.ndarray, params: HwParams) -> list[list[int]]:
     return [active_items(gate, t, params) for t in range(-(-gate.shape[0] // params.cols))]
 
 
-def group_passes(gate: np.ndarray, params: HwParams) -> tuple[int, int]:
-    """(lockstep, independent) conditional passes of a whole-layer band: per channel tile and
-    skip group, ``ceil(active pixels / rows)``; lockstep sums the tiles' busiest group,
-    independent takes the busiest group's sum over the tiles."""
-    R = params.rows
-    passes = np.array([[-(-n // R) for n in items] for items in _tile_items(gate, params)])
-    return int(passes.max(axis=1).sum()), int(passes.sum(axis=0).max())
+def group_passes(gate: np.ndarray, params: HwParams, kernel: int = 1) -> tuple[float, float]:
+    """(lockstep, independent) conditional passes of a whole-layer band, in full passes: per
+    channel tile and skip group, ``ceil(active pixels / rows)``, a last pass the hardware
+    slices counted as its share of steps (``cycle_model.pass_time``; ``kernel`` 1: none);
+    lockstep sums the tiles' busiest group, independent takes the busiest group's sum over
+    the tiles."""
+    passes = np.array([[pass_time(n, kernel, params) for n in items]
+                       for items in _tile_items(gate, params)])
+    return passes.max(axis=1).sum(), passes.sum(axis=0).max()
 
 
-def paired_passes(gate: np.ndarray, params: HwParams) -> tuple[int, int]:
+def paired_passes(gate: np.ndarray, params: HwParams, kernel: int = 1) -> tuple[float, float]:
     """(lockstep, paired) conditional passes of a whole-layer band: lockstep as
     :func:`group_passes`; paired, consecutive channel tiles taken two at a time (greedily,
-    from the first) where sharing is shorter: ``ceil(max(busiest) / (rows // 2))`` passes for
-    the pair instead of each tile's own ``ceil(busiest / rows)``."""
+    from the first) where sharing is shorter: ``ceil(max(busiest) / (rows // 2))`` full passes
+    for the pair instead of each tile's own (``cycle_model.pass_time``)."""
     R = params.rows
     busiest = [max(items) for items in _tile_items(gate, params)]
-    own = [-(-b // R) for b in busiest]
+    own = [pass_time(b, kernel, params) for b in busiest]
     paired, t = 0, 0
     while t < len(busiest):
         if t + 1 < len(busiest) and R >= 2:
@@ -130,8 +132,9 @@ def study(net: IntNet, runs, params: HwParams = DEFAULT, max_slices: int = 2) ->
     """Whole-network figures for images stacked; ``runs``: :func:`network_tensors` of each
     image (computed once, shared by every image count and array); ``max_slices``: the channel
     slices of the ``sliced`` estimate (:func:`sliced_passes`; 2: as many weight feeds as the
-    RTL's kernel-row slices). The ``independent`` and ``paired`` estimates count the passes
-    they save as full passes."""
+    RTL's kernel-row slices). The ``independent`` and ``paired`` estimates count a sliced pass
+    as its share of a full one, as the RTL runs it (each group's own last pass per tile in
+    the independent one)."""
     per_image = [t for t, _ in runs]
     n = len(runs)
     tot = {"dense": 0, "lockstep": 0, "independent": 0, "paired": 0, "sliced": 0,
@@ -158,10 +161,10 @@ def study(net: IntNet, runs, params: HwParams = DEFAULT, max_slices: int = 2) ->
         tot["paired"] += gated
         tot["sliced"] += gated
         if layer.gated:
-            lock, indep = group_passes(gate, params)
+            lock, indep = group_passes(gate, params, layer.kernel)
             cond_steps = (layer.c_in - layer.c_in // layer.partitions) * layer.kernel ** 2
             tot["independent"] -= (lock - indep) * cond_steps
-            tot["paired"] -= (lock - paired_passes(gate, params)[1]) * cond_steps
+            tot["paired"] -= (lock - paired_passes(gate, params, layer.kernel)[1]) * cond_steps
             if cond_steps:  # against the RTL's last pass, which may be sliced by kernel rows
                 up = cond_steps // layer.kernel * slice_taps(layer.kernel)[0]
                 for s, busiest in _slices(gate, params, max_slices):

@@ -173,6 +173,9 @@ def test_paired_passes_by_hand():
     assert paired_passes(gate, p) == (4, 3)
     gate[9].flat[:4] = 1  # tile 2's other group: still 5 at most; the last tile runs alone
     assert paired_passes(gate, p) == (4, 3)
+    # 3 x 3 kernels: the hardware slices a last pass with at most 2 pixels per group (2/3 of
+    # the steps): tiles 0 and 1 take 2/3 each alone, 1 together; tile 2 takes 1 + 2/3
+    assert paired_passes(gate, p, kernel=3) == pytest.approx((3, 1 + 5 / 3))
 
 
 def test_sliced_passes_by_hand():
