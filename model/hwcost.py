@@ -24,7 +24,10 @@ The rounding has no gradient of its own; the last pass is written as the sum of 
 items (those of every group above ``rows * (P - 1)``) over their (detached) total, which is 1,
 so each excess item carries ``1 / E`` of a pass: the pass saved when all ``E`` of them go. A
 group's gates below the last pass are free, and a tile whose busiest group just spills into
-a new pass pushes hard on the few items that made it spill.
+a new pass pushes hard on the few items that made it spill. With ``row_slices`` 2 (the
+generator's default, ``HwParams.row_slices``) a last pass whose busiest group has at most
+``rows // 2`` items runs sliced and counts ``ceil(K/2) / K`` of a pass (``hw/cycle_model.py``'s
+``pass_time``), its items each carrying as much less.
 """
 
 from __future__ import annotations
@@ -33,13 +36,16 @@ import torch
 import torch.nn.functional as F
 
 from sluice.errors import SluiceError
+from sluice.hw.params import slice_taps
 
 
 def layer_cost(d: torch.Tensor, c_in: int, kernel: int, partitions: int, rows: int, cols: int,
-               skip_cols: int, whole_passes: bool = False) -> tuple[torch.Tensor, float]:
+               skip_cols: int, whole_passes: bool = False,
+               row_slices: int = 1) -> tuple[torch.Tensor, float]:
     """(conditional cycles per image, differentiable; dense cycles per image) of one gated
     layer whose gates of one forward pass are ``d`` (``N, C_out, H, W``); ``whole_passes``:
-    rounded to whole passes (module docstring)."""
+    rounded to whole passes, a sliced last pass (``row_slices`` 2) at its share (module
+    docstring)."""
     n, c, h, w = d.shape
     pad = -c % cols
     if pad:  # padding channels of the last tile: gates off
@@ -55,6 +61,10 @@ def layer_cost(d: torch.Tensor, c_in: int, kernel: int, partitions: int, rows: i
         excess = torch.relu(items - below)  # items in the last pass, per group
         total = excess.detach().sum(dim=2).clamp(min=1)
         last = excess.sum(dim=2) / total  # 1 where the tile has a last pass, else 0
+        if row_slices == 2 and kernel >= 3:  # the hardware slices a last pass this short
+            left = busiest.detach() - rows * (passes - 1)
+            up = slice_taps(kernel)[0] / kernel
+            last = last * torch.where(left <= rows // 2, up, 1.0)
         cond = ((passes - 1).clamp(min=0) + last).sum(dim=1).mean() * steps
     else:
         cond = busiest.sum(dim=1).mean() * steps / rows
@@ -63,7 +73,8 @@ def layer_cost(d: torch.Tensor, c_in: int, kernel: int, partitions: int, rows: i
 
 
 def conditional_cost(model: torch.nn.Module, rows: int, cols: int,
-                     skip_cols: int, whole_passes: bool = False) -> torch.Tensor:
+                     skip_cols: int, whole_passes: bool = False,
+                     row_slices: int = 1) -> torch.Tensor:
     """The gated layers' conditional cycles (as :func:`layer_cost`) over their dense cycles,
     from the live gates of the last training forward pass (``CGConv2d.live_gate``)."""
     from .gated import gated_modules
@@ -77,7 +88,7 @@ def conditional_cost(model: torch.nn.Module, rows: int, cols: int,
             raise SluiceError(f"{name}: no gates with gradient from the last forward pass "
                               "(the hardware cost needs a training forward)")
         c, dn = layer_cost(d, m.in_channels, m.kernel_size[0], m.partitions, rows, cols,
-                           skip_cols, whole_passes)
+                           skip_cols, whole_passes, row_slices)
         cond.append(c)
         dense += dn
     if not cond:

@@ -361,8 +361,8 @@ def run(args) -> int:
                 loss = loss + args.gate_lambda * total_gate_loss(model, args.gate_target).to(
                     loss.device)
                 if args.hw_lambda:
-                    hw = conditional_cost(model, *hw_shape,
-                                          whole_passes=args.hw_passes)
+                    hw = conditional_cost(model, *hw_shape, whole_passes=args.hw_passes,
+                                          row_slices=HW.row_slices)
                     hw_sum += float(hw.detach()) * int(y.numel())
                     loss = loss + args.hw_lambda * hw
             opt.zero_grad(set_to_none=True)

@@ -49,6 +49,24 @@ def test_whole_passes_is_the_cycle_models_pass_count(rows, cols, skip_cols):
     assert float(cond) == pytest.approx(np.mean(passes) * (c_in - c_in // p) * k * k)
 
 
+@pytest.mark.parametrize("rows,kernel", [(4, 3), (8, 3), (3, 5), (4, 1)])
+def test_whole_passes_count_sliced_last_passes_at_their_share(rows, kernel):
+    """With the generator's row slices a short last pass counts ceil(K/2) / K of a pass,
+    as the cycle model's pass_time has it (1 x 1 layers are never sliced)."""
+    rng = np.random.default_rng(rows + kernel)
+    gate = (rng.random((4, 8, 5, 6)) < 0.08).astype(np.uint8)
+    c_in, p = 8, 2
+    d = torch.tensor(gate, dtype=torch.float32)
+    cond, _ = layer_cost(d, c_in, kernel, p, rows=rows, cols=8, skip_cols=2,
+                         whole_passes=True, row_slices=2)
+    params = dataclasses.replace(DEFAULT, rows=rows, cols=8, skip_cols=2)
+    passes = [group_passes(g, params, kernel)[0] for g in gate]
+    assert float(cond) == pytest.approx(np.mean(passes) * (c_in - c_in // p) * kernel ** 2)
+    plain, _ = layer_cost(d, c_in, kernel, p, rows=rows, cols=8, skip_cols=2,
+                          whole_passes=True)
+    assert (float(cond) < float(plain)) == (kernel > 1)
+
+
 def test_whole_passes_gradient_on_the_last_pass_only():
     d = torch.zeros(1, 4, 3, 3)  # one tile of two 2-column groups on a 4-row array
     d[0, 0].view(-1)[:5] = 1  # group 0: 5 active pixels, one past the first pass
