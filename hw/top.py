@@ -1229,36 +1229,37 @@ class Sluice(wiring.Component):
                 m.d.comb += src[f].eq(Mux(is_cond, getattr(al_q[j], f), walked) if gating
                                       else walked)
             rl_src.append(src)
-        # a sliced row set's lower slots: the entry's window ceil(K/2) kernel rows down
-        # (the tap-row bounds lowered by as much, clamped at 0; the window address moved by as
-        # many map rows); only conditional-phase entries are ever sliced
+        # what a lower slot (rows H .. 2H - 1) takes: in a sliced row set the entry's window
+        # ceil(K/2) kernel rows down (the tap-row bounds lowered by as much, clamped at 0; the
+        # window address moved by as many map rows), else the same as every slot; selected
+        # once per group, so a lower slot has one data input whichever row's write enables it
+        # (only conditional-phase entries are ever sliced)
         rl_low = []
         for j in range(NG if SL else 0):
             low = dict(rl_src[j])
             for f in ("kylo", "kyhi"):
                 v = getattr(al_q[j], f)
                 low[f] = Signal.like(nxt[f][0], name=f"rl_low_{f}_{j}")
-                m.d.comb += low[f].eq(Mux(v > kup_m1, v - kup_m1 - 1, 0))
+                m.d.comb += low[f].eq(Mux(nxt_sl, Mux(v > kup_m1, v - kup_m1 - 1, 0),
+                                          rl_src[j][f]))
             low["abase"] = Signal.like(nxt["abase"][0], name=f"rl_low_abase_{j}")
-            m.d.comb += low["abase"].eq(al_q[j].abase + sl_a)
+            m.d.comb += low["abase"].eq(Mux(nxt_sl, al_q[j].abase + sl_a, rl_src[j]["abase"]))
             rl_low.append(low)
+        for r in range(H, 2 * H if SL else 0):  # a sliced set's are written with row r - H
+            for j in range(NG):
+                q = r * NG + j
+                with m.If(rl_wr & Mux(nxt_sl, rl_wr_row == r - H, rl_wr_row == r)):
+                    m.d.sync += [nxt["valid"][q].eq(rl_wr_valid[j]),
+                                 *(nxt[f][q].eq(v) for f, v in rl_low[j].items())]
         with m.If(rl_wr):
             for r in range(R):
+                if SL and H <= r < 2 * H:
+                    continue
                 with m.If(rl_wr_row == r):
                     for j in range(NG):
                         q = r * NG + j
-                        writes = [nxt["valid"][q].eq(rl_wr_valid[j]),
-                                  *(nxt[f][q].eq(v) for f, v in rl_src[j].items())]
-                        if SL and H <= r < 2 * H:  # (a sliced set's were written with row r - H)
-                            with m.If(~nxt_sl):
-                                m.d.sync += writes
-                        else:
-                            m.d.sync += writes
-                        if SL and r < H:
-                            with m.If(nxt_sl):
-                                ql = (r + H) * NG + j
-                                m.d.sync += [nxt["valid"][ql].eq(rl_wr_valid[j]),
-                                             *(nxt[f][ql].eq(v) for f, v in rl_low[j].items())]
+                        m.d.sync += [nxt["valid"][q].eq(rl_wr_valid[j]),
+                                     *(nxt[f][q].eq(v) for f, v in rl_src[j].items())]
             with m.If(rl_wr_row == R - 1):
                 m.d.sync += rl_done.eq(1)
 
