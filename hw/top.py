@@ -13,7 +13,9 @@ One layer job (see ``hw/README.md`` for the full story):
    pixel) on the array and streams every step of the phase: each skip group its own columns'
    input channels (base set, or the others) times (ky, kx). The row-set loader fills the next row
    set while the current pass runs: from a pixel walker (dense and base phases) or from the skip
-   groups' *active lists* (conditional phase).
+   groups' *active lists* (conditional phase). With row slices (``row_slices`` 2) a
+   conditional pass short enough puts each pixel on two rows, the kernel's rows split between
+   them (the lower rows' weights from a second read of the bank, entering half-way down).
 4. The drain reads each finished pass row by row. Dense phase: post-process and emit. Base phase:
    the gate unit compares the partial sums with the thresholds and registers the gate bits; a
    cycle later (while the sums are already in the post-processing pipeline), for a skip group
@@ -21,7 +23,7 @@ One layer job (see ``hw/README.md`` for the full story):
    for that group), otherwise the pixel goes to the group's active list with its gate bits and
    its partial sums to the group's partial-sum buffer. Conditional phase: only elements with
    their gate bit set accumulate; the drain passes the stored base sums beside them to the
-   post-processing, which adds them, and emits.
+   post-processing, which adds them, and emits (a sliced pass's two rows' sums added first).
 """
 
 from __future__ import annotations
@@ -837,7 +839,8 @@ class Sluice(wiring.Component):
         # a sliced pass's upper-row sum beside its lower row's (zero otherwise), added after
         # the registers, in front of the post-processing (the row select and the add in one
         # cycle were the 8 x 8 ECP5 critical path, 10.2 ns)
-        d1_up = [Signal(signed(SB), name=f"d1_up_{c}", reset_less=True) for c in range(C)]
+        d1_up = [Signal(signed(SB), name=f"d1_up_{c}", reset_less=True)
+                 for c in range(C if SL else 0)]
         d1 = [{f: Signal.like(drn[f][0], name=f"d1_{f}_{j}") for f in FIELDS
                if j in drain_slots(f)} for j in range(NG)]
         # stage 2 of the drain: the gate bits registered (the compare is a full-width subtract
