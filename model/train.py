@@ -40,7 +40,8 @@ def add_arguments(p) -> None:
                    help="--hw-lambda counts whole conditional passes (the cycle model's "
                         "rounding), its gradient on the items of each tile's last pass")
     for name, what in (("rows", "array rows"), ("cols", "array columns"),
-                       ("skip-cols", "skip group width")):
+                       ("skip-cols", "skip group width"),
+                       ("row-slices", "row slices (1 or 2; --hw-passes counts sliced passes)")):
         p.add_argument(f"--hw-{name}", type=int, default=None,
                        help=f"{what} for --hw-lambda (default: the generator's)")
     p.add_argument("--sparse-bp", action="store_true", help="sparse gate backprop")
@@ -230,6 +231,9 @@ def run(args) -> int:
     if min(hw_shape) < 1 or hw_shape[1] % hw_shape[2]:
         raise SluiceError(f"--hw-rows/--hw-cols/--hw-skip-cols: need positive sizes with the "
                           f"skip group width dividing the columns, got {hw_shape}")
+    hw_slices = HW.row_slices if args.hw_row_slices is None else args.hw_row_slices
+    if hw_slices not in (1, 2):
+        raise SluiceError(f"--hw-row-slices: {hw_slices} must be 1 or 2")
     if args.epochs < 1 or args.batch_size < 1:
         raise SluiceError("--epochs and --batch-size must be >= 1")
     if args.schedule not in ("cosine", "constant"):
@@ -362,7 +366,7 @@ def run(args) -> int:
                     loss.device)
                 if args.hw_lambda:
                     hw = conditional_cost(model, *hw_shape, whole_passes=args.hw_passes,
-                                          row_slices=HW.row_slices)
+                                          row_slices=hw_slices)
                     hw_sum += float(hw.detach()) * int(y.numel())
                     loss = loss + args.hw_lambda * hw
             opt.zero_grad(set_to_none=True)

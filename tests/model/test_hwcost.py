@@ -122,3 +122,7 @@ def test_train_hw_lambda_turns_costly_gates_off(tmp_path, capsys):
     assert main(["train", *COMMON, "--hw-lambda", "-1", "-o", str(tmp_path / "x")]) == 2
     assert main(["train", *COMMON, "--hw-passes", "-o", str(tmp_path / "x")]) == 2
     assert "--hw-passes" in capsys.readouterr().err
+    assert main(["train", *COMMON, "--hw-lambda", "1", "--hw-row-slices", "3", "-o",
+                 str(tmp_path / "x")]) == 2
+    assert "--hw-row-slices: 3 must be 1 or 2" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
