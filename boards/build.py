@@ -74,8 +74,9 @@ def build_name(board: Board, params, dense_only=False, loopback=False, clock_mhz
     if not dense_only and params.gating and params.act_shared:
         tag += f"_share{params.act_share}"
     tag += f"_aw{params.act_width}" if params.act_width else ""
-    # row slices other than the board's choice (gated builds only)
-    if params.gating and params.row_slices != board.row_slices:
+    # row slices other than the board's choice (gated builds only: the dense-only partner
+    # has none, one name for either)
+    if not dense_only and params.gating and params.row_slices != board.row_slices:
         tag += f"_slices{params.row_slices}"
     tag += "_loopback" if loopback else ""
     tag += f"_{clock_mhz:g}mhz" if clock_mhz else ""

@@ -137,6 +137,13 @@ def test_build_name_carries_the_clock():
     assert b.build_name(board, shared, dense_only=True) == "sluice_ulx3s_85f_4x8_dense_post4_aw2"
     assert b.build_name(board, board.params(4, 8, skip_cols=8, act_share=2)) == \
         "sluice_ulx3s_85f_4x8_skip8"  # one skip group per row: nothing to share
+    # row slices other than the board's choice (gated builds only)
+    assert b.build_name(board, board.params(4, 4, row_slices=1)) == "sluice_ulx3s_85f_4x4_slices1"
+    assert b.build_name(board, board.params(4, 4, row_slices=1), dense_only=True) == \
+        "sluice_ulx3s_85f_4x4_dense"
+    ice = get_board("icebreaker")
+    assert ice.params().row_slices == 1
+    assert b.build_name(ice, ice.params(row_slices=2)) == "sluice_icebreaker_2x2_post2_slices2"
 
 
 def _fake_tools(monkeypatch, fmax_line, timing_json=None):
