@@ -197,6 +197,8 @@ def _cycles_network(export_dir, params, images=1, data_dir=None) -> int:
           f"{100 * net['stall_gated'] / net['cycles_gated']:.1f}% of the gated cycles; "
           f"efficiency without them in either run {overhead_bound(net, ('load', 'stall')):.3f} "
           f"(without loads only {overhead_bound(net, ('load',)):.3f})")
+    print(f"  row slices: {net['sliced_gated']} of the gated run's {net['passes_gated']} passes "
+          f"sliced (HwParams.row_slices {params.row_slices})")
     return 0
 
 

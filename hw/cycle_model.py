@@ -153,7 +153,7 @@ def job_cycles(layer, job_desc: dict, gate_band, p: HwParams, dense: bool) -> di
 
     full, ends = [], []
     load_wait = 0
-    steps_total = passes = active_total = 0
+    steps_total = passes = active_total = sliced = 0
     w = 1  # loader enters L_WAIT
     a = 1  # compute enters TILE_WAIT
     for t in range(n_tiles):
@@ -193,6 +193,7 @@ def job_cycles(layer, job_desc: dict, gate_band, p: HwParams, dense: bool) -> di
                                           need_for(t, "cond"), act_end, last)
                 steps_total += n * steps - (steps - last[0] if last else 0)
                 passes += n
+                sliced += last is not None
                 load_wait += wt
                 fin = end
         ends.append(end - 1)
@@ -200,7 +201,8 @@ def job_cycles(layer, job_desc: dict, gate_band, p: HwParams, dense: bool) -> di
     cycles = fin - 1 + TAIL + post_latency(p.cols)
     return {"cycles": cycles, "load_cycles": load_wait,
             "stall_cycles": cycles - load_wait - steps_total,
-            "steps": steps_total, "passes": passes, "active_pixels": active_total}
+            "steps": steps_total, "passes": passes, "active_pixels": active_total,
+            "sliced_passes": sliced}
 
 
 def predict(layer, gate=None, params: HwParams = DEFAULT, dense: bool = False) -> dict:

@@ -129,6 +129,11 @@ def test_predict_network_is_the_per_layer_model(export_dir, capsys):
     pack = 100 * net["loss_packing"] / net["cycles_gated"]
     assert f"packing {pack:.1f}% (partial passes" in out
     assert f"efficiency without them in either run {bound_all:.3f}" in out
+    # the row slices: the gated runs' sliced passes, summed from the model's per-layer count
+    gated_runs = [predict(layer, layer.gate_ref, params) for _, layer in layers if layer.gated]
+    sliced = sum(r["sliced_passes"] for r in gated_runs)
+    assert 0 < sliced < net["passes_gated"] and net["sliced_gated"] == sliced
+    assert f"row slices: {sliced} of the gated run's {net['passes_gated']} passes" in out
     assert main(["cycles", str(export_dir), "--dense"]) == 2
     assert "--dense: applies to a layer file" in capsys.readouterr().err
 
