@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 
 from sluice.errors import SluiceError
 
-VERSION = 3  # bumps when the register map or the stream format changes
+VERSION = 4  # bumps when the register map or the stream format changes
 
 # ---------------------------------------------------------------------------------------------
 # Bit widths (SPEC section 2)
@@ -411,6 +411,8 @@ COUNTERS = (
     ("PASSES", "array passes issued (rows pixels x cols channels each)"),
     ("ACTIVE_PIXELS", "(pixel, skip group) items that entered a conditional phase, summed "
                       "over tiles"),
+    ("SLICED_PASSES", "conditional passes run on row slices (each pixel on two rows, the "
+                      "kernel's rows split between them; 0 without row slices)"),
 )
 
 

@@ -1317,6 +1317,9 @@ class Sluice(wiring.Component):
         with m.If(issue & is_last):
             m.d.sync += [in_flight.eq(1), d_start.eq(1),
                          cnt["PASSES"].eq(cnt["PASSES"] + 1)]
+            if SL:
+                with m.If(st_sl):
+                    m.d.sync += cnt["SLICED_PASSES"].eq(cnt["SLICED_PASSES"] + 1)
             with m.If(rl_done):
                 m.d.comb += swap.eq(1)
             with m.Else():

@@ -139,6 +139,7 @@ def check_run(layer, params, dense):
     assert model["load_cycles"] == cnt["load_cycles"]
     assert model["stall_cycles"] == cnt["stall_cycles"]
     assert model["passes"] == cnt["passes"]
+    assert model["sliced_passes"] == cnt["sliced_passes"]
     if layer.gated and not dense and layer.c_in // layer.partitions < layer.c_in:
         assert model["active_pixels"] == cnt["active_pixels"]
     # the loss breakdown accounts for every cycle, each term non-negative
