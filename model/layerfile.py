@@ -16,6 +16,7 @@ import numpy as np
 
 from sluice.errors import SluiceError
 from sluice.fileio import atomic_write_bytes
+from sluice.hw.params import PROD_MAX
 
 LAYER_FORMAT = "sluice.layer/1"
 RESULT_FORMAT = "sluice.result/1"
@@ -120,7 +121,7 @@ class Layer:
 
 def overflow_bound(layer: Layer) -> int:
     """Worst-case |acc| over all int8 inputs: products, bias and the residual term (SPEC 2)."""
-    worst = 127 * 128 * layer.c_in * layer.kernel * layer.kernel
+    worst = PROD_MAX * layer.c_in * layer.kernel * layer.kernel
     worst += int(np.abs(layer.bias.astype(np.int64)).max(initial=0))
     if layer.residual is not None:
         # |rescale(r, M, s)| <= (128 * M + 2^(s-1)) >> s for r in [-128, 127]

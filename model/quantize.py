@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from sluice.errors import SluiceError
+from sluice.hw.params import PROD_MAX
 
 from .gated import group_base_weight, is_gated
 
@@ -68,8 +69,8 @@ def rescale_t(v: torch.Tensor, mult: torch.Tensor, shift: torch.Tensor) -> torch
 
 
 # float32 holds every integer up to 2^24 exactly, so a float32 convolution of int8 values is
-# exact while the sum of |products| stays within that: 128 * 127 per product.
-F32_EXACT_TERMS = (1 << 24) // (128 * 127)
+# exact while the sum of |products| stays within that: PROD_MAX (128 * 127) per product.
+F32_EXACT_TERMS = (1 << 24) // PROD_MAX
 
 
 def exact_conv(x: torch.Tensor, w: torch.Tensor, stride: int, padding: int,
@@ -337,7 +338,7 @@ def weight_scale(w_f: torch.Tensor, b_f: torch.Tensor, s_in: float,
     """
     w_f, b_f = w_f.detach().double(), b_f.detach().double()
     s_w = row_scale(w_f)
-    budget = 0.9 * (INT32_MAX - 127 * 128 * w_f.shape[1] * w_f.shape[2] * w_f.shape[3])
+    budget = 0.9 * (INT32_MAX - PROD_MAX * w_f.shape[1] * w_f.shape[2] * w_f.shape[3])
     extra = b_f.abs() + (128.0 * s_res if s_res is not None else 0.0)
     return torch.maximum(s_w, extra / (s_in * budget))
 

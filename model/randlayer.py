@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from sluice.errors import SluiceError
+from sluice.hw.params import PROD_MAX
 from sluice.model.layerfile import BASE_MODES, Layer
 from sluice.model.reference import partial_sums, run_reference
 
@@ -96,11 +97,10 @@ def extreme_sums_layer(c_in: int, *, seed: int = 4, name: str = "extreme_sums") 
     x, w = layer.x.copy(), layer.w.copy()
     x[:, 0, 0] = x[:, 1, 2] = -128
     w[0], w[1] = -127, 127
-    product = 128 * 127  # each product's magnitude at those pixels
     ones = np.ones(4, np.int32)
     thresh = layer.thresh.copy()
-    thresh[0] = (c_in // 2) * product - 1
-    top = (c_in * product).bit_length()  # the largest sum is below 2^top
+    thresh[0] = (c_in // 2) * PROD_MAX - 1  # (each product's magnitude at those pixels)
+    top = (c_in * PROD_MAX).bit_length()  # the largest sum is below 2^top
     layer = layer.replace(x=x, w=w, bias=0 * ones, thresh=thresh, mult=ones << 30,
                           shift=ones * (30 + top - 6), relu=False)
     y, gate = run_reference(layer)
