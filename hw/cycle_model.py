@@ -77,7 +77,13 @@ def sliced_last(busiest: int, kernel: int, p: HwParams) -> bool:
     group then has more than ``rows`` left)."""
     if not p.slice_rows or kernel < 3 or busiest == 0:
         return False
-    return busiest - (-(-busiest // p.rows) - 1) * p.rows <= p.slice_rows
+    return last_pass_items(busiest, p.rows) <= p.slice_rows
+
+
+def last_pass_items(items: int, rows: int) -> int:
+    """A list of ``items`` (> 0) pixels on ``rows`` rows per pass: the pixels of its last pass
+    (1 .. rows)."""
+    return items - (-(-items // rows) - 1) * rows
 
 
 def pass_time(items: int, kernel: int, p: HwParams) -> float:

@@ -48,7 +48,8 @@ from pathlib import Path
 import numpy as np
 
 from sluice.errors import SluiceError
-from sluice.hw.cycle_model import active_items, pass_time, predict, sliced_last
+from sluice.hw.cycle_model import (active_items, last_pass_items, pass_time, predict,
+                                   sliced_last)
 from sluice.hw.params import DEFAULT, HwParams, slice_taps
 from sluice.model.intnet import IntNet
 from sluice.model.reference import run_reference, work_figures
@@ -76,8 +77,11 @@ def group_passes(gate: np.ndarray, params: HwParams, kernel: int = 1) -> tuple[f
     slices counted as its share of steps (``cycle_model.pass_time``; ``kernel`` 1: none);
     lockstep sums the tiles' busiest group, independent takes the busiest group's sum over
     the tiles."""
-    passes = np.array([[pass_time(n, kernel, params) for n in items]
-                       for items in _tile_items(gate, params)])
+    return _group_passes(_tile_items(gate, params), params, kernel)
+
+
+def _group_passes(tiles, params, kernel):
+    passes = np.array([[pass_time(n, kernel, params) for n in items] for items in tiles])
     return passes.max(axis=1).sum(), passes.sum(axis=0).max()
 
 
@@ -86,8 +90,12 @@ def paired_passes(gate: np.ndarray, params: HwParams, kernel: int = 1) -> tuple[
     :func:`group_passes`; paired, consecutive channel tiles taken two at a time (greedily,
     from the first) where sharing is shorter: ``ceil(max(busiest) / (rows // 2))`` full passes
     for the pair instead of each tile's own (``cycle_model.pass_time``)."""
+    return _paired_passes(_tile_items(gate, params), params, kernel)
+
+
+def _paired_passes(tiles, params, kernel):
     R = params.rows
-    busiest = [max(items) for items in _tile_items(gate, params)]
+    busiest = [max(items) for items in tiles]
     own = [pass_time(b, kernel, params) for b in busiest]
     paired, t = 0, 0
     while t < len(busiest):
@@ -109,18 +117,18 @@ def sliced_passes(gate: np.ndarray, params: HwParams, max_slices: int = 2) -> li
     built; the RTL splits by kernel rows instead, ``HwParams.row_slices``), where
     every skip group has at most ``rows / s`` pixels left for it; ``s`` a power of two up to
     ``max_slices`` and ``rows``. The earlier passes are full for the busiest group."""
-    return [s for s, _ in _slices(gate, params, max_slices)]
+    return [s for s, _ in _slices(_tile_items(gate, params), params, max_slices)]
 
 
-def _slices(gate, params, max_slices):
+def _slices(tiles, params, max_slices):
     """(slices, busiest group's pixels) per channel tile with a conditional pass."""
     R = params.rows
     out = []
-    for items in _tile_items(gate, params):
+    for items in tiles:
         busiest = max(items)
         if busiest == 0:
             continue
-        last = busiest - (-(-busiest // R) - 1) * R  # the busiest group's pixels in it
+        last = last_pass_items(busiest, R)  # the busiest group's pixels in its last pass
         s = 1
         while 2 * s <= min(max_slices, R) and last <= R // (2 * s):
             s *= 2
@@ -161,13 +169,14 @@ def study(net: IntNet, runs, params: HwParams = DEFAULT, max_slices: int = 2) ->
         tot["paired"] += gated
         tot["sliced"] += gated
         if layer.gated:
-            lock, indep = group_passes(gate, params, layer.kernel)
+            tiles = _tile_items(gate, params)  # (once per layer: the three estimates share it)
+            lock, indep = _group_passes(tiles, params, layer.kernel)
             cond_steps = (layer.c_in - layer.c_in // layer.partitions) * layer.kernel ** 2
             tot["independent"] -= (lock - indep) * cond_steps
-            tot["paired"] -= (lock - paired_passes(gate, params, layer.kernel)[1]) * cond_steps
+            tot["paired"] -= (lock - _paired_passes(tiles, params, layer.kernel)[1]) * cond_steps
             if cond_steps:  # against the RTL's last pass, which may be sliced by kernel rows
                 up = cond_steps // layer.kernel * slice_taps(layer.kernel)[0]
-                for s, busiest in _slices(gate, params, max_slices):
+                for s, busiest in _slices(tiles, params, max_slices):
                     rtl = up if sliced_last(busiest, layer.kernel, params) else cond_steps
                     tot["sliced"] -= max(0, rtl - -(-cond_steps // s))
     red = tot["macs_dense"] / tot["macs_theory"]
