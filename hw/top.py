@@ -728,11 +728,10 @@ class Sluice(wiring.Component):
                                (st_kx >= cur_v["kxlo"][q]) & (st_kx < cur_v["kxhi"][q]))
             gmask = colmask[j * G:(j + 1) * G]
             en = Signal(G, name=f"en_{q}")
-            if SL and H <= q // NG < 2 * H:
-                m.d.comb += en.eq(Mux(is_cond, Mux(low_idle, 0, gmask & cur_v["gate"][q]),
-                                      gmask))
-            else:
-                m.d.comb += en.eq(Mux(is_cond, gmask & cur_v["gate"][q], gmask))
+            cond_en = gmask & cur_v["gate"][q]
+            if SL and H <= q // NG < 2 * H:  # a lower slot
+                cond_en = Mux(low_idle, 0, cond_en)
+            m.d.comb += en.eq(Mux(is_cond, cond_en, gmask))
             vld = Signal(name=f"vld_{q}")
             m.d.comb += vld.eq(issue & cur_v["valid"][q])
             addr = issued(addr, f"addr_{q}")
