@@ -212,7 +212,7 @@ def predict_network(bound_layers: list[tuple], params: HwParams) -> dict:
             tot["load_" + name] += run["load_cycles"]
             tot["stall_" + name] += run["stall_cycles"]
         tot["passes_gated"] += gated_run["passes"]
-        tot["sliced_gated"] += gated_run.get("sliced_passes", 0)
+        tot["sliced_gated"] += gated_run["sliced_passes"]
         tot["macs_dense"] += fig["macs_dense"]
         tot["macs_theory"] += fig["macs_theory"]
     tot["speedup"] = tot["cycles_dense"] / tot["cycles_gated"]
