@@ -158,8 +158,9 @@ def add_commands(sub) -> None:
                    help="activation-buffer word bytes (power of two up to the stream width; "
                         "narrow words fill shallow copies' block RAMs); default: the board's")
     p.add_argument("--row-slices", type=int, default=None,
-                   help="1 or 2: sliced conditional passes (a second weight read and an adder "
-                        "per column in the drain); default: the board's")
+                   help="1, 2 or 3: sliced conditional passes (2: a second weight read and an "
+                        "adder per column in the drain; 3: a third read and adder for 3x3 "
+                        "layers); default: the board's")
     p.add_argument("--nextpnr-args", default="",
                    help="more nextpnr options, appended to Sluice's (quote them), e.g. "
                         "'--placer-heap-beta 0.6' to spread a congested placement")

@@ -44,9 +44,10 @@ def add_params(p):
                    help="activation-buffer word bytes (power of two up to the stream width; "
                         "0: the stream width; narrower words take more cycles per beat)")
     p.add_argument("--row-slices", type=int, default=DEFAULT.row_slices,
-                   help="1 or 2: with 2, a conditional pass with at most rows/2 pixels per skip "
-                        "group runs each pixel on two rows, splitting the kernel's rows "
-                        "(a second weight read; default 2)")
+                   help="1, 2 or 3: with 2, a conditional pass with at most rows/2 pixels per "
+                        "skip group runs each pixel on two rows, splitting the kernel's rows "
+                        "(a second weight read); with 3 also, on 3x3 layers, one with at most "
+                        "rows/4 on three rows, a kernel row each (a third read; default %(default)s)")
     p.add_argument("--pe-mult", choices=PE_MULTS, default=DEFAULT.pe_mult,
                    help="element multipliers as '*' (dsp: DSP blocks on an FPGA) or as shifted "
                         "partial products (logic: LUTs, DSPs left to the post-processing)")
@@ -197,8 +198,10 @@ def _cycles_network(export_dir, params, images=1, data_dir=None) -> int:
           f"{100 * net['stall_gated'] / net['cycles_gated']:.1f}% of the gated cycles; "
           f"efficiency without them in either run {overhead_bound(net, ('load', 'stall')):.3f} "
           f"(without loads only {overhead_bound(net, ('load',)):.3f})")
+    three = (f", {net['sliced3_gated']} of them on three slices" if params.row_slices == 3
+             else "")
     print(f"  row slices: {net['sliced_gated']} of the gated run's {net['passes_gated']} passes "
-          f"sliced (HwParams.row_slices {params.row_slices})")
+          f"sliced{three} (HwParams.row_slices {params.row_slices})")
     return 0
 
 

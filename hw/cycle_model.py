@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sluice.hw.params import DEFAULT, HwParams, slice_taps
+from sluice.hw.params import DEFAULT, SLICE3_KERNEL, HwParams, slice_taps
 from sluice.hw.pe import ARRAY_EXTRA
 from sluice.hw.postproc import post_latency
 
@@ -69,15 +69,25 @@ def phase_cycles(npix: int, steps: int, p: HwParams, start: int = 0, need=None,
     return e_prev + p.skip_cols + R * PU + 3 + ARRAY_EXTRA, n_pass, wait
 
 
-def sliced_last(busiest: int, kernel: int, p: HwParams) -> bool:
-    """Whether a tile's last conditional pass runs on row slices (``HwParams.row_slices``):
-    its busiest skip group, ``busiest`` active pixels in the tile, has at most ``slice_rows``
-    of them left for that pass, and the kernel has rows to split. The row-set loader decides
-    it so when it starts filling the pass's row set; no earlier pass qualifies (the busiest
-    group then has more than ``rows`` left)."""
+def sliced_last(busiest: int, kernel: int, p: HwParams) -> int:
+    """Row slices of a tile's last conditional pass (``HwParams.row_slices``; 0: not sliced):
+    3 where the layer is 3 x 3 and its busiest skip group, ``busiest`` active pixels in the
+    tile, has at most ``slice3_rows`` of them left for that pass; else 2 where it has at most
+    ``slice_rows`` left and the kernel has rows to split. The row-set loader decides it so
+    when it starts filling the pass's row set; no earlier pass qualifies (the busiest group
+    then has more than ``rows`` left)."""
     if not p.slice_rows or kernel < 3 or busiest == 0:
-        return False
-    return last_pass_items(busiest, p.rows) <= p.slice_rows
+        return 0
+    last = last_pass_items(busiest, p.rows)
+    if kernel == SLICE3_KERNEL and last <= p.slice3_rows:
+        return 3
+    return 2 if last <= p.slice_rows else 0
+
+
+def slice_steps(kernel: int, slices: int) -> int:
+    """Kernel rows a pass steps through per input channel: ``kernel`` unsliced, the upper
+    slice's ``ceil(K/2)`` on two slices, one on three (3 x 3: a kernel row per slice)."""
+    return {0: kernel, 1: kernel, 2: slice_taps(kernel)[0], 3: 1}[slices]
 
 
 def last_pass_items(items: int, rows: int) -> int:
@@ -89,10 +99,10 @@ def last_pass_items(items: int, rows: int) -> int:
 def pass_time(items: int, kernel: int, p: HwParams) -> float:
     """Conditional passes of a skip group with ``items`` active pixels in a tile, running
     alone, in units of one full pass's steps: ``ceil(items / rows)``, the last one counting
-    ``ceil(K/2) / K`` when it would be sliced (:func:`sliced_last`)."""
+    ``ceil(K/2) / K`` when it would run on two slices, ``1/3`` on three (:func:`sliced_last`)."""
     if items == 0:
         return 0
-    last = slice_taps(kernel)[0] / kernel if sliced_last(items, kernel, p) else 1
+    last = slice_steps(kernel, sliced_last(items, kernel, p)) / kernel
     return -(-items // p.rows) - 1 + last
 
 
@@ -159,7 +169,7 @@ def job_cycles(layer, job_desc: dict, gate_band, p: HwParams, dense: bool) -> di
 
     full, ends = [], []
     load_wait = 0
-    steps_total = passes = active_total = sliced = 0
+    steps_total = passes = active_total = sliced = sliced3 = 0
     w = 1  # loader enters L_WAIT
     a = 1  # compute enters TILE_WAIT
     for t in range(n_tiles):
@@ -192,14 +202,16 @@ def job_cycles(layer, job_desc: dict, gate_band, p: HwParams, dense: bool) -> di
             if n_active and not cond_empty:
                 steps = (c_in - base_cin) * kk
                 last = None
-                if sliced_last(n_active, layer.kernel, p):
-                    up = slice_taps(layer.kernel)[0] * layer.kernel  # steps per channel
+                slices = sliced_last(n_active, layer.kernel, p)
+                if slices:
+                    up = slice_steps(layer.kernel, slices) * layer.kernel  # steps per channel
                     last = ((c_in - base_cin) * up, need_for(t, "cond", up))
                 end, n, wt = phase_cycles(n_active, steps, p, end + PHASE_ENTRY,
                                           need_for(t, "cond"), act_end, last)
                 steps_total += n * steps - (steps - last[0] if last else 0)
                 passes += n
                 sliced += last is not None
+                sliced3 += slices == 3
                 load_wait += wt
                 fin = end
         ends.append(end - 1)
@@ -208,7 +220,7 @@ def job_cycles(layer, job_desc: dict, gate_band, p: HwParams, dense: bool) -> di
     return {"cycles": cycles, "load_cycles": load_wait,
             "stall_cycles": cycles - load_wait - steps_total,
             "steps": steps_total, "passes": passes, "active_pixels": active_total,
-            "sliced_passes": sliced}
+            "sliced_passes": sliced, "sliced3_passes": sliced3}
 
 
 def predict(layer, gate=None, params: HwParams = DEFAULT, dense: bool = False) -> dict:

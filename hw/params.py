@@ -28,6 +28,10 @@ PIX_BITS = 16  # output pixel index in result words
 KERNELS = (1, 3, 5, 7)
 STRIDES = (1, 2)
 MAX_PADDING = 3
+#: ``HwParams.row_slices``: 1 none, 2 a last pass on two row slices, 3 also on three (3 x 3)
+ROW_SLICES = (1, 2, 3)
+#: the kernel whose passes may run on three slices, one kernel row each (``row_slices`` 3)
+SLICE3_KERNEL = 3
 MAX_SHIFT = 62
 
 
@@ -126,8 +130,8 @@ class HwParams:
     def __post_init__(self):
         if not self.gating:  # no skip groups without gating: one feed per row
             object.__setattr__(self, "skip_cols", self.cols)
-        if self.row_slices not in (1, 2):
-            raise SluiceError(f"--row-slices: {self.row_slices} must be 1 or 2")
+        if self.row_slices not in ROW_SLICES:
+            raise SluiceError(f"--row-slices: {self.row_slices} must be 1, 2 or 3")
         if not self.gating:  # (only conditional passes are sliced)
             object.__setattr__(self, "row_slices", 1)
         for name in ("rows", "cols"):
@@ -228,7 +232,14 @@ class HwParams:
     def slice_rows(self) -> int:
         """Rows per slice of a sliced pass (``row_slices`` 2): pixel ``i`` of the pass on rows
         ``i`` and ``i + slice_rows``, ``i < slice_rows``; 0 when passes are not sliced."""
-        return self.rows // 2 if self.row_slices == 2 else 0
+        return self.rows // 2 if self.row_slices >= 2 else 0
+
+    @property
+    def slice3_rows(self) -> int:
+        """Rows per slice of a three-slice pass (``row_slices`` 3, 3 x 3 layers): pixel ``i``
+        on rows ``i``, ``i + slice3_rows`` and ``i + slice_rows``, ``i < slice3_rows``
+        (``rows // 4``); 0 when no pass has three slices (fewer than 4 rows)."""
+        return self.rows // 4 if self.row_slices == 3 else 0
 
     @property
     def groups(self) -> int:
@@ -411,8 +422,8 @@ COUNTERS = (
     ("PASSES", "array passes issued (rows pixels x cols channels each)"),
     ("ACTIVE_PIXELS", "(pixel, skip group) items that entered a conditional phase, summed "
                       "over tiles"),
-    ("SLICED_PASSES", "conditional passes run on row slices (each pixel on two rows, the "
-                      "kernel's rows split between them; 0 without row slices)"),
+    ("SLICED_PASSES", "conditional passes run on row slices (each pixel on two or three "
+                      "rows, the kernel's rows split between them; 0 without row slices)"),
 )
 
 

@@ -193,15 +193,20 @@ class SystolicArray(wiring.Component):
     ``split_row`` (0: none): a second weight input per column, ``w2[c]``, enters row
     ``split_row`` instead of the weight coming down from the row above whenever ``w2_sel[c]``
     is set (a sliced pass's lower rows, ``HwParams.row_slices``; skewed like ``w`` and
-    ``split_row`` cycles more, with its select).
+    ``split_row`` cycles more, with its select). ``mid_row`` (0: none, else below
+    ``split_row``): a third, ``w3[c]``/``w3_sel[c]``, entering row ``mid_row`` the same way
+    (a three-slice pass's middle rows).
     """
 
-    def __init__(self, *, rows, cols, group=None, mult="dsp", acc_bits=ACC_BITS, split_row=0):
+    def __init__(self, *, rows, cols, group=None, mult="dsp", acc_bits=ACC_BITS, split_row=0,
+                 mid_row=0):
         group = group or cols
         self._rows, self._cols, self._group, self._mult = rows, cols, group, mult
         self._acc_bits = acc_bits
         self._split = split_row
+        self._mid = mid_row
         assert 0 <= split_row < rows
+        assert mid_row == 0 or 0 < mid_row < split_row
         ng = cols // group
         ports = {
             "a": In(signed(ACT_BITS)).array(rows, ng), "valid": In(1).array(rows, ng),
@@ -212,6 +217,8 @@ class SystolicArray(wiring.Component):
         }
         if split_row:
             ports.update({"w2": In(signed(WGT_BITS)).array(cols), "w2_sel": In(1).array(cols)})
+        if mid_row:
+            ports.update({"w3": In(signed(WGT_BITS)).array(cols), "w3_sel": In(1).array(cols)})
         super().__init__(ports)
 
     def elaborate(self, platform):
@@ -245,6 +252,9 @@ class SystolicArray(wiring.Component):
                     m.d.comb += pe.w_in.eq(self.w[c])
                 elif r == self._split:
                     m.d.comb += pe.w_in.eq(Mux(self.w2_sel[c], self.w2[c],
+                                               pes[r - 1][c].w_out))
+                elif r == self._mid:
+                    m.d.comb += pe.w_in.eq(Mux(self.w3_sel[c], self.w3[c],
                                                pes[r - 1][c].w_out))
                 else:
                     m.d.comb += pe.w_in.eq(pes[r - 1][c].w_out)

@@ -37,8 +37,8 @@ from amaranth.lib.wiring import In, Out
 from sluice.hw.fifo import BufferedFIFO
 from sluice.hw.params import (ACT_BITS, COUNTERS, DEFAULT, DIM_BITS, ERROR_FIELDS,
                               FLAG_FIELDS, KEEP_ATTRS, KERNELS, MAX_PADDING, PARAM_BITS,
-                              PARAM_ORDER, PIX_BITS, HwParams, desc_ranges, id_value,
-                              slice_taps)
+                              PARAM_ORDER, PIX_BITS, SLICE3_KERNEL, HwParams, desc_ranges,
+                              id_value, slice_taps)
 from sluice.hw.pe import ARRAY_EXTRA, FEED_REGS, ISSUE_REGS, SystolicArray
 from sluice.hw.postproc import (GateUnit, PostProc, front_regs, mult_stages, param_read_last,
                                 post_latency, res_stages)
@@ -521,6 +521,18 @@ class Sluice(wiring.Component):
         SL = gating and H > 0
         nxt_sl, cur_sl, drn_sl, st_sl = (Signal(name=n) for n in ("nxt_sl", "cur_sl", "drn_sl",
                                                                    "st_sl"))
+        # Three slices (row_slices 3, 3 x 3 layers): a sliced pass whose skip groups have at
+        # most T = rows // 4 pixels left each also puts pixel i on row i + T, the middle
+        # slice: each of the three rows sums one kernel row (the upper ky 0, the middle ky 1,
+        # the lower ky 2, as on two slices), the middle one's window one map row down, its
+        # weights from a third read of the weight buffer K words ahead entering at row T. The
+        # pass steps one kernel row per channel; the lower row drains with both upper sums.
+        # `nxt_sl3` is decided beside `nxt_sl` (which it implies) and travels with it.
+        T = P.slice3_rows
+        SL3 = SL and T > 0
+        nxt_sl3, cur_sl3, drn_sl3, st_sl3 = (Signal(name=n) for n in (
+            "nxt_sl3", "cur_sl3", "drn_sl3", "st_sl3"))
+        sl3_ok = Signal()
         # per kernel, a level behind the descriptor (from params.slice_taps): the layer's
         # passes may be sliced (K >= 3), the upper slice's last kernel row, the lower slice's
         # rows (its first idle step row), its weight-word and window offsets, and the weight
@@ -543,8 +555,12 @@ class Sluice(wiring.Component):
                                      sl_w.eq(up * k), sl_jump.eq(1 + low * k),
                                      sl_a.eq(sum(w_in << i for i in range(up.bit_length())
                                                  if up >> i & 1))]
+                        if SL3:
+                            m.d.sync += sl3_ok.eq(k == SLICE3_KERNEL)
                 with m.Default():
                     m.d.sync += sl_ok.eq(0)
+                    if SL3:
+                        m.d.sync += sl3_ok.eq(0)
 
         # pixel walker (dense / base phases)
         pw_p = Signal(2 * DIM_BITS)
@@ -672,7 +688,14 @@ class Sluice(wiring.Component):
                     *(step_off[j].eq(g_start_off[j]) for j in range(NG)),
                     *(g_end[j].eq(g_start_end[j]) for j in range(NG)),
                     *([st_sl.eq(nxt_sl), ky_end.eq(Mux(nxt_sl, kup_m1, kernel_m1)),
-                       st_wj.eq(Mux(nxt_sl, sl_jump, 1))] if SL else [])]
+                       st_wj.eq(Mux(nxt_sl, sl_jump, 1))] if SL and not SL3 else []),
+                    # three slices: one kernel row per channel (the first is the last), then
+                    # past the other two rows' words
+                    *([st_sl.eq(nxt_sl), st_sl3.eq(nxt_sl3),
+                       ky_end.eq(Mux(nxt_sl3, 0, Mux(nxt_sl, kup_m1, kernel_m1))),
+                       st_wj.eq(Mux(nxt_sl3, 1 + (SLICE3_KERNEL - 1) * SLICE3_KERNEL,
+                                    Mux(nxt_sl, sl_jump, 1))),
+                       last_ky.eq(nxt_sl3 | (kernel_m1 == 0))] if SL3 else [])]
 
         def copy_set(dst, src):
             return [dst[f][q].eq(src[f][q]) for f in FIELDS for q in range(Q)
@@ -695,7 +718,8 @@ class Sluice(wiring.Component):
 
         # ---------------------------------------------------------------- array feed
         m.submodules.array = arr = SystolicArray(rows=R, cols=C, group=G, mult=P.pe_mult,
-                                                    acc_bits=SB, split_row=H if SL else 0)
+                                                    acc_bits=SB, split_row=H if SL else 0,
+                                                    mid_row=T if SL3 else 0)
         colmask = Signal(C)
         m.d.comb += colmask.eq(col_valid)
         s1_valid = Signal(Q)
@@ -818,6 +842,26 @@ class Sluice(wiring.Component):
                 m.d.comb += [arr.w2[c].eq(_delayed(m, w, c % G + FEED_REGS, f"skew2_c{c}")),
                              arr.w2_sel[c].eq(_delayed(m, s1_sl, H + c % G + FEED_REGS,
                                                        f"skew2_sel{c}", reset=True))]
+        if SL3:
+            # the middle slice's weights (three slices): a third read, a kernel row (K words)
+            # ahead, T cycles behind the step's, entering at row T like the lower slice's
+            wgt_rp3 = wgt_mem.read_port()
+            st_w3 = _delayed(m, st_w + SLICE3_KERNEL, ISSUE_REGS + T, "st_w3")
+            m.d.comb += wgt_rp3.addr.eq(Cat(st_w3[wpb:wbits],
+                                            _delayed(m, cmp_bank, ISSUE_REGS + T, "cmp_bank3")))
+            wgt_word3 = wgt_rp3.data
+            if wpb:
+                wgt_sel3 = Signal(wpb)
+                m.d.sync += wgt_sel3.eq(st_w3[:wpb])
+                wgt_word3 = wgt_rp3.data.word_select(wgt_sel3, 8 * C)
+            s1_sl3 = Signal()
+            m.d.sync += s1_sl3.eq(issued(st_sl3, "st_sl3"))
+            for c in range(C):
+                w = Signal(signed(8), name=f"feed_w3_{c}")
+                m.d.comb += w.eq(wgt_word3[8 * c:8 * c + 8])
+                m.d.comb += [arr.w3[c].eq(_delayed(m, w, c % G + FEED_REGS, f"skew3_c{c}")),
+                             arr.w3_sel[c].eq(_delayed(m, s1_sl3, T + c % G + FEED_REGS,
+                                                       f"skew3_sel{c}", reset=True))]
 
         # ---------------------------------------------------------------- drain
         # (its storage's collisions are don't-care too, hw/fifo.py; in `memories` for the
@@ -840,6 +884,9 @@ class Sluice(wiring.Component):
         # cycle were the 8 x 8 ECP5 critical path, 10.2 ns)
         d1_up = [Signal(signed(SB), name=f"d1_up_{c}", reset_less=True)
                  for c in range(C if SL else 0)]
+        # a three-slice pass's middle-row sum beside its lower row's (zero otherwise)
+        d1_mid = [Signal(signed(SB), name=f"d1_mid_{c}", reset_less=True)
+                  for c in range(C if SL3 else 0)]
         d1 = [{f: Signal.like(drn[f][0], name=f"d1_{f}_{j}") for f in FIELDS
                if j in drain_slots(f)} for j in range(NG)]
         # stage 2 of the drain: the gate bits registered (the compare is a full-width subtract
@@ -873,6 +920,11 @@ class Sluice(wiring.Component):
         # (that row finished H cycles earlier; `d1_up`); other rows read zeros here
         psum_up = Array([Array([arr.psum[r - H][c] if H <= r < 2 * H else Const(0, signed(SB))
                                 for c in range(C)]) for r in range(R)]) if SL else None
+        # a three-slice pass's lower row r (H <= r < H + T) also drains with the middle row
+        # r - H + T's sum (finished H - T cycles earlier)
+        psum_mid = Array([Array([arr.psum[r - H + T][c] if H <= r < H + T
+                                 else Const(0, signed(SB)) for c in range(C)])
+                          for r in range(R)]) if SL3 else None
 
         # a pass's last step was issued a cycle ago (a one-cycle pulse): the drain's count
         # starts from it, one less, so the first row fires in the same cycle as it would from
@@ -936,6 +988,8 @@ class Sluice(wiring.Component):
             m.d.sync += [d1_psum[c].eq(psum_rows[d_r][c]) for c in range(C)]
             if SL:
                 m.d.sync += [d1_up[c].eq(Mux(drn_sl, psum_up[d_r][c], 0)) for c in range(C)]
+            if SL3:
+                m.d.sync += [d1_mid[c].eq(Mux(drn_sl3, psum_mid[d_r][c], 0)) for c in range(C)]
             m.d.sync += d_r.eq(d_r + 1)
             with m.If(d_r == R - 1):
                 m.d.sync += [d_r.eq(0), in_flight.eq(0)]
@@ -1037,7 +1091,10 @@ class Sluice(wiring.Component):
             acc_in = pick([d1_psum[c] for c in cs], 0)
             if SL:
                 acc_in = acc_in + pick([d1_up[c] for c in cs], 0)
-            m.d.comb += [pp.acc.eq(front(acc_in, f"post_acc_{u}")),
+            acc_f = front(acc_in, f"post_acc_{u}")
+            if SL3:  # (after the front registers where there are any: one add per cycle)
+                acc_f = acc_f + front(pick([d1_mid[c] for c in cs], 0), f"post_mid_{u}")
+            m.d.comb += [pp.acc.eq(acc_f),
                          pp.residual.eq(pick([res_word[c // G].word_select(c % G, 8)
                                               for c in cs], FR)),
                          pp.bias.eq(param(K["bias"], cs, FR + 1)),
@@ -1195,6 +1252,9 @@ class Sluice(wiring.Component):
             if SL:  # (no list grows in the conditional phase: the counts are final)
                 m.d.sync += nxt_sl.eq(is_cond & sl_ok &
                                       Cat(*(al_diff[j] <= H for j in range(NG))).all())
+                if SL3:
+                    m.d.sync += nxt_sl3.eq(is_cond & sl3_ok &
+                                           Cat(*(al_diff[j] <= T for j in range(NG))).all())
         with m.If(rl_busy):
             m.d.sync += [rl_wr.eq(1), rl_wr_row.eq(rl_r)]
             m.d.sync += [rl_wr_walk["p"].eq(pw_p[:pbits]),
@@ -1247,6 +1307,24 @@ class Sluice(wiring.Component):
             low["abase"] = Signal.like(nxt["abase"][0], name=f"rl_low_abase_{j}")
             m.d.comb += low["abase"].eq(Mux(nxt_sl, al_q[j].abase + sl_a, rl_src[j]["abase"]))
             rl_low.append(low)
+        # what a middle slot (rows T .. 2T - 1) takes in a three-slice row set: the entry's
+        # window one kernel row down (the middle slice's ky 1); else the same as every slot
+        rl_mid = []
+        for j in range(NG if SL3 else 0):
+            mid = dict(rl_src[j])
+            for f in ("kylo", "kyhi"):
+                v = getattr(al_q[j], f)
+                mid[f] = Signal.like(nxt[f][0], name=f"rl_mid_{f}_{j}")
+                m.d.comb += mid[f].eq(Mux(nxt_sl3, Mux(v > 0, v - 1, 0), rl_src[j][f]))
+            mid["abase"] = Signal.like(nxt["abase"][0], name=f"rl_mid_abase_{j}")
+            m.d.comb += mid["abase"].eq(Mux(nxt_sl3, al_q[j].abase + w_in, rl_src[j]["abase"]))
+            rl_mid.append(mid)
+        for r in range(T, 2 * T if SL3 else 0):  # a three-slice set's with row r - T
+            for j in range(NG):
+                q = r * NG + j
+                with m.If(rl_wr & Mux(nxt_sl3, rl_wr_row == r - T, rl_wr_row == r)):
+                    m.d.sync += [nxt["valid"][q].eq(rl_wr_valid[j]),
+                                 *(nxt[f][q].eq(v) for f, v in rl_mid[j].items())]
         for r in range(H, 2 * H if SL else 0):  # a sliced set's are written with row r - H
             for j in range(NG):
                 q = r * NG + j
@@ -1255,7 +1333,7 @@ class Sluice(wiring.Component):
                                  *(nxt[f][q].eq(v) for f, v in rl_low[j].items())]
         with m.If(rl_wr):
             for r in range(R):
-                if SL and H <= r < 2 * H:
+                if SL and H <= r < 2 * H or SL3 and T <= r < 2 * T:
                     continue
                 with m.If(rl_wr_row == r):
                     for j in range(NG):
@@ -1348,7 +1426,8 @@ class Sluice(wiring.Component):
                              *(row_off[j].eq(row_off[j] + w_in) for j in range(NG)),
                              *(step_off[j].eq(row_off[j] + w_in) for j in range(NG))]
             with m.Else():
-                m.d.sync += [g_chg.eq(1), last_kx.eq(kernel_m1 == 0), last_ky.eq(kernel_m1 == 0),
+                m.d.sync += [g_chg.eq(1), last_kx.eq(kernel_m1 == 0),
+                             last_ky.eq(st_sl3 | (kernel_m1 == 0) if SL3 else kernel_m1 == 0),
                              last_n.eq(st_n + 1 == n_ch_m1),
                              is_last.eq((st_n + 1 == n_ch_m1) & (kernel_m1 == 0)),
                              st_kx.eq(0), st_ky.eq(0), st_n.eq(st_n + 1)]
@@ -1373,10 +1452,14 @@ class Sluice(wiring.Component):
             m.d.sync += copy_set(cur, nxt)
             if SL:
                 m.d.sync += cur_sl.eq(nxt_sl)
+            if SL3:
+                m.d.sync += cur_sl3.eq(nxt_sl3)
         with m.If(last_q):
             m.d.sync += copy_set(drn, cur)
             if SL:  # a sliced pass's upper rows give no result (the lower rows drain it)
                 m.d.sync += drn_sl.eq(cur_sl)
+                if SL3:
+                    m.d.sync += drn_sl3.eq(cur_sl3)
                 with m.If(cur_sl):
                     m.d.sync += [drn["valid"][q].eq(0) for q in range(H * NG)]
 

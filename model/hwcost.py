@@ -26,7 +26,8 @@ so each excess item carries ``1 / E`` of a pass: the pass saved when all ``E`` o
 group's gates below the last pass are free, and a tile whose busiest group just spills into
 a new pass pushes hard on the few items that made it spill. With ``row_slices`` 2 (the
 generator's default, ``HwParams.row_slices``) a last pass whose busiest group has at most
-``rows // 2`` items runs sliced and counts ``ceil(K/2) / K`` of a pass (``hw/cycle_model.py``'s
+``rows // 2`` items runs sliced and counts ``ceil(K/2) / K`` of a pass, and with ``row_slices``
+3 a 3 x 3 layer's with at most ``rows // 4`` counts ``1/3`` (``hw/cycle_model.py``'s
 ``pass_time``), its items each carrying as much less.
 """
 
@@ -36,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from sluice.errors import SluiceError
-from sluice.hw.params import slice_taps
+from sluice.hw.params import SLICE3_KERNEL, slice_taps
 
 
 def layer_cost(d: torch.Tensor, c_in: int, kernel: int, partitions: int, rows: int, cols: int,
@@ -44,7 +45,7 @@ def layer_cost(d: torch.Tensor, c_in: int, kernel: int, partitions: int, rows: i
                row_slices: int = 1) -> tuple[torch.Tensor, float]:
     """(conditional cycles per image, differentiable; dense cycles per image) of one gated
     layer whose gates of one forward pass are ``d`` (``N, C_out, H, W``); ``whole_passes``:
-    rounded to whole passes, a sliced last pass (``row_slices`` 2) at its share (module
+    rounded to whole passes, a sliced last pass (``row_slices`` 2 or 3) at its share (module
     docstring)."""
     n, c, h, w = d.shape
     pad = -c % cols
@@ -61,10 +62,13 @@ def layer_cost(d: torch.Tensor, c_in: int, kernel: int, partitions: int, rows: i
         excess = torch.relu(items - below)  # items in the last pass, per group
         total = excess.detach().sum(dim=2).clamp(min=1)
         last = excess.sum(dim=2) / total  # 1 where the tile has a last pass, else 0
-        if row_slices == 2 and kernel >= 3:  # the hardware slices a last pass this short
+        if row_slices >= 2 and kernel >= 3:  # the hardware slices a last pass this short
             left = busiest.detach() - rows * (passes - 1)
             up = slice_taps(kernel)[0] / kernel
-            last = last * torch.where(left <= rows // 2, up, 1.0)
+            share = torch.where(left <= rows // 2, up, 1.0)
+            if row_slices == 3 and kernel == SLICE3_KERNEL and rows >= 4:
+                share = torch.where(left <= rows // 4, 1 / kernel, share)
+            last = last * share
         cond = ((passes - 1).clamp(min=0) + last).sum(dim=1).mean() * steps
     else:
         cond = busiest.sum(dim=1).mean() * steps / rows

@@ -41,7 +41,7 @@ def add_arguments(p) -> None:
                         "rounding), its gradient on the items of each tile's last pass")
     for name, what in (("rows", "array rows"), ("cols", "array columns"),
                        ("skip-cols", "skip group width"),
-                       ("row-slices", "row slices (1 or 2; --hw-passes counts sliced passes)")):
+                       ("row-slices", "row slices (1, 2 or 3; --hw-passes counts sliced passes)")):
         p.add_argument(f"--hw-{name}", type=int, default=None,
                        help=f"{what} for --hw-lambda (default: the generator's)")
     p.add_argument("--sparse-bp", action="store_true", help="sparse gate backprop")
@@ -226,14 +226,15 @@ def run(args) -> int:
     if args.hw_passes and not args.hw_lambda:
         raise SluiceError("--hw-passes shapes the --hw-lambda term: give --hw-lambda > 0")
     from sluice.hw.params import DEFAULT as HW
+    from sluice.hw.params import ROW_SLICES
     hw_shape = tuple(HW_default if v is None else v for v, HW_default in (
         (args.hw_rows, HW.rows), (args.hw_cols, HW.cols), (args.hw_skip_cols, HW.skip_cols)))
     if min(hw_shape) < 1 or hw_shape[1] % hw_shape[2]:
         raise SluiceError(f"--hw-rows/--hw-cols/--hw-skip-cols: need positive sizes with the "
                           f"skip group width dividing the columns, got {hw_shape}")
     hw_slices = HW.row_slices if args.hw_row_slices is None else args.hw_row_slices
-    if hw_slices not in (1, 2):
-        raise SluiceError(f"--hw-row-slices: {hw_slices} must be 1 or 2")
+    if hw_slices not in ROW_SLICES:
+        raise SluiceError(f"--hw-row-slices: {hw_slices} must be 1, 2 or 3")
     if args.epochs < 1 or args.batch_size < 1:
         raise SluiceError("--epochs and --batch-size must be >= 1")
     if args.schedule not in ("cosine", "constant"):

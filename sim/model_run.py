@@ -193,7 +193,8 @@ def predict_network(bound_layers: list[tuple], params: HwParams) -> dict:
 
     rows = []
     tot = dict(cycles_gated=0, cycles_dense=0, macs_dense=0, macs_theory=0, load_gated=0,
-               stall_gated=0, load_dense=0, stall_dense=0, passes_gated=0, sliced_gated=0)
+               stall_gated=0, load_dense=0, stall_dense=0, passes_gated=0, sliced_gated=0,
+               sliced3_gated=0)
     for t in LOSS_TERMS + PACKING_TERMS:
         tot["loss_" + t] = 0.0
     for bound, gate, fig in bound_layers:
@@ -213,6 +214,7 @@ def predict_network(bound_layers: list[tuple], params: HwParams) -> dict:
             tot["stall_" + name] += run["stall_cycles"]
         tot["passes_gated"] += gated_run["passes"]
         tot["sliced_gated"] += gated_run["sliced_passes"]
+        tot["sliced3_gated"] += gated_run["sliced3_passes"]
         tot["macs_dense"] += fig["macs_dense"]
         tot["macs_theory"] += fig["macs_theory"]
     tot["speedup"] = tot["cycles_dense"] / tot["cycles_gated"]

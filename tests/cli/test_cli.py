@@ -123,9 +123,9 @@ def test_params_summary_names_what_differs():
 
 
 def test_row_slices_option_is_checked(tmp_path, capsys):
-    assert main(["verilog", "--row-slices", "3", "-o", str(tmp_path / "x.v")]) == 2
+    assert main(["verilog", "--row-slices", "4", "-o", str(tmp_path / "x.v")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "--row-slices: 3 must be 1 or 2" in err
+    assert err.count("\n") == 0 and "--row-slices: 4 must be 1, 2 or 3" in err
     assert list(tmp_path.iterdir()) == []
 
 

@@ -7,7 +7,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from sluice.hw.cycle_model import LOSS_TERMS, active_items, loss_breakdown, predict, sliced_last
+from sluice.hw.cycle_model import (LOSS_TERMS, active_items, loss_breakdown, predict,
+                                   slice_steps, sliced_last)
 from sluice.hw.params import ERROR_FIELDS, FLAG_FIELDS, REG, HwParams, slice_taps
 from sluice.hw.simulate import run_layer_amaranth, simulate_jobs
 from sluice.model.randlayer import extreme_sums_layer, make_layer
@@ -109,6 +110,16 @@ CASES = {
     "sliced_shared_post_and_act": (replace(SQUARE, post_cols=2, act_share=2),
                                    dict(c_in=6, c_out=6, size=(4, 5), partitions=3,
                                         gate_rate=0.04, residual=True)),
+    # three slices (row_slices 3, 3 x 3): a last pass with at most rows // 4 pixels per skip
+    # group on three rows each, one kernel row per row; 4 rows (one row per slice, the
+    # fourth idle), residual, three base groups
+    "sliced3_4r_res": (replace(SQUARE, row_slices=3),
+                       dict(c_in=6, c_out=6, size=(5, 5), partitions=3, gate_rate=0.02,
+                            residual=True)),
+    # 8 rows (two per slice, rows 6 and 7 idle), two-row and three-row sliced passes
+    "sliced3_eight_rows": (HwParams(rows=8, cols=4, act_depth=2048, wgt_depth=512,
+                                    pix_depth=128, skip_cols=2, row_slices=3),
+                           dict(c_in=6, c_out=8, size=(6, 6), partitions=2, gate_rate=0.02)),
     # the same gated layer without row slices
     "unsliced_row_slices_1": (replace(SQUARE, row_slices=1),
                               dict(c_in=8, c_out=8, size=(5, 6), partitions=2,
@@ -169,11 +180,15 @@ def test_layer_bit_exact(name):
             active += sum(sum(active_items(band, t, params)) for t in range(n_tiles))
         if layer.partitions > 1:
             assert res.counters["active_pixels"] == active
-    if name.startswith("sliced_"):  # the case does run sliced passes: fewer cycles than without
+    if name.startswith("sliced"):  # the case does run sliced passes: fewer cycles than without
         _, gate_gated = run_reference(layer)
         assert predict(layer, gate_gated, params)["sliced_passes"] > 0
         unsliced = predict(layer, gate_gated, replace(params, row_slices=1))
         assert res.cycles < unsliced["cycles"] and unsliced["sliced_passes"] == 0
+    if name.startswith("sliced3_"):  # and three-slice passes: fewer cycles than on two
+        assert predict(layer, gate_gated, params)["sliced3_passes"] > 0
+        two = predict(layer, gate_gated, replace(params, row_slices=2))
+        assert res.cycles < two["cycles"] and two["sliced3_passes"] == 0
 
 
 def test_which_passes_are_sliced():
@@ -188,7 +203,15 @@ def test_which_passes_are_sliced():
     assert not sliced_last(2, 1, p)  # 1 x 1: no kernel rows to split
     assert not sliced_last(2, 3, replace(p, row_slices=1))
     odd = HwParams(rows=3)  # slices of one row, the third row unused in a sliced pass
-    assert [sliced_last(n, 5, odd) for n in (1, 2, 3, 4)] == [True, False, False, True]
+    assert [sliced_last(n, 5, odd) for n in (1, 2, 3, 4)] == [2, 0, 0, 2]
+    # three slices (row_slices 3): 3 x 3 layers whose last pass has at most rows // 4 pixels
+    p3 = replace(p, row_slices=3)
+    assert p3.slice3_rows == 2 and p3.slice_rows == 4 and p.slice3_rows == 0
+    assert [sliced_last(n, 3, p3) for n in (1, 2, 3, 4, 5, 10, 11)] == [3, 3, 2, 2, 0, 3, 2]
+    assert [sliced_last(n, 5, p3) for n in (1, 2, 3)] == [2, 2, 2]  # 5 x 5: two at most
+    assert sliced_last(2, 1, p3) == 0
+    assert replace(p3, rows=3).slice3_rows == 0 and sliced_last(1, 3, replace(p3, rows=3)) == 2
+    assert [slice_steps(3, s) for s in (0, 2, 3)] == [3, 2, 1] and slice_steps(7, 2) == 4
 
 
 @pytest.mark.parametrize("name", ["gated_group_3x3", "gated_stride2_k5_res"])
