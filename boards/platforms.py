@@ -28,7 +28,7 @@ class Board:
     skip_cols: int
     baud: int  # at the oscillator's clock
     post_cols: int = 1  # columns per post-processing unit (the board's cols: one shared unit)
-    row_slices: int = 2  # HwParams.row_slices (1: no second weight read, less logic)
+    row_slices: int = 3  # HwParams.row_slices (1: no second or third weight read, less logic)
     max_baud: int = 0  # the USB-serial chip's fastest reliable rate (0: baud)
     in_buf_bytes: int = 512  # bridge input ring (one block RAM)
     out_depth: int = 32  # bridge output FIFO, words

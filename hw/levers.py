@@ -49,8 +49,8 @@ import numpy as np
 
 from sluice.errors import SluiceError
 from sluice.hw.cycle_model import (active_items, last_pass_items, pass_time, predict,
-                                   sliced_last)
-from sluice.hw.params import DEFAULT, HwParams, slice_taps
+                                   slice_steps, sliced_last)
+from sluice.hw.params import DEFAULT, HwParams
 from sluice.model.intnet import IntNet
 from sluice.model.reference import run_reference, work_figures
 from sluice.sim.batch import split, stack_layer
@@ -175,9 +175,10 @@ def study(net: IntNet, runs, params: HwParams = DEFAULT, max_slices: int = 2) ->
             tot["independent"] -= (lock - indep) * cond_steps
             tot["paired"] -= (lock - _paired_passes(tiles, params, layer.kernel)[1]) * cond_steps
             if cond_steps:  # against the RTL's last pass, which may be sliced by kernel rows
-                up = cond_steps // layer.kernel * slice_taps(layer.kernel)[0]
+                per_row = cond_steps // layer.kernel
                 for s, busiest in _slices(tiles, params, max_slices):
-                    rtl = up if sliced_last(busiest, layer.kernel, params) else cond_steps
+                    rtl = per_row * slice_steps(layer.kernel,
+                                                sliced_last(busiest, layer.kernel, params))
                     tot["sliced"] -= max(0, rtl - -(-cond_steps // s))
     red = tot["macs_dense"] / tot["macs_theory"]
     out = {"images": n, "reduction": red, **tot}

@@ -111,6 +111,11 @@ class HwParams:
     stream held meanwhile; narrow words fill the board builds' shallow copies (a 2048-byte
     copy 2 bytes wide is one ECP5 block RAM instead of two 36-bit ones) and shrink each
     feed's byte select. Free where the stream is slower than that anyway (a UART).
+    ``row_slices``: 1, 2 or 3 (``ROW_SLICES``). With 2 a tile's last conditional pass whose
+    skip groups have at most ``rows // 2`` pixels left runs each pixel on two rows, each
+    summing part of the kernel's rows (a second weight read); with 3 (the default) a 3 x 3
+    layer's with at most ``rows // 4`` also on three rows, a kernel row each (a third read).
+    See ``hw/README.md``, "Row slices" and "Three slices".
     """
 
     rows: int = 8
@@ -125,7 +130,7 @@ class HwParams:
     post_cols: int = 1
     act_share: int = 1
     act_width: int = 0
-    row_slices: int = 2
+    row_slices: int = 3
 
     def __post_init__(self):
         if not self.gating:  # no skip groups without gating: one feed per row

@@ -116,9 +116,10 @@ CASES = {
     "sliced3_4r_res": (replace(SQUARE, row_slices=3),
                        dict(c_in=6, c_out=6, size=(5, 5), partitions=3, gate_rate=0.02,
                             residual=True)),
-    # 8 rows (two per slice, rows 6 and 7 idle), two-row and three-row sliced passes
+    # 8 rows (two per slice, rows 6 and 7 idle), two-row and three-row sliced passes, two
+    # columns per post-processing unit
     "sliced3_eight_rows": (HwParams(rows=8, cols=4, act_depth=2048, wgt_depth=512,
-                                    pix_depth=128, skip_cols=2, row_slices=3),
+                                    pix_depth=128, skip_cols=2, post_cols=2, row_slices=3),
                            dict(c_in=6, c_out=8, size=(6, 6), partitions=2, gate_rate=0.02)),
     # the same gated layer without row slices
     "unsliced_row_slices_1": (replace(SQUARE, row_slices=1),
@@ -194,7 +195,7 @@ def test_layer_bit_exact(name):
 def test_which_passes_are_sliced():
     """The row-slice decision (the RTL's loader and the cycle model share it) and the split."""
     assert [slice_taps(k) for k in (1, 3, 5, 7)] == [(1, 0), (2, 1), (3, 2), (4, 3)]
-    p = HwParams(rows=8)  # slices of 4 rows
+    p = HwParams(rows=8, row_slices=2)  # slices of 4 rows
     assert p.slice_rows == 4 and replace(p, row_slices=1).slice_rows == 0
     # the busiest group's pixels left for the tile's last pass: at most 4
     assert sliced_last(4, 3, p) and not sliced_last(5, 3, p)
