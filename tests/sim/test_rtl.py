@@ -154,6 +154,25 @@ def test_row_slices_on_an_odd_row_count(tmp_path):
         assert result.cycles < unsliced, layer.name
 
 
+def test_three_row_slices_through_the_verilog(tmp_path):
+    """Three-slice passes (3 x 3, at most rows // 4 pixels per skip group) through the
+    Verilog on 5 rows (one row per slice, rows 3 and 4 idle), one-column skip groups, a
+    residual: bit-exact, the cycle model exact, and fewer cycles than on two slices."""
+    from dataclasses import replace
+
+    from sluice.hw.cycle_model import predict
+
+    params = HwParams(rows=5, cols=4, act_depth=2048, wgt_depth=512, pix_depth=128,
+                      skip_cols=1, row_slices=3)
+    layer = make_layer(c_in=4, c_out=8, size=(5, 4), kernel=3, padding=1, partitions=2,
+                       gate_rate=0.02, residual=True, seed=33, name="k3_three_slices")
+    (result,) = _run(tmp_path, params, [layer])
+    _check(layer, result)
+    model = predict(layer, result.gate, params)
+    assert model["sliced3_passes"] > 0 and result.cycles == model["cycles"]
+    assert result.cycles < predict(layer, result.gate, replace(params, row_slices=2))["cycles"]
+
+
 def test_invalid_descriptor_then_valid(tmp_path):
     layer = make_layer(seed=9, name="after_error")
     (result,) = _run(tmp_path, HwParams(rows=4, cols=6), [layer], testcase="invalid_then_valid")
