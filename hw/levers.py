@@ -25,7 +25,8 @@ and reports for the whole network:
   row slices by input channels instead of kernel rows (``--slices``, default 2: a weight feed
   per slice, the slices' sums added at the drain) where every skip group has at most
   ``rows / s`` pixels left for it, the pass then taking ``1/s`` of its steps (the built
-  kernel-row split takes ``ceil(K/2) / K`` of them and leaves 1 x 1 layers alone; a channel
+  kernel-row split takes ``ceil(K/2) / K`` of them, or on three slices a third of a 3 x 3
+  pass, and leaves 1 x 1 layers alone; a channel
   split needs each slice's own channel sequence and "channel loaded" checks), not built:
   :func:`sliced_passes`, counted against the RTL's own last pass.
 

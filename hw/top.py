@@ -660,6 +660,12 @@ class Sluice(wiring.Component):
         # lower slice's words); constant without row slices
         ky_end = Signal(3) if SL else kernel_m1
         st_wj = Signal.like(sl_jump) if SL else 1
+        ky_pass = Mux(nxt_sl, kup_m1, kernel_m1)
+        wj_pass = Mux(nxt_sl, sl_jump, 1)
+        if SL3:  # three slices: one kernel row per channel (the first is the last), then past
+            # the other two rows' words
+            ky_pass = Mux(nxt_sl3, 0, ky_pass)
+            wj_pass = Mux(nxt_sl3, 1 + (SLICE3_KERNEL - 1) * SLICE3_KERNEL, wj_pass)
 
         issue = Signal()
         swap = Signal()
@@ -687,15 +693,9 @@ class Sluice(wiring.Component):
                     *(row_off[j].eq(g_start_off[j]) for j in range(NG)),
                     *(step_off[j].eq(g_start_off[j]) for j in range(NG)),
                     *(g_end[j].eq(g_start_end[j]) for j in range(NG)),
-                    *([st_sl.eq(nxt_sl), ky_end.eq(Mux(nxt_sl, kup_m1, kernel_m1)),
-                       st_wj.eq(Mux(nxt_sl, sl_jump, 1))] if SL and not SL3 else []),
-                    # three slices: one kernel row per channel (the first is the last), then
-                    # past the other two rows' words
-                    *([st_sl.eq(nxt_sl), st_sl3.eq(nxt_sl3),
-                       ky_end.eq(Mux(nxt_sl3, 0, Mux(nxt_sl, kup_m1, kernel_m1))),
-                       st_wj.eq(Mux(nxt_sl3, 1 + (SLICE3_KERNEL - 1) * SLICE3_KERNEL,
-                                    Mux(nxt_sl, sl_jump, 1))),
-                       last_ky.eq(nxt_sl3 | (kernel_m1 == 0))] if SL3 else [])]
+                    *([st_sl.eq(nxt_sl), ky_end.eq(ky_pass), st_wj.eq(wj_pass)] if SL else []),
+                    *([st_sl3.eq(nxt_sl3), last_ky.eq(nxt_sl3 | (kernel_m1 == 0))] if SL3
+                      else [])]
 
         def copy_set(dst, src):
             return [dst[f][q].eq(src[f][q]) for f in FIELDS for q in range(Q)
