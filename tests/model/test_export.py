@@ -163,7 +163,7 @@ def test_paired_passes_by_hand():
     from sluice.hw.levers import paired_passes
     from sluice.hw.params import HwParams
 
-    p = HwParams(rows=4, cols=4, skip_cols=2)
+    p = HwParams(rows=4, cols=4, skip_cols=2, row_slices=2)
     gate = np.zeros((12, 3, 3), np.uint8)  # three tiles of four channels, 9 pixels
     gate[0, 0, :2] = 1  # tile 0: busiest group 2 pixels -> 1 pass alone
     gate[6, 1, :] = 1  # tile 1: busiest group 3 pixels -> 1 pass; shared: ceil(3 / 2) = 2
@@ -176,6 +176,9 @@ def test_paired_passes_by_hand():
     # 3 x 3 kernels: the hardware slices a last pass with at most 2 pixels per group (2/3 of
     # the steps): tiles 0 and 1 take 2/3 each alone, 1 together; tile 2 takes 1 + 2/3
     assert paired_passes(gate, p, kernel=3) == pytest.approx((3, 1 + 5 / 3))
+    # three slices (rows // 4 = 1 pixel per group): tile 2's last pass takes 1/3
+    p3 = HwParams(rows=4, cols=4, skip_cols=2, row_slices=3)
+    assert paired_passes(gate, p3, kernel=3) == pytest.approx((8 / 3, 1 + 4 / 3))
 
 
 def test_sliced_passes_by_hand():
