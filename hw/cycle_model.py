@@ -102,8 +102,14 @@ def pass_time(items: int, kernel: int, p: HwParams) -> float:
     ``ceil(K/2) / K`` when it would run on two slices, ``1/3`` on three (:func:`sliced_last`)."""
     if items == 0:
         return 0
-    last = slice_steps(kernel, sliced_last(items, kernel, p)) / kernel
-    return -(-items // p.rows) - 1 + last
+    return -(-items // p.rows) - 1 + last_pass_share(items, kernel, p)
+
+
+def last_pass_share(busiest: int, kernel: int, p: HwParams) -> float:
+    """A tile's last conditional pass in units of a full pass's steps: 1, or ``ceil(K/2) /
+    K`` on two row slices, ``1/3`` on three (:func:`sliced_last` of its busiest group's
+    ``busiest`` pixels; ``model/hwcost.py`` takes the training term's share from here)."""
+    return slice_steps(kernel, sliced_last(busiest, kernel, p)) / kernel
 
 
 def active_items(gate_band, t: int, p: HwParams) -> list[int]:

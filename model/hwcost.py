@@ -33,11 +33,13 @@ generator's default, ``HwParams.row_slices``) a last pass whose busiest group ha
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from sluice.errors import SluiceError
-from sluice.hw.params import SLICE3_KERNEL, slice_taps
+from sluice.hw.cycle_model import last_pass_share
+from sluice.hw.params import HwParams
 
 
 def layer_cost(d: torch.Tensor, c_in: int, kernel: int, partitions: int, rows: int, cols: int,
@@ -62,13 +64,12 @@ def layer_cost(d: torch.Tensor, c_in: int, kernel: int, partitions: int, rows: i
         excess = torch.relu(items - below)  # items in the last pass, per group
         total = excess.detach().sum(dim=2).clamp(min=1)
         last = excess.sum(dim=2) / total  # 1 where the tile has a last pass, else 0
-        if row_slices >= 2 and kernel >= 3:  # the hardware slices a last pass this short
-            left = busiest.detach() - rows * (passes - 1)
-            up = slice_taps(kernel)[0] / kernel
-            share = torch.where(left <= rows // 2, up, 1.0)
-            if row_slices == 3 and kernel == SLICE3_KERNEL and rows >= 4:
-                share = torch.where(left <= rows // 4, 1 / kernel, share)
-            last = last * share
+        if row_slices > 1:  # the hardware slices a short last pass: the cycle model's share
+            hw = HwParams(rows=rows, cols=cols, skip_cols=skip_cols, row_slices=row_slices)
+            vals, inv = np.unique(busiest.detach().cpu().numpy(), return_inverse=True)
+            share = torch.tensor([last_pass_share(v, kernel, hw) for v in vals],
+                                 dtype=last.dtype, device=last.device)
+            last = last * share[torch.from_numpy(inv.reshape(busiest.shape))]
         cond = ((passes - 1).clamp(min=0) + last).sum(dim=1).mean() * steps
     else:
         cond = busiest.sum(dim=1).mean() * steps / rows

@@ -226,7 +226,7 @@ def run(args) -> int:
     if args.hw_passes and not args.hw_lambda:
         raise SluiceError("--hw-passes shapes the --hw-lambda term: give --hw-lambda > 0")
     from sluice.hw.params import DEFAULT as HW
-    from sluice.hw.params import ROW_SLICES
+    from sluice.hw.params import ROW_SLICES, HwParams
     hw_shape = tuple(HW_default if v is None else v for v, HW_default in (
         (args.hw_rows, HW.rows), (args.hw_cols, HW.cols), (args.hw_skip_cols, HW.skip_cols)))
     if min(hw_shape) < 1 or hw_shape[1] % hw_shape[2]:
@@ -235,6 +235,13 @@ def run(args) -> int:
     hw_slices = HW.row_slices if args.hw_row_slices is None else args.hw_row_slices
     if hw_slices not in ROW_SLICES:
         raise SluiceError(f"--hw-row-slices: {hw_slices} must be 1, 2 or 3")
+    if args.hw_passes and hw_slices > 1:  # sliced passes: the generator's own rule (HwParams)
+        try:
+            HwParams(rows=hw_shape[0], cols=hw_shape[1], skip_cols=hw_shape[2],
+                     row_slices=hw_slices)
+        except SluiceError as e:
+            raise SluiceError(str(e).replace("--", "--hw-") + " (--hw-passes with row slices "
+                              "counts the generator's passes; or --hw-row-slices 1)") from None
     if args.epochs < 1 or args.batch_size < 1:
         raise SluiceError("--epochs and --batch-size must be >= 1")
     if args.schedule not in ("cosine", "constant"):

@@ -131,4 +131,9 @@ def test_train_hw_lambda_turns_costly_gates_off(tmp_path, capsys):
     assert main(["train", *COMMON, "--hw-lambda", "1", "--hw-row-slices", "4", "-o",
                  str(tmp_path / "x")]) == 2
     assert "--hw-row-slices: 4 must be 1, 2 or 3" in capsys.readouterr().err
+    # counting sliced passes takes the generator's rule, so its sizes must be the generator's
+    assert main(["train", *COMMON, "--hw-lambda", "1", "--hw-passes", "--hw-rows", "1", "-o",
+                 str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--hw-rows: 1 is outside 2..32" in err
     assert not (tmp_path / "x").exists()
