@@ -821,47 +821,34 @@ class Sluice(wiring.Component):
             w = Signal(signed(8), name=f"feed_w_{c}")
             m.d.comb += w.eq(wgt_word[8 * c:8 * c + 8])
             m.d.comb += arr.w[c].eq(_delayed(m, w, c % G + FEED_REGS, f"skew_c{c}"))
-        if SL:
-            # the lower slice's weights: a second read of the bank, sl_w words ahead, its
-            # address H cycles behind the step's (the weights reach row H H cycles after row
-            # 0), then skewed like the first feed; the select travels beside them
+        def slice_feed(n, rp, ahead, row, sel, sel_name, w_in, w_sel):
+            """Weight feed ``n`` of a sliced pass: a further read port of the bank (``rp``),
+            ``ahead`` words ahead of the step's, its address ``row`` cycles behind (the weights reach row
+            ``row`` that much after row 0), then skewed like the first feed, entering the
+            columns at ``row`` (``w_in``) with ``sel`` travelling beside them (``w_sel``)."""
+            st = _delayed(m, st_w + ahead, ISSUE_REGS + row, f"st_w{n}")
+            m.d.comb += rp.addr.eq(Cat(st[wpb:wbits],
+                                       _delayed(m, cmp_bank, ISSUE_REGS + row, f"cmp_bank{n}")))
+            word = rp.data
+            if wpb:
+                wsel = Signal(wpb, name=f"wgt_sel{n}")
+                m.d.sync += wsel.eq(st[:wpb])
+                word = rp.data.word_select(wsel, 8 * C)
+            s1 = Signal(name=f"s1_{sel_name[3:]}")
+            m.d.sync += s1.eq(issued(sel, sel_name))
+            for c in range(C):
+                w = Signal(signed(8), name=f"feed_w{n}_{c}")
+                m.d.comb += w.eq(word[8 * c:8 * c + 8])
+                m.d.comb += [w_in[c].eq(_delayed(m, w, c % G + FEED_REGS, f"skew{n}_c{c}")),
+                             w_sel[c].eq(_delayed(m, s1, row + c % G + FEED_REGS,
+                                                  f"skew{n}_sel{c}", reset=True))]
+
+        if SL:  # the lower slice's weights: sl_w words (its first kernel row) ahead, at row H
             wgt_rp2 = wgt_mem.read_port()
-            st_w2 = _delayed(m, st_w + sl_w, ISSUE_REGS + H, "st_w2")
-            m.d.comb += wgt_rp2.addr.eq(Cat(st_w2[wpb:wbits],
-                                            _delayed(m, cmp_bank, ISSUE_REGS + H, "cmp_bank2")))
-            wgt_word2 = wgt_rp2.data
-            if wpb:
-                wgt_sel2 = Signal(wpb)
-                m.d.sync += wgt_sel2.eq(st_w2[:wpb])
-                wgt_word2 = wgt_rp2.data.word_select(wgt_sel2, 8 * C)
-            s1_sl = Signal()
-            m.d.sync += s1_sl.eq(issued(st_sl, "st_sl"))
-            for c in range(C):
-                w = Signal(signed(8), name=f"feed_w2_{c}")
-                m.d.comb += w.eq(wgt_word2[8 * c:8 * c + 8])
-                m.d.comb += [arr.w2[c].eq(_delayed(m, w, c % G + FEED_REGS, f"skew2_c{c}")),
-                             arr.w2_sel[c].eq(_delayed(m, s1_sl, H + c % G + FEED_REGS,
-                                                       f"skew2_sel{c}", reset=True))]
-        if SL3:
-            # the middle slice's weights (three slices): a third read, a kernel row (K words)
-            # ahead, T cycles behind the step's, entering at row T like the lower slice's
+            slice_feed(2, wgt_rp2, sl_w, H, st_sl, "st_sl", arr.w2, arr.w2_sel)
+        if SL3:  # the middle slice's (three slices): a kernel row (K words) ahead, at row T
             wgt_rp3 = wgt_mem.read_port()
-            st_w3 = _delayed(m, st_w + SLICE3_KERNEL, ISSUE_REGS + T, "st_w3")
-            m.d.comb += wgt_rp3.addr.eq(Cat(st_w3[wpb:wbits],
-                                            _delayed(m, cmp_bank, ISSUE_REGS + T, "cmp_bank3")))
-            wgt_word3 = wgt_rp3.data
-            if wpb:
-                wgt_sel3 = Signal(wpb)
-                m.d.sync += wgt_sel3.eq(st_w3[:wpb])
-                wgt_word3 = wgt_rp3.data.word_select(wgt_sel3, 8 * C)
-            s1_sl3 = Signal()
-            m.d.sync += s1_sl3.eq(issued(st_sl3, "st_sl3"))
-            for c in range(C):
-                w = Signal(signed(8), name=f"feed_w3_{c}")
-                m.d.comb += w.eq(wgt_word3[8 * c:8 * c + 8])
-                m.d.comb += [arr.w3[c].eq(_delayed(m, w, c % G + FEED_REGS, f"skew3_c{c}")),
-                             arr.w3_sel[c].eq(_delayed(m, s1_sl3, T + c % G + FEED_REGS,
-                                                       f"skew3_sel{c}", reset=True))]
+            slice_feed(3, wgt_rp3, SLICE3_KERNEL, T, st_sl3, "st_sl3", arr.w3, arr.w3_sel)
 
         # ---------------------------------------------------------------- drain
         # (its storage's collisions are don't-care too, hw/fifo.py; in `memories` for the
@@ -1295,42 +1282,39 @@ class Sluice(wiring.Component):
         # ceil(K/2) kernel rows down (the tap-row bounds lowered by as much, clamped at 0; the
         # window address moved by as many map rows), else the same as every slot; selected
         # once per group, so a lower slot has one data input whichever row's write enables it
-        # (only conditional-phase entries are ever sliced)
-        rl_low = []
-        for j in range(NG if SL else 0):
-            low = dict(rl_src[j])
-            for f in ("kylo", "kyhi"):
-                v = getattr(al_q[j], f)
-                low[f] = Signal.like(nxt[f][0], name=f"rl_low_{f}_{j}")
-                m.d.comb += low[f].eq(Mux(nxt_sl, Mux(v > kup_m1, v - kup_m1 - 1, 0),
-                                          rl_src[j][f]))
-            low["abase"] = Signal.like(nxt["abase"][0], name=f"rl_low_abase_{j}")
-            m.d.comb += low["abase"].eq(Mux(nxt_sl, al_q[j].abase + sl_a, rl_src[j]["abase"]))
-            rl_low.append(low)
-        # what a middle slot (rows T .. 2T - 1) takes in a three-slice row set: the entry's
-        # window one kernel row down (the middle slice's ky 1); else the same as every slot
-        rl_mid = []
-        for j in range(NG if SL3 else 0):
-            mid = dict(rl_src[j])
-            for f in ("kylo", "kyhi"):
-                v = getattr(al_q[j], f)
-                mid[f] = Signal.like(nxt[f][0], name=f"rl_mid_{f}_{j}")
-                m.d.comb += mid[f].eq(Mux(nxt_sl3, Mux(v > 0, v - 1, 0), rl_src[j][f]))
-            mid["abase"] = Signal.like(nxt["abase"][0], name=f"rl_mid_abase_{j}")
-            m.d.comb += mid["abase"].eq(Mux(nxt_sl3, al_q[j].abase + w_in, rl_src[j]["abase"]))
-            rl_mid.append(mid)
-        for r in range(T, 2 * T if SL3 else 0):  # a three-slice set's with row r - T
+        # (only conditional-phase entries are ever sliced). A middle slot (rows T .. 2T - 1)
+        # likewise in a three-slice row set, its window one kernel row down (ky 1).
+        def moved_slots(kind, sel, by_m1, off):
+            """Per skip group: the slot data of a slice ``by_m1 + 1`` kernel rows down (window
+            address + ``off``) when ``sel``, else the plain entry."""
+            out = []
             for j in range(NG):
-                q = r * NG + j
-                with m.If(rl_wr & Mux(nxt_sl3, rl_wr_row == r - T, rl_wr_row == r)):
-                    m.d.sync += [nxt["valid"][q].eq(rl_wr_valid[j]),
-                                 *(nxt[f][q].eq(v) for f, v in rl_mid[j].items())]
-        for r in range(H, 2 * H if SL else 0):  # a sliced set's are written with row r - H
-            for j in range(NG):
-                q = r * NG + j
-                with m.If(rl_wr & Mux(nxt_sl, rl_wr_row == r - H, rl_wr_row == r)):
-                    m.d.sync += [nxt["valid"][q].eq(rl_wr_valid[j]),
-                                 *(nxt[f][q].eq(v) for f, v in rl_low[j].items())]
+                d = dict(rl_src[j])
+                for f in ("kylo", "kyhi"):
+                    v = getattr(al_q[j], f)
+                    d[f] = Signal.like(nxt[f][0], name=f"rl_{kind}_{f}_{j}")
+                    m.d.comb += d[f].eq(Mux(sel, Mux(v > by_m1, v - by_m1 - 1, 0),
+                                            rl_src[j][f]))
+                d["abase"] = Signal.like(nxt["abase"][0], name=f"rl_{kind}_abase_{j}")
+                m.d.comb += d["abase"].eq(Mux(sel, al_q[j].abase + off, rl_src[j]["abase"]))
+                out.append(d)
+            return out
+
+        def write_moved(data, sel, top):
+            """Rows ``top`` .. ``2 * top - 1``: written with row ``r - top`` when ``sel``."""
+            for r in range(top, 2 * top):
+                for j in range(NG):
+                    q = r * NG + j
+                    with m.If(rl_wr & Mux(sel, rl_wr_row == r - top, rl_wr_row == r)):
+                        m.d.sync += [nxt["valid"][q].eq(rl_wr_valid[j]),
+                                     *(nxt[f][q].eq(v) for f, v in data[j].items())]
+
+        rl_low = moved_slots("low", nxt_sl, kup_m1, sl_a) if SL else None
+        rl_mid = moved_slots("mid", nxt_sl3, 0, w_in) if SL3 else None
+        if SL3:
+            write_moved(rl_mid, nxt_sl3, T)
+        if SL:
+            write_moved(rl_low, nxt_sl, H)
         with m.If(rl_wr):
             for r in range(R):
                 if SL and H <= r < 2 * H or SL3 and T <= r < 2 * T:
