@@ -905,14 +905,8 @@ class Sluice(wiring.Component):
         psum_rows = Array([Array([arr.psum[r][c] for c in range(C)]) for r in range(R)])
         # a sliced pass's lower row r (H <= r < 2H) drains with the upper row r - H's sum
         # (that row finished H cycles earlier; `d1_up`); other rows read zeros here
-        # (selected by the row index's low bits where H is a power of two, the other rows
-        # zeroed by one select bit: a 4:1 multiplexer per bit at 8 rows, not an 8:1 one with
-        # four constant inputs)
-        up_low = SL and H & (H - 1) == 0
-        psum_up = (Array([Array([arr.psum[r][c] for c in range(C)]) for r in range(H)])
-                   if up_low else
-                   Array([Array([arr.psum[r - H][c] if H <= r < 2 * H else Const(0, signed(SB))
-                                 for c in range(C)]) for r in range(R)]) if SL else None)
+        psum_up = Array([Array([arr.psum[r - H][c] if H <= r < 2 * H else Const(0, signed(SB))
+                                for c in range(C)]) for r in range(R)]) if SL else None
         # a three-slice pass's lower row r (H <= r < H + T) also drains with the middle row
         # r - H + T's sum (finished H - T cycles earlier)
         psum_mid = Array([Array([arr.psum[r - H + T][c] if H <= r < H + T
@@ -980,14 +974,7 @@ class Sluice(wiring.Component):
                          if j in drain_slots(f)]
             m.d.sync += [d1_psum[c].eq(psum_rows[d_r][c]) for c in range(C)]
             if SL:
-                if up_low:
-                    up_sel = drn_sl & (d_r >= H) & (d_r < 2 * H)
-                    up_r = d_r[:(H - 1).bit_length()] if H > 1 else 0
-                    m.d.sync += [d1_up[c].eq(Mux(up_sel, psum_up[up_r][c], 0))
-                                 for c in range(C)]
-                else:
-                    m.d.sync += [d1_up[c].eq(Mux(drn_sl, psum_up[d_r][c], 0))
-                                 for c in range(C)]
+                m.d.sync += [d1_up[c].eq(Mux(drn_sl, psum_up[d_r][c], 0)) for c in range(C)]
             if SL3:
                 m.d.sync += [d1_mid[c].eq(Mux(drn_sl3, psum_mid[d_r][c], 0)) for c in range(C)]
             m.d.sync += d_r.eq(d_r + 1)
