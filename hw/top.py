@@ -1293,8 +1293,9 @@ class Sluice(wiring.Component):
                 for f in ("kylo", "kyhi"):
                     v = getattr(al_q[j], f)
                     d[f] = Signal.like(nxt[f][0], name=f"rl_{kind}_{f}_{j}")
-                    m.d.comb += d[f].eq(Mux(sel, Mux(v > by_m1, v - by_m1 - 1, 0),
-                                            rl_src[j][f]))
+                    moved = (Mux(v > by_m1, v - by_m1 - 1, 0) if isinstance(by_m1, Value)
+                             else Mux(v > by_m1, v - (by_m1 + 1), 0))
+                    m.d.comb += d[f].eq(Mux(sel, moved, rl_src[j][f]))
                 d["abase"] = Signal.like(nxt["abase"][0], name=f"rl_{kind}_abase_{j}")
                 m.d.comb += d["abase"].eq(Mux(sel, al_q[j].abase + off, rl_src[j]["abase"]))
                 out.append(d)
