@@ -25,7 +25,7 @@ items (those of every group above ``rows * (P - 1)``) over their (detached) tota
 so each excess item carries ``1 / E`` of a pass: the pass saved when all ``E`` of them go. A
 group's gates below the last pass are free, and a tile whose busiest group just spills into
 a new pass pushes hard on the few items that made it spill. With ``row_slices`` 2 (the
-generator's default, ``HwParams.row_slices``) a last pass whose busiest group has at most
+generator's ``HwParams.row_slices``, 3 by default) a last pass whose busiest group has at most
 ``rows // 2`` items runs sliced and counts ``ceil(K/2) / K`` of a pass, and with ``row_slices``
 3 a 3 x 3 layer's with at most ``rows // 4`` counts ``1/3`` (``hw/cycle_model.py``'s
 ``pass_time``), its items each carrying as much less.
