@@ -1284,18 +1284,16 @@ class Sluice(wiring.Component):
         # once per group, so a lower slot has one data input whichever row's write enables it
         # (only conditional-phase entries are ever sliced). A middle slot (rows T .. 2T - 1)
         # likewise in a three-slice row set, its window one kernel row down (ky 1).
-        def moved_slots(kind, sel, by_m1, off):
-            """Per skip group: the slot data of a slice ``by_m1 + 1`` kernel rows down (window
-            address + ``off``) when ``sel``, else the plain entry."""
+        def moved_slots(kind, sel, lowered, off):
+            """Per skip group: the slot data of a slice some kernel rows down when ``sel`` (tap-row
+            bounds ``lowered(v)``, window address + ``off``), else the plain entry."""
             out = []
             for j in range(NG):
                 d = dict(rl_src[j])
                 for f in ("kylo", "kyhi"):
                     v = getattr(al_q[j], f)
                     d[f] = Signal.like(nxt[f][0], name=f"rl_{kind}_{f}_{j}")
-                    moved = (Mux(v > by_m1, v - by_m1 - 1, 0) if isinstance(by_m1, Value)
-                             else Mux(v > by_m1, v - (by_m1 + 1), 0))
-                    m.d.comb += d[f].eq(Mux(sel, moved, rl_src[j][f]))
+                    m.d.comb += d[f].eq(Mux(sel, lowered(v), rl_src[j][f]))
                 d["abase"] = Signal.like(nxt["abase"][0], name=f"rl_{kind}_abase_{j}")
                 m.d.comb += d["abase"].eq(Mux(sel, al_q[j].abase + off, rl_src[j]["abase"]))
                 out.append(d)
@@ -1310,8 +1308,11 @@ class Sluice(wiring.Component):
                         m.d.sync += [nxt["valid"][q].eq(rl_wr_valid[j]),
                                      *(nxt[f][q].eq(v) for f, v in data[j].items())]
 
-        rl_low = moved_slots("low", nxt_sl, kup_m1, sl_a) if SL else None
-        rl_mid = moved_slots("mid", nxt_sl3, 0, w_in) if SL3 else None
+        # (tap rows clamped at 0: the lower slice's ceil(K/2) rows down, the middle's one)
+        rl_low = (moved_slots("low", nxt_sl, lambda v: Mux(v > kup_m1, v - kup_m1 - 1, 0), sl_a)
+                  if SL else None)
+        rl_mid = (moved_slots("mid", nxt_sl3, lambda v: Mux(v > 0, v - 1, 0), w_in)
+                  if SL3 else None)
         if SL3:
             write_moved(rl_mid, nxt_sl3, T)
         if SL:
