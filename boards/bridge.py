@@ -149,7 +149,7 @@ class UARTBridge(wiring.Component):
         beat = Signal(8 * B)
         nbytes = Signal(range(B + 1))
         rd_pending = Signal()
-        flush = Signal()  # RESET: empty ring, beat and output FIFO
+        flush = Signal()  # RESET: empty ring, beat and output FIFO (rst_cnt != 0)
         # TVALID from a register (nbytes == B), not a compare: it fans out across the
         # accelerator's loader (the compare was the start of an 8 x 8 ECP5 critical path)
         full = Signal()
@@ -257,9 +257,13 @@ class UARTBridge(wiring.Component):
         # count): it fans out to the whole accelerator, and with the count's compare in front
         # of that net it was the 4 x 4 ECP5 build's critical path; set while the bridge itself
         # is in reset, so it is the accelerator's only reset (``boards.top``)
+        # flush (rst_cnt != 0, as a register: set with the count, cleared as it leaves 1)
+        # gates the accelerator's output-stream TREADY, which feeds its output FIFO's level:
+        # with the compare in front (bridge count -> flush -> TREADY -> the FIFO's level) it
+        # was the 8 x 8 ECP5 critical path of one seed, 11.0 ns
         acc_rst_q = Signal(init=1)
-        m.d.sync += acc_rst_q.eq(rst_cnt != 0)
-        m.d.comb += [self.acc_rst.eq(acc_rst_q), flush.eq(rst_cnt != 0)]
+        m.d.sync += acc_rst_q.eq(flush)
+        m.d.comb += self.acc_rst.eq(acc_rst_q)
 
         with m.FSM() as fsm:
             # ---------------- receive a frame
@@ -364,8 +368,8 @@ class UARTBridge(wiring.Component):
                         m.d.sync += rp_words.eq(Mux(arg[:8] < out_level, arg[:8], out_level))
                         m.next = "POP"
                     with m.Case(P.CMD_RESET):
-                        m.d.sync += [rst_cnt.eq(7), wr_ptr.eq(0), commit_ptr.eq(0),
-                                     rd_ptr.eq(0), nbytes.eq(0), full.eq(0)]
+                        m.d.sync += [rst_cnt.eq(7), flush.eq(1), wr_ptr.eq(0),
+                                     commit_ptr.eq(0), rd_ptr.eq(0), nbytes.eq(0), full.eq(0)]
                         m.next = "RESETTING"
             with m.State("POP"):
                 # pop_k * W as shifts and adds (a constant multiply; no DSP on the path)
@@ -379,7 +383,7 @@ class UARTBridge(wiring.Component):
                 # hold the accelerator in reset and drain the output FIFO
                 m.d.comb += ofifo.r_en.eq(1)
                 with m.If(rst_cnt != 0):
-                    m.d.sync += rst_cnt.eq(rst_cnt - 1)
+                    m.d.sync += [rst_cnt.eq(rst_cnt - 1), flush.eq(rst_cnt != 1)]
                 with m.Elif(~ofifo.r_rdy):
                     m.d.sync += [rd_ptr.eq(0), nbytes.eq(0), full.eq(0)]
                     m.d.sync += start_reply(P.ST_OK)

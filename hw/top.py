@@ -1029,16 +1029,18 @@ class Sluice(wiring.Component):
         # column select of the units: k (0..PU-1) is the column within a unit that enters now
         # (k = 0 with the row in d1, then 1, 2, ...), and its delayed copies up to FR, which
         # select the column's sum, residual and base sum (the parameters come from rings,
-        # `param` below); with PU = 1 all of it is constant
+        # `param` below); with PU = 1 all of it is constant. sel[0] is a register, loaded with
+        # the value `d1_go ? 0 : ser_k` will have in the next cycle: computed from d1_go and
+        # ser_k in front of the column multiplexers, it began the 8 x 8 ECP5 critical path
+        # (d1_go -> ser_k's next value -> the select -> the slices' add -> front register,
+        # 9.7-10.2 ns)
         ser_k = Signal(range(PU))   # column entering after the first (0: idle or the first)
         sel = [Signal(range(PU), name=f"post_sel_{i}") for i in range(FR + 1)]
         ser_busy = Signal()
         if PU > 1:
-            with m.If(d1_go):
-                m.d.sync += ser_k.eq(1)
-            with m.Elif(ser_k != 0):
-                m.d.sync += ser_k.eq(Mux(ser_k == PU - 1, 0, ser_k + 1))
-            m.d.comb += [sel[0].eq(Mux(d1_go, 0, ser_k)), ser_busy.eq(ser_k != 0)]
+            ser_next = Mux(d1_go, 1, Mux((ser_k == 0) | (ser_k == PU - 1), 0, ser_k + 1))
+            m.d.sync += [ser_k.eq(ser_next), sel[0].eq(Mux(d_fire, 0, ser_next))]
+            m.d.comb += ser_busy.eq(ser_k != 0)
             m.d.sync += [sel[i + 1].eq(sel[i]) for i in range(FR)]
 
         def pick(values, i):
