@@ -21,6 +21,10 @@ and reports for the whole network:
 - ``paired``: an estimate for hardware that runs the conditional passes of two consecutive
   channel tiles together, each on half of the rows (a second weight feed entering half-way
   down the columns), not built: :func:`paired_passes`, everything else unchanged;
+- ``shared``: an estimate for hardware whose skip groups take whole conditional passes of
+  each other's lists within a tile (a group done with its own list runs the next ``rows``
+  pixels of a busier group's with that group's weights), not built: :func:`shared_passes`,
+  everything else unchanged;
 - ``sliced``: an estimate for hardware that splits a tile's last conditional pass over ``s``
   row slices by input channels instead of kernel rows (``--slices``, default 2: a weight feed
   per slice, the slices' sums added at the drain) where every skip group has at most
@@ -111,6 +115,27 @@ def _paired_passes(tiles, params, kernel):
     return sum(own), paired
 
 
+def shared_passes(gate: np.ndarray, params: HwParams, kernel: int = 1) -> tuple[float, float]:
+    """(lockstep, shared) conditional passes of a whole-layer band: lockstep as
+    :func:`group_passes`; shared, a tile's skip groups taking whole passes of each other's
+    lists (a group whose own list is done runs the next ``rows`` pixels of a busier group's
+    list with that group's weights and gate bits, its results written as that group's; not
+    built): per tile ``ceil(sum of ceil(n / rows) over the groups / groups)`` full passes
+    where that is shorter than the busiest group's own (``cycle_model.pass_time``, with the
+    hardware's row slices)."""
+    return _shared_passes(_tile_items(gate, params), params, kernel)
+
+
+def _shared_passes(tiles, params, kernel):
+    lock = shared = 0
+    for items in tiles:
+        own = max(pass_time(n, kernel, params) for n in items)
+        chunks = sum(-(-n // params.rows) for n in items)
+        lock += own
+        shared += min(own, -(-chunks // params.groups))
+    return lock, shared
+
+
 def sliced_passes(gate: np.ndarray, params: HwParams, max_slices: int = 2) -> list[int]:
     """Channel slices of each channel tile's last conditional pass (1: not sliced), for a
     whole-layer band: the last pass runs on ``s`` row slices, each over ``1/s`` of the
@@ -141,12 +166,12 @@ def study(net: IntNet, runs, params: HwParams = DEFAULT, max_slices: int = 2) ->
     """Whole-network figures for images stacked; ``runs``: :func:`network_tensors` of each
     image (computed once, shared by every image count and array); ``max_slices``: the channel
     slices of the ``sliced`` estimate (:func:`sliced_passes`; 2: as many weight feeds as the
-    RTL's kernel-row slices). The ``independent`` and ``paired`` estimates count a sliced pass
-    as its share of a full one, as the RTL runs it (each group's own last pass per tile in
-    the independent one)."""
+    RTL's kernel-row slices). The ``independent``, ``paired`` and ``shared`` estimates count
+    a sliced pass as its share of a full one, as the RTL runs it (each group's own last pass
+    per tile in the independent one)."""
     per_image = [t for t, _ in runs]
     n = len(runs)
-    tot = {"dense": 0, "lockstep": 0, "independent": 0, "paired": 0, "sliced": 0,
+    tot = {"dense": 0, "lockstep": 0, "independent": 0, "paired": 0, "shared": 0, "sliced": 0,
            "macs_dense": 0, "macs_theory": 0}
     for e, layer in net.layers:
         res = [t[e["residual"]] for t in per_image] if e.get("residual") is not None else None
@@ -168,6 +193,7 @@ def study(net: IntNet, runs, params: HwParams = DEFAULT, max_slices: int = 2) ->
         tot["lockstep"] += gated
         tot["independent"] += gated
         tot["paired"] += gated
+        tot["shared"] += gated
         tot["sliced"] += gated
         if layer.gated:
             tiles = _tile_items(gate, params)  # (once per layer: the three estimates share it)
@@ -175,6 +201,7 @@ def study(net: IntNet, runs, params: HwParams = DEFAULT, max_slices: int = 2) ->
             cond_steps = (layer.c_in - layer.c_in // layer.partitions) * layer.kernel ** 2
             tot["independent"] -= (lock - indep) * cond_steps
             tot["paired"] -= (lock - _paired_passes(tiles, params, layer.kernel)[1]) * cond_steps
+            tot["shared"] -= (lock - _shared_passes(tiles, params, layer.kernel)[1]) * cond_steps
             if cond_steps:  # against the RTL's last pass, which may be sliced by kernel rows
                 per_row = cond_steps // layer.kernel
                 for s, busiest in _slices(tiles, params, max_slices):
@@ -183,7 +210,7 @@ def study(net: IntNet, runs, params: HwParams = DEFAULT, max_slices: int = 2) ->
                     tot["sliced"] -= max(0, rtl - -(-cond_steps // s))
     red = tot["macs_dense"] / tot["macs_theory"]
     out = {"images": n, "reduction": red, **tot}
-    for k in ("lockstep", "independent", "paired", "sliced"):
+    for k in ("lockstep", "independent", "paired", "shared", "sliced"):
         out[f"speedup_{k}"] = tot["dense"] / tot[k]
         out[f"efficiency_{k}"] = out[f"speedup_{k}"] / red
     return out
@@ -321,9 +348,10 @@ def main(argv=None) -> int:
         print(f"{Path(args.export_dir)}: {params.rows}x{params.cols}, skip_cols "
               f"{params.skip_cols}")
         print("| images | dense cycles | lockstep cycles | efficiency | independent groups "
-              f"(estimate) | efficiency | paired tiles (estimate) | efficiency | {args.slices} "
-              "channel slices (estimate) | efficiency | MAC reduction |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
+              f"(estimate) | efficiency | paired tiles (estimate) | efficiency | shared passes "
+              f"(estimate) | efficiency | {args.slices} channel slices (estimate) | efficiency "
+              "| MAC reduction |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for n in args.images:
         r = study(net, runs[:n], params, args.slices)
         if args.json:
@@ -332,7 +360,8 @@ def main(argv=None) -> int:
             print(f"| {n} | {r['dense']:,} | {r['lockstep']:,} | "
                   f"{r['efficiency_lockstep']:.3f} | {round(r['independent']):,} | "
                   f"{r['efficiency_independent']:.3f} | {round(r['paired']):,} | "
-                  f"{r['efficiency_paired']:.3f} | {round(r['sliced']):,} | "
+                  f"{r['efficiency_paired']:.3f} | {round(r['shared']):,} | "
+                  f"{r['efficiency_shared']:.3f} | {round(r['sliced']):,} | "
                   f"{r['efficiency_sliced']:.3f} | {r['reduction']:.3f} |", flush=True)
         if args.shared_post:
             s = study(net, runs[:n], dataclasses.replace(params, post_cols=params.cols))

@@ -152,7 +152,7 @@ def test_levers_study_stacks_images_exactly(exported):
     assert three["images"] == 3 and three["dense"] > 2 * dense
     for r in (one, three):
         assert r["independent"] <= r["lockstep"] and r["paired"] <= r["lockstep"]
-        assert r["sliced"] <= r["lockstep"]
+        assert r["sliced"] <= r["lockstep"] and r["shared"] <= r["lockstep"]
     # one post-processing unit for all columns: the drain takes `cols` cycles per row
     shared = study(net, runs[:1], HwParams(rows=4, cols=4, skip_cols=2, post_cols=4))
     assert shared["dense"] > one["dense"] and shared["lockstep"] > one["lockstep"]
@@ -179,6 +179,27 @@ def test_paired_passes_by_hand():
     # three slices (rows // 4 = 1 pixel per group): tile 2's last pass takes 1/3
     p3 = HwParams(rows=4, cols=4, skip_cols=2, row_slices=3)
     assert paired_passes(gate, p3, kernel=3) == pytest.approx((8 / 3, 1 + 4 / 3))
+
+
+def test_shared_passes_by_hand():
+    """A tile's skip groups taking whole passes of each other's lists."""
+    from sluice.hw.levers import shared_passes
+    from sluice.hw.params import HwParams
+
+    p = HwParams(rows=2, cols=4, skip_cols=1, row_slices=1)  # four one-column groups
+    gate = np.zeros((8, 3, 3), np.uint8)  # two tiles of four channels, 9 pixels
+    gate[0].flat[:7] = 1  # tile 0: group 0 has 7 pixels: 4 passes alone
+    gate[1].flat[:1] = 1  # group 1: 1 pixel, 1 pass; together 5 passes on 4 groups: 2
+    gate[5].flat[:3] = 1  # tile 1: group 1 has 3 pixels: 2 passes; with group 2's 2 pixels
+    gate[6].flat[:2] = 1  # (1 pass) 3 passes on 4 groups: 1
+    assert shared_passes(gate, p) == (6, 3)
+    gate[4:8] = 1  # tile 1: every group 9 pixels, 5 passes each: sharing gains nothing
+    assert shared_passes(gate, p) == (9, 7)
+    # a last pass the hardware slices counts its share where sharing is not shorter
+    p2 = HwParams(rows=2, cols=4, skip_cols=1, row_slices=2)
+    gate[:] = 0
+    gate[0].flat[:1] = 1  # one pixel: a sliced pass, 2/3 of the steps, shorter than 1
+    assert shared_passes(gate, p2, kernel=3) == pytest.approx((2 / 3, 2 / 3))
 
 
 def test_sliced_passes_by_hand():
