@@ -324,7 +324,8 @@ def main(argv=None) -> int:
                          "estimate (a power of two; default 2: as many weight feeds as the "
                          "built kernel-row slices)")
     ap.add_argument("--row-slices", type=int, default=DEFAULT.row_slices,
-                    help="the hardware's HwParams.row_slices (1 or 2; default 2)")
+                    help="the hardware's HwParams.row_slices (1, 2 or 3; default "
+                         f"{DEFAULT.row_slices})")
     ap.add_argument("--json", action="store_true", help="one JSON object per image count")
     args = ap.parse_args(argv)
     try:
