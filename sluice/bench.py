@@ -188,8 +188,9 @@ def cmd_bench(args) -> int:
     for r in res["levers"]:
         print(f"      {r['rows']}x{r['cols']} skip_cols {r['skip_cols']}, {r['images']} "
               f"image(s) stacked: efficiency {r['efficiency_lockstep']:.3f}, independent "
-              f"groups (estimate) {r['efficiency_independent']:.3f}, two channel slices "
-              f"(estimate) {r['efficiency_sliced']:.3f}")
+              f"groups (estimate) {r['efficiency_independent']:.3f}, shared passes (estimate) "
+              f"{r['efficiency_shared']:.3f}, two channel slices (estimate) "
+              f"{r['efficiency_sliced']:.3f}")
 
     (out / "bench.json").write_text(json.dumps(res, indent=1) + "\n")
     _write_report(out, res, fast)
