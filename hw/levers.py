@@ -196,7 +196,7 @@ def study(net: IntNet, runs, params: HwParams = DEFAULT, max_slices: int = 2) ->
         tot["shared"] += gated
         tot["sliced"] += gated
         if layer.gated:
-            tiles = _tile_items(gate, params)  # (once per layer: the three estimates share it)
+            tiles = _tile_items(gate, params)  # (once per layer: the estimates share it)
             lock, indep = _group_passes(tiles, params, layer.kernel)
             cond_steps = (layer.c_in - layer.c_in // layer.partitions) * layer.kernel ** 2
             tot["independent"] -= (lock - indep) * cond_steps
