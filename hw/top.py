@@ -860,8 +860,10 @@ class Sluice(wiring.Component):
                      self.m_axis_tvalid.eq(fifo.r_rdy), fifo.r_en.eq(self.m_axis_tready)]
         dcount = Signal(range(C + ARRAY_EXTRA + 2))
         # dcount == 0, a register set beside every dcount update (the compare in front of the
-        # drain's fire decision and the residual read address was the 4 x 8 ECP5 critical path)
-        dzero = Signal(init=1)
+        # drain's fire decision and the residual read address was the 4 x 8 ECP5 critical path);
+        # 0 whenever no pass drains (cleared with a pass's last row), so a pass's first cycle
+        # (`d_start`) cannot fire
+        dzero = Signal()
         d_r = Signal(range(R))
         d1_go = Signal()
         d1_psum = [Signal(signed(SB), name=f"d1_psum_{c}", reset_less=True)
@@ -896,7 +898,9 @@ class Sluice(wiring.Component):
         # compare (the sum of every stage's flag was a long path into `room` at 8 x 8).
         post_wen = [None] + [Signal(name=f"post_wen_{i}") for i in range(1, POST_LATENCY + 1)]
         in_way = Signal(range(POST_LATENCY + 3))
-        m.d.sync += room.eq(fifo.level + in_way < OUT_FIFO_DEPTH - 2)
+        room_nx = Signal()  # room's next value
+        m.d.comb += room_nx.eq(fifo.level + in_way < OUT_FIFO_DEPTH - 2)
+        m.d.sync += room.eq(room_nx)
         # the drained row set is a shift register: each fire moves its rows up by one, so the
         # row that fires next is always row 0 (`drn_head`), with no multiplexer by the row
         # index between the row set and the residual and base-sum read addresses (d_r ->
@@ -922,8 +926,16 @@ class Sluice(wiring.Component):
         # drains).
         d_start = Signal()
         m.d.sync += d_start.eq(0)
+        # a row fires (`in_flight & dzero & room`) from a register, decided a cycle ahead from
+        # the three's next values: it enables every drain register, and computed in front of
+        # that wide net it closed a loop through it (dzero -> the fire -> across the die ->
+        # dzero, the 8 x 8 ECP5 critical path of one seed, 10.1 ns, 8.2 of it routing). A
+        # pass that starts draining next cycle needs no term: dzero is 0 then (above), so
+        # in_flight's next value counts only the pass now draining.
         d_fire = Signal()
-        m.d.comb += d_fire.eq(in_flight & dzero & room & ~d_start)
+        dzero_nx = Signal()  # dzero's next value
+        m.d.sync += [dzero.eq(dzero_nx),
+                     d_fire.eq(in_flight & ~(d_fire & (d_r == R - 1)) & dzero_nx & room_nx)]
         m.d.sync += d1_go.eq(d_fire)
         # a row enters d1 (d_fire); a row in d2 leaves the count unless it becomes a word
         # (post_wen[1]); a word leaves the last stage for the FIFO (post_wen[-1])
@@ -963,11 +975,14 @@ class Sluice(wiring.Component):
                     base_word.append([base_raw[g] for g in range(G)])
                 else:
                     base_word.append([Mux(is_cond, psum_rp[j].data[g], 0) for g in range(G)])
+        m.d.comb += dzero_nx.eq(dzero)
         with m.If(in_flight & ~dzero):
-            m.d.sync += [dcount.eq(dcount - 1), dzero.eq(dcount == 1)]
+            m.d.sync += dcount.eq(dcount - 1)
+            m.d.comb += dzero_nx.eq(dcount == 1)
         with m.If(d_fire):
             if PU > 1:  # the next row fires PU cycles later
-                m.d.sync += [dcount.eq(PU - 1), dzero.eq(0)]
+                m.d.sync += dcount.eq(PU - 1)
+                m.d.comb += dzero_nx.eq(0)
             m.d.sync += [d1[j][f].eq(drn_head[j][f]) for j in range(NG) for f in d1[j]]
             m.d.sync += [drn[f][r * NG + j].eq(drn[f][(r + 1) * NG + j])
                          for f in FIELDS for j in range(NG) for r in range(R - 1)
@@ -980,8 +995,10 @@ class Sluice(wiring.Component):
             m.d.sync += d_r.eq(d_r + 1)
             with m.If(d_r == R - 1):
                 m.d.sync += [d_r.eq(0), in_flight.eq(0)]
+                m.d.comb += dzero_nx.eq(0)
         with m.If(d_start):
-            m.d.sync += [dcount.eq(G + ARRAY_EXTRA - 1), dzero.eq(G + ARRAY_EXTRA - 1 == 0)]
+            m.d.sync += dcount.eq(G + ARRAY_EXTRA - 1)
+            m.d.comb += dzero_nx.eq(G + ARRAY_EXTRA - 1 == 0)
 
         if gating:
             m.submodules.gate_unit = gu = GateUnit(cols=C, psum_bits=SB)
