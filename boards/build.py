@@ -94,7 +94,8 @@ ROUTERS = ("router1", "router2")
 PLL_TIMING_WEIGHT = 40
 
 
-def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=False,
+def build(board_name: str, *, rows=None, cols=None, dense_only=False, gated=False,
+          loopback=False,
           program=False, out_root="build/boards", nice=10, seed=1, router=ROUTERS[0],
           clock_mhz=None, pe_mult=None, post_cols=None, skip_cols=None, act_share=None,
           act_width=None, row_slices=None, nextpnr_args="", synth_only=False,
@@ -105,7 +106,9 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=F
     ``synth_only``: stop after synthesis (see ``synthesise_only``). ``report_only``: run no
     tool; write the reports from the logs of a finished build of the same options (a build
     whose script was run by hand, or whose ``sluice build`` was interrupted after nextpnr).
-    ``seed``: nextpnr's placement seed, or a list of seeds: a seed sweep (``seed_sweep``)."""
+    ``seed``: nextpnr's placement seed, or a list of seeds: a seed sweep (``seed_sweep``).
+    ``dense_only``/``gated``: the build with the gating hardware left out, or with it; neither:
+    the board's default (``Board.gated``; the iCEBreaker's is dense-only)."""
     seeds = seed_list(seed)
     if len(seeds) > 1 and report_only:
         raise SluiceError("--seed: --report-only reads one finished build; give the one seed "
@@ -114,6 +117,12 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=F
     if router not in ROUTERS:
         raise SluiceError(f"--router: {router!r} is not one of {', '.join(ROUTERS)}")
     board = get_board(board_name)
+    if dense_only and gated:
+        raise SluiceError("--dense-only and --gated: pick one")
+    if not board.gated and not gated and not dense_only and not loopback:
+        dense_only = True
+        log(f"{board.name}: the dense-only build, the board's default (the gated one does not "
+            "fit the part; --gated builds it anyway)")
     platform = board.make_platform()
     osc = board.clk_freq(platform)
     pll = None
@@ -226,7 +235,7 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=F
         if over:
             raise SluiceError(f"--board {board.name}: the {params.rows}x{params.cols} design does "
                               f"not fit the {platform.device}: {'; '.join(over)}; "
-                              f"{smaller_hint(params)}")
+                              f"{smaller_hint(params, board)}")
         errors = rpt.nextpnr_errors(nextpnr_text)
         tail = (errors[-1] if errors else
                 (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"])
@@ -242,7 +251,8 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, loopback=F
         "osc_mhz": osc / 1e6, "pll": pll.as_dict() if pll else None,
         "command": " ".join(["sluice", "build", "--board", board.name, "--rows",
                              str(params.rows), "--cols", str(params.cols)]
-                            + (["--dense-only"] if dense_only else [])
+                            + (["--dense-only"] if dense_only and board.gated else [])
+                            + (["--gated"] if not dense_only and not board.gated else [])
                             + (["--pe-mult", params.pe_mult] if pe_mult else [])
                             + (["--post-cols", str(params.post_cols)] if post_cols else [])
                             + (["--skip-cols", str(params.skip_cols)] if skip_cols else [])
@@ -419,10 +429,14 @@ def check_netlist(board: Board, name: str, build_dir: Path, bitstream: Path | No
                       f"does), first {nets[0]}; see {log_path}{removed}")
 
 
-def smaller_hint(params) -> str:
+def smaller_hint(params, board=None) -> str:
     """What to try when a build does not fit: a smaller array, unless it is the smallest, and
-    for a gated build the dense-only one (the iCEBreaker's 2 x 2 fits only that way)."""
-    dense = "" if not params.gating else "; or --dense-only (the gating hardware left out)"
+    for a gated build the dense-only one (the iCEBreaker's 2 x 2 fits only that way; its
+    default build is that one)."""
+    dense = "" if not params.gating else (
+        "; or the board's default, dense-only build (without --gated)"
+        if board is not None and not board.gated else
+        "; or --dense-only (the gating hardware left out)")
     if params.rows > 2 or params.cols > 2:
         return "try smaller --rows/--cols" + dense
     return ("2x2 is the smallest array (--rows/--cols 2..32)" + dense +

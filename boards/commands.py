@@ -22,7 +22,7 @@ def cmd_build(args) -> int:
     if args.rows is not None and args.rows < 2 or args.cols is not None and args.cols < 2:
         raise SluiceError("--rows/--cols: the array needs at least 2 x 2")
     build(args.board, rows=args.rows, cols=args.cols, dense_only=args.dense_only,
-          loopback=args.loopback, program=args.program, out_root=args.out_dir, seed=args.seed,
+          gated=args.gated, loopback=args.loopback, program=args.program, out_root=args.out_dir, seed=args.seed,
           router=args.router, clock_mhz=args.clock_mhz, pe_mult=args.pe_mult,
           post_cols=args.post_cols, skip_cols=args.skip_cols, act_share=args.act_share,
           act_width=args.act_width, row_slices=args.row_slices,
@@ -35,7 +35,8 @@ def cmd_board_list(args) -> int:
     from sluice.boards.platforms import BOARDS
 
     for b in BOARDS.values():
-        print(f"{b.name:12s} {b.doc}; default {b.rows}x{b.cols} array, act_depth {b.act_depth}, "
+        print(f"{b.name:12s} {b.doc}; default {b.rows}x{b.cols} array"
+              f"{'' if b.gated else ' (dense-only)'}, act_depth {b.act_depth}, "
               f"wgt_depth {b.wgt_depth}, pix_depth {b.pix_depth}, skip_cols {b.skip_cols}, "
               f"post_cols {b.post_cols}")
     return 0
@@ -45,17 +46,22 @@ def _open_link(args, board, params):
     """A Link to the real board on --port, or to the simulated one (--simulate)."""
     from sluice.boards.host import Link, SerialTransport
 
+    if args.dense_only and args.gated:
+        raise SluiceError("--dense-only and --gated: pick one")
     if args.simulate:
         from sluice.boards.simlink import SimTransport
         from sluice.boards.top import BoardTop
 
-        if args.dense_only:  # the bitstream `sluice build --dense-only` makes
+        # the bitstream `sluice build` makes: the board's default (the iCEBreaker's is
+        # dense-only), or the one --dense-only / --gated names
+        if args.dense_only or not (board.gated or args.gated):
             params = dataclasses.replace(params, gating=False)
         top = BoardTop(params, divisor=SIM_DIVISOR, in_buf_bytes=board.in_buf_bytes,
                        out_depth=board.out_depth)
         return Link(SimTransport(top, divisor=SIM_DIVISOR)), f"board-sim:{board.name}"
-    if args.dense_only:
-        raise SluiceError("--dense-only: only with --simulate (a board's bitstream says "
+    if args.dense_only or args.gated:
+        flag = "--dense-only" if args.dense_only else "--gated"
+        raise SluiceError(f"{flag}: only with --simulate (a board's bitstream says "
                           "whether it is dense-only in its ID register)")
     if not args.port:
         raise SluiceError("--port: name the board's serial port (e.g. /dev/ttyUSB0), or pass "
@@ -119,8 +125,12 @@ def _add_board_args(p, port=True):
                             "simulator behind a simulated UART (slow; small layers)")
         p.add_argument("--dense-only", action="store_true",
                        help="with --simulate: simulate the dense-only bitstream (`sluice build "
-                            "--dense-only`, the one that fits the iCEBreaker); a real board's "
-                            "kind is read from its ID register")
+                            "--dense-only`); a real board's kind is read from its ID register")
+        p.add_argument("--gated", action="store_true",
+                       help="with --simulate: simulate the gated bitstream on a board whose "
+                            "default build is dense-only (the iCEBreaker: `sluice build "
+                            "--gated`, which does not fit it); --simulate alone simulates the "
+                            "board's default build")
 
 
 def add_commands(sub) -> None:
@@ -138,7 +148,11 @@ def add_commands(sub) -> None:
                                                           "board's)")
     p.add_argument("--dense-only", action="store_true",
                    help="leave the gating logic out at elaboration (the baseline of the gating "
-                        "cost)")
+                        "cost); the default on a board where the gated build does not fit "
+                        "(the iCEBreaker)")
+    p.add_argument("--gated", action="store_true",
+                   help="build the gating logic on a board whose default build is dense-only "
+                        "(the iCEBreaker, where it does not fit)")
     p.add_argument("--pe-mult", choices=PE_MULTS, default=None,
                    help="element multipliers in DSP blocks (dsp) or in LUTs (logic, leaving "
                         "the DSPs to the post-processing); default: the board's")

@@ -15,8 +15,10 @@ def test_gated_layer_end_to_end(tmp_path, capsys):
                        gate_rate=0.4, seed=3, name="tiny")
     src, out = tmp_path / "tiny.layer.npz", tmp_path / "tiny.result.npz"
     write_layer(src, layer)
+    # the gated bitstream (`sluice build --board icebreaker --gated`; the board's default
+    # build is the dense-only one)
     assert main(["board", "run-layer", str(src), "-o", str(out), "--board", "icebreaker",
-                 "--simulate"]) == 0
+                 "--simulate", "--gated"]) == 0
     assert "matches y_ref and gate_ref" in capsys.readouterr().out
     res = read_result(out)
     y, gate = run_reference(layer)
@@ -28,8 +30,9 @@ def test_gated_layer_end_to_end(tmp_path, capsys):
 
 def test_dense_only_bitstream_simulated_from_the_cli(tmp_path, capsys):
     """`--simulate --dense-only` runs the bitstream that fits the iCEBreaker (`sluice build
-    --dense-only`): a gated layer is refused with a message naming --dense, and with --dense it
-    runs bit-exact in dense mode; without --simulate the flag is refused."""
+    --dense-only`, its default build, which `--simulate` alone runs too): a gated layer is
+    refused with a message naming --dense, and with --dense it runs bit-exact in dense mode;
+    without --simulate the flag is refused."""
     layer = make_layer(c_in=4, c_out=4, size=(3, 3), kernel=3, padding=1, partitions=2,
                        gate_rate=0.4, seed=3, name="tiny")
     src, out = tmp_path / "tiny.layer.npz", tmp_path / "tiny.result.npz"
@@ -37,6 +40,11 @@ def test_dense_only_bitstream_simulated_from_the_cli(tmp_path, capsys):
     base = ["board", "run-layer", str(src), "-o", str(out), "--board", "icebreaker"]
     assert main(base + ["--simulate", "--dense-only"]) == 2
     assert "--dense" in capsys.readouterr().err and not out.exists()
+    # the iCEBreaker's default bitstream is that one: --simulate alone simulates it
+    assert main(base + ["--simulate"]) == 2
+    assert "--dense" in capsys.readouterr().err and not out.exists()
+    assert main(base + ["--simulate", "--dense-only", "--gated"]) == 2
+    assert "--dense-only and --gated: pick one" in capsys.readouterr().err
     assert main(base + ["--simulate", "--dense-only", "--dense"]) == 0
     res = read_result(out)
     y, _ = run_reference(layer, dense=True)
@@ -44,6 +52,8 @@ def test_dense_only_bitstream_simulated_from_the_cli(tmp_path, capsys):
     assert res.counters["macs_skipped"] == 0
     assert main(base + ["--dense-only", "--port", "/dev/null"]) == 2
     assert "--dense-only: only with --simulate" in capsys.readouterr().err
+    assert main(base + ["--gated", "--port", "/dev/null"]) == 2
+    assert "--gated: only with --simulate" in capsys.readouterr().err
 
 
 def test_run_layer_needs_a_port(tmp_path, capsys):

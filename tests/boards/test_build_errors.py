@@ -75,3 +75,13 @@ def test_the_not_fit_hint_names_the_smallest_array():
     assert "2x2 is the smallest array" in smaller_hint(HwParams(rows=2, cols=2))
     assert "--dense-only" in smaller_hint(HwParams(rows=2, cols=2))
     assert "--dense-only" not in smaller_hint(HwParams(rows=2, cols=2, gating=False))
+    # a board whose default build is the dense-only one points there
+    ice = get_board("icebreaker")
+    assert "the board's default, dense-only build (without --gated)" in smaller_hint(
+        HwParams(rows=2, cols=2), ice)
+
+
+def test_dense_only_and_gated_together_are_refused(monkeypatch):
+    monkeypatch.setattr(b, "toolchain_env", lambda family: {})
+    with pytest.raises(SluiceError, match="--dense-only and --gated: pick one"):
+        b.build("icebreaker", dense_only=True, gated=True)

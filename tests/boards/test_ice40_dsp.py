@@ -181,8 +181,13 @@ def test_board_build_reads_the_stand_in_and_renames_it(tmp_path, monkeypatch):
     monkeypatch.setenv("YOSYS", _fake_yosys(tmp_path, {"modules": {}}))
     for var in ("NEXTPNR_ICE40", "ICEPACK"):  # never called, but the toolchain is checked
         monkeypatch.setenv(var, "/bin/false")
+    lines = []
     est = bbuild.build("icebreaker", synth_only=True, out_root=str(tmp_path / "b"), nice=0,
-                       log=lambda s: None)
+                       log=lines.append)
+    # the iCEBreaker's default build is the dense-only one (the gated 2 x 2 does not fit), said
+    # so; --gated builds the gated one
+    assert est["name"] == "sluice_icebreaker_2x2_dense_post2"
+    assert "the dense-only build, the board's default" in lines[0] and "--gated" in lines[0]
     folder = tmp_path / "b" / est["name"]
     assert (folder / ice40.MAC16_STAND_IN_FILE).read_text() == ice40.MAC16_STAND_IN_V
     ys = (folder / f"{est['name']}.ys").read_text().splitlines()
@@ -193,6 +198,11 @@ def test_board_build_reads_the_stand_in_and_renames_it(tmp_path, monkeypatch):
     # the design instantiates the stand-in, never SB_MAC16 itself
     il = (folder / f"{est['name']}.il").read_text()
     assert f"cell \\{ice40.MAC16_STAND_IN} " in il and "cell \\SB_MAC16 " not in il
+    gated = bbuild.build("icebreaker", gated=True, synth_only=True, out_root=str(tmp_path / "b"),
+                         nice=0, log=lambda s: None)
+    assert gated["name"] == "sluice_icebreaker_2x2_post2"
+    assert "gate_unit" in (tmp_path / "b" / gated["name"] / f"{gated['name']}.il").read_text()
+    assert "gate_unit" not in il
 
 
 def test_a_netlist_with_driver_conflicts_is_refused(tmp_path: Path):
