@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 from sluice.errors import SluiceError
 
@@ -93,6 +94,27 @@ def cmd_board_run_layer(args) -> int:
     status = check_against_refs(layer, result, args.dense)
     print(f"wrote {args.output}")
     return status
+
+
+def cmd_board_run_model(args) -> int:
+    from sluice.boards.host import BoardRunner
+    from sluice.boards.model_run import board_run_model
+    from sluice.sim.model_run import print_summary
+
+    if not Path(args.export_dir).is_dir():
+        raise SluiceError(f"{args.export_dir}: not a directory (expected `sluice export` output)")
+    board, params = _board_params(args)
+    link, runner_name = _open_link(args, board, params)
+    try:
+        runner = BoardRunner(link, params, runner_name=runner_name)
+        s = board_run_model(runner, args.export_dir, args.out, dense=args.dense,
+                            limit=args.layers)
+    finally:
+        close = getattr(link.t, "close", None)
+        if close:
+            close()
+    print(f"{link.frames} frames ({link.retried} retried)")
+    return print_summary(s, args.out)
 
 
 def cmd_board_ping(args) -> int:
@@ -218,6 +240,24 @@ def add_commands(sub) -> None:
     q.add_argument("--dense", action="store_true", help="switch gating off for this run")
     _add_board_args(q)
     q.set_defaults(func=cmd_board_run_layer)
+
+    q = bsub.add_parser("run-model", help="run an exported network on the board, layer by layer",
+                        description="Run every layer of a `sluice export` directory on the board "
+                                    "(each fed with the board's own earlier outputs, gated "
+                                    "layers again in dense mode for the speedup), check "
+                                    "outputs, gates and final logits against the integer model, "
+                                    "and write layers.md/.csv, speedup.png and summary.json, as "
+                                    "`sluice run-model` does on the RTL. Exit 1 on any "
+                                    "mismatch.")
+    q.add_argument("export_dir", metavar="EXPORT_DIR")
+    q.add_argument("-o", "--out", default="build/board-run-model", help="report folder")
+    q.add_argument("--layers", type=int, default=0, help="only the first N layers (0: all)")
+    q.add_argument("--dense", action="store_true",
+                   help="every layer in dense mode (the only way on a dense-only bitstream, "
+                        "such as the iCEBreaker's default); the logits are then reported, not "
+                        "checked")
+    _add_board_args(q)
+    q.set_defaults(func=cmd_board_run_model)
 
     q = bsub.add_parser("ping", help="check the link: bridge info and the accelerator's ID")
     _add_board_args(q)

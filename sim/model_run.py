@@ -39,10 +39,8 @@ def run_model(export_dir, out_dir, *, sim="icarus", params: HwParams | None = No
     against the reference on that image's own input, and each image's logits against the
     integer model's. The MAC reduction counts the images' own outputs only; the cycles
     include the separator rows between them."""
-    from sluice.hw.cycle_model import LOSS_TERMS, PACKING_TERMS, loss_breakdown, predict
     from sluice.hw.levers import sample_images
     from sluice.model.intnet import IntNet
-    from sluice.sim.batch import bind_batch, split
     from sluice.sim.runner import RtlSim
 
     params = params or HwParams()
@@ -52,6 +50,7 @@ def run_model(export_dir, out_dir, *, sim="icarus", params: HwParams | None = No
     layers = net.layers[:limit or None]
     xs = [layers[0][1].x]
     extra = {}
+    labels = None
     if images > 1:
         xs, labels = sample_images(net, images, data_dir, labels=True)
         if not np.array_equal(xs[0], layers[0][1].x):
@@ -76,21 +75,54 @@ def run_model(export_dir, out_dir, *, sim="icarus", params: HwParams | None = No
     t_run = time.monotonic() - t0
 
     tensors = [{"input": x} for x in xs]
+
+    def rtl_results(entry, layer, bound):
+        """The results the testbench wrote for ``layer`` (its run on the RTL's own inputs,
+        which ``bound`` repeats), and its dense-mode run when gated."""
+        stem = Path(entry["file"]).name.removesuffix(".layer.npz")
+        r = read_result(res_dir / f"{stem}.result.npz")
+        return r, read_result(res_dir / f"{stem}.dense.result.npz") if layer.gated else None
+
+    rows, losses, tot, failures = account_layers(net, layers, tensors, params, rtl_results)
+    summary = {"export": str(export_dir), "sim": sim, "array": [params.rows, params.cols],
+               "images": images, "layers": len(layers), "build_s": round(t_build, 1),
+               "run_s": round(t_run, 1), **tot}
+    finish_summary(summary, net, layers, tensors, failures, labels=labels if images > 1 else None)
+    write_reports(out, rows, summary, losses)
+    return summary
+
+
+def account_layers(net, layers, tensors: list[dict], params: HwParams, results, *,
+                   dense: bool = False, progress=None):
+    """Check and tabulate a network run layer by layer, feeding each layer the run's own
+    outputs of earlier layers (as the manifest wires them).
+
+    ``tensors``: one ``{"input": x}`` per image (several: stacked, :mod:`sluice.sim.batch`),
+    filled with the run's outputs as it goes. ``results(entry, layer, bound)`` returns the run's
+    ``Result`` for ``bound`` (the layer bound to those outputs) and, for a gated layer, its
+    dense-mode ``Result`` (else None): read from the testbench's files (``run_model``) or run
+    on a board then (``sluice.boards.model_run``). ``dense``: every layer ran in dense mode (a
+    dense-only bitstream), checked against the reference in dense mode. Returns ``(rows,
+    losses, totals, failures)``: the per-layer table rows, loss breakdowns, the network's
+    cycle and MAC totals with each loss term's, and the layers whose outputs did not match."""
+    from sluice.hw.cycle_model import LOSS_TERMS, PACKING_TERMS, loss_breakdown, predict
+    from sluice.sim.batch import bind_batch, split
+
+    images = len(tensors)
     rows, failures, losses = [], [], []
     tot = dict(cycles_gated=0, cycles_dense=0, macs_dense=0, macs_theory=0)
     for entry, layer in layers:
-        stem = Path(entry["file"]).name.removesuffix(".layer.npz")
         bound, own_rows = bind_batch(net, entry, layer, tensors)
-        r = read_result(res_dir / f"{stem}.result.npz")
-        y, gate = run_reference(bound)
+        r, rd = results(entry, layer, bound)
+        y, gate = run_reference(bound, dense=dense)
         exact = bool(np.array_equal(r.y, y) and np.array_equal(r.gate, gate))
         # several images: each image's rows against the reference on that image's own input
         # (the separator rows keep the images apart)
         for t, yi, gi in zip(tensors if images > 1 else [], split(r.y, own_rows),
                              split(r.gate, own_rows)):
-            y_own, g_own = run_reference(net.bind(entry, layer, t))
+            y_own, g_own = run_reference(net.bind(entry, layer, t), dense=dense)
             exact &= bool(np.array_equal(yi, y_own) and np.array_equal(gi, g_own))
-        if images == 1 and np.array_equal(bound.x, layer.x):  # the export's own input
+        if images == 1 and not dense and np.array_equal(bound.x, layer.x):  # the export's input
             exact &= layer.y_ref is None or bool(np.array_equal(r.y, layer.y_ref))
         if not exact:
             failures.append(layer.name)
@@ -101,9 +133,7 @@ def run_model(export_dir, out_dir, *, sim="icarus", params: HwParams | None = No
         fig = {k: sum(f[k] for f in figs) for k in ("macs_dense", "macs_theory")}
         fig["reduction"] = fig["macs_dense"] / fig["macs_theory"]
         fig["gate_rate"] = float(np.mean([f["gate_rate"] for f in figs]))
-        dense_path = res_dir / f"{stem}.dense.result.npz"
-        if layer.gated:
-            rd = read_result(dense_path)
+        if rd is not None:
             y_dense, _ = run_reference(bound, dense=True)
             if not np.array_equal(rd.y, y_dense):
                 failures.append(layer.name + " (dense mode)")
@@ -111,16 +141,16 @@ def run_model(export_dir, out_dir, *, sim="icarus", params: HwParams | None = No
         else:
             cycles_dense = r.cycles
         counters = dict(r.counters, cycles=r.cycles)
-        lb = loss_breakdown(bound, r.gate, counters, params) if layer.gated else \
-            loss_breakdown(bound, r.gate, counters, params, dense=True)
+        gated = layer.gated and not dense
+        lb = loss_breakdown(bound, r.gate, counters, params, dense=not gated)
         terms = LOSS_TERMS + PACKING_TERMS
         for t in terms:
             tot["loss_" + t] = tot.get("loss_" + t, 0.0) + lb[t]
         losses.append(dict(layer=layer.name, cycles=r.cycles, **{t: lb[t] for t in terms}))
-        model_g = predict(bound, r.gate, params)["cycles"]
+        model_g = predict(bound, None if dense else r.gate, params, dense=dense)["cycles"]
         model_d = predict(bound, None, params, dense=True)["cycles"]
         speedup = cycles_dense / r.cycles
-        rows.append(dict(layer=layer.name, gated=layer.gated, gate_rate=fig["gate_rate"],
+        rows.append(dict(layer=layer.name, gated=gated, gate_rate=fig["gate_rate"],
                          cycles_gated=r.cycles, cycles_dense=cycles_dense, speedup=speedup,
                          reduction=fig["reduction"], efficiency=speedup / fig["reduction"],
                          utilisation=fig["macs_dense"] / (cycles_dense * params.rows * params.cols),
@@ -129,37 +159,50 @@ def run_model(export_dir, out_dir, *, sim="icarus", params: HwParams | None = No
         tot["cycles_dense"] += cycles_dense
         tot["macs_dense"] += fig["macs_dense"]
         tot["macs_theory"] += fig["macs_theory"]
+        if progress:
+            progress(f"{layer.name}: {r.cycles} cycles" + (
+                f", dense {cycles_dense}" if rd is not None else "")
+                + ("" if exact else ", MISMATCH"))
+    return rows, losses, tot, failures
 
-    summary = {"export": str(export_dir), "sim": sim, "array": [params.rows, params.cols],
-               "images": images, "layers": len(layers), "build_s": round(t_build, 1),
-               "run_s": round(t_run, 1), "bit_exact": not failures, "mismatches": failures,
-               **tot}
-    summary["speedup"] = tot["cycles_dense"] / tot["cycles_gated"]
-    summary["reduction"] = tot["macs_dense"] / tot["macs_theory"]
+
+def finish_summary(summary: dict, net, layers, tensors: list[dict], failures: list, *,
+                   labels=None, dense: bool = False) -> dict:
+    """``summary`` (with ``account_layers``'s totals) completed with the network's figures
+    and, when every layer ran, its logits checked against the integer model's (the exporter's
+    recorded logits for the sample image; not in ``dense`` mode, which is another network)
+    and the predicted classes (with ``labels``, several images, how many are right)."""
+    images = len(tensors)
+    summary["bit_exact"] = not failures
+    summary["mismatches"] = failures
+    summary["speedup"] = summary["cycles_dense"] / summary["cycles_gated"]
+    summary["reduction"] = summary["macs_dense"] / summary["macs_theory"]
     summary["efficiency"] = summary["speedup"] / summary["reduction"]
-    summary["utilisation"] = tot["macs_dense"] / (tot["cycles_dense"] * params.rows * params.cols)
-    summary["cycles_gated_per_image"] = tot["cycles_gated"] / images
-    summary["cycles_dense_per_image"] = tot["cycles_dense"] / images
+    rows, cols = summary["array"]
+    summary["utilisation"] = summary["macs_dense"] / (summary["cycles_dense"] * rows * cols)
+    summary["cycles_gated_per_image"] = summary["cycles_gated"] / images
+    summary["cycles_dense_per_image"] = summary["cycles_dense"] / images
     if len(layers) == len(net.layers):
         sample = net.manifest.get("sample", {})
         logits = [net.head(t) for t in tensors]
-        # image 0: the quantised PyTorch model's logits for it, as the exporter recorded them;
-        # without them (and for the other images), the integer network's own forward pass
-        expect = [sample.get("logits_acc")] + [None] * (len(xs) - 1)
-        expect = [net.forward(x) if e is None else e for x, e in zip(xs, expect)]
-        summary["logits_exact"] = all(np.array_equal(lg, np.asarray(e, np.int64))
-                                      for lg, e in zip(logits, expect))
         classes = [int(np.argmax(net.logits(lg))) for lg in logits]
         summary["predicted"] = classes[0] if images == 1 else classes
-        if images > 1:
+        if labels is not None:
             summary["label"] = labels
             summary["correct"] = sum(c == lb for c, lb in zip(classes, labels))
         elif "label" in sample:
             summary["label"] = sample["label"]
-        if not summary["logits_exact"]:
-            summary["bit_exact"] = False
-            failures.append("logits")
-    _write_reports(out, rows, summary, losses)
+        if not dense:
+            # image 0: the quantised PyTorch model's logits for it, as the exporter recorded
+            # them; without them (and for the other images), the integer network's own pass
+            expect = [sample.get("logits_acc")] + [None] * (images - 1)
+            expect = [net.forward(t["input"]) if e is None else e
+                      for t, e in zip(tensors, expect)]
+            summary["logits_exact"] = all(np.array_equal(lg, np.asarray(e, np.int64))
+                                          for lg, e in zip(logits, expect))
+            if not summary["logits_exact"]:
+                summary["bit_exact"] = False
+                failures.append("logits")
     return summary
 
 
@@ -254,7 +297,9 @@ def loss_table(losses, summary) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_reports(out: Path, rows, summary, losses) -> None:
+def write_reports(out: Path, rows, summary, losses) -> None:
+    """``layers.md`` (with the loss table), ``layers.csv``, ``summary.json`` and ``speedup.png``
+    in ``out``."""
     atomic_write_text(out / "layers.md", markdown_table(rows, summary) + "\nWhere the cycles "
                       "of the gated run go (percent of each layer's cycles; "
                       "`sluice.hw.cycle_model.loss_breakdown`, from the RTL's counters):\n\n"
@@ -287,7 +332,8 @@ def plot_speedup(rows, path: Path) -> None:
     ax.set_xlabel("element-level MAC reduction")
     ax.set_ylabel("measured speedup (dense cycles / gated cycles)")
     ax.set_title("Per-layer speedup against MAC reduction")
-    ax.legend(loc="upper left", fontsize=8)
+    if gated:
+        ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     atomic_write_bytes(path, lambda f: fig.savefig(f, format="png", dpi=120))
     plt.close(fig)
@@ -301,11 +347,21 @@ def cmd_run_model(args) -> int:
         raise SluiceError(f"{args.export_dir}: not a directory (expected `sluice export` output)")
     s = run_model(args.export_dir, args.out, sim=args.sim, params=params, limit=args.layers,
                   images=args.images, data_dir=args.data_dir)
-    print((Path(args.out) / "layers.md").read_text(), end="")
+    return print_summary(s, args.out)
+
+
+def print_summary(s: dict, out) -> int:
+    """Print a run's ``layers.md`` and one line of totals (``run_model``'s summary, or ``sluice
+    board run-model``'s); 1 if anything did not match, else 0."""
+    print((Path(out) / "layers.md").read_text(), end="")
     batch = f" ({s['images']} images stacked)" if s["images"] > 1 else ""
-    line = (f"{s['layers']} layers{batch} on {s['sim']} in {s['run_s']:.0f} s: speedup "
-            f"{s['speedup']:.2f}x, MAC reduction {s['reduction']:.2f}x, efficiency "
-            f"{s['efficiency']:.2f}, dense utilisation {s['utilisation']:.2f}")
+    if s.get("dense"):
+        line = (f"{s['layers']} layers in dense mode on {s['sim']} in {s['run_s']:.0f} s: "
+                f"{s['cycles_dense']:,} cycles, dense utilisation {s['utilisation']:.2f}")
+    else:
+        line = (f"{s['layers']} layers{batch} on {s['sim']} in {s['run_s']:.0f} s: speedup "
+                f"{s['speedup']:.2f}x, MAC reduction {s['reduction']:.2f}x, efficiency "
+                f"{s['efficiency']:.2f}, dense utilisation {s['utilisation']:.2f}")
     if batch:
         line += (f"; per image {s['cycles_gated_per_image']:,.0f} gated / "
                  f"{s['cycles_dense_per_image']:,.0f} dense cycles")
@@ -315,8 +371,12 @@ def cmd_run_model(args) -> int:
         if "correct" in s:
             line += f", {s['correct']} of {s['images']} correct"
     print(line)
+    if s.get("link_bound"):
+        print("(board cycles run from START to DONE and include the waits for the serial link's "
+              "input beats; the model columns are the array's own cycles)")
     if not s["bit_exact"]:
         print(f"MISMATCH: {', '.join(s['mismatches'])}")
         return 1
-    print(f"bit-exact against the integer model; reports in {args.out}")
+    what = "the integer reference in dense mode" if s.get("dense") else "the integer model"
+    print(f"bit-exact against {what}; reports in {out}")
     return 0

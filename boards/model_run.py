@@ -1,0 +1,64 @@
+"""``sluice board run-model``: a whole exported network on a board, layer by layer.
+
+Every layer runs on the board (``BoardRunner.run_layer``, the host sequence the testbenches
+use) with its input taken from the board's own outputs of earlier layers, as the manifest wires
+them; its output and gate bits are checked against the integer reference on that same input,
+gated layers run again in dense mode for the speedup baseline, and the final logits are
+checked against the integer model's. The checks, tables and reports are ``sluice run-model``'s
+(``sluice.sim.model_run``): ``layers.md``, ``layers.csv``, ``speedup.png``, ``summary.json``.
+
+The board's CYCLES counter runs from START to DONE, so its cycles include the accelerator's
+waits for input beats from the serial link (tens of times the array's own cycles at UART
+rates): the table's measured columns are the board's, the model columns the array's own
+(``sluice.hw.cycle_model``, which the RTL's counters equal when the stream keeps up).
+
+On a dense-only bitstream (the iCEBreaker's default build) ``dense=True`` runs every layer in
+dense mode, checked against the reference in dense mode; the logits are then those of the
+network with every gate on, so they are reported but not checked.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from sluice.errors import SluiceError
+
+
+def board_run_model(runner, export_dir, out_dir, *, dense: bool = False, limit: int = 0,
+                    progress=print) -> dict:
+    """Run the export's first ``limit`` layers (0: all) on ``runner`` (a ``BoardRunner``, or
+    anything with its ``run_layer`` and ``params``); returns the summary, also written with the
+    per-layer tables to ``out_dir``."""
+    from sluice.model.intnet import IntNet
+    from sluice.sim.model_run import write_reports, account_layers, finish_summary
+
+    params = runner.params
+    if not params.gating and not dense:
+        raise SluiceError("the board's bitstream is dense-only (no gating hardware): pass "
+                          "--dense to run every layer in dense mode")
+    if limit < 0:
+        raise SluiceError(f"--layers: {limit} must be 0 (all) or more")
+    net = IntNet(export_dir)  # validates the manifest and every layer file
+    layers = net.layers[:limit or None]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def on_board(entry, layer, bound):
+        r = runner.run_layer(bound, dense=dense)
+        rd = runner.run_layer(bound, dense=True) if layer.gated and not dense else None
+        return r, rd
+
+    progress(f"running {len(layers)} layers on {getattr(runner, 'runner_name', 'the board')} "
+             + ("(dense mode)" if dense else "(gated, plus dense for gated layers)") + " ...")
+    t0 = time.monotonic()
+    tensors = [{"input": layers[0][1].x}]
+    rows, losses, tot, failures = account_layers(net, layers, tensors, params, on_board,
+                                                 dense=dense, progress=progress)
+    summary = {"export": str(export_dir), "sim": getattr(runner, "runner_name", "board"),
+               "array": [params.rows, params.cols], "images": 1, "layers": len(layers),
+               "dense": dense, "run_s": round(time.monotonic() - t0, 1), "link_bound": True,
+               **tot}
+    finish_summary(summary, net, layers, tensors, failures, dense=dense)
+    write_reports(out, rows, summary, losses)
+    return summary

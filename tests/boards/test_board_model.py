@@ -1,0 +1,138 @@
+"""`sluice board run-model`: a whole exported network on a board, layer by layer, each layer fed
+with the board's own outputs, checked like `sluice run-model` on the RTL."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from sluice.boards.model_run import board_run_model
+from sluice.errors import SluiceError
+from sluice.hw.cycle_model import predict
+from sluice.hw.params import HwParams
+from sluice.model.intnet import IntNet
+from sluice.model.layerfile import Result
+from sluice.model.reference import run_reference
+
+PARAMS = HwParams(rows=4, cols=4, skip_cols=2, act_depth=4096, wgt_depth=512, pix_depth=256)
+
+
+class ReferenceBoard:
+    """A stand-in for ``BoardRunner``: outputs from the integer reference, counters from the
+    cycle model (which the RTL's equal); ``corrupt``: a layer whose first output it gets
+    wrong, in its gated run."""
+
+    runner_name = "reference-board"
+
+    def __init__(self, params, corrupt=None):
+        self.params, self.corrupt, self.calls = params, corrupt, []
+
+    def run_layer(self, layer, *, dense=False):
+        self.calls.append((layer.name, dense))
+        y, gate = run_reference(layer, dense=dense)
+        if layer.name == self.corrupt and not dense:
+            y = y.copy()
+            y.flat[0] = y.flat[0] + 1 if y.flat[0] < 127 else 0
+        pred = predict(layer, None if dense else gate, self.params, dense=dense)
+        cycles = pred.pop("cycles")
+        return Result(y=y, gate=gate, runner=self.runner_name, cycles=cycles,
+                      rows=self.params.rows, cols=self.params.cols, counters=pred)
+
+
+def test_the_network_chains_the_boards_outputs(tiny_export, tmp_path):
+    """Every layer once gated and, when gated, once dense; the totals are the cycle model's
+    over the integer network's own chain (the stand-in's outputs are the reference's), the
+    logits the exporter's, the reports written."""
+    from sluice.sim.model_run import bind_export, predict_network
+
+    net = IntNet(tiny_export)
+    board = ReferenceBoard(PARAMS)
+    s = board_run_model(board, tiny_export, tmp_path / "run", progress=lambda t: None)
+    assert s["bit_exact"] and s["logits_exact"], s["mismatches"]
+    assert s["layers"] == len(net.layers) and s["sim"] == "reference-board"
+    gated = [layer.name for _, layer in net.layers if layer.gated]
+    assert gated and len(board.calls) == len(net.layers) + len(gated)
+    assert [n for n, dense in board.calls if dense] == gated
+    model = predict_network(bind_export(tiny_export), PARAMS)
+    assert (s["cycles_gated"], s["cycles_dense"]) == (model["cycles_gated"],
+                                                      model["cycles_dense"])
+    assert s["efficiency"] == pytest.approx(model["efficiency"])
+    logits = net.forward(net.layers[0][1].x)
+    assert s["predicted"] == int(np.argmax(net.logits(logits)))
+    rows = (tmp_path / "run" / "layers.csv").read_text().splitlines()[1:]
+    assert len(rows) == len(net.layers)
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["layers"] == s["layers"]
+    assert (tmp_path / "run" / "speedup.png").stat().st_size > 0
+
+
+def test_a_wrong_output_is_found_and_carried_on(tiny_export, tmp_path):
+    """A board output that differs from the reference: that layer is named, the run goes on
+    with the board's outputs (so the logits differ too), the summary says not bit-exact."""
+    net = IntNet(tiny_export)
+    name = next(layer.name for _, layer in net.layers if layer.gated)
+    s = board_run_model(ReferenceBoard(PARAMS, corrupt=name), tiny_export, tmp_path / "run",
+                        progress=lambda t: None)
+    assert not s["bit_exact"] and s["mismatches"][0] == name
+    assert "MISMATCH" not in (tmp_path / "run" / "layers.md").read_text()
+    assert "| NO |" in (tmp_path / "run" / "layers.md").read_text()
+
+
+def test_a_dense_only_bitstream_runs_in_dense_mode(tiny_export, tmp_path):
+    """A dense-only bitstream (runner params without gating): refused without --dense, naming
+    it; with it every layer runs once, in dense mode, checked against the reference in dense
+    mode, and the logits are reported, not checked."""
+    board = ReferenceBoard(HwParams(**{**PARAMS.as_dict(), "gating": False}))
+    with pytest.raises(SluiceError, match="--dense"):
+        board_run_model(board, tiny_export, tmp_path / "x", progress=lambda t: None)
+    s = board_run_model(board, tiny_export, tmp_path / "run", dense=True,
+                        progress=lambda t: None)
+    assert s["bit_exact"] and s["dense"] and "logits_exact" not in s
+    assert all(dense for _, dense in board.calls)
+    assert len(board.calls) == len(IntNet(tiny_export).layers)
+    assert s["cycles_gated"] == s["cycles_dense"] and s["reduction"] == 1.0
+    with pytest.raises(SluiceError, match="--layers"):
+        board_run_model(board, tiny_export, tmp_path / "y", dense=True, limit=-1)
+
+
+def test_the_command_line(tiny_export, tmp_path, monkeypatch, capsys):
+    """`sluice board run-model` wired to the board (a stand-in behind the link here): the
+    layer table and the totals printed, the link's frame count, exit 0; exit 1 and the layer
+    named on a mismatch; exit 2 for a folder that is not an export."""
+    from types import SimpleNamespace
+
+    from sluice.boards import commands, host
+    from sluice.cli import main
+
+    board = {}
+    link = SimpleNamespace(frames=7, retried=0, t=SimpleNamespace())
+    monkeypatch.setattr(commands, "_open_link", lambda args, b, params: (link, "stand-in"))
+    monkeypatch.setattr(host, "BoardRunner",
+                        lambda link, params, runner_name: ReferenceBoard(PARAMS, **board))
+    out = tmp_path / "run"
+    assert main(["board", "run-model", str(tiny_export), "-o", str(out), "--port", "X"]) == 0
+    text = capsys.readouterr().out
+    assert "| **total** |" in text and "7 frames (0 retried)" in text
+    assert "bit-exact against the integer model" in text and "serial link" in text
+    board["corrupt"] = IntNet(tiny_export).layers[1][1].name
+    assert main(["board", "run-model", str(tiny_export), "-o", str(out), "--port", "X"]) == 1
+    assert f"MISMATCH: {board['corrupt']}" in capsys.readouterr().out
+    assert main(["board", "run-model", str(tmp_path / "none"), "--port", "X"]) == 2
+    assert "not a directory" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_run_model_on_the_simulated_board(tiny_export, tmp_path, capsys):
+    """`sluice board run-model --simulate`: the tiny network's first layer through the host, a
+    simulated UART, the bridge and the accelerator (ULX3S 12F defaults, 2 x 4), bit-exact; the
+    board's CYCLES include the waits for the link, so at least the model's (about 100 s)."""
+    from sluice.cli import main
+
+    out = tmp_path / "run"
+    assert main(["board", "run-model", str(tiny_export), "-o", str(out), "--board", "ulx3s-12f",
+                 "--simulate", "--layers", "1"]) == 0
+    assert "bit-exact against the integer model" in capsys.readouterr().out
+    for line in (out / "layers.csv").read_text().splitlines()[1:]:
+        f = line.split(",")
+        assert int(f[3]) > int(f[9]) and int(f[4]) > int(f[10]), line
