@@ -110,7 +110,14 @@ def account_layers(net, layers, tensors: list[dict], params: HwParams, results, 
 
     images = len(tensors)
     rows, failures, losses = [], [], []
-    tot = dict(cycles_gated=0, cycles_dense=0, macs_dense=0, macs_theory=0)
+    # steps: the cycles in which a step entered the array, CYCLES - LOAD_CYCLES - STALL_CYCLES
+    # (on a board, where the serial link's waits fill LOAD and STALL, still the array's own)
+    tot = dict(cycles_gated=0, cycles_dense=0, macs_dense=0, macs_theory=0, steps_gated=0,
+               steps_dense=0, model_steps_gated=0, model_steps_dense=0)
+
+    def steps(res):
+        return res.cycles - res.counters["load_cycles"] - res.counters["stall_cycles"]
+
     for entry, layer in layers:
         bound, own_rows = bind_batch(net, entry, layer, tensors)
         r, rd = results(entry, layer, bound)
@@ -147,8 +154,13 @@ def account_layers(net, layers, tensors: list[dict], params: HwParams, results, 
         for t in terms:
             tot["loss_" + t] = tot.get("loss_" + t, 0.0) + lb[t]
         losses.append(dict(layer=layer.name, cycles=r.cycles, **{t: lb[t] for t in terms}))
-        model_g = predict(bound, None if dense else r.gate, params, dense=dense)["cycles"]
-        model_d = predict(bound, None, params, dense=True)["cycles"]
+        pred_g = predict(bound, None if dense else r.gate, params, dense=dense)
+        pred_d = predict(bound, None, params, dense=True)
+        model_g, model_d = pred_g["cycles"], pred_d["cycles"]
+        tot["steps_gated"] += steps(r)
+        tot["steps_dense"] += steps(rd if rd is not None else r)
+        tot["model_steps_gated"] += pred_g["steps"]
+        tot["model_steps_dense"] += pred_d["steps"]
         speedup = cycles_dense / r.cycles
         rows.append(dict(layer=layer.name, gated=gated, gate_rate=fig["gate_rate"],
                          cycles_gated=r.cycles, cycles_dense=cycles_dense, speedup=speedup,
@@ -374,6 +386,15 @@ def print_summary(s: dict, out) -> int:
     if s.get("link_bound"):
         print("(board cycles run from START to DONE and include the waits for the serial link's "
               "input beats; the model columns are the array's own cycles)")
+        same = (s["steps_gated"], s["steps_dense"]) == (s["model_steps_gated"],
+                                                        s["model_steps_dense"])
+        print(f"array steps (CYCLES - LOAD_CYCLES - STALL_CYCLES, the cycles a step entered the "
+              f"array): {s['steps_gated']:,}" + ("" if s.get("dense") else
+                                                 f" gated, {s['steps_dense']:,} dense, "
+                                                 f"{s['steps_dense'] / s['steps_gated']:.2f}x")
+              + ("; the cycle model's, exactly" if same else
+                 f"; the cycle model says {s['model_steps_gated']:,} / "
+                 f"{s['model_steps_dense']:,}"))
     if not s["bit_exact"]:
         print(f"MISMATCH: {', '.join(s['mismatches'])}")
         return 1

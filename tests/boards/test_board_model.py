@@ -59,6 +59,9 @@ def test_the_network_chains_the_boards_outputs(tiny_export, tmp_path):
     assert (s["cycles_gated"], s["cycles_dense"]) == (model["cycles_gated"],
                                                       model["cycles_dense"])
     assert s["efficiency"] == pytest.approx(model["efficiency"])
+    assert (s["steps_gated"], s["steps_dense"]) == (s["model_steps_gated"],
+                                                    s["model_steps_dense"])
+    assert 0 < s["steps_gated"] < s["steps_dense"] < s["cycles_dense"]
     logits = net.forward(net.layers[0][1].x)
     assert s["predicted"] == int(np.argmax(net.logits(logits)))
     rows = (tmp_path / "run" / "layers.csv").read_text().splitlines()[1:]
@@ -115,6 +118,8 @@ def test_the_command_line(tiny_export, tmp_path, monkeypatch, capsys):
     text = capsys.readouterr().out
     assert "| **total** |" in text and "7 frames (0 retried)" in text
     assert "bit-exact against the integer model" in text and "serial link" in text
+    assert "array steps (CYCLES - LOAD_CYCLES - STALL_CYCLES" in text
+    assert "the cycle model's, exactly" in text
     board["corrupt"] = IntNet(tiny_export).layers[1][1].name
     assert main(["board", "run-model", str(tiny_export), "-o", str(out), "--port", "X"]) == 1
     assert f"MISMATCH: {board['corrupt']}" in capsys.readouterr().out
@@ -126,13 +131,17 @@ def test_the_command_line(tiny_export, tmp_path, monkeypatch, capsys):
 def test_run_model_on_the_simulated_board(tiny_export, tmp_path, capsys):
     """`sluice board run-model --simulate`: the tiny network's first layer through the host, a
     simulated UART, the bridge and the accelerator (ULX3S 12F defaults, 2 x 4), bit-exact; the
-    board's CYCLES include the waits for the link, so at least the model's (about 100 s)."""
+    board's CYCLES include the waits for the link, so more than the model's, but its steps
+    (CYCLES - LOAD - STALL) are the model's (about 100 s)."""
     from sluice.cli import main
 
     out = tmp_path / "run"
     assert main(["board", "run-model", str(tiny_export), "-o", str(out), "--board", "ulx3s-12f",
                  "--simulate", "--layers", "1"]) == 0
-    assert "bit-exact against the integer model" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "bit-exact against the integer model" in text
     for line in (out / "layers.csv").read_text().splitlines()[1:]:
         f = line.split(",")
         assert int(f[3]) > int(f[9]) and int(f[4]) > int(f[10]), line
+    # the link's waits land in LOAD_CYCLES and STALL_CYCLES: the steps are the array's own
+    assert "the cycle model's, exactly" in text
