@@ -89,8 +89,12 @@ def cmd_board_run_layer(args) -> int:
         if close:
             close()
     write_result(args.output, result)
-    print(f"{layer.name}: {runner_name}, {params.rows}x{params.cols} array, cycles "
-          f"{result.cycles}, {link.frames} frames ({link.retried} retried)")
+    steps = (result.cycles - result.counters.get("load_cycles", 0)
+             - result.counters.get("stall_cycles", 0))
+    print(f"{layer.name}: {runner_name}, {runner.params.rows}x{runner.params.cols} array, "
+          f"cycles {result.cycles} (the serial link's waits included), array steps {steps} "
+          f"(CYCLES - LOAD_CYCLES - STALL_CYCLES), {link.frames} frames "
+          f"({link.retried} retried)")
     status = check_against_refs(layer, result, args.dense)
     print(f"wrote {args.output}")
     return status

@@ -19,10 +19,17 @@ def test_gated_layer_end_to_end(tmp_path, capsys):
     # build is the dense-only one)
     assert main(["board", "run-layer", str(src), "-o", str(out), "--board", "icebreaker",
                  "--simulate", "--gated"]) == 0
-    assert "matches y_ref and gate_ref" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "matches y_ref and gate_ref" in text
     res = read_result(out)
     y, gate = run_reference(layer)
     assert np.array_equal(res.y, y) and np.array_equal(res.gate, gate)
+    # the array's steps are the cycle model's, whatever the link's waits added to the cycles
+    from sluice.boards.platforms import get_board
+    from sluice.hw.cycle_model import predict
+    steps = predict(layer, gate, get_board("icebreaker").params())["steps"]
+    assert f"array steps {steps} (CYCLES - LOAD_CYCLES - STALL_CYCLES)" in text
+    assert res.cycles > steps
     assert 0 < gate.mean() < 1  # both gate outcomes exercised
     assert res.runner == "board-sim:icebreaker" and (res.rows, res.cols) == (2, 2)
     assert res.cycles > 0 and res.counters["macs_skipped"] > 0
