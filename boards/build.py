@@ -95,10 +95,9 @@ PLL_TIMING_WEIGHT = 40
 
 
 def build(board_name: str, *, rows=None, cols=None, dense_only=False, gated=False,
-          loopback=False,
-          program=False, out_root="build/boards", nice=10, seed=1, router=ROUTERS[0],
-          clock_mhz=None, pe_mult=None, post_cols=None, skip_cols=None, act_share=None,
-          act_width=None, row_slices=None, nextpnr_args="", synth_only=False,
+          loopback=False, program=False, out_root="build/boards", nice=10, seed=1,
+          router=ROUTERS[0], clock_mhz=None, pe_mult=None, post_cols=None, skip_cols=None,
+          act_share=None, act_width=None, row_slices=None, nextpnr_args="", synth_only=False,
           report_only=False, log=print) -> dict:
     """Synthesise, place and route one board build; returns the report dict. ``clock_mhz``:
     the design clock from the board's PLL (ECP5) instead of its oscillator. ``nextpnr_args``:

@@ -23,12 +23,12 @@ def cmd_build(args) -> int:
     if args.rows is not None and args.rows < 2 or args.cols is not None and args.cols < 2:
         raise SluiceError("--rows/--cols: the array needs at least 2 x 2")
     build(args.board, rows=args.rows, cols=args.cols, dense_only=args.dense_only,
-          gated=args.gated, loopback=args.loopback, program=args.program, out_root=args.out_dir, seed=args.seed,
-          router=args.router, clock_mhz=args.clock_mhz, pe_mult=args.pe_mult,
-          post_cols=args.post_cols, skip_cols=args.skip_cols, act_share=args.act_share,
-          act_width=args.act_width, row_slices=args.row_slices,
-          nextpnr_args=args.nextpnr_args, synth_only=args.synth_only,
-          report_only=args.report_only)
+          gated=args.gated, loopback=args.loopback, program=args.program,
+          out_root=args.out_dir, seed=args.seed, router=args.router,
+          clock_mhz=args.clock_mhz, pe_mult=args.pe_mult, post_cols=args.post_cols,
+          skip_cols=args.skip_cols, act_share=args.act_share, act_width=args.act_width,
+          row_slices=args.row_slices, nextpnr_args=args.nextpnr_args,
+          synth_only=args.synth_only, report_only=args.report_only)
     return 0
 
 
