@@ -85,6 +85,11 @@ CASES = {
     "narrow_act_words_overlap": (replace(SLOW, act_width=2),
                                  dict(c_in=12, c_out=6, size=(9, 9), kernel=1, padding=0,
                                       partitions=3, gate_rate=0.3)),
+    # four-byte words from a 16-byte stream in copies two skip groups share: the block RAM's
+    # word is registered before its byte is selected (as for two-byte words), cycle-neutral
+    "shared_act_four_byte_words": (replace(SQUARE, act_share=2, act_width=4),
+                                   dict(c_in=8, c_out=8, size=(5, 6), partitions=2,
+                                        gate_rate=0.3, residual=True)),
     # one residual pixel per beat (a 4-byte stream on 4 columns)
     "slow_stream_residual": (SLOW, dict(c_in=4, c_out=4, size=(5, 5), partitions=2,
                                         gate_rate=0.3, residual=True)),
