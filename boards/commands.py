@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
 
@@ -71,27 +72,35 @@ def _open_link(args, board, params):
     return Link(SerialTransport(args.port, baud, timeout=args.timeout)), f"board:{board.name}"
 
 
-def cmd_board_run_layer(args) -> int:
+@contextlib.contextmanager
+def _board_runner(args):
+    """A ``BoardRunner`` on the board (or the simulated one) the arguments name, and its
+    ``Link``; the serial port is closed afterwards."""
     from sluice.boards.host import BoardRunner
+
+    board, params = _board_params(args)
+    link, runner_name = _open_link(args, board, params)
+    try:
+        yield BoardRunner(link, params, runner_name=runner_name), link
+    finally:
+        close = getattr(link.t, "close", None)
+        if close:
+            close()
+
+
+def cmd_board_run_layer(args) -> int:
     from sluice.cli import check_against_refs
+    from sluice.hw.cycle_model import array_steps
     from sluice.model.layerfile import read_layer, write_result
 
     if not args.output.endswith(".npz"):
         raise SluiceError(f"-o: {args.output!r} must end in .npz (e.g. OUT.result.npz)")
     layer = read_layer(args.layer)
-    board, params = _board_params(args)
-    link, runner_name = _open_link(args, board, params)
-    try:
-        runner = BoardRunner(link, params, runner_name=runner_name)
+    with _board_runner(args) as (runner, link):
         result = runner.run_layer(layer, dense=args.dense)
-    finally:
-        close = getattr(link.t, "close", None)
-        if close:
-            close()
     write_result(args.output, result)
-    steps = (result.cycles - result.counters.get("load_cycles", 0)
-             - result.counters.get("stall_cycles", 0))
-    print(f"{layer.name}: {runner_name}, {runner.params.rows}x{runner.params.cols} array, "
+    steps = array_steps(result.cycles, result.counters)
+    print(f"{layer.name}: {runner.runner_name}, {runner.params.rows}x{runner.params.cols} array, "
           f"cycles {result.cycles} (the serial link's waits included), array steps {steps} "
           f"(CYCLES - LOAD_CYCLES - STALL_CYCLES), {link.frames} frames "
           f"({link.retried} retried)")
@@ -101,22 +110,14 @@ def cmd_board_run_layer(args) -> int:
 
 
 def cmd_board_run_model(args) -> int:
-    from sluice.boards.host import BoardRunner
     from sluice.boards.model_run import board_run_model
     from sluice.sim.model_run import print_summary
 
     if not Path(args.export_dir).is_dir():
         raise SluiceError(f"{args.export_dir}: not a directory (expected `sluice export` output)")
-    board, params = _board_params(args)
-    link, runner_name = _open_link(args, board, params)
-    try:
-        runner = BoardRunner(link, params, runner_name=runner_name)
+    with _board_runner(args) as (runner, link):
         s = board_run_model(runner, args.export_dir, args.out, dense=args.dense,
                             limit=args.layers)
-    finally:
-        close = getattr(link.t, "close", None)
-        if close:
-            close()
     print(f"{link.frames} frames ({link.retried} retried)")
     return print_summary(s, args.out)
 

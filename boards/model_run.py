@@ -31,7 +31,7 @@ def board_run_model(runner, export_dir, out_dir, *, dense: bool = False, limit: 
     anything with its ``run_layer`` and ``params``); returns the summary, also written with the
     per-layer tables to ``out_dir``."""
     from sluice.model.intnet import IntNet
-    from sluice.sim.model_run import write_reports, account_layers, finish_summary
+    from sluice.sim.model_run import account_layers, finish_summary, write_reports
 
     params = runner.params
     if not params.gating and not dense:
@@ -49,13 +49,14 @@ def board_run_model(runner, export_dir, out_dir, *, dense: bool = False, limit: 
         rd = runner.run_layer(bound, dense=True) if layer.gated and not dense else None
         return r, rd
 
-    progress(f"running {len(layers)} layers on {getattr(runner, 'runner_name', 'the board')} "
+    name = getattr(runner, "runner_name", "board")
+    progress(f"running {len(layers)} layers on {name} "
              + ("(dense mode)" if dense else "(gated, plus dense for gated layers)") + " ...")
     t0 = time.monotonic()
     tensors = [{"input": layers[0][1].x}]
     rows, losses, tot, failures = account_layers(net, layers, tensors, params, on_board,
                                                  dense=dense, progress=progress)
-    summary = {"export": str(export_dir), "sim": getattr(runner, "runner_name", "board"),
+    summary = {"export": str(export_dir), "sim": name,
                "array": [params.rows, params.cols], "images": 1, "layers": len(layers),
                "dense": dense, "run_s": round(time.monotonic() - t0, 1), "link_bound": True,
                **tot}

@@ -262,6 +262,13 @@ LOSS_TERMS = ("ideal", "base_fill", "skip_tile", "packing", "overhead")
 PACKING_TERMS = ("partial_pass", "lockstep")
 
 
+def array_steps(cycles: int, counters: dict) -> int:
+    """The cycles in which a step entered the array: ``CYCLES - LOAD_CYCLES - STALL_CYCLES``
+    (``counters`` as a result file or :func:`predict` names them). On a board the serial link's
+    waits land in LOAD and STALL, so this stays the array's own work."""
+    return cycles - counters["load_cycles"] - counters["stall_cycles"]
+
+
 def loss_breakdown(layer, gate, counters: dict, params: HwParams = DEFAULT,
                    dense: bool = False) -> dict:
     """Where a run's cycles go, from its performance counters (RTL or :func:`predict`).
@@ -296,7 +303,7 @@ def loss_breakdown(layer, gate, counters: dict, params: HwParams = DEFAULT,
     fig = work_figures(layer, gate if gated else np.ones_like(gate))
     cycles = counters["cycles"]
     overhead = counters["stall_cycles"] + counters["load_cycles"]
-    issued = cycles - overhead
+    issued = array_steps(cycles, counters)
     base_cin = layer.c_in // layer.partitions if gated else layer.c_in
     first_steps = 0  # steps of the dense or base phase, all jobs and tiles
     for job in layer_jobs(layer, params, dense=dense):

@@ -105,18 +105,18 @@ def account_layers(net, layers, tensors: list[dict], params: HwParams, results, 
     dense-only bitstream), checked against the reference in dense mode. Returns ``(rows,
     losses, totals, failures)``: the per-layer table rows, loss breakdowns, the network's
     cycle and MAC totals with each loss term's, and the layers whose outputs did not match."""
-    from sluice.hw.cycle_model import LOSS_TERMS, PACKING_TERMS, loss_breakdown, predict
+    from sluice.hw.cycle_model import (LOSS_TERMS, PACKING_TERMS, array_steps, loss_breakdown,
+                                       predict)
     from sluice.sim.batch import bind_batch, split
 
     images = len(tensors)
     rows, failures, losses = [], [], []
-    # steps: the cycles in which a step entered the array, CYCLES - LOAD_CYCLES - STALL_CYCLES
-    # (on a board, where the serial link's waits fill LOAD and STALL, still the array's own)
+    # steps: the cycles in which a step entered the array (``array_steps``)
     tot = dict(cycles_gated=0, cycles_dense=0, macs_dense=0, macs_theory=0, steps_gated=0,
                steps_dense=0, model_steps_gated=0, model_steps_dense=0)
 
     def steps(res):
-        return res.cycles - res.counters["load_cycles"] - res.counters["stall_cycles"]
+        return array_steps(res.cycles, res.counters)
 
     for entry, layer in layers:
         bound, own_rows = bind_batch(net, entry, layer, tensors)
