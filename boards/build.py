@@ -74,6 +74,7 @@ def build_name(board: Board, params, dense_only=False, loopback=False, clock_mhz
     if not dense_only and params.gating and params.act_shared:
         tag += f"_share{params.act_share}"
     tag += f"_aw{params.act_width}" if params.act_width else ""
+    tag += f"_feed{params.feed_regs}" if params.feed_regs != 1 else ""  # (both builds)
     # row slices other than the board's choice (gated builds only: the dense-only partner
     # has none, one name for either)
     if not dense_only and params.gating and params.row_slices != board.row_slices:
@@ -97,8 +98,8 @@ PLL_TIMING_WEIGHT = 40
 def build(board_name: str, *, rows=None, cols=None, dense_only=False, gated=False,
           loopback=False, program=False, out_root="build/boards", nice=10, seed=1,
           router=ROUTERS[0], clock_mhz=None, pe_mult=None, post_cols=None, skip_cols=None,
-          act_share=None, act_width=None, row_slices=None, nextpnr_args="", synth_only=False,
-          report_only=False, log=print) -> dict:
+          act_share=None, act_width=None, row_slices=None, feed_regs=None, nextpnr_args="",
+          synth_only=False, report_only=False, log=print) -> dict:
     """Synthesise, place and route one board build; returns the report dict. ``clock_mhz``:
     the design clock from the board's PLL (ECP5) instead of its oscillator. ``nextpnr_args``:
     more nextpnr options, appended to Sluice's (e.g. ``--placer-heap-beta 0.6``).
@@ -140,7 +141,8 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, gated=Fals
         raise SluiceError(f"--nextpnr-args: {e}") from None
     # the array's options are checked before the tools: a typo fails in a second
     params = board.params(rows, cols, pe_mult=pe_mult, post_cols=post_cols, skip_cols=skip_cols,
-                          act_share=act_share, act_width=act_width, row_slices=row_slices)
+                          act_share=act_share, act_width=act_width, row_slices=row_slices,
+                          feed_regs=feed_regs)
     if params.act_share == 2 and board.family == "ice40":
         raise SluiceError(f"--act-share 2: {board.name}'s block RAMs (SB_RAM40_4K) have one read "
                           "port, so a shared copy would be duplicated again; leave it at 1")
@@ -258,6 +260,7 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, gated=Fals
                             + (["--act-share", str(params.act_share)] if act_share else [])
                             + (["--act-width", str(params.act_width)] if act_width else [])
                             + (["--row-slices", str(params.row_slices)] if row_slices else [])
+                            + (["--feed-regs", str(params.feed_regs)] if feed_regs else [])
                             + (["--loopback"] if loopback else [])
                             + (["--seed", str(seed)] if seed != 1 else [])
                             + (["--router", router] if router != ROUTERS[0] else [])

@@ -28,7 +28,8 @@ def cmd_build(args) -> int:
           out_root=args.out_dir, seed=args.seed, router=args.router,
           clock_mhz=args.clock_mhz, pe_mult=args.pe_mult, post_cols=args.post_cols,
           skip_cols=args.skip_cols, act_share=args.act_share, act_width=args.act_width,
-          row_slices=args.row_slices, nextpnr_args=args.nextpnr_args,
+          row_slices=args.row_slices, feed_regs=args.feed_regs,
+          nextpnr_args=args.nextpnr_args,
           synth_only=args.synth_only, report_only=args.report_only)
     return 0
 
@@ -202,6 +203,10 @@ def add_commands(sub) -> None:
                    help="1, 2 or 3: sliced conditional passes (2: a second weight read and an "
                         "adder per column in the drain; 3: a third read and adder for 3x3 "
                         "layers); default: the board's")
+    p.add_argument("--feed-regs", type=int, default=None,
+                   help="registers between the buffers' block-RAM data and the array edge (1 or "
+                        "2: the route out of each block RAM gets a cycle of its own, one cycle "
+                        "more per phase); default: the board's")
     p.add_argument("--nextpnr-args", default="",
                    help="more nextpnr options, appended to Sluice's (quote them), e.g. "
                         "'--placer-heap-beta 0.6' to spread a congested placement")

@@ -48,6 +48,10 @@ def add_params(p):
                         "skip group runs each pixel on two rows, splitting the kernel's rows "
                         "(a second weight read); with 3 also, on 3x3 layers, one with at most "
                         "rows/4 on three rows, a kernel row each (a third read; default %(default)s)")
+    p.add_argument("--feed-regs", type=int, default=DEFAULT.feed_regs,
+                   help="registers between the buffers' block-RAM data and the array edge (1 or "
+                        "2; 2: a cycle of its own for the route out of each block RAM, one "
+                        "cycle more per phase; default %(default)s)")
     p.add_argument("--pe-mult", choices=PE_MULTS, default=DEFAULT.pe_mult,
                    help="element multipliers as '*' (dsp: DSP blocks on an FPGA) or as shifted "
                         "partial products (logic: LUTs, DSPs left to the post-processing)")
@@ -60,7 +64,8 @@ def params_from_args(args):
                     skip_cols=args.skip_cols, stream_width=args.stream_width,
                     gating=not args.dense_only, pe_mult=args.pe_mult,
                     post_cols=args.post_cols, act_share=args.act_share,
-                    act_width=args.act_width, row_slices=args.row_slices)
+                    act_width=args.act_width, row_slices=args.row_slices,
+                    feed_regs=args.feed_regs)
 
 
 def cmd_verilog(args) -> int:

@@ -3,7 +3,7 @@
 It follows the RTL pass by pass (not cycle by cycle): for every job (band of output rows) and
 channel tile, the loads, the column setup, and each phase's passes with the three things that can
 hold a pass back: the row-set loader (``rows + 3`` cycles to fill the next row set), the drain of
-the previous pass (its last step may only issue ``rows + skip_cols + 1 + ARRAY_EXTRA`` cycles after
+the previous pass (its last step may only issue ``rows + skip_cols + 1 + array_extra`` cycles after
 the previous pass's last step) and the pass length itself. Assumes the input stream always has
 the next beat and the output stream is always ready (the host sequence's contract); under those
 conditions it reproduces the RTL's CYCLES counter exactly (the tests check this).
@@ -14,7 +14,6 @@ from __future__ import annotations
 import numpy as np
 
 from sluice.hw.params import DEFAULT, SLICE3_KERNEL, HwParams, slice_taps
-from sluice.hw.pe import ARRAY_EXTRA
 from sluice.hw.postproc import post_latency
 
 # fixed costs, in cycles (see the RTL): PHASE/COND states; TERM writes the terminating word
@@ -39,7 +38,7 @@ def phase_cycles(npix: int, steps: int, p: HwParams, start: int = 0, need=None,
     once the last row's last column has entered its unit.
     """
     R, C, PU = p.rows, p.cols, p.post_cols
-    spacing = p.skip_cols + (R - 1) * PU + 2 + ARRAY_EXTRA
+    spacing = p.skip_cols + (R - 1) * PU + 2 + p.array_extra
     n_pass = -(-npix // R)
     s = start + R + 2  # swap cycle of the first row set
     e_prev = None
@@ -66,7 +65,7 @@ def phase_cycles(npix: int, steps: int, p: HwParams, start: int = 0, need=None,
                 e = max(e, e_prev + spacing)
         ready = s + R + 3
         e_prev = e
-    return e_prev + p.skip_cols + R * PU + 3 + ARRAY_EXTRA, n_pass, wait
+    return e_prev + p.skip_cols + R * PU + 3 + p.array_extra, n_pass, wait
 
 
 def sliced_last(busiest: int, kernel: int, p: HwParams) -> int:

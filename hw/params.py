@@ -30,6 +30,8 @@ STRIDES = (1, 2)
 MAX_PADDING = 3
 #: ``HwParams.row_slices``: 1 none, 2 a last pass on two row slices, 3 also on three (3 x 3)
 ROW_SLICES = (1, 2, 3)
+#: registers between block-RAM read data and the array edge (``HwParams.feed_regs``)
+FEED_REGS_CHOICES = (1, 2)
 #: the kernel whose passes may run on three slices, one kernel row each (``row_slices`` 3)
 SLICE3_KERNEL = 3
 MAX_SHIFT = 62
@@ -116,6 +118,11 @@ class HwParams:
     summing part of the kernel's rows (a second weight read); with 3 (the default) a 3 x 3
     layer's with at most ``rows // 4`` also on three rows, a kernel row each (a third read).
     See ``hw/README.md``, "Row slices" and "Three slices".
+    ``feed_regs``: registers between the buffers' block-RAM read data and the array edge, on
+    every activation and weight feed (``FEED_REGS_CHOICES``: 1 or 2). The second gives the
+    route from a block RAM's output (no output register) to the first of them a cycle of its
+    own, at one cycle more per phase's drain (``array_extra``; the 8 x 8 board build with
+    8-byte activation words: ``boards/README.md``).
     """
 
     rows: int = 8
@@ -131,10 +138,13 @@ class HwParams:
     act_share: int = 1
     act_width: int = 0
     row_slices: int = 3
+    feed_regs: int = 1
 
     def __post_init__(self):
         if not self.gating:  # no skip groups without gating: one feed per row
             object.__setattr__(self, "skip_cols", self.cols)
+        if self.feed_regs not in FEED_REGS_CHOICES:
+            raise SluiceError(f"--feed-regs: {self.feed_regs} must be 1 or 2")
         if self.row_slices not in ROW_SLICES:
             raise SluiceError(f"--row-slices: {self.row_slices} must be 1, 2 or 3")
         if not self.gating:  # (only conditional passes are sliced)
@@ -247,6 +257,14 @@ class HwParams:
         return self.rows // 4 if self.row_slices == 3 else 0
 
     @property
+    def array_extra(self) -> int:
+        """Cycles from a step's issue-side registers to an element's sum, beyond the skew
+        (``ISSUE_REGS + feed_regs + PE_STAGES``, ``hw/pe.py``): the drain and the cycle model
+        wait this much longer than an unpipelined array would."""
+        from sluice.hw.pe import ISSUE_REGS, PE_STAGES
+        return ISSUE_REGS + self.feed_regs + PE_STAGES
+
+    @property
     def groups(self) -> int:
         """Skip groups per array row."""
         return self.cols // self.skip_cols
@@ -291,7 +309,7 @@ class HwParams:
             parts.append(f"skip_cols {self.skip_cols}")
         base = HwParams(rows=self.rows, cols=self.cols, gating=self.gating)
         for name in ("post_cols", "act_share", "act_width", "stream_width", "pe_mult",
-                     "act_depth", "wgt_depth", "pix_depth", "row_slices"):
+                     "act_depth", "wgt_depth", "pix_depth", "row_slices", "feed_regs"):
             if getattr(self, name) != getattr(base, name):
                 parts.append(f"{name} {getattr(self, name)}")
         return ", ".join(parts)

@@ -26,6 +26,7 @@ from sluice.hw.params import ACC_BITS, ACT_BITS, KEEP_ATTRS, WGT_BITS
 # feed (on top of the skew): without one, row 0 / column 0 see block-RAM output, byte select and
 # the element's multiply-accumulate in one cycle (the Fmax-limiting path on ECP5). A pass's sums
 # are final FEED_REGS cycles later; the top level's drain and the cycle model account for it.
+# This is the default; ``HwParams.feed_regs`` 2 adds a second (``HwParams.array_extra``).
 FEED_REGS = 1
 # Registers between an element's multiplier and its accumulator (the product and the step's
 # control: valid, first, last, enable). Without one, the 8 x 8 multiply and the 32-bit
@@ -45,7 +46,8 @@ PE_STAGES = 3
 # on the ECP5, issue/swap into those registers was the critical path, 12.9 ns).
 ISSUE_REGS = 1
 # cycles from a step's issue-side registers to the element's sum, beyond the skew: the drain
-# and the cycle model wait this much longer than an unpipelined array
+# and the cycle model wait this much longer than an unpipelined array (with the default
+# feed registers; an instance's own is ``HwParams.array_extra``)
 ARRAY_EXTRA = ISSUE_REGS + FEED_REGS + PE_STAGES
 
 

@@ -39,7 +39,7 @@ from sluice.hw.params import (ACT_BITS, COUNTERS, DEFAULT, DIM_BITS, ERROR_FIELD
                               FLAG_FIELDS, KEEP_ATTRS, KERNELS, MAX_PADDING, PARAM_BITS,
                               PARAM_ORDER, PIX_BITS, SLICE3_KERNEL, HwParams, desc_ranges,
                               id_value, slice_taps)
-from sluice.hw.pe import ARRAY_EXTRA, FEED_REGS, ISSUE_REGS, SystolicArray
+from sluice.hw.pe import ISSUE_REGS, SystolicArray
 from sluice.hw.postproc import (GateUnit, PostProc, front_regs, mult_stages, param_read_last,
                                 post_latency, res_stages)
 from sluice.hw.products import SerialProducts
@@ -141,6 +141,8 @@ class Sluice(wiring.Component):
         POST_LATENCY = drain_post_latency(P)
         FR = front_regs(C)  # registers in front of the units (their inputs as read, then selected)
         PRL = param_read_last(C)  # the last post-processing stage that reads a tile parameter
+        NFEED = P.feed_regs  # registers between block-RAM read data and the array edge
+        AX = P.array_extra  # issue-side registers to an element's sum, beyond the skew
         assert FR + PRL <= C + 3, "the tile parameters would change under the pipeline"
         # (rows leave the drain PU cycles apart, so fewer words are on their way; the depth is
         # chosen from the same latency, so the drain never waits for FIFO room)
@@ -708,7 +710,7 @@ class Sluice(wiring.Component):
         # cycle after a swap the issuer reads the row set from `nxt` (`cur_v`), which the loader
         # writes no earlier than two cycles after the swap; cur holds the issued rows until
         # the cycle after the last step, when drn takes them (the drain's first read is
-        # G + ARRAY_EXTRA cycles after it). Cycle-neutral.
+        # G + array_extra cycles after it). Cycle-neutral.
         swap_q = Signal()
         last_q = Signal()
         cur_v = {f: [Signal.like(cur[f][q], name=f"cur_v_{f}_{q}") for q in range(Q)]
@@ -776,16 +778,18 @@ class Sluice(wiring.Component):
 
         # skew, per skip group (the groups are independent sub-arrays: activations move right
         # only inside a group): feed (r, j) delayed r cycles, weight column c delayed c mod G,
-        # and all of them FEED_REGS more (a register between block-RAM data and the array
-        # edge); so every group's sums are final G - 1 cycles after its first column's, and
-        # the drain starts G + ARRAY_EXTRA cycles after a pass's last step, not cols + ...
+        # and all of them NFEED more (`feed_regs`, 1 or 2: registers between block-RAM data and
+        # the array edge); so every group's sums are final G - 1 cycles after its first
+        # column's, and the drain starts G + array_extra cycles after a pass's last step, not
+        # cols + ...
         # With words narrower than the stream (board builds, `act_width` 2 to 8 bytes) the first
         # feed register holds the block RAM's word as read, with the byte select and the tap
         # check beside it, and the byte is selected after it: the block RAM's output goes to a
         # register only (its output, the select and the route to the array's row were an 8 x 8
         # ECP5 path: 13.3 ns with 8-byte words selected first). Cycle-neutral. Full-beat words
         # (the default) are selected first: a register of the whole 16-byte word per feed
-        # would cost more.
+        # would cost more. A second feed register (`feed_regs` 2) comes after the select: the
+        # register behind the block RAM then feeds only the next one, not the array's row.
         raw_first = 0 < awbits <= 3
         for q in range(Q):
             r, j = divmod(q, NG)
@@ -810,7 +814,7 @@ class Sluice(wiring.Component):
                 m.d.comb += a.eq(Mux(s1_inb[q], byte, 0))
                 stage = (a, s1_valid[q], s1_first, s1_last, s1_en[q])
                 first_reg = 0
-            for d in range(first_reg, r + FEED_REGS):
+            for d in range(first_reg, r + NFEED):
                 # (the activation byte is data, without reset, like the elements' operands)
                 nxt_stage = tuple(Signal.like(x, name=f"skew_q{q}_{d}_{i}", reset_less=i == 0)
                                   for i, x in enumerate(stage))
@@ -822,7 +826,7 @@ class Sluice(wiring.Component):
         for c in range(C):
             w = Signal(signed(8), name=f"feed_w_{c}")
             m.d.comb += w.eq(wgt_word[8 * c:8 * c + 8])
-            m.d.comb += arr.w[c].eq(_delayed(m, w, c % G + FEED_REGS, f"skew_c{c}"))
+            m.d.comb += arr.w[c].eq(_delayed(m, w, c % G + NFEED, f"skew_c{c}"))
         def slice_feed(n, rp, ahead, row, sel, sel_name, w_in, w_sel):
             """Weight feed ``n`` of a sliced pass: a further read port of the bank (``rp``),
             ``ahead`` words ahead of the step's, its address ``row`` cycles behind (the weights reach row
@@ -841,8 +845,8 @@ class Sluice(wiring.Component):
             for c in range(C):
                 w = Signal(signed(8), name=f"feed_w{n}_{c}")
                 m.d.comb += w.eq(word[8 * c:8 * c + 8])
-                m.d.comb += [w_in[c].eq(_delayed(m, w, c % G + FEED_REGS, f"skew{n}_c{c}")),
-                             w_sel[c].eq(_delayed(m, s1, row + c % G + FEED_REGS,
+                m.d.comb += [w_in[c].eq(_delayed(m, w, c % G + NFEED, f"skew{n}_c{c}")),
+                             w_sel[c].eq(_delayed(m, s1, row + c % G + NFEED,
                                                   f"skew{n}_sel{c}", reset=True))]
 
         if SL:  # the lower slice's weights: sl_w words (its first kernel row) ahead, at row H
@@ -860,7 +864,7 @@ class Sluice(wiring.Component):
         m.d.comb += [self.m_axis_tdata.eq(fifo.r_data[:P.out_bits]),
                      self.m_axis_tlast.eq(fifo.r_data[P.out_bits]),
                      self.m_axis_tvalid.eq(fifo.r_rdy), fifo.r_en.eq(self.m_axis_tready)]
-        dcount = Signal(range(C + ARRAY_EXTRA + 2))
+        dcount = Signal(range(C + AX + 2))
         # dcount == 0, a register set beside every dcount update (the compare in front of the
         # drain's fire decision and the residual read address was the 4 x 8 ECP5 critical path);
         # 0 whenever no pass drains (cleared with a pass's last row), so a pass's first cycle
@@ -999,8 +1003,8 @@ class Sluice(wiring.Component):
                 m.d.sync += [d_r.eq(0), in_flight.eq(0)]
                 m.d.comb += dzero_nx.eq(0)
         with m.If(d_start):
-            m.d.sync += dcount.eq(G + ARRAY_EXTRA - 1)
-            m.d.comb += dzero_nx.eq(G + ARRAY_EXTRA - 1 == 0)
+            m.d.sync += dcount.eq(G + AX - 1)
+            m.d.comb += dzero_nx.eq(G + AX - 1 == 0)
 
         if gating:
             m.submodules.gate_unit = gu = GateUnit(cols=C, psum_bits=SB)

@@ -58,7 +58,8 @@ def test_bad_array_options_are_refused_before_the_tools(monkeypatch):
     # shared activation copies need true dual-port block RAM: refused on the iCE40
     for args in (["--board", "icebreaker", "--act-share", "2"],
                  ["--board", "ulx3s-85f", "--act-share", "3"],
-                 ["--board", "ulx3s-85f", "--act-width", "3"]):
+                 ["--board", "ulx3s-85f", "--act-width", "3"],
+                 ["--board", "ulx3s-85f", "--feed-regs", "0"]):
         with pytest.raises(SystemExit) as e:
             raise SystemExit(main(["build", *args]))
         assert e.value.code == 2

@@ -141,6 +141,12 @@ def test_build_name_carries_the_clock():
     assert b.build_name(board, board.params(4, 4, row_slices=1)) == "sluice_ulx3s_85f_4x4_slices1"
     assert b.build_name(board, board.params(4, 4, row_slices=1), dense_only=True) == \
         "sluice_ulx3s_85f_4x4_dense"
+    # two feed registers: both builds of the pair
+    f2 = board.params(8, 8, post_cols=4, act_share=2, act_width=8, feed_regs=2)
+    assert b.build_name(board, f2, clock_mhz=100) == \
+        "sluice_ulx3s_85f_8x8_post4_share2_aw8_feed2_100mhz"
+    assert b.build_name(board, dataclasses.replace(f2, gating=False), dense_only=True) == \
+        "sluice_ulx3s_85f_8x8_dense_post4_aw8_feed2"
     ice = get_board("icebreaker")
     assert ice.params().row_slices == 1
     assert b.build_name(ice, ice.params(row_slices=2)) == "sluice_icebreaker_2x2_post2_slices2"

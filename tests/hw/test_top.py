@@ -130,6 +130,18 @@ CASES = {
     "unsliced_row_slices_1": (replace(SQUARE, row_slices=1),
                               dict(c_in=8, c_out=8, size=(5, 6), partitions=2,
                                    gate_rate=0.25)),
+    # two registers between block-RAM data and the array edge (feed_regs 2, the 8 x 8 board
+    # build with 8-byte words): 4-byte words in shared copies (the word registered as read,
+    # then its byte selected and registered again), a residual
+    "two_feed_regs_shared_words": (replace(SQUARE, act_share=2, act_width=4, feed_regs=2),
+                                   dict(c_in=8, c_out=8, size=(5, 6), partitions=2,
+                                        gate_rate=0.3, residual=True)),
+    # and with two- and three-row sliced passes (their weight feeds too), full-beat words
+    "two_feed_regs_sliced3": (HwParams(rows=8, cols=4, act_depth=2048, wgt_depth=512,
+                                       pix_depth=128, skip_cols=2, post_cols=2, row_slices=3,
+                                       feed_regs=2),
+                              dict(c_in=6, c_out=8, size=(6, 6), partitions=2,
+                                   gate_rate=0.02)),
 }
 
 
@@ -191,6 +203,10 @@ def test_layer_bit_exact(name):
         assert predict(layer, gate_gated, params)["sliced_passes"] > 0
         unsliced = predict(layer, gate_gated, replace(params, row_slices=1))
         assert res.cycles < unsliced["cycles"] and unsliced["sliced_passes"] == 0
+    if name.startswith("two_feed_regs"):  # the second feed register costs cycles, no more
+        _, gate_gated = run_reference(layer)
+        one = predict(layer, gate_gated, replace(params, feed_regs=1))
+        assert one["cycles"] < res.cycles <= one["cycles"] + 2 * one["passes"]
     if name.startswith("sliced3_"):  # and three-slice passes: fewer cycles than on two
         assert predict(layer, gate_gated, params)["sliced3_passes"] > 0
         two = predict(layer, gate_gated, replace(params, row_slices=2))

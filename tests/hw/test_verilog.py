@@ -184,6 +184,41 @@ def test_cli_act_share_and_width(tmp_path, capsys):
         not HwParams(act_share=2, gating=False).act_shared
 
 
+def test_cli_feed_regs(tmp_path, capsys):
+    """--feed-regs: a bad value exits 2 naming the option; 2 is named in the Verilog header,
+    adds the registers (lint-clean) and a cycle per phase to the predicted count."""
+    from sluice.cli import main
+    from sluice.model.layerfile import write_layer
+    from sluice.model.randlayer import make_layer
+    layer_path = tmp_path / "l.layer.npz"
+    write_layer(str(layer_path), make_layer(c_in=16, c_out=8, size=(8, 8), partitions=4,
+                                            seed=2))
+    for args in (["cycles", str(layer_path)], ["verilog", "-o", str(tmp_path / "x.v")]):
+        assert main(args + ["--feed-regs", "3"]) == 2
+        assert "--feed-regs: 3 must be 1 or 2" in capsys.readouterr().err
+    assert not (tmp_path / "x.v").exists()
+    cyc = []
+    for n in ("1", "2"):
+        assert main(["cycles", str(layer_path), "--feed-regs", n]) == 0
+        cyc.append([ln for ln in capsys.readouterr().out.splitlines() if "cycles" in ln][0])
+    assert cyc[0] != cyc[1]
+    assert HwParams(feed_regs=2).array_extra == HwParams().array_extra + 1
+    assert HwParams(feed_regs=2).summary() == "8x8, skip_cols 2, feed_regs 2"
+    texts = {}
+    for n in ("1", "2"):
+        out = tmp_path / f"f{n}.v"
+        assert main(["verilog", "-o", str(out), "--rows", "2", "--cols", "4", "--act-depth",
+                     "256", "--wgt-depth", "64", "--pix-depth", "16", "--feed-regs", n]) == 0
+        texts[n] = out.read_text()
+    assert "//   feed_regs = 2" in texts["2"] and "//   feed_regs = 1" in texts["1"]
+    # one more register per activation feed (4 slots) and per weight column (4), at least
+    assert texts["2"].count("reg ") >= texts["1"].count("reg ") + 8
+    if shutil.which("verilator"):
+        from sluice.hw.commands import run_lint
+        proc = run_lint(str(tmp_path / "f2.v"))
+        assert proc.returncode == 0 and "%Warning" not in proc.stderr, proc.stderr[-3000:]
+
+
 def test_shared_narrow_copies_verilog(tmp_path):
     """Shared 2-byte activation copies: named in the header, half the read-port memories
     (two read ports each), lint-clean."""

@@ -7,6 +7,7 @@ second); the layers run back to back through the real AXI4-Lite and AXI4-Stream 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -276,13 +277,15 @@ def test_run_layer_cli_simulates_the_instance_asked_for(tmp_path, capsys):
     lpath, rpath = tmp_path / "l.layer.npz", tmp_path / "l.result.npz"
     write_layer(lpath, layer)
     opts = ["--rows", "2", "--cols", "4", "--act-depth", "1024", "--wgt-depth", "128",
-            "--pix-depth", "64", "--skip-cols", "1", "--act-share", "2", "--act-width", "4"]
+            "--pix-depth", "64", "--skip-cols", "1", "--act-share", "2", "--act-width", "4",
+            "--feed-regs", "2"]
     assert main(["run-layer", str(lpath), "-o", str(rpath), "--sim", SIM, *opts]) == 0
     result = read_result(rpath)
     _check(layer, result)
     params = HwParams(rows=2, cols=4, act_depth=1024, wgt_depth=128, pix_depth=64,
-                      skip_cols=1, act_share=2, act_width=4)
+                      skip_cols=1, act_share=2, act_width=4, feed_regs=2)
     assert result.cycles == predict(layer, result.gate, params)["cycles"]
+    assert result.cycles != predict(layer, result.gate, replace(params, feed_regs=1))["cycles"]
     assert result.cycles != predict(layer, result.gate, HwParams(rows=2, cols=4))["cycles"]
     capsys.readouterr()
     assert main(["run-layer", str(lpath), "-o", str(tmp_path / "x.result.npz"), "--sim", SIM,
