@@ -22,7 +22,7 @@ from sluice.boards import report as rpt
 from sluice.boards.platforms import Board, get_board
 from sluice.errors import RunFailed, SluiceError
 from sluice.fileio import atomic_write_text
-from sluice.hw.params import KEEP_REGS_YOSYS, NO_COLLISION_YOSYS
+from sluice.hw.params import KEEP_REGS_YOSYS, no_collision_yosys
 
 # amaranth's build scripts call the tools through these variables
 TOOLS = {
@@ -189,7 +189,7 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, gated=Fals
     # registers duplicated on purpose stay apart (hw.params.KEEP_ATTRS)
     # (and the block RAMs whose same-address read/write collisions never matter are declared
     # so: hw.params.NO_COLLISION_MEMORIES)
-    extra = {"script_after_read": "\n".join([KEEP_REGS_YOSYS, *NO_COLLISION_YOSYS])}
+    extra = {"script_after_read": "\n".join([KEEP_REGS_YOSYS, *no_collision_yosys(params)])}
     if board.family == "ice40":
         extra["synth_opts"] = "-dsp"  # map multipliers to the UP5K's SB_MAC16 blocks
         # the array's paired-element blocks go through synthesis as a stand-in (hw/ice40.py)

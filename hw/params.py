@@ -67,10 +67,19 @@ KEEP_REGS_YOSYS = "setattr -set keep 1 a:keep %ci1 t:$dff %i"
 #: logic cells)
 NO_COLLISION_MEMORIES = ("act_buf", "wgt_buf", "res_buf", "psum_buf", "active_list",
                          "par_mem", "post_meta", "storage", "in_ring", "desc_mem")
-#: the yosys commands that declare their collisions don't-care (``COLLISION_X_MASK``, one bit:
-#: one write port each), run after reading the design like ``KEEP_REGS_YOSYS``
-NO_COLLISION_YOSYS = tuple(f"setparam -set COLLISION_X_MASK 1'1 t:$memrd_v2 r:MEMID=*{name}* %i"
-                           for name in NO_COLLISION_MEMORIES)
+
+
+def no_collision_yosys(params=None) -> tuple[str, ...]:
+    """The yosys commands that declare the collisions of ``NO_COLLISION_MEMORIES`` don't-care
+    (``COLLISION_X_MASK``: a bit per write port of the memory; one each, but the activation
+    copies of an instance whose copies take two words a cycle, ``act_write_ports``, have two),
+    run after reading the design like ``KEEP_REGS_YOSYS``. (A mask narrower than the write
+    ports leaves a port's collisions defined, and yosys then builds the memory from
+    flip-flops.)"""
+    ports = {"act_buf": params.act_write_ports if params is not None else 1}
+    mask = {1: "1'1", 2: "2'b11"}
+    return tuple(f"setparam -set COLLISION_X_MASK {mask[ports.get(name, 1)]} t:$memrd_v2 "
+                 f"r:MEMID=*{name}* %i" for name in NO_COLLISION_MEMORIES)
 
 #: element multiplier styles (``HwParams.pe_mult``)
 PE_MULTS = ("dsp", "logic")
@@ -275,9 +284,18 @@ class HwParams:
         return self.act_width or self.stream_bytes
 
     @property
+    def act_write_ports(self) -> int:
+        """Words an activation-buffer copy takes per cycle while the activations load: 2
+        when the copies are shared (``act_shared``: no pass reads them until the load ends,
+        so both block-RAM ports are free to write) and a beat holds more than one word;
+        else 1."""
+        return 2 if self.act_shared and self.stream_bytes > self.act_bytes else 1
+
+    @property
     def act_pieces(self) -> int:
-        """Activation-buffer writes per input-stream beat."""
-        return self.stream_bytes // self.act_bytes
+        """Cycles of activation-buffer writes per input-stream beat (``act_write_ports``
+        words each)."""
+        return self.stream_bytes // (self.act_bytes * self.act_write_ports)
 
     @property
     def act_shared(self) -> bool:

@@ -149,7 +149,8 @@ class Sluice(wiring.Component):
         OUT_FIFO_DEPTH = out_fifo_depth(P)
         Q = R * NG  # slots: (row r, skip group j) -> q = r * NG + j
         abits = _log2(P.act_depth)
-        AW, AP = P.act_bytes, P.act_pieces  # activation-buffer word bytes, words per beat
+        AW, AP = P.act_bytes, P.act_pieces  # activation-buffer word bytes, write cycles per beat
+        WPC = P.act_write_ports  # words written per cycle (2: shared copies, both ports)
         act_words = P.act_depth // AW
         bbits = _log2(B)
         awbits = _log2(AW)
@@ -327,8 +328,9 @@ class Sluice(wiring.Component):
         # copy to true dual-port block RAM without collision logic); words of AW bytes, a
         # stream beat written over AP cycles
         act_rd = []
-        act_wr_addr = Signal(_log2(act_words) or 1)
-        act_wr_data = Signal(8 * AW)
+        # (with WPC 2 the loader's address is a word pair's, and its data the pair)
+        act_wr_addr = Signal(_log2(act_words // WPC) or 1)
+        act_wr_data = Signal(8 * AW * WPC)
         act_wr_en = Signal()
         # the loader's write reaches the copies a cycle after the beat, from registers: the
         # stream's TVALID -> write enable -> a shared copy's address select across the die was
@@ -345,25 +347,33 @@ class Sluice(wiring.Component):
                 mem = Memory(shape=unsigned(8 * AW), depth=act_words, init=[])
                 mname = f"act_buf_{r * NC + k}"
                 m.submodules[mname] = self.memories[mname] = mem
-                wp = mem.write_port()
                 wq_en = Signal(name=f"act_wq_en_{r * NC + k}", attrs=KEEP_ATTRS)
                 m.d.sync += wq_en.eq(act_wr_en)
-                m.d.comb += [wp.data.eq(wq_data), wp.en.eq(wq_en)]
                 readers = [r * NG + j for j in range(k * S, min(k * S + S, NG))]
-                if len(readers) == 1:
-                    m.d.comb += wp.addr.eq(wq_addr)
+                if len(readers) == 1 and WPC == 1:
+                    wp = mem.write_port()
+                    m.d.comb += [wp.data.eq(wq_data), wp.en.eq(wq_en), wp.addr.eq(wq_addr)]
                     rp = mem.read_port()
                     m.d.comb += rp.addr.eq(act_rd_addr[readers[0]])
                     act_rd.append(rp)
                     continue
-                shared_addr = Signal.like(act_wr_addr, name=f"act_addr_{r * NC + k}")
-                m.d.comb += [shared_addr.eq(Mux(wq_en, wq_addr, act_rd_addr[readers[0]])),
-                             wp.addr.eq(shared_addr)]
-                for i, q in enumerate(readers):
-                    rp = mem.read_port()
-                    m.d.comb += [rp.addr.eq(shared_addr if i == 0 else act_rd_addr[q]),
-                                 rp.en.eq(~wq_en)]
-                    act_rd.append(rp)
+                # a port per reader, each also writing while the activations load (port i
+                # the pair's word i with WPC 2; with WPC 1 the first port writes)
+                for i in range(max(len(readers), WPC)):
+                    w_addr = Cat(Const(i, 1), wq_addr) if WPC == 2 else wq_addr
+                    port_addr = act_rd_addr[readers[i]] if i < len(readers) else w_addr
+                    if i < WPC:
+                        shared_addr = Signal(_log2(act_words) or 1, name=f"act_addr_{r * NC + k}"
+                                             + (f"_{i}" if i else ""))
+                        wp = mem.write_port()
+                        m.d.comb += [shared_addr.eq(Mux(wq_en, w_addr, port_addr)),
+                                     wp.data.eq(wq_data.word_select(i, 8 * AW)),
+                                     wp.en.eq(wq_en), wp.addr.eq(shared_addr)]
+                        port_addr = shared_addr
+                    if i < len(readers):
+                        rp = mem.read_port()
+                        m.d.comb += [rp.addr.eq(port_addr), rp.en.eq(~wq_en)]
+                        act_rd.append(rp)
 
         # weights and residual are double-buffered per channel tile (bank = tile parity), so the
         # loader fills tile t+1 while tile t computes
@@ -1529,16 +1539,17 @@ class Sluice(wiring.Component):
         # used after tile 0's bank; the subtract in front of the compare was a long loader path)
         act_last = Signal(range(act_words + 1))
         m.d.sync += act_last.eq(((n_act + B - 1) >> bbits) - 1)
-        # a beat goes into the activation buffer as AP words of AW bytes, the first in the
-        # cycle it arrives, the others from `act_hold` in the next AP - 1 cycles (the stream
-        # held meanwhile)
+        # a beat goes into the activation buffer as AP pieces of WPC words of AW bytes, the
+        # first in the cycle it arrives, the others from `act_hold` in the next AP - 1 cycles
+        # (the stream held meanwhile)
         act_piece = Signal(max(_log2(AP), 1))
         act_hold = Signal(8 * B)
         act_beat_done = Signal()
+        PB = AW * WPC  # bytes written per cycle
         if AP > 1:
             m.d.comb += [act_wr_addr.eq(Cat(act_piece, ld_cnt)),
-                         act_wr_data.eq(Mux(act_piece == 0, self.s_axis_tdata[:8 * AW],
-                                            act_hold[:8 * AW]))]
+                         act_wr_data.eq(Mux(act_piece == 0, self.s_axis_tdata[:8 * PB],
+                                            act_hold[:8 * PB]))]
         else:
             m.d.comb += [act_wr_addr.eq(ld_cnt), act_wr_data.eq(self.s_axis_tdata)]
         m.d.comb += [wgt_wp.addr.eq(Cat(ld_cnt[:wbits - wpb], ld_bank)),
@@ -1584,9 +1595,9 @@ class Sluice(wiring.Component):
                     with m.If(act_wr_en):
                         m.d.sync += act_piece.eq(act_piece + 1)  # wraps at AP
                     with m.If(fire):
-                        m.d.sync += act_hold.eq(self.s_axis_tdata >> 8 * AW)
+                        m.d.sync += act_hold.eq(self.s_axis_tdata >> 8 * PB)
                     with m.Else():
-                        m.d.sync += act_hold.eq(act_hold >> 8 * AW)
+                        m.d.sync += act_hold.eq(act_hold >> 8 * PB)
                 else:
                     m.d.comb += [self.s_axis_tready.eq(1), act_wr_en.eq(fire),
                                  act_beat_done.eq(fire)]

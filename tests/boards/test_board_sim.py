@@ -108,10 +108,11 @@ def test_dense_only_board_is_detected_from_its_id(tmp_path):
 
 
 def test_shared_narrow_copies_behind_the_uart(tmp_path):
-    """A bitstream with shared 2-byte activation copies (`--act-share 2 --act-width 2`,
+    """A bitstream with shared 1-byte activation copies (`--act-share 2 --act-width 1`,
     one-column skip groups so a 2x2 array has two groups to share a copy): the host is the
     same (the stream format does not change), the stream held while a beat's words are written
-    is taken by the bridge, and a gated layer is bit-exact."""
+    (four words of a 4-byte beat, two a cycle through the copies' two ports) is taken by the
+    bridge, and a gated layer is bit-exact."""
     import dataclasses
 
     from sluice.boards.commands import SIM_DIVISOR
@@ -121,8 +122,9 @@ def test_shared_narrow_copies_behind_the_uart(tmp_path):
     from sluice.boards.top import BoardTop
 
     board = get_board("icebreaker")
-    params = dataclasses.replace(board.params(), skip_cols=1, act_share=2, act_width=2)
+    params = dataclasses.replace(board.params(), skip_cols=1, act_share=2, act_width=1)
     assert params.act_shared and params.act_copies == 2 and params.act_pieces == 2
+    assert params.act_write_ports == 2
     top = BoardTop(params, divisor=SIM_DIVISOR, in_buf_bytes=board.in_buf_bytes,
                    out_depth=board.out_depth)
     runner = BoardRunner(Link(SimTransport(top, divisor=SIM_DIVISOR)), params)

@@ -180,6 +180,11 @@ def test_cli_act_share_and_width(tmp_path, capsys):
     with pytest.raises(SluiceError, match="--act-width"):
         HwParams(act_width=64)
     assert HwParams(act_share=2).act_copies == 16  # 8 rows x 4 skip groups / 2
+    # shared copies take two words a cycle while the activations load (both ports free)
+    assert HwParams(act_width=2).act_pieces == 8 and HwParams(act_width=2).act_write_ports == 1
+    assert HwParams(act_share=2, act_width=2).act_pieces == 4
+    assert HwParams(act_share=2).act_pieces == 1 and HwParams(act_share=2).act_write_ports == 1
+    assert HwParams(act_share=2, gating=False, act_width=2).act_write_ports == 1
     assert HwParams(act_share=2, gating=False).act_copies == 8 and \
         not HwParams(act_share=2, gating=False).act_shared
 

@@ -242,12 +242,13 @@ def test_shared_post_units_bit_exact(tmp_path):
 
 def test_shared_narrow_activation_copies_bit_exact(tmp_path):
     """Activation-buffer copies read by two skip groups through their two ports, in 2-byte
-    words (``act_share`` 2, ``act_width`` 2: a 16-byte beat written over 8 cycles), in the
-    generated Verilog: bit-exact, the model's cycle count without stalls, exact with stalls on
-    both streams (the stream held while a beat's words are written)."""
+    words (``act_share`` 2, ``act_width`` 2: a 16-byte beat is 8 words, written two a cycle
+    through the copies' two ports over 4 cycles), in the generated Verilog: bit-exact, the
+    model's cycle count without stalls, exact with stalls on both streams (the stream held
+    while a beat's words are written)."""
     params = HwParams(rows=4, cols=4, act_depth=2048, wgt_depth=512, pix_depth=256,
                       act_share=2, act_width=2)
-    assert params.act_copies == 4 and params.act_pieces == 8
+    assert params.act_copies == 4 and params.act_write_ports == 2 and params.act_pieces == 4
     _free_and_stalled(tmp_path, params, seed=41)
 
 
