@@ -205,8 +205,8 @@ def add_commands(sub) -> None:
                         "layers); default: the board's")
     p.add_argument("--feed-regs", type=int, default=None,
                    help="registers between the buffers' block-RAM data and the array edge (1 or "
-                        "2: the route out of each block RAM gets a cycle of its own, one cycle "
-                        "more per phase); default: the board's")
+                        "2: the route out of each block RAM gets a cycle of its own, the sums a "
+                        "cycle later); default: the board's")
     p.add_argument("--nextpnr-args", default="",
                    help="more nextpnr options, appended to Sluice's (quote them), e.g. "
                         "'--placer-heap-beta 0.6' to spread a congested placement")

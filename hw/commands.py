@@ -50,8 +50,8 @@ def add_params(p):
                         "rows/4 on three rows, a kernel row each (a third read; default %(default)s)")
     p.add_argument("--feed-regs", type=int, default=DEFAULT.feed_regs,
                    help="registers between the buffers' block-RAM data and the array edge (1 or "
-                        "2; 2: a cycle of its own for the route out of each block RAM, one "
-                        "cycle more per phase; default %(default)s)")
+                        "2; 2: a cycle of its own for the route out of each block RAM, the sums "
+                        "a cycle later; default %(default)s)")
     p.add_argument("--pe-mult", choices=PE_MULTS, default=DEFAULT.pe_mult,
                    help="element multipliers as '*' (dsp: DSP blocks on an FPGA) or as shifted "
                         "partial products (logic: LUTs, DSPs left to the post-processing)")

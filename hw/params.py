@@ -116,7 +116,8 @@ class HwParams:
     most ASIC libraries; not the iCE40's, which would duplicate the copy), halving the copies
     and the activation write fan-out. The write then takes one of those ports, so a job's
     passes start only once all its activations are in (no overlap of the activation stream
-    with the first tile's passes): a few percent more cycles (see ``hw/README.md``).
+    with the first tile's passes): a few percent more cycles (see ``hw/README.md``); while
+    they load, both ports write (``act_write_ports``), two words a cycle.
     ``act_width``: bytes per activation-buffer word (a power of two up to ``stream_bytes``;
     0: ``stream_bytes``). A beat is written over ``stream_bytes / act_width`` cycles, the
     stream held meanwhile; narrow words fill the board builds' shallow copies (a 2048-byte
@@ -130,8 +131,9 @@ class HwParams:
     ``feed_regs``: registers between the buffers' block-RAM read data and the array edge, on
     every activation and weight feed (``FEED_REGS_CHOICES``: 1 or 2). The second gives the
     route from a block RAM's output (no output register) to the first of them a cycle of its
-    own, at one cycle more per phase's drain (``array_extra``; the 8 x 8 board build with
-    8-byte activation words: ``boards/README.md``).
+    own; the sums are final a cycle later (``array_extra``), a cycle more at each phase's end
+    and on each pass that waits for the previous one's drain (the 8 x 8 board build with
+    8-byte activation words: ``hw/README.md``, ``boards/README.md``).
     """
 
     rows: int = 8
