@@ -325,8 +325,10 @@ class Sluice(wiring.Component):
         # one copy per row and skip group, or per row and pair of skip groups (act_share 2:
         # the pair's second group reads through the copy's second port, the first group's
         # port also writes, and neither reads while a beat is written, so synthesis maps the
-        # copy to true dual-port block RAM without collision logic); words of AW bytes, a
-        # stream beat written over AP cycles
+        # copy to true dual-port block RAM without collision logic; since no pass reads a
+        # shared copy before the activations are all in, the second port writes too where a
+        # beat holds more than one word, WPC = 2 words a cycle); words of AW bytes, a stream
+        # beat written over AP cycles
         act_rd = []
         # (with WPC 2 the loader's address is a word pair's, and its data the pair)
         act_wr_addr = Signal(_log2(act_words // WPC) or 1)
