@@ -81,6 +81,7 @@ def no_collision_yosys(params=None) -> tuple[str, ...]:
     return tuple(f"setparam -set COLLISION_X_MASK {mask[ports.get(name, 1)]} t:$memrd_v2 "
                  f"r:MEMID=*{name}* %i" for name in NO_COLLISION_MEMORIES)
 
+
 #: element multiplier styles (``HwParams.pe_mult``)
 PE_MULTS = ("dsp", "logic")
 
@@ -119,8 +120,8 @@ class HwParams:
     with the first tile's passes): a few percent more cycles (see ``hw/README.md``); while
     they load, both ports write (``act_write_ports``), two words a cycle.
     ``act_width``: bytes per activation-buffer word (a power of two up to ``stream_bytes``;
-    0: ``stream_bytes``). A beat is written over ``stream_bytes / act_width`` cycles, the
-    stream held meanwhile; narrow words fill the board builds' shallow copies (a 2048-byte
+    0: ``stream_bytes``). A beat is written over ``stream_bytes / act_width`` cycles (half
+    that into shared copies, ``act_pieces``), the stream held meanwhile; narrow words fill the board builds' shallow copies (a 2048-byte
     copy 2 bytes wide is one ECP5 block RAM instead of two 36-bit ones) and shrink each
     feed's byte select. Free where the stream is slower than that anyway (a UART).
     ``row_slices``: 1, 2 or 3 (``ROW_SLICES``). With 2 a tile's last conditional pass whose
