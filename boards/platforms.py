@@ -144,7 +144,8 @@ register(Board(name="ulx3s-45f", platform="amaranth_boards.ulx3s:ULX3S_45F_Platf
                resources={"LUT4": 43848, "DP16KD": 108, "MULT18X18D": 72}, **_ULX3S))
 # the 85F's default builds in minutes on the oscillator's clock; the issue's 8 x 8 at 100 MHz
 # needs the PLL and the area options (`--rows 8 --cols 8 --post-cols 4 --act-share 2
-# --act-width 2 --clock-mhz 100`, about 15 minutes, 108-109 MHz: boards/README.md)
+# --act-width 4 --clock-mhz 100`, 11-24 minutes, 101-106 MHz; `--act-width 2` 103-109 MHz, fewer
+# block RAMs, more cycles: boards/README.md)
 register(Board(name="ulx3s-85f", platform="amaranth_boards.ulx3s:ULX3S_85F_Platform",
                rows=4, cols=4, act_depth=2048, wgt_depth=1024, pix_depth=512, skip_cols=2,
                doc="ECP5 LFE5U-85F, 25 MHz, FT231X at 1 Mbaud",
