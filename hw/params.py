@@ -30,8 +30,14 @@ STRIDES = (1, 2)
 MAX_PADDING = 3
 #: ``HwParams.row_slices``: 1 none, 2 a last pass on two row slices, 3 also on three (3 x 3)
 ROW_SLICES = (1, 2, 3)
-#: registers between block-RAM read data and the array edge (``HwParams.feed_regs``)
-FEED_REGS_CHOICES = (1, 2)
+#: registers between the buffers' read data and the array edge, on every activation and
+#: weight feed (on top of the skew), by default: without one, row 0 / column 0 see block-RAM
+#: output, byte select and the element's multiply-accumulate in one cycle (the Fmax-limiting
+#: path on ECP5). A pass's sums are final that many cycles later; the top level's drain and the
+#: cycle model account for it (``HwParams.array_extra``)
+FEED_REGS = 1
+#: ``HwParams.feed_regs``: the default, or a second register after each feed's byte select
+FEED_REGS_CHOICES = (FEED_REGS, 2)
 #: the kernel whose passes may run on three slices, one kernel row each (``row_slices`` 3)
 SLICE3_KERNEL = 3
 MAX_SHIFT = 62
@@ -150,7 +156,7 @@ class HwParams:
     act_share: int = 1
     act_width: int = 0
     row_slices: int = 3
-    feed_regs: int = 1
+    feed_regs: int = FEED_REGS
 
     def __post_init__(self):
         if not self.gating:  # no skip groups without gating: one feed per row

@@ -22,12 +22,8 @@ from sluice.hw.ecp5 import ecp5_registered_dsp, mult18x18d, platform_family
 from sluice.hw.ice40 import mac16_8x8_pair
 from sluice.hw.params import ACC_BITS, ACT_BITS, KEEP_ATTRS, WGT_BITS
 
-# Registers between the buffers' read data and the array edge, on every activation and weight
-# feed (on top of the skew): without one, row 0 / column 0 see block-RAM output, byte select and
-# the element's multiply-accumulate in one cycle (the Fmax-limiting path on ECP5). A pass's sums
-# are final FEED_REGS cycles later; the top level's drain and the cycle model account for it.
-# This is the default; ``HwParams.feed_regs`` 2 adds a second (``HwParams.array_extra``).
-FEED_REGS = 1
+# (the registers between the buffers' read data and the array edge, FEED_REGS, are an instance
+# parameter: ``HwParams.feed_regs``, hw/params.py)
 # Registers between an element's multiplier and its accumulator (the product and the step's
 # control: valid, first, last, enable). Without one, the 8 x 8 multiply and the 32-bit
 # accumulate share a cycle (the ECP5 critical path after FEED_REGS); with one, the route from
@@ -45,10 +41,8 @@ PE_STAGES = 3
 # placed by the issue/swap logic that loads it, not by the block RAMs across the die (at 8 x 8
 # on the ECP5, issue/swap into those registers was the critical path, 12.9 ns).
 ISSUE_REGS = 1
-# cycles from a step's issue-side registers to the element's sum, beyond the skew: the drain
-# and the cycle model wait this much longer than an unpipelined array (with the default
-# feed registers; an instance's own is ``HwParams.array_extra``)
-ARRAY_EXTRA = ISSUE_REGS + FEED_REGS + PE_STAGES
+# (the cycles from a step's issue-side registers to the element's sum, beyond the skew, are
+# ISSUE_REGS + feed_regs + PE_STAGES: ``HwParams.array_extra``)
 
 
 def _tree(terms):
