@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from sluice.boards import outreg as outreg_mod
 from sluice.boards import report as rpt
 from sluice.boards.platforms import Board, get_board
 from sluice.errors import RunFailed, SluiceError
@@ -60,7 +61,8 @@ def toolchain_env(family: str) -> dict:
     return env
 
 
-def build_name(board: Board, params, dense_only=False, loopback=False, clock_mhz=None) -> str:
+def build_name(board: Board, params, dense_only=False, loopback=False, clock_mhz=None,
+               outreg=True) -> str:
     tag = "_dense" if dense_only else ""
     tag += f"_{params.pe_mult}pe" if params.pe_mult != "dsp" else ""
     tag += f"_post{params.post_cols}" if params.post_cols != 1 else ""
@@ -81,6 +83,7 @@ def build_name(board: Board, params, dense_only=False, loopback=False, clock_mhz
         tag += f"_slices{params.row_slices}"
     tag += "_loopback" if loopback else ""
     tag += f"_{clock_mhz:g}mhz" if clock_mhz else ""
+    tag += "_nooutreg" if not outreg and board.family == "ecp5" else ""
     return f"sluice_{board.name.replace('-', '_')}_{params.rows}x{params.cols}{tag}"
 
 
@@ -99,7 +102,7 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, gated=Fals
           loopback=False, program=False, out_root="build/boards", nice=10, seed=1,
           router=ROUTERS[0], clock_mhz=None, pe_mult=None, post_cols=None, skip_cols=None,
           act_share=None, act_width=None, row_slices=None, feed_regs=None, nextpnr_args="",
-          synth_only=False, report_only=False, log=print) -> dict:
+          outreg=True, synth_only=False, report_only=False, log=print) -> dict:
     """Synthesise, place and route one board build; returns the report dict. ``clock_mhz``:
     the design clock from the board's PLL (ECP5) instead of its oscillator. ``nextpnr_args``:
     more nextpnr options, appended to Sluice's (e.g. ``--placer-heap-beta 0.6``).
@@ -108,7 +111,10 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, gated=Fals
     whose script was run by hand, or whose ``sluice build`` was interrupted after nextpnr).
     ``seed``: nextpnr's placement seed, or a list of seeds: a seed sweep (``seed_sweep``).
     ``dense_only``/``gated``: the build with the gating hardware left out, or with it; neither:
-    the board's default (``Board.gated``; the iCEBreaker's is dense-only)."""
+    the board's default (``Board.gated``; the iCEBreaker's is dense-only). ``outreg``: on ECP5,
+    move the flip-flops behind block-RAM read ports into the blocks' output registers between
+    yosys and nextpnr (``sluice.boards.outreg``; False: nextpnr places yosys's netlist as it
+    is)."""
     seeds = seed_list(seed)
     if len(seeds) > 1 and report_only:
         raise SluiceError("--seed: --report-only reads one finished build; give the one seed "
@@ -173,7 +179,8 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, gated=Fals
         acc = LoopbackAccelerator(params)
     top = BoardTop(params, divisor=divisor, in_buf_bytes=board.in_buf_bytes,
                    out_depth=board.out_depth, accelerator=acc, pll=pll)
-    name = build_name(board, params, dense_only, loopback, clock_mhz)
+    outreg = outreg and board.family == "ecp5"
+    name = build_name(board, params, dense_only, loopback, clock_mhz, outreg)
     build_dir = Path(out_root) / name
     nextpnr_opts = ["--timing-allow-fail", f"--seed {seed}", f"--router {router}",
                     f"--report {rpt.TIMING_JSON.format(name=name)}", "--detailed-timing-report"]
@@ -216,6 +223,8 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, gated=Fals
         plan = platform.build(top, name=name, build_dir=str(build_dir), do_build=False,
                               nextpnr_opts=" ".join(nextpnr_opts), **extra)
         plan.extract(str(build_dir))
+        if outreg:
+            _add_outreg_step(build_dir / f"{plan.script}.sh", name)
         if synth_only:
             return synthesise_only(board, params, name, build_dir, env, nice, log)
         script = f"{plan.script}.sh"
@@ -265,12 +274,17 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, gated=Fals
                             + (["--seed", str(seed)] if seed != 1 else [])
                             + (["--router", router] if router != ROUTERS[0] else [])
                             + (["--clock-mhz", f"{clock_mhz:g}"] if clock_mhz else [])
+                            + (["--no-outreg"] if board.family == "ecp5" and not outreg
+                               else [])
                             + (["--nextpnr-args", shlex.quote(" ".join(extra_args))]
                                if extra_args else [])),
         "seconds": seconds, "bitstream": str(bitstream), **summary,
     }
     if sweep:
         report["seed_sweep"] = sweep
+    moved = outreg_mod.stats_path(build_dir / f"{name}.json")
+    if outreg and moved.exists():
+        report["bram_outreg"] = json.loads(moved.read_text())
     # nextpnr's own verdict per clock (each against its constraint: the oscillator's, the PLL's)
     timing = rpt.verdict(report["clocks"])
     failed = timing["failed"]
@@ -280,7 +294,7 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, gated=Fals
         report["slow_endpoints"] = rpt.slow_endpoints(json.loads(timing_json.read_text()))
     # the cost of gating, when both builds of this array exist
     other = build_dir.parent / build_name(board, gated_params, not dense_only, loopback,
-                                          clock_mhz)
+                                          clock_mhz, outreg)
     other_json = other / f"{other.name}.report.json"
     if not loopback and other_json.exists():
         theirs = json.loads(other_json.read_text())
@@ -326,19 +340,34 @@ def seed_list(seed) -> list[int]:
     return seeds
 
 
+def _add_outreg_step(script: Path, name: str) -> None:
+    """Insert ``sluice.boards.outreg``'s pass on the netlist between the yosys and nextpnr
+    lines of amaranth's build script (run with this Python: the script run by hand builds the
+    same bitstream)."""
+    lines = script.read_text().splitlines()
+    at = next((i for i, line in enumerate(lines) if line.startswith('"$YOSYS"')), None)
+    if at is None:
+        raise SluiceError(f"{script}: no yosys step in amaranth's build script")
+    lines.insert(at + 1, shlex.join([sys.executable, "-m", "sluice.boards.outreg",
+                                     f"{name}.json"]))
+    atomic_write_text(script, "\n".join(lines) + "\n")
+
+
 def _script_steps(script: Path) -> list[list[str]]:
-    """The tool commands of amaranth's build script, as argument lists whose first item is the
-    tool's variable (``$NEXTPNR_ECP5``): synthesis, place and route, bitstream packing."""
+    """The commands of amaranth's build script, as argument lists whose first item is the
+    tool's variable (``$NEXTPNR_ECP5``) or a program's path: synthesis, any netlist passes
+    (``_add_outreg_step``), place and route, bitstream packing."""
     steps = [shlex.split(line) for line in script.read_text().splitlines()
-             if line.startswith('"$')]
-    if len(steps) != 3 or not steps[1][0].startswith("$NEXTPNR_"):
+             if line.startswith(('"$', "/", "'"))]
+    if len(steps) < 3 or not steps[0][0].startswith("$YOSYS") \
+            or not steps[-2][0].startswith("$NEXTPNR_"):
         raise SluiceError(f"{script}: expected yosys, nextpnr and a packer in amaranth's build "
                           f"script, found {[s[0] for s in steps]}")
     return steps
 
 
 def _run_step(argv: list[str], build_dir: Path, env: dict, nice: int):
-    tool = env.get(argv[0][1:], argv[0][1:])
+    tool = env.get(argv[0][1:], argv[0][1:]) if argv[0].startswith("$") else argv[0]
     return subprocess.run(_niced(nice, [tool, *argv[1:]]), cwd=build_dir, env=env,
                           capture_output=True, text=True)
 
@@ -355,11 +384,12 @@ def seed_sweep(script: Path, name: str, seeds: list[int], env: dict, nice: int, 
     reports are deleted, their logs kept as ``NAME.seedN.tim``. Returns (the last tool's
     process, the seed used, ``[{"seed", "fmax_mhz", "timing_met", "seconds"}, ...]``)."""
     build_dir = script.parent
-    synth, pnr, pack = _script_steps(script)
+    synth, *passes, pnr, pack = _script_steps(script)
     log(f"{name}: synthesis (once for {len(seeds)} seeds)")
-    proc = _run_step(synth, build_dir, env, nice)
-    if proc.returncode != 0:
-        return proc, seeds[0], []
+    for step in (synth, *passes):
+        proc = _run_step(step, build_dir, env, nice)
+        if proc.returncode != 0:
+            return proc, seeds[0], []
 
     def outputs(seed):  # option -> (the seed's file, the build's file)
         return {opt: (pnr[i + 1].replace(name, f"{name}.seed{seed}", 1), pnr[i + 1])

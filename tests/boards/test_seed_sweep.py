@@ -23,8 +23,20 @@ with open(os.environ["FAKE_CALLS"], "a") as f:
     f.write(json.dumps([tool, opt.get("--seed")]) + "\n")
 if tool == "yosys":
     open(opt["-l"], "w").write("")
+    # a netlist with one block-RAM read port into a flip-flop (for sluice.boards.outreg)
+    ram = {"type": "DP16KD", "parameters": {"DATA_WIDTH_A": "10010", "DATA_WIDTH_B": "10010",
+           "REGMODE_A": "NOREG", "REGMODE_B": "NOREG"}, "port_directions": {"CLKB": "input",
+           "DOB0": "output"}, "connections": {"CLKB": [2], "DOB0": [3], "RSTB": ["0"]}}
+    ff = {"type": "TRELLIS_FF", "parameters": {"CEMUX": "1 "}, "port_directions": {
+          "CLK": "input", "DI": "input", "Q": "output"}, "connections": {"CLK": [2], "DI": [3],
+          "Q": [4]}}
+    json.dump({"modules": {"top": {"ports": {}, "cells": {"ram": ram, "ff": ff},
+                                   "netnames": {}}}}, open(opt["-l"][:-4] + ".json", "w"))
 elif tool == "nextpnr":
     seed = opt["--seed"]
+    cells = json.load(open(opt["--json"]))["modules"]["top"]["cells"]
+    if "ff" in cells and os.environ.get("FAKE_OUTREG", "1") == "1":
+        sys.exit("nextpnr: the flip-flop behind the block RAM was not moved")
     mhz = dict(x.split(":") for x in os.environ["FAKE_FMAX"].split(","))[seed]
     verdict = "PASS" if float(mhz) >= 100 else "FAIL"
     open(opt["--log"], "w").write(
@@ -53,13 +65,14 @@ def fake_tools(tmp_path, monkeypatch):
     calls = tmp_path / "calls.jsonl"
     monkeypatch.setenv("FAKE_CALLS", str(calls))
 
-    def run(fmax, seed):
+    def run(fmax, seed, outreg=True):
         monkeypatch.setenv("FAKE_FMAX", ",".join(f"{s}:{f}" for s, f in fmax.items()))
+        monkeypatch.setenv("FAKE_OUTREG", "1" if outreg else "0")
         calls.write_text("")
         out = tmp_path / "out"
         try:
             report = b.build("ulx3s-85f", loopback=True, clock_mhz=100, seed=seed,
-                             out_root=str(out), nice=0, log=lambda msg: None)
+                             out_root=str(out), nice=0, outreg=outreg, log=lambda msg: None)
             err = None
         except RunFailed as e:
             report, err = None, e
@@ -103,6 +116,26 @@ def test_one_seed_runs_the_script_as_before(fake_tools):
     report, err, d, name, tried = fake_tools({"4": "101.00"}, 4)
     assert err is None and "seed_sweep" not in report and "--seed 4" in report["command"]
     assert [t for t, _ in tried] == ["yosys", "nextpnr", "ecppack"]
+    # the block-RAM output-register pass ran between yosys and nextpnr (the script's own step)
+    assert report["bram_outreg"] == {"ports": 1, "flip_flops": 1, "kept": 0}
+    netlist = json.loads((d / f"{name}.json").read_text())["modules"]["top"]
+    assert "ff" not in netlist["cells"]
+    assert netlist["cells"]["ram"]["parameters"]["REGMODE_B"] == "OUTREG"
+
+
+def test_the_sweep_runs_the_output_register_pass_once_before_nextpnr(fake_tools):
+    report, err, d, name, tried = fake_tools({"2": "99.00", "3": "101.00"}, "2,3")
+    assert err is None and report["bram_outreg"]["flip_flops"] == 1
+    assert "--no-outreg" not in report["command"] and not name.endswith("_nooutreg")
+
+
+def test_no_outreg_places_the_netlist_as_yosys_wrote_it(fake_tools):
+    report, err, d, name, tried = fake_tools({"2": "101.00"}, 2, outreg=False)
+    assert err is None and "bram_outreg" not in report
+    assert name.endswith("_100mhz_nooutreg") and "--no-outreg" in report["command"]
+    assert "sluice.boards.outreg" not in (d / f"build_{name}.sh").read_text()
+    netlist = json.loads((d / f"{name}.json").read_text())["modules"]["top"]
+    assert netlist["cells"]["ram"]["parameters"]["REGMODE_B"] == "NOREG"
 
 
 @pytest.mark.parametrize("bad", ["2,x", "3,3", "-1", ""])
