@@ -15,7 +15,8 @@ def _board_params(args):
     from sluice.boards.platforms import get_board
 
     board = get_board(args.board)
-    return board, board.params(args.rows, args.cols, skip_cols=getattr(args, "skip_cols", None))
+    return board, board.params(args.rows, args.cols,
+                               **{k: getattr(args, k, None) for k in ARRAY_OPTIONS})
 
 
 def cmd_build(args) -> int:
@@ -29,7 +30,7 @@ def cmd_build(args) -> int:
           clock_mhz=args.clock_mhz, pe_mult=args.pe_mult, post_cols=args.post_cols,
           skip_cols=args.skip_cols, act_share=args.act_share, act_width=args.act_width,
           row_slices=args.row_slices, feed_regs=args.feed_regs,
-          nextpnr_args=args.nextpnr_args,
+          nextpnr_args=args.nextpnr_args, outreg=not args.no_outreg,
           synth_only=args.synth_only, report_only=args.report_only)
     return 0
 
@@ -134,6 +135,39 @@ def cmd_board_ping(args) -> int:
     return 0
 
 
+#: the instance options a board build takes beside --rows/--cols (HwParams fields); the board
+#: commands take them too, so that the host plans for, and --simulate runs, the instance built
+ARRAY_OPTIONS = ("post_cols", "skip_cols", "act_share", "act_width", "row_slices", "feed_regs")
+
+
+def _add_array_args(p):
+    """The instance options of ``ARRAY_OPTIONS`` (default: the board's), for ``sluice build``
+    and the ``sluice board`` commands alike."""
+    p.add_argument("--post-cols", type=int, default=None,
+                   help="columns per post-processing unit (divides the columns; 1: one unit "
+                        "per column; the column count: one shared unit, far less logic, the "
+                        "drain taking that many cycles per row); default: the board's")
+    p.add_argument("--skip-cols", type=int, default=None,
+                   help="skip group width in columns (divides the columns; wider groups: "
+                        "fewer activation buffer copies and feeds, fewer skipped cycles); "
+                        "default: the board's")
+    p.add_argument("--act-share", type=int, default=None,
+                   help="skip groups per activation-buffer copy (1 or 2: two groups read one "
+                        "copy through its two block-RAM ports; ECP5, not iCE40); default: the "
+                        "board's")
+    p.add_argument("--act-width", type=int, default=None,
+                   help="activation-buffer word bytes (power of two up to the stream width; "
+                        "narrow words fill shallow copies' block RAMs); default: the board's")
+    p.add_argument("--row-slices", type=int, default=None,
+                   help="1, 2 or 3: sliced conditional passes (2: a second weight read and an "
+                        "adder per column in the drain; 3: a third read and adder for 3x3 "
+                        "layers); default: the board's")
+    p.add_argument("--feed-regs", type=int, default=None,
+                   help="registers between the buffers' block-RAM data and the array edge (1 or "
+                        "2: the route out of each block RAM gets a cycle of its own, the sums a "
+                        "cycle later); default: the board's")
+
+
 def _add_board_args(p, port=True):
     p.add_argument("--board", default="icebreaker",
                    help="board whose bitstream is loaded (sets the array size and buffer "
@@ -143,6 +177,7 @@ def _add_board_args(p, port=True):
                                                           "default")
     p.add_argument("--cols", type=int, default=None, help="array columns, if not the board's "
                                                           "default")
+    _add_array_args(p)  # (as the bitstream was built: `sluice build`'s options)
     if port:
         p.add_argument("--port", default=None, help="serial port, e.g. /dev/ttyUSB0")
         p.add_argument("--baud", type=int, default=None, help="baud rate (default: the "
@@ -184,29 +219,10 @@ def add_commands(sub) -> None:
     p.add_argument("--pe-mult", choices=PE_MULTS, default=None,
                    help="element multipliers in DSP blocks (dsp) or in LUTs (logic, leaving "
                         "the DSPs to the post-processing); default: the board's")
-    p.add_argument("--post-cols", type=int, default=None,
-                   help="columns per post-processing unit (divides the columns; 1: one unit "
-                        "per column; the column count: one shared unit, far less logic, the "
-                        "drain taking that many cycles per row); default: the board's")
-    p.add_argument("--skip-cols", type=int, default=None,
-                   help="skip group width in columns (divides the columns; wider groups: "
-                        "fewer activation buffer copies and feeds, fewer skipped cycles); "
-                        "default: the board's")
-    p.add_argument("--act-share", type=int, default=None,
-                   help="skip groups per activation-buffer copy (1 or 2: two groups read one "
-                        "copy through its two block-RAM ports; ECP5, not iCE40); default: the "
-                        "board's")
-    p.add_argument("--act-width", type=int, default=None,
-                   help="activation-buffer word bytes (power of two up to the stream width; "
-                        "narrow words fill shallow copies' block RAMs); default: the board's")
-    p.add_argument("--row-slices", type=int, default=None,
-                   help="1, 2 or 3: sliced conditional passes (2: a second weight read and an "
-                        "adder per column in the drain; 3: a third read and adder for 3x3 "
-                        "layers); default: the board's")
-    p.add_argument("--feed-regs", type=int, default=None,
-                   help="registers between the buffers' block-RAM data and the array edge (1 or "
-                        "2: the route out of each block RAM gets a cycle of its own, the sums a "
-                        "cycle later); default: the board's")
+    _add_array_args(p)
+    p.add_argument("--no-outreg", action="store_true",
+                   help="ECP5: place yosys's netlist as it is, without moving the flip-flops "
+                        "behind block-RAM read ports into the blocks' output registers")
     p.add_argument("--nextpnr-args", default="",
                    help="more nextpnr options, appended to Sluice's (quote them), e.g. "
                         "'--placer-heap-beta 0.6' to spread a congested placement")

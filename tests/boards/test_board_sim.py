@@ -16,9 +16,11 @@ def test_gated_layer_end_to_end(tmp_path, capsys):
     src, out = tmp_path / "tiny.layer.npz", tmp_path / "tiny.result.npz"
     write_layer(src, layer)
     # the gated bitstream (`sluice build --board icebreaker --gated`; the board's default
-    # build is the dense-only one)
+    # build is the dense-only one), built with instance options other than the board's: the
+    # board commands take `sluice build`'s, and the simulated board is that instance
+    opts = {"row_slices": 3, "post_cols": 1}
     assert main(["board", "run-layer", str(src), "-o", str(out), "--board", "icebreaker",
-                 "--simulate", "--gated"]) == 0
+                 "--simulate", "--gated", "--row-slices", "3", "--post-cols", "1"]) == 0
     text = capsys.readouterr().out
     assert "matches y_ref and gate_ref" in text
     res = read_result(out)
@@ -27,8 +29,10 @@ def test_gated_layer_end_to_end(tmp_path, capsys):
     # the array's steps are the cycle model's, whatever the link's waits added to the cycles
     from sluice.boards.platforms import get_board
     from sluice.hw.cycle_model import predict
-    steps = predict(layer, gate, get_board("icebreaker").params())["steps"]
+    board = get_board("icebreaker")
+    steps = predict(layer, gate, board.params(**opts))["steps"]
     assert f"array steps {steps} (CYCLES - LOAD_CYCLES - STALL_CYCLES)" in text
+    assert steps != predict(layer, gate, board.params())["steps"]  # (the sliced passes)
     assert res.cycles > steps
     assert 0 < gate.mean() < 1  # both gate outcomes exercised
     assert res.runner == "board-sim:icebreaker" and (res.rows, res.cols) == (2, 2)
