@@ -967,6 +967,14 @@ class Sluice(wiring.Component):
 
         res_word = []  # per skip group: the residual bytes of the pixel read
         base_word = []  # per skip group: the stored base sums (conditional phase; else 0)
+        if gating and FR:
+            # the phase, registered beside the stored base sums: they are zeroed outside the
+            # conditional phase after their registers, not in them, so that each sum's first
+            # register takes the block RAM's data alone (ECP5 builds move it into the block's
+            # output register, sluice.boards.outreg; a zeroing register has a reset and stays
+            # in the fabric); the zeroing AND joins the shared units' column select in front
+            # of PostProc's first register
+            base_cond = _delayed(m, is_cond, FR, "base_cond")
         for j in range(NG):
             # with shared post-processing units the row in d1 is read for PU cycles: its
             # residual and stored base sum stay addressed until the next row may fire (`dzero`,
@@ -985,12 +993,12 @@ class Sluice(wiring.Component):
                 res_word.append(res_raw)
             if gating:
                 m.d.comb += psum_rp[j].addr.eq(p_addr)
-                if FR:  # (zeroed outside the conditional phase as registered: no LUT)
+                if FR:
                     base_raw = Signal.like(psum_rp[j].data, name=f"base_raw_{j}",
                                            reset_less=True)
-                    m.d.sync += base_raw.eq(Mux(is_cond, psum_rp[j].data, 0))
+                    m.d.sync += base_raw.eq(psum_rp[j].data)
                     base_raw = front(base_raw, f"base_raw_{j}", FR - 1)
-                    base_word.append([base_raw[g] for g in range(G)])
+                    base_word.append([Mux(base_cond, base_raw[g], 0) for g in range(G)])
                 else:
                     base_word.append([Mux(is_cond, psum_rp[j].data[g], 0) for g in range(G)])
         m.d.comb += dzero_nx.eq(dzero)
