@@ -135,37 +135,32 @@ def cmd_board_ping(args) -> int:
     return 0
 
 
-#: the instance options a board build takes beside --rows/--cols (HwParams fields); the board
-#: commands take them too, so that the host plans for, and --simulate runs, the instance built
-ARRAY_OPTIONS = ("post_cols", "skip_cols", "act_share", "act_width", "row_slices", "feed_regs")
+#: the instance options a board build takes beside --rows/--cols (HwParams fields, each an
+#: integer defaulting to the board's choice) with their help; the board commands take them too,
+#: so that the host plans for, and --simulate runs, the instance built
+ARRAY_OPTIONS = {
+    "post_cols": "columns per post-processing unit (divides the columns; 1: one unit per "
+                 "column; the column count: one shared unit, far less logic, the drain taking "
+                 "that many cycles per row)",
+    "skip_cols": "skip group width in columns (divides the columns; wider groups: fewer "
+                 "activation buffer copies and feeds, fewer skipped cycles)",
+    "act_share": "skip groups per activation-buffer copy (1 or 2: two groups read one copy "
+                 "through its two block-RAM ports; ECP5, not iCE40)",
+    "act_width": "activation-buffer word bytes (power of two up to the stream width; narrow "
+                 "words fill shallow copies' block RAMs)",
+    "row_slices": "1, 2 or 3: sliced conditional passes (2: a second weight read and an adder "
+                  "per column in the drain; 3: a third read and adder for 3x3 layers)",
+    "feed_regs": "registers between the buffers' block-RAM data and the array edge (1 or 2: the "
+                 "route out of each block RAM gets a cycle of its own, the sums a cycle later)",
+}
 
 
 def _add_array_args(p):
-    """The instance options of ``ARRAY_OPTIONS`` (default: the board's), for ``sluice build``
-    and the ``sluice board`` commands alike."""
-    p.add_argument("--post-cols", type=int, default=None,
-                   help="columns per post-processing unit (divides the columns; 1: one unit "
-                        "per column; the column count: one shared unit, far less logic, the "
-                        "drain taking that many cycles per row); default: the board's")
-    p.add_argument("--skip-cols", type=int, default=None,
-                   help="skip group width in columns (divides the columns; wider groups: "
-                        "fewer activation buffer copies and feeds, fewer skipped cycles); "
-                        "default: the board's")
-    p.add_argument("--act-share", type=int, default=None,
-                   help="skip groups per activation-buffer copy (1 or 2: two groups read one "
-                        "copy through its two block-RAM ports; ECP5, not iCE40); default: the "
-                        "board's")
-    p.add_argument("--act-width", type=int, default=None,
-                   help="activation-buffer word bytes (power of two up to the stream width; "
-                        "narrow words fill shallow copies' block RAMs); default: the board's")
-    p.add_argument("--row-slices", type=int, default=None,
-                   help="1, 2 or 3: sliced conditional passes (2: a second weight read and an "
-                        "adder per column in the drain; 3: a third read and adder for 3x3 "
-                        "layers); default: the board's")
-    p.add_argument("--feed-regs", type=int, default=None,
-                   help="registers between the buffers' block-RAM data and the array edge (1 or "
-                        "2: the route out of each block RAM gets a cycle of its own, the sums a "
-                        "cycle later); default: the board's")
+    """The options of ``ARRAY_OPTIONS``, for ``sluice build`` and the ``sluice board`` commands
+    alike."""
+    for field, text in ARRAY_OPTIONS.items():
+        p.add_argument("--" + field.replace("_", "-"), type=int, default=None,
+                       help=f"{text}; default: the board's")
 
 
 def _add_board_args(p, port=True):
