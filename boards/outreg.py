@@ -8,8 +8,10 @@ it, set the clock (86-92 MHz, ``boards/README.md``). The block has an output reg
 that is a block-RAM read port's only load, bit for bit, where that leaves the design's function
 unchanged:
 
-- the port's width is at most 18 bits (true dual-port mode: each port's data pins, DO*A* or
-  DO*B*, belong to that port alone), its reset input is tied to 0 and its clock not inverted;
+- the port reads 18 bits or fewer on its own data pins (DO*A* or DO*B*), or is the read port
+  of yosys's 36-bit pseudo-dual-port mapping (port B 36 bits wide, its word on DOA and DOB;
+  both ports' register settings are then set alike, whichever controls which half); its reset
+  input is tied to 0 and its clock not inverted (both ports' in 36-bit mode, on one clock);
 - every used data pin of the port drives exactly one load, the data input of a flip-flop on the
   port's clock (not inverted), with no set or reset (LSR tied off or unused), initial value 0,
   and all of them with the same clock enable (or none): that enable becomes the port's output
@@ -41,6 +43,7 @@ def _param(cell, name, default=""):
 
 
 def _int_param(cell, name) -> int:
+    """An integer parameter (yosys's JSON writes them as 32-bit binary strings)."""
     v = _param(cell, name, "0")
     return int(v, 2) if set(v) <= {"0", "1"} else int(v)
 
