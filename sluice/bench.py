@@ -95,6 +95,11 @@ def _options(opts: dict) -> str:
     return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in opts.items())
 
 
+def _suffix(row: dict) -> str:
+    """A shape row's options as printed after its array size (" --post-cols 4 ..." or "")."""
+    return f" {row['options']}" if row.get("options") else ""
+
+
 def array_shapes(export: Path) -> list[dict]:
     from sluice.hw.params import HwParams
     from sluice.sim.model_run import bind_export, predict_network
@@ -189,7 +194,7 @@ def cmd_bench(args) -> int:
     print("[4/5] the network on other array shapes (cycle model) ...", flush=True)
     res["shapes"] = array_shapes(exp)
     for r in res["shapes"]:
-        opts = f" {r['options']}" if r.get("options") else ""
+        opts = _suffix(r)
         print(f"      {r['rows']}x{r['cols']} skip_cols {r['skip_cols']}{opts}: speedup "
               f"{r['speedup']:.2f}x, efficiency {r['efficiency']:.3f}, "
               f"{r['macs_per_cycle']:.1f} dense-equivalent MACs/cycle")
@@ -239,7 +244,7 @@ def _write_report(out: Path, res: dict, fast: str) -> None:
           "MACs/cycle | skip_tile | partial passes | lockstep | overhead |",
           "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["shapes"]:
-        opts = f" {r['options']}" if r.get("options") else ""
+        opts = _suffix(r)
         L.append(f"| {r['rows']}x{r['cols']}{opts} | {r['skip_cols']} | {r['cycles_dense']} | "
                  f"{r['cycles_gated']} | {r['speedup']:.2f} | {r['efficiency']:.3f} | "
                  f"{r['macs_per_cycle']:.1f} | {100 * r['skip_tile']:.1f}% | "
