@@ -59,10 +59,10 @@ def drain_post_latency(params: HwParams) -> int:
 def out_fifo_depth(params: HwParams) -> int:
     """Output FIFO words: deep enough that, with the output stream always ready (the host
     contract), the drain never waits for room: about 2 words sit in the FIFO at full rate and
-    up to ceil(POST_LATENCY / post_cols) + 1 are on their way, against a registered bound of
-    the depth - 2 (the cycle model assumes no such waits). 16, or 32 for a long pipeline with
-    a post-processing unit per column."""
-    return 16 if -(-drain_post_latency(params) // params.post_cols) + 5 < 16 else 32
+    up to ceil(POST_LATENCY / post_cols) + 1 are on their way, against a bound of the depth - 3
+    registered twice (the cycle model assumes no such waits). 16, or 32 for a long pipeline
+    with a post-processing unit per column."""
+    return 16 if -(-drain_post_latency(params) // params.post_cols) + 6 < 16 else 32
 
 
 def _pipelined_sum(m, terms, name, fan_in=4):
@@ -914,11 +914,17 @@ class Sluice(wiring.Component):
         # The words on their way, d1_go + d2_go + (post_wen[2:] set), are a counter
         # (`in_way`) updated from the shift registers' ends, so `room` is one add and a
         # compare (the sum of every stage's flag was a long path into `room` at 8 x 8).
+        # `room_q`, what the fire decision reads, is itself a register, a cycle behind the level
+        # and in_way, against one word less again (their sum grows by at most one a cycle):
+        # the FIFO level's adder, the add and the compare in front of the fire register were
+        # the 85F 8 x 8's worst path with 8-byte activation words, 10.9 ns, most of it the
+        # route from the FIFO to the drain; `room` (the terminator word's test) one more
+        # cycle behind, where nothing enters the drain. No wait with the stream ready
+        # (`out_fifo_depth`)
         post_wen = [None] + [Signal(name=f"post_wen_{i}") for i in range(1, POST_LATENCY + 1)]
         in_way = Signal(range(POST_LATENCY + 3))
-        room_nx = Signal()  # room's next value
-        m.d.comb += room_nx.eq(fifo.level + in_way < OUT_FIFO_DEPTH - 2)
-        m.d.sync += room.eq(room_nx)
+        room_q = Signal()
+        m.d.sync += [room_q.eq(fifo.level + in_way < OUT_FIFO_DEPTH - 3), room.eq(room_q)]
         # the drained row set is a shift register: each fire moves its rows up by one, so the
         # row that fires next is always row 0 (`drn_head`), with no multiplexer by the row
         # index between the row set and the residual and base-sum read addresses (d_r ->
@@ -953,7 +959,7 @@ class Sluice(wiring.Component):
         d_fire = Signal()
         dzero_nx = Signal()  # dzero's next value
         m.d.sync += [dzero.eq(dzero_nx),
-                     d_fire.eq(in_flight & ~(d_fire & (d_r == R - 1)) & dzero_nx & room_nx)]
+                     d_fire.eq(in_flight & ~(d_fire & (d_r == R - 1)) & dzero_nx & room_q)]
         m.d.sync += d1_go.eq(d_fire)
         # a row enters d1 (d_fire); a row in d2 leaves the count unless it becomes a word
         # (post_wen[1]); a word leaves the last stage for the FIFO (post_wen[-1])
