@@ -62,7 +62,7 @@ def toolchain_env(family: str) -> dict:
 
 
 def build_name(board: Board, params, dense_only=False, loopback=False, clock_mhz=None,
-               outreg=True) -> str:
+               outreg=False) -> str:
     tag = "_dense" if dense_only else ""
     tag += f"_{params.pe_mult}pe" if params.pe_mult != "dsp" else ""
     tag += f"_post{params.post_cols}" if params.post_cols != 1 else ""
@@ -83,7 +83,7 @@ def build_name(board: Board, params, dense_only=False, loopback=False, clock_mhz
         tag += f"_slices{params.row_slices}"
     tag += "_loopback" if loopback else ""
     tag += f"_{clock_mhz:g}mhz" if clock_mhz else ""
-    tag += "_nooutreg" if not outreg and board.family == "ecp5" else ""
+    tag += "_outreg" if outreg and board.family == "ecp5" else ""
     return f"sluice_{board.name.replace('-', '_')}_{params.rows}x{params.cols}{tag}"
 
 
@@ -102,7 +102,7 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, gated=Fals
           loopback=False, program=False, out_root="build/boards", nice=10, seed=1,
           router=ROUTERS[0], clock_mhz=None, pe_mult=None, post_cols=None, skip_cols=None,
           act_share=None, act_width=None, row_slices=None, feed_regs=None, nextpnr_args="",
-          outreg=True, synth_only=False, report_only=False, log=print) -> dict:
+          outreg=False, synth_only=False, report_only=False, log=print) -> dict:
     """Synthesise, place and route one board build; returns the report dict. ``clock_mhz``:
     the design clock from the board's PLL (ECP5) instead of its oscillator. ``nextpnr_args``:
     more nextpnr options, appended to Sluice's (e.g. ``--placer-heap-beta 0.6``).
@@ -113,8 +113,8 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, gated=Fals
     ``dense_only``/``gated``: the build with the gating hardware left out, or with it; neither:
     the board's default (``Board.gated``; the iCEBreaker's is dense-only). ``outreg``: on ECP5,
     move the flip-flops behind block-RAM read ports into the blocks' output registers between
-    yosys and nextpnr (``sluice.boards.outreg``; False: nextpnr places yosys's netlist as it
-    is)."""
+    yosys and nextpnr (``sluice.boards.outreg``; off by default: nextpnr places yosys's netlist
+    as it is)."""
     seeds = seed_list(seed)
     if len(seeds) > 1 and report_only:
         raise SluiceError("--seed: --report-only reads one finished build; give the one seed "
@@ -274,8 +274,7 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, gated=Fals
                             + (["--seed", str(seed)] if seed != 1 else [])
                             + (["--router", router] if router != ROUTERS[0] else [])
                             + (["--clock-mhz", f"{clock_mhz:g}"] if clock_mhz else [])
-                            + (["--no-outreg"] if board.family == "ecp5" and not outreg
-                               else [])
+                            + (["--outreg"] if outreg else [])
                             + (["--nextpnr-args", shlex.quote(" ".join(extra_args))]
                                if extra_args else [])),
         "seconds": seconds, "bitstream": str(bitstream), **summary,

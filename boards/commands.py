@@ -30,7 +30,7 @@ def cmd_build(args) -> int:
           clock_mhz=args.clock_mhz, pe_mult=args.pe_mult, post_cols=args.post_cols,
           skip_cols=args.skip_cols, act_share=args.act_share, act_width=args.act_width,
           row_slices=args.row_slices, feed_regs=args.feed_regs,
-          nextpnr_args=args.nextpnr_args, outreg=not args.no_outreg,
+          nextpnr_args=args.nextpnr_args, outreg=args.outreg,
           synth_only=args.synth_only, report_only=args.report_only)
     return 0
 
@@ -215,9 +215,10 @@ def add_commands(sub) -> None:
                    help="element multipliers in DSP blocks (dsp) or in LUTs (logic, leaving "
                         "the DSPs to the post-processing); default: the board's")
     _add_array_args(p)
-    p.add_argument("--no-outreg", action="store_true",
-                   help="ECP5: place yosys's netlist as it is, without moving the flip-flops "
-                        "behind block-RAM read ports into the blocks' output registers")
+    p.add_argument("--outreg", action="store_true",
+                   help="ECP5: move the flip-flops behind block-RAM read ports into the blocks' "
+                        "output registers between yosys and nextpnr (function unchanged; "
+                        "with --feed-regs 2 on the 8x8 builds, boards/README.md)")
     p.add_argument("--nextpnr-args", default="",
                    help="more nextpnr options, appended to Sluice's (quote them), e.g. "
                         "'--placer-heap-beta 0.6' to spread a congested placement")

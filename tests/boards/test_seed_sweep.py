@@ -65,7 +65,7 @@ def fake_tools(tmp_path, monkeypatch):
     calls = tmp_path / "calls.jsonl"
     monkeypatch.setenv("FAKE_CALLS", str(calls))
 
-    def run(fmax, seed, outreg=True):
+    def run(fmax, seed, outreg=False):
         monkeypatch.setenv("FAKE_FMAX", ",".join(f"{s}:{f}" for s, f in fmax.items()))
         monkeypatch.setenv("FAKE_OUTREG", "1" if outreg else "0")
         calls.write_text("")
@@ -116,26 +116,29 @@ def test_one_seed_runs_the_script_as_before(fake_tools):
     report, err, d, name, tried = fake_tools({"4": "101.00"}, 4)
     assert err is None and "seed_sweep" not in report and "--seed 4" in report["command"]
     assert [t for t, _ in tried] == ["yosys", "nextpnr", "ecppack"]
-    # the block-RAM output-register pass ran between yosys and nextpnr (the script's own step)
+    # without --outreg nextpnr places the netlist as yosys wrote it
+    assert "bram_outreg" not in report and "--outreg" not in report["command"]
+    assert "sluice.boards.outreg" not in (d / f"build_{name}.sh").read_text()
+    netlist = json.loads((d / f"{name}.json").read_text())["modules"]["top"]
+    assert netlist["cells"]["ram"]["parameters"]["REGMODE_B"] == "NOREG"
+
+
+def test_outreg_runs_the_pass_between_yosys_and_nextpnr(fake_tools):
+    report, err, d, name, tried = fake_tools({"2": "101.00"}, 2, outreg=True)
+    assert err is None and [t for t, _ in tried] == ["yosys", "nextpnr", "ecppack"]
+    # (the script's own step: the script run by hand builds the same bitstream)
+    assert "sluice.boards.outreg" in (d / f"build_{name}.sh").read_text()
     assert report["bram_outreg"] == {"ports": 1, "flip_flops": 1, "kept": 0}
+    assert name.endswith("_100mhz_outreg") and "--outreg" in report["command"]
     netlist = json.loads((d / f"{name}.json").read_text())["modules"]["top"]
     assert "ff" not in netlist["cells"]
     assert netlist["cells"]["ram"]["parameters"]["REGMODE_B"] == "OUTREG"
 
 
 def test_the_sweep_runs_the_output_register_pass_once_before_nextpnr(fake_tools):
-    report, err, d, name, tried = fake_tools({"2": "99.00", "3": "101.00"}, "2,3")
+    report, err, d, name, tried = fake_tools({"2": "99.00", "3": "101.00"}, "2,3", outreg=True)
     assert err is None and report["bram_outreg"]["flip_flops"] == 1
-    assert "--no-outreg" not in report["command"] and not name.endswith("_nooutreg")
-
-
-def test_no_outreg_places_the_netlist_as_yosys_wrote_it(fake_tools):
-    report, err, d, name, tried = fake_tools({"2": "101.00"}, 2, outreg=False)
-    assert err is None and "bram_outreg" not in report
-    assert name.endswith("_100mhz_nooutreg") and "--no-outreg" in report["command"]
-    assert "sluice.boards.outreg" not in (d / f"build_{name}.sh").read_text()
-    netlist = json.loads((d / f"{name}.json").read_text())["modules"]["top"]
-    assert netlist["cells"]["ram"]["parameters"]["REGMODE_B"] == "NOREG"
+    assert [t for t, _ in tried] == ["yosys", "nextpnr", "nextpnr", "ecppack"]
 
 
 @pytest.mark.parametrize("bad", ["2,x", "3,3", "-1", ""])
