@@ -141,6 +141,9 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, gated=Fals
         from sluice.boards.pll import ecp5_pll
 
         pll = ecp5_pll(osc, clock_mhz * 1e6)
+    if outreg and board.family != "ecp5":
+        raise SluiceError(f"--outreg: the pass moves registers into ECP5 block RAMs; "
+                          f"{board.name} is {board.family} (leave --outreg out)")
     try:
         extra_args = shlex.split(nextpnr_args or "")
     except ValueError as e:
@@ -179,7 +182,6 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, gated=Fals
         acc = LoopbackAccelerator(params)
     top = BoardTop(params, divisor=divisor, in_buf_bytes=board.in_buf_bytes,
                    out_depth=board.out_depth, accelerator=acc, pll=pll)
-    outreg = outreg and board.family == "ecp5"
     name = build_name(board, params, dense_only, loopback, clock_mhz, outreg)
     build_dir = Path(out_root) / name
     nextpnr_opts = ["--timing-allow-fail", f"--seed {seed}", f"--router {router}",

@@ -27,9 +27,8 @@ def cmd_build(args) -> int:
     build(args.board, rows=args.rows, cols=args.cols, dense_only=args.dense_only,
           gated=args.gated, loopback=args.loopback, program=args.program,
           out_root=args.out_dir, seed=args.seed, router=args.router,
-          clock_mhz=args.clock_mhz, pe_mult=args.pe_mult, post_cols=args.post_cols,
-          skip_cols=args.skip_cols, act_share=args.act_share, act_width=args.act_width,
-          row_slices=args.row_slices, feed_regs=args.feed_regs,
+          clock_mhz=args.clock_mhz, pe_mult=args.pe_mult,
+          **{k: getattr(args, k) for k in ARRAY_OPTIONS},
           nextpnr_args=args.nextpnr_args, outreg=args.outreg,
           synth_only=args.synth_only, report_only=args.report_only)
     return 0

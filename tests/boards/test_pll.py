@@ -104,6 +104,9 @@ def test_clock_option_is_checked_before_the_toolchain(monkeypatch):
     with pytest.raises(SluiceError, match="--clock-mhz: the PLL is built for ECP5 boards only; "
                                           "icebreaker is ice40"):
         b.build("icebreaker", clock_mhz=24)
+    with pytest.raises(SluiceError, match="--outreg: the pass moves registers into ECP5 block "
+                                          "RAMs; icebreaker is ice40"):
+        b.build("icebreaker", outreg=True)
     with pytest.raises(SluiceError, match="--clock-mhz: 48 MHz is not reachable"):
         b.build("ulx3s-85f", clock_mhz=48)
     with pytest.raises(SluiceError, match="--clock-mhz: -5 is outside"):
