@@ -127,9 +127,10 @@ class HwParams:
     they load, both ports write (``act_write_ports``), two words a cycle.
     ``act_width``: bytes per activation-buffer word (a power of two up to ``stream_bytes``;
     0: ``stream_bytes``). A beat is written over ``stream_bytes / act_width`` cycles (half
-    that into shared copies, ``act_pieces``), the stream held meanwhile; narrow words fill the board builds' shallow copies (a 2048-byte
-    copy 2 bytes wide is one ECP5 block RAM instead of two 36-bit ones) and shrink each
-    feed's byte select. Free where the stream is slower than that anyway (a UART).
+    that into shared copies, ``act_pieces``), the stream held meanwhile; narrow words fill the
+    board builds' shallow copies (a 2048-byte copy 2 bytes wide is one ECP5 block RAM instead
+    of two 36-bit ones) and shrink each feed's byte select. Free where the stream is slower
+    than that anyway (a UART).
     ``row_slices``: 1, 2 or 3 (``ROW_SLICES``). With 2 a tile's last conditional pass whose
     skip groups have at most ``rows // 2`` pixels left runs each pixel on two rows, each
     summing part of the kernel's rows (a second weight read); with 3 (the default) a 3 x 3

@@ -56,13 +56,19 @@ def drain_post_latency(params: HwParams) -> int:
     return post_latency(params.cols) + params.post_cols - 1
 
 
+#: words the drain's registered room test keeps free in the output FIFO (``room_q``: the level
+#: and the words on their way, a cycle old, below the depth less this)
+ROOM_MARGIN = 3
+
+
 def out_fifo_depth(params: HwParams) -> int:
     """Output FIFO words: deep enough that, with the output stream always ready (the host
     contract), the drain never waits for room: about 2 words sit in the FIFO at full rate and
-    up to ceil(POST_LATENCY / post_cols) + 1 are on their way, against a bound of the depth - 3
-    registered twice (the cycle model assumes no such waits). 16, or 32 for a long pipeline
-    with a post-processing unit per column."""
-    return 16 if -(-drain_post_latency(params) // params.post_cols) + 6 < 16 else 32
+    up to ceil(POST_LATENCY / post_cols) + 1 are on their way, against a bound of the depth -
+    ``ROOM_MARGIN`` registered twice (the cycle model assumes no such waits). 16, or 32 for a
+    long pipeline with a post-processing unit per column."""
+    on_way = -(-drain_post_latency(params) // params.post_cols) + 1
+    return 16 if 2 + on_way + ROOM_MARGIN < 16 else 32
 
 
 def _pipelined_sum(m, terms, name, fan_in=4):
@@ -924,7 +930,8 @@ class Sluice(wiring.Component):
         post_wen = [None] + [Signal(name=f"post_wen_{i}") for i in range(1, POST_LATENCY + 1)]
         in_way = Signal(range(POST_LATENCY + 3))
         room_q = Signal()
-        m.d.sync += [room_q.eq(fifo.level + in_way < OUT_FIFO_DEPTH - 3), room.eq(room_q)]
+        m.d.sync += [room_q.eq(fifo.level + in_way < OUT_FIFO_DEPTH - ROOM_MARGIN),
+                     room.eq(room_q)]
         # the drained row set is a shift register: each fire moves its rows up by one, so the
         # row that fires next is always row 0 (`drn_head`), with no multiplexer by the row
         # index between the row set and the residual and base-sum read addresses (d_r ->
