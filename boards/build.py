@@ -283,8 +283,7 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, gated=Fals
     }
     if sweep:
         report["seed_sweep"] = sweep
-    moved = outreg_mod.stats_path(build_dir / f"{name}.json")
-    if outreg and moved.exists():
+    if outreg and (moved := outreg_mod.stats_path(build_dir / f"{name}.json")).exists():
         report["bram_outreg"] = json.loads(moved.read_text())
     # nextpnr's own verdict per clock (each against its constraint: the oscillator's, the PLL's)
     timing = rpt.verdict(report["clocks"])

@@ -16,7 +16,7 @@ def _board_params(args):
 
     board = get_board(args.board)
     return board, board.params(args.rows, args.cols,
-                               **{k: getattr(args, k, None) for k in ARRAY_OPTIONS})
+                               **{k: getattr(args, k) for k in ARRAY_OPTIONS})
 
 
 def cmd_build(args) -> int:

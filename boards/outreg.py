@@ -71,11 +71,17 @@ def _tied_low(bits) -> bool:
     return bits in (["0"], [])
 
 
+def _wide(c) -> bool:
+    """Whether ``c`` is in pseudo-dual-port mode: yosys maps its 36-bit PDPW16KD onto a DP16KD
+    with port B 36 bits wide."""
+    return _int_param(c, "DATA_WIDTH_B") > PORT_BITS
+
+
 def _read_pins(c, side) -> list[str] | None:
     """The data pins of ``c``'s port ``side``, or None for a port that reads nothing of its own:
-    in pseudo-dual-port mode (yosys maps its 36-bit PDPW16KD onto a DP16KD with port B 36 bits
-    wide) port B reads all 36 bits, on DOA0..17 and DOB0..17, and port A only writes."""
-    wide = _int_param(c, "DATA_WIDTH_B") > PORT_BITS
+    in pseudo-dual-port mode (``_wide``) port B reads all 36 bits, on DOA0..17 and DOB0..17, and
+    port A only writes."""
+    wide = _wide(c)
     if side == "B":
         return [f"DOB{i}" for i in range(PORT_BITS)] + ([f"DOA{i}" for i in range(PORT_BITS)]
                                                           if wide else [])
@@ -87,7 +93,7 @@ def _sides(c, side) -> str:
     """The ports whose output-register settings a read on ``side`` sets: both in pseudo-dual-port
     mode (each half of the 36-bit word leaves through one port's pins; both ports then get the
     same register mode, clock enable and clock, whichever controls which half)."""
-    return "AB" if side == "B" and _int_param(c, "DATA_WIDTH_B") > PORT_BITS else side
+    return "AB" if side == "B" and _wide(c) else side
 
 
 def _absorbable(module, loads, bram, side):
@@ -104,8 +110,9 @@ def _absorbable(module, loads, bram, side):
     sides = _sides(c, side)
     clk = conn.get(f"CLK{side}")
     for s in sides:
-        if _param(c, f"REGMODE_{s}", "NOREG") != "NOREG" or not _tied_low(conn.get(f"RST{s}", ["0"])) \
-                or _param(c, f"CLK{s}MUX", f"CLK{s}") != f"CLK{s}" or conn.get(f"CLK{s}") != clk:
+        if (_param(c, f"REGMODE_{s}", "NOREG") != "NOREG"
+                or not _tied_low(conn.get(f"RST{s}", ["0"]))
+                or _param(c, f"CLK{s}MUX", f"CLK{s}") != f"CLK{s}" or conn.get(f"CLK{s}") != clk):
             return None
     taken, enables = {}, set()
     for pin in pins:
