@@ -125,10 +125,7 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, gated=Fals
     board = get_board(board_name)
     if dense_only and gated:
         raise SluiceError("--dense-only and --gated: pick one")
-    if not board.gated and not gated and not dense_only and not loopback:
-        dense_only = True
-        log(f"{board.name}: the dense-only build, the board's default (the gated one does not "
-            "fit the part; --gated builds it anyway)")
+    default_dense = not board.gated and not gated and not dense_only and not loopback
     platform = board.make_platform()
     osc = board.clk_freq(platform)
     pll = None
@@ -163,6 +160,10 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, gated=Fals
         raise SluiceError("--synth-only and --report-only: pick one")
     if program:
         programmer_path()  # fail before a long build, not after
+    if default_dense:  # said once every option has been checked
+        dense_only = True
+        log(f"{board.name}: the dense-only build, the board's default (the gated one does not "
+            "fit the part; --gated builds it anyway)")
     gated_params = params  # names the gated build of the gating-cost pair
     sweep = None  # the seeds tried, when several were given
     if dense_only:  # the same array with the gating hardware left out at elaboration

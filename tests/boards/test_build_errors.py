@@ -43,9 +43,9 @@ def test_unknown_router_is_refused_before_anything_runs(monkeypatch):
         b.build("ulx3s-85f", router="router3")
 
 
-def test_bad_array_options_are_refused_before_the_tools(monkeypatch):
+def test_bad_array_options_are_refused_before_the_tools(monkeypatch, capsys):
     """--skip-cols / --post-cols that do not divide the columns: one clear line, exit status 2,
-    before any tool runs."""
+    before any tool runs (and before the iCEBreaker's "dense-only by default" line)."""
     pytest.importorskip("amaranth_boards")
     from sluice.cli import main
 
@@ -65,6 +65,12 @@ def test_bad_array_options_are_refused_before_the_tools(monkeypatch):
         assert e.value.code == 2
     with pytest.raises(SluiceError, match="--act-share 2: icebreaker's block RAMs"):
         b.build("icebreaker", act_share=2)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        raise SystemExit(main(["build", "--board", "icebreaker", "--post-cols", "3"]))
+    out, err = capsys.readouterr()
+    assert e.value.code == 2 and "--post-cols: 3 must divide --cols 2" in err
+    assert out == ""  # the refusal is the only line
 
 
 def test_the_not_fit_hint_names_the_smallest_array():
