@@ -847,9 +847,9 @@ class Sluice(wiring.Component):
             m.d.comb += arr.w[c].eq(_delayed(m, w, c % G + NFEED, f"skew_c{c}"))
         def slice_feed(n, rp, ahead, row, sel, sel_name, w_in, w_sel):
             """Weight feed ``n`` of a sliced pass: a further read port of the bank (``rp``),
-            ``ahead`` words ahead of the step's, its address ``row`` cycles behind (the weights reach row
-            ``row`` that much after row 0), then skewed like the first feed, entering the
-            columns at ``row`` (``w_in``) with ``sel`` travelling beside them (``w_sel``)."""
+            ``ahead`` words ahead of the step's, its address ``row`` cycles behind (the weights
+            reach row ``row`` that much after row 0), then skewed like the first feed, entering
+            the columns at ``row`` (``w_in``) with ``sel`` travelling beside them (``w_sel``)."""
             st = _delayed(m, st_w + ahead, ISSUE_REGS + row, f"st_w{n}")
             m.d.comb += rp.addr.eq(Cat(st[wpb:wbits],
                                        _delayed(m, cmp_bank, ISSUE_REGS + row, f"cmp_bank{n}")))
