@@ -81,6 +81,10 @@ def build_name(board: Board, params, dense_only=False, loopback=False, clock_mhz
     # has none, one name for either)
     if not dense_only and params.gating and params.row_slices != board.row_slices:
         tag += f"_slices{params.row_slices}"
+    # buffer depths other than the board's (both builds: the gating-cost pair shares them)
+    for field, short in (("act_depth", "act"), ("wgt_depth", "wgt"), ("pix_depth", "pix")):
+        depth = getattr(params, field)
+        tag += f"_{short}{depth}" if depth != getattr(board, field) else ""
     tag += "_loopback" if loopback else ""
     tag += f"_{clock_mhz:g}mhz" if clock_mhz else ""
     tag += "_outreg" if outreg and board.family == "ecp5" else ""
@@ -101,7 +105,8 @@ PLL_TIMING_WEIGHT = 40
 def build(board_name: str, *, rows=None, cols=None, dense_only=False, gated=False,
           loopback=False, program=False, out_root="build/boards", nice=10, seed=1,
           router=ROUTERS[0], clock_mhz=None, pe_mult=None, post_cols=None, skip_cols=None,
-          act_share=None, act_width=None, row_slices=None, feed_regs=None, nextpnr_args="",
+          act_share=None, act_width=None, row_slices=None, feed_regs=None, act_depth=None,
+          wgt_depth=None, pix_depth=None, nextpnr_args="",
           outreg=False, synth_only=False, report_only=False, log=print) -> dict:
     """Synthesise, place and route one board build; returns the report dict. ``clock_mhz``:
     the design clock from the board's PLL (ECP5) instead of its oscillator. ``nextpnr_args``:
@@ -146,9 +151,10 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, gated=Fals
     except ValueError as e:
         raise SluiceError(f"--nextpnr-args: {e}") from None
     # the array's options are checked before the tools: a typo fails in a second
-    params = board.params(rows, cols, pe_mult=pe_mult, post_cols=post_cols, skip_cols=skip_cols,
-                          act_share=act_share, act_width=act_width, row_slices=row_slices,
-                          feed_regs=feed_regs)
+    array_given = dict(post_cols=post_cols, skip_cols=skip_cols, act_share=act_share,
+                       act_width=act_width, row_slices=row_slices, feed_regs=feed_regs,
+                       act_depth=act_depth, wgt_depth=wgt_depth, pix_depth=pix_depth)
+    params = board.params(rows, cols, pe_mult=pe_mult, **array_given)
     if params.act_share == 2 and board.family == "ice40":
         raise SluiceError(f"--act-share 2: {board.name}'s block RAMs (SB_RAM40_4K) have one read "
                           "port, so a shared copy would be duplicated again; leave it at 1")
@@ -267,12 +273,8 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, gated=Fals
                             + (["--dense-only"] if dense_only and board.gated else [])
                             + (["--gated"] if not dense_only and not board.gated else [])
                             + (["--pe-mult", params.pe_mult] if pe_mult else [])
-                            + (["--post-cols", str(params.post_cols)] if post_cols else [])
-                            + (["--skip-cols", str(params.skip_cols)] if skip_cols else [])
-                            + (["--act-share", str(params.act_share)] if act_share else [])
-                            + (["--act-width", str(params.act_width)] if act_width else [])
-                            + (["--row-slices", str(params.row_slices)] if row_slices else [])
-                            + (["--feed-regs", str(params.feed_regs)] if feed_regs else [])
+                            + [a for k, v in array_given.items() if v
+                               for a in ("--" + k.replace("_", "-"), str(getattr(params, k)))]
                             + (["--loopback"] if loopback else [])
                             + (["--seed", str(seed)] if seed != 1 else [])
                             + (["--router", router] if router != ROUTERS[0] else [])

@@ -151,6 +151,12 @@ ARRAY_OPTIONS = {
                   "per column in the drain; 3: a third read and adder for 3x3 layers)",
     "feed_regs": "registers between the buffers' block-RAM data and the array edge (1 or 2: the "
                  "route out of each block RAM gets a cycle of its own, the sums a cycle later)",
+    "act_depth": "activation-buffer bytes per copy (a layer whose input does not fit runs in "
+                 "bands of output rows, each loading its own input rows and every tile's "
+                 "weights again)",
+    "wgt_depth": "weight-buffer words per column and bank (must hold C_in*K*K of every layer "
+                 "to be run: 1152 for the demo network's 128-channel 3x3 layers)",
+    "pix_depth": "output pixels per job (larger maps run in bands)",
 }
 
 

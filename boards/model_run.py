@@ -31,6 +31,7 @@ def board_run_model(runner, export_dir, out_dir, *, dense: bool = False, limit: 
     anything with its ``run_layer`` and ``params``); returns the summary, also written with the
     per-layer tables to ``out_dir``."""
     from sluice.model.intnet import IntNet
+    from sluice.sim.host import check_network
     from sluice.sim.model_run import account_layers, finish_summary, write_reports
 
     params = runner.params
@@ -41,6 +42,7 @@ def board_run_model(runner, export_dir, out_dir, *, dense: bool = False, limit: 
         raise SluiceError(f"--layers: {limit} must be 0 (all) or more")
     net = IntNet(export_dir)  # validates the manifest and every layer file
     layers = net.layers[:limit or None]
+    check_network(layers, params, dense)  # every layer, before the first reaches the board
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 

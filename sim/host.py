@@ -122,6 +122,14 @@ def check_runnable(layer, params: HwParams = DEFAULT, dense: bool = False) -> in
     return band_rows(layer, params)
 
 
+def check_network(layers, params: HwParams = DEFAULT, dense: bool = False) -> None:
+    """:func:`check_runnable` for every ``(entry, layer)`` of an export (``IntNet.layers``):
+    a network whose fifteenth layer the instance cannot run is refused before the simulator
+    is built or the first layer reaches a board, not after fourteen layers."""
+    for _, layer in layers:
+        check_runnable(layer, params, dense)
+
+
 def layer_jobs(layer, params: HwParams = DEFAULT, dense: bool = False) -> list[Job]:
     """The jobs that run ``layer`` (``dense``: gating off, every output gets the full sum):
     one per band of output rows (one band when the buffers are large enough)."""

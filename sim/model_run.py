@@ -41,6 +41,7 @@ def run_model(export_dir, out_dir, *, sim="icarus", params: HwParams | None = No
     include the separator rows between them."""
     from sluice.hw.levers import sample_images
     from sluice.model.intnet import IntNet
+    from sluice.sim.host import check_network
     from sluice.sim.runner import RtlSim
 
     params = params or HwParams()
@@ -48,6 +49,7 @@ def run_model(export_dir, out_dir, *, sim="icarus", params: HwParams | None = No
         raise SluiceError(f"--images: {images} must be at least 1")
     net = IntNet(export_dir)  # validates the manifest and every layer file
     layers = net.layers[:limit or None]
+    check_network(layers, params, dense=not params.gating)
     xs = [layers[0][1].x]
     extra = {}
     labels = None

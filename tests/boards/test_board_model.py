@@ -99,6 +99,45 @@ def test_a_dense_only_bitstream_runs_in_dense_mode(tiny_export, tmp_path):
         board_run_model(board, tiny_export, tmp_path / "y", dense=True, limit=-1)
 
 
+def _too_small_for(export):
+    """PARAMS with a weight buffer one power of two short of the export's largest C_in*K*K,
+    and the first layer that does not fit it."""
+    layers = [layer for _, layer in IntNet(export).layers]
+    need = max(layer.c_in * layer.kernel ** 2 for layer in layers)
+    small = HwParams(**{**PARAMS.as_dict(), "wgt_depth": 1 << (need - 1).bit_length() - 1})
+    assert small.wgt_depth < need <= PARAMS.wgt_depth
+    first = next(n for n, layer in enumerate(layers)
+                 if layer.c_in * layer.kernel ** 2 > small.wgt_depth)
+    assert first > 0  # earlier layers would run: the check must come before them
+    return small, layers[first].name
+
+
+def test_a_layer_the_board_cannot_hold_is_refused_before_the_first_runs(tiny_export, tmp_path):
+    """An export with a layer whose weights the bitstream's buffer cannot hold: refused
+    naming that layer before any layer reaches the board (not after the ones before it)."""
+    small, name = _too_small_for(tiny_export)
+    board = ReferenceBoard(small)
+    with pytest.raises(SluiceError, match=rf"{name}: C_in\*K\*K = \d+ exceeds the weight "
+                                          rf"buffer \({small.wgt_depth} words\)"):
+        board_run_model(board, tiny_export, tmp_path / "run", progress=lambda t: None)
+    assert board.calls == []
+
+
+def test_run_model_refuses_such_a_network_before_building(tiny_export, tmp_path, monkeypatch,
+                                                          capsys):
+    """`sluice run-model` on the RTL: the same check before the simulator is built (exit 2,
+    the layer named)."""
+    from sluice.cli import main
+    from sluice.sim import runner
+
+    small, name = _too_small_for(tiny_export)
+    monkeypatch.setattr(runner, "RtlSim", lambda *a, **k: pytest.fail("built the simulator"))
+    assert main(["run-model", str(tiny_export), "-o", str(tmp_path / "run"), "--rows", "4",
+                 "--cols", "4", "--act-depth", str(small.act_depth), "--wgt-depth",
+                 str(small.wgt_depth), "--pix-depth", str(small.pix_depth)]) == 2
+    assert f"{name}: C_in*K*K" in capsys.readouterr().err
+
+
 def test_the_command_line(tiny_export, tmp_path, monkeypatch, capsys):
     """`sluice board run-model` wired to the board (a stand-in behind the link here): the
     layer table and the totals printed, the link's frame count, exit 0; exit 1 and the layer
