@@ -128,7 +128,9 @@ _ULX3S = dict(family="ecp5", baud=1_000_000, max_baud=3_000_000, programmer=("-b
 # The 12F/25F defaults share one post-processing unit between their 4 columns (--post-cols 4):
 # with a unit per column their DSP blocks do not suffice (25F at 4 x 4: 40 of 28 MULT18X18D).
 # The 45F's default is 4 x 4 like the 85F's: 4 x 8 places (52% of its LUTs) but did not route
-# in an hour. Measured builds in boards/README.md
+# in an hour. Both hold the demo network whole: weights of 128-channel 3x3 layers (C_in*K*K =
+# 1152 words, so wgt_depth 2048) and 8 KiB of activations per copy (the 28 x 28 layers in two
+# bands; 67 DP16KD at 4 x 4). Measured builds in boards/README.md
 register(Board(name="ulx3s-12f", platform="amaranth_boards.ulx3s:ULX3S_12F_Platform",
                rows=2, cols=4, act_depth=1024, wgt_depth=256, pix_depth=128, skip_cols=2,
                post_cols=4,
@@ -139,14 +141,13 @@ register(Board(name="ulx3s-25f", platform="amaranth_boards.ulx3s:ULX3S_25F_Platf
                post_cols=4, doc="ECP5 LFE5U-25F, 25 MHz, FT231X at 1 Mbaud",
                resources={"LUT4": 24288, "DP16KD": 56, "MULT18X18D": 28}, **_ULX3S))
 register(Board(name="ulx3s-45f", platform="amaranth_boards.ulx3s:ULX3S_45F_Platform",
-               rows=4, cols=4, act_depth=2048, wgt_depth=1024, pix_depth=512, skip_cols=2,
+               rows=4, cols=4, act_depth=8192, wgt_depth=2048, pix_depth=512, skip_cols=2,
                doc="ECP5 LFE5U-45F, 25 MHz, FT231X at 1 Mbaud",
                resources={"LUT4": 43848, "DP16KD": 108, "MULT18X18D": 72}, **_ULX3S))
 # the 85F's default builds in minutes on the oscillator's clock; the issue's 8 x 8 at 100 MHz
-# needs the PLL and the area options (`--rows 8 --cols 8 --post-cols 4 --act-share 2
-# --act-width 4 --clock-mhz 100`, 11-24 minutes, 101-106 MHz; `--act-width 2` 103-109 MHz, fewer
-# block RAMs, more cycles: boards/README.md)
+# needs the PLL and the area options (`--rows 8 --cols 8 --post-cols 2 --act-share 2
+# --act-width 8 --feed-regs 2 --clock-mhz 100 --outreg`, boards/README.md)
 register(Board(name="ulx3s-85f", platform="amaranth_boards.ulx3s:ULX3S_85F_Platform",
-               rows=4, cols=4, act_depth=2048, wgt_depth=1024, pix_depth=512, skip_cols=2,
+               rows=4, cols=4, act_depth=8192, wgt_depth=2048, pix_depth=512, skip_cols=2,
                doc="ECP5 LFE5U-85F, 25 MHz, FT231X at 1 Mbaud",
                resources={"LUT4": 83640, "DP16KD": 208, "MULT18X18D": 156}, **_ULX3S))

@@ -151,10 +151,10 @@ def test_build_name_carries_the_clock():
     assert b.build_name(board, dataclasses.replace(f2, gating=False), dense_only=True) == \
         "sluice_ulx3s_85f_8x8_dense_post4_aw8_feed2"
     # buffer depths other than the board's: both builds of the pair, in the order act, wgt, pix
-    deep = board.params(8, 8, post_cols=2, act_width=8, act_depth=8192, wgt_depth=2048)
-    assert b.build_name(board, deep) == "sluice_ulx3s_85f_8x8_post2_aw8_act8192_wgt2048"
+    deep = board.params(8, 8, post_cols=2, act_width=8, act_depth=16384, wgt_depth=4096)
+    assert b.build_name(board, deep) == "sluice_ulx3s_85f_8x8_post2_aw8_act16384_wgt4096"
     assert b.build_name(board, dataclasses.replace(deep, gating=False), dense_only=True) == \
-        "sluice_ulx3s_85f_8x8_dense_post2_aw8_act8192_wgt2048"
+        "sluice_ulx3s_85f_8x8_dense_post2_aw8_act16384_wgt4096"
     assert b.build_name(board, board.params(4, 4, act_depth=board.act_depth)) == \
         "sluice_ulx3s_85f_4x4"  # the board's own depth, given: the same build
     ice = get_board("icebreaker")
@@ -197,13 +197,13 @@ def test_build_with_the_pll_reports_clock_and_baud(monkeypatch, tmp_path):
         (5, 12, 10)
     assert rep["timing_met"] and rep["command"].endswith("--clock-mhz 60")
     # the array options given are in the command that rebuilds it, the depths too
-    rep = b.build("ulx3s-85f", rows=8, cols=8, post_cols=2, act_depth=8192, wgt_depth=2048,
+    rep = b.build("ulx3s-85f", rows=8, cols=8, post_cols=2, act_depth=4096, pix_depth=1024,
                   clock_mhz=60, out_root=tmp_path, nice=0, log=lambda t: None)
-    assert rep["name"] == "sluice_ulx3s_85f_8x8_post2_act8192_wgt2048_60mhz"
+    assert rep["name"] == "sluice_ulx3s_85f_8x8_post2_act4096_pix1024_60mhz"
     assert rep["command"] == ("sluice build --board ulx3s-85f --rows 8 --cols 8 --post-cols 2 "
-                              "--act-depth 8192 --wgt-depth 2048 --clock-mhz 60")
+                              "--act-depth 4096 --pix-depth 1024 --clock-mhz 60")
     assert (rep["params"]["act_depth"], rep["params"]["wgt_depth"], rep["params"]["pix_depth"]) \
-        == (8192, 2048, 512)
+        == (4096, 2048, 1024)
     on_disk = json.loads((tmp_path / rep["name"] / f"{rep['name']}.report.json").read_text())
     assert on_disk["timing_met"] and on_disk["pll"]["vco_mhz"] == 600
     md = (tmp_path / rep["name"] / f"{rep['name']}.report.md").read_text()
