@@ -84,11 +84,11 @@ def dense_utilisation(sim, params, work: Path) -> list[dict]:
 # (rows, cols, skip_cols) for step 4; the default instance first
 SHAPES = [(8, 8, 2), (8, 8, 1), (16, 16, 2), (8, 16, 2), (4, 8, 2), (4, 8, 1), (4, 4, 2),
           (4, 4, 1), (2, 4, 1), (2, 2, 1)]
-# instances with more options than the shape, after the shapes in step 4: the ULX3S 85F's 8 x 8
-# builds that meet 100 MHz (boards/README.md: 2-byte and, since session 35, 4-byte activation
-# words), whose area options cost cycles
-OPTION_INSTANCES = [(8, 8, 2, dict(post_cols=4, act_share=2, act_width=2)),
-                    (8, 8, 2, dict(post_cols=4, act_share=2, act_width=4))]
+# board builds as they are built (`sluice build --board NAME [OPTIONS]`: the board's buffer
+# depths and stream width), after the shapes in step 4: the ULX3S 85F's default 4 x 4 and the
+# 8 x 8 that meets 100 MHz (boards/README.md), whose area options cost cycles
+BOARD_INSTANCES = [("ulx3s-85f", 4, 4, {}),
+                   ("ulx3s-85f", 8, 8, dict(post_cols=2, act_share=2, act_width=8, feed_regs=2))]
 
 
 def _options(opts: dict) -> str:
@@ -100,15 +100,25 @@ def _suffix(row: dict) -> str:
     return f" {row['options']}" if row.get("options") else ""
 
 
-def array_shapes(export: Path) -> list[dict]:
+def _instances():
+    """(HwParams, options as printed) of step 4: the shapes, then the board builds."""
+    from sluice.boards.platforms import get_board
     from sluice.hw.params import HwParams
+
+    for r, c, s in SHAPES:
+        yield HwParams(rows=r, cols=c, skip_cols=s), ""
+    for name, r, c, opts in BOARD_INSTANCES:
+        yield get_board(name).params(r, c, **opts), f"--board {name} {_options(opts)}".strip()
+
+
+def array_shapes(export: Path) -> list[dict]:
     from sluice.sim.model_run import bind_export, predict_network
 
     bound = bind_export(export)  # the reference forward pass once, for every shape
     rows = []
-    for r, c, s, opts in [shape + ({},) for shape in SHAPES] + OPTION_INSTANCES:
-        net = predict_network(bound, HwParams(rows=r, cols=c, skip_cols=s, **opts))
-        rows.append(dict(rows=r, cols=c, skip_cols=s, options=_options(opts),
+    for p, options in _instances():
+        net = predict_network(bound, p)
+        rows.append(dict(rows=p.rows, cols=p.cols, skip_cols=p.skip_cols, options=options,
                          cycles_dense=net["cycles_dense"],
                          cycles_gated=net["cycles_gated"], speedup=net["speedup"],
                          efficiency=net["efficiency"],
@@ -238,8 +248,10 @@ def _write_report(out: Path, res: dict, fast: str) -> None:
           "against the RTL on the default instance above). `MACs/cycle` is the dense network's "
           "MACs over the gated run's cycles: throughput; efficiency = speedup / reduction. The "
           "last four columns: the gated cycles lost to skip tiles, partly filled last passes, "
-          "skip groups in lockstep, and stalls and loads (`loss_breakdown`). Options after the "
-          "array: the ULX3S 85F's 8 x 8 builds that meet 100 MHz (`boards/README.md`).", "",
+          "skip groups in lockstep, and stalls and loads (`loss_breakdown`). `--board` rows: "
+          "board builds as built (`sluice build --board NAME OPTIONS`: the board's buffer "
+          "depths and stream width; the ULX3S 85F's default 4 x 4 and its 8 x 8 that meets "
+          "100 MHz, `boards/README.md`).", "",
           "| array | skip_cols | dense cycles | gated cycles | speedup | efficiency | "
           "MACs/cycle | skip_tile | partial passes | lockstep | overhead |",
           "|---|---|---|---|---|---|---|---|---|---|---|"]

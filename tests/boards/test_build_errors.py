@@ -37,6 +37,57 @@ def test_board_defaults_are_valid_params():
         assert board.uart(board.clk_freq(board.make_platform())) == (board.baud, divisor)
 
 
+def _embedded_conv_layers():
+    """The embedded network's convolutions as the host sees them (channels, kernel, stride,
+    padding, map sizes on a 28 x 28 image), from the committed checkpoint."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from sluice.model.checkpoint import DEFAULT_CHECKPOINT, load_model
+
+    model = load_model(DEFAULT_CHECKPOINT)[0]
+    layers = []
+
+    def hook(name):
+        def grab(mod, args, out):
+            (x,) = args
+            layers.append(SimpleNamespace(
+                name=name, c_in=mod.in_channels, kernel=mod.kernel_size[0],
+                stride=mod.stride[0], padding=mod.padding[0], h_in=x.shape[2],
+                w_in=x.shape[3], h_out=out.shape[2], w_out=out.shape[3], gated=False))
+        return grab
+
+    for name, mod in model.named_modules():
+        if isinstance(mod, torch.nn.Conv2d):
+            mod.register_forward_hook(hook(name))
+    with torch.no_grad():
+        model(torch.zeros(1, 1, 28, 28))
+    return layers
+
+
+def test_the_larger_ulx3s_boards_hold_the_embedded_network():
+    """`sluice board run-model` on the demo export checks every layer against the bitstream's
+    buffers before the first one runs: the 45F's and 85F's default depths hold all of them,
+    at the default 4 x 4 and at the 8 x 8 that meets 100 MHz (the largest weights, 128 x 3 x 3
+    = 1,152 words a column, need wgt_depth 2048); the 25F's do not (refused at the first
+    layer whose input row does not fit)."""
+    from sluice.sim.host import check_runnable
+
+    layers = _embedded_conv_layers()
+    assert len(layers) == 20 and max(x.c_in * x.kernel ** 2 for x in layers) == 1152
+    for name in ("ulx3s-45f", "ulx3s-85f"):
+        board = get_board(name)
+        for p in (board.params(), board.params(8, 8, post_cols=2, act_share=2, act_width=8,
+                                               feed_regs=2)):
+            for layer in layers:
+                check_runnable(layer, p)
+    with pytest.raises(SluiceError, match="layer1.0.conv1: one output row needs more than the "
+                                          "activation buffer"):
+        for layer in layers:
+            check_runnable(layer, get_board("ulx3s-25f").params())
+
+
 def test_unknown_router_is_refused_before_anything_runs(monkeypatch):
     monkeypatch.setattr(b, "toolchain_env", lambda family: pytest.fail("got past the check"))
     with pytest.raises(SluiceError, match="--router: 'router3' is not one of router1, router2"):
