@@ -145,9 +145,14 @@ register(Board(name="ulx3s-45f", platform="amaranth_boards.ulx3s:ULX3S_45F_Platf
                doc="ECP5 LFE5U-45F, 25 MHz, FT231X at 1 Mbaud",
                resources={"LUT4": 43848, "DP16KD": 108, "MULT18X18D": 72}, **_ULX3S))
 # the 85F's default builds in minutes on the oscillator's clock; the issue's 8 x 8 at 100 MHz
-# needs the PLL and the area options (`--rows 8 --cols 8 --post-cols 2 --act-share 2
-# --act-width 8 --feed-regs 2 --clock-mhz 100 --outreg`, boards/README.md)
+# needs the PLL, the block RAMs' output registers and the area options of ULX3S_85F_8X8
+# (`--rows 8 --cols 8 --post-cols 2 --act-share 2 --act-width 8 --feed-regs 2 --clock-mhz 100
+# --outreg`, boards/README.md)
 register(Board(name="ulx3s-85f", platform="amaranth_boards.ulx3s:ULX3S_85F_Platform",
                rows=4, cols=4, act_depth=8192, wgt_depth=2048, pix_depth=512, skip_cols=2,
                doc="ECP5 LFE5U-85F, 25 MHz, FT231X at 1 Mbaud",
                resources={"LUT4": 83640, "DP16KD": 208, "MULT18X18D": 156}, **_ULX3S))
+
+#: the instance of the 85F's 8 x 8 that meets 100 MHz (with ``--clock-mhz 100 --outreg``; the Make
+#: targets' example), as ``Board.params`` keywords: the bench's and the tests' one definition
+ULX3S_85F_8X8 = dict(rows=8, cols=8, post_cols=2, act_share=2, act_width=8, feed_regs=2)

@@ -124,8 +124,8 @@ def check_runnable(layer, params: HwParams = DEFAULT, dense: bool = False) -> in
 
 def check_network(layers, params: HwParams = DEFAULT, dense: bool = False) -> None:
     """:func:`check_runnable` for every ``(entry, layer)`` of an export (``IntNet.layers``):
-    a network whose fifteenth layer the instance cannot run is refused before the simulator
-    is built or the first layer reaches a board, not after fourteen layers."""
+    a network with a layer the instance cannot run is refused before the simulator is built
+    or the first layer reaches a board, not once the layers before it have run."""
     for _, layer in layers:
         check_runnable(layer, params, dense)
 

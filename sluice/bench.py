@@ -23,6 +23,8 @@ import platform
 import time
 from pathlib import Path
 
+from sluice.boards.platforms import ULX3S_85F_8X8
+
 
 def _now():
     return time.monotonic()
@@ -87,8 +89,7 @@ SHAPES = [(8, 8, 2), (8, 8, 1), (16, 16, 2), (8, 16, 2), (4, 8, 2), (4, 8, 1), (
 # board builds as they are built (`sluice build --board NAME [OPTIONS]`: the board's buffer
 # depths and stream width), after the shapes in step 4: the ULX3S 85F's default 4 x 4 and the
 # 8 x 8 that meets 100 MHz (boards/README.md), whose area options cost cycles
-BOARD_INSTANCES = [("ulx3s-85f", 4, 4, {}),
-                   ("ulx3s-85f", 8, 8, dict(post_cols=2, act_share=2, act_width=8, feed_regs=2))]
+BOARD_INSTANCES = [("ulx3s-85f", {}), ("ulx3s-85f", ULX3S_85F_8X8)]
 
 
 def _options(opts: dict) -> str:
@@ -107,8 +108,8 @@ def _instances():
 
     for r, c, s in SHAPES:
         yield HwParams(rows=r, cols=c, skip_cols=s), ""
-    for name, r, c, opts in BOARD_INSTANCES:
-        yield get_board(name).params(r, c, **opts), f"--board {name} {_options(opts)}".strip()
+    for name, opts in BOARD_INSTANCES:
+        yield get_board(name).params(**opts), f"--board {name} {_options(opts)}".strip()
 
 
 def array_shapes(export: Path) -> list[dict]:

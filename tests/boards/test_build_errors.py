@@ -72,14 +72,14 @@ def test_the_larger_ulx3s_boards_hold_the_embedded_network():
     at the default 4 x 4 and at the 8 x 8 that meets 100 MHz (the largest weights, 128 x 3 x 3
     = 1,152 words a column, need wgt_depth 2048); the 25F's do not (refused at the first
     layer whose input row does not fit)."""
+    from sluice.boards.platforms import ULX3S_85F_8X8
     from sluice.sim.host import check_runnable
 
     layers = _embedded_conv_layers()
     assert len(layers) == 20 and max(x.c_in * x.kernel ** 2 for x in layers) == 1152
     for name in ("ulx3s-45f", "ulx3s-85f"):
         board = get_board(name)
-        for p in (board.params(), board.params(8, 8, post_cols=2, act_share=2, act_width=8,
-                                               feed_regs=2)):
+        for p in (board.params(), board.params(**ULX3S_85F_8X8)):
             for layer in layers:
                 check_runnable(layer, p)
     with pytest.raises(SluiceError, match="layer1.0.conv1: one output row needs more than the "
