@@ -13,60 +13,80 @@ from sluice.errors import SluiceError
 WAIVERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lint_waivers.vlt")
 
 
+#: the HwParams fields ``add_params`` makes options of (``--dense-only`` sets ``gating``)
+PARAM_OPTIONS = ("rows", "cols", "act_depth", "wgt_depth", "pix_depth", "skip_cols",
+                 "stream_width", "post_cols", "act_share", "act_width", "row_slices",
+                 "feed_regs", "pe_mult")
+
+
 def add_params(p):
-    """The generator's parameters as options (``sluice verilog``, ``lint``, ``cycles``,
-    ``run-layer``, ``run-model``); ``params_from_args`` turns them into ``HwParams``."""
+    """The generator's parameters as options (``sluice verilog``, ``lint``, ``regmap``,
+    ``cycles``, ``run-layer``, ``run-model``); ``params_from_args`` turns them into
+    ``HwParams``: the default instance's, or with ``--board`` a board build's, with the options
+    given on top."""
     from sluice.hw.params import DEFAULT, PE_MULTS
-    p.add_argument("--rows", type=int, default=DEFAULT.rows, help="array rows (output pixels)")
-    p.add_argument("--cols", type=int, default=DEFAULT.cols,
-                   help="array columns (output channels)")
-    p.add_argument("--act-depth", type=int, default=DEFAULT.act_depth,
-                   help="activation buffer bytes (power of two)")
-    p.add_argument("--wgt-depth", type=int, default=DEFAULT.wgt_depth,
-                   help="weight buffer words (power of two)")
-    p.add_argument("--pix-depth", type=int, default=DEFAULT.pix_depth,
-                   help="output pixels per job (power of two)")
-    p.add_argument("--skip-cols", type=int, default=DEFAULT.skip_cols,
-                   help="skip group width in columns (divides --cols)")
-    p.add_argument("--stream-width", type=int, default=DEFAULT.stream_width,
-                   help="input stream bytes per beat (0: automatic)")
+    p.add_argument("--board", default=None,
+                   help="start from a board build's instance instead of the default one: its "
+                        "buffer depths, stream width and skip groups, as `sluice build --board "
+                        "NAME` makes them (the gated build; `sluice board list`); the other "
+                        "options override it")
+    p.add_argument("--rows", type=int, default=None,
+                   help=f"array rows (output pixels; default {DEFAULT.rows})")
+    p.add_argument("--cols", type=int, default=None,
+                   help=f"array columns (output channels; default {DEFAULT.cols})")
+    p.add_argument("--act-depth", type=int, default=None,
+                   help=f"activation buffer bytes (power of two; default {DEFAULT.act_depth})")
+    p.add_argument("--wgt-depth", type=int, default=None,
+                   help=f"weight buffer words (power of two; default {DEFAULT.wgt_depth})")
+    p.add_argument("--pix-depth", type=int, default=None,
+                   help=f"output pixels per job (power of two; default {DEFAULT.pix_depth})")
+    p.add_argument("--skip-cols", type=int, default=None,
+                   help=f"skip group width in columns (divides --cols; default "
+                        f"{DEFAULT.skip_cols})")
+    p.add_argument("--stream-width", type=int, default=None,
+                   help="input stream bytes per beat (0: automatic, the default)")
     p.add_argument("--dense-only", action="store_true",
                    help="leave the gating hardware out (gate unit, skip controller, active "
                         "lists, per-group feeds): the baseline for the cost of gating")
-    p.add_argument("--post-cols", type=int, default=DEFAULT.post_cols,
-                   help="columns per post-processing unit (divides --cols; 1: one unit per "
-                        "column; --cols: one shared unit, much less logic, the drain taking "
-                        "that many cycles per row)")
-    p.add_argument("--act-share", type=int, default=DEFAULT.act_share,
-                   help="skip groups per activation-buffer copy (1 or 2; 2 halves the copies "
-                        "on true dual-port RAM, the passes then waiting for all activations)")
-    p.add_argument("--act-width", type=int, default=DEFAULT.act_width,
+    p.add_argument("--post-cols", type=int, default=None,
+                   help="columns per post-processing unit (divides --cols; 1, the default: one "
+                        "unit per column; --cols: one shared unit, much less logic, the drain "
+                        "taking that many cycles per row)")
+    p.add_argument("--act-share", type=int, default=None,
+                   help="skip groups per activation-buffer copy (1, the default, or 2; 2 halves "
+                        "the copies on true dual-port RAM, the passes then waiting for all "
+                        "activations)")
+    p.add_argument("--act-width", type=int, default=None,
                    help="activation-buffer word bytes (power of two up to the stream width; "
-                        "0: the stream width; narrower words take more cycles per beat)")
-    p.add_argument("--row-slices", type=int, default=DEFAULT.row_slices,
+                        "0, the default: the stream width; narrower words take more cycles per "
+                        "beat)")
+    p.add_argument("--row-slices", type=int, default=None,
                    help="1, 2 or 3: with 2, a conditional pass with at most rows/2 pixels per "
                         "skip group runs each pixel on two rows, splitting the kernel's rows "
                         "(a second weight read); with 3 also, on 3x3 layers, one with at most "
-                        "rows/4 on three rows, a kernel row each (a third read; default "
-                        "%(default)s)")
-    p.add_argument("--feed-regs", type=int, default=DEFAULT.feed_regs,
+                        f"rows/4 on three rows, a kernel row each (a third read; default "
+                        f"{DEFAULT.row_slices})")
+    p.add_argument("--feed-regs", type=int, default=None,
                    help="registers between the buffers' block-RAM data and the array edge (1 or "
                         "2; 2: a cycle of its own for the route out of each block RAM, the sums "
-                        "a cycle later; default %(default)s)")
-    p.add_argument("--pe-mult", choices=PE_MULTS, default=DEFAULT.pe_mult,
-                   help="element multipliers as '*' (dsp: DSP blocks on an FPGA) or as shifted "
-                        "partial products (logic: LUTs, DSPs left to the post-processing)")
+                        f"a cycle later; default {DEFAULT.feed_regs})")
+    p.add_argument("--pe-mult", choices=PE_MULTS, default=None,
+                   help="element multipliers as '*' (dsp: DSP blocks on an FPGA, the default) or "
+                        "as shifted partial products (logic: LUTs, DSPs left to the "
+                        "post-processing)")
 
 
 def params_from_args(args):
+    import dataclasses
+
     from sluice.hw.params import HwParams
-    return HwParams(rows=args.rows, cols=args.cols, act_depth=args.act_depth,
-                    wgt_depth=args.wgt_depth, pix_depth=args.pix_depth,
-                    skip_cols=args.skip_cols, stream_width=args.stream_width,
-                    gating=not args.dense_only, pe_mult=args.pe_mult,
-                    post_cols=args.post_cols, act_share=args.act_share,
-                    act_width=args.act_width, row_slices=args.row_slices,
-                    feed_regs=args.feed_regs)
+    given = {k: getattr(args, k) for k in PARAM_OPTIONS if getattr(args, k) is not None}
+    if args.board:
+        from sluice.boards.platforms import get_board
+        params = get_board(args.board).params(**given)
+    else:
+        params = HwParams(**given)
+    return dataclasses.replace(params, gating=False) if args.dense_only else params
 
 
 def cmd_verilog(args) -> int:

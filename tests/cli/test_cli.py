@@ -122,6 +122,37 @@ def test_params_summary_names_what_differs():
     assert HwParams(gating=False, row_slices=1).summary() == "8x8 dense-only"
 
 
+def test_board_option_starts_from_the_board_build(capsys):
+    """`--board NAME` on the generator's commands: the instance `sluice build --board NAME`
+    makes (its depths and stream width), the other options on top; without it the default
+    instance, and `--dense-only` either way."""
+    import argparse
+
+    from sluice.boards.platforms import ULX3S_85F_8X8, get_board
+    from sluice.hw.commands import add_params, params_from_args
+    from sluice.hw.params import HwParams
+
+    p = argparse.ArgumentParser()
+    add_params(p)
+    board = get_board("ulx3s-85f")
+    assert params_from_args(p.parse_args([])) == HwParams()
+    assert params_from_args(p.parse_args(["--rows", "4", "--act-depth", "4096"])) == \
+        HwParams(rows=4, act_depth=4096)
+    assert params_from_args(p.parse_args(["--board", "ulx3s-85f"])) == board.params()
+    argv = ["--board", "ulx3s-85f"] + [a for k, v in ULX3S_85F_8X8.items()
+                                       for a in ("--" + k.replace("_", "-"), str(v))]
+    at = params_from_args(p.parse_args(argv))
+    assert at == board.params(**ULX3S_85F_8X8)
+    assert (at.act_depth, at.wgt_depth, at.stream_width) == (board.act_depth, board.wgt_depth, 8)
+    assert params_from_args(p.parse_args(argv + ["--wgt-depth", "4096", "--dense-only"])) == \
+        HwParams(**{**at.as_dict(), "wgt_depth": 4096, "gating": False})
+    # an unknown board: one line naming it, exit status 2
+    from sluice.cli import main
+
+    assert main(["regmap", "--board", "nope"]) == 2
+    assert "--board: unknown board 'nope'" in capsys.readouterr().err
+
+
 def test_row_slices_option_is_checked(tmp_path, capsys):
     assert main(["verilog", "--row-slices", "4", "-o", str(tmp_path / "x.v")]) == 2
     err = capsys.readouterr().err.strip()
