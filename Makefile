@@ -72,7 +72,7 @@ bench: setup
 # default: the ULX3S 85F at its default 4x4, which places and routes in about 10 minutes here
 # (BOARD=icebreaker builds the dense-only 2x2, the board's default and the one that fits, in about 3 minutes);
 # BUILD_ARGS: more `sluice build` options, e.g. the 85F's 8x8 at 100 MHz (boards/README.md):
-# BUILD_ARGS="--rows 8 --cols 8 --post-cols 2 --act-share 2 --act-width 8 --feed-regs 2 --clock-mhz 100 --outreg --seed 3,4,2"
+# BUILD_ARGS="--rows 8 --cols 8 --post-cols 2 --act-share 2 --act-width 8 --feed-regs 2 --clock-mhz 100 --outreg --seed 3,5,2"
 # (a seed sweep: one synthesis, place and route per seed until one meets the clock)
 BOARD ?= ulx3s-85f
 BUILD_ARGS ?=
