@@ -13,12 +13,6 @@ from sluice.errors import SluiceError
 WAIVERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lint_waivers.vlt")
 
 
-#: the HwParams fields ``add_params`` makes options of (``--dense-only`` sets ``gating``)
-PARAM_OPTIONS = ("rows", "cols", "act_depth", "wgt_depth", "pix_depth", "skip_cols",
-                 "stream_width", "post_cols", "act_share", "act_width", "row_slices",
-                 "feed_regs", "pe_mult")
-
-
 def add_params(p):
     """The generator's parameters as options (``sluice verilog``, ``lint``, ``regmap``,
     ``cycles``, ``run-layer``, ``run-model``); ``params_from_args`` turns them into
@@ -80,7 +74,9 @@ def params_from_args(args):
     import dataclasses
 
     from sluice.hw.params import HwParams
-    given = {k: getattr(args, k) for k in PARAM_OPTIONS if getattr(args, k) is not None}
+    # every HwParams field is an option of add_params but ``gating`` (``--dense-only``)
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(HwParams)
+             if f.name != "gating" and getattr(args, f.name) is not None}
     if args.board:
         from sluice.boards.platforms import get_board
         params = get_board(args.board).params(**given)
