@@ -7,6 +7,7 @@ import dataclasses
 from pathlib import Path
 
 from sluice.errors import SluiceError
+from sluice.hw.params import PARAM_OPTIONS
 
 SIM_DIVISOR = 4  # clocks per UART bit in the simulated board (--simulate)
 
@@ -15,8 +16,7 @@ def _board_params(args):
     from sluice.boards.platforms import get_board
 
     board = get_board(args.board)
-    return board, board.params(args.rows, args.cols,
-                               **{k: getattr(args, k) for k in ARRAY_OPTIONS})
+    return board, board.params(**{k: getattr(args, k) for k in BOARD_OPTIONS})
 
 
 def cmd_build(args) -> int:
@@ -24,11 +24,10 @@ def cmd_build(args) -> int:
 
     if args.rows is not None and args.rows < 2 or args.cols is not None and args.cols < 2:
         raise SluiceError("--rows/--cols: the array needs at least 2 x 2")
-    build(args.board, rows=args.rows, cols=args.cols, dense_only=args.dense_only,
+    build(args.board, dense_only=args.dense_only,
           gated=args.gated, loopback=args.loopback, program=args.program,
           out_root=args.out_dir, seed=args.seed, router=args.router,
-          clock_mhz=args.clock_mhz, pe_mult=args.pe_mult,
-          **{k: getattr(args, k) for k in ARRAY_OPTIONS},
+          clock_mhz=args.clock_mhz, **{k: getattr(args, k) for k in BOARD_OPTIONS},
           nextpnr_args=args.nextpnr_args, outreg=args.outreg,
           synth_only=args.synth_only, report_only=args.report_only)
     return 0
@@ -134,38 +133,19 @@ def cmd_board_ping(args) -> int:
     return 0
 
 
-#: the instance options a board build takes beside --rows/--cols (HwParams fields, each an
-#: integer defaulting to the board's choice) with their help; the board commands take them too,
-#: so that the host plans for, and --simulate runs, the instance built
-ARRAY_OPTIONS = {
-    "post_cols": "columns per post-processing unit (divides the columns; 1: one unit per "
-                 "column; the column count: one shared unit, far less logic, the drain taking "
-                 "that many cycles per row)",
-    "skip_cols": "skip group width in columns (divides the columns; wider groups: fewer "
-                 "activation buffer copies and feeds, fewer skipped cycles)",
-    "act_share": "skip groups per activation-buffer copy (1 or 2: two groups read one copy "
-                 "through its two block-RAM ports; ECP5, not iCE40)",
-    "act_width": "activation-buffer word bytes (power of two up to the stream width; narrow "
-                 "words fill shallow copies' block RAMs)",
-    "row_slices": "1, 2 or 3: sliced conditional passes (2: a second weight read and an adder "
-                  "per column in the drain; 3: a third read and adder for 3x3 layers)",
-    "feed_regs": "registers between the buffers' block-RAM data and the array edge (1 or 2: the "
-                 "route out of each block RAM gets a cycle of its own, the sums a cycle later)",
-    "act_depth": "activation-buffer bytes per copy (a layer whose input does not fit runs in "
-                 "bands of output rows, each loading its own input rows and every tile's "
-                 "weights again)",
-    "wgt_depth": "weight-buffer words per column and bank (must hold C_in*K*K of every layer "
-                 "to be run: 1152 for the demo network's 128-channel 3x3 layers)",
-    "pix_depth": "output pixels per job (larger maps run in bands)",
-}
+#: the instance options of ``sluice build`` and the ``sluice board`` commands (the host plans
+#: for, and --simulate runs, the instance built): ``PARAM_OPTIONS`` but the input stream's
+#: width, which a board build sets from its columns (``Board.params``); each defaults to the
+#: board's choice
+BOARD_OPTIONS = tuple(f for f in PARAM_OPTIONS if f != "stream_width")
 
 
 def _add_array_args(p):
-    """The options of ``ARRAY_OPTIONS``, for ``sluice build`` and the ``sluice board`` commands
+    """The options of ``BOARD_OPTIONS``, for ``sluice build`` and the ``sluice board`` commands
     alike."""
-    for field, text in ARRAY_OPTIONS.items():
-        p.add_argument("--" + field.replace("_", "-"), type=int, default=None,
-                       help=f"{text}; default: the board's")
+    from sluice.hw.commands import add_instance_options
+
+    add_instance_options(p, BOARD_OPTIONS, default="the board's")
 
 
 def _add_board_args(p, port=True):
@@ -173,10 +153,6 @@ def _add_board_args(p, port=True):
                    help="board whose bitstream is loaded (sets the array size and buffer "
                         "depths the host plans for; default icebreaker; see `sluice board "
                         "list`)")
-    p.add_argument("--rows", type=int, default=None, help="array rows, if not the board's "
-                                                          "default")
-    p.add_argument("--cols", type=int, default=None, help="array columns, if not the board's "
-                                                          "default")
     _add_array_args(p)  # (as the bitstream was built: `sluice build`'s options)
     if port:
         p.add_argument("--port", default=None, help="serial port, e.g. /dev/ttyUSB0")
@@ -198,7 +174,6 @@ def _add_board_args(p, port=True):
 
 def add_commands(sub) -> None:
     from sluice.boards.build import ROUTERS  # no Amaranth or toolchain import: cheap here
-    from sluice.hw.params import PE_MULTS
 
     p = sub.add_parser("build", help="build a bitstream for an FPGA board (YoWASP toolchain)",
                        description="Synthesise, place and route the UART bridge and the "
@@ -206,9 +181,6 @@ def add_commands(sub) -> None:
                                    "(YoWASP), and write a resource/timing report (JSON and "
                                    "Markdown) next to the bitstream.")
     p.add_argument("--board", required=True, help="board name (see `sluice board list`)")
-    p.add_argument("--rows", type=int, default=None, help="array rows (default: the board's)")
-    p.add_argument("--cols", type=int, default=None, help="array columns (default: the "
-                                                          "board's)")
     p.add_argument("--dense-only", action="store_true",
                    help="leave the gating logic out at elaboration (the baseline of the gating "
                         "cost); the default on a board where the gated build does not fit "
@@ -216,9 +188,6 @@ def add_commands(sub) -> None:
     p.add_argument("--gated", action="store_true",
                    help="build the gating logic on a board whose default build is dense-only "
                         "(the iCEBreaker, where it does not fit)")
-    p.add_argument("--pe-mult", choices=PE_MULTS, default=None,
-                   help="element multipliers in DSP blocks (dsp) or in LUTs (logic, leaving "
-                        "the DSPs to the post-processing); default: the board's")
     _add_array_args(p)
     p.add_argument("--outreg", action="store_true",
                    help="ECP5: move the flip-flops behind block-RAM read ports into the blocks' "

@@ -13,76 +13,56 @@ from sluice.errors import SluiceError
 WAIVERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lint_waivers.vlt")
 
 
+def add_instance_options(p, fields=None, default=None):
+    """``--field-name`` options for the ``HwParams`` fields ``fields`` (default: all of
+    ``PARAM_OPTIONS``), each defaulting to None (not given), with its help from
+    ``PARAM_OPTIONS`` and ``default`` (a text) or the default instance's value appended."""
+    from sluice.hw.params import DEFAULT, PARAM_OPTIONS, PE_MULTS
+    for field in fields or PARAM_OPTIONS:
+        value = getattr(DEFAULT, field)
+        text = f"{PARAM_OPTIONS[field]}; default {default or value}"
+        if isinstance(value, str):
+            p.add_argument("--" + field.replace("_", "-"), choices=PE_MULTS, default=None,
+                           help=text)
+        else:
+            p.add_argument("--" + field.replace("_", "-"), type=int, default=None, help=text)
+
+
 def add_params(p):
     """The generator's parameters as options (``sluice verilog``, ``lint``, ``regmap``,
     ``cycles``, ``run-layer``, ``run-model``); ``params_from_args`` turns them into
     ``HwParams``: the default instance's, or with ``--board`` a board build's, with the options
     given on top."""
-    from sluice.hw.params import DEFAULT, PE_MULTS
     p.add_argument("--board", default=None,
                    help="start from a board build's instance instead of the default one: its "
                         "buffer depths, stream width and skip groups, as `sluice build --board "
-                        "NAME` makes them (the gated build; `sluice board list`); the other "
-                        "options override it")
-    p.add_argument("--rows", type=int, default=None,
-                   help=f"array rows (output pixels; default {DEFAULT.rows})")
-    p.add_argument("--cols", type=int, default=None,
-                   help=f"array columns (output channels; default {DEFAULT.cols})")
-    p.add_argument("--act-depth", type=int, default=None,
-                   help=f"activation buffer bytes (power of two; default {DEFAULT.act_depth})")
-    p.add_argument("--wgt-depth", type=int, default=None,
-                   help=f"weight buffer words (power of two; default {DEFAULT.wgt_depth})")
-    p.add_argument("--pix-depth", type=int, default=None,
-                   help=f"output pixels per job (power of two; default {DEFAULT.pix_depth})")
-    p.add_argument("--skip-cols", type=int, default=None,
-                   help=f"skip group width in columns (divides --cols; default "
-                        f"{DEFAULT.skip_cols})")
-    p.add_argument("--stream-width", type=int, default=None,
-                   help="input stream bytes per beat (0: automatic, the default)")
+                        "NAME` makes them (the board's default build: dense-only on the "
+                        "iCEBreaker; `sluice board list`); the other options override it")
+    add_instance_options(p)
     p.add_argument("--dense-only", action="store_true",
                    help="leave the gating hardware out (gate unit, skip controller, active "
                         "lists, per-group feeds): the baseline for the cost of gating")
-    p.add_argument("--post-cols", type=int, default=None,
-                   help="columns per post-processing unit (divides --cols; 1, the default: one "
-                        "unit per column; --cols: one shared unit, much less logic, the drain "
-                        "taking that many cycles per row)")
-    p.add_argument("--act-share", type=int, default=None,
-                   help="skip groups per activation-buffer copy (1, the default, or 2; 2 halves "
-                        "the copies on true dual-port RAM, the passes then waiting for all "
-                        "activations)")
-    p.add_argument("--act-width", type=int, default=None,
-                   help="activation-buffer word bytes (power of two up to the stream width; "
-                        "0, the default: the stream width; narrower words take more cycles per "
-                        "beat)")
-    p.add_argument("--row-slices", type=int, default=None,
-                   help="1, 2 or 3: with 2, a conditional pass with at most rows/2 pixels per "
-                        "skip group runs each pixel on two rows, splitting the kernel's rows "
-                        "(a second weight read); with 3 also, on 3x3 layers, one with at most "
-                        f"rows/4 on three rows, a kernel row each (a third read; default "
-                        f"{DEFAULT.row_slices})")
-    p.add_argument("--feed-regs", type=int, default=None,
-                   help="registers between the buffers' block-RAM data and the array edge (1 or "
-                        "2; 2: a cycle of its own for the route out of each block RAM, the sums "
-                        f"a cycle later; default {DEFAULT.feed_regs})")
-    p.add_argument("--pe-mult", choices=PE_MULTS, default=None,
-                   help="element multipliers as '*' (dsp: DSP blocks on an FPGA, the default) or "
-                        "as shifted partial products (logic: LUTs, DSPs left to the "
-                        "post-processing)")
+    p.add_argument("--gated", action="store_true",
+                   help="with --board on a board whose default build is dense-only (the "
+                        "iCEBreaker): its gated build (`sluice build --gated`)")
 
 
 def params_from_args(args):
     import dataclasses
 
-    from sluice.hw.params import HwParams
-    # every HwParams field is an option of add_params but ``gating`` (``--dense-only``)
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(HwParams)
-             if f.name != "gating" and getattr(args, f.name) is not None}
+    from sluice.hw.params import PARAM_OPTIONS, HwParams
+    if args.dense_only and args.gated:
+        raise SluiceError("--dense-only and --gated: pick one")
+    given = {f: getattr(args, f) for f in PARAM_OPTIONS if getattr(args, f) is not None}
     if args.board:
         from sluice.boards.platforms import get_board
-        params = get_board(args.board).params(**given)
+        board = get_board(args.board)
+        params = board.params(**given)
+        dense = args.dense_only or not (board.gated or args.gated)
     else:
         params = HwParams(**given)
-    return dataclasses.replace(params, gating=False) if args.dense_only else params
+        dense = args.dense_only
+    return dataclasses.replace(params, gating=False) if dense else params
 
 
 def cmd_verilog(args) -> int:

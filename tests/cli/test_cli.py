@@ -153,6 +153,58 @@ def test_board_option_starts_from_the_board_build(capsys):
     assert "--board: unknown board 'nope'" in capsys.readouterr().err
 
 
+def test_board_option_follows_the_boards_default_build(capsys):
+    """On a board whose default build is dense-only (the iCEBreaker) `--board` starts from that
+    build, as `sluice build --board NAME` does; `--gated` names the gated one, and
+    `--gated --dense-only` is refused in one line."""
+    import argparse
+
+    from sluice.boards.platforms import get_board
+    from sluice.hw.commands import add_params, params_from_args
+    from sluice.cli import main
+
+    p = argparse.ArgumentParser()
+    add_params(p)
+    board = get_board("icebreaker")
+    assert not board.gated
+    dense = params_from_args(p.parse_args(["--board", "icebreaker"]))
+    assert not dense.gating and (dense.rows, dense.cols) == (board.rows, board.cols)
+    gated = params_from_args(p.parse_args(["--board", "icebreaker", "--gated"]))
+    assert gated == board.params() and gated.gating
+    assert params_from_args(p.parse_args(["--board", "ulx3s-85f"])).gating
+    assert main(["regmap", "--board", "icebreaker", "--gated", "--dense-only"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--dense-only and --gated: pick one" in err
+
+
+def test_instance_options_have_one_definition():
+    """Every HwParams field but ``gating`` is an option of the generator's commands, and the
+    board commands take the same options (but the stream width, which a board build sets) with
+    the same help text, only the default named differently."""
+    import argparse
+    import dataclasses
+
+    from sluice.boards.commands import BOARD_OPTIONS, _add_board_args
+    from sluice.hw.commands import add_params
+    from sluice.hw.params import PARAM_OPTIONS, HwParams
+
+    assert set(PARAM_OPTIONS) == {f.name for f in dataclasses.fields(HwParams)} - {"gating"}
+    gen, board = argparse.ArgumentParser(), argparse.ArgumentParser()
+    add_params(gen)
+    _add_board_args(board)
+    helps = [{a.dest: a.help for a in q._actions} for q in (gen, board)]
+    for field in PARAM_OPTIONS:
+        assert helps[0][field].startswith(PARAM_OPTIONS[field] + "; default ")
+        if field in BOARD_OPTIONS:
+            assert helps[1][field] == PARAM_OPTIONS[field] + "; default the board's"
+    assert "stream_width" not in helps[1]
+    # the board commands pass every one of them on: --pe-mult reaches the instance planned for
+    args = board.parse_args(["--board", "ulx3s-85f", "--pe-mult", "logic", "--rows", "4"])
+    from sluice.boards.commands import _board_params
+    _, params = _board_params(args)
+    assert (params.pe_mult, params.rows) == ("logic", 4)
+
+
 def test_row_slices_option_is_checked(tmp_path, capsys):
     assert main(["verilog", "--row-slices", "4", "-o", str(tmp_path / "x.v")]) == 2
     err = capsys.readouterr().err.strip()
