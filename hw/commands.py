@@ -207,6 +207,62 @@ def _cycles_network(export_dir, params, images=1, data_dir=None) -> int:
     return 0
 
 
+def column_orders(export_dir, params, calib: int, iters: int, data_dir=None) -> dict:
+    """Every gated layer's column order (``levers.searched_order``) fitted to the gate bits of
+    the first ``calib`` training images of the export's data set for the instance ``params``:
+    ``{layer name: order}``."""
+    from sluice.hw.levers import dataset_images, network_tensors, searched_order
+    from sluice.model.intnet import IntNet
+    net = IntNet(export_dir)
+    gates = [network_tensors(net, x)[1] for x in
+             dataset_images(net, "train", 0, calib, data_dir, "--calib")]
+    out = {}
+    for e, layer in net.layers:
+        if layer.gated:
+            groups = layer.partitions if layer.base == "group" else 1
+            out[e["name"]] = searched_order([g[e["name"]] for g in gates], groups,
+                                            layer.kernel, params, iters)
+    return out
+
+
+def cmd_column_order(args) -> int:
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+    from sluice.fileio import atomic_write_text
+    from sluice.model.intnet import IntNet
+    params = params_from_args(args)
+    if args.calib < 1 and not args.clear:
+        raise SluiceError(f"--calib: {args.calib} must be at least 1")
+    if args.iters < 0:
+        raise SluiceError(f"--iters: {args.iters} must be at least 0")
+    if not args.clear:  # (--clear mends a manifest whose orders are broken)
+        IntNet(args.export_dir)  # checks the export (and any orders it has) before the search
+    mpath = Path(args.export_dir) / "manifest.json"
+    manifest = json.loads(mpath.read_text())
+    orders = {} if args.clear else column_orders(args.export_dir, params, args.calib,
+                                                 args.iters, args.data_dir)
+    for e in manifest["layers"]:
+        e.pop("column_order", None)
+        if e["name"] in orders:
+            e["column_order"] = [int(c) for c in orders[e["name"]]]
+    manifest.pop("column_order_info", None)
+    if orders:
+        manifest["column_order_info"] = {
+            "calibration": f"first {args.calib} training images", "iters": args.iters,
+            "instance": params.summary()}
+    atomic_write_text(mpath, json.dumps(manifest, indent=1) + "\n")
+    if args.clear:
+        print(f"{mpath}: column orders removed (every layer as exported)")
+    else:
+        moved = sum(int((np.asarray(o) != np.arange(len(o))).sum()) for o in orders.values())
+        print(f"{mpath}: column orders for {len(orders)} gated layers ({moved} channels moved), "
+              f"fitted to the first {args.calib} training images for {params.summary()}")
+    return 0
+
+
 def overhead_bound(net: dict, kinds) -> float:
     """The efficiency of :func:`network_cycles`' ``net`` with the LOAD_CYCLES ("load") and/or
     STALL_CYCLES ("stall") taken out of both the gated and the dense run: an upper bound for
@@ -245,3 +301,23 @@ def add_commands(sub) -> None:
     p.add_argument("--data-dir", default=None, help="data set directory (--images)")
     add_params(p)
     p.set_defaults(func=cmd_cycles)
+
+    p = sub.add_parser("column-order", help="fit the host's column order of an export's gated "
+                                            "layers to calibration images",
+                       description="Put each gated layer's output channels on the array's "
+                                   "columns in an order fitted offline (within base groups) "
+                                   "to the gate bits of the first N training images, so that "
+                                   "a tile's skip groups finish their conditional passes "
+                                   "together; written into the export's manifest.json, used by "
+                                   "run-model, cycles and board run-model. The results are "
+                                   "the same in any order; only the cycles change.")
+    p.add_argument("export_dir", metavar="EXPORT_DIR")
+    p.add_argument("--calib", type=int, default=256,
+                   help="training images the order is fitted to (default 256)")
+    p.add_argument("--iters", type=int, default=10000,
+                   help="channel swaps the search tries per layer (default 10000)")
+    p.add_argument("--clear", action="store_true",
+                   help="remove the orders: every layer as exported")
+    p.add_argument("--data-dir", default=None, help="data set directory")
+    add_params(p)
+    p.set_defaults(func=cmd_column_order)

@@ -232,21 +232,69 @@ def channel_order(rate: np.ndarray, groups: int, skip_cols: int, across: bool) -
     return order
 
 
+def searched_order(gates, groups: int, kernel: int, params: HwParams = DEFAULT,
+                   iters: int = 1000, seed: int = 0) -> np.ndarray:
+    """Output channels put on the columns by a local search within base groups: random swaps
+    of two channels of one base group, kept when they do not lengthen the conditional passes
+    the cycle model charges (each tile's busiest skip group, ``pass_time``) summed over the
+    calibration images' gate bits ``gates`` (``C_out, H, W`` each). An order fixed offline
+    that, unlike :func:`channel_order`'s sort by gate rate, sees which channels fire together
+    (skip groups) and how the tile's groups balance (lockstep)."""
+    import random
+
+    rnd = random.Random(seed)
+    act = np.stack([np.asarray(g).reshape(len(g), -1) for g in gates]).astype(bool)
+    n_img, c_out, pixels = act.shape
+    C, G = params.cols, params.skip_cols
+    gc = c_out // groups
+    # (in kernel rows' steps: integers, so that ties compare exactly)
+    table = np.array([round(pass_time(n, kernel, params) * kernel) for n in range(pixels + 1)])
+
+    def tile_cost(order, t):
+        tile = order[t * C:(t + 1) * C]
+        a = np.zeros((n_img, C, pixels), bool)  # (channels past the last: no gates)
+        a[:, :len(tile)] = act[:, tile]
+        counts = a.reshape(n_img, C // G, G, pixels).any(axis=2).sum(axis=2)
+        return int(table[counts].max(axis=1).sum())
+
+    order = list(range(c_out))
+    n_tiles = -(-c_out // C)
+    cost = [tile_cost(order, t) for t in range(n_tiles)]
+    for _ in range(iters if gc > 1 else 0):
+        g = rnd.randrange(groups)
+        i, j = rnd.sample(range(g * gc, (g + 1) * gc), 2)
+        ti, tj = i // C, j // C
+        order[i], order[j] = order[j], order[i]
+        new = {t: tile_cost(order, t) for t in {ti, tj}}
+        if sum(new.values()) <= sum(cost[t] for t in new):
+            for t, v in new.items():
+                cost[t] = v
+        else:
+            order[i], order[j] = order[j], order[i]
+    return np.array(order)
+
+
 ORDERS = ("as exported", "calibrated, within base groups", "calibrated, across base groups",
-          "own gates, within base groups", "own gates, across base groups")
+          "calibrated search, within base groups", "own gates, within base groups",
+          "own gates, across base groups")
 
 
-def order_study(net: IntNet, runs, cal_runs, params: HwParams = DEFAULT) -> dict:
+def order_study(net: IntNet, runs, cal_runs, params: HwParams = DEFAULT,
+                search_iters: int = 1000) -> dict:
     """Gated cycles (cycle model, each image alone) with the output channels of every gated
     layer put on the columns in another order, for :data:`ORDERS`: as exported; by the
     channels' gate rates over ``cal_runs`` (:func:`network_tensors` of calibration images), an
-    order fixed offline; by each image's own gate counts (an upper bound for any order). Within
+    order fixed offline; by a search over the calibration images' gate bits
+    (:func:`searched_order`, ``search_iters`` swaps); by each image's own gate counts (an upper
+    bound for any order sorted by rate). Within
     base groups a channel keeps its group's columns, so the current RTL runs it as it is (the
     host's column order); across base groups each column would need its own base set (not
     built). Needs base groups that are whole skip groups (no padding columns)."""
     tot = {"dense": 0, **{k: 0 for k in ORDERS}}
+    searched = {}
     for e, layer in net.layers:
         name = e["name"]
+        layer = layer.replace(column_order=None)  # (the orders here permute the gate bits)
         for t, g in runs:
             dense = predict(layer, None, params, dense=True)["cycles"]
             tot["dense"] += dense
@@ -262,9 +310,13 @@ def order_study(net: IntNet, runs, cal_runs, params: HwParams = DEFAULT) -> dict
             cal = np.mean([c[name].reshape(layer.c_out, -1).mean(axis=1) for _, c in cal_runs],
                           axis=0)
             own = gate.reshape(layer.c_out, -1).mean(axis=1)
+            if name not in searched:  # (one order per layer, for every test image)
+                searched[name] = searched_order([c[name] for _, c in cal_runs], groups,
+                                                layer.kernel, params, search_iters)
             orders = [np.arange(layer.c_out)] + [
                 channel_order(r, groups, params.skip_cols, across)
                 for r in (cal, own) for across in (False, True)]
+            orders.insert(3, searched[name])
             for k, order in zip(ORDERS, orders):
                 tot[k] += predict(layer, gate[order], params)["cycles"]
     return tot
@@ -319,6 +371,9 @@ def main(argv=None) -> int:
     ap.add_argument("--channel-order", type=int, default=0, metavar="N",
                     help="also: the gated cycles with the output channels ordered by their "
                          "gate rates over the first N training images (each test image alone)")
+    ap.add_argument("--search-iters", type=int, default=1000, metavar="N",
+                    help="with --channel-order: swaps tried by the calibrated search "
+                         "(searched_order; default 1000)")
     ap.add_argument("--slices", type=int, default=2,
                     help="row slices of the last conditional pass in the channel-slices "
                          "estimate (a power of two; default 2: as many weight feeds as the "
@@ -333,6 +388,8 @@ def main(argv=None) -> int:
             raise SluiceError(f"--images: counts must be at least 1, got {args.images}")
         if args.slices < 1 or args.slices & (args.slices - 1):
             raise SluiceError(f"--slices: {args.slices} must be a power of two")
+        if args.search_iters < 0:
+            raise SluiceError(f"--search-iters: {args.search_iters} must be at least 0")
         if args.channel_order < 0:
             raise SluiceError(f"--channel-order: {args.channel_order} must be at least 0")
         params = HwParams(rows=args.rows, cols=args.cols, skip_cols=args.skip_cols,
@@ -376,7 +433,7 @@ def main(argv=None) -> int:
                       f"{s['efficiency_lockstep']:.3f}", flush=True)
     if args.channel_order:
         try:
-            o = order_study(net, runs, cal_runs, params)
+            o = order_study(net, runs, cal_runs, params, args.search_iters)
         except SluiceError as e:
             print(f"levers: error: {e}", file=sys.stderr)
             return 2

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from sluice.errors import SluiceError
-from sluice.model.layerfile import read_layer
+from sluice.model.layerfile import check_column_order, read_layer
 from sluice.model.reference import run_reference
 
 MODEL_FORMAT = "sluice.model/1"
@@ -54,6 +54,9 @@ class IntNet:
             if layer.name != e["name"]:
                 raise SluiceError(f"{self.dir / e['file']}: field 'name' is {layer.name!r}, "
                                   f"manifest says {e['name']!r}")
+            if e.get("column_order") is not None:  # the host's column order (column-order)
+                layer = layer.replace(column_order=check_column_order(
+                    layer, e["column_order"], f"{mpath}: layer {e['name']}"))
             self.layers.append((e, layer))
             known.add(e["name"])
         cpath = self.dir / self.manifest["classifier"]["file"]

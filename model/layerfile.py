@@ -75,6 +75,11 @@ class Layer:
     res_shift: np.ndarray | None = None
     y_ref: np.ndarray | None = None
     gate_ref: np.ndarray | None = None
+    #: the host's column order for the gated run: layer output channel per job column before
+    #: padding (a permutation that keeps every channel in its base group), or None (as
+    #: exported). A scheduling choice of the network run (manifest field ``column_order``,
+    #: ``sluice column-order``), not part of the layer file: results are the same either way.
+    column_order: np.ndarray | None = None
 
     @property
     def c_in(self) -> int:
@@ -117,6 +122,31 @@ class Layer:
 
     def validate(self, source: str = "<layer>") -> None:
         validate_layer(self, source)
+
+
+def check_column_order(layer: Layer, order, source: str = "<layer>") -> np.ndarray:
+    """``order`` as an int array if it is a valid column order for ``layer`` (a permutation of
+    its output channels that keeps each in its base group: ``C_out / p`` channels each with
+    ``base`` "group"); else LayerFileError naming ``source`` and the field."""
+    fld = "column_order"
+    if not layer.gated:
+        _fail(source, fld, "only a gated layer has one (its conditional phase)")
+    try:
+        a = np.asarray(order)
+    except (TypeError, ValueError):
+        _fail(source, fld, "not a list of integers")
+    if a.ndim != 1 or a.dtype.kind not in "iu" or len(a) != layer.c_out:
+        _fail(source, fld, f"expected {layer.c_out} integers (one per output channel)")
+    if sorted(a.tolist()) != list(range(layer.c_out)):
+        _fail(source, fld, f"not a permutation of 0..{layer.c_out - 1}")
+    groups = layer.partitions if layer.base == "group" else 1
+    gc = layer.c_out // groups
+    for g in range(groups):
+        moved = [int(c) for c in a[g * gc:(g + 1) * gc] if not g * gc <= c < (g + 1) * gc]
+        if moved:
+            _fail(source, fld, f"channel {moved[0]} leaves its base group "
+                               f"({g * gc}..{(g + 1) * gc - 1} at those columns)")
+    return a.astype(np.int64)
 
 
 def overflow_bound(layer: Layer) -> int:

@@ -86,19 +86,24 @@ def job_channels(layer, params: HwParams = DEFAULT, dense: bool = False) -> tupl
     A gated layer with channel grouping whose base groups are not a whole number of skip groups
     (e.g. ``C_out / p`` odd with ``skip_cols = 2``) gets each base group padded with unused
     channels (zero weights, results dropped) up to a multiple of ``skip_cols``, so the columns
-    of a skip group always share their base set.
+    of a skip group always share their base set. A gated run puts the channels on the columns
+    in ``layer.column_order`` when it has one (``sluice column-order``: within base groups, so
+    every column keeps its base set); the results come back in the layer's order either way.
     """
     p = layer.partitions
     gated = layer.gated and not dense
     gc = layer.c_out // p
     G = params.skip_cols
+    # the gated run's column order (Layer.column_order: within base groups), else as exported
+    order = ([int(c) for c in layer.column_order]
+             if gated and layer.column_order is not None else list(range(layer.c_out)))
     if gated and layer.base == "group" and p > 1 and gc % G:
         gcp = -(-gc // G) * G
         chans = []
         for g in range(p):
-            chans += [g * gc + i for i in range(gc)] + [-1] * (gcp - gc)
+            chans += order[g * gc:(g + 1) * gc] + [-1] * (gcp - gc)
         return chans, gcp
-    return list(range(layer.c_out)), (gc if layer.base == "group" else layer.c_out)
+    return order, (gc if layer.base == "group" else layer.c_out)
 
 
 def check_runnable(layer, params: HwParams = DEFAULT, dense: bool = False) -> int:

@@ -245,6 +245,33 @@ def test_channel_order_study(exported):
     assert set(o) == {"dense", *ORDERS} and all(o[k] > 0 for k in ORDERS)
 
 
+def test_searched_channel_order():
+    """`levers.searched_order`: a permutation that keeps every channel in its base group, and
+    on gates where channels fire on either the top or the bottom half of the map, it pairs
+    channels of the same half (each skip group then has half the pixels: two passes a tile
+    instead of four)."""
+    from sluice.hw.cycle_model import pass_time
+    from sluice.hw.levers import searched_order
+    from sluice.hw.params import HwParams
+
+    params = HwParams(rows=4, cols=4, skip_cols=2, row_slices=1)
+    gate = np.zeros((8, 4, 4), np.uint8)
+    gate[[0, 2, 5, 6], :2] = 1  # the top half
+    gate[[1, 3, 4, 7], 2:] = 1  # the bottom half
+    order = searched_order([gate], groups=2, kernel=3, params=params, iters=200)
+    assert sorted(order[:4]) == [0, 1, 2, 3] and sorted(order[4:]) == [4, 5, 6, 7]
+    assert {frozenset(order[i:i + 2]) for i in range(0, 8, 2)} == {
+        frozenset(p) for p in ((0, 2), (1, 3), (5, 6), (4, 7))}
+
+    def passes(o):
+        a = gate.reshape(8, -1)[o]
+        return sum(max(pass_time(int(a[t + j:t + j + 2].any(axis=0).sum()), 3, params)
+                       for j in (0, 2)) for t in (0, 4))
+    assert passes(order) < passes(np.arange(8))
+    # no search: as exported
+    assert list(searched_order([gate], 2, 3, params, iters=0)) == list(range(8))
+
+
 def test_channel_order_option_errors(exported, capsys):
     from sluice.hw.levers import main
 
@@ -259,3 +286,70 @@ def test_channel_order_option_errors(exported, capsys):
     assert main([str(out), "--images", "1", "--rows", "4", "--cols", "4", "--skip-cols", "4",
                  "--channel-order", "2"]) == 2
     assert "are not whole skip groups of 4" in capsys.readouterr().err
+
+
+def test_column_order_command(exported, tmp_path, capsys):
+    """`sluice column-order EXPORT`: every gated layer gets an order in the manifest that keeps
+    its channels in their base groups; the network computes the same logits; the cycle model
+    uses the orders; `--clear` removes them; a broken order in the manifest is one line naming
+    the layer and the field, exit 2."""
+    import json
+    import shutil
+
+    from sluice.cli import main
+    from sluice.hw.params import HwParams
+    from sluice.sim.model_run import bind_export, predict_network
+
+    _, out, _ = exported
+    ex = tmp_path / "ex"
+    shutil.copytree(out, ex)
+    params = HwParams(rows=4, cols=4, skip_cols=2)
+    before = predict_network(bind_export(ex), params)["cycles_gated"]
+    assert main(["column-order", str(ex), "--calib", "4", "--iters", "300", "--rows", "4",
+                 "--cols", "4"]) == 0
+    assert "column orders for 16 gated layers" in capsys.readouterr().out
+    manifest = json.loads((ex / "manifest.json").read_text())
+    assert manifest["column_order_info"]["instance"] == params.summary()
+    net = IntNet(ex)
+    moved = 0
+    for e, layer in net.layers:
+        assert (e.get("column_order") is not None) == layer.gated
+        if layer.gated:
+            gc = layer.c_out // layer.partitions
+            assert sorted(layer.column_order) == list(range(layer.c_out))
+            assert all(c // gc == n // gc for n, c in enumerate(layer.column_order))
+            moved += int((layer.column_order != np.arange(layer.c_out)).sum())
+    assert moved > 0
+    x = IntNet(out).layers[0][1].x
+    assert np.array_equal(net.forward(x), IntNet(out).forward(x))
+    after = predict_network(bind_export(ex), params)["cycles_gated"]
+    assert after != before  # the model schedules the orders
+    assert main(["column-order", str(ex), "--clear"]) == 0
+    assert predict_network(bind_export(ex), params)["cycles_gated"] == before
+    assert "column_order_info" not in json.loads((ex / "manifest.json").read_text())
+    capsys.readouterr()
+    # a channel moved across base groups: refused, naming the layer and the field
+    entry = next(e for e in manifest["layers"] if e["gated"])
+    order = entry["column_order"]
+    order[0], order[-1] = order[-1], order[0]
+    (ex / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["cycles", str(ex)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"layer {entry['name']}: field 'column_order'" in err
+    assert "leaves its base group" in err
+    for bad, what in (([0, 1], "integers (one per output channel)"), ("x", "integers"),
+                      ([0] * len(order), "not a permutation")):
+        entry["column_order"] = bad
+        (ex / "manifest.json").write_text(json.dumps(manifest))
+        assert main(["cycles", str(ex)]) == 2
+        assert "field 'column_order': " in (err := capsys.readouterr().err) and what in err
+    entry.pop("column_order")
+    plain = next(e for e in manifest["layers"] if not e["gated"])
+    plain["column_order"] = list(range(16))
+    (ex / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["cycles", str(ex)]) == 2
+    assert "only a gated layer has one" in capsys.readouterr().err
+    assert main(["column-order", str(ex), "--clear"]) == 0  # mends it
+    assert predict_network(bind_export(ex), params)["cycles_gated"] == before
+    assert main(["column-order", str(ex), "--calib", "0"]) == 2
+    assert "--calib: 0 must be at least 1" in capsys.readouterr().err
