@@ -23,6 +23,7 @@ from sluice.boards import report as rpt
 from sluice.boards.platforms import Board, get_board
 from sluice.errors import RunFailed, SluiceError
 from sluice.fileio import atomic_write_text
+from sluice.hw.commands import option_args
 from sluice.hw.params import KEEP_REGS_YOSYS, no_collision_yosys
 
 # amaranth's build scripts call the tools through these variables
@@ -273,8 +274,8 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, gated=Fals
                             + (["--dense-only"] if dense_only and board.gated else [])
                             + (["--gated"] if not dense_only and not board.gated else [])
                             + (["--pe-mult", params.pe_mult] if pe_mult else [])
-                            + [a for k, v in array_given.items() if v
-                               for a in ("--" + k.replace("_", "-"), str(getattr(params, k)))]
+                            + option_args({k: getattr(params, k)
+                                           for k, v in array_given.items() if v})
                             + (["--loopback"] if loopback else [])
                             + (["--seed", str(seed)] if seed != 1 else [])
                             + (["--router", router] if router != ROUTERS[0] else [])

@@ -13,6 +13,17 @@ from sluice.errors import SluiceError
 WAIVERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lint_waivers.vlt")
 
 
+def option_args(values: dict) -> list[str]:
+    """``{HwParams field: value}`` as the command-line options that give them
+    (``["--post-cols", "2", ...]``), as ``add_instance_options`` names them."""
+    return [a for field, v in values.items() for a in (option_name(field), str(v))]
+
+
+def option_name(field: str) -> str:
+    """The option of an ``HwParams`` field: ``post_cols`` -> ``--post-cols``."""
+    return "--" + field.replace("_", "-")
+
+
 def add_instance_options(p, fields=None, default=None):
     """``--field-name`` options for the ``HwParams`` fields ``fields`` (default: all of
     ``PARAM_OPTIONS``), each defaulting to None (not given), with its help from
@@ -22,10 +33,10 @@ def add_instance_options(p, fields=None, default=None):
         value = getattr(DEFAULT, field)
         text = f"{PARAM_OPTIONS[field]}; default {default or value}"
         if isinstance(value, str):
-            p.add_argument("--" + field.replace("_", "-"), choices=PE_MULTS, default=None,
+            p.add_argument(option_name(field), choices=PE_MULTS, default=None,
                            help=text)
         else:
-            p.add_argument("--" + field.replace("_", "-"), type=int, default=None, help=text)
+            p.add_argument(option_name(field), type=int, default=None, help=text)
 
 
 def add_params(p):

@@ -93,7 +93,8 @@ BOARD_INSTANCES = [("ulx3s-85f", {}), ("ulx3s-85f", ULX3S_85F_8X8)]
 
 
 def _options(opts: dict) -> str:
-    return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in opts.items())
+    from sluice.hw.commands import option_args
+    return " ".join(option_args(opts))
 
 
 def _suffix(row: dict) -> str:

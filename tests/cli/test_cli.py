@@ -139,8 +139,8 @@ def test_board_option_starts_from_the_board_build(capsys):
     assert params_from_args(p.parse_args(["--rows", "4", "--act-depth", "4096"])) == \
         HwParams(rows=4, act_depth=4096)
     assert params_from_args(p.parse_args(["--board", "ulx3s-85f"])) == board.params()
-    argv = ["--board", "ulx3s-85f"] + [a for k, v in ULX3S_85F_8X8.items()
-                                       for a in ("--" + k.replace("_", "-"), str(v))]
+    from sluice.hw.commands import option_args
+    argv = ["--board", "ulx3s-85f"] + option_args(ULX3S_85F_8X8)
     at = params_from_args(p.parse_args(argv))
     assert at == board.params(**ULX3S_85F_8X8)
     assert (at.act_depth, at.wgt_depth, at.stream_width) == (board.act_depth, board.wgt_depth, 8)
