@@ -239,38 +239,46 @@ def searched_order(gates, groups: int, kernel: int, params: HwParams = DEFAULT,
     the cycle model charges (each tile's busiest skip group, ``pass_time``) summed over the
     calibration images' gate bits ``gates`` (``C_out, H, W`` each). An order fixed offline
     that, unlike :func:`channel_order`'s sort by gate rate, sees which channels fire together
-    (skip groups) and how the tile's groups balance (lockstep)."""
+    (skip groups) and how the tile's groups balance (lockstep). The columns are counted as the
+    host lays them out, base groups of an odd size padded to whole skip groups."""
     import random
 
     rnd = random.Random(seed)
     act = np.stack([np.asarray(g).reshape(len(g), -1) for g in gates]).astype(bool)
     n_img, c_out, pixels = act.shape
+    act = np.concatenate([act, np.zeros((n_img, 1, pixels), bool)], axis=1)  # [c_out]: padding
     C, G = params.cols, params.skip_cols
     gc = c_out // groups
+    # the columns as the host lays them out (sim.host.job_channels): each base group padded to
+    # whole skip groups, the last tile filled up with padding columns
+    gcp = -(-gc // G) * G
+    slot = [g * gcp + k for g in range(groups) for k in range(gc)]  # column of order[i]
+    n_tiles = -(-groups * gcp // C)
+    layout = np.full(n_tiles * C, c_out)
     # (in kernel rows' steps: integers, so that ties compare exactly)
     table = np.array([round(pass_time(n, kernel, params) * kernel) for n in range(pixels + 1)])
 
-    def tile_cost(order, t):
-        tile = order[t * C:(t + 1) * C]
-        a = np.zeros((n_img, C, pixels), bool)  # (channels past the last: no gates)
-        a[:, :len(tile)] = act[:, tile]
+    def tile_cost(t):
+        a = act[:, layout[t * C:(t + 1) * C]]
         counts = a.reshape(n_img, C // G, G, pixels).any(axis=2).sum(axis=2)
         return int(table[counts].max(axis=1).sum())
 
     order = list(range(c_out))
-    n_tiles = -(-c_out // C)
-    cost = [tile_cost(order, t) for t in range(n_tiles)]
+    layout[slot] = order
+    cost = [tile_cost(t) for t in range(n_tiles)]
     for _ in range(iters if gc > 1 else 0):
         g = rnd.randrange(groups)
         i, j = rnd.sample(range(g * gc, (g + 1) * gc), 2)
-        ti, tj = i // C, j // C
+        ti, tj = slot[i] // C, slot[j] // C
         order[i], order[j] = order[j], order[i]
-        new = {t: tile_cost(order, t) for t in {ti, tj}}
+        layout[slot[i]], layout[slot[j]] = order[i], order[j]
+        new = {t: tile_cost(t) for t in {ti, tj}}
         if sum(new.values()) <= sum(cost[t] for t in new):
             for t, v in new.items():
                 cost[t] = v
         else:
             order[i], order[j] = order[j], order[i]
+            layout[slot[i]], layout[slot[j]] = order[i], order[j]
     return np.array(order)
 
 

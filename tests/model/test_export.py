@@ -270,6 +270,14 @@ def test_searched_channel_order():
     assert passes(order) < passes(np.arange(8))
     # no search: as exported
     assert list(searched_order([gate], 2, 3, params, iters=0)) == list(range(8))
+    # base groups of 3 channels are laid out padded to 4 columns (two skip groups each, the
+    # second with a padding column): the two top-half channels share the first skip group
+    odd = np.zeros((6, 4, 4), np.uint8)
+    odd[[0, 2, 4], :2] = 1
+    odd[[1, 3, 5], 2:] = 1
+    order = searched_order([odd], groups=2, kernel=3, params=params, iters=200)
+    assert set(order[:2]) == {0, 2} and order[2] == 1
+    assert set(order[3:5]) == {3, 5} and order[5] == 4
 
 
 def test_channel_order_option_errors(exported, capsys):
