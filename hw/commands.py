@@ -236,7 +236,15 @@ def column_orders(export_dir, params, calib: int, iters: int, data_dir=None) -> 
     return out
 
 
-def cmd_column_order(args) -> int:
+#: ``sluice column-order``'s defaults (``sluice demo --column-order`` uses them too)
+ORDER_CALIB, ORDER_ITERS = 256, 10000
+
+
+def write_column_orders(export_dir, params, calib: int = ORDER_CALIB, iters: int = ORDER_ITERS,
+                        data_dir=None, clear: bool = False) -> str:
+    """Fit the gated layers' column orders (:func:`column_orders`) into the export's
+    ``manifest.json`` (atomically), or with ``clear`` remove them; returns what it did, one
+    line."""
     import json
     from pathlib import Path
 
@@ -244,17 +252,15 @@ def cmd_column_order(args) -> int:
 
     from sluice.fileio import atomic_write_text
     from sluice.model.intnet import IntNet
-    params = params_from_args(args)
-    if args.calib < 1 and not args.clear:
-        raise SluiceError(f"--calib: {args.calib} must be at least 1")
-    if args.iters < 0:
-        raise SluiceError(f"--iters: {args.iters} must be at least 0")
-    if not args.clear:  # (--clear mends a manifest whose orders are broken)
-        IntNet(args.export_dir)  # checks the export (and any orders it has) before the search
-    mpath = Path(args.export_dir) / "manifest.json"
+    if calib < 1 and not clear:
+        raise SluiceError(f"--calib: {calib} must be at least 1")
+    if iters < 0:
+        raise SluiceError(f"--iters: {iters} must be at least 0")
+    if not clear:  # (--clear mends a manifest whose orders are broken)
+        IntNet(export_dir)  # checks the export (and any orders it has) before the search
+    mpath = Path(export_dir) / "manifest.json"
     manifest = json.loads(mpath.read_text())
-    orders = {} if args.clear else column_orders(args.export_dir, params, args.calib,
-                                                 args.iters, args.data_dir)
+    orders = {} if clear else column_orders(export_dir, params, calib, iters, data_dir)
     for e in manifest["layers"]:
         e.pop("column_order", None)
         if e["name"] in orders:
@@ -262,15 +268,19 @@ def cmd_column_order(args) -> int:
     manifest.pop("column_order_info", None)
     if orders:
         manifest["column_order_info"] = {
-            "calibration": f"first {args.calib} training images", "iters": args.iters,
+            "calibration": f"first {calib} training images", "iters": iters,
             "instance": params.summary()}
     atomic_write_text(mpath, json.dumps(manifest, indent=1) + "\n")
-    if args.clear:
-        print(f"{mpath}: column orders removed (every layer as exported)")
-    else:
-        moved = sum(int((np.asarray(o) != np.arange(len(o))).sum()) for o in orders.values())
-        print(f"{mpath}: column orders for {len(orders)} gated layers ({moved} channels moved), "
-              f"fitted to the first {args.calib} training images for {params.summary()}")
+    if clear:
+        return f"{mpath}: column orders removed (every layer as exported)"
+    moved = sum(int((np.asarray(o) != np.arange(len(o))).sum()) for o in orders.values())
+    return (f"{mpath}: column orders for {len(orders)} gated layers ({moved} channels moved), "
+            f"fitted to the first {calib} training images for {params.summary()}")
+
+
+def cmd_column_order(args) -> int:
+    print(write_column_orders(args.export_dir, params_from_args(args), args.calib, args.iters,
+                              args.data_dir, args.clear))
     return 0
 
 
@@ -323,10 +333,10 @@ def add_commands(sub) -> None:
                                    "run-model, cycles and board run-model. The results are "
                                    "the same in any order; only the cycles change.")
     p.add_argument("export_dir", metavar="EXPORT_DIR")
-    p.add_argument("--calib", type=int, default=256,
-                   help="training images the order is fitted to (default 256)")
-    p.add_argument("--iters", type=int, default=10000,
-                   help="channel swaps the search tries per layer (default 10000)")
+    p.add_argument("--calib", type=int, default=ORDER_CALIB,
+                   help=f"training images the order is fitted to (default {ORDER_CALIB})")
+    p.add_argument("--iters", type=int, default=ORDER_ITERS,
+                   help=f"channel swaps the search tries per layer (default {ORDER_ITERS})")
     p.add_argument("--clear", action="store_true",
                    help="remove the orders: every layer as exported")
     p.add_argument("--data-dir", default=None, help="data set directory")

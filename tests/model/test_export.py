@@ -361,3 +361,27 @@ def test_column_order_command(exported, tmp_path, capsys):
     assert predict_network(bind_export(ex), params)["cycles_gated"] == before
     assert main(["column-order", str(ex), "--calib", "0"]) == 2
     assert "--calib: 0 must be at least 1" in capsys.readouterr().err
+
+
+def test_demo_column_order_step(exported, tmp_path):
+    """`sluice demo --column-order`: the step after the export writes the orders into the
+    export's manifest (the command's defaults) and the report says so."""
+    import argparse
+    import json
+    import shutil
+
+    from sluice.demo import Demo
+    from sluice.hw.commands import ORDER_CALIB
+
+    _, out, _ = exported
+    demo = Demo(argparse.Namespace(out=str(tmp_path / "demo"), rows=4, cols=4,
+                                   column_order=True))
+    demo.export_dir = tmp_path / "ex"
+    shutil.copytree(out, demo.export_dir)
+    demo.column_order()
+    info = json.loads((demo.export_dir / "manifest.json").read_text())["column_order_info"]
+    assert demo.facts["column_order"] == info
+    assert info["calibration"] == f"first {ORDER_CALIB} training images"
+    assert info["instance"] == demo.params.summary()
+    assert all((layer.column_order is not None) == layer.gated
+               for _, layer in IntNet(demo.export_dir).layers)
