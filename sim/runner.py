@@ -57,17 +57,29 @@ def simulator_missing(sim: str) -> str | None:
     return f"unknown simulator {sim!r} (one of {', '.join(SIMULATORS)})"
 
 
-def design_key(params: HwParams) -> str:
-    """Hash of everything the built simulation depends on: parameters and generator sources.
+#: modules of ``sluice.hw`` that generate no RTL (the command line, the cycle model, the lever
+#: studies, the Amaranth-simulator runner): editing them keeps a built simulation valid
+NOT_RTL = ("commands.py", "cycle_model.py", "levers.py", "simulate.py")
 
-    Cheaper than elaborating the design just to see whether a build can be reused.
-    """
+
+def rtl_sources() -> list[Path]:
+    """The sources a built simulation depends on: the generator's modules but ``NOT_RTL``,
+    and the simulation harness."""
     import sluice.hw
     import sluice.sim.harness
 
+    hw = [p for p in sorted(Path(sluice.hw.__file__).parent.glob("*.py"))
+          if p.name not in NOT_RTL]
+    return hw + [Path(sluice.sim.harness.__file__)]
+
+
+def design_key(params: HwParams) -> str:
+    """Hash of everything the built simulation depends on: parameters and ``rtl_sources``.
+
+    Cheaper than elaborating the design just to see whether a build can be reused.
+    """
     h = hashlib.sha256(json.dumps(params.as_dict(), sort_keys=True).encode())
-    sources = sorted(Path(sluice.hw.__file__).parent.glob("*.py"))
-    for src in sources + [Path(sluice.sim.harness.__file__)]:
+    for src in rtl_sources():
         h.update(src.name.encode() + src.read_bytes())
     return h.hexdigest()[:12]
 

@@ -293,3 +293,29 @@ def test_run_layer_cli_simulates_the_instance_asked_for(tmp_path, capsys):
                  "--skip-cols", "3"]) == 2
     assert "--skip-cols: 3 must divide --cols 8" in capsys.readouterr().err
     assert not (tmp_path / "x.result.npz").exists()
+
+
+def test_the_simulation_cache_key_covers_every_module_the_verilog_comes_from():
+    """A built simulation is reused while ``design_key`` stays the same; the key leaves out
+    the ``NOT_RTL`` modules (the command line, the cycle model ...), so editing them rebuilds
+    nothing. That is sound only while generating the Verilog imports none of them: checked in
+    a fresh interpreter, and every module it imports is hashed."""
+    import subprocess
+    import sys
+
+    from sluice.sim.runner import NOT_RTL, rtl_sources
+
+    code = ("import sys\n"
+            "from sluice.hw.verilog import verilog_text\n"
+            "from sluice.hw.params import HwParams\n"
+            "verilog_text(HwParams(rows=2, cols=2, act_depth=256, wgt_depth=64, pix_depth=32))\n"
+            "import sluice.sim.harness\n"
+            "print(' '.join(m.__file__ for n, m in sys.modules.items()\n"
+            "               if n.startswith('sluice.hw.') or n == 'sluice.sim.harness'))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    used = {Path(f).resolve() for f in out}
+    hashed = {p.resolve() for p in rtl_sources()}
+    assert used <= hashed
+    assert not {p.name for p in used} & set(NOT_RTL)
+    assert {p.name for p in hashed} & set(NOT_RTL) == set()
