@@ -256,6 +256,9 @@ def write_column_orders(export_dir, params, calib: int = ORDER_CALIB, iters: int
         raise SluiceError(f"--calib: {calib} must be at least 1")
     if iters < 0:
         raise SluiceError(f"--iters: {iters} must be at least 0")
+    if not params.gating and not clear:
+        raise SluiceError("--dense-only: a dense-only instance runs no gated layer, so there is "
+                          "no column order to fit (on the iCEBreaker pass --gated)")
     if not clear:  # (--clear mends a manifest whose orders are broken)
         IntNet(export_dir)  # checks the export (and any orders it has) before the search
     mpath = Path(export_dir) / "manifest.json"

@@ -361,6 +361,9 @@ def test_column_order_command(exported, tmp_path, capsys):
     assert predict_network(bind_export(ex), params)["cycles_gated"] == before
     assert main(["column-order", str(ex), "--calib", "0"]) == 2
     assert "--calib: 0 must be at least 1" in capsys.readouterr().err
+    for dense in (["--dense-only"], ["--board", "icebreaker"]):
+        assert main(["column-order", str(ex)] + dense) == 2
+        assert "a dense-only instance runs no gated layer" in capsys.readouterr().err
 
 
 def test_demo_column_order_step(exported, tmp_path):
