@@ -189,10 +189,14 @@ def network_cycles(export_dir, params, images: int = 1, data_dir=None) -> dict:
 
 
 def _cycles_network(export_dir, params, images=1, data_dir=None) -> int:
+    from sluice.model.intnet import IntNet
+    from sluice.sim.model_run import column_order_note
     net = network_cycles(export_dir, params, images, data_dir)
     what = ("the export's sample image" if images == 1 else
             f"{images} images each alone (the export's sample and the {images - 1} after it)")
-    print(f"{export_dir}: {params.summary()}, {len(net['layers'])} layers, {what}")
+    info = IntNet(export_dir).manifest.get("column_order_info")
+    order = f"; {column_order_note(info)}" if info else ""
+    print(f"{export_dir}: {params.summary()}, {len(net['layers'])} layers, {what}{order}")
     print(f"  {'layer':24s} {'dense':>8s} {'gated':>8s} {'speedup':>8s} {'reduction':>9s}")
     for r in net["layers"]:
         print(f"  {r['layer']:24s} {r['cycles_dense']:8d} {r['cycles_gated']:8d} "

@@ -189,6 +189,8 @@ def finish_summary(summary: dict, net, layers, tensors: list[dict], failures: li
     images = len(tensors)
     summary["bit_exact"] = not failures
     summary["mismatches"] = failures
+    if not dense and net.manifest.get("column_order_info"):  # (sluice column-order)
+        summary["column_order"] = net.manifest["column_order_info"]
     summary["speedup"] = summary["cycles_dense"] / summary["cycles_gated"]
     summary["reduction"] = summary["macs_dense"] / summary["macs_theory"]
     summary["efficiency"] = summary["speedup"] / summary["reduction"]
@@ -364,6 +366,13 @@ def cmd_run_model(args) -> int:
     return print_summary(s, args.out)
 
 
+def column_order_note(info: dict) -> str:
+    """How a run put its gated layers' channels on the columns, from the manifest's
+    ``column_order_info`` (``sluice column-order``)."""
+    return (f"gated layers in the host column order fitted to the {info['calibration']} "
+            f"for {info['instance']}")
+
+
 def print_summary(s: dict, out) -> int:
     """Print a run's ``layers.md`` and one line of totals (``run_model``'s summary, or ``sluice
     board run-model``'s); 1 if anything did not match, else 0."""
@@ -379,6 +388,8 @@ def print_summary(s: dict, out) -> int:
     if batch:
         line += (f"; per image {s['cycles_gated_per_image']:,.0f} gated / "
                  f"{s['cycles_dense_per_image']:,.0f} dense cycles")
+    if s.get("column_order"):
+        line += f"; {column_order_note(s['column_order'])}"
     if "predicted" in s:
         line += f"; predicted class{'es' if batch else ''} {s['predicted']}" + (
             f" (label{'s' if batch else ''} {s['label']})" if "label" in s else "")

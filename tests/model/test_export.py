@@ -316,6 +316,9 @@ def test_column_order_command(exported, tmp_path, capsys):
     assert main(["column-order", str(ex), "--calib", "4", "--iters", "300", "--rows", "4",
                  "--cols", "4"]) == 0
     assert "column orders for 16 gated layers" in capsys.readouterr().out
+    assert main(["cycles", str(ex), "--rows", "4", "--cols", "4"]) == 0
+    assert ("gated layers in the host column order fitted to the first 4 training images for "
+            f"{params.summary()}") in capsys.readouterr().out.splitlines()[0]
     manifest = json.loads((ex / "manifest.json").read_text())
     assert manifest["column_order_info"]["instance"] == params.summary()
     net = IntNet(ex)
@@ -388,3 +391,25 @@ def test_demo_column_order_step(exported, tmp_path):
     assert info["instance"] == demo.params.summary()
     assert all((layer.column_order is not None) == layer.gated
                for _, layer in IntNet(demo.export_dir).layers)
+
+
+def test_run_summary_names_the_column_order(exported, tmp_path, capsys):
+    """A network run's totals line (`run-model`, `board run-model`) says which column order
+    ran when the summary carries the manifest's `column_order_info`."""
+    import shutil
+
+    from sluice.cli import main
+    from sluice.sim.model_run import print_summary
+
+    _, out, _ = exported
+    ex = tmp_path / "ex"
+    shutil.copytree(out, ex)
+    assert main(["column-order", str(ex), "--calib", "2", "--iters", "10"]) == 0
+    s = dict(images=1, layers=20, sim="stand-in", run_s=1.0, speedup=2.0, reduction=3.0,
+             efficiency=2 / 3, utilisation=0.9, bit_exact=True)
+    (tmp_path / "layers.md").write_text("")
+    for info in (None, IntNet(ex).manifest["column_order_info"]):
+        capsys.readouterr()
+        assert print_summary(dict(s, column_order=info), tmp_path) == 0
+        said = "gated layers in the host column order fitted to the first 2 training images"
+        assert (said in capsys.readouterr().out) == (info is not None)
