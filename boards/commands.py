@@ -7,7 +7,7 @@ import dataclasses
 from pathlib import Path
 
 from sluice.errors import SluiceError
-from sluice.hw.params import PARAM_OPTIONS
+from sluice.hw.commands import PARAM_OPTIONS
 
 SIM_DIVISOR = 4  # clocks per UART bit in the simulated board (--simulate)
 

@@ -12,6 +12,43 @@ from sluice.errors import SluiceError
 
 WAIVERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lint_waivers.vlt")
 
+#: The instance options, one per HwParams field but ``gating`` (``--dense-only``/``--gated``):
+#: field -> help text without its default, which each command adds (the default instance's
+#: value for ``sluice verilog``, ``cycles``, ``run-layer`` ...; "the board's" for ``sluice
+#: build`` and ``sluice board ...``). ``add_instance_options`` makes them
+#: ``--field-name`` options (integers; ``pe_mult`` one of ``PE_MULTS``).
+PARAM_OPTIONS = {
+    "rows": "array rows (output pixels; 2..32)",
+    "cols": "array columns (output channels; 2..32)",
+    "act_depth": "activation-buffer bytes per copy (power of two; a layer whose input does not "
+                 "fit runs in bands of output rows, each loading its own input rows and every "
+                 "tile's weights again)",
+    "wgt_depth": "weight-buffer words per column and bank (power of two; must hold C_in*K*K of "
+                 "every layer to be run: 1152 for the demo network's 128-channel 3x3 layers)",
+    "pix_depth": "output pixels per job (power of two; larger maps run in bands)",
+    "skip_cols": "skip group width in columns (divides the columns; wider groups: fewer "
+                 "activation-buffer copies and feeds, fewer skipped cycles)",
+    "stream_width": "input stream bytes per beat (0: automatic)",
+    "pe_mult": "element multipliers as '*' (dsp: DSP blocks on an FPGA) or as shifted partial "
+               "products (logic: LUTs and carries, the DSPs left to the post-processing)",
+    "post_cols": "columns per post-processing unit (divides the columns; 1: one unit per "
+                 "column; the column count: one shared unit, far less logic, the drain taking "
+                 "that many cycles per row)",
+    "act_share": "skip groups per activation-buffer copy (1 or 2: two groups read one copy "
+                 "through its two ports, halving the copies, the passes then waiting for all "
+                 "activations; true dual-port RAM: ECP5, not iCE40)",
+    "act_width": "activation-buffer word bytes (power of two up to the stream width; 0: the "
+                 "stream width; narrow words fill shallow copies' block RAMs and take more "
+                 "cycles per beat)",
+    "row_slices": "1, 2 or 3: with 2, a conditional pass with at most rows/2 pixels per skip "
+                  "group runs each pixel on two rows, splitting the kernel's rows (a second "
+                  "weight read); with 3 also, on 3x3 layers, one with at most rows/4 on three "
+                  "rows, a kernel row each (a third read)",
+    "feed_regs": "registers between the buffers' block-RAM data and the array edge (1 or 2; 2: "
+                 "a cycle of its own for the route out of each block RAM, the sums a cycle "
+                 "later)",
+}
+
 
 def option_args(values: dict) -> list[str]:
     """``{HwParams field: value}`` as the command-line options that give them
@@ -28,7 +65,7 @@ def add_instance_options(p, fields=None, default=None):
     """``--field-name`` options for the ``HwParams`` fields ``fields`` (default: all of
     ``PARAM_OPTIONS``), each defaulting to None (not given), with its help from
     ``PARAM_OPTIONS`` and ``default`` (a text) or the default instance's value appended."""
-    from sluice.hw.params import DEFAULT, PARAM_OPTIONS, PE_MULTS
+    from sluice.hw.params import DEFAULT, PE_MULTS
     for field in fields or PARAM_OPTIONS:
         value = getattr(DEFAULT, field)
         text = f"{PARAM_OPTIONS[field]}; default {default or value}"
@@ -61,7 +98,7 @@ def add_params(p):
 def params_from_args(args):
     import dataclasses
 
-    from sluice.hw.params import PARAM_OPTIONS, HwParams
+    from sluice.hw.params import HwParams
     if args.dense_only and args.gated:
         raise SluiceError("--dense-only and --gated: pick one")
     given = {f: getattr(args, f) for f in PARAM_OPTIONS if getattr(args, f) is not None}

@@ -345,43 +345,6 @@ class HwParams:
 
 DEFAULT = HwParams()
 
-#: The instance options, one per HwParams field but ``gating`` (``--dense-only``/``--gated``):
-#: field -> help text without its default, which each command adds (the default instance's
-#: value for ``sluice verilog``, ``cycles``, ``run-layer`` ...; "the board's" for ``sluice
-#: build`` and ``sluice board ...``). ``sluice.hw.commands.add_instance_options`` makes them
-#: ``--field-name`` options (integers; ``pe_mult`` one of ``PE_MULTS``).
-PARAM_OPTIONS = {
-    "rows": "array rows (output pixels; 2..32)",
-    "cols": "array columns (output channels; 2..32)",
-    "act_depth": "activation-buffer bytes per copy (power of two; a layer whose input does not "
-                 "fit runs in bands of output rows, each loading its own input rows and every "
-                 "tile's weights again)",
-    "wgt_depth": "weight-buffer words per column and bank (power of two; must hold C_in*K*K of "
-                 "every layer to be run: 1152 for the demo network's 128-channel 3x3 layers)",
-    "pix_depth": "output pixels per job (power of two; larger maps run in bands)",
-    "skip_cols": "skip group width in columns (divides the columns; wider groups: fewer "
-                 "activation-buffer copies and feeds, fewer skipped cycles)",
-    "stream_width": "input stream bytes per beat (0: automatic)",
-    "pe_mult": "element multipliers as '*' (dsp: DSP blocks on an FPGA) or as shifted partial "
-               "products (logic: LUTs and carries, the DSPs left to the post-processing)",
-    "post_cols": "columns per post-processing unit (divides the columns; 1: one unit per "
-                 "column; the column count: one shared unit, far less logic, the drain taking "
-                 "that many cycles per row)",
-    "act_share": "skip groups per activation-buffer copy (1 or 2: two groups read one copy "
-                 "through its two ports, halving the copies, the passes then waiting for all "
-                 "activations; true dual-port RAM: ECP5, not iCE40)",
-    "act_width": "activation-buffer word bytes (power of two up to the stream width; 0: the "
-                 "stream width; narrow words fill shallow copies' block RAMs and take more "
-                 "cycles per beat)",
-    "row_slices": "1, 2 or 3: with 2, a conditional pass with at most rows/2 pixels per skip "
-                  "group runs each pixel on two rows, splitting the kernel's rows (a second "
-                  "weight read); with 3 also, on 3x3 layers, one with at most rows/4 on three "
-                  "rows, a kernel row each (a third read)",
-    "feed_regs": "registers between the buffers' block-RAM data and the array edge (1 or 2; 2: "
-                 "a cycle of its own for the route out of each block RAM, the sums a cycle "
-                 "later)",
-}
-
 
 def slice_taps(kernel: int) -> tuple[int, int]:
     """(kernel rows of a sliced pass's upper slice, of its lower one) for a ``kernel`` x

@@ -185,8 +185,8 @@ def test_instance_options_have_one_definition():
     import dataclasses
 
     from sluice.boards.commands import BOARD_OPTIONS, _add_board_args
-    from sluice.hw.commands import add_params
-    from sluice.hw.params import PARAM_OPTIONS, HwParams
+    from sluice.hw.commands import PARAM_OPTIONS, add_params
+    from sluice.hw.params import HwParams
 
     assert set(PARAM_OPTIONS) == {f.name for f in dataclasses.fields(HwParams)} - {"gating"}
     gen, board = argparse.ArgumentParser(), argparse.ArgumentParser()
