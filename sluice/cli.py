@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
 
 from sluice import __version__
 from sluice.errors import RunFailed, SluiceError
@@ -89,9 +90,30 @@ def cmd_run_layer(args) -> int:
           f"p={layer.partitions}, "
           f"{mode}, {result.runner}: gate rate {fig['gate_rate']:.3f}, "
           f"MAC reduction {fig['reduction']:.2f}x, cycles {result.cycles}")
+    note = _column_order_note(args.layer, layer) if layer.gated and not args.dense else None
+    if note:
+        print(note)
     status = check_against_refs(layer, result, args.dense)
     print(f"wrote {args.output}")
     return status
+
+
+def _column_order_note(layer_path, layer):
+    """A line saying so when the layer file sits in an export whose manifest gives its layer a
+    host column order (``sluice column-order``), which a single layer run does not use."""
+    import json
+
+    mpath = Path(layer_path).parent / "manifest.json"
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (OSError, ValueError):
+        return None
+    for e in manifest.get("layers", []) if isinstance(manifest, dict) else []:
+        if isinstance(e, dict) and e.get("name") == layer.name and e.get("column_order"):
+            return (f"note: {mpath} gives {layer.name} a host column order; run-layer runs the "
+                    "layer file as exported (run-model and cycles on the export use the order: "
+                    "other cycles, the same results)")
+    return None
 
 
 def cmd_make_layer(args) -> int:

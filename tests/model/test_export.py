@@ -316,6 +316,14 @@ def test_column_order_command(exported, tmp_path, capsys):
     assert main(["column-order", str(ex), "--calib", "4", "--iters", "300", "--rows", "4",
                  "--cols", "4"]) == 0
     assert "column orders for 16 gated layers" in capsys.readouterr().out
+    # a single layer file of the export runs as exported, and says so
+    entry = next(e for e in json.loads((ex / "manifest.json").read_text())["layers"]
+                 if e["gated"])
+    for dense, said in (([], True), (["--dense"], False)):
+        assert main(["run-layer", str(ex / entry["file"]), "-o", str(tmp_path / "r.result.npz"),
+                     "--sim", "reference"] + dense) == 0
+        note = f"gives {entry['name']} a host column order; run-layer runs the layer file"
+        assert (note in capsys.readouterr().out) == said
     assert main(["cycles", str(ex), "--rows", "4", "--cols", "4"]) == 0
     assert ("gated layers in the host column order fitted to the first 4 training images for "
             f"{params.summary()}") in capsys.readouterr().out.splitlines()[0]
