@@ -196,17 +196,18 @@ def cmd_cycles(args) -> int:
 
 def network_cycles(export_dir, params, images: int = 1, data_dir=None) -> dict:
     """:func:`sluice.sim.model_run.predict_network` summed over ``images`` test images, each
-    run alone: the export's sample image and the ``images - 1`` after it in its data set."""
+    run alone: the export's sample image and the ``images - 1`` after it in its data set;
+    ``column_order``: the manifest's ``column_order_info`` (None: as exported)."""
     from sluice.hw.levers import sample_images
     from sluice.model.intnet import IntNet
     from sluice.sim.model_run import bind_export, predict_network
     if images < 1:
         raise SluiceError(f"--images must be >= 1, got {images}")
-    xs = [None] + (sample_images(IntNet(export_dir), images, data_dir)[1:] if images > 1
-                   else [])
+    export = IntNet(export_dir)  # read once, for every image
+    xs = [None] + (sample_images(export, images, data_dir)[1:] if images > 1 else [])
     tot = None
     for x in xs:
-        net = predict_network(bind_export(export_dir, x), params)
+        net = predict_network(bind_export(export, x), params)
         if tot is None:
             tot = net
             continue
@@ -222,17 +223,16 @@ def network_cycles(export_dir, params, images: int = 1, data_dir=None) -> dict:
     tot["reduction"] = tot["macs_dense"] / tot["macs_theory"]
     tot["efficiency"] = tot["speedup"] / tot["reduction"]
     tot["images"] = images
+    tot["column_order"] = export.manifest.get("column_order_info")
     return tot
 
 
 def _cycles_network(export_dir, params, images=1, data_dir=None) -> int:
-    from sluice.model.intnet import IntNet
     from sluice.sim.model_run import column_order_note
     net = network_cycles(export_dir, params, images, data_dir)
     what = ("the export's sample image" if images == 1 else
             f"{images} images each alone (the export's sample and the {images - 1} after it)")
-    info = IntNet(export_dir).manifest.get("column_order_info")
-    order = f"; {column_order_note(info)}" if info else ""
+    order = f"; {column_order_note(net['column_order'])}" if net["column_order"] else ""
     print(f"{export_dir}: {params.summary()}, {len(net['layers'])} layers, {what}{order}")
     print(f"  {'layer':24s} {'dense':>8s} {'gated':>8s} {'speedup':>8s} {'reduction':>9s}")
     for r in net["layers"]:
@@ -259,13 +259,11 @@ def _cycles_network(export_dir, params, images=1, data_dir=None) -> int:
     return 0
 
 
-def column_orders(export_dir, params, calib: int, iters: int, data_dir=None) -> dict:
+def column_orders(net, params, calib: int, iters: int, data_dir=None) -> dict:
     """Every gated layer's column order (``levers.searched_order``) fitted to the gate bits of
-    the first ``calib`` training images of the export's data set for the instance ``params``:
-    ``{layer name: order}``."""
+    the first ``calib`` training images of the data set of the export ``net`` (an ``IntNet``)
+    for the instance ``params``: ``{layer name: order}``."""
     from sluice.hw.levers import dataset_images, network_tensors, searched_order
-    from sluice.model.intnet import IntNet
-    net = IntNet(export_dir)
     gates = [network_tensors(net, x)[1] for x in
              dataset_images(net, "train", 0, calib, data_dir, "--calib")]
     out = {}
@@ -300,11 +298,11 @@ def write_column_orders(export_dir, params, calib: int = ORDER_CALIB, iters: int
     if not params.gating and not clear:
         raise SluiceError("--dense-only: a dense-only instance runs no gated layer, so there is "
                           "no column order to fit (on the iCEBreaker pass --gated)")
-    if not clear:  # (--clear mends a manifest whose orders are broken)
-        IntNet(export_dir)  # checks the export (and any orders it has) before the search
     mpath = Path(export_dir) / "manifest.json"
+    # (IntNet checks the export, and any orders it has, before the search; --clear reads only
+    # the manifest, so that it mends one whose orders are broken)
+    orders = {} if clear else column_orders(IntNet(export_dir), params, calib, iters, data_dir)
     manifest = json.loads(mpath.read_text())
-    orders = {} if clear else column_orders(export_dir, params, calib, iters, data_dir)
     for e in manifest["layers"]:
         e.pop("column_order", None)
         if e["name"] in orders:

@@ -222,16 +222,16 @@ def finish_summary(summary: dict, net, layers, tensors: list[dict], failures: li
     return summary
 
 
-def bind_export(export_dir, image=None) -> list[tuple]:
-    """Every layer of an export bound to the integer network's own inputs on its sample image
-    (as ``run_model`` binds them), or on ``image`` (int8, quantised as the network's input),
-    with its reference gate bits and SPEC section 3 work figures: ``[(bound layer, gate,
-    figures), ...]``. Independent of the array, so one binding serves :func:`predict_network`
-    for any number of array shapes."""
+def bind_export(export, image=None) -> list[tuple]:
+    """Every layer of an export (its folder, or an ``IntNet`` of it already read) bound to the
+    integer network's own inputs on its sample image (as ``run_model`` binds them), or on
+    ``image`` (int8, quantised as the network's input), with its reference gate bits and SPEC
+    section 3 work figures: ``[(bound layer, gate, figures), ...]``. Independent of the array,
+    so one binding serves :func:`predict_network` for any number of array shapes."""
     from sluice.model.intnet import IntNet
     from sluice.model.reference import run_reference, work_figures
 
-    net = IntNet(export_dir)
+    net = export if isinstance(export, IntNet) else IntNet(export)
     tensors = {"input": net.layers[0][1].x if image is None else np.asarray(image, np.int8)}
     out = []
     for entry, layer in net.layers:
