@@ -152,10 +152,11 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, gated=Fals
     except ValueError as e:
         raise SluiceError(f"--nextpnr-args: {e}") from None
     # the array's options are checked before the tools: a typo fails in a second
-    array_given = dict(post_cols=post_cols, skip_cols=skip_cols, act_share=act_share,
-                       act_width=act_width, row_slices=row_slices, feed_regs=feed_regs,
-                       act_depth=act_depth, wgt_depth=wgt_depth, pix_depth=pix_depth)
-    params = board.params(rows, cols, pe_mult=pe_mult, **array_given)
+    array_given = dict(pe_mult=pe_mult, post_cols=post_cols, skip_cols=skip_cols,
+                       act_share=act_share, act_width=act_width, row_slices=row_slices,
+                       feed_regs=feed_regs, act_depth=act_depth, wgt_depth=wgt_depth,
+                       pix_depth=pix_depth)
+    params = board.params(rows, cols, **array_given)
     if params.act_share == 2 and board.family == "ice40":
         raise SluiceError(f"--act-share 2: {board.name}'s block RAMs (SB_RAM40_4K) have one read "
                           "port, so a shared copy would be duplicated again; leave it at 1")
@@ -273,7 +274,6 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, gated=Fals
                              str(params.rows), "--cols", str(params.cols)]
                             + (["--dense-only"] if dense_only and board.gated else [])
                             + (["--gated"] if not dense_only and not board.gated else [])
-                            + (["--pe-mult", params.pe_mult] if pe_mult else [])
                             + option_args({k: getattr(params, k)
                                            for k, v in array_given.items() if v})
                             + (["--loopback"] if loopback else [])
