@@ -66,11 +66,12 @@ def add_instance_options(p, fields=None, default=None):
     ``PARAM_OPTIONS``), each defaulting to None (not given), with its help from
     ``PARAM_OPTIONS`` and ``default`` (a text) or the default instance's value appended."""
     from sluice.hw.params import DEFAULT, PE_MULTS
+    choices = {"pe_mult": PE_MULTS}  # the text-valued fields (a new one must be listed here)
     for field in fields or PARAM_OPTIONS:
         value = getattr(DEFAULT, field)
         text = f"{PARAM_OPTIONS[field]}; default {default or value}"
         if isinstance(value, str):
-            p.add_argument(option_name(field), choices=PE_MULTS, default=None,
+            p.add_argument(option_name(field), choices=choices[field], default=None,
                            help=text)
         else:
             p.add_argument(option_name(field), type=int, default=None, help=text)
@@ -280,10 +281,11 @@ ORDER_CALIB, ORDER_ITERS = 256, 10000
 
 
 def write_column_orders(export_dir, params, calib: int = ORDER_CALIB, iters: int = ORDER_ITERS,
-                        data_dir=None, clear: bool = False) -> str:
+                        data_dir=None, clear: bool = False, out=None) -> str:
     """Fit the gated layers' column orders (:func:`column_orders`) into the export's
-    ``manifest.json`` (atomically), or with ``clear`` remove them; returns what it did, one
-    line."""
+    ``manifest.json`` (atomically), or with ``clear`` remove them; with ``out``, into a copy
+    of the export there instead (the export itself untouched; an earlier export at ``out`` is
+    replaced only once the copy is complete). Returns what it did, one line."""
     import json
     from pathlib import Path
 
@@ -291,6 +293,9 @@ def write_column_orders(export_dir, params, calib: int = ORDER_CALIB, iters: int
 
     from sluice.fileio import atomic_write_text
     from sluice.model.intnet import IntNet
+    if out is not None:
+        return _ordered_copy(Path(export_dir), Path(out), lambda d: write_column_orders(
+            d, params, calib, iters, data_dir, clear))
     if calib < 1 and not clear:
         raise SluiceError(f"--calib: {calib} must be at least 1")
     if iters < 0:
@@ -320,9 +325,44 @@ def write_column_orders(export_dir, params, calib: int = ORDER_CALIB, iters: int
             f"fitted to the first {calib} training images for {params.summary()}")
 
 
+def _ordered_copy(src, dest, fit) -> str:
+    """Copy the export ``src`` to a temporary folder beside ``dest``, run ``fit`` on the copy,
+    then put it in ``dest``'s place (an earlier export there is replaced, anything else is
+    refused): a failed fit leaves ``dest`` as it was. Returns ``fit``'s line, naming
+    ``dest``."""
+    import shutil
+
+    shown = str(dest)
+    src, dest = src.resolve(), dest.resolve()
+    if not (src / "manifest.json").is_file():
+        raise SluiceError(f"{src}: not an export folder (no manifest.json)")
+    if dest == src:
+        raise SluiceError(f"-o {dest}: the export itself (leave -o out to write its manifest)")
+    if src in dest.parents:
+        raise SluiceError(f"-o {dest}: inside the export {src}")
+    if dest.exists() and not (dest / "manifest.json").is_file():
+        raise SluiceError(f"-o {dest}: exists and is not an export folder; not replaced")
+    tmp = dest.parent / f".{dest.name}.tmp"
+    old = dest.parent / f".{dest.name}.old"
+    for d in (tmp, old):
+        shutil.rmtree(d, ignore_errors=True)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(src, tmp)
+        line = fit(tmp)
+        if dest.exists():
+            dest.rename(old)
+        tmp.rename(dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    return line.replace(str(tmp), shown)
+
+
 def cmd_column_order(args) -> int:
     print(write_column_orders(args.export_dir, params_from_args(args), args.calib, args.iters,
-                              args.data_dir, args.clear))
+                              args.data_dir, args.clear, args.out))
     return 0
 
 
@@ -381,6 +421,10 @@ def add_commands(sub) -> None:
                    help=f"channel swaps the search tries per layer (default {ORDER_ITERS})")
     p.add_argument("--clear", action="store_true",
                    help="remove the orders: every layer as exported")
+    p.add_argument("-o", "--out", metavar="OUT_DIR", default=None,
+                   help="write an ordered copy of the export to OUT_DIR (replacing an earlier "
+                        "export there) and leave EXPORT_DIR as it is (default: write into "
+                        "EXPORT_DIR's manifest.json)")
     p.add_argument("--data-dir", default=None, help="data set directory")
     add_params(p)
     p.set_defaults(func=cmd_column_order)

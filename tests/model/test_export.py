@@ -378,27 +378,82 @@ def test_column_order_command(exported, tmp_path, capsys):
 
 
 def test_demo_column_order_step(exported, tmp_path):
-    """`sluice demo --column-order`: the step after the export writes the orders into the
-    export's manifest (the command's defaults) and the report says so."""
+    """`sluice demo`'s column-order step (the default): the orders (the command's defaults) go
+    into a copy of the export, export-ordered/, which the RTL run reads from then on; the
+    export stays as exported, and its cycle-model figures are kept for the report."""
     import argparse
+    import filecmp
     import json
     import shutil
 
     from sluice.demo import Demo
-    from sluice.hw.commands import ORDER_CALIB
+    from sluice.hw.commands import ORDER_CALIB, network_cycles
 
     _, out, _ = exported
     demo = Demo(argparse.Namespace(out=str(tmp_path / "demo"), rows=4, cols=4,
                                    column_order=True))
-    demo.export_dir = tmp_path / "ex"
+    demo.export_dir = demo.run_dir = tmp_path / "ex"
     shutil.copytree(out, demo.export_dir)
     demo.column_order()
-    info = json.loads((demo.export_dir / "manifest.json").read_text())["column_order_info"]
+    ordered = tmp_path / "demo" / "export-ordered"
+    assert demo.run_dir == ordered
+    info = json.loads((ordered / "manifest.json").read_text())["column_order_info"]
     assert demo.facts["column_order"] == info
     assert info["calibration"] == f"first {ORDER_CALIB} training images"
     assert info["instance"] == demo.params.summary()
     assert all((layer.column_order is not None) == layer.gated
-               for _, layer in IntNet(demo.export_dir).layers)
+               for _, layer in IntNet(ordered).layers)
+    assert filecmp.cmp(out / "manifest.json", demo.export_dir / "manifest.json", shallow=False)
+    plain, fitted = (network_cycles(d, demo.params) for d in (demo.export_dir, ordered))
+    assert demo.facts["as_exported"]["cycles_gated"] == plain["cycles_gated"]
+    assert demo.facts["as_exported"]["efficiency"] == plain["efficiency"]
+    assert fitted["cycles_gated"] != plain["cycles_gated"]
+    assert "as exported, without the column order: " in demo._as_exported()
+
+
+def test_column_order_into_a_copy(exported, tmp_path, capsys):
+    """`sluice column-order EXPORT -o OUT`: the orders go into a complete copy at OUT (an
+    earlier export there replaced), the export untouched; OUT that is the export, lies inside
+    it or is some other folder is refused with one line and exit 2, nothing written."""
+    import filecmp
+    import json
+    import shutil
+
+    from sluice.cli import main
+
+    _, out, _ = exported
+    ex, dest = tmp_path / "ex", tmp_path / "ordered"
+    shutil.copytree(out, ex)
+    args = ["--rows", "4", "--cols", "4", "--calib", "8", "--iters", "200"]
+    assert main(["column-order", str(ex), "-o", str(dest)] + args) == 0
+    said = capsys.readouterr().out
+    assert f"{dest / 'manifest.json'}: column orders for " in said and ".tmp" not in said
+    assert filecmp.cmp(out / "manifest.json", ex / "manifest.json", shallow=False)
+    assert "column_order_info" in json.loads((dest / "manifest.json").read_text())
+    assert sorted(p.name for p in dest.iterdir()) == sorted(p.name for p in ex.iterdir())
+    net, plain = IntNet(dest), IntNet(ex)
+    x = plain.layers[0][1].x
+    assert np.array_equal(net.forward(x), plain.forward(x))
+    assert main(["column-order", str(ex), "-o", str(dest), "--clear"] + args) == 0  # replaced
+    assert "column_order_info" not in json.loads((dest / "manifest.json").read_text())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ex", "ordered"]  # no leftovers
+    before = (dest / "manifest.json").read_text()
+    assert main(["column-order", str(ex), "-o", str(dest), "--calib", "0"]) == 2  # fit fails
+    assert "--calib: 0 must be at least 1" in capsys.readouterr().err
+    assert (dest / "manifest.json").read_text() == before  # the earlier copy stays
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ex", "ordered"]
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    for bad, why in ((ex, "the export itself"), (ex / "sub", "inside the export"),
+                     (other, "exists and is not an export folder; not replaced")):
+        assert main(["column-order", str(ex), "-o", str(bad)] + args) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and f"-o {bad.resolve()}: {why}" in err
+    assert (other / "keep.txt").read_text() == "mine" and not (ex / "sub").exists()
+    assert main(["column-order", str(tmp_path / "none"), "-o", str(tmp_path / "o2")]) == 2
+    assert "not an export folder (no manifest.json)" in capsys.readouterr().err
+    assert not (tmp_path / "o2").exists()
 
 
 def test_run_summary_names_the_column_order(exported, tmp_path, capsys):
