@@ -94,7 +94,7 @@ def count_float(model, counter: WorkCounter):
 def evaluate_checkpoint(path, *, int8=False, data_dir=None, limit=0, calib=1000,
                         batch_size=500, dataset=None, percentile=99.99) -> dict:
     import torch
-    from .checkpoint import load_model
+    from .checkpoint import load_model, resolve
     from .data import load_dataset
     model, ckpt = load_model(path)
     ds_name = dataset or ckpt["data"]["dataset"]
@@ -116,7 +116,9 @@ def evaluate_checkpoint(path, *, int8=False, data_dir=None, limit=0, calib=1000,
     else:
         from .quantize import quantize_checkpoint
         qnet = quantize_checkpoint(model, ckpt, data_dir=data_dir, calib=calib,
-                                   percentile=percentile, dataset=ds_name)
+                                   percentile=percentile, dataset=ds_name,
+                                   path=resolve(path))
+        report["calibration"] = qnet.stats["calibration"]
         agree = agree_n = 0
         batch_size = min(batch_size, 100)  # float64/int64 maps: keep them cache-sized
         for i in range(0, len(test), batch_size):

@@ -5,7 +5,12 @@ DIR holds:
   each layer's ``x`` and ``residual``), input quantisation, the classifier, the sample image;
 - ``NN_<name>.layer.npz``: one SPEC layer file per convolution, in execution order, with
   ``x``, ``residual``, ``y_ref`` and ``gate_ref`` of the sample image;
-- ``classifier.npz``: ``fc_w`` (int8), ``fc_b`` (int64), ``logit_scale`` (float64).
+- ``classifier.npz``: ``fc_w`` (int8), ``fc_b`` (int64), ``logit_scale`` (float64);
+- ``calibration.json``: the calibration this export used (``quantize.calibration_record``:
+  equalisation divisors and activation ranges, the only machine-dependent part of the
+  quantisation); copied beside the checkpoint as ``CKPT.calib.json``, every later export and
+  ``sluice eval --int8`` of that checkpoint use it and build the same integer network on any
+  machine.
 
 Tensors are named after the layer that produces them; the network input is ``"input"``.
 The host does the global average pool and the classifier in integers:
@@ -24,6 +29,7 @@ from sluice.errors import SluiceError
 
 MODEL_FORMAT = "sluice.model/1"
 CLASSIFIER_FORMAT = "sluice.classifier/1"
+CALIBRATION_FILE = "calibration.json"
 
 
 def layer_filename(index: int, name: str) -> str:
@@ -113,10 +119,13 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     import torch
-    from .checkpoint import load_model
+    from sluice.fileio import atomic_write_text
+
+    from .checkpoint import load_model, resolve
     from .data import load_dataset
     from .intnet import check_export
-    from .quantize import quantize_checkpoint
+    from .quantize import (calibration_json, calibration_path, calibration_record,
+                           quantize_checkpoint)
 
     torch.set_num_threads(max(1, args.threads))
     model, ckpt = load_model(args.checkpoint)
@@ -125,19 +134,30 @@ def run(args) -> int:
     if not 0 <= args.sample < len(test):
         raise SluiceError(f"--sample {args.sample} is outside the test set (0..{len(test) - 1})")
     qnet = quantize_checkpoint(model, ckpt, data_dir=args.data_dir, calib=args.calib,
-                               percentile=args.percentile)
+                               percentile=args.percentile, path=resolve(args.checkpoint))
+    recorded = qnet.stats["calibration"]
     info = {"dataset": ds_name, "split": "test", "index": args.sample,
             "label": int(test.labels[args.sample])}
     extra = {"checkpoint": str(args.checkpoint), "config": ckpt["config"],
              "quantisation": {"calibration": f"first {args.calib} training images",
                               "percentile": args.percentile,
+                              "ranges": (f"recorded in {recorded}" if recorded else
+                                         "measured by float passes on this machine"),
+                              "calibration_record": CALIBRATION_FILE,
                               "weights": "per-output-channel symmetric int8, BN folded",
                               "activations": "per-tensor symmetric int8"}}
     manifest = export_qnet(qnet, args.out, sample_u8=test.images[args.sample],
                            sample_info=info, extra=extra)
+    # the calibration this export used: beside a checkpoint as CKPT.calib.json, it makes the
+    # same integer network on any machine (quantize.quantize_checkpoint)
+    atomic_write_text(Path(args.out) / CALIBRATION_FILE,
+                      calibration_json(calibration_record(qnet, qnet.stats["settings"])))
     check_export(args.out)  # every layer reproduces y_ref/gate_ref; logits match exactly
     gated = sum(e["gated"] for e in manifest["layers"])
     print(f"sluice export: {len(manifest['layers'])} layers ({gated} gated) + classifier in "
           f"{args.out}; sample {args.sample} (label {info['label']}) predicted "
-          f"{manifest['sample']['predicted']}; integer network reproduces it exactly")
+          f"{manifest['sample']['predicted']}; integer network reproduces it exactly; "
+          + (f"calibration from {recorded}" if recorded else
+             f"calibration measured here (to pin it, copy {Path(args.out) / CALIBRATION_FILE} "
+             f"beside the checkpoint as {calibration_path(resolve(args.checkpoint)).name})"))
     return 0

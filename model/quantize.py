@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -272,7 +273,8 @@ def channel_spaces(model) -> list[list[str]]:
 
 @torch.no_grad()
 def equalise(model, batches, percentile=99.99, spread=EQUALISE_SPREAD):
-    """A copy of ``model`` (same float function) whose activations suit per-tensor int8.
+    """A copy of ``model`` (same float function) whose activations suit per-tensor int8
+    (:func:`equalise_factors` measured on ``batches``, then :func:`apply_equalise`).
 
     A trained network often keeps a few channels far larger than the rest (a near-constant
     channel of a residual stream that the next layers use as a bias), and one scale per tensor
@@ -285,9 +287,15 @@ def equalise(model, batches, percentile=99.99, spread=EQUALISE_SPREAD):
     pre-BN partial sums, so every gate decision and every output is unchanged in float
     (cross-layer equalisation, Nagel et al. 2019, restricted to shrinking outliers).
     """
-    import copy
-    model = copy.deepcopy(model).eval()
-    g, feature = graph(model)
+    return apply_equalise(model, equalise_factors(model, batches, percentile, spread))
+
+
+@torch.no_grad()
+def equalise_factors(model, batches, percentile=99.99, spread=EQUALISE_SPREAD) -> dict:
+    """:func:`equalise`'s per-channel divisors ``f_c`` (float64), measured on ``batches``:
+    ``{first tensor of a channel space: f}`` for the spaces with any ``f_c > 1``."""
+    model = model.eval()
+    g, _ = graph(model)
     ranges = {}
     n = 0
     for x in batches:
@@ -300,14 +308,29 @@ def equalise(model, batches, percentile=99.99, spread=EQUALISE_SPREAD):
         n += 1
     if n == 0:
         raise SluiceError("quantisation: no calibration images")
+    factors = {}
     for space in channel_spaces(model):
         r = torch.stack([ranges[name] / n for name in space]).amax(0)
         med = float(r.median())
         if med <= 0:
             continue
         f = torch.clamp(r / (spread * med), min=1.0)
-        if torch.all(f == 1.0):
+        if not torch.all(f == 1.0):
+            factors[space[0]] = f
+    return factors
+
+
+@torch.no_grad()
+def apply_equalise(model, factors: dict):
+    """A copy of ``model`` with :func:`equalise_factors`' divisors applied (see
+    :func:`equalise`); the same float function."""
+    import copy
+    model = copy.deepcopy(model).eval()
+    g, feature = graph(model)
+    for space in channel_spaces(model):
+        if space[0] not in factors:
             continue
+        f = factors[space[0]]
         members = set(space)
         for name, conv, bn, inp, res, relu in g:
             if name in members:
@@ -383,19 +406,34 @@ def calibrate(model, batches, percentile=99.99) -> dict:
 @torch.no_grad()
 def quantize(model, calib_batches, input_scale: float, pixel_offset: int = 128,
              percentile: float = 99.99, image_size: int = 32,
-             spread: float | None = EQUALISE_SPREAD) -> QuantNet:
+             spread: float | None = EQUALISE_SPREAD, calibration: dict | None = None
+             ) -> QuantNet:
     """Quantise a trained (eval-mode) ResNet; ``calib_batches``: a list of normalised float
-    batches. ``spread``: equalise channel ranges first (:func:`equalise`; None: do not)."""
+    batches. ``spread``: equalise channel ranges first (:func:`equalise`; None: do not).
+
+    The float forward passes over the calibration images are the only step whose result
+    depends on the machine (the float32 convolution kernels' rounding moves the measured
+    ranges in their last bits, and with them every requantisation multiplier); everything
+    after them is exact float64 and integer arithmetic. ``calibration``: a recorded
+    :func:`calibration_record` (equalisation divisors and activation ranges, checked by
+    :func:`read_calibration`) used instead of measuring them, which makes the integer
+    network the same on every machine; ``calib_batches`` is then not read."""
     from .gated import is_gated as _is_gated
-    calib_batches = list(calib_batches)
     model.eval()
-    if spread is not None:
-        model = equalise(model, calib_batches, percentile, spread)
+    if calibration is not None:
+        factors = calibration["equalise"]
+    else:
+        calib_batches = list(calib_batches)
+        factors = (equalise_factors(model, calib_batches, percentile, spread)
+                   if spread is not None else {})
+    if spread is not None or factors:
+        model = apply_equalise(model, factors)
     for _, m in model.named_modules():
         if _is_gated(m) and m.shuffle:
             raise SluiceError("quantisation: channel shuffle is not expressible in SPEC's "
                               "contiguous base sets; train without --shuffle")
-    ranges = calibrate(model, calib_batches, percentile)
+    ranges = (dict(calibration["ranges"]) if calibration is not None
+              else calibrate(model, calib_batches, percentile))
     g, feature = graph(model)
     scales = activation_scales(ranges, input_scale)
     layers = []
@@ -445,7 +483,8 @@ def quantize(model, calib_batches, input_scale: float, pixel_offset: int = 128,
                     feature=feature, fc_w=fc_w.numpy().astype(np.int8),
                     fc_b=fc_b.numpy().astype(np.int64), logit_scale=unit.numpy(),
                     image_size=image_size, in_channels=int(model.conv1.in_channels),
-                    stats={"calibration_ranges": ranges, "percentile": percentile})
+                    stats={"calibration_ranges": ranges, "percentile": percentile,
+                           "equalise": factors, "spread": spread})
 
 
 def _final_hw(layers, size: int) -> int:
@@ -457,17 +496,111 @@ def _final_hw(layers, size: int) -> int:
 
 
 def quantize_checkpoint(model, ckpt, *, data_dir=None, calib=1000, percentile=99.99,
-                        dataset=None) -> QuantNet:
+                        dataset=None, path=None) -> QuantNet:
     """Quantise a loaded checkpoint, calibrating on its first ``calib`` training images.
 
     Deterministic (no augmentation, fixed images), so ``sluice eval --int8`` and
-    ``sluice export`` build the same integer network.
+    ``sluice export`` build the same integer network. When the checkpoint file ``path`` has a
+    calibration record beside it (:func:`calibration_path`) for these settings (data set,
+    ``calib``, ``percentile``, the equalisation spread), its recorded ranges are used instead
+    of the float passes, so the integer network is the same on every machine
+    (:func:`quantize`); ``qnet.stats["calibration"]`` names the record, or None.
     """
     from .data import load_dataset
-    ds = load_dataset(dataset or ckpt["data"]["dataset"], "train", data_dir)
-    return quantize(model, calibration_batches(ds, calib), input_scale=ds.scale,
-                    pixel_offset=128, percentile=percentile,
-                    image_size=int(ds.images.shape[-1]))
+    name = dataset or ckpt["data"]["dataset"]
+    ds = load_dataset(name, "train", data_dir)
+    settings = calibration_settings(name, calib, percentile)
+    record = rpath = None
+    if path is not None and (rpath := calibration_path(path)).is_file():
+        record = read_calibration(rpath, model)
+        if record["settings"] != settings:
+            record = None  # recorded for other settings: measure these
+    batches = calibration_batches(ds, calib) if record is None else []
+    qnet = quantize(model, batches, input_scale=ds.scale, pixel_offset=128,
+                    percentile=percentile, image_size=int(ds.images.shape[-1]),
+                    calibration=record)
+    qnet.stats["calibration"] = str(rpath) if record is not None else None
+    qnet.stats["settings"] = settings
+    return qnet
+
+
+#: the format of a calibration record (``CKPT.calib.json`` beside a checkpoint)
+CALIBRATION_FORMAT = "sluice.calibration/1"
+
+
+def calibration_path(checkpoint) -> Path:
+    """Where a checkpoint's calibration record lives: ``X.pt`` -> ``X.calib.json``."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(checkpoint.stem + ".calib.json")
+
+
+def calibration_settings(dataset: str, calib: int, percentile: float) -> dict:
+    """What a calibration record was measured with; a record is used only for the same."""
+    return {"dataset": dataset, "calib": int(calib), "percentile": float(percentile),
+            "spread": EQUALISE_SPREAD}
+
+
+def calibration_record(qnet: QuantNet, settings: dict) -> dict:
+    """The machine-dependent part of a quantisation (:func:`quantize`): the equalisation
+    divisors and the activation ranges, as JSON (floats written exactly)."""
+    return {"format": CALIBRATION_FORMAT, "settings": settings,
+            "equalise": {k: [float(v) for v in f] for k, f in qnet.stats["equalise"].items()},
+            "ranges": {k: float(v) for k, v in qnet.stats["calibration_ranges"].items()}}
+
+
+def calibration_json(record: dict) -> str:
+    """:func:`calibration_record` as JSON text, each divisor vector on one line."""
+    import json
+    import re
+    text = json.dumps(record, indent=1)
+    return re.sub(r"\[\s+([^\[\]]*?)\s+\]",
+                  lambda m: "[" + re.sub(r",\s+", ", ", m.group(1)) + "]", text) + "\n"
+
+
+def read_calibration(path, model) -> dict:
+    """A calibration record checked against ``model`` (every tensor's range a positive
+    finite number, every divisor vector one per channel of its space, each at least 1);
+    one-line errors naming the file and field. The divisors come back as float64 tensors."""
+    import json
+    path = Path(path)
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SluiceError(f"{path}: not a readable calibration record "
+                          f"({type(e).__name__})") from None
+    if not isinstance(rec, dict) or rec.get("format") != CALIBRATION_FORMAT:
+        got = rec.get("format") if isinstance(rec, dict) else type(rec).__name__
+        raise SluiceError(f"{path}: field 'format' is {got!r}, expected "
+                          f"{CALIBRATION_FORMAT!r}")
+    for key in ("settings", "equalise", "ranges"):
+        if not isinstance(rec.get(key), dict):
+            raise SluiceError(f"{path}: field {key!r} missing or not an object")
+    g, _ = graph(model)
+    names = ["input"] + [name for name, *_ in g]
+    ranges = rec["ranges"]
+    for name in names:
+        r = ranges.get(name)
+        if not isinstance(r, (int, float)) or isinstance(r, bool) or not math.isfinite(r) \
+                or r < 0:
+            raise SluiceError(f"{path}: field 'ranges.{name}' is {r!r}, expected a "
+                              f"non-negative number (a range per tensor of the network)")
+    if extra := sorted(set(ranges) - set(names)):
+        raise SluiceError(f"{path}: field 'ranges.{extra[0]}': no such tensor in the network")
+    width = {name: int(bn.num_features) for name, conv, bn, *_ in g}
+    spaces = {space[0]: space for space in channel_spaces(model)}
+    factors = {}
+    for key, f in rec["equalise"].items():
+        if key not in spaces:
+            raise SluiceError(f"{path}: field 'equalise.{key}': not the first tensor of a "
+                              f"channel space of the network")
+        ok = isinstance(f, list) and len(f) == width[key] and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            and v >= 1.0 for v in f)
+        if not ok:
+            raise SluiceError(f"{path}: field 'equalise.{key}': expected {width[key]} "
+                              f"numbers of at least 1 (one per channel)")
+        factors[key] = torch.tensor(f, dtype=torch.float64)
+    return {**rec, "equalise": factors}
 
 
 def calibration_batches(train_set, calib=1000) -> list:

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from sluice.errors import SluiceError
+from sluice.model.data import FASHION_MNIST_DIR
 from sluice.model.export import export_qnet
 from sluice.model.intnet import IntNet, check_export
 from sluice.model.layerfile import read_layer
@@ -476,3 +477,50 @@ def test_run_summary_names_the_column_order(exported, tmp_path, capsys):
         assert print_summary(dict(s, column_order=info), tmp_path) == 0
         said = "gated layers in the host column order fitted to the first 2 training images"
         assert (said in capsys.readouterr().out) == (info is not None)
+
+
+def _export_arrays(d):
+    from pathlib import Path
+    return {(p.name, k): v for p in sorted(Path(d).glob("*.npz")) for k, v in np.load(p).items()}
+
+
+@pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(), reason="dataset-fashion-mnist not installed")
+@pytest.mark.filterwarnings("ignore:TF32 acceleration")
+def test_embedded_export_is_the_same_on_any_machine(tmp_path, capsys):
+    """The embedded default carries its calibration record (CKPT.calib.json): `sluice export`
+    uses it, writes it back unchanged, and builds the same integer network with PyTorch's
+    oneDNN convolutions switched off (other float kernels, as on another machine's CPU);
+    other settings (--calib 500) are measured afresh and say so; a broken record beside a
+    checkpoint stops the export with one line naming it."""
+    import shutil
+
+    from sluice.cli import main
+    from sluice.model.checkpoint import DEFAULT_CHECKPOINT
+    from sluice.model.quantize import calibration_path
+
+    record = calibration_path(DEFAULT_CHECKPOINT)
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["export", "default", "-o", str(a)]) == 0
+    assert f"calibration from {record}" in capsys.readouterr().out
+    manifest = json.loads((a / "manifest.json").read_text())
+    assert manifest["quantisation"]["ranges"] == f"recorded in {record}"
+    assert (a / "calibration.json").read_text() == record.read_text()
+    with torch.backends.mkldnn.flags(enabled=False):
+        assert main(["export", "default", "-o", str(b)]) == 0
+    want, got = _export_arrays(a), _export_arrays(b)
+    assert want.keys() == got.keys() and len(want) > 100
+    assert all(np.array_equal(want[k], got[k]) for k in want)
+    assert main(["export", "default", "-o", str(b), "--calib", "500"]) == 0
+    assert "calibration measured here" in capsys.readouterr().out
+    assert json.loads((b / "calibration.json").read_text())["settings"]["calib"] == 500
+    ck = tmp_path / "ck.pt"
+    shutil.copy(DEFAULT_CHECKPOINT, ck)
+    broken = json.loads(record.read_text())
+    broken["ranges"]["layer3.0.conv1"] = "x"
+    calibration_path(ck).write_text(json.dumps(broken))
+    assert main(["export", str(ck), "-o", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"sluice export: error: {calibration_path(ck)}: field "
+                   "'ranges.layer3.0.conv1' is 'x', expected a non-negative number (a range "
+                   "per tensor of the network)")
+    assert not (tmp_path / "c").exists()

@@ -170,3 +170,80 @@ def test_equalise_keeps_the_float_function_and_rescues_int8(gated_model, syn_tra
         return float((logits - want.double()).abs().mean())
 
     assert int8_error(2.0) < 0.5 * int8_error(None)
+
+
+def _qnet_arrays(q):
+    out = {"fc_w": q.fc_w, "fc_b": q.fc_b, "logit_scale": q.logit_scale}
+    for L in q.layers:
+        for k in ("w", "bias", "mult", "shift", "thresh", "res_mult", "res_shift"):
+            if getattr(L, k) is not None:
+                out[f"{L.name}.{k}"] = getattr(L, k)
+    return out
+
+
+def test_recorded_calibration_rebuilds_the_same_integer_network(gated_model, syn_train, calib,
+                                                                tmp_path):
+    """A calibration record (equalisation divisors and ranges, through its JSON file) makes
+    `quantize` build the measured network bit for bit without any calibration image, also
+    where the equalisation moved channels (the outlier model)."""
+    from sluice.model.quantize import (calibration_json, calibration_record, read_calibration)
+
+    settings = {"dataset": "synthetic", "calib": 256, "percentile": 99.99, "spread": 2.0}
+    with torch.no_grad():
+        out, _ = _with_outlier_channel(gated_model[0])
+    for model in (gated_model[0], out):
+        q = quantize(model, calib, input_scale=syn_train.scale, image_size=16)
+        path = tmp_path / "m.calib.json"
+        path.write_text(calibration_json(calibration_record(q, settings)))
+        rec = read_calibration(path, model)
+        assert rec["settings"] == settings
+        again = quantize(model, [], input_scale=syn_train.scale, image_size=16,
+                         calibration=rec)
+        a, b = _qnet_arrays(q), _qnet_arrays(again)
+        assert a.keys() == b.keys()
+        for k in a:
+            assert np.array_equal(a[k], b[k]), k
+        if model is out:
+            assert rec["equalise"]  # the outlier's space was equalised, and recorded
+        # ranges moved by a float32 rounding (as another machine's convolution kernels move
+        # them) change the network: the record is what makes it reproducible
+        moved = dict(rec, ranges={k: v * (1 + 2 ** -24) for k, v in rec["ranges"].items()})
+        other = quantize(model, [], input_scale=syn_train.scale, image_size=16,
+                         calibration=moved)
+        assert any(not np.array_equal(a[k], v) for k, v in _qnet_arrays(other).items())
+
+
+def test_read_calibration_rejects_bad_records(gated_model, syn_train, calib, tmp_path):
+    """A broken calibration record is refused with one line naming the file and the field."""
+    import json
+
+    from sluice.errors import SluiceError
+    from sluice.model.quantize import calibration_record, read_calibration
+
+    model = gated_model[0]
+    q = quantize(model, calib, input_scale=syn_train.scale, image_size=16)
+    good = calibration_record(q, {"dataset": "synthetic"})
+    space = channel_spaces(model)[0][0]
+    n = len(good["ranges"])
+    cases = [
+        ({"format": "x"}, "field 'format' is 'x'"),
+        ({"ranges": None}, "field 'ranges' missing or not an object"),
+        ({"ranges": {**good["ranges"], "conv1": -1.0}}, "field 'ranges.conv1' is -1.0"),
+        ({"ranges": {k: v for k, v in good["ranges"].items() if k != "input"}},
+         "field 'ranges.input' is None"),
+        ({"ranges": {**good["ranges"], "nope": 1.0}}, "field 'ranges.nope': no such tensor"),
+        ({"equalise": {"nope": [1.0]}}, "field 'equalise.nope': not the first tensor"),
+        ({"equalise": {space: [1.0]}}, f"field 'equalise.{space}': expected "),
+        ({"equalise": {space: [0.5] * 8}}, "numbers of at least 1"),
+    ]
+    assert n > 10
+    path = tmp_path / "bad.calib.json"
+    for change, want in cases:
+        path.write_text(json.dumps({**good, **change}))
+        with pytest.raises(SluiceError) as e:
+            read_calibration(path, model)
+        msg = str(e.value)
+        assert msg.startswith(f"{path}: ") and want in msg and "\n" not in msg, msg
+    path.write_text("{")
+    with pytest.raises(SluiceError, match="not a readable calibration record"):
+        read_calibration(path, model)
