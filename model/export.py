@@ -151,7 +151,8 @@ def run(args) -> int:
     # the calibration this export used: beside a checkpoint as CKPT.calib.json, it makes the
     # same integer network on any machine (quantize.quantize_checkpoint)
     atomic_write_text(Path(args.out) / CALIBRATION_FILE,
-                      calibration_json(calibration_record(qnet, qnet.stats["settings"])))
+                      calibration_json(calibration_record(qnet, qnet.stats["settings"],
+                                                          qnet.stats["weights"])))
     check_export(args.out)  # every layer reproduces y_ref/gate_ref; logits match exactly
     gated = sum(e["gated"] for e in manifest["layers"])
     print(f"sluice export: {len(manifest['layers'])} layers ({gated} gated) + classifier in "

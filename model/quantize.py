@@ -521,6 +521,7 @@ def quantize_checkpoint(model, ckpt, *, data_dir=None, calib=1000, percentile=99
                     calibration=record)
     qnet.stats["calibration"] = str(rpath) if record is not None else None
     qnet.stats["settings"] = settings
+    qnet.stats["weights"] = weights_digest(model)
     return qnet
 
 
@@ -540,10 +541,23 @@ def calibration_settings(dataset: str, calib: int, percentile: float) -> dict:
             "spread": EQUALISE_SPREAD}
 
 
-def calibration_record(qnet: QuantNet, settings: dict) -> dict:
+def weights_digest(model) -> str:
+    """SHA-256 of a model's parameters and buffers (names, dtypes, shapes, bytes): which
+    weights a calibration record belongs to."""
+    import hashlib
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name} {t.dtype} {tuple(t.shape)}\n".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def calibration_record(qnet: QuantNet, settings: dict, weights: str) -> dict:
     """The machine-dependent part of a quantisation (:func:`quantize`): the equalisation
-    divisors and the activation ranges, as JSON (floats written exactly)."""
-    return {"format": CALIBRATION_FORMAT, "settings": settings,
+    divisors and the activation ranges, as JSON (floats written exactly), for the model whose
+    :func:`weights_digest` is ``weights``."""
+    return {"format": CALIBRATION_FORMAT, "settings": settings, "weights": weights,
             "equalise": {k: [float(v) for v in f] for k, f in qnet.stats["equalise"].items()},
             "ranges": {k: float(v) for k, v in qnet.stats["calibration_ranges"].items()}}
 
@@ -558,9 +572,10 @@ def calibration_json(record: dict) -> str:
 
 
 def read_calibration(path, model) -> dict:
-    """A calibration record checked against ``model`` (every tensor's range a positive
-    finite number, every divisor vector one per channel of its space, each at least 1);
-    one-line errors naming the file and field. The divisors come back as float64 tensors."""
+    """A calibration record checked against ``model`` (recorded for its weights, every
+    tensor's range a non-negative finite number, every divisor vector one per channel of its
+    space, each at least 1); one-line errors naming the file and field. The divisors come
+    back as float64 tensors."""
     import json
     path = Path(path)
     try:
@@ -575,6 +590,10 @@ def read_calibration(path, model) -> dict:
     for key in ("settings", "equalise", "ranges"):
         if not isinstance(rec.get(key), dict):
             raise SluiceError(f"{path}: field {key!r} missing or not an object")
+    if rec.get("weights") != weights_digest(model):
+        raise SluiceError(f"{path}: field 'weights' does not match the checkpoint's weights "
+                          f"(a record of another checkpoint: remove it, and copy the "
+                          f"calibration.json of an export of this one in its place)")
     g, _ = graph(model)
     names = ["input"] + [name for name, *_ in g]
     ranges = rec["ranges"]

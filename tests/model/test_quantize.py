@@ -186,7 +186,8 @@ def test_recorded_calibration_rebuilds_the_same_integer_network(gated_model, syn
     """A calibration record (equalisation divisors and ranges, through its JSON file) makes
     `quantize` build the measured network bit for bit without any calibration image, also
     where the equalisation moved channels (the outlier model)."""
-    from sluice.model.quantize import (calibration_json, calibration_record, read_calibration)
+    from sluice.model.quantize import (calibration_json, calibration_record, read_calibration,
+                                       weights_digest)
 
     settings = {"dataset": "synthetic", "calib": 256, "percentile": 99.99, "spread": 2.0}
     with torch.no_grad():
@@ -194,7 +195,8 @@ def test_recorded_calibration_rebuilds_the_same_integer_network(gated_model, syn
     for model in (gated_model[0], out):
         q = quantize(model, calib, input_scale=syn_train.scale, image_size=16)
         path = tmp_path / "m.calib.json"
-        path.write_text(calibration_json(calibration_record(q, settings)))
+        path.write_text(calibration_json(calibration_record(q, settings,
+                                                           weights_digest(model))))
         rec = read_calibration(path, model)
         assert rec["settings"] == settings
         again = quantize(model, [], input_scale=syn_train.scale, image_size=16,
@@ -218,16 +220,17 @@ def test_read_calibration_rejects_bad_records(gated_model, syn_train, calib, tmp
     import json
 
     from sluice.errors import SluiceError
-    from sluice.model.quantize import calibration_record, read_calibration
+    from sluice.model.quantize import calibration_record, read_calibration, weights_digest
 
     model = gated_model[0]
     q = quantize(model, calib, input_scale=syn_train.scale, image_size=16)
-    good = calibration_record(q, {"dataset": "synthetic"})
+    good = calibration_record(q, {"dataset": "synthetic"}, weights_digest(model))
     space = channel_spaces(model)[0][0]
     n = len(good["ranges"])
     cases = [
         ({"format": "x"}, "field 'format' is 'x'"),
         ({"ranges": None}, "field 'ranges' missing or not an object"),
+        ({"weights": "0" * 64}, "field 'weights' does not match the checkpoint's weights"),
         ({"ranges": {**good["ranges"], "conv1": -1.0}}, "field 'ranges.conv1' is -1.0"),
         ({"ranges": {k: v for k, v in good["ranges"].items() if k != "input"}},
          "field 'ranges.input' is None"),
