@@ -76,6 +76,20 @@ def _tile_items(gate: np.ndarray, params: HwParams) -> list[list[int]]:
     return [active_items(gate, t, params) for t in range(-(-gate.shape[0] // params.cols))]
 
 
+def layer_tiles(layer, gate: np.ndarray, params: HwParams) -> list[list[int]]:
+    """:func:`_tile_items` of a layer's gate bits with the channels on the columns as the host
+    lays them out (``sim.host.job_channels``: the host column order when the layer has one,
+    padding columns of odd base groups off), so that the estimates count the skip groups the
+    RTL runs, as the cycle model does."""
+    from sluice.sim.host import job_channels
+
+    chans, _ = job_channels(layer, params)
+    host = np.zeros((len(chans),) + gate.shape[1:], gate.dtype)
+    real = [n for n, c in enumerate(chans) if c >= 0]
+    host[real] = gate[[chans[n] for n in real]]
+    return _tile_items(host, params)
+
+
 def group_passes(gate: np.ndarray, params: HwParams, kernel: int = 1) -> tuple[float, float]:
     """(lockstep, independent) conditional passes of a whole-layer band, in full passes: per
     channel tile and skip group, ``ceil(active pixels / rows)``, a last pass the hardware
@@ -196,7 +210,7 @@ def study(net: IntNet, runs, params: HwParams = DEFAULT, max_slices: int = 2) ->
         tot["shared"] += gated
         tot["sliced"] += gated
         if layer.gated:
-            tiles = _tile_items(gate, params)  # (once per layer: the estimates share it)
+            tiles = layer_tiles(big, gate, params)  # (once per layer: the estimates share it)
             lock, indep = _group_passes(tiles, params, layer.kernel)
             cond_steps = (layer.c_in - layer.c_in // layer.partitions) * layer.kernel ** 2
             tot["independent"] -= (lock - indep) * cond_steps

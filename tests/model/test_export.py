@@ -203,6 +203,34 @@ def test_shared_passes_by_hand():
     assert shared_passes(gate, p2, kernel=3) == pytest.approx((2 / 3, 2 / 3))
 
 
+def test_lever_estimates_count_the_host_column_order(exported):
+    """The lever estimates count the skip groups as the host lays the columns out: a layer's
+    column order permutes the gate bits they see (as the cycle model's job bands do), odd
+    base groups get padding columns whose gates are off."""
+    from sluice.hw.levers import _tile_items, layer_tiles
+    from sluice.hw.params import HwParams
+
+    _, out, _ = exported
+    p = HwParams(rows=4, cols=4, skip_cols=2)
+    layer = next(l for _, l in IntNet(out).layers if l.gated and l.c_out >= 16)
+    gate = np.zeros((layer.c_out, 2, 3), np.uint8)
+    gate[0, 0, :2] = gate[1, 1, :] = gate[2, :, 0] = 1
+    gc = layer.c_out // layer.partitions
+    order = np.concatenate([np.arange(g * gc, (g + 1) * gc)[::-1]
+                            for g in range(layer.partitions)])
+    assert layer_tiles(layer, gate, p) == _tile_items(gate, p)  # as exported
+    ordered = layer.replace(column_order=order)
+    assert layer_tiles(ordered, gate, p) == _tile_items(gate[order], p)
+    assert layer_tiles(ordered, gate, p) != layer_tiles(layer, gate, p)
+    # base groups of three channels: each padded to four columns, the padding never active
+    from sluice.model.randlayer import make_layer
+    odd = make_layer(c_in=8, c_out=6, size=(2, 3), partitions=2)
+    g6 = np.ones((6, 2, 3), np.uint8)
+    host = np.zeros((8, 2, 3), np.uint8)
+    host[[0, 1, 2, 4, 5, 6]] = 1
+    assert layer_tiles(odd, g6, p) == _tile_items(host, p) == [[6, 6], [6, 6]]
+
+
 def test_sliced_passes_by_hand():
     """A tile's last conditional pass on row slices where every group has few pixels left."""
     from sluice.hw.levers import sliced_passes
