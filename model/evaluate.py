@@ -266,6 +266,9 @@ def run(args) -> int:
         gr = f", gates on {100 * r['gate_rate']:.2f}%" if r["gate_rate"] is not None else ""
         extra = (f", gate agreement with float {100 * r['gate_agreement_end_to_end']:.2f}%"
                  if r.get("gate_agreement_end_to_end") is not None else "")
+        if args.int8:
+            extra += (f", calibration from {Path(r['calibration']).name}" if r.get("calibration")
+                      else ", calibration measured here")
         print(f"{ck}{' [int8]' if args.int8 else ''}: top-1 {100 * r['top1']:.2f}% on "
               f"{r['images']} images, MAC reduction {r['reduction']:.3f}x{gr}{extra} -> {js}")
     plot_tradeoff(reports, out / "accuracy_vs_reduction.png")

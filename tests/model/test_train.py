@@ -2,6 +2,7 @@
 
 import json
 import pickle
+import shutil
 
 import numpy as np
 import pytest
@@ -65,7 +66,19 @@ def test_gated_kd_resume_eval_export(dense_run, tmp_path, capsys):
     assert main(["export", str(out / "model.pt"), "-o", str(ex), "--calib", "128",
                  "--threads", "1"]) == 0
     assert len(list(ex.glob("*.layer.npz"))) == 20
-    assert "reproduces it exactly" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "reproduces it exactly" in said and "calibration measured here" in said
+    # pinned: the export's calibration.json beside the checkpoint is what eval and export use
+    shutil.copy(ex / "calibration.json", out / "model.calib.json")
+    assert main(["eval", str(out / "model.pt"), "-o", str(ev), "--int8", "--calib", "128",
+                 "--threads", "1"]) == 0
+    assert "calibration from model.calib.json" in capsys.readouterr().out
+    pinned = json.loads((ev / "gated-model.int8.eval.json").read_text())
+    assert pinned["calibration"] == str(out / "model.calib.json")
+    assert pinned["top1"] == rep8["top1"] and pinned["reduction"] == rep8["reduction"]
+    assert main(["export", str(out / "model.pt"), "-o", str(ex), "--calib", "128",
+                 "--threads", "1"]) == 0
+    assert f"calibration from {out / 'model.calib.json'}" in capsys.readouterr().out
 
 
 def test_wrong_checkpoint_is_a_clear_error(tmp_path, capsys):
