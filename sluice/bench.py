@@ -263,8 +263,8 @@ def _write_report(out: Path, res: dict, fast: str) -> None:
               f"The same image and RTL, the gated layers' channels on the columns in the order "
               f"`sluice column-order` fits to the {summ['column_order']['calibration']} "
               f"(into a copy of the export, {summ['fit_s']:.0f} s; what `make demo` runs). "
-              f"Wall time of "
-              f"`sluice run-model`: {summ['wall_s']:.0f} s. Bit-exact: {summ['bit_exact']}. "
+              f"Wall time of `sluice run-model`: {summ['wall_s']:.0f} s. Bit-exact: "
+              f"{summ['bit_exact']}. "
               f"Network: speedup {summ['speedup']:.2f}x, efficiency {summ['efficiency']:.3f}.",
               "", (out / f"network_{s}_ordered" / "layers.md").read_text()]
     L += ["", "## The network on other array shapes (cycle model)", "",

