@@ -293,8 +293,11 @@ def equalise(model, batches, percentile=99.99, spread=EQUALISE_SPREAD):
 @torch.no_grad()
 def equalise_factors(model, batches, percentile=99.99, spread=EQUALISE_SPREAD) -> dict:
     """:func:`equalise`'s per-channel divisors ``f_c`` (float64), measured on ``batches``:
-    ``{first tensor of a channel space: f}`` for the spaces with any ``f_c > 1``."""
-    model = model.eval()
+    ``{first tensor of a channel space: f}`` for the spaces with any ``f_c > 1``. Measured in
+    eval mode (a model in training mode is copied, so its BN statistics stay as they are)."""
+    if model.training:
+        import copy
+        model = copy.deepcopy(model).eval()
     g, _ = graph(model)
     ranges = {}
     n = 0
