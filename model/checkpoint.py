@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sluice.errors import SluiceError
+from sluice.errors import SluiceError, check_format
 from sluice.fileio import atomic_write_bytes  # noqa: F401  (re-exported for model/)
 
 CKPT_FORMAT = "sluice.ckpt/1"
@@ -37,10 +37,7 @@ def load_checkpoint(path) -> dict:
     except Exception as e:  # torch raises many types for a non-checkpoint file
         raise SluiceError(f"{path}: not a readable PyTorch checkpoint "
                           f"({type(e).__name__})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CKPT_FORMAT:
-        got = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise SluiceError(f"{path}: field 'format' is {got!r}, expected {CKPT_FORMAT!r} "
-                          f"(a checkpoint written by `sluice train`)")
+    check_format(ckpt, CKPT_FORMAT, path, " (a checkpoint written by `sluice train`)")
     for key in ("config", "state_dict", "data"):
         if key not in ckpt:
             raise SluiceError(f"{path}: field {key!r} missing from checkpoint")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sluice.errors import SluiceError
+from sluice.errors import SluiceError, check_format
 
 EVAL_FORMAT = "sluice.eval/1"
 
@@ -250,9 +250,7 @@ def run(args) -> int:
             r = json.loads(Path(path).read_text())
         except (OSError, ValueError) as e:
             raise SluiceError(f"{path}: not a readable eval report: {e}") from None
-        if r.get("format") != EVAL_FORMAT:
-            raise SluiceError(f"{path}: field 'format' is {r.get('format')!r}, "
-                              f"expected {EVAL_FORMAT!r}")
+        check_format(r, EVAL_FORMAT, path)
         reports.append(r)
     for ck in args.checkpoints:
         r = evaluate_checkpoint(ck, int8=args.int8, data_dir=args.data_dir, limit=args.limit,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sluice.errors import SluiceError
+from sluice.errors import SluiceError, check_format
 from sluice.model.layerfile import check_column_order, read_layer
 from sluice.model.reference import run_reference
 
@@ -33,9 +33,7 @@ class IntNet:
             raise SluiceError(f"{mpath}: missing (not a `sluice export` directory)") from None
         except ValueError as e:
             raise SluiceError(f"{mpath}: not valid JSON: {e}") from None
-        fmt = self.manifest.get("format")
-        if fmt != MODEL_FORMAT:
-            raise SluiceError(f"{mpath}: field 'format' is {fmt!r}, expected {MODEL_FORMAT!r}")
+        check_format(self.manifest, MODEL_FORMAT, mpath)
         for key in ("layers", "input", "output", "classifier"):
             if key not in self.manifest:
                 raise SluiceError(f"{mpath}: field {key!r} missing")

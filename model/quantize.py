@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sluice.errors import SluiceError
+from sluice.errors import SluiceError, check_format
 from sluice.hw.params import PROD_MAX
 
 from .gated import group_base_weight, is_gated
@@ -586,10 +586,7 @@ def read_calibration(path, model) -> dict:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise SluiceError(f"{path}: not a readable calibration record "
                           f"({type(e).__name__})") from None
-    if not isinstance(rec, dict) or rec.get("format") != CALIBRATION_FORMAT:
-        got = rec.get("format") if isinstance(rec, dict) else type(rec).__name__
-        raise SluiceError(f"{path}: field 'format' is {got!r}, expected "
-                          f"{CALIBRATION_FORMAT!r}")
+    check_format(rec, CALIBRATION_FORMAT, path)
     for key in ("settings", "equalise", "ranges"):
         if not isinstance(rec.get(key), dict):
             raise SluiceError(f"{path}: field {key!r} missing or not an object")
