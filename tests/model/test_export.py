@@ -552,3 +552,23 @@ def test_embedded_export_is_the_same_on_any_machine(tmp_path, capsys):
                    "'ranges.layer3.0.conv1' is 'x', expected a non-negative number (a range "
                    "per tensor of the network)")
     assert not (tmp_path / "c").exists()
+
+
+def test_a_file_that_is_not_a_json_object_is_named(exported, tmp_path, capsys):
+    """A manifest, eval report or calibration record holding a JSON list instead of an object:
+    one line naming the file and its 'format' field, exit 2."""
+    import shutil
+
+    from sluice.cli import main
+
+    _, out, _ = exported
+    ex = tmp_path / "ex"
+    shutil.copytree(out, ex)
+    (ex / "manifest.json").write_text("[1, 2]")
+    with pytest.raises(SluiceError, match=r"manifest.json: field 'format' is 'list', expected "):
+        IntNet(ex)
+    report = tmp_path / "r.eval.json"
+    report.write_text("[]")
+    assert main(["eval", "--compare", str(report), "-o", str(tmp_path / "plot")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"{report}: field 'format' is 'list', expected 'sluice.eval/1'"), err
