@@ -11,7 +11,8 @@
    against the RTL, step 3 checks it on the default): how efficiency trades against size;
 5. efficiency levers from the cycle model (``sluice.hw.levers``): eight test images stacked
    (a throughput mode the current RTL runs as it is, ``sluice run-model --images N``),
-   independent skip groups and a tile's last conditional pass on two channel slices (estimates).
+   independent skip groups, shared passes and a tile's last conditional pass on two channel
+   slices (estimates), as exported and, on the default instance, with the host column order.
 
 Writes ``report.md`` and ``bench.json`` into the output folder.
 """
@@ -132,22 +133,28 @@ def array_shapes(export: Path) -> list[dict]:
     return rows
 
 
-# (rows, cols, skip_cols) and image counts for step 5
+# (rows, cols, skip_cols) and image counts for step 5; the default instance's again with the
+# host column order (fitted to it in step 3)
 LEVERS = [((8, 8, 2), (1, 8)), ((8, 8, 1), (1, 8))]
+LEVERS_ORDERED = [((8, 8, 2), (1, 8))]
 
 
-def levers(export: Path) -> list[dict]:
+def levers(export: Path, ordered: Path | None = None) -> list[dict]:
     from sluice.hw.levers import sample_runs, study
     from sluice.hw.params import HwParams
     from sluice.model.intnet import IntNet
 
     net = IntNet(export)
-    runs = sample_runs(net, max(max(n) for _, n in LEVERS))
+    runs = sample_runs(net, max(max(n) for _, n in LEVERS + LEVERS_ORDERED))
     out = []
-    for (r, c, s), counts in LEVERS:
-        for n in counts:
-            out.append(dict(rows=r, cols=c, skip_cols=s,
-                            **study(net, runs[:n], HwParams(rows=r, cols=c, skip_cols=s))))
+    for net, order, shapes in ((net, "as exported", LEVERS),
+                               (ordered and IntNet(ordered), "host column order",
+                                LEVERS_ORDERED)):
+        for (r, c, s), counts in (shapes if net else []):
+            for n in counts:  # (the same images: an order changes no output, only cycles)
+                out.append(dict(rows=r, cols=c, skip_cols=s, order=order,
+                                **study(net, runs[:n], HwParams(rows=r, cols=c,
+                                                                skip_cols=s))))
     return out
 
 
@@ -225,10 +232,10 @@ def cmd_bench(args) -> int:
               f"{r['macs_per_cycle']:.1f} dense-equivalent MACs/cycle")
 
     print("[5/5] efficiency levers (cycle model; python -m sluice.hw.levers) ...", flush=True)
-    res["levers"] = levers(exp)
+    res["levers"] = levers(exp, work / "export-ordered")
     for r in res["levers"]:
-        print(f"      {r['rows']}x{r['cols']} skip_cols {r['skip_cols']}, {r['images']} "
-              f"image(s) stacked: efficiency {r['efficiency_lockstep']:.3f}, independent "
+        print(f"      {r['rows']}x{r['cols']} skip_cols {r['skip_cols']}, {r['order']}, "
+              f"{r['images']} image(s) stacked: efficiency {r['efficiency_lockstep']:.3f}, independent "
               f"groups (estimate) {r['efficiency_independent']:.3f}, shared passes (estimate) "
               f"{r['efficiency_shared']:.3f}, two channel slices (estimate) "
               f"{r['efficiency_sliced']:.3f}")
@@ -297,12 +304,13 @@ def _write_report(out: Path, res: dict, fast: str) -> None:
           "of them built. The stacked dense run also computes the rows "
           "between the images, which raises the efficiency figure: compare the gated cycles "
           "per image with the one-image row.", "",
-          "| array | skip_cols | images | dense cycles | gated cycles | gated cycles per image "
-          "| efficiency | independent groups (estimate) | shared passes (estimate) | two "
+          "| array | skip_cols | order | images | dense cycles | gated cycles | gated cycles per "
+          "image | efficiency | independent groups (estimate) | shared passes (estimate) | two "
           "channel slices (estimate) |",
-          "|---|---|---|---|---|---|---|---|---|---|"]
+          "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in res.get("levers", []):
-        L.append(f"| {r['rows']}x{r['cols']} | {r['skip_cols']} | {r['images']} | "
+        L.append(f"| {r['rows']}x{r['cols']} | {r['skip_cols']} | {r.get('order', '')} | "
+                 f"{r['images']} | "
                  f"{r['dense']} | {r['lockstep']} | {r['lockstep'] / r['images']:.0f} | "
                  f"{r['efficiency_lockstep']:.3f} | {r['efficiency_independent']:.3f} | "
                  f"{r['efficiency_shared']:.3f} | {r['efficiency_sliced']:.3f} |")
