@@ -25,6 +25,14 @@ and reports for the whole network:
   each other's lists within a tile (a group done with its own list runs the next ``rows``
   pixels of a busier group's with that group's weights), not built: :func:`shared_passes`,
   everything else unchanged;
+- ``decoupled``: an estimate for hardware whose skip groups each run their own tile sequence
+  (base phase, then the group's own conditional passes, then the next tile), sharing only the
+  loader and its two weight banks (not built): :func:`decoupled_passes`, a group entering
+  tile ``t`` once the loader has filled tile ``t``'s bank, which it starts once every group
+  has left tile ``t - 2``; the lockstep figure counted with the same loader, everything else
+  unchanged (one whole-layer band). Each skip group already has its own activation feeds,
+  row-set slots and weight columns; it would need its own phase and tile state, bank select,
+  parameters and drain tile index;
 - ``sliced``: an estimate for hardware that splits a tile's last conditional pass over ``s``
   row slices by input channels instead of kernel rows (``--slices``, default 2: a weight feed
   per slice, the slices' sums added at the drain) where every skip group has at most
@@ -102,6 +110,30 @@ def group_passes(gate: np.ndarray, params: HwParams, kernel: int = 1) -> tuple[f
 def _group_passes(tiles, params, kernel):
     passes = np.array([[pass_time(n, kernel, params) for n in items] for items in tiles])
     return passes.max(axis=1).sum(), passes.sum(axis=0).max()
+
+
+def decoupled_passes(tiles, params: HwParams, kernel: int, base: float, load: float,
+                     banks: int = 2) -> tuple[float, float]:
+    """(lockstep, decoupled) time of a whole-layer band in conditional passes, for the
+    ``decoupled`` estimate; ``tiles``: each tile's skip groups' active pixels
+    (:func:`layer_tiles`), ``base``: a tile's base phase and ``load``: the loader's time for
+    a tile's bank, both in conditional passes. The loader fills tile ``t``'s bank once it has
+    filled tile ``t - 1``'s and every group has left tile ``t - banks``; lockstep, every group
+    enters a tile together once all have left the one before and its bank is full; decoupled,
+    a group enters tile ``t`` once it has left tile ``t - 1`` and the bank is full. A tile
+    takes ``base`` plus the group's own passes (``cycle_model.pass_time``)."""
+    P = [[pass_time(n, kernel, params) for n in items] for items in tiles]
+
+    def run(decoupled: bool) -> float:
+        fin, loaded = [], 0.0
+        for t, own in enumerate(P):
+            loaded = max(loaded, max(fin[t - banks]) if t >= banks else 0.0) + load
+            prev = fin[t - 1] if t else [0.0] * len(own)
+            start = [max(f if decoupled else max(prev), loaded) for f in prev]
+            fin.append([st + base + n for st, n in zip(start, own)])
+        return max(fin[-1])
+
+    return run(False), run(True)
 
 
 def paired_passes(gate: np.ndarray, params: HwParams, kernel: int = 1) -> tuple[float, float]:
@@ -186,7 +218,7 @@ def study(net: IntNet, runs, params: HwParams = DEFAULT, max_slices: int = 2) ->
     per_image = [t for t, _ in runs]
     n = len(runs)
     tot = {"dense": 0, "lockstep": 0, "independent": 0, "paired": 0, "shared": 0, "sliced": 0,
-           "macs_dense": 0, "macs_theory": 0}
+           "decoupled": 0, "macs_dense": 0, "macs_theory": 0}
     for e, layer in net.layers:
         res = [t[e["residual"]] for t in per_image] if e.get("residual") is not None else None
         big, rows = stack_layer(layer, [t[e["input"]] for t in per_image], res)
@@ -209,6 +241,7 @@ def study(net: IntNet, runs, params: HwParams = DEFAULT, max_slices: int = 2) ->
         tot["paired"] += gated
         tot["shared"] += gated
         tot["sliced"] += gated
+        tot["decoupled"] += gated
         if layer.gated:
             tiles = layer_tiles(big, gate, params)  # (once per layer: the estimates share it)
             lock, indep = _group_passes(tiles, params, layer.kernel)
@@ -216,6 +249,13 @@ def study(net: IntNet, runs, params: HwParams = DEFAULT, max_slices: int = 2) ->
             tot["independent"] -= (lock - indep) * cond_steps
             tot["paired"] -= (lock - _paired_passes(tiles, params, layer.kernel)[1]) * cond_steps
             tot["shared"] -= (lock - _shared_passes(tiles, params, layer.kernel)[1]) * cond_steps
+            if cond_steps:
+                base_steps = layer.c_in // layer.partitions * layer.kernel ** 2
+                base = -(-big.h_out * big.w_out // params.rows) * base_steps / cond_steps
+                load = (params.wgt_beats(layer.c_in * layer.kernel ** 2)
+                        + params.par_beats) / cond_steps
+                lock_t, dec_t = decoupled_passes(tiles, params, layer.kernel, base, load)
+                tot["decoupled"] -= (lock_t - dec_t) * cond_steps
             if cond_steps:  # against the RTL's last pass, which may be sliced by kernel rows
                 per_row = cond_steps // layer.kernel
                 for s, busiest in _slices(tiles, params, max_slices):
@@ -224,7 +264,7 @@ def study(net: IntNet, runs, params: HwParams = DEFAULT, max_slices: int = 2) ->
                     tot["sliced"] -= max(0, rtl - -(-cond_steps // s))
     red = tot["macs_dense"] / tot["macs_theory"]
     out = {"images": n, "reduction": red, **tot}
-    for k in ("lockstep", "independent", "paired", "shared", "sliced"):
+    for k in ("lockstep", "independent", "paired", "shared", "sliced", "decoupled"):
         out[f"speedup_{k}"] = tot["dense"] / tot[k]
         out[f"efficiency_{k}"] = out[f"speedup_{k}"] / red
     return out
@@ -430,8 +470,8 @@ def main(argv=None) -> int:
         print("| images | dense cycles | lockstep cycles | efficiency | independent groups "
               f"(estimate) | efficiency | paired tiles (estimate) | efficiency | shared passes "
               f"(estimate) | efficiency | {args.slices} channel slices (estimate) | efficiency "
-              "| MAC reduction |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+              "| decoupled groups (estimate) | efficiency | MAC reduction |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for n in args.images:
         r = study(net, runs[:n], params, args.slices)
         if args.json:
@@ -442,7 +482,8 @@ def main(argv=None) -> int:
                   f"{r['efficiency_independent']:.3f} | {round(r['paired']):,} | "
                   f"{r['efficiency_paired']:.3f} | {round(r['shared']):,} | "
                   f"{r['efficiency_shared']:.3f} | {round(r['sliced']):,} | "
-                  f"{r['efficiency_sliced']:.3f} | {r['reduction']:.3f} |", flush=True)
+                  f"{r['efficiency_sliced']:.3f} | {round(r['decoupled']):,} | "
+                  f"{r['efficiency_decoupled']:.3f} | {r['reduction']:.3f} |", flush=True)
         if args.shared_post:
             s = study(net, runs[:n], dataclasses.replace(params, post_cols=params.cols))
             if args.json:

@@ -231,6 +231,28 @@ def test_lever_estimates_count_the_host_column_order(exported):
     assert layer_tiles(odd, g6, p) == _tile_items(host, p) == [[6, 6], [6, 6]]
 
 
+def test_decoupled_passes_by_hand():
+    """Skip groups each running their own tile sequence behind the loader's two banks."""
+    from sluice.hw.levers import _group_passes, decoupled_passes
+    from sluice.hw.params import HwParams
+
+    p = HwParams(rows=2, cols=4, skip_cols=2, row_slices=1)  # two groups per tile
+    tiles = [[4, 2], [2, 4]]  # passes (2, 1) then (1, 2)
+    # a base pass per tile, banks always full: lockstep 3 + 3, decoupled each group 2 + 3
+    assert decoupled_passes(tiles, p, 1, base=1, load=0) == (6, 5)
+    # a slow loader (10 passes a bank) sets the pace: nothing to gain
+    assert decoupled_passes(tiles, p, 1, base=1, load=10) == (23, 23)
+    # three tiles, a bank refilled once every group has left the tile two before
+    three = [[4, 2], [2, 2], [2, 4]]
+    assert decoupled_passes(three, p, 1, base=0, load=1) == (6, 6)
+    assert decoupled_passes(three, p, 1, base=0, load=1, banks=3) == (6, 5)
+    # no loader and no base phase: lockstep and independent groups exactly
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        t = rng.integers(0, 9, size=(6, 2)).tolist()
+        assert decoupled_passes(t, p, 1, 0, 0, banks=6) == _group_passes(t, p, 1)
+
+
 def test_sliced_passes_by_hand():
     """A tile's last conditional pass on row slices where every group has few pixels left."""
     from sluice.hw.levers import sliced_passes
