@@ -270,9 +270,8 @@ def column_orders(net, params, calib: int, iters: int, data_dir=None) -> dict:
     out = {}
     for e, layer in net.layers:
         if layer.gated:
-            groups = layer.partitions if layer.base == "group" else 1
-            out[e["name"]] = searched_order([g[e["name"]] for g in gates], groups,
-                                            layer.kernel, params, iters)
+            out[e["name"]] = searched_order([g[e["name"]] for g in gates], layer, params,
+                                            iters)
     return out
 
 

@@ -248,11 +248,17 @@ def job_bands(layer, gate, params: HwParams, dense: bool):
     from sluice.sim.host import layer_jobs
 
     for job in layer_jobs(layer, params, dense=dense):
-        rows = gate[:, job.y0:job.y0 + job.h_out]
-        band = np.zeros((len(job.channels),) + rows.shape[1:], rows.dtype)
-        real = [n for n, o in enumerate(job.channels) if o >= 0]
-        band[real] = rows[[job.channels[n] for n in real]]
-        yield job, band
+        yield job, host_gate(gate[:, job.y0:job.y0 + job.h_out], job.channels)
+
+
+def host_gate(gate, channels) -> np.ndarray:
+    """``gate`` (``C_out, H, W``) with its channels in the job's column order ``channels``
+    (``sim.host.job_channels``: layer channel per column, -1 for a padding column, whose gates
+    are off)."""
+    out = np.zeros((len(channels),) + gate.shape[1:], gate.dtype)
+    real = [n for n, c in enumerate(channels) if c >= 0]
+    out[real] = gate[[channels[n] for n in real]]
+    return out
 
 
 #: the terms of :func:`loss_breakdown`, in the order they are reported

@@ -61,8 +61,8 @@ from pathlib import Path
 import numpy as np
 
 from sluice.errors import SluiceError
-from sluice.hw.cycle_model import (active_items, last_pass_items, pass_time, predict,
-                                   slice_steps, sliced_last)
+from sluice.hw.cycle_model import (active_items, host_gate, last_pass_items, pass_time,
+                                   predict, slice_steps, sliced_last)
 from sluice.hw.params import DEFAULT, HwParams
 from sluice.model.intnet import IntNet
 from sluice.model.reference import run_reference, work_figures
@@ -91,11 +91,7 @@ def layer_tiles(layer, gate: np.ndarray, params: HwParams) -> list[list[int]]:
     RTL runs, as the cycle model does."""
     from sluice.sim.host import job_channels
 
-    chans, _ = job_channels(layer, params)
-    host = np.zeros((len(chans),) + gate.shape[1:], gate.dtype)
-    real = [n for n, c in enumerate(chans) if c >= 0]
-    host[real] = gate[[chans[n] for n in real]]
-    return _tile_items(host, params)
+    return _tile_items(host_gate(gate, job_channels(layer, params)[0]), params)
 
 
 def group_passes(gate: np.ndarray, params: HwParams, kernel: int = 1) -> tuple[float, float]:
@@ -256,7 +252,7 @@ def study(net: IntNet, runs, params: HwParams = DEFAULT, max_slices: int = 2) ->
                         + params.par_beats) / cond_steps
                 lock_t, dec_t = decoupled_passes(tiles, params, layer.kernel, base, load)
                 tot["decoupled"] -= (lock_t - dec_t) * cond_steps
-            if cond_steps:  # against the RTL's last pass, which may be sliced by kernel rows
+                # the channel slices, against the RTL's last pass (sliced by kernel rows)
                 per_row = cond_steps // layer.kernel
                 for s, busiest in _slices(tiles, params, max_slices):
                     rtl = per_row * slice_steps(layer.kernel,
@@ -286,28 +282,32 @@ def channel_order(rate: np.ndarray, groups: int, skip_cols: int, across: bool) -
     return order
 
 
-def searched_order(gates, groups: int, kernel: int, params: HwParams = DEFAULT,
-                   iters: int = 1000, seed: int = 0) -> np.ndarray:
+def searched_order(gates, layer, params: HwParams = DEFAULT, iters: int = 1000,
+                   seed: int = 0) -> np.ndarray:
     """Output channels put on the columns by a local search within base groups: random swaps
     of two channels of one base group, kept when they do not lengthen the conditional passes
     the cycle model charges (each tile's busiest skip group, ``pass_time``) summed over the
-    calibration images' gate bits ``gates`` (``C_out, H, W`` each). An order fixed offline
-    that, unlike :func:`channel_order`'s sort by gate rate, sees which channels fire together
-    (skip groups) and how the tile's groups balance (lockstep). The columns are counted as the
-    host lays them out, base groups of an odd size padded to whole skip groups."""
+    calibration images' gate bits ``gates`` (``C_out, H, W`` each) of the gated ``layer``. An
+    order fixed offline that, unlike :func:`channel_order`'s sort by gate rate, sees which
+    channels fire together (skip groups) and how the tile's groups balance (lockstep). The
+    columns are counted as the host lays them out (``sim.host.job_channels``: base groups of
+    an odd size padded to whole skip groups)."""
     import random
+
+    from sluice.sim.host import job_channels
 
     rnd = random.Random(seed)
     act = np.stack([np.asarray(g).reshape(len(g), -1) for g in gates]).astype(bool)
     n_img, c_out, pixels = act.shape
     act = np.concatenate([act, np.zeros((n_img, 1, pixels), bool)], axis=1)  # [c_out]: padding
     C, G = params.cols, params.skip_cols
+    groups = layer.partitions if layer.base == "group" else 1
     gc = c_out // groups
-    # the columns as the host lays them out (sim.host.job_channels): each base group padded to
-    # whole skip groups, the last tile filled up with padding columns
-    gcp = -(-gc // G) * G
-    slot = [g * gcp + k for g in range(groups) for k in range(gc)]  # column of order[i]
-    n_tiles = -(-groups * gcp // C)
+    kernel = layer.kernel
+    chans, _ = job_channels(layer.replace(column_order=None), params)
+    column = {c: n for n, c in enumerate(chans) if c >= 0}
+    slot = [column[i] for i in range(c_out)]  # column of order[i]
+    n_tiles = -(-len(chans) // C)  # the last tile filled up with padding columns
     layout = np.full(n_tiles * C, c_out)
     # (in kernel rows' steps: integers, so that ties compare exactly)
     table = np.array([round(pass_time(n, kernel, params) * kernel) for n in range(pixels + 1)])
@@ -373,8 +373,8 @@ def order_study(net: IntNet, runs, cal_runs, params: HwParams = DEFAULT,
                           axis=0)
             own = gate.reshape(layer.c_out, -1).mean(axis=1)
             if name not in searched:  # (one order per layer, for every test image)
-                searched[name] = searched_order([c[name] for _, c in cal_runs], groups,
-                                                layer.kernel, params, search_iters)
+                searched[name] = searched_order([c[name] for _, c in cal_runs], layer,
+                                                params, search_iters)
             orders = [np.arange(layer.c_out)] + [
                 channel_order(r, groups, params.skip_cols, across)
                 for r in (cal, own) for across in (False, True)]

@@ -144,13 +144,14 @@ def levers(export: Path, ordered: Path | None = None) -> list[dict]:
     from sluice.hw.params import HwParams
     from sluice.model.intnet import IntNet
 
-    net = IntNet(export)
-    runs = sample_runs(net, max(max(n) for _, n in LEVERS + LEVERS_ORDERED))
+    plain = IntNet(export)
+    runs = sample_runs(plain, max(max(n) for _, n in LEVERS + LEVERS_ORDERED))
+    studies = [(plain, "as exported", LEVERS)]
+    if ordered is not None:
+        studies.append((IntNet(ordered), "host column order", LEVERS_ORDERED))
     out = []
-    for net, order, shapes in ((net, "as exported", LEVERS),
-                               (ordered and IntNet(ordered), "host column order",
-                                LEVERS_ORDERED)):
-        for (r, c, s), counts in (shapes if net else []):
+    for net, order, shapes in studies:
+        for (r, c, s), counts in shapes:
             for n in counts:  # (the same images: an order changes no output, only cycles)
                 out.append(dict(rows=r, cols=c, skip_cols=s, order=order,
                                 **study(net, runs[:n], HwParams(rows=r, cols=c,

@@ -304,12 +304,14 @@ def test_searched_channel_order():
     from sluice.hw.cycle_model import pass_time
     from sluice.hw.levers import searched_order
     from sluice.hw.params import HwParams
+    from sluice.model.randlayer import make_layer
 
     params = HwParams(rows=4, cols=4, skip_cols=2, row_slices=1)
+    layer = make_layer(c_in=8, c_out=8, size=(4, 4), kernel=3, partitions=2)
     gate = np.zeros((8, 4, 4), np.uint8)
     gate[[0, 2, 5, 6], :2] = 1  # the top half
     gate[[1, 3, 4, 7], 2:] = 1  # the bottom half
-    order = searched_order([gate], groups=2, kernel=3, params=params, iters=200)
+    order = searched_order([gate], layer, params=params, iters=200)
     assert sorted(order[:4]) == [0, 1, 2, 3] and sorted(order[4:]) == [4, 5, 6, 7]
     assert {frozenset(order[i:i + 2]) for i in range(0, 8, 2)} == {
         frozenset(p) for p in ((0, 2), (1, 3), (5, 6), (4, 7))}
@@ -320,13 +322,14 @@ def test_searched_channel_order():
                        for j in (0, 2)) for t in (0, 4))
     assert passes(order) < passes(np.arange(8))
     # no search: as exported
-    assert list(searched_order([gate], 2, 3, params, iters=0)) == list(range(8))
+    assert list(searched_order([gate], layer, params, iters=0)) == list(range(8))
     # base groups of 3 channels are laid out padded to 4 columns (two skip groups each, the
     # second with a padding column): the two top-half channels share the first skip group
     odd = np.zeros((6, 4, 4), np.uint8)
     odd[[0, 2, 4], :2] = 1
     odd[[1, 3, 5], 2:] = 1
-    order = searched_order([odd], groups=2, kernel=3, params=params, iters=200)
+    order = searched_order([odd], make_layer(c_in=8, c_out=6, size=(4, 4), kernel=3,
+                                             partitions=2), params=params, iters=200)
     assert set(order[:2]) == {0, 2} and order[2] == 1
     assert set(order[3:5]) == {3, 5} and order[5] == 4
 
