@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from sluice.boards import protocol as P
 from sluice.errors import SluiceError
-from sluice.hw.params import ID_GATING_BIT
+from sluice.hw.params import ID_GATING_BIT, VERSION
 
 
 class BridgeError(SluiceError):
@@ -199,6 +199,11 @@ class BoardRunner:
         if reset:  # whatever an earlier session left half-done (a job, buffered beats) goes
             link.reset()
         ident = link.read_reg("ID")
+        if ident >> 24 != VERSION:  # the register map or stream format has changed since
+            raise BridgeError(f"the board's accelerator speaks register map version "
+                              f"{ident >> 24}, this host version {VERSION} (hw/REGMAP.md): "
+                              f"rebuild and program the bitstream (sluice build --board NAME "
+                              f"--program)")
         if not ident >> ID_GATING_BIT & 1 and params.gating:  # a --dense-only bitstream
             params = self.params = dataclasses.replace(params, gating=False)
         if info.stream_bytes != params.stream_bytes:

@@ -125,10 +125,14 @@ def active_items(gate_band, t: int, p: HwParams) -> list[int]:
 def job_cycles(layer, job_desc: dict, gate_band, p: HwParams, dense: bool) -> dict:
     """Cycles of one job; ``gate_band`` is the job's ``C_out, H_out, W_out`` gate bits.
 
-    Cycle 1 is the first busy cycle. The loader fills tile 0's bank, streams the activations,
-    then fills the banks of tiles 1, 2, ... alternately; the compute side starts a tile the cycle
-    after it sees the tile's bank full, frees the bank when the tile's last phase ends, and a step
-    waits until the activations of its input channels are in.
+    Cycle 1 is the first busy cycle. The loader fills the first part of tile 0's bank (the base
+    phase's weights, the parameters, the residual), streams the activations, the bank's second
+    part (the conditional phase's weights), then fills the banks of tiles 1, 2, ... alternately,
+    each in its two parts; the compute side starts a tile the cycle after it sees the tile's
+    first part, starts its conditional phase once it sees the second (waiting in COND_WAIT),
+    frees the bank when the tile's last phase ends, and a step waits until the activations of
+    its input channels are in. Returns the counters' values (``cycles``, ``load_cycles``, ...)
+    and ``cond_wait``: the load cycles spent in COND_WAIT.
     """
     C, B, G = p.cols, p.stream_bytes, p.skip_cols
     kk = layer.kernel * layer.kernel
@@ -142,7 +146,10 @@ def job_cycles(layer, job_desc: dict, gate_band, p: HwParams, dense: bool) -> di
     group_cout = job_desc["GROUP_COUT"]
     cond_empty = base_cin == c_in
     n_tiles = -(-c_out // C)
-    n_load = (p.wgt_beats(c_in * kk) + p.par_beats
+    # a tile's section: the base phase's WGT words, PAR and RES (then the tile may start),
+    # then the rest of WGT (in tile 0's section after the activations; HwParams.wgt_parts)
+    n_first, n_second = p.wgt_parts(c_in, base_cin, kk, gated)
+    n_load = (n_first + p.par_beats
               + (p.res_beats(hw_out) if layer.residual is not None else 0))
     A = -(-c_in * hw_in // B)
 
@@ -152,7 +159,7 @@ def job_cycles(layer, job_desc: dict, gate_band, p: HwParams, dense: bool) -> di
         return (min(o, c_out) // group_cout) * base_cin  # columns beyond C_OUT: next group
 
     AP = p.act_pieces  # cycles per activation beat (one buffer word each)
-    f0 = n_load + 2  # tile 0's bank seen full; the activations stream in from this cycle
+    f0 = n_load + 2  # tile 0's first part seen; the activations stream in from this cycle
     act_end = f0 + A * AP + 1  # the last beat written (a cycle after it arrives) and seen
 
     def avail(i):  # the RTL sees the beat count a cycle late
@@ -173,16 +180,19 @@ def job_cycles(layer, job_desc: dict, gate_band, p: HwParams, dense: bool) -> di
         return lambda n: max(avail(chan(lo, n // per_ch)) for lo in los)
 
     full, ends = [], []
-    load_wait = 0
+    load_wait = cond_wait = 0
     steps_total = passes = active_total = sliced = sliced3 = 0
     w = 1  # loader enters L_WAIT
     a = 1  # compute enters TILE_WAIT
     for t in range(n_tiles):
         free = ends[t - 2] + 1 if t >= 2 else 0
         y = max(w, free)
-        f = y + n_load + 1
+        f = y + n_load + 1  # the first part seen in the bank
         full.append(f)
-        w = f + A * AP if t == 0 else f
+        # the second part follows (tile 0: after the activations); the bank is complete, and
+        # the loader free again, once it is in (seen from ``cf`` on)
+        cf = f + (A * AP if t == 0 else 0) + n_second
+        w = cf
         s = max(a, f) + 1
         load_wait += max(0, f - a)
         run = s + C + PHASE_ENTRY  # first RUN cycle
@@ -211,6 +221,10 @@ def job_cycles(layer, job_desc: dict, gate_band, p: HwParams, dense: bool) -> di
                 if slices:
                     up = slice_steps(layer.kernel, slices) * layer.kernel  # steps per channel
                     last = ((c_in - base_cin) * up, need_for(t, "cond", up))
+                if cf >= end:  # waits in COND_WAIT (LOAD_CYCLES) until it sees them
+                    load_wait += cf - end + 1
+                    cond_wait += cf - end + 1
+                    end = cf + 1
                 end, n, wt = phase_cycles(n_active, steps, p, end + PHASE_ENTRY,
                                           need_for(t, "cond"), act_end, last)
                 steps_total += n * steps - (steps - last[0] if last else 0)
@@ -225,7 +239,7 @@ def job_cycles(layer, job_desc: dict, gate_band, p: HwParams, dense: bool) -> di
     return {"cycles": cycles, "load_cycles": load_wait,
             "stall_cycles": cycles - load_wait - steps_total,
             "steps": steps_total, "passes": passes, "active_pixels": active_total,
-            "sliced_passes": sliced, "sliced3_passes": sliced3}
+            "sliced_passes": sliced, "sliced3_passes": sliced3, "cond_wait": cond_wait}
 
 
 def predict(layer, gate=None, params: HwParams = DEFAULT, dense: bool = False) -> dict:

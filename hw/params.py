@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 
 from sluice.errors import SluiceError
 
-VERSION = 4  # bumps when the register map or the stream format changes
+VERSION = 5  # bumps when the register map or the stream format changes
 
 # ---------------------------------------------------------------------------------------------
 # Bit widths (SPEC section 2)
@@ -244,6 +244,14 @@ class HwParams:
     def wgt_beats(self, steps: int) -> int:
         """Input-stream beats of a tile's ``steps`` weight words."""
         return -(-steps // self.wgt_pack)
+
+    def wgt_parts(self, c_in: int, base_cin: int, kk: int, gated: bool) -> tuple[int, int]:
+        """A tile's WGT beats in its two parts: the words the base phase reads,
+        ``ceil(BASE_CIN * K * K / wgt_pack)`` (in a dense job every beat), and the rest, which
+        the stream sends after the tile's residual (after the activations in tile 0's case)."""
+        total = self.wgt_beats(c_in * kk)
+        first = self.wgt_beats(base_cin * kk) if gated else total
+        return first, total - first
 
     @property
     def par_beats(self) -> int:
@@ -588,14 +596,20 @@ def regmap_markdown(p: HwParams = DEFAULT) -> str:
             "",
             f"TDATA is 8 x stream_bytes bits (stream_bytes = `--stream-width`, by default the "
             f"next power of two of max(cols, 16); {p.stream_bytes} for this array). Per job: "
-            "tile 0's section, then ACT, then the sections of tiles 1, 2, ... (the first "
-            "tile computes while the activations stream in; a step waits for its input "
-            "channels).",
+            "tile 0's section with ACT before its WGT2 part (WGT1, PAR, RES, ACT, WGT2), then "
+            "the sections of tiles 1, 2, ... (WGT1, PAR, RES, WGT2 each). The first tile "
+            "computes while the activations stream in (a step waits for its input channels); "
+            "a tile starts once its WGT1, PAR and RES are in, its conditional phase once its "
+            "WGT2 is in too.",
             "",
             "- **ACT**: `C_IN*H_IN*W_IN` int8 activations in `(c, y, x)` order, "
             "`stream_bytes` per beat, byte j in `TDATA[8j+7:8j]`, last beat zero-padded.",
-            "- The section of tile `t` of `cols` output channels:",
-            f"   1. **WGT**: `ceil(C_IN*K*K / {p.wgt_pack})` beats, {p.wgt_pack} weight "
+            "- The section of tile `t` of `cols` output channels, in this order (its weight "
+            "beats WGT in two parts):",
+            f"   1. **WGT1**: in gated mode the first `ceil(BASE_CIN*K*K / {p.wgt_pack})` "
+            "beats of WGT (the base phase's steps, and the first conditional step(s) where "
+            "they share its last beat); in dense mode every beat of WGT. "
+            f"**WGT** is `ceil(C_IN*K*K / {p.wgt_pack})` beats, {p.wgt_pack} weight "
             f"step(s) per beat (`wgt_pack`: the largest power of two in stream_bytes / cols); "
             f"for step `s = n*K*K + ky*K + kx`, byte `(s % {p.wgt_pack})*cols + c` of beat "
             f"`s // {p.wgt_pack}` holds "
@@ -616,6 +630,7 @@ def regmap_markdown(p: HwParams = DEFAULT) -> str:
             f"beats, {p.res_pack} output pixel(s) per beat (`res_pack`, as for the weights): "
             f"byte `(p % {p.res_pack})*cols + c` of beat `p // {p.res_pack}` holds "
             "`residual[t*cols + c, p]`; the last beat zero-padded.",
+            "   4. **WGT2**: the rest of WGT (gated mode; none in dense mode).",
             "",
             "## Output stream",
             "",

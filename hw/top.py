@@ -454,7 +454,11 @@ class Sluice(wiring.Component):
                if n != "thresh" else None for n in PARAM_ORDER]
         cmp_bank = Signal()  # bank of the tile being computed
         ld_bank = Signal()  # bank the loader fills next
+        # per bank: its first part is in (the base phase's weight words, the parameters and
+        # the residual: the tile may start), and its conditional weight words too (the
+        # conditional phase may start); cleared together when the tile is done
         bank_full = Signal(2)
+        bank_cond = Signal(2)
         K = {n: k for k, n in enumerate(PARAM_ORDER)}
         cp_k = Signal(range(NK + 1), init=NK)  # parameter read now (NK: none)
         cp_kq = Signal(range(NK + 1), init=NK)  # parameter on the read data
@@ -1579,6 +1583,16 @@ class Sluice(wiring.Component):
                      wgt_wp.data.eq(self.s_axis_tdata[:8 * C * WP])]
         wgt_last = Signal.like(n_wgt)  # the last WGT beat: ceil(n_wgt / WP) - 1, registered
         m.d.sync += wgt_last.eq(((n_wgt + WP - 1) >> wpb) - 1)
+        # A gated tile's WGT comes in two parts: the words its base phase reads, ceil(BASE_CIN
+        # * K * K / WP) (with the parameters and residual after them, the tile may start),
+        # and the rest, after the residual (after the activations in tile 0's section), which
+        # only the conditional phase reads: so tile 0's base phase does not wait for the
+        # conditional weights. `wgt_split`: the first part's last beat (a dense job's, or one
+        # without conditional words past it: every beat; `wgt_one` then, no second part)
+        wgt_split = Signal.like(n_wgt)
+        wgt_one = Signal()
+        m.d.sync += wgt_split.eq(Mux(gated, ((base_wk + WP - 1) >> wpb) - 1, wgt_last))
+        m.d.sync += wgt_one.eq(wgt_split == wgt_last)
         m.d.comb += [wp.addr.eq(Cat(ld_cnt[:pbits - rpb], ld_bank)) for wp in res_wp]
         m.d.comb += [wp.data.eq(Cat(*(self.s_axis_tdata.word_select(q * NG + j, 8 * G)
                                       for q in range(RP))))
@@ -1591,18 +1605,31 @@ class Sluice(wiring.Component):
         par_k = Signal(range(NK))  # the parameter
         start_job = Signal()
         bank_set = Signal(2)
+        cond_set = Signal(2)
         bank_clr = Signal(2)
-        m.d.sync += bank_full.eq((bank_full | bank_set) & ~bank_clr)
+        m.d.sync += [bank_full.eq((bank_full | bank_set) & ~bank_clr),
+                     bank_cond.eq((bank_cond | cond_set) & ~bank_clr)]
 
-        def bank_loaded():
-            stmts = [ld_cnt.eq(0), ld_bank.eq(~ld_bank), ld_tile.eq(ld_tile + C)]
-            return stmts
+        def bank_loaded():  # (the whole bank: both parts)
+            m.d.comb += cond_set.eq(Mux(ld_bank, 0b10, 0b01))
+            m.d.sync += [ld_cnt.eq(0), ld_bank.eq(~ld_bank), ld_tile.eq(ld_tile + C)]
 
-        def after_bank():  # the activations follow the first tile's bank
-            with m.If(act_loaded):
+        def to_second_part():
+            m.d.sync += ld_cnt.eq(wgt_split + 1)
+            m.next = "L_WGT2"
+
+        def after_first_part():
+            # the activations follow the first tile's first part, then its second part
+            m.d.comb += bank_set.eq(Mux(ld_bank, 0b10, 0b01))
+            with m.If(wgt_one):
+                bank_loaded()
+            with m.If(~act_loaded):
+                m.d.sync += ld_cnt.eq(0)
+                m.next = "L_ACT"
+            with m.Elif(wgt_one):
                 m.next = "L_WAIT"
             with m.Else():
-                m.next = "L_ACT"
+                to_second_part()
 
         with m.FSM(name="loader"):
             with m.State("L_IDLE"):
@@ -1628,7 +1655,10 @@ class Sluice(wiring.Component):
                     m.d.sync += [ld_cnt.eq(ld_cnt + 1), act_have.eq(act_have + 1)]
                     with m.If(ld_cnt == act_last):
                         m.d.sync += [ld_cnt.eq(0), act_loaded.eq(1)]
-                        m.next = "L_WAIT"
+                        with m.If(wgt_one):  # (tile 0's bank is complete)
+                            m.next = "L_WAIT"
+                        with m.Else():
+                            to_second_part()
             with m.State("L_WAIT"):
                 with m.If(ld_tile >= c_out):
                     m.next = "L_IDLE"
@@ -1638,9 +1668,16 @@ class Sluice(wiring.Component):
                 m.d.comb += [self.s_axis_tready.eq(1), wgt_wp.en.eq(beat_in)]
                 with m.If(beat_in):
                     m.d.sync += ld_cnt.eq(ld_cnt + 1)
-                    with m.If(ld_cnt == wgt_last):
+                    with m.If(ld_cnt == wgt_split):
                         m.d.sync += [ld_cnt.eq(0), par_b.eq(0), par_k.eq(0)]
                         m.next = "L_PAR"
+            with m.State("L_WGT2"):  # the conditional phase's words (ld_cnt: the word index)
+                m.d.comb += [self.s_axis_tready.eq(1), wgt_wp.en.eq(beat_in)]
+                with m.If(beat_in):
+                    m.d.sync += ld_cnt.eq(ld_cnt + 1)
+                    with m.If(ld_cnt == wgt_last):
+                        bank_loaded()
+                        m.next = "L_WAIT"
             with m.State("L_PAR"):
                 # parameter par_k, columns par_b * PP ... (column c in slot c % PP)
                 m.d.comb += [self.s_axis_tready.eq(1), par_wp.addr.eq(Cat(par_k, ld_bank)),
@@ -1656,17 +1693,13 @@ class Sluice(wiring.Component):
                             with m.If(has_res):
                                 m.next = "L_RES"
                             with m.Else():
-                                m.d.comb += bank_set.eq(Mux(ld_bank, 0b10, 0b01))
-                                m.d.sync += bank_loaded()
-                                after_bank()
+                                after_first_part()
             with m.State("L_RES"):
                 m.d.comb += [self.s_axis_tready.eq(1), *(wp.en.eq(beat_in) for wp in res_wp)]
                 with m.If(beat_in):
                     m.d.sync += ld_cnt.eq(ld_cnt + 1)
                     with m.If(ld_cnt == res_last):
-                        m.d.comb += bank_set.eq(Mux(ld_bank, 0b10, 0b01))
-                        m.d.sync += bank_loaded()
-                        after_bank()
+                        after_first_part()
 
         # ---------------------------------------------------------------- compute FSM
         waiting = Signal()  # compute waits for the loader (counted as LOAD_CYCLES)
@@ -1723,7 +1756,7 @@ class Sluice(wiring.Component):
                 m.d.sync += [tile_o0.eq(0), grp_r.eq(0), grp_lo.eq(0),
                              grp_lo_off.eq(0),
                              tile_idx.eq(0),
-                             cmp_bank.eq(0), bank_full.eq(0)]
+                             cmp_bank.eq(0), bank_full.eq(0), bank_cond.eq(0)]
                 m.d.sync += [s.eq(0) for s in cnt.values()]
                 m.next = "TILE_WAIT"
             with m.State("TILE_WAIT"):
@@ -1792,12 +1825,21 @@ class Sluice(wiring.Component):
                     m.d.sync += running.eq(0)
                     if gating:
                         with m.If(is_base & any_active):
-                            m.next = "COND"
+                            with m.If(bank_cond.bit_select(cmp_bank, 1)):
+                                m.next = "COND"
+                            with m.Else():
+                                m.next = "COND_WAIT"
                         with m.Else():
                             next_tile()
                     else:
                         next_tile()
             if gating:
+                with m.State("COND_WAIT"):
+                    # until the tile's conditional weights are in (tile 0's come after the
+                    # activations): counted as LOAD_CYCLES
+                    m.d.comb += waiting.eq(1)
+                    with m.If(bank_cond.bit_select(cmp_bank, 1)):
+                        m.next = "COND"
                 with m.State("COND"):
                     m.d.sync += start_phase(PH_COND)
                     m.d.sync += [n_ch_m1.eq(cond_cin - 1), w_start.eq(base_wk),

@@ -514,8 +514,9 @@ def quantize_checkpoint(model, ckpt, *, data_dir=None, calib=1000, percentile=99
     ds = load_dataset(name, "train", data_dir)
     settings = calibration_settings(name, calib, percentile)
     record = rpath = None
+    digest = weights_digest(model)
     if path is not None and (rpath := calibration_path(path)).is_file():
-        record = read_calibration(rpath, model)
+        record = read_calibration(rpath, model, digest)
         if record["settings"] != settings:
             record = None  # recorded for other settings: measure these
     batches = calibration_batches(ds, calib) if record is None else []
@@ -524,7 +525,7 @@ def quantize_checkpoint(model, ckpt, *, data_dir=None, calib=1000, percentile=99
                     calibration=record)
     qnet.stats["calibration"] = str(rpath) if record is not None else None
     qnet.stats["settings"] = settings
-    qnet.stats["weights"] = weights_digest(model)
+    qnet.stats["weights"] = digest
     return qnet
 
 
@@ -574,11 +575,12 @@ def calibration_json(record: dict) -> str:
                   lambda m: "[" + re.sub(r",\s+", ", ", m.group(1)) + "]", text) + "\n"
 
 
-def read_calibration(path, model) -> dict:
+def read_calibration(path, model, digest: str | None = None) -> dict:
     """A calibration record checked against ``model`` (recorded for its weights, every
     tensor's range a non-negative finite number, every divisor vector one per channel of its
     space, each at least 1); one-line errors naming the file and field. The divisors come
-    back as float64 tensors."""
+    back as float64 tensors. ``digest``: the model's :func:`weights_digest` where the caller
+    has it already."""
     import json
     path = Path(path)
     try:
@@ -590,7 +592,7 @@ def read_calibration(path, model) -> dict:
     for key in ("settings", "equalise", "ranges"):
         if not isinstance(rec.get(key), dict):
             raise SluiceError(f"{path}: field {key!r} missing or not an object")
-    if rec.get("weights") != weights_digest(model):
+    if rec.get("weights") != (digest or weights_digest(model)):
         raise SluiceError(f"{path}: field 'weights' does not match the checkpoint's weights "
                           f"(a record of another checkpoint: remove it, and copy the "
                           f"calibration.json of an export of this one in its place)")

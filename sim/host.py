@@ -193,12 +193,14 @@ def layer_jobs(layer, params: HwParams = DEFAULT, dense: bool = False) -> list[J
             res_all = np.zeros((cpad, y1 - y0, layer.w_out), np.int8)
             res_all[real] = layer.residual[src, y0:y1]
         beats = []
+        # WGT in two parts (HwParams.wgt_parts): the base phase's words first, the rest after
+        # the residual, and in tile 0's section after the activations
+        n_first, _ = params.wgt_parts(layer.c_in, base_cin, k * k, gated)
         for t in range(n_tiles):
-            if t == 1:
-                beats += act
             wt = w[t * C:(t + 1) * C]  # C, C_in (column order), K, K
             steps = wt.reshape(C, -1).T.astype(np.int8)  # C_in*K*K, C
-            beats += _words_from_bytes(steps.reshape(-1).view(np.uint8), WP * C)
+            wgt = _words_from_bytes(steps.reshape(-1).view(np.uint8), WP * C)
+            beats += wgt[:n_first]
             for name in PARAM_ORDER:  # each parameter from a fresh beat: column c in slot c % PP
                 vals = [_u32(v) for v in params_cols[name][t * C:(t + 1) * C]]
                 beats += [sum(v << 32 * j for j, v in enumerate(vals[i:i + PP]))
@@ -206,8 +208,9 @@ def layer_jobs(layer, params: HwParams = DEFAULT, dense: bool = False) -> list[J
             if res_all is not None:
                 rows = res_all[t * C:(t + 1) * C].reshape(C, hw).T  # hw, C
                 beats += _words_from_bytes(rows.reshape(-1).view(np.uint8), RP * C)
-        if n_tiles == 1:
-            beats += act
+            if t == 0:
+                beats += act
+            beats += wgt[n_first:]
         writes = [(REG[name].addr, int(v)) for name, v in desc.items()]
         writes.append((REG["CTRL"].addr, 1))
         jobs.append(Job(writes=writes, beats=beats, y0=y0, h_out=y1 - y0, descriptor=desc,

@@ -12,7 +12,7 @@ from sluice.boards.host import BoardRunner, BridgeError, Link
 from sluice.boards.loopback import LoopbackAccelerator, loopback_word
 from sluice.boards.simlink import SimTransport
 from sluice.boards.top import BoardTop
-from sluice.hw.params import REG, HwParams
+from sluice.hw.params import REG, VERSION, HwParams, id_value
 
 PARAMS = HwParams(rows=2, cols=2, act_depth=256, wgt_depth=64, pix_depth=16, skip_cols=2,
                   stream_width=4)
@@ -101,6 +101,29 @@ def test_error_replies_and_resync(link):
 
     with pytest.raises(BridgeError, match="unknown command"):
         link.command(0x42)
+
+
+def test_a_bitstream_of_another_register_map_version_is_refused(link):
+    """A bitstream built before the register map or stream format changed (ID's VERSION
+    field) would take a job's beats in another order: the host refuses it, naming the fix."""
+    class OldId:
+        def __init__(self, version):
+            self.version = version
+
+        def ping(self):
+            return link.info
+
+        def reset(self):
+            pass
+
+        def read_reg(self, name):
+            assert name == "ID"
+            return id_value(PARAMS) & 0xFFFFFF | self.version << 24
+
+    with pytest.raises(BridgeError, match=f"version {VERSION - 1}, this host version "
+                                          f"{VERSION}.*rebuild"):
+        BoardRunner(OldId(VERSION - 1), PARAMS)
+    BoardRunner(OldId(VERSION), PARAMS)  # the same ID with the current version is accepted
 
 
 def test_bad_checksum_is_retried(link):

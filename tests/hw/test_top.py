@@ -310,6 +310,49 @@ def test_layer_in_bands():
     check_run(layer, params, dense=False)
 
 
+def test_gated_tiles_send_the_conditional_weights_last():
+    """A gated tile's WGT comes in two parts: the base phase's words, then (after PAR and RES,
+    and in tile 0's section after the activations) the rest; a dense job's in one piece."""
+    layer = make_layer(c_in=6, c_out=10, size=(4, 4), partitions=2, gate_rate=0.3,
+                       residual=True, seed=3)
+    P = TALL  # 5 columns, 2 weight steps per beat
+    first, second = P.wgt_parts(6, 3, 9, True)
+    assert (first, second) == (14, 13)  # ceil(27 / 2); ceil(54 / 2) - 14
+    assert P.wgt_parts(6, 3, 9, False) == (27, 0)
+    (job,) = layer_jobs(layer, P)
+    (dense_job,) = layer_jobs(layer, P, dense=True)
+    n_act = -(-6 * 16 // P.stream_bytes)
+    head = first + P.par_beats + 8  # WGT part 1, PAR, RES (16 pixels, 2 per beat)
+    assert len(job.beats) == 2 * (head + second) + n_act
+    # tile 0: part 1, PAR, RES, ACT, part 2; tile 1: part 1, PAR, RES, part 2
+    whole = dense_job.beats  # (the same activations; dense weights are in another order)
+    assert job.beats[head:head + n_act] == whole[27 + P.par_beats + 8:][:n_act]
+    t0_w = job.beats[:first] + job.beats[head + n_act:head + n_act + second]
+    t1 = job.beats[head + n_act + second:]
+    t1_w = t1[:first] + t1[head:]
+    for t, wb in ((0, t0_w), (1, t1_w)):
+        for s in (0, 26, 27, 53):  # the base set's steps, then the other channels'
+            i, tap = divmod(s, 9)
+            for c in range(5):
+                o = t * 5 + c
+                lo = (o // 5) * 3  # GROUP_COUT 5: columns of tile t share base group t
+                chan = (list(range(lo, lo + 3)) + [n for n in range(6) if not lo <= n < lo + 3])[i]
+                byte = (wb[s // 2] >> 8 * ((s % 2) * 5 + c)) & 0xFF
+                assert byte == int(layer.w[o, chan].reshape(-1)[tap]) & 0xFF, (t, s, c)
+
+
+def test_first_conditional_phase_waits_for_its_weights():
+    """Tile 0's conditional weights come after the activations: on a small map with many input
+    channels its base phase ends before they are in, and the conditional phase waits for them
+    (COND_WAIT, counted as LOAD_CYCLES), as the cycle model says, bit-exact."""
+    layer = make_layer(c_in=32, c_out=8, size=(2, 2), partitions=8, gate_rate=0.4, seed=1)
+    _, gate = run_reference(layer)
+    model = predict(layer, gate, SQUARE)
+    assert model["cond_wait"] > 0
+    res, _ = check_run(layer, SQUARE, dense=False)
+    assert res.counters["load_cycles"] == model["load_cycles"]
+
+
 def test_weight_steps_and_parameters_are_packed_into_stream_beats():
     """A beat carries as many weight steps and 32-bit parameters as fit (powers of two for the
     steps); the host's tile sections have exactly that many beats, in the documented order."""
