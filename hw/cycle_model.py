@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sluice.hw.params import DEFAULT, SLICE3_KERNEL, HwParams, slice_taps
+from sluice.hw.params import DEFAULT, SLICE3_KERNEL, HwParams
 from sluice.hw.postproc import post_latency
 
 # fixed costs, in cycles (see the RTL): PHASE/COND states; TERM writes the terminating word
@@ -83,10 +83,13 @@ def sliced_last(busiest: int, kernel: int, p: HwParams) -> int:
     return 2 if last <= p.slice_rows else 0
 
 
-def slice_steps(kernel: int, slices: int) -> int:
-    """Kernel rows a pass steps through per input channel: ``kernel`` unsliced, the upper
-    slice's ``ceil(K/2)`` on two slices, one on three (3 x 3: a kernel row per slice)."""
-    return {0: kernel, 1: kernel, 2: slice_taps(kernel)[0], 3: 1}[slices]
+def pass_steps(kernel: int, slices: int, n_cond: int) -> int:
+    """Steps of a conditional pass over ``n_cond`` conditional channels: every kernel tap of
+    every channel unsliced, of the first ``ceil(n_cond / 2)`` channels on two slices (split by
+    channels since session 40), one kernel row of every channel on three (3 x 3: a kernel
+    row per slice)."""
+    kk = kernel * kernel
+    return {0: n_cond * kk, 1: n_cond * kk, 2: -(-n_cond // 2) * kk, 3: n_cond * kernel}[slices]
 
 
 def last_pass_items(items: int, rows: int) -> int:
@@ -95,20 +98,23 @@ def last_pass_items(items: int, rows: int) -> int:
     return items - (-(-items // rows) - 1) * rows
 
 
-def pass_time(items: int, kernel: int, p: HwParams) -> float:
+def pass_time(items: int, kernel: int, p: HwParams, n_cond: int | None = None) -> float:
     """Conditional passes of a skip group with ``items`` active pixels in a tile, running
     alone, in units of one full pass's steps: ``ceil(items / rows)``, the last one counting
-    ``ceil(K/2) / K`` when it would run on two slices, ``1/3`` on three (:func:`sliced_last`)."""
+    its share (:func:`last_pass_share`) when it would run on slices."""
     if items == 0:
         return 0
-    return -(-items // p.rows) - 1 + last_pass_share(items, kernel, p)
+    return -(-items // p.rows) - 1 + last_pass_share(items, kernel, p, n_cond)
 
 
-def last_pass_share(busiest: int, kernel: int, p: HwParams) -> float:
-    """A tile's last conditional pass in units of a full pass's steps: 1, or ``ceil(K/2) /
-    K`` on two row slices, ``1/3`` on three (:func:`sliced_last` of its busiest group's
-    ``busiest`` pixels; ``model/hwcost.py`` takes the training term's share from here)."""
-    return slice_steps(kernel, sliced_last(busiest, kernel, p)) / kernel
+def last_pass_share(busiest: int, kernel: int, p: HwParams, n_cond: int | None = None) -> float:
+    """A tile's last conditional pass in units of a full pass's steps: 1, or on two row
+    slices ``ceil(n / 2) / n`` of the layer's ``n_cond`` conditional channels (1/2 when
+    ``n_cond`` is not given: exact for an even count), ``1/3`` on three (:func:`sliced_last`
+    of its busiest group's ``busiest`` pixels; ``model/hwcost.py`` takes the training term's
+    share from here)."""
+    n = n_cond or 2
+    return pass_steps(kernel, sliced_last(busiest, kernel, p), n) / (n * kernel * kernel)
 
 
 def active_items(gate_band, t: int, p: HwParams) -> list[int]:
@@ -218,9 +224,10 @@ def job_cycles(layer, job_desc: dict, gate_band, p: HwParams, dense: bool) -> di
                 steps = (c_in - base_cin) * kk
                 last = None
                 slices = sliced_last(n_active, layer.kernel, p)
-                if slices:
-                    up = slice_steps(layer.kernel, slices) * layer.kernel  # steps per channel
-                    last = ((c_in - base_cin) * up, need_for(t, "cond", up))
+                if slices:  # (two slices wait for every activation: act_end)
+                    last = (pass_steps(layer.kernel, slices, c_in - base_cin),
+                            need_for(t, "cond", layer.kernel) if slices == 3
+                            else (lambda n: act_end))
                 if cf >= end:  # waits in COND_WAIT (LOAD_CYCLES) until it sees them
                     load_wait += cf - end + 1
                     cond_wait += cf - end + 1
@@ -342,9 +349,10 @@ def loss_breakdown(layer, gate, counters: dict, params: HwParams = DEFAULT,
         for job, band in job_bands(layer, gate, params, dense):
             for t in range(-(-len(job.channels) // C)):
                 items = active_items(band, t, params)
-                tile = pass_time(max(items), layer.kernel, params)
+                n_cond = layer.c_in - base_cin
+                tile = pass_time(max(items), layer.kernel, params, n_cond)
                 for n in items:
-                    own = pass_time(n, layer.kernel, params)
+                    own = pass_time(n, layer.kernel, params, n_cond)
                     part += (own - n / R) * steps / NG
                     lock += (tile - own) * steps / NG
     out["partial_pass"], out["lockstep"] = part, lock

@@ -1,7 +1,7 @@
 """What the efficiency levers would give on an exported network: a cycle-model study.
 
 ``python -m sluice.hw.levers EXPORT_DIR [--images 1 8] [--rows R --cols C --skip-cols S]
-[--slices 2]``
+[--slices 4]``
 
 For each image count N it runs the network's layers on N images of the export's data set
 (``manifest.json``'s sample: same data set and split, images index, index + 1, ...) stacked
@@ -12,7 +12,8 @@ and reports for the whole network:
 
 - ``lockstep``: the cycle model (exact against the RTL) on the stacked layers, i.e. what the
   current hardware would do in a throughput mode that stacks N images (with its row slices,
-  ``HwParams.row_slices``: a tile's last conditional pass split by kernel rows). The separator rows'
+  ``HwParams.row_slices``: a tile's last conditional pass split over two row slices by input
+  channels or on 3 x 3 layers over three by kernel rows). The separator rows'
   work is counted in the cycles; the MAC reduction counts only the real outputs;
 - ``independent``: an estimate for hardware whose skip groups advance through their own
   active lists across channel tiles (each group with its own weight read port), not built:
@@ -33,13 +34,12 @@ and reports for the whole network:
   unchanged (one whole-layer band). Each skip group already has its own activation feeds,
   row-set slots and weight columns; it would need its own phase and tile state, bank select,
   parameters and drain tile index;
-- ``sliced``: an estimate for hardware that splits a tile's last conditional pass over ``s``
-  row slices by input channels instead of kernel rows (``--slices``, default 2: a weight feed
-  per slice, the slices' sums added at the drain) where every skip group has at most
-  ``rows / s`` pixels left for it, the pass then taking ``1/s`` of its steps (the built
-  kernel-row split takes ``ceil(K/2) / K`` of them, or on three slices a third of a 3 x 3
-  pass, and leaves 1 x 1 layers alone; a channel
-  split needs each slice's own channel sequence and "channel loaded" checks), not built:
+- ``sliced``: an estimate for hardware that splits a tile's last conditional pass over up
+  to ``s`` row slices by input channels (``--slices``, default 4: a weight feed per slice,
+  the slices' sums added at the drain) where every skip group has at most ``rows / s``
+  pixels left for it, the pass then taking ``ceil(n / s)`` of its ``n`` conditional channels
+  (the RTL builds two such slices since session 40, and on 3 x 3 layers three kernel-row
+  slices, a third of a pass; 1 x 1 layers are never sliced), not built beyond two:
   :func:`sliced_passes`, counted against the RTL's own last pass.
 
 ``--shared-post`` also gives the cycles with one post-processing unit shared by all columns
@@ -61,8 +61,8 @@ from pathlib import Path
 import numpy as np
 
 from sluice.errors import SluiceError
-from sluice.hw.cycle_model import (active_items, host_gate, last_pass_items, pass_time,
-                                   predict, slice_steps, sliced_last)
+from sluice.hw.cycle_model import (active_items, host_gate, last_pass_items, pass_steps,
+                                   pass_time, predict, sliced_last)
 from sluice.hw.params import DEFAULT, HwParams
 from sluice.model.intnet import IntNet
 from sluice.model.reference import run_reference, work_figures
@@ -204,11 +204,10 @@ def _slices(tiles, params, max_slices):
     return out
 
 
-def study(net: IntNet, runs, params: HwParams = DEFAULT, max_slices: int = 2) -> dict:
+def study(net: IntNet, runs, params: HwParams = DEFAULT, max_slices: int = 4) -> dict:
     """Whole-network figures for images stacked; ``runs``: :func:`network_tensors` of each
     image (computed once, shared by every image count and array); ``max_slices``: the channel
-    slices of the ``sliced`` estimate (:func:`sliced_passes`; 2: as many weight feeds as the
-    RTL's kernel-row slices). The ``independent``, ``paired`` and ``shared`` estimates count
+    slices of the ``sliced`` estimate (:func:`sliced_passes`; 2: as many as the RTL's). The ``independent``, ``paired`` and ``shared`` estimates count
     a sliced pass as its share of a full one, as the RTL runs it (each group's own last pass
     per tile in the independent one)."""
     per_image = [t for t, _ in runs]
@@ -252,12 +251,14 @@ def study(net: IntNet, runs, params: HwParams = DEFAULT, max_slices: int = 2) ->
                         + params.par_beats) / cond_steps
                 lock_t, dec_t = decoupled_passes(tiles, params, layer.kernel, base, load)
                 tot["decoupled"] -= (lock_t - dec_t) * cond_steps
-                # the channel slices, against the RTL's last pass (sliced by kernel rows)
-                per_row = cond_steps // layer.kernel
+                # the channel slices, against the RTL's last pass (two channel slices, or
+                # three kernel-row ones)
+                n_cond = layer.c_in - layer.c_in // layer.partitions
+                kk = layer.kernel ** 2
                 for s, busiest in _slices(tiles, params, max_slices):
-                    rtl = per_row * slice_steps(layer.kernel,
-                                                sliced_last(busiest, layer.kernel, params))
-                    tot["sliced"] -= max(0, rtl - -(-cond_steps // s))
+                    rtl = pass_steps(layer.kernel, sliced_last(busiest, layer.kernel, params),
+                                     n_cond)
+                    tot["sliced"] -= max(0, rtl - -(-n_cond // s) * kk)
     red = tot["macs_dense"] / tot["macs_theory"]
     out = {"images": n, "reduction": red, **tot}
     for k in ("lockstep", "independent", "paired", "shared", "sliced", "decoupled"):
@@ -436,10 +437,9 @@ def main(argv=None) -> int:
     ap.add_argument("--search-iters", type=int, default=1000, metavar="N",
                     help="with --channel-order: swaps tried by the calibrated search "
                          "(searched_order; default 1000)")
-    ap.add_argument("--slices", type=int, default=2,
+    ap.add_argument("--slices", type=int, default=4,
                     help="row slices of the last conditional pass in the channel-slices "
-                         "estimate (a power of two; default 2: as many weight feeds as the "
-                         "built kernel-row slices)")
+                         "estimate, at most (a power of two; default 4; 2: as built)")
     ap.add_argument("--row-slices", type=int, default=DEFAULT.row_slices,
                     help="the hardware's HwParams.row_slices (1, 2 or 3; default "
                          f"{DEFAULT.row_slices})")

@@ -133,9 +133,10 @@ class HwParams:
     than that anyway (a UART).
     ``row_slices``: 1, 2 or 3 (``ROW_SLICES``). With 2 a tile's last conditional pass whose
     skip groups have at most ``rows // 2`` pixels left runs each pixel on two rows, each
-    summing part of the kernel's rows (a second weight read); with 3 (the default) a 3 x 3
-    layer's with at most ``rows // 4`` also on three rows, a kernel row each (a third read).
-    See ``hw/README.md``, "Row slices" and "Three slices".
+    summing half the conditional channels (a second weight read; by kernel rows before
+    session 40); with 3 (the default) a 3 x 3 layer's with at most ``rows // 4`` on three
+    rows, a kernel row each (a third read). See ``hw/README.md``, "Row slices", "Three
+    slices" and "Channel slices".
     ``feed_regs``: registers between the buffers' block-RAM read data and the array edge, on
     every activation and weight feed (``FEED_REGS_CHOICES``: 1 or 2). The second gives the
     route from a block RAM's output (no output register) to the first of them a cycle of its
@@ -355,10 +356,11 @@ DEFAULT = HwParams()
 
 
 def slice_taps(kernel: int) -> tuple[int, int]:
-    """(kernel rows of a sliced pass's upper slice, of its lower one) for a ``kernel`` x
-    ``kernel`` layer: ``ceil(K/2)`` and ``K - ceil(K/2)``; a sliced pass's steps run the upper
-    slice's rows (the lower slice idles in the last row's steps when ``K`` is odd). A 1 x 1
-    layer has no rows to split: (1, 0), never sliced."""
+    """(kernel rows of a kernel-row slice split's upper slice, of its lower one) for a
+    ``kernel`` x ``kernel`` layer: ``ceil(K/2)`` and ``K - ceil(K/2)``. Since session 40 only
+    a three-slice pass splits kernel rows (3 x 3: its lower slice starts ``ceil(K/2)`` = 2
+    rows down); two slices split the channels. A layer is sliced only where this has a lower
+    part (``K >= 3``): a 1 x 1 layer gives (1, 0), never sliced."""
     up = -(-kernel // 2)
     return up, kernel - up
 

@@ -224,11 +224,14 @@ class Sluice(wiring.Component):
         # product on
         c_diff = Signal(DIM_BITS)
         m.d.comb += c_diff.eq(c_in - base_cin)
+        c_half = Signal(DIM_BITS)  # ceil((C_IN - BASE_CIN) / 2): a two-slice pass's channels
+        m.d.comb += c_half.eq((c_diff + 1) >> 1)
         prod_list = [("hw_in", h_in, w_in), ("hw_out", h_out, w_out),
                      ("base_total", base_cin, parts), ("group_total", group_cout, parts),
                      ("n_act", None, c_in), ("base_off", None, base_cin),
                      ("lo_off", None, regs.base_lo), ("n_wgt", c_in, kk),
-                     ("col_work", c_diff, kk), ("base_wk", base_cin, kk)]
+                     ("col_work", c_diff, kk), ("base_wk", base_cin, kk),
+                     ("half_off", None, c_half)]
         total_bits = {"base_total": max(prod_bits, len(c_in) + 1),
                       "group_total": max(prod_bits, len(c_out) + 1)}
         m.submodules.products = prods = SerialProducts(
@@ -531,16 +534,18 @@ class Sluice(wiring.Component):
 
         # Row slices (HwParams.row_slices): a conditional pass whose skip groups have at most
         # H = rows // 2 pixels left each puts pixel i on rows i and i + H (the loader writes
-        # both slots at once); the upper row sums the kernel rows ky < ceil(K/2), the lower
-        # one the rest: its slots' windows start ceil(K/2) kernel rows down (window address
-        # and tap-row bounds adjusted as the loader writes them) and its weights come from a
-        # second read of the weight buffer, ceil(K/2) * K words ahead, entering the columns at
-        # row H. The pass's steps run the upper slice's kernel rows; where K is odd the lower
-        # slice's last kernel row is past the kernel and its elements idle (enables off). The
-        # drain fires the pass's rows as always: the upper rows with no result, the lower
-        # rows (which hold the pixels too) with the upper row's sum added. `nxt_sl` is decided
-        # when the loader starts a row set and travels with it (cur_sl, drn_sl); `st_sl` is
-        # the issuing pass's, a step-state register.
+        # both slots at once); the upper row sums the first h = ceil(n / 2) of the pass's n
+        # conditional channels, the lower one the rest (since session 40; before, the kernel
+        # rows ky < ceil(K/2) and the rest): its slots keep the pixel's window, their channel
+        # offsets run h channels ahead in the group's sequence (`lo_*` below, per skip group,
+        # beside the upper slots' `g_off`, `row_off`, `step_off`), and its weights come from a
+        # second read of the weight buffer, h * K * K words ahead, entering the columns at row
+        # H. The pass steps every kernel row of h channels; where n is odd the lower slice has
+        # one channel less and its elements idle (enables off) in the last one. The drain
+        # fires the pass's rows as always: the upper rows with no result, the lower rows
+        # (which hold the pixels too) with the upper row's sum added. `nxt_sl` is decided when
+        # the loader starts a row set and travels with it (cur_sl, drn_sl); `st_sl` is the
+        # issuing pass's, a step-state register.
         H = P.slice_rows
         SL = gating and H > 0
         nxt_sl, cur_sl, drn_sl, st_sl = (Signal(name=n) for n in ("nxt_sl", "cur_sl", "drn_sl",
@@ -548,7 +553,8 @@ class Sluice(wiring.Component):
         # Three slices (row_slices 3, 3 x 3 layers): a sliced pass whose skip groups have at
         # most T = rows // 4 pixels left each also puts pixel i on row i + T, the middle
         # slice: each of the three rows sums one kernel row (the upper ky 0, the middle ky 1,
-        # the lower ky 2, as on two slices), the middle one's window one map row down, its
+        # the lower ky 2: its window two map rows down, its weights 2 * K words ahead), the
+        # middle one's window one map row down, its
         # weights from a third read of the weight buffer K words ahead entering at row T. The
         # pass steps one kernel row per channel; the lower row drains with both upper sums.
         # `nxt_sl3` is decided beside `nxt_sl` (which it implies) and travels with it.
@@ -556,18 +562,28 @@ class Sluice(wiring.Component):
         SL3 = SL and T > 0
         nxt_sl3, cur_sl3, drn_sl3, st_sl3 = (Signal(name=n) for n in (
             "nxt_sl3", "cur_sl3", "drn_sl3", "st_sl3"))
+        # a two-slice pass (split by channels): the row set's and the issuing pass's
+        nxt_slc = (nxt_sl & ~nxt_sl3) if SL3 else nxt_sl
+        st_slc = (st_sl & ~st_sl3) if SL3 else st_sl
         sl3_ok = Signal()
         # per kernel, a level behind the descriptor (from params.slice_taps): the layer's
-        # passes may be sliced (K >= 3), the upper slice's last kernel row, the lower slice's
-        # rows (its first idle step row), its weight-word and window offsets, and the weight
-        # word step at a sliced pass's channel end (past the lower slice's kernel rows)
+        # passes may be sliced (K >= 3), and for three slices the lower slice's first kernel
+        # row less one, weight-word and window offsets (K = 3: ky 2, 2 * K words, 2 * W_IN)
         sl_ok = Signal()
         kup_m1 = Signal(3)
-        kbot = Signal(3)
         big_k = max(KERNELS)
         sl_w = Signal(range(big_k * big_k + 1))
-        sl_jump = Signal(range(big_k * big_k + 1))
         sl_a = Signal(saddr)
+        # two slices: the upper slice's channels less one, an odd channel count (the lower
+        # slice idles in the last channel), and the lower slice's weight words ahead, h * K * K
+        # (half of col_work rounded up to whole channels), each a level behind the registers
+        # they come from
+        half = Signal(DIM_BITS)
+        half_m1 = Signal(DIM_BITS)
+        chs_odd = Signal()
+        chs_w = Signal(len(prods.col_work))
+        m.d.sync += [half.eq(c_half), half_m1.eq(c_half - 1), chs_odd.eq(c_diff[0]),
+                     chs_w.eq((prods.col_work + Mux(c_diff[0], kk, 0)) >> 1)]
         if SL:
             with m.Switch(kernel):
                 for k in KERNELS:
@@ -575,8 +591,7 @@ class Sluice(wiring.Component):
                     if low == 0:
                         continue
                     with m.Case(k):
-                        m.d.sync += [sl_ok.eq(1), kup_m1.eq(up - 1), kbot.eq(low),
-                                     sl_w.eq(up * k), sl_jump.eq(1 + low * k),
+                        m.d.sync += [sl_ok.eq(1), kup_m1.eq(up - 1), sl_w.eq(up * k),
                                      sl_a.eq(sum(w_in << i for i in range(up.bit_length())
                                                  if up >> i & 1))]
                         if SL3:
@@ -649,6 +664,21 @@ class Sluice(wiring.Component):
         # g_off + st_ky * W_IN (+ st_kx), kept beside the step counters (see the array feed)
         row_off = [Signal(saddr, name=f"row_off_{j}") for j in range(NG)]
         step_off = [Signal(saddr, name=f"step_off_{j}") for j in range(NG)]
+        # the lower slice's (two slices): per group its channel, the channel's offset, the
+        # offset with the tap row and with the tap, run like g_i, g_off, row_off and step_off
+        # h = ceil(n / 2) channels further along the group's sequence in a two-slice pass,
+        # equal to them in every other pass (so a lower slot's address is the same one add);
+        # `lo_skip_next` like g_skip_next. Where a two-slice pass starts: its channel
+        # (`lo_start`: h, or h + BASE_CIN once h reaches the group's base range), that
+        # channel's offset and "the next channel is past the base range", set per tile at COND
+        lo_g_i = [Signal(DIM_BITS, name=f"lo_g_i_{j}") for j in range(NG if SL else 0)]
+        lo_g_off = [Signal(off_bits, name=f"lo_g_off_{j}") for j in range(NG if SL else 0)]
+        lo_row_off = [Signal(saddr, name=f"lo_row_off_{j}") for j in range(NG if SL else 0)]
+        lo_step_off = [Signal(saddr, name=f"lo_step_off_{j}") for j in range(NG if SL else 0)]
+        lo_skip_next = [Signal(name=f"lo_skip_next_{j}") for j in range(NG if SL else 0)]
+        lo_start = [Signal(DIM_BITS, name=f"lo_start_{j}") for j in range(NG if SL else 0)]
+        lo_start_off = [Signal(off_bits, name=f"lo_start_off_{j}") for j in range(NG if SL else 0)]
+        lo_skip0 = [Signal(name=f"lo_skip0_{j}") for j in range(NG if SL else 0)]
         # per group: the offset of its first column's base range (captured in COL_SETUP)
         g_lo_off = [Signal(off_bits, name=f"g_lo_off_{j}") for j in range(NG)]
         grp_lo_off = Signal(off_bits)  # grp_lo * H_IN * W_IN
@@ -679,17 +709,16 @@ class Sluice(wiring.Component):
         last_ky = Signal()
         last_n = Signal()
         is_last = Signal()
-        # the pass's last kernel row and its weight-word step at a channel end, set with the
-        # pass's slicing at its start (a sliced pass: the upper slice's rows, then past the
-        # lower slice's words); constant without row slices
-        ky_end = Signal(3) if SL else kernel_m1
-        st_wj = Signal.like(sl_jump) if SL else 1
-        ky_pass = Mux(nxt_sl, kup_m1, kernel_m1)
-        wj_pass = Mux(nxt_sl, sl_jump, 1)
-        if SL3:  # three slices: one kernel row per channel (the first is the last), then past
-            # the other two rows' words
-            ky_pass = Mux(nxt_sl3, 0, ky_pass)
-            wj_pass = Mux(nxt_sl3, 1 + (SLICE3_KERNEL - 1) * SLICE3_KERNEL, wj_pass)
+        # the pass's last channel less one, its last kernel row and its weight-word step at a
+        # channel end, set with the pass's slicing at its start (a two-slice pass: the upper
+        # slice's channels; a three-slice pass: one kernel row per channel, then past the other
+        # two rows' words); constant without row slices
+        n_end = Signal(DIM_BITS) if SL else n_ch_m1
+        ky_end = Signal(3) if SL3 else kernel_m1
+        st_wj = Signal(range(SLICE3_KERNEL ** 2 + 1)) if SL3 else 1
+        n_pass = Mux(nxt_slc, half_m1, n_ch_m1) if SL else n_ch_m1
+        ky_pass = Mux(nxt_sl3, 0, kernel_m1)
+        wj_pass = Mux(nxt_sl3, 1 + (SLICE3_KERNEL - 1) * SLICE3_KERNEL, 1)
 
         issue = Signal()
         swap = Signal()
@@ -706,9 +735,10 @@ class Sluice(wiring.Component):
         g_skip_next = [Signal(name=f"g_skip_next_{j}") for j in range(NG)]
 
         def reset_steps():
+            last_n0 = Mux(nxt_slc, half_m1 == 0, n_ch_m1 == 0) if SL else n_ch_m1 == 0
             return [g_chg.eq(2), last_kx.eq(kernel_m1 == 0), last_ky.eq(kernel_m1 == 0),
-                    last_n.eq(n_ch_m1 == 0),
-                    is_last.eq((kernel_m1 == 0) & (n_ch_m1 == 0)),
+                    last_n.eq(last_n0),
+                    is_last.eq((kernel_m1 == 0) & last_n0),
                     st_n.eq(0), st_ky.eq(0), st_kx.eq(0), st_w.eq(w_start),
                     st_first.eq(1), *(g_i[j].eq(g_start[j]) for j in range(NG)),
                     *(g_skip_next[j].eq(is_cond & (g_start[j] + 1 == g_lo[j]))
@@ -717,9 +747,15 @@ class Sluice(wiring.Component):
                     *(row_off[j].eq(g_start_off[j]) for j in range(NG)),
                     *(step_off[j].eq(g_start_off[j]) for j in range(NG)),
                     *(g_end[j].eq(g_start_end[j]) for j in range(NG)),
-                    *([st_sl.eq(nxt_sl), ky_end.eq(ky_pass), st_wj.eq(wj_pass)] if SL else []),
-                    *([st_sl3.eq(nxt_sl3), last_ky.eq(nxt_sl3 | (kernel_m1 == 0))] if SL3
-                      else [])]
+                    *([st_sl.eq(nxt_sl), n_end.eq(n_pass)] if SL else []),
+                    *(stmt for j in range(NG if SL else 0) for stmt in (
+                        lo_g_i[j].eq(Mux(nxt_slc, lo_start[j], g_start[j])),
+                        lo_skip_next[j].eq(is_cond & Mux(nxt_slc, lo_skip0[j],
+                                                         g_start[j] + 1 == g_lo[j])),
+                        *(r[j].eq(Mux(nxt_slc, lo_start_off[j], g_start_off[j]))
+                          for r in (lo_g_off, lo_row_off, lo_step_off)))),
+                    *([st_sl3.eq(nxt_sl3), ky_end.eq(ky_pass), st_wj.eq(wj_pass),
+                       last_ky.eq(nxt_sl3 | (kernel_m1 == 0))] if SL3 else [])]
 
         def copy_set(dst, src):
             return [dst[f][q].eq(src[f][q]) for f in FIELDS for q in range(Q)
@@ -765,12 +801,13 @@ class Sluice(wiring.Component):
 
         # a sliced pass's lower slots idle in the steps past the kernel's last row
         low_idle = Signal()
-        if SL:
-            m.d.comb += low_idle.eq(st_sl & (st_ky >= kbot))
+        if SL:  # (a two-slice pass's last channel, when the count is odd)
+            m.d.comb += low_idle.eq(st_slc & chs_odd & last_n)
         for q in range(Q):
             j = q % NG
             addr = Signal(saddr, name=f"addr_{q}")
-            m.d.comb += addr.eq(cur_v["abase"][q] + step_off[j])
+            lower = SL and H <= q // NG < 2 * H
+            m.d.comb += addr.eq(cur_v["abase"][q] + (lo_step_off[j] if lower else step_off[j]))
             inb = Signal(name=f"inb_{q}")
             m.d.comb += inb.eq((st_ky >= cur_v["kylo"][q]) & (st_ky < cur_v["kyhi"][q]) &
                                (st_kx >= cur_v["kxlo"][q]) & (st_kx < cur_v["kxhi"][q]))
@@ -871,9 +908,11 @@ class Sluice(wiring.Component):
                              w_sel[c].eq(_delayed(m, s1, row + c % G + NFEED,
                                                   f"skew{n}_sel{c}", reset=True))]
 
-        if SL:  # the lower slice's weights: sl_w words (its first kernel row) ahead, at row H
+        if SL:  # the lower slice's weights, at row H: h * K * K words ahead on two slices,
+            # sl_w (its kernel row) on three
             wgt_rp2 = wgt_mem.read_port()
-            slice_feed(2, wgt_rp2, sl_w, H, st_sl, "st_sl", arr.w2, arr.w2_sel)
+            slice_feed(2, wgt_rp2, Mux(st_sl3, sl_w, chs_w) if SL3 else chs_w, H, st_sl,
+                       "st_sl", arr.w2, arr.w2_sel)
         if SL3:  # the middle slice's (three slices): a kernel row (K words) ahead, at row T
             wgt_rp3 = wgt_mem.read_port()
             slice_feed(3, wgt_rp3, SLICE3_KERNEL, T, st_sl3, "st_sl3", arr.w3, arr.w3_sel)
@@ -1370,9 +1409,10 @@ class Sluice(wiring.Component):
                         m.d.sync += [nxt["valid"][q].eq(rl_wr_valid[j]),
                                      *(nxt[f][q].eq(v) for f, v in data[j].items())]
 
-        # (tap rows clamped at 0: the lower slice's ceil(K/2) rows down, the middle's one)
-        rl_low = (moved_slots("low", nxt_sl, lambda v: Mux(v > kup_m1, v - kup_m1 - 1, 0), sl_a)
-                  if SL else None)
+        # (tap rows clamped at 0: the lower slice's ceil(K/2) rows down on three slices, the
+        # middle's one; on two slices the lower slots take the entry as it is)
+        rl_low = (moved_slots("low", nxt_sl3, lambda v: Mux(v > kup_m1, v - kup_m1 - 1, 0), sl_a)
+                  if SL3 else rl_src if SL else None)
         rl_mid = (moved_slots("mid", nxt_sl3, lambda v: Mux(v > 0, v - 1, 0), w_in)
                   if SL3 else None)
         if SL3:
@@ -1429,9 +1469,11 @@ class Sluice(wiring.Component):
         step_ready = Signal()
         if P.act_shared:
             m.d.comb += step_ready.eq(act_ready)
-        else:
-            m.d.comb += step_ready.eq(act_ready |
-                                      Mux(g_chg == 2, rs, Mux(g_chg == 1, rn, rc)).all())
+        else:  # (a two-slice pass waits for every activation: its checks follow the upper
+            # slice's channels only; a conditional phase starts after the activations anyway,
+            # unless tile 0's conditional steps all share WGT1's last beat)
+            checks = Mux(g_chg == 2, rs, Mux(g_chg == 1, rn, rc)).all()
+            m.d.comb += step_ready.eq(act_ready | (~st_slc & checks if SL else checks))
         act_wait = Signal()
         with m.If(running):
             with m.If(have_cur):
@@ -1466,21 +1508,35 @@ class Sluice(wiring.Component):
                 m.d.sync += [st_kx.eq(st_kx + 1),
                              last_kx.eq(st_kx + 1 == kernel_m1),
                              is_last.eq(last_n & last_ky & (st_kx + 1 == kernel_m1)),
-                             *(step_off[j].eq(step_off[j] + 1) for j in range(NG))]
+                             *(step_off[j].eq(step_off[j] + 1) for j in range(NG)),
+                             *(lo_step_off[j].eq(lo_step_off[j] + 1) for j in range(len(lo_g_i)))]
             with m.Elif(~last_ky):
                 m.d.sync += [last_kx.eq(kernel_m1 == 0), last_ky.eq(st_ky + 1 == ky_end),
                              is_last.eq(last_n & (st_ky + 1 == kernel_m1) & (kernel_m1 == 0)),
                              st_kx.eq(0), st_ky.eq(st_ky + 1),
                              *(row_off[j].eq(row_off[j] + w_in) for j in range(NG)),
-                             *(step_off[j].eq(row_off[j] + w_in) for j in range(NG))]
+                             *(step_off[j].eq(row_off[j] + w_in) for j in range(NG)),
+                             *(lo_row_off[j].eq(lo_row_off[j] + w_in) for j in range(len(lo_g_i))),
+                             *(lo_step_off[j].eq(lo_row_off[j] + w_in)
+                               for j in range(len(lo_g_i)))]
             with m.Else():
                 m.d.sync += [g_chg.eq(1), last_kx.eq(kernel_m1 == 0),
                              last_ky.eq(st_sl3 | (kernel_m1 == 0) if SL3 else kernel_m1 == 0),
-                             last_n.eq(st_n + 1 == n_ch_m1),
-                             is_last.eq((st_n + 1 == n_ch_m1) & (kernel_m1 == 0)),
+                             last_n.eq(st_n + 1 == n_end),
+                             is_last.eq((st_n + 1 == n_end) & (kernel_m1 == 0)),
                              st_kx.eq(0), st_ky.eq(0), st_n.eq(st_n + 1)]
-                if SL:
+                if SL3:
                     m.d.sync += st_w.eq(st_w + st_wj)
+                for j in range(len(lo_g_i)):  # the lower slice's channel, as the upper's below
+                    lo_next = Mux(lo_skip_next[j], lo_g_off[j] + skip_off, lo_g_off[j] + hw_in)
+                    m.d.sync += [lo_g_off[j].eq(lo_next), lo_row_off[j].eq(lo_next),
+                                 lo_step_off[j].eq(lo_next)]
+                    with m.If(lo_skip_next[j]):
+                        m.d.sync += [lo_g_i[j].eq(lo_g_i[j] + 1 + base_cin),
+                                     lo_skip_next[j].eq(0)]
+                    with m.Else():
+                        m.d.sync += [lo_g_i[j].eq(lo_g_i[j] + 1),
+                                     lo_skip_next[j].eq(is_cond & (lo_g_i[j] + 2 == g_lo[j]))]
                 for j in range(NG):
                     g_off_next = Mux(g_skip_next[j], g_off[j] + skip_off, g_off[j] + hw_in)
                     m.d.sync += [g_off[j].eq(g_off_next), row_off[j].eq(g_off_next),
@@ -1842,6 +1898,12 @@ class Sluice(wiring.Component):
                         m.next = "COND"
                 with m.State("COND"):
                     m.d.sync += start_phase(PH_COND)
+                    for j in range(len(lo_g_i)):
+                        past = half >= g_lo[j]  # (h >= 0 = g_lo: every channel is past it)
+                        m.d.sync += [lo_start[j].eq(Mux(past, half + base_cin, half)),
+                                     lo_start_off[j].eq(prods.half_off +
+                                                        Mux(past, prods.base_off, 0)),
+                                     lo_skip0[j].eq(half + 1 == g_lo[j])]
                     m.d.sync += [n_ch_m1.eq(cond_cin - 1), w_start.eq(base_wk),
                                  *(g_start[j].eq(Mux(g_lo[j] == 0, base_cin, 0))
                                    for j in range(NG)),

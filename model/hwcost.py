@@ -26,9 +26,11 @@ so each excess item carries ``1 / E`` of a pass: the pass saved when all ``E`` o
 group's gates below the last pass are free, and a tile whose busiest group just spills into
 a new pass pushes hard on the few items that made it spill. With ``row_slices`` 2 (the
 generator's ``HwParams.row_slices``, 3 by default) a last pass whose busiest group has at most
-``rows // 2`` items runs sliced and counts ``ceil(K/2) / K`` of a pass, and with ``row_slices``
-3 a 3 x 3 layer's with at most ``rows // 4`` counts ``1/3`` (``hw/cycle_model.py``'s
-``pass_time``), its items each carrying as much less.
+``rows // 2`` items runs sliced and counts half a pass (two slices over half the conditional
+channels each, since session 40; ``ceil(K/2) / K`` on the kernel-row slices before), and with
+``row_slices`` 3 a 3 x 3 layer's with at most ``rows // 4`` counts ``1/3``
+(``hw/cycle_model.py``'s ``last_pass_share``, exact for an even conditional channel count),
+its items each carrying as much less.
 """
 
 from __future__ import annotations

@@ -238,7 +238,7 @@ def cmd_bench(args) -> int:
         print(f"      {r['rows']}x{r['cols']} skip_cols {r['skip_cols']}, {r['order']}, "
               f"{r['images']} image(s) stacked: efficiency {r['efficiency_lockstep']:.3f}, independent "
               f"groups (estimate) {r['efficiency_independent']:.3f}, shared passes (estimate) "
-              f"{r['efficiency_shared']:.3f}, two channel slices (estimate) "
+              f"{r['efficiency_shared']:.3f}, four channel slices (estimate) "
               f"{r['efficiency_sliced']:.3f}, decoupled groups (estimate) "
               f"{r['efficiency_decoupled']:.3f}")
 
@@ -301,15 +301,15 @@ def _write_report(out: Path, res: dict, fast: str) -> None:
           "EXPORT --images N`), and estimates for skip groups that advance independently "
           "across channel tiles, for skip groups that take whole passes of each other's lists "
           "within a tile (shared passes), and for a tile's last conditional pass split over "
-          "two row slices by input channels (half its steps) instead of by kernel rows as the "
-          "RTL does (its row slices: 2/3 of a 3 x 3 pass's steps on two, 1/3 on three), and "
+          "up to four row slices by input channels (a quarter of its steps; the RTL builds "
+          "two, half its steps, and on 3 x 3 layers three kernel-row slices, a third), and "
           "for skip groups that each run their own tile sequence behind the loader's two "
           "weight banks (decoupled groups); none of them built. The stacked dense run also "
           "computes the rows "
           "between the images, which raises the efficiency figure: compare the gated cycles "
           "per image with the one-image row.", "",
           "| array | skip_cols | order | images | dense cycles | gated cycles | gated cycles per "
-          "image | efficiency | independent groups (estimate) | shared passes (estimate) | two "
+          "image | efficiency | independent groups (estimate) | shared passes (estimate) | four "
           "channel slices (estimate) | decoupled groups (estimate) |",
           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in res.get("levers", []):

@@ -7,8 +7,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from sluice.hw.cycle_model import (LOSS_TERMS, active_items, loss_breakdown, predict,
-                                   slice_steps, sliced_last)
+from sluice.hw.cycle_model import (LOSS_TERMS, active_items, loss_breakdown, pass_steps,
+                                   predict, sliced_last)
 from sluice.hw.params import ERROR_FIELDS, FLAG_FIELDS, REG, HwParams, slice_taps
 from sluice.hw.simulate import run_layer_amaranth, simulate_jobs
 from sluice.model.randlayer import extreme_sums_layer, make_layer
@@ -99,8 +99,8 @@ CASES = {
         HwParams(rows=2, cols=2, act_depth=256, wgt_depth=8, pix_depth=32, skip_cols=1),
         dict(c_in=8, c_out=4, size=(3, 4), kernel=1, padding=0, partitions=2, gate_rate=0.4)),
     # row slices (HwParams.row_slices, on by default): conditional passes with at most
-    # rows // 2 pixels per skip group on two rows each, the lower slice from kernel row
-    # ceil(K/2) on; 7 x 7 (lower slice 3 rows, idle in the pass's last row of steps)
+    # rows // 2 pixels per skip group on two rows each, the lower slice over the second half
+    # of the conditional channels; 7 x 7
     "sliced_k7_pad3_sparse": (SQUARE, dict(c_in=4, c_out=4, size=(4, 4), kernel=7, padding=3,
                                            partitions=2, gate_rate=0.05)),
     # two rows (one row per slice), 5 x 5, single-column skip groups, residual
@@ -126,6 +126,12 @@ CASES = {
     "sliced3_eight_rows": (HwParams(rows=8, cols=4, act_depth=2048, wgt_depth=512,
                                     pix_depth=128, skip_cols=2, post_cols=2, row_slices=3),
                            dict(c_in=6, c_out=8, size=(6, 6), partitions=2, gate_rate=0.02)),
+    # two channel slices where the skip groups' base ranges lie before, inside and past the
+    # lower slice's channels (n = 6 conditional channels, h = 3; base ranges at 0, 2, 4, 6):
+    # the lower slice's channel sequence skips the base range at its own step
+    "sliced_channels_cross_base_ranges": (replace(SQUARE, row_slices=2),
+                                          dict(c_in=8, c_out=8, size=(4, 5), partitions=4,
+                                               gate_rate=0.04)),
     # the same gated layer without row slices
     "unsliced_row_slices_1": (replace(SQUARE, row_slices=1),
                               dict(c_in=8, c_out=8, size=(5, 6), partitions=2,
@@ -233,7 +239,10 @@ def test_which_passes_are_sliced():
     assert [sliced_last(n, 5, p3) for n in (1, 2, 3)] == [2, 2, 2]  # 5 x 5: two at most
     assert sliced_last(2, 1, p3) == 0
     assert replace(p3, rows=3).slice3_rows == 0 and sliced_last(1, 3, replace(p3, rows=3)) == 2
-    assert [slice_steps(3, s) for s in (0, 2, 3)] == [3, 2, 1] and slice_steps(7, 2) == 4
+    # steps of a pass over 24 conditional channels: all, the first 12 (two channel slices),
+    # one kernel row of each (three); an odd count's upper slice takes the extra channel
+    assert [pass_steps(3, s, 24) for s in (0, 2, 3)] == [216, 108, 72]
+    assert pass_steps(7, 2, 5) == 3 * 49 and pass_steps(5, 2, 1) == 25
 
 
 @pytest.mark.parametrize("name", ["gated_group_3x3", "gated_stride2_k5_res"])

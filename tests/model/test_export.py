@@ -174,12 +174,13 @@ def test_paired_passes_by_hand():
     assert paired_passes(gate, p) == (4, 3)
     gate[9].flat[:4] = 1  # tile 2's other group: still 5 at most; the last tile runs alone
     assert paired_passes(gate, p) == (4, 3)
-    # 3 x 3 kernels: the hardware slices a last pass with at most 2 pixels per group (2/3 of
-    # the steps): tiles 0 and 1 take 2/3 each alone, 1 together; tile 2 takes 1 + 2/3
-    assert paired_passes(gate, p, kernel=3) == pytest.approx((3, 1 + 5 / 3))
+    # 3 x 3 kernels: the hardware slices a last pass with at most 2 pixels per group (two
+    # channel slices, half the steps): tiles 0 and 1 take 1/2 each alone, as much as one
+    # pass together, so pairing gains nothing; tile 2 takes 1 + 1/2
+    assert paired_passes(gate, p, kernel=3) == pytest.approx((2.5, 2.5))
     # three slices (rows // 4 = 1 pixel per group): tile 2's last pass takes 1/3
     p3 = HwParams(rows=4, cols=4, skip_cols=2, row_slices=3)
-    assert paired_passes(gate, p3, kernel=3) == pytest.approx((8 / 3, 1 + 4 / 3))
+    assert paired_passes(gate, p3, kernel=3) == pytest.approx((1 + 4 / 3, 1 + 4 / 3))
 
 
 def test_shared_passes_by_hand():
@@ -199,8 +200,8 @@ def test_shared_passes_by_hand():
     # a last pass the hardware slices counts its share where sharing is not shorter
     p2 = HwParams(rows=2, cols=4, skip_cols=1, row_slices=2)
     gate[:] = 0
-    gate[0].flat[:1] = 1  # one pixel: a sliced pass, 2/3 of the steps, shorter than 1
-    assert shared_passes(gate, p2, kernel=3) == pytest.approx((2 / 3, 2 / 3))
+    gate[0].flat[:1] = 1  # one pixel: a sliced pass, half the steps, shorter than 1
+    assert shared_passes(gate, p2, kernel=3) == pytest.approx((1 / 2, 1 / 2))
 
 
 def test_lever_estimates_count_the_host_column_order(exported):
