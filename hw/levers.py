@@ -283,6 +283,16 @@ def channel_order(rate: np.ndarray, groups: int, skip_cols: int, across: bool) -
     return order
 
 
+def pass_cost_table(kernel: int, params: HwParams, pixels: int) -> np.ndarray:
+    """:func:`cycle_model.pass_time` of a skip group with 0 .. ``pixels`` active pixels, in
+    sixths of a pass: integers (a sliced last pass takes a half or a third), so that the
+    search's ties compare exactly."""
+    sixths = [pass_time(n, kernel, params) * 6 for n in range(pixels + 1)]
+    table = np.array([round(v) for v in sixths])
+    assert np.allclose(table, sixths), "a pass share that is not a whole number of sixths"
+    return table
+
+
 def searched_order(gates, layer, params: HwParams = DEFAULT, iters: int = 1000,
                    seed: int = 0) -> np.ndarray:
     """Output channels put on the columns by a local search within base groups: random swaps
@@ -310,8 +320,7 @@ def searched_order(gates, layer, params: HwParams = DEFAULT, iters: int = 1000,
     slot = [column[i] for i in range(c_out)]  # column of order[i]
     n_tiles = -(-len(chans) // C)  # the last tile filled up with padding columns
     layout = np.full(n_tiles * C, c_out)
-    # (in kernel rows' steps: integers, so that ties compare exactly)
-    table = np.array([round(pass_time(n, kernel, params) * kernel) for n in range(pixels + 1)])
+    table = pass_cost_table(kernel, params, pixels)
 
     def tile_cost(t):
         a = act[:, layout[t * C:(t + 1) * C]]

@@ -183,6 +183,22 @@ def test_paired_passes_by_hand():
     assert paired_passes(gate, p3, kernel=3) == pytest.approx((1 + 4 / 3, 1 + 4 / 3))
 
 
+def test_search_costs_passes_in_exact_sixths():
+    """The column-order search compares pass counts as integers: whole passes, a two-slice
+    last pass as half of one, a three-slice one as a third (the cycle model's pass_time)."""
+    from sluice.hw.cycle_model import pass_time
+    from sluice.hw.levers import pass_cost_table
+    from sluice.hw.params import HwParams
+
+    p = HwParams(rows=8, row_slices=3)  # two slices up to 4 pixels, three up to 2 (3 x 3)
+    table = pass_cost_table(3, p, 20)
+    assert list(table[:10]) == [0, 2, 2, 3, 3, 6, 6, 6, 6, 8]
+    assert list(table[17:]) == [14, 14, 15, 15]  # 17, 18 pixels: 2 + 1/3 passes; 19, 20: 2 + 1/2
+    assert all(table[n] == 6 * pass_time(n, 3, p) for n in range(21))
+    assert list(pass_cost_table(5, p, 5)) == [0, 3, 3, 3, 3, 6]  # 5 x 5: two slices at most
+    assert list(pass_cost_table(1, p, 9)) == [0] + [6] * 8 + [12]  # 1 x 1: never sliced
+
+
 def test_shared_passes_by_hand():
     """A tile's skip groups taking whole passes of each other's lists."""
     from sluice.hw.levers import shared_passes
