@@ -42,8 +42,8 @@ PARAM_OPTIONS = {
                  "cycles per beat)",
     "row_slices": "1, 2 or 3: with 2, a conditional pass with at most rows/2 pixels per skip "
                   "group runs each pixel on two rows, splitting its conditional channels (a "
-                  "second weight read); with 3 also, on 3x3 layers, one with at most rows/4 on three "
-                  "rows, a kernel row each (a third read)",
+                  "second weight read); with 3 also, on 3x3 layers, one with at most rows/4 "
+                  "on three rows, a kernel row each (a third read)",
     "feed_regs": "registers between the buffers' block-RAM data and the array edge (1 or 2; 2: "
                  "a cycle of its own for the route out of each block RAM, the sums a cycle "
                  "later)",

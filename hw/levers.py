@@ -181,10 +181,9 @@ def _shared_passes(tiles, params, kernel):
 def sliced_passes(gate: np.ndarray, params: HwParams, max_slices: int = 2) -> list[int]:
     """Channel slices of each channel tile's last conditional pass (1: not sliced), for a
     whole-layer band: the last pass runs on ``s`` row slices, each over ``1/s`` of the
-    conditional steps (a weight feed per slice, the slices' sums added at the drain; not
-    built; the RTL splits by kernel rows instead, ``HwParams.row_slices``), where
-    every skip group has at most ``rows / s`` pixels left for it; ``s`` a power of two up to
-    ``max_slices`` and ``rows``. The earlier passes are full for the busiest group."""
+    conditional steps (a weight feed per slice, the slices' sums added at the drain; the RTL
+    builds two, ``HwParams.row_slices``), where every skip group has at most ``rows / s``
+    pixels left for it; ``s`` a power of two up to ``max_slices`` and ``rows``. The earlier passes are full for the busiest group."""
     return [s for s, _ in _slices(_tile_items(gate, params), params, max_slices)]
 
 
@@ -207,8 +206,9 @@ def _slices(tiles, params, max_slices):
 def study(net: IntNet, runs, params: HwParams = DEFAULT, max_slices: int = 4) -> dict:
     """Whole-network figures for images stacked; ``runs``: :func:`network_tensors` of each
     image (computed once, shared by every image count and array); ``max_slices``: the channel
-    slices of the ``sliced`` estimate (:func:`sliced_passes`; 2: as many as the RTL's). The ``independent``, ``paired`` and ``shared`` estimates count
-    a sliced pass as its share of a full one, as the RTL runs it (each group's own last pass
+    slices of the ``sliced`` estimate (:func:`sliced_passes`; 2: as many as the RTL's). The
+    ``independent``, ``paired`` and ``shared`` estimates count a sliced pass as its share of a
+    full one, as the RTL runs it (each group's own last pass
     per tile in the independent one)."""
     per_image = [t for t, _ in runs]
     n = len(runs)

@@ -799,7 +799,7 @@ class Sluice(wiring.Component):
         def issued(v, name, reset=False):
             return _delayed(m, v, ISSUE_REGS, f"{name}_i", reset=reset)
 
-        # a sliced pass's lower slots idle in the steps past the kernel's last row
+        # a two-slice pass's lower slots idle in its last channel where the count is odd
         low_idle = Signal()
         if SL:  # (a two-slice pass's last channel, when the count is odd)
             m.d.comb += low_idle.eq(st_slc & chs_odd & last_n)
