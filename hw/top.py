@@ -230,8 +230,9 @@ class Sluice(wiring.Component):
                      ("base_total", base_cin, parts), ("group_total", group_cout, parts),
                      ("n_act", None, c_in), ("base_off", None, base_cin),
                      ("lo_off", None, regs.base_lo), ("n_wgt", c_in, kk),
-                     ("col_work", c_diff, kk), ("base_wk", base_cin, kk),
-                     ("half_off", None, c_half)]
+                     ("col_work", c_diff, kk), ("base_wk", base_cin, kk)]
+        if gating and P.slice_rows:  # (two row slices: the lower slice's channel offset)
+            prod_list.append(("half_off", None, c_half))
         total_bits = {"base_total": max(prod_bits, len(c_in) + 1),
                       "group_total": max(prod_bits, len(c_out) + 1)}
         m.submodules.products = prods = SerialProducts(
@@ -461,7 +462,7 @@ class Sluice(wiring.Component):
         # the residual: the tile may start), and its conditional weight words too (the
         # conditional phase may start); cleared together when the tile is done
         bank_full = Signal(2)
-        bank_cond = Signal(2)
+        bank_cond = Signal(2) if gating else None
         K = {n: k for k, n in enumerate(PARAM_ORDER)}
         cp_k = Signal(range(NK + 1), init=NK)  # parameter read now (NK: none)
         cp_kq = Signal(range(NK + 1), init=NK)  # parameter on the read data
@@ -582,8 +583,9 @@ class Sluice(wiring.Component):
         half_m1 = Signal(DIM_BITS)
         chs_odd = Signal()
         chs_w = Signal(len(prods.col_work))
-        m.d.sync += [half.eq(c_half), half_m1.eq(c_half - 1), chs_odd.eq(c_diff[0]),
-                     chs_w.eq((prods.col_work + Mux(c_diff[0], kk, 0)) >> 1)]
+        if SL:
+            m.d.sync += [half.eq(c_half), half_m1.eq(c_half - 1), chs_odd.eq(c_diff[0]),
+                         chs_w.eq((prods.col_work + Mux(c_diff[0], kk, 0)) >> 1)]
         if SL:
             with m.Switch(kernel):
                 for k in KERNELS:
@@ -1645,10 +1647,12 @@ class Sluice(wiring.Component):
         # only the conditional phase reads: so tile 0's base phase does not wait for the
         # conditional weights. `wgt_split`: the first part's last beat (a dense job's, or one
         # without conditional words past it: every beat; `wgt_one` then, no second part)
-        wgt_split = Signal.like(n_wgt)
-        wgt_one = Signal()
-        m.d.sync += wgt_split.eq(Mux(gated, ((base_wk + WP - 1) >> wpb) - 1, wgt_last))
-        m.d.sync += wgt_one.eq(wgt_split == wgt_last)
+        # (a dense-only build has one part: no second part's state or flags are generated)
+        wgt_split = Signal.like(n_wgt) if gating else wgt_last
+        wgt_one = Signal() if gating else Const(1)
+        if gating:
+            m.d.sync += wgt_split.eq(Mux(gated, ((base_wk + WP - 1) >> wpb) - 1, wgt_last))
+            m.d.sync += wgt_one.eq(wgt_split == wgt_last)
         m.d.comb += [wp.addr.eq(Cat(ld_cnt[:pbits - rpb], ld_bank)) for wp in res_wp]
         m.d.comb += [wp.data.eq(Cat(*(self.s_axis_tdata.word_select(q * NG + j, 8 * G)
                                       for q in range(RP))))
@@ -1663,16 +1667,18 @@ class Sluice(wiring.Component):
         bank_set = Signal(2)
         cond_set = Signal(2)
         bank_clr = Signal(2)
-        m.d.sync += [bank_full.eq((bank_full | bank_set) & ~bank_clr),
-                     bank_cond.eq((bank_cond | cond_set) & ~bank_clr)]
+        m.d.sync += bank_full.eq((bank_full | bank_set) & ~bank_clr)
+        if gating:
+            m.d.sync += bank_cond.eq((bank_cond | cond_set) & ~bank_clr)
 
         def bank_loaded():  # (the whole bank: both parts)
             m.d.comb += cond_set.eq(Mux(ld_bank, 0b10, 0b01))
             m.d.sync += [ld_cnt.eq(0), ld_bank.eq(~ld_bank), ld_tile.eq(ld_tile + C)]
 
-        def to_second_part():
-            m.d.sync += ld_cnt.eq(wgt_split + 1)
-            m.next = "L_WGT2"
+        def to_second_part():  # (never in a dense-only build: wgt_one is constant there)
+            if gating:
+                m.d.sync += ld_cnt.eq(wgt_split + 1)
+                m.next = "L_WGT2"
 
         def after_first_part():
             # the activations follow the first tile's first part, then its second part
@@ -1727,13 +1733,14 @@ class Sluice(wiring.Component):
                     with m.If(ld_cnt == wgt_split):
                         m.d.sync += [ld_cnt.eq(0), par_b.eq(0), par_k.eq(0)]
                         m.next = "L_PAR"
-            with m.State("L_WGT2"):  # the conditional phase's words (ld_cnt: the word index)
-                m.d.comb += [self.s_axis_tready.eq(1), wgt_wp.en.eq(beat_in)]
-                with m.If(beat_in):
-                    m.d.sync += ld_cnt.eq(ld_cnt + 1)
-                    with m.If(ld_cnt == wgt_last):
-                        bank_loaded()
-                        m.next = "L_WAIT"
+            if gating:
+                with m.State("L_WGT2"):  # the conditional phase's words (ld_cnt: the word)
+                    m.d.comb += [self.s_axis_tready.eq(1), wgt_wp.en.eq(beat_in)]
+                    with m.If(beat_in):
+                        m.d.sync += ld_cnt.eq(ld_cnt + 1)
+                        with m.If(ld_cnt == wgt_last):
+                            bank_loaded()
+                            m.next = "L_WAIT"
             with m.State("L_PAR"):
                 # parameter par_k, columns par_b * PP ... (column c in slot c % PP)
                 m.d.comb += [self.s_axis_tready.eq(1), par_wp.addr.eq(Cat(par_k, ld_bank)),
@@ -1812,7 +1819,8 @@ class Sluice(wiring.Component):
                 m.d.sync += [tile_o0.eq(0), grp_r.eq(0), grp_lo.eq(0),
                              grp_lo_off.eq(0),
                              tile_idx.eq(0),
-                             cmp_bank.eq(0), bank_full.eq(0), bank_cond.eq(0)]
+                             cmp_bank.eq(0), bank_full.eq(0),
+                             *([bank_cond.eq(0)] if gating else [])]
                 m.d.sync += [s.eq(0) for s in cnt.values()]
                 m.next = "TILE_WAIT"
             with m.State("TILE_WAIT"):
