@@ -666,21 +666,27 @@ class Sluice(wiring.Component):
         # g_off + st_ky * W_IN (+ st_kx), kept beside the step counters (see the array feed)
         row_off = [Signal(saddr, name=f"row_off_{j}") for j in range(NG)]
         step_off = [Signal(saddr, name=f"step_off_{j}") for j in range(NG)]
-        # the lower slice's (two slices): per group its channel, the channel's offset, the
-        # offset with the tap row and with the tap, run like g_i, g_off, row_off and step_off
-        # h = ceil(n / 2) channels further along the group's sequence in a two-slice pass,
-        # equal to them in every other pass (so a lower slot's address is the same one add);
-        # `lo_skip_next` like g_skip_next. Where a two-slice pass starts: its channel
-        # (`lo_start`: h, or h + BASE_CIN once h reaches the group's base range), that
-        # channel's offset and "the next channel is past the base range", set per tile at COND
-        lo_g_i = [Signal(DIM_BITS, name=f"lo_g_i_{j}") for j in range(NG if SL else 0)]
-        lo_g_off = [Signal(off_bits, name=f"lo_g_off_{j}") for j in range(NG if SL else 0)]
+        # the lower slice's (two slices): per group the offset with the tap row and with the
+        # tap, run like row_off and step_off (+ W_IN, + 1) and set, at a pass's start and at
+        # each channel end, to the upper one's channel offset plus the distance between the two
+        # slices' channels: none outside a two-slice pass (so a lower slot's address is the
+        # same one add), else h = ceil(n / 2) channels (`h_off`, a serial product), or h +
+        # BASE_CIN (`hb_off`) while the lower channel is past the group's base range and the
+        # upper one is not (`lo_far`, a flag per group: set at the channel end where the lower
+        # sequence crosses the base range, `lo_set_next` saying so a step ahead like
+        # g_skip_next, cleared where the upper one does). Per tile at COND: whether a pass
+        # starts with the flag set (the base range starts in (0, h]) and the channel step at
+        # which the lower sequence crosses (`lo_gap` = its start less h, where it lies past h)
         lo_row_off = [Signal(saddr, name=f"lo_row_off_{j}") for j in range(NG if SL else 0)]
         lo_step_off = [Signal(saddr, name=f"lo_step_off_{j}") for j in range(NG if SL else 0)]
-        lo_skip_next = [Signal(name=f"lo_skip_next_{j}") for j in range(NG if SL else 0)]
-        lo_start = [Signal(DIM_BITS, name=f"lo_start_{j}") for j in range(NG if SL else 0)]
-        lo_start_off = [Signal(off_bits, name=f"lo_start_off_{j}") for j in range(NG if SL else 0)]
-        lo_skip0 = [Signal(name=f"lo_skip0_{j}") for j in range(NG if SL else 0)]
+        lo_far = [Signal(name=f"lo_far_{j}") for j in range(NG if SL else 0)]
+        lo_set_next = [Signal(name=f"lo_set_next_{j}") for j in range(NG if SL else 0)]
+        lo_far0 = [Signal(name=f"lo_far0_{j}") for j in range(NG if SL else 0)]
+        lo_beyond = [Signal(name=f"lo_beyond_{j}") for j in range(NG if SL else 0)]
+        lo_gap = [Signal(DIM_BITS, name=f"lo_gap_{j}") for j in range(NG if SL else 0)]
+        hb_off = Signal(off_bits)  # (h + BASE_CIN) * H_IN * W_IN, a level behind the products
+        if SL:
+            m.d.sync += hb_off.eq(prods.half_off + prods.base_off)
         # per group: the offset of its first column's base range (captured in COL_SETUP)
         g_lo_off = [Signal(off_bits, name=f"g_lo_off_{j}") for j in range(NG)]
         grp_lo_off = Signal(off_bits)  # grp_lo * H_IN * W_IN
@@ -736,6 +742,12 @@ class Sluice(wiring.Component):
         # ECP5 critical path (10.2 ns); cycle-neutral
         g_skip_next = [Signal(name=f"g_skip_next_{j}") for j in range(NG)]
 
+        # the lower slice's offsets at a pass's start: the upper one's plus the distance
+        lo_reset = [Signal(saddr, name=f"lo_reset_{j}") for j in range(len(lo_far))]
+        for j in range(len(lo_far)):
+            m.d.comb += lo_reset[j].eq(g_start_off[j] + Mux(nxt_slc, Mux(lo_far0[j], hb_off,
+                                                                          prods.half_off), 0))
+
         def reset_steps():
             last_n0 = Mux(nxt_slc, half_m1 == 0, n_ch_m1 == 0) if SL else n_ch_m1 == 0
             return [g_chg.eq(2), last_kx.eq(kernel_m1 == 0), last_ky.eq(kernel_m1 == 0),
@@ -750,12 +762,10 @@ class Sluice(wiring.Component):
                     *(step_off[j].eq(g_start_off[j]) for j in range(NG)),
                     *(g_end[j].eq(g_start_end[j]) for j in range(NG)),
                     *([st_sl.eq(nxt_sl), n_end.eq(n_pass)] if SL else []),
-                    *(stmt for j in range(NG if SL else 0) for stmt in (
-                        lo_g_i[j].eq(Mux(nxt_slc, lo_start[j], g_start[j])),
-                        lo_skip_next[j].eq(is_cond & Mux(nxt_slc, lo_skip0[j],
-                                                         g_start[j] + 1 == g_lo[j])),
-                        *(r[j].eq(Mux(nxt_slc, lo_start_off[j], g_start_off[j]))
-                          for r in (lo_g_off, lo_row_off, lo_step_off)))),
+                    *(stmt for j in range(len(lo_far)) for stmt in (
+                        lo_far[j].eq(lo_far0[j]),
+                        lo_set_next[j].eq(lo_beyond[j] & (lo_gap[j] == 1)),
+                        *(r[j].eq(lo_reset[j]) for r in (lo_row_off, lo_step_off)))),
                     *([st_sl3.eq(nxt_sl3), ky_end.eq(ky_pass), st_wj.eq(wj_pass),
                        last_ky.eq(nxt_sl3 | (kernel_m1 == 0))] if SL3 else [])]
 
@@ -1511,16 +1521,16 @@ class Sluice(wiring.Component):
                              last_kx.eq(st_kx + 1 == kernel_m1),
                              is_last.eq(last_n & last_ky & (st_kx + 1 == kernel_m1)),
                              *(step_off[j].eq(step_off[j] + 1) for j in range(NG)),
-                             *(lo_step_off[j].eq(lo_step_off[j] + 1) for j in range(len(lo_g_i)))]
+                             *(lo_step_off[j].eq(lo_step_off[j] + 1) for j in range(len(lo_far)))]
             with m.Elif(~last_ky):
                 m.d.sync += [last_kx.eq(kernel_m1 == 0), last_ky.eq(st_ky + 1 == ky_end),
                              is_last.eq(last_n & (st_ky + 1 == kernel_m1) & (kernel_m1 == 0)),
                              st_kx.eq(0), st_ky.eq(st_ky + 1),
                              *(row_off[j].eq(row_off[j] + w_in) for j in range(NG)),
                              *(step_off[j].eq(row_off[j] + w_in) for j in range(NG)),
-                             *(lo_row_off[j].eq(lo_row_off[j] + w_in) for j in range(len(lo_g_i))),
+                             *(lo_row_off[j].eq(lo_row_off[j] + w_in) for j in range(len(lo_far))),
                              *(lo_step_off[j].eq(lo_row_off[j] + w_in)
-                               for j in range(len(lo_g_i)))]
+                               for j in range(len(lo_far)))]
             with m.Else():
                 m.d.sync += [g_chg.eq(1), last_kx.eq(kernel_m1 == 0),
                              last_ky.eq(st_sl3 | (kernel_m1 == 0) if SL3 else kernel_m1 == 0),
@@ -1529,18 +1539,14 @@ class Sluice(wiring.Component):
                              st_kx.eq(0), st_ky.eq(0), st_n.eq(st_n + 1)]
                 if SL3:
                     m.d.sync += st_w.eq(st_w + st_wj)
-                for j in range(len(lo_g_i)):  # the lower slice's channel, as the upper's below
-                    lo_next = Mux(lo_skip_next[j], lo_g_off[j] + skip_off, lo_g_off[j] + hw_in)
-                    m.d.sync += [lo_g_off[j].eq(lo_next), lo_row_off[j].eq(lo_next),
-                                 lo_step_off[j].eq(lo_next)]
-                    with m.If(lo_skip_next[j]):
-                        m.d.sync += [lo_g_i[j].eq(lo_g_i[j] + 1 + base_cin),
-                                     lo_skip_next[j].eq(0)]
-                    with m.Else():
-                        m.d.sync += [lo_g_i[j].eq(lo_g_i[j] + 1),
-                                     lo_skip_next[j].eq(is_cond & (lo_g_i[j] + 2 == g_lo[j]))]
                 for j in range(NG):
                     g_off_next = Mux(g_skip_next[j], g_off[j] + skip_off, g_off[j] + hw_in)
+                    if SL:  # the lower slice's channel: the upper one's plus the distance
+                        far = Mux(g_skip_next[j], 0, lo_far[j] | lo_set_next[j])
+                        lo_next = g_off_next + Mux(st_slc, Mux(far, hb_off, prods.half_off), 0)
+                        m.d.sync += [lo_far[j].eq(far), lo_row_off[j].eq(lo_next),
+                                     lo_step_off[j].eq(lo_next),
+                                     lo_set_next[j].eq(lo_beyond[j] & (st_n + 2 == lo_gap[j]))]
                     m.d.sync += [g_off[j].eq(g_off_next), row_off[j].eq(g_off_next),
                                  step_off[j].eq(g_off_next)]
                     with m.If(g_skip_next[j]):  # (now past g_lo: no second skip)
@@ -1906,12 +1912,10 @@ class Sluice(wiring.Component):
                         m.next = "COND"
                 with m.State("COND"):
                     m.d.sync += start_phase(PH_COND)
-                    for j in range(len(lo_g_i)):
-                        past = half >= g_lo[j]  # (h >= 0 = g_lo: every channel is past it)
-                        m.d.sync += [lo_start[j].eq(Mux(past, half + base_cin, half)),
-                                     lo_start_off[j].eq(prods.half_off +
-                                                        Mux(past, prods.base_off, 0)),
-                                     lo_skip0[j].eq(half + 1 == g_lo[j])]
+                    for j in range(len(lo_far)):  # (g_lo 0: every channel is past it)
+                        m.d.sync += [lo_far0[j].eq((g_lo[j] != 0) & (g_lo[j] <= half)),
+                                     lo_beyond[j].eq(g_lo[j] > half),
+                                     lo_gap[j].eq(g_lo[j] - half)]
                     m.d.sync += [n_ch_m1.eq(cond_cin - 1), w_start.eq(base_wk),
                                  *(g_start[j].eq(Mux(g_lo[j] == 0, base_cin, 0))
                                    for j in range(NG)),
