@@ -345,11 +345,11 @@ def loss_breakdown(layer, gate, counters: dict, params: HwParams = DEFAULT,
     out["packing"] = cond_steps - tiled if gated else 0.0
     part = lock = 0.0
     if gated and base_cin < layer.c_in:
-        steps = (layer.c_in - base_cin) * kk  # one conditional pass, in cycles per group
+        n_cond = layer.c_in - base_cin
+        steps = n_cond * kk  # one conditional pass, in cycles per group
         for job, band in job_bands(layer, gate, params, dense):
             for t in range(-(-len(job.channels) // C)):
                 items = active_items(band, t, params)
-                n_cond = layer.c_in - base_cin
                 tile = pass_time(max(items), layer.kernel, params, n_cond)
                 for n in items:
                     own = pass_time(n, layer.kernel, params, n_cond)

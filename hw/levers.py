@@ -183,7 +183,8 @@ def sliced_passes(gate: np.ndarray, params: HwParams, max_slices: int = 2) -> li
     whole-layer band: the last pass runs on ``s`` row slices, each over ``1/s`` of the
     conditional steps (a weight feed per slice, the slices' sums added at the drain; the RTL
     builds two, ``HwParams.row_slices``), where every skip group has at most ``rows / s``
-    pixels left for it; ``s`` a power of two up to ``max_slices`` and ``rows``. The earlier passes are full for the busiest group."""
+    pixels left for it; ``s`` a power of two up to ``max_slices`` and ``rows``. The earlier
+    passes are full for the busiest group."""
     return [s for s, _ in _slices(_tile_items(gate, params), params, max_slices)]
 
 
@@ -240,21 +241,21 @@ def study(net: IntNet, runs, params: HwParams = DEFAULT, max_slices: int = 4) ->
         if layer.gated:
             tiles = layer_tiles(big, gate, params)  # (once per layer: the estimates share it)
             lock, indep = _group_passes(tiles, params, layer.kernel)
-            cond_steps = (layer.c_in - layer.c_in // layer.partitions) * layer.kernel ** 2
+            kk = layer.kernel ** 2
+            base_cin = layer.c_in // layer.partitions
+            n_cond = layer.c_in - base_cin
+            cond_steps = n_cond * kk
             tot["independent"] -= (lock - indep) * cond_steps
             tot["paired"] -= (lock - _paired_passes(tiles, params, layer.kernel)[1]) * cond_steps
             tot["shared"] -= (lock - _shared_passes(tiles, params, layer.kernel)[1]) * cond_steps
             if cond_steps:
-                base_steps = layer.c_in // layer.partitions * layer.kernel ** 2
-                base = -(-big.h_out * big.w_out // params.rows) * base_steps / cond_steps
-                load = (params.wgt_beats(layer.c_in * layer.kernel ** 2)
+                base = -(-big.h_out * big.w_out // params.rows) * base_cin * kk / cond_steps
+                load = (params.wgt_beats(layer.c_in * kk)
                         + params.par_beats) / cond_steps
                 lock_t, dec_t = decoupled_passes(tiles, params, layer.kernel, base, load)
                 tot["decoupled"] -= (lock_t - dec_t) * cond_steps
                 # the channel slices, against the RTL's last pass (two channel slices, or
                 # three kernel-row ones)
-                n_cond = layer.c_in - layer.c_in // layer.partitions
-                kk = layer.kernel ** 2
                 for s, busiest in _slices(tiles, params, max_slices):
                     rtl = pass_steps(layer.kernel, sliced_last(busiest, layer.kernel, params),
                                      n_cond)

@@ -742,11 +742,14 @@ class Sluice(wiring.Component):
         # ECP5 critical path (10.2 ns); cycle-neutral
         g_skip_next = [Signal(name=f"g_skip_next_{j}") for j in range(NG)]
 
+        def lo_dist(two_slices, far):
+            """The distance from the upper slice's channel offset to the lower one's."""
+            return Mux(two_slices, Mux(far, hb_off, prods.half_off), 0)
+
         # the lower slice's offsets at a pass's start: the upper one's plus the distance
         lo_reset = [Signal(saddr, name=f"lo_reset_{j}") for j in range(len(lo_far))]
         for j in range(len(lo_far)):
-            m.d.comb += lo_reset[j].eq(g_start_off[j] + Mux(nxt_slc, Mux(lo_far0[j], hb_off,
-                                                                          prods.half_off), 0))
+            m.d.comb += lo_reset[j].eq(g_start_off[j] + lo_dist(nxt_slc, lo_far0[j]))
 
         def reset_steps():
             last_n0 = Mux(nxt_slc, half_m1 == 0, n_ch_m1 == 0) if SL else n_ch_m1 == 0
@@ -1543,7 +1546,7 @@ class Sluice(wiring.Component):
                     g_off_next = Mux(g_skip_next[j], g_off[j] + skip_off, g_off[j] + hw_in)
                     if SL:  # the lower slice's channel: the upper one's plus the distance
                         far = Mux(g_skip_next[j], 0, lo_far[j] | lo_set_next[j])
-                        lo_next = g_off_next + Mux(st_slc, Mux(far, hb_off, prods.half_off), 0)
+                        lo_next = g_off_next + lo_dist(st_slc, far)
                         m.d.sync += [lo_far[j].eq(far), lo_row_off[j].eq(lo_next),
                                      lo_step_off[j].eq(lo_next),
                                      lo_set_next[j].eq(lo_beyond[j] & (st_n + 2 == lo_gap[j]))]
