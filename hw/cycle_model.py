@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sluice.hw.params import DEFAULT, SLICE3_KERNEL, HwParams
+from sluice.hw.params import DEFAULT, SLICE3_KERNEL, HwParams, walked_rows
 from sluice.hw.postproc import post_latency
 
 # fixed costs, in cycles (see the RTL): PHASE/COND states; TERM writes the terminating word
@@ -146,6 +146,9 @@ def job_cycles(layer, job_desc: dict, gate_band, p: HwParams, dense: bool) -> di
     c_out = job_desc["C_OUT"]
     hw_in = job_desc["H_IN"] * job_desc["W_IN"]
     hw_out = job_desc["H_OUT"] * job_desc["W_OUT"]
+    # the pixels the walker visits (stacked images: not the rows between them)
+    npix = len(walked_rows(job_desc["H_OUT"], job_desc.get("IMG_ROWS", 0),
+                           job_desc.get("IMG_GAP", 0))) * job_desc["W_OUT"]
     gated = layer.gated and not dense
     base_cin = job_desc["BASE_CIN"]
     first = bool(job_desc["FLAGS"] & 8)
@@ -204,10 +207,10 @@ def job_cycles(layer, job_desc: dict, gate_band, p: HwParams, dense: bool) -> di
         run = s + C + PHASE_ENTRY  # first RUN cycle
         if not gated:
             steps = c_in * kk
-            end, n, wt = phase_cycles(hw_out, steps, p, run, need_for(t, "dense"), act_end)
+            end, n, wt = phase_cycles(npix, steps, p, run, need_for(t, "dense"), act_end)
         else:
             steps = base_cin * kk
-            end, n, wt = phase_cycles(hw_out, steps, p, run, need_for(t, "base"), act_end)
+            end, n, wt = phase_cycles(npix, steps, p, run, need_for(t, "base"), act_end)
         steps_total += n * steps
         passes += n
         load_wait += wt
@@ -269,7 +272,12 @@ def job_bands(layer, gate, params: HwParams, dense: bool):
     from sluice.sim.host import layer_jobs
 
     for job in layer_jobs(layer, params, dense=dense):
-        yield job, host_gate(gate[:, job.y0:job.y0 + job.h_out], job.channels)
+        band = gate[:, job.y0:job.y0 + job.h_out]
+        rows = job.rows
+        if len(rows) < job.h_out:  # the rows between stacked images: never computed
+            band = np.zeros_like(band)
+            band[:, rows] = gate[:, job.y0:job.y0 + job.h_out][:, rows]
+        yield job, host_gate(band, job.channels)
 
 
 def host_gate(gate, channels) -> np.ndarray:
@@ -326,7 +334,11 @@ def loss_breakdown(layer, gate, counters: dict, params: HwParams = DEFAULT,
     R, C, NG = params.rows, params.cols, params.groups
     kk = layer.kernel * layer.kernel
     gated = layer.gated and not dense
-    fig = work_figures(layer, gate if gated else np.ones_like(gate))
+    from sluice.sim.host import computed_rows
+
+    rows = computed_rows(layer, params, dense)  # (stacked images: not the rows between them)
+    fig = work_figures(layer, (gate if gated else np.ones_like(gate))[:, rows],
+                       out_rows=int(rows.sum()))
     cycles = counters["cycles"]
     overhead = counters["stall_cycles"] + counters["load_cycles"]
     issued = array_steps(cycles, counters)
@@ -334,7 +346,7 @@ def loss_breakdown(layer, gate, counters: dict, params: HwParams = DEFAULT,
     first_steps = 0  # steps of the dense or base phase, all jobs and tiles
     for job in layer_jobs(layer, params, dense=dense):
         tiles = -(-len(job.channels) // C)
-        first_steps += tiles * -(-job.h_out * layer.w_out // R) * base_cin * kk
+        first_steps += tiles * -(-len(job.rows) * layer.w_out // R) * base_cin * kk
     first_macs = fig["macs_base"] if gated else fig["macs_dense"]
     out = {"cycles": cycles, "ideal": fig["macs_theory"] / (R * C),
            "base_fill": first_steps - first_macs / (R * C), "overhead": overhead}

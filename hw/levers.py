@@ -5,16 +5,17 @@
 
 For each image count N it runs the network's layers on N images of the export's data set
 (``manifest.json``'s sample: same data set and split, images index, index + 1, ...) stacked
-along the height of every feature map, with zero rows between the images (a host-side
-transformation the current RTL runs as it is: a stacked layer is an ordinary, taller layer;
-:mod:`sluice.sim.batch`, which ``sluice run-model --images N`` runs on the RTL),
+along the height of every feature map, with zero rows between the images (the throughput
+mode of :mod:`sluice.sim.batch`, which ``sluice run-model --images N`` runs on the RTL: bands
+of whole images whose jobs skip the output rows between the images, IMG_ROWS and IMG_GAP),
 and reports for the whole network:
 
 - ``lockstep``: the cycle model (exact against the RTL) on the stacked layers, i.e. what the
   current hardware would do in a throughput mode that stacks N images (with its row slices,
   ``HwParams.row_slices``: a tile's last conditional pass split over two row slices by input
-  channels or on 3 x 3 layers over three by kernel rows). The separator rows'
-  work is counted in the cycles; the MAC reduction counts only the real outputs;
+  channels or on 3 x 3 layers over three by kernel rows). The rows between the images are
+  not computed (since session 41; before, they were, in both runs); the MAC reduction counts
+  the images' own outputs;
 - ``independent``: an estimate for hardware whose skip groups advance through their own
   active lists across channel tiles (each group with its own weight read port), not built:
   a layer's conditional passes become the busiest group's sum over tiles instead of the sum
@@ -67,6 +68,7 @@ from sluice.hw.params import DEFAULT, HwParams
 from sluice.model.intnet import IntNet
 from sluice.model.reference import run_reference, work_figures
 from sluice.sim.batch import split, stack_layer
+from sluice.sim.host import computed_rows
 
 
 def network_tensors(net: IntNet, x_int8: np.ndarray) -> tuple[dict, dict]:
@@ -210,11 +212,12 @@ def study(net: IntNet, runs, params: HwParams = DEFAULT, max_slices: int = 4) ->
     slices of the ``sliced`` estimate (:func:`sliced_passes`; 2: as many as the RTL's). The
     ``independent``, ``paired`` and ``shared`` estimates count a sliced pass as its share of a
     full one, as the RTL runs it (each group's own last pass
-    per tile in the independent one)."""
+    per tile in the independent one). ``alone``, ``dense_alone``: the cycles of the same
+    images each run alone (the cycle model), what stacking them is compared with."""
     per_image = [t for t, _ in runs]
     n = len(runs)
     tot = {"dense": 0, "lockstep": 0, "independent": 0, "paired": 0, "shared": 0, "sliced": 0,
-           "decoupled": 0, "macs_dense": 0, "macs_theory": 0}
+           "decoupled": 0, "macs_dense": 0, "macs_theory": 0, "alone": 0, "dense_alone": 0}
     for e, layer in net.layers:
         res = [t[e["residual"]] for t in per_image] if e.get("residual") is not None else None
         big, rows = stack_layer(layer, [t[e["input"]] for t in per_image], res)
@@ -232,6 +235,15 @@ def study(net: IntNet, runs, params: HwParams = DEFAULT, max_slices: int = 4) ->
             tot["macs_theory"] += fig["macs_theory"]
         tot["dense"] += predict(big, None, params, dense=True)["cycles"]
         gated = predict(big, gate, params, dense=not layer.gated)["cycles"]
+        # the same images each run alone (the throughput the stacking is compared with)
+        for i in range(n):
+            one, _ = stack_layer(layer, [per_image[i][e["input"]]],
+                                 [res[i]] if res is not None else None)
+            tot["alone"] += predict(one, runs[i][1][e["name"]], params,
+                                    dense=not layer.gated)["cycles"]
+            tot["dense_alone"] += predict(one, None, params, dense=True)["cycles"]
+        kept = computed_rows(big, params)  # (not the rows between the images)
+        gate = gate[:, kept]
         tot["lockstep"] += gated
         tot["independent"] += gated
         tot["paired"] += gated
@@ -249,7 +261,7 @@ def study(net: IntNet, runs, params: HwParams = DEFAULT, max_slices: int = 4) ->
             tot["paired"] -= (lock - _paired_passes(tiles, params, layer.kernel)[1]) * cond_steps
             tot["shared"] -= (lock - _shared_passes(tiles, params, layer.kernel)[1]) * cond_steps
             if cond_steps:
-                base = -(-big.h_out * big.w_out // params.rows) * base_cin * kk / cond_steps
+                base = -(-gate.shape[1] * big.w_out // params.rows) * base_cin * kk / cond_steps
                 load = (params.wgt_beats(layer.c_in * kk)
                         + params.par_beats) / cond_steps
                 lock_t, dec_t = decoupled_passes(tiles, params, layer.kernel, base, load)
@@ -265,6 +277,7 @@ def study(net: IntNet, runs, params: HwParams = DEFAULT, max_slices: int = 4) ->
     for k in ("lockstep", "independent", "paired", "shared", "sliced", "decoupled"):
         out[f"speedup_{k}"] = tot["dense"] / tot[k]
         out[f"efficiency_{k}"] = out[f"speedup_{k}"] / red
+    out["efficiency_alone"] = tot["dense_alone"] / tot["alone"] / red
     return out
 
 
@@ -480,8 +493,9 @@ def main(argv=None) -> int:
         print("| images | dense cycles | lockstep cycles | efficiency | independent groups "
               f"(estimate) | efficiency | paired tiles (estimate) | efficiency | shared passes "
               f"(estimate) | efficiency | {args.slices} channel slices (estimate) | efficiency "
-              "| decoupled groups (estimate) | efficiency | MAC reduction |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+              "| decoupled groups (estimate) | efficiency | MAC reduction | each image alone: "
+              "gated cycles | efficiency |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for n in args.images:
         r = study(net, runs[:n], params, args.slices)
         if args.json:
@@ -493,7 +507,8 @@ def main(argv=None) -> int:
                   f"{r['efficiency_paired']:.3f} | {round(r['shared']):,} | "
                   f"{r['efficiency_shared']:.3f} | {round(r['sliced']):,} | "
                   f"{r['efficiency_sliced']:.3f} | {round(r['decoupled']):,} | "
-                  f"{r['efficiency_decoupled']:.3f} | {r['reduction']:.3f} |", flush=True)
+                  f"{r['efficiency_decoupled']:.3f} | {r['reduction']:.3f} | "
+                  f"{r['alone']:,} | {r['efficiency_alone']:.3f} |", flush=True)
         if args.shared_post:
             s = study(net, runs[:n], dataclasses.replace(params, post_cols=params.cols))
             if args.json:

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 
 from sluice.errors import SluiceError
 
-VERSION = 5  # bumps when the register map or the stream format changes
+VERSION = 6  # bumps when the register map or the stream format changes
 
 # ---------------------------------------------------------------------------------------------
 # Bit widths (SPEC section 2)
@@ -28,6 +28,31 @@ PIX_BITS = 16  # output pixel index in result words
 KERNELS = (1, 3, 5, 7)
 STRIDES = (1, 2)
 MAX_PADDING = 3
+#: the most output rows the pixel walker skips between two stacked images (descriptor IMG_GAP):
+#: the rows whose windows straddle two images, K - 1 + the separator rows at most
+IMG_GAP_MAX = 7
+
+
+def walked_rows(h_out: int, img_rows: int = 0, img_gap: int = 0) -> list[int]:
+    """The output rows of a job (``H_OUT`` rows) the pixel walker visits, in order: all of
+    them, or with stacked images (descriptor IMG_ROWS, IMG_GAP) all but the IMG_GAP rows after
+    each image's IMG_ROWS rows, a gap being skipped only when more than IMG_GAP rows follow the
+    image's last (so a job ends on a visited row). The rows it skips get no results and no gate
+    bits; a result's pixel index is still the row's (``row * W_OUT + x``)."""
+    rows, r, i = [], 0, 0
+    while r < h_out:
+        rows.append(r)
+        if img_rows and i == img_rows - 1:
+            i = 0
+            if h_out - 1 - r > img_gap:
+                r += 1 + img_gap
+                continue
+        elif img_rows:
+            i += 1
+        r += 1
+    return rows
+
+
 #: ``HwParams.row_slices``: 1 none, 2 a last pass on two row slices, 3 also on three (3 x 3)
 ROW_SLICES = (1, 2, 3)
 #: registers between the buffers' read data and the array edge, on every activation and
@@ -396,6 +421,11 @@ DESCRIPTOR = (
     ("FLAGS", "layer flags, see fields"),
     ("BASE_LO", "with FLAGS.BASE_FIRST: first input channel of the common base set "
                 "(0 for SPEC 'first'; g*BASE_CIN runs base group g of a grouped layer alone)"),
+    ("IMG_ROWS", "images stacked along the height: output rows per image (0: one map, no "
+                 "gaps); after every IMG_ROWS output rows the pixel walker skips IMG_GAP rows "
+                 "(the rows between two images), unless those would reach the last row"),
+    ("IMG_GAP", f"output rows skipped after each image's IMG_ROWS rows, 0..{IMG_GAP_MAX} "
+                "(never computed: no results, no gate bits)"),
 )
 
 def desc_ranges(p: HwParams | None = None) -> dict[str, tuple[int, str]]:
@@ -411,6 +441,7 @@ def desc_ranges(p: HwParams | None = None) -> dict[str, tuple[int, str]]:
     Read back, a register returns the value as written (``hw/regs.py``). C_OUT and
     GROUP_COUT, whose channel tiles are streamed, keep DIM_BITS."""
     out = {"KERNEL": (max(KERNELS).bit_length(), "KERNEL"),
+           "IMG_GAP": (IMG_GAP_MAX.bit_length(), "GEOMETRY"),
            "STRIDE": (max(STRIDES).bit_length(), "STRIDE"),
            "PAD_TOP": (MAX_PADDING.bit_length(), "PADDING"),
            "PAD_LEFT": (MAX_PADDING.bit_length(), "PADDING")}
@@ -418,6 +449,7 @@ def desc_ranges(p: HwParams | None = None) -> dict[str, tuple[int, str]]:
         cin_max = min(p.act_depth, p.wgt_depth)
         cin_flag = "WGT_BUFFER" if p.wgt_depth <= p.act_depth else "ACT_BUFFER"
         for name, bound, flag in (("H_OUT", p.pix_depth, "PIX_BUFFER"),
+                                  ("IMG_ROWS", p.pix_depth, "PIX_BUFFER"),
                                   ("W_OUT", p.pix_depth, "PIX_BUFFER"),
                                   ("H_IN", p.act_depth, "ACT_BUFFER"),
                                   ("W_IN", p.act_depth, "ACT_BUFFER"),
@@ -462,10 +494,11 @@ ERROR_FIELDS = (
     ("PADDING", 3, 1, "PAD_TOP or PAD_LEFT above 3"),
     ("PARTITIONS", 4, 1, "BASE_CIN * p != C_IN, or GROUP_COUT * p != C_OUT (group mode), "
                          "or BASE_LO + BASE_CIN > C_IN (BASE_FIRST)"),
-    ("GEOMETRY", 5, 1, "an output window reaches beyond the input plus 3 padding rows/cols"),
+    ("GEOMETRY", 5, 1, "an output window reaches beyond the input plus 3 padding rows/cols, "
+                       f"or IMG_GAP above {IMG_GAP_MAX}"),
     ("ACT_BUFFER", 6, 1, "C_IN * H_IN * W_IN exceeds the activation buffer"),
     ("WGT_BUFFER", 7, 1, "C_IN * K * K exceeds the weight buffer"),
-    ("PIX_BUFFER", 8, 1, "H_OUT * W_OUT exceeds the pixel buffers"),
+    ("PIX_BUFFER", 8, 1, "H_OUT * W_OUT (or IMG_ROWS) exceeds the pixel buffers"),
     ("SKIP_GROUP", 9, 1, "gated group mode with GROUP_COUT not a multiple of the skip group "
                          "width (the host pads each base group with unused channels)"),
     ("GATING", 10, 1, "FLAGS.GATED on a dense-only build (generated with gating off, ID bit 16 "

@@ -80,6 +80,11 @@ class Layer:
     #: exported). A scheduling choice of the network run (manifest field ``column_order``,
     #: ``sluice column-order``), not part of the layer file: results are the same either way.
     column_order: np.ndarray | None = None
+    #: images stacked along the height (``sim.batch.stack_layer``): ``(step, rows, h_in)``,
+    #: output rows per image with the rows between two images, the image's own output rows
+    #: and its own input rows; the host has the accelerator skip the rows between them
+    #: (descriptor IMG_ROWS, IMG_GAP, ``sim.host.job_rows``). Not part of the layer file.
+    stack: tuple[int, int, int] | None = None
 
     @property
     def c_in(self) -> int:

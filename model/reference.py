@@ -96,10 +96,13 @@ def run_reference(layer: Layer, dense: bool = False, check: bool = True):
     return requantise(acc, layer), gate
 
 
-def work_figures(layer: Layer, gate: np.ndarray, rows: int = 0, cols: int = 0) -> dict:
-    """Work counted as SPEC section 3 (element level). ``bound_cycles`` needs ``rows * cols``."""
+def work_figures(layer: Layer, gate: np.ndarray, rows: int = 0, cols: int = 0,
+                 out_rows: int | None = None) -> dict:
+    """Work counted as SPEC section 3 (element level). ``bound_cycles`` needs ``rows * cols``.
+    ``out_rows``: count that many output rows (``gate`` holding only theirs), not all
+    ``h_out`` (the rows a stacked run computes, ``sim.host.computed_rows``)."""
     kk = layer.kernel * layer.kernel
-    m = layer.c_out * layer.h_out * layer.w_out
+    m = layer.c_out * (layer.h_out if out_rows is None else out_rows) * layer.w_out
     macs_dense = m * layer.c_in * kk
     if layer.thresh is None:
         macs_base = macs_theory = macs_dense

@@ -1,11 +1,14 @@
 """Throughput mode: several images in one job per layer, stacked along the feature maps' height.
 
 The host stacks N images' input maps (and residuals) along H with zero rows between them: a
-stacked layer is an ordinary, taller layer that the RTL runs as it is (its host sequence splits
-it into bands of output rows when the buffers are too small). Each image's outputs and gate bits
-are rows of the stacked layer's (:func:`stack_layer`'s ``rows``); the rows between them are
-computed on the separator and dropped. On small maps this fills the array's rows with more
-pixels per channel tile, which is where single-image runs lose most (``hw/README.md``).
+stacked layer is a taller layer whose ``Layer.stack`` tells the host where the images are. Each
+image's outputs and gate bits are rows of the stacked layer's (:func:`stack_layer`'s ``rows``).
+The output rows between two images (whose windows straddle the separator) are never computed:
+the host runs bands of whole images with the descriptor's IMG_ROWS and IMG_GAP set, and the
+pixel walker jumps over those rows (``sim.host.job_rows``); where one image does not fit the
+buffers, each image runs in bands of its own, as it would alone. On small maps this fills the
+array's rows with more pixels per channel tile, which is where single-image runs lose most
+(``hw/README.md``); on maps too large for two images per job it changes nothing.
 
 Used by ``sluice run-model --images N`` (the testbench and the checks) and by the cycle-model
 study in :mod:`sluice.hw.levers`.
@@ -46,8 +49,9 @@ def stack_layer(layer, xs, residuals=None):
     res = None
     if residuals is not None:
         res = stack(residuals, (layer.h_in + s) // layer.stride - layer.h_out)
-    big = layer.replace(x=stack(xs, s), residual=res, y_ref=None, gate_ref=None)
     step = (layer.h_in + s) // layer.stride  # output rows per stacked image
+    big = layer.replace(x=stack(xs, s), residual=res, y_ref=None, gate_ref=None,
+                        stack=(step, layer.h_out, layer.h_in) if len(xs) > 1 else None)
     rows = [np.arange(i * step, i * step + layer.h_out) for i in range(len(xs))]
     return big, rows
 

@@ -7,7 +7,9 @@ come from ``sluice.hw.params`` (see ``hw/REGMAP.md``).
 A layer whose activations or output pixels do not fit the on-chip buffers is split into bands of
 output rows; each band is one *job* (its own descriptor, with its own top padding and input rows),
 run one after the other. Base groups that are not a whole number of skip groups are padded with
-unused channels (``job_channels``).
+unused channels (``job_channels``). A layer of images stacked along the height
+(``Layer.stack``, ``sim.batch``) runs in bands of whole images where one image fits, each job
+skipping the rows between its images (descriptor IMG_ROWS, IMG_GAP; ``job_rows``).
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sluice.errors import SluiceError
-from sluice.hw.params import (DEFAULT, FLAG_FIELDS, KERNELS, MAX_PADDING, PARAM_ORDER, REG,
-                              STRIDES, HwParams, result_fields)
+from sluice.hw.params import (DEFAULT, FLAG_FIELDS, IMG_GAP_MAX, KERNELS, MAX_PADDING,
+                              PARAM_ORDER, REG, STRIDES, HwParams, result_fields, walked_rows)
 
 _FLAG = {name: lsb for name, lsb, _, _ in FLAG_FIELDS}
 
@@ -33,6 +35,13 @@ class Job:
     h_out: int
     descriptor: dict = field(default_factory=dict)
     channels: list = field(default_factory=list)  # layer channel of each job channel (-1: pad)
+
+    @property
+    def rows(self) -> list[int]:
+        """The band's output rows the accelerator computes (relative to ``y0``): all, or
+        without the rows between stacked images (``hw.params.walked_rows``)."""
+        d = self.descriptor
+        return walked_rows(self.h_out, d.get("IMG_ROWS", 0), d.get("IMG_GAP", 0))
 
 
 def _words_from_bytes(raw: np.ndarray, nbytes: int) -> list:
@@ -68,6 +77,51 @@ def band_rows(layer, params: HwParams) -> int:
                           f"({params.act_depth} bytes) or pixel buffers ({params.pix_depth}); "
                           "build with larger --act-depth/--pix-depth")
     return best
+
+
+def job_rows(layer, params: HwParams, band: int) -> list[tuple[int, int, int, int, int, int]]:
+    """``(y0, y1, IMG_ROWS, IMG_GAP, top, bottom)`` of each job: output rows ``[y0, y1)`` in
+    bands of at most ``band`` rows (:func:`band_rows`), reading input rows within ``[top,
+    bottom)`` (the rest is padding). For stacked images (``layer.stack``) no band holds a row
+    between two images: where every image fits one job, bands of as many whole images as the
+    buffers hold, each ending on its last image's last row, the walker skipping the rows
+    between its images; else each image in bands of its own, as a run of that image alone
+    would have them. A band's input stops at its first and last images' own rows."""
+    if layer.stack is not None:
+        step, rows, h = layer.stack
+        gap = step - rows
+        n_img = (layer.h_out - rows) // step + 1
+        k, s, p = layer.kernel, layer.stride, layer.padding
+        top = [i * step * s for i in range(n_img)]  # each image's first input row
+
+        def fits(i, j, y0, y1):  # output rows [y0, y1) of images i .. j - 1
+            in_rows = min(top[j - 1] + h, (y1 - 1) * s - p + k) - max(top[i], y0 * s - p)
+            return ((y1 - y0) * layer.w_out <= params.pix_depth
+                    and layer.c_in * in_rows * layer.w_in <= params.act_depth)
+
+        def image_bands(b):
+            return [(i, y, min(i * step + rows, y + b)) for i in range(n_img)
+                    for y in range(i * step, i * step + rows, b)]
+
+        if gap > IMG_GAP_MAX or not all(fits(i, i + 1, y0, y1)
+                                        for i, y0, y1 in image_bands(rows)):
+            b = next((b for b in range(rows, 0, -1)
+                      if all(fits(i, i + 1, y0, y1) for i, y0, y1 in image_bands(b))), 0)
+            if b:
+                return [(y0, y1, 0, 0, top[i], top[i] + h) for i, y0, y1 in image_bands(b)]
+        else:
+            out, i = [], 0
+            while i < n_img:
+                j = i + 1  # images [i, j) in one job: as many as fit
+                while j < n_img and fits(i, j + 1, i * step, j * step + rows):
+                    j += 1
+                many = j - i > 1
+                out.append((i * step, (j - 1) * step + rows, rows if many else 0,
+                            gap if many else 0, top[i], top[j - 1] + h))
+                i = j
+            return out
+    return [(y0, min(layer.h_out, y0 + band), 0, 0, 0, layer.h_in)
+            for y0 in range(0, layer.h_out, band)]
 
 
 def channel_order(c_in: int, base_lo: int, base_cin: int, gated: bool) -> list[int]:
@@ -174,17 +228,17 @@ def layer_jobs(layer, params: HwParams = DEFAULT, dense: bool = False) -> list[J
              | (first << _FLAG["BASE_FIRST"]))
 
     jobs = []
-    for y0 in range(0, layer.h_out, band):
-        y1 = min(layer.h_out, y0 + band)
+    for y0, y1, img_rows, img_gap, top, bottom in job_rows(layer, params, band):
         in_lo = y0 * s - pad
         in_hi = (y1 - 1) * s - pad + k
-        lo, hi = max(0, in_lo), min(layer.h_in, in_hi)
+        lo, hi = max(top, in_lo), min(bottom, in_hi)
         x = layer.x[:, lo:hi, :]
         desc = {
             "C_IN": layer.c_in, "C_OUT": c_out, "H_IN": hi - lo, "W_IN": layer.w_in,
             "H_OUT": y1 - y0, "W_OUT": layer.w_out, "KERNEL": k, "STRIDE": s,
             "PAD_TOP": lo - in_lo, "PAD_LEFT": pad, "PARTITIONS": p,
             "BASE_CIN": base_cin, "GROUP_COUT": group_cout, "FLAGS": flags, "BASE_LO": 0,
+            "IMG_ROWS": img_rows, "IMG_GAP": img_gap,
         }
         act = _words_from_bytes(x.view(np.uint8), params.stream_bytes)
         hw = (y1 - y0) * layer.w_out
@@ -227,6 +281,9 @@ def decode_words(layer, job: Job, words: list, y: np.ndarray, gate: np.ndarray,
     C, G, NG = params.cols, params.skip_cols, params.groups
     f = {name: (lsb, width) for name, lsb, width, _ in result_fields(params)}
     hw = job.h_out * layer.w_out
+    computed = np.zeros(hw, bool)  # the pixels the job computes (not the rows between images)
+    for r in job.rows:
+        computed[r * layer.w_out:(r + 1) * layer.w_out] = True
     chans = job.channels or list(range(layer.c_out))
     c_out = len(chans)
     n_tiles = -(-c_out // C)
@@ -256,10 +313,20 @@ def decode_words(layer, job: Job, words: list, y: np.ndarray, gate: np.ndarray,
                 v = (word >> (8 * c)) & 0xFF
                 y[o, job.y0 + yy, xx] = v - 256 if v >= 128 else v
                 gate[o, job.y0 + yy, xx] = (gbits >> c) & 1
-    if not (seen == 1).all():
-        bad = int((seen != 1).sum())
+    if not (seen == computed).all():
+        bad = int((seen != computed).sum())
         raise SluiceError(f"job at output row {job.y0}: {bad} (channel, pixel) results missing "
                           "or repeated in the result words")
+
+
+def computed_rows(layer, params: HwParams = DEFAULT, dense: bool = False) -> np.ndarray:
+    """Which of ``layer``'s output rows its jobs compute (a bool per row): all of them, or
+    for stacked images (``layer.stack``) all but the rows between the images
+    (``Job.rows``); the others get no results and no gate bits (zero in ``new_outputs``)."""
+    mask = np.zeros(layer.h_out, bool)
+    for job in layer_jobs(layer, params, dense):
+        mask[[job.y0 + r for r in job.rows]] = True
+    return mask
 
 
 def new_outputs(layer):

@@ -9,11 +9,13 @@ import pytest
 
 from sluice.hw.cycle_model import (LOSS_TERMS, active_items, loss_breakdown, pass_steps,
                                    predict, sliced_last)
-from sluice.hw.params import ERROR_FIELDS, FLAG_FIELDS, REG, HwParams, slice_taps
+from sluice.hw.params import (ERROR_FIELDS, FLAG_FIELDS, IMG_GAP_MAX, REG, HwParams, slice_taps,
+                              walked_rows)
 from sluice.hw.simulate import run_layer_amaranth, simulate_jobs
 from sluice.model.randlayer import extreme_sums_layer, make_layer
 from sluice.model.reference import run_reference, work_figures
-from sluice.sim.host import Job, layer_jobs
+from sluice.sim.batch import split, stack_layer
+from sluice.sim.host import Job, computed_rows, job_rows, layer_jobs
 
 # skip groups of 2 columns (the default width), one group spanning the array, single columns
 SQUARE = HwParams(rows=4, cols=4, act_depth=1024, wgt_depth=512, pix_depth=64, skip_cols=2)
@@ -154,17 +156,21 @@ CASES = {
 def check_run(layer, params, dense):
     res = run_layer_amaranth(layer, params, dense=dense)
     y, gate = run_reference(layer, dense=dense)
+    # stacked images (layer.stack): the rows between them are skipped, zero in the results
+    rows = computed_rows(layer, params, dense)
+    y[:, ~rows], gate[:, ~rows] = 0, 0
     assert np.array_equal(res.y, y), f"{int((res.y != y).sum())} outputs differ"
     assert np.array_equal(res.gate, gate)
     _, gate_gated = run_reference(layer)
-    fig = work_figures(layer, gate, params.rows, params.cols)
+    n_rows = int(rows.sum())
+    fig = work_figures(layer, gate[:, rows], params.rows, params.cols, out_rows=n_rows)
     cnt = res.counters
     # every element MAC the layer needs is issued, no more, and the rest are counted skipped
     # (padding channels, see sim.host.job_channels, do their base MACs and skip the rest)
     npad = layer_jobs(layer, params, dense=dense)[0].channels.count(-1)
     kk = layer.kernel ** 2
-    pad_base = npad * layer.h_out * layer.w_out * (layer.c_in // layer.partitions) * kk
-    pad_dense = npad * layer.h_out * layer.w_out * layer.c_in * kk
+    pad_base = npad * n_rows * layer.w_out * (layer.c_in // layer.partitions) * kk
+    pad_dense = npad * n_rows * layer.w_out * layer.c_in * kk
     assert cnt["macs_issued"] == fig["macs_theory"] + pad_base
     assert cnt["macs_issued"] + cnt["macs_skipped"] == fig["macs_dense"] + pad_dense
     assert res.cycles >= fig["bound_cycles"]
@@ -319,6 +325,77 @@ def test_layer_in_bands():
     check_run(layer, params, dense=False)
 
 
+# stacked images (sim.batch): (instance, layer, images); the host skips the rows between them
+STACKED = {
+    # 3 x 3, stride 1, padding 1: one row between the images, a residual
+    "k3_residual": (SQUARE, dict(c_in=8, c_out=8, size=(3, 4), partitions=4, gate_rate=0.3,
+                                 residual=True), 3),
+    # stride 2: the images' rows two input rows apart across the separator
+    "k3_stride2": (SQUARE, dict(c_in=8, c_out=8, size=(4, 4), stride=2, partitions=4,
+                                gate_rate=0.3), 3),
+    # 5 x 5 without padding: five rows between the images (their windows straddle two)
+    "k5_valid": (SQUARE, dict(c_in=4, c_out=4, size=(6, 5), kernel=5, padding=0,
+                              partitions=2, gate_rate=0.4), 3),
+    # pixel buffers for two images: bands of whole images, the last one alone
+    "bands_of_images": (replace(SQUARE, pix_depth=16),
+                        dict(c_in=4, c_out=8, size=(2, 3), partitions=2, gate_rate=0.4,
+                             residual=True), 5),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STACKED))
+def test_stacked_images_skip_the_rows_between_them(name):
+    """Images stacked along the height (``sim.batch``, ``sluice run-model --images``): the
+    walker skips the rows between them (IMG_ROWS, IMG_GAP), gated and dense, bit-exact per
+    image, the cycle model exact and every counter consistent (``check_run``), fewer cycles
+    than computing those rows."""
+    params, kw, n = STACKED[name]
+    layer = make_layer(**kw, seed=1)
+    imgs = [make_layer(**kw, seed=s) for s in range(2, 2 + n)]
+    xs = [im.x for im in imgs]
+    res_in = [im.residual for im in imgs] if layer.residual is not None else None
+    big, own = stack_layer(layer, xs, res_in)
+    step, rows, _ = big.stack
+    jobs = layer_jobs(big, params)
+    assert all(j.descriptor["IMG_GAP"] == (step - rows if j.descriptor["IMG_ROWS"] else 0)
+               for j in jobs)
+    assert any(j.descriptor["IMG_ROWS"] == rows for j in jobs)
+    assert computed_rows(big, params).sum() == n * rows  # every image's rows, nothing else
+    for dense in (False, True):
+        res, _ = check_run(big, params, dense)
+        for i, (yi, gi) in enumerate(zip(split(res.y, own), split(res.gate, own))):
+            one = layer.replace(x=xs[i], residual=res_in[i] if res_in else None)
+            y_own, g_own = run_reference(one, dense=dense)
+            assert np.array_equal(yi, y_own) and np.array_equal(gi, g_own), (dense, i)
+        _, gate = run_reference(big)
+        assert res.cycles < predict(big.replace(stack=None), gate, params, dense=dense)["cycles"]
+
+
+def test_walked_rows_and_bands_of_stacked_images():
+    """The walker's rows (``hw.params.walked_rows``, the RTL's rule): a gap is skipped after
+    every IMG_ROWS rows only when more than IMG_GAP rows follow; the host's bands of whole
+    images (``job_rows``) end on an image's last row."""
+    assert walked_rows(5) == [0, 1, 2, 3, 4]
+    assert walked_rows(11, 3, 1) == [0, 1, 2, 4, 5, 6, 8, 9, 10]
+    assert walked_rows(8, 2, 1) == [0, 1, 3, 4, 6, 7]
+    assert walked_rows(6, 2, 1) == [0, 1, 3, 4, 5]  # only one row after the second image
+    assert walked_rows(4, 1, 2) == [0, 3]
+    assert walked_rows(3, 1, 2) == [0, 1, 2]  # the gap would reach the last row
+    layer = make_layer(c_in=4, c_out=4, size=(2, 3), partitions=2, seed=1)
+    big, _ = stack_layer(layer, [layer.x] * 5)
+    assert big.stack == (3, 2, 2) and big.h_out == 14 and big.h_in == 14
+    assert job_rows(big, SQUARE, 14) == [(0, 14, 2, 1, 0, 14)]
+    assert job_rows(big, replace(SQUARE, pix_depth=16), 5) == [
+        (0, 5, 2, 1, 0, 5), (6, 11, 2, 1, 6, 11), (12, 14, 0, 0, 12, 14)]
+    # one image does not fit: each image in bands of its own, as when it runs alone (input
+    # rows within the image's own: the separators are padding)
+    one = [(y0, y1) for y0, y1, *_ in job_rows(layer, replace(SQUARE, pix_depth=4), 1)]
+    assert one == [(0, 1), (1, 2)]
+    assert job_rows(big, replace(SQUARE, pix_depth=4), 1) == [
+        (y0 + 3 * i, y1 + 3 * i, 0, 0, 3 * i, 3 * i + 2) for i in range(5) for y0, y1 in one]
+    assert IMG_GAP_MAX == 7
+
+
 def test_gated_tiles_send_the_conditional_weights_last():
     """A gated tile's WGT comes in two parts: the base phase's words, then (after PAR and RES,
     and in tile 0's section after the activations) the rest; a dense job's in one piece."""
@@ -440,6 +517,8 @@ def test_invalid_descriptors_set_error_flags():
         ("PARTITIONS", dict(PARTITIONS=1024 + 2)),
         ("PARTITIONS", dict(FLAGS=good.descriptor["FLAGS"] | 1 << FLAG["BASE_FIRST"],
                             BASE_LO=1024)),
+        ("GEOMETRY", dict(IMG_ROWS=1, IMG_GAP=IMG_GAP_MAX + 1)),
+        ("PIX_BUFFER", dict(IMG_ROWS=128)),
     ]
     jobs = [_job({**good.descriptor, **change}, good.beats) for _, change in bad]
     jobs.append(good)  # the accelerator is not hung afterwards

@@ -149,8 +149,12 @@ def test_levers_study_stacks_images_exactly(exported):
         md, mt = md + fig["macs_dense"], mt + fig["macs_theory"]
     assert (one["dense"], one["lockstep"]) == (dense, gated)
     assert one["reduction"] == pytest.approx(md / mt, rel=1e-12)
+    assert (one["alone"], one["dense_alone"]) == (gated, dense)
     three = study(net, runs, params)
     assert three["images"] == 3 and three["dense"] > 2 * dense
+    # each image alone: the dense cycles do not depend on the data; stacked, the jobs skip
+    # the rows between the images, so the stacked dense run is never longer
+    assert three["dense_alone"] == 3 * dense and three["dense"] <= three["dense_alone"]
     for r in (one, three):
         assert r["independent"] <= r["lockstep"] and r["paired"] <= r["lockstep"]
         assert r["sliced"] <= r["lockstep"] and r["shared"] <= r["lockstep"]
