@@ -78,6 +78,7 @@ def build_name(board: Board, params, dense_only=False, loopback=False, clock_mhz
         tag += f"_share{params.act_share}"
     tag += f"_aw{params.act_width}" if params.act_width else ""
     tag += f"_feed{params.feed_regs}" if params.feed_regs != 1 else ""  # (both builds)
+    tag += "_stack" if params.stacking != board.stacking else ""  # (both builds)
     # row slices other than the board's choice (gated builds only: the dense-only partner
     # has none, one name for either)
     if not dense_only and params.gating and params.row_slices != board.row_slices:
@@ -107,7 +108,7 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, gated=Fals
           loopback=False, program=False, out_root="build/boards", nice=10, seed=1,
           router=ROUTERS[0], clock_mhz=None, pe_mult=None, post_cols=None, skip_cols=None,
           act_share=None, act_width=None, row_slices=None, feed_regs=None, act_depth=None,
-          wgt_depth=None, pix_depth=None, nextpnr_args="",
+          wgt_depth=None, pix_depth=None, stacking=None, nextpnr_args="",
           outreg=False, synth_only=False, report_only=False, log=print) -> dict:
     """Synthesise, place and route one board build; returns the report dict. ``clock_mhz``:
     the design clock from the board's PLL (ECP5) instead of its oscillator. ``nextpnr_args``:
@@ -155,7 +156,7 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, gated=Fals
     array_given = dict(pe_mult=pe_mult, post_cols=post_cols, skip_cols=skip_cols,
                        act_share=act_share, act_width=act_width, row_slices=row_slices,
                        feed_regs=feed_regs, act_depth=act_depth, wgt_depth=wgt_depth,
-                       pix_depth=pix_depth)
+                       pix_depth=pix_depth, stacking=stacking)
     params = board.params(rows, cols, **array_given)
     if params.act_share == 2 and board.family == "ice40":
         raise SluiceError(f"--act-share 2: {board.name}'s block RAMs (SB_RAM40_4K) have one read "

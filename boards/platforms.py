@@ -32,6 +32,9 @@ class Board:
     #: the default build has the gating hardware; False: the default is the dense-only build
     #: (the gated one does not fit the part), ``sluice build --gated`` builds the gated one
     gated: bool = True
+    #: HwParams.stacking: off on the boards (their host runs one image at a time; on the
+    #: iCEBreaker the jump's logic does not fit), ``--stacking 1`` builds it
+    stacking: bool = False
     max_baud: int = 0  # the USB-serial chip's fastest reliable rate (0: baud)
     in_buf_bytes: int = 512  # bridge input ring (one block RAM)
     out_depth: int = 32  # bridge output FIFO, words
@@ -45,7 +48,8 @@ class Board:
 
         kw = dict(rows=rows or self.rows, cols=cols or self.cols, act_depth=self.act_depth,
                   wgt_depth=self.wgt_depth, pix_depth=self.pix_depth,
-                  skip_cols=self.skip_cols, row_slices=self.row_slices)
+                  skip_cols=self.skip_cols, row_slices=self.row_slices,
+                  stacking=self.stacking)
         if kw["cols"] % kw["skip_cols"]:
             kw["skip_cols"] = 1 if kw["cols"] % 2 else 2
         # one shared post-processing unit stays shared at another --cols

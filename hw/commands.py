@@ -47,6 +47,9 @@ PARAM_OPTIONS = {
     "feed_regs": "registers between the buffers' block-RAM data and the array edge (1 or 2; 2: "
                  "a cycle of its own for the route out of each block RAM, the sums a cycle "
                  "later)",
+    "stacking": "1: the pixel walker skips the rows between images stacked along the height "
+                "(descriptor IMG_ROWS, IMG_GAP; run-model --images); 0: left out, less logic, "
+                "stacked images then each run in bands of their own",
 }
 
 

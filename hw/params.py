@@ -168,6 +168,10 @@ class HwParams:
     own; the sums are final a cycle later (``array_extra``), a cycle more at each phase's end
     and on each pass that waits for the previous one's drain (the 8 x 8 board build with
     8-byte activation words: ``hw/README.md``, ``boards/README.md``).
+    ``stacking``: the pixel walker's jump over the output rows between stacked images
+    (descriptor IMG_ROWS, IMG_GAP; ``sluice run-model --images N``). False leaves it out (the
+    board builds, whose host runs one image at a time): the two registers are then ignored,
+    and the host runs stacked images each in bands of its own. ID bit 17 says which.
     """
 
     rows: int = 8
@@ -184,12 +188,16 @@ class HwParams:
     act_width: int = 0
     row_slices: int = 3
     feed_regs: int = FEED_REGS
+    stacking: bool = True
 
     def __post_init__(self):
         if not self.gating:  # no skip groups without gating: one feed per row
             object.__setattr__(self, "skip_cols", self.cols)
         if self.feed_regs not in FEED_REGS_CHOICES:
             raise SluiceError(f"--feed-regs: {self.feed_regs} must be 1 or 2")
+        if self.stacking not in (0, 1):
+            raise SluiceError(f"--stacking: {self.stacking} must be 0 or 1")
+        object.__setattr__(self, "stacking", bool(self.stacking))
         if self.row_slices not in ROW_SLICES:
             raise SluiceError(f"--row-slices: {self.row_slices} must be 1, 2 or 3")
         if not self.gating:  # (only conditional passes are sliced)
@@ -371,7 +379,8 @@ class HwParams:
             parts.append(f"skip_cols {self.skip_cols}")
         base = HwParams(rows=self.rows, cols=self.cols, gating=self.gating)
         for name in ("post_cols", "act_share", "act_width", "stream_width", "pe_mult",
-                     "act_depth", "wgt_depth", "pix_depth", "row_slices", "feed_regs"):
+                     "act_depth", "wgt_depth", "pix_depth", "row_slices", "feed_regs",
+                     "stacking"):
             if getattr(self, name) != getattr(base, name):
                 parts.append(f"{name} {getattr(self, name)}")
         return ", ".join(parts)
@@ -523,9 +532,10 @@ COUNTERS = (
 
 def _build_regmap():
     regs = [
-        Register("ID", 0x00, "ro", "bits 31..24 VERSION, 23..17 reserved, 16 GATING (1: gated "
-                 "layers supported; 0: a dense-only build), 15..8 ROWS, 7..0 COLS (of this "
-                 "instance)"),
+        Register("ID", 0x00, "ro", "bits 31..24 VERSION, 23..18 reserved, 17 STACKING (1: "
+                 "IMG_ROWS and IMG_GAP skip the rows between stacked images; 0: they are "
+                 "ignored), 16 GATING (1: gated layers supported; 0: a dense-only build), 15..8 "
+                 "ROWS, 7..0 COLS (of this instance)"),
         Register("CTRL", 0x04, "wo", "control", CTRL_FIELDS),
         Register("STATUS", 0x08, "ro", "status", STATUS_FIELDS),
         Register("ERROR", 0x0C, "ro", "error flags of the last START", ERROR_FIELDS),
@@ -540,11 +550,13 @@ def _build_regmap():
 
 REGISTERS = _build_regmap()
 ID_GATING_BIT = 16
+ID_STACKING_BIT = 17
 
 
 def id_value(p: HwParams) -> int:
     """Value of the ID register of an instance (see the register map)."""
-    return (VERSION << 24) | (int(p.gating) << ID_GATING_BIT) | (p.rows << 8) | p.cols
+    return ((VERSION << 24) | (int(p.stacking) << ID_STACKING_BIT)
+            | (int(p.gating) << ID_GATING_BIT) | (p.rows << 8) | p.cols)
 
 REG = {r.name: r for r in REGISTERS}
 ADDR_BITS = 8  # AXI4-Lite address width (byte address)

@@ -268,6 +268,8 @@ class Sluice(wiring.Component):
         img_one = Signal()
         img_last = Signal.like(img_rows)
         gap_ok0 = Signal()  # a gap fits after the first row: H_OUT - 1 > IMG_GAP
+        if not P.stacking:  # (the jump left out: IMG_ROWS and IMG_GAP ignored)
+            img_rows, img_gap = Const(0, len(img_rows)), Const(0, len(img_gap))
         m.d.sync += [gap_ok0.eq(h_out > img_gap + 1),gap_pix.eq(sum(Mux(img_gap[i], w_out << i, 0) for i in range(gbits))),
                      gap_step.eq(row_step + sum(Mux(img_gap[i], row_step << i, 0)
                                                 for i in range(gbits))),
@@ -1407,7 +1409,7 @@ class Sluice(wiring.Component):
                     with m.If(pw_x == w_out_m1):
                         m.d.sync += [pw_x.eq(0), pw_xbase.eq(-pad_left)]
                         rows_next = Signal.like(pw_rows, name="pw_rows_next")
-                        with m.If(pw_ilast & pw_gap_ok):  # over the gap to the next image
+                        with m.If(pw_ilast & pw_gap_ok if P.stacking else 0):  # the gap
                             m.d.comb += rows_next.eq(pw_rows - 1 - img_gap)
                             m.d.sync += [pw_ybase.eq(pw_ybase + gap_y),
                                          pw_rowaddr.eq(pw_rowaddr + gap_step),

@@ -86,7 +86,8 @@ def job_rows(layer, params: HwParams, band: int) -> list[tuple[int, int, int, in
     between two images: where every image fits one job, bands of as many whole images as the
     buffers hold, each ending on its last image's last row, the walker skipping the rows
     between its images; else each image in bands of its own, as a run of that image alone
-    would have them. A band's input stops at its first and last images' own rows."""
+    would have them (so too on an instance without ``HwParams.stacking``). A band's input
+    stops at its first and last images' own rows."""
     if layer.stack is not None:
         step, rows, h = layer.stack
         gap = step - rows
@@ -103,8 +104,8 @@ def job_rows(layer, params: HwParams, band: int) -> list[tuple[int, int, int, in
             return [(i, y, min(i * step + rows, y + b)) for i in range(n_img)
                     for y in range(i * step, i * step + rows, b)]
 
-        if gap > IMG_GAP_MAX or not all(fits(i, i + 1, y0, y1)
-                                        for i, y0, y1 in image_bands(rows)):
+        if gap > IMG_GAP_MAX or not params.stacking or not all(
+                fits(i, i + 1, y0, y1) for i, y0, y1 in image_bands(rows)):
             b = next((b for b in range(rows, 0, -1)
                       if all(fits(i, i + 1, y0, y1) for i, y0, y1 in image_bands(b))), 0)
             if b:

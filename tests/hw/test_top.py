@@ -15,7 +15,8 @@ from sluice.hw.simulate import run_layer_amaranth, simulate_jobs
 from sluice.model.randlayer import extreme_sums_layer, make_layer
 from sluice.model.reference import run_reference, work_figures
 from sluice.sim.batch import split, stack_layer
-from sluice.sim.host import Job, computed_rows, job_rows, layer_jobs
+from sluice.sim.host import (Job, computed_rows, decode_words, job_rows, layer_jobs,
+                             new_outputs)
 
 # skip groups of 2 columns (the default width), one group spanning the array, single columns
 SQUARE = HwParams(rows=4, cols=4, act_depth=1024, wgt_depth=512, pix_depth=64, skip_cols=2)
@@ -371,6 +372,32 @@ def test_stacked_images_skip_the_rows_between_them(name):
         assert res.cycles < predict(big.replace(stack=None), gate, params, dense=dense)["cycles"]
 
 
+def test_without_stacking_each_image_runs_alone():
+    """An instance built without the walker's jump (``HwParams.stacking`` False, the board
+    builds): the host runs stacked images each in bands of its own, bit-exact, in the cycles
+    of the images run one at a time; IMG_ROWS and IMG_GAP written anyway are ignored (every
+    row computed)."""
+    params = replace(SQUARE, stacking=False)
+    kw = dict(c_in=8, c_out=8, size=(3, 4), partitions=4, gate_rate=0.3)
+    layer = make_layer(**kw, seed=1)
+    xs = [make_layer(**kw, seed=s).x for s in (2, 3)]
+    big, own = stack_layer(layer, xs)
+    assert [j.descriptor["IMG_ROWS"] for j in layer_jobs(big, params)] == [0, 0]
+    res, _ = check_run(big, params, dense=False)
+    alone = [run_reference(layer.replace(x=x))[1] for x in xs]
+    assert res.cycles == sum(predict(layer.replace(x=x), g, params)["cycles"]
+                             for x, g in zip(xs, alone))
+    (job,) = layer_jobs(big, SQUARE)  # (the jobs of an instance with the jump)
+    assert job.descriptor["IMG_ROWS"] == 3
+    ((words, _, error, _),) = simulate_jobs([job], params)
+    assert error == 0
+    y, gate = new_outputs(big)
+    decode_words(big, replace(job, descriptor=dict(job.descriptor, IMG_ROWS=0, IMG_GAP=0)),
+                 words, y, gate, params)  # every row's results, each once
+    y_ref, g_ref = run_reference(big)
+    assert np.array_equal(y, y_ref) and np.array_equal(gate, g_ref)
+
+
 def test_walked_rows_and_bands_of_stacked_images():
     """The walker's rows (``hw.params.walked_rows``, the RTL's rule): a gap is skipped after
     every IMG_ROWS rows only when more than IMG_GAP rows follow; the host's bands of whole
@@ -588,19 +615,21 @@ def test_id_register():
     from sluice.hw.simulate import axil_read
     from sluice.hw.top import Sluice
     from amaranth.sim import Simulator
-    from sluice.hw.params import ID_GATING_BIT, VERSION
-    dut = Sluice(TALL)
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    got = []
+    from sluice.hw.params import ID_GATING_BIT, ID_STACKING_BIT, VERSION
+    for stacking in (True, False):
+        dut = Sluice(replace(TALL, stacking=stacking))
+        sim = Simulator(dut)
+        sim.add_clock(1e-8)
+        got = []
 
-    async def bench(ctx):
-        got.append(await axil_read(ctx, dut, REG["ID"].addr))
-        got.append(await axil_read(ctx, dut, 0xFC))
+        async def bench(ctx):
+            got.append(await axil_read(ctx, dut, REG["ID"].addr))
+            got.append(await axil_read(ctx, dut, 0xFC))
 
-    sim.add_testbench(bench)
-    sim.run()
-    assert got == [(VERSION << 24) | (1 << ID_GATING_BIT) | (3 << 8) | 5, 0]
+        sim.add_testbench(bench)
+        sim.run()
+        assert got == [(VERSION << 24) | (stacking << ID_STACKING_BIT) | (1 << ID_GATING_BIT)
+                       | (3 << 8) | 5, 0]
 
 
 def test_back_pressure_keeps_results_exact():
