@@ -10,9 +10,10 @@
 4. the same network on other array shapes and skip-group widths, from the cycle model (exact
    against the RTL, step 3 checks it on the default): how efficiency trades against size;
 5. efficiency levers from the cycle model (``sluice.hw.levers``): eight test images stacked
-   (a throughput mode the current RTL runs as it is, ``sluice run-model --images N``),
-   independent skip groups, shared passes and a tile's last conditional pass on two channel
-   slices (estimates), as exported and, on the default instance, with the host column order.
+   (the throughput mode of ``sluice run-model --images N``, the rows between the images
+   skipped; beside it the same images each run alone), independent skip groups, shared
+   passes, a tile's last conditional pass on four channel slices and decoupled skip groups
+   (estimates), as exported and, on the default instance, with the host column order.
 
 Writes ``report.md`` and ``bench.json`` into the output folder.
 """
@@ -297,8 +298,8 @@ def _write_report(out: Path, res: dict, fast: str) -> None:
                  f"{100 * r['overhead']:.1f}% |")
     L += ["", "## Efficiency levers (cycle model)", "",
           "`python -m sluice.hw.levers` (see `hw/README.md`): images stacked along the height "
-          "of every map (a throughput mode the current RTL runs as it is: `sluice run-model "
-          "EXPORT --images N`), and estimates for skip groups that advance independently "
+          "of every map (the throughput mode of `sluice run-model EXPORT --images N`, built), "
+          "and estimates for skip groups that advance independently "
           "across channel tiles, for skip groups that take whole passes of each other's lists "
           "within a tile (shared passes), and for a tile's last conditional pass split over "
           "up to four row slices by input channels (a quarter of its steps; the RTL builds "
