@@ -63,14 +63,16 @@ def test_run_model_images_on_rtl(tiny_export, tmp_path):
         f = line.split(",")
         assert f[3] == f[9] and f[4] == f[10], line  # RTL cycles == model (gated, dense)
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["images"] == 2
-    # the layers ran in jobs that skip the rows between the two images (IMG_ROWS, IMG_GAP)
-    from sluice.hw.levers import sample_images
+    # the smaller maps ran in jobs of both images that skip the rows between them (IMG_ROWS,
+    # IMG_GAP); the 16 x 16 ones, two of which the pixel buffers do not hold, an image a job
+    from sluice.hw.levers import sample_runs
     from sluice.sim.host import layer_jobs
     net = IntNet(tiny_export)
-    tensors = [{"input": x} for x in sample_images(net, 2)]
-    (e, layer), = net.layers[:1]
-    big, _ = bind_batch(net, e, layer, tensors)
-    assert [j.descriptor["IMG_ROWS"] for j in layer_jobs(big, params)] == [layer.h_out]
+    tensors = [t for t, _ in sample_runs(net, 2)]
+    for e, layer in net.layers:
+        big, _ = bind_batch(net, e, layer, tensors)
+        imgs = [j.descriptor["IMG_ROWS"] for j in layer_jobs(big, params)]
+        assert imgs == ([0, 0] if layer.h_out == 16 else [layer.h_out]), e["name"]
 
 
 def test_run_model_images_errors(tiny_export, tmp_path):
