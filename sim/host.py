@@ -92,6 +92,10 @@ def job_rows(layer, params: HwParams, band: int) -> list[tuple[int, int, int, in
         step, rows, h = layer.stack
         gap = step - rows
         n_img = (layer.h_out - rows) // step + 1
+        if gap < 0 or n_img < 1 or (n_img - 1) * step + rows != layer.h_out:
+            raise SluiceError(f"{layer.name}: stack {layer.stack} (output rows per image with "
+                              f"the rows between, per image, input rows) does not tile its "
+                              f"{layer.h_out} output rows")
         k, s, p = layer.kernel, layer.stride, layer.padding
         top = [i * step * s for i in range(n_img)]  # each image's first input row
 

@@ -7,6 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from sluice.errors import SluiceError
 from sluice.hw.cycle_model import (LOSS_TERMS, active_items, loss_breakdown, pass_steps,
                                    predict, sliced_last)
 from sluice.hw.params import (ERROR_FIELDS, FLAG_FIELDS, IMG_GAP_MAX, REG, HwParams, slice_taps,
@@ -421,6 +422,8 @@ def test_walked_rows_and_bands_of_stacked_images():
     assert job_rows(big, replace(SQUARE, pix_depth=4), 1) == [
         (y0 + 3 * i, y1 + 3 * i, 0, 0, 3 * i, 3 * i + 2) for i in range(5) for y0, y1 in one]
     assert IMG_GAP_MAX == 7
+    with pytest.raises(SluiceError, match="does not tile its 14 output rows"):
+        job_rows(big.replace(stack=(4, 2, 2)), SQUARE, 14)
 
 
 def test_gated_tiles_send_the_conditional_weights_last():
@@ -565,7 +568,6 @@ def test_invalid_descriptors_set_error_flags():
 def test_host_refuses_what_the_accelerator_cannot_run(field_name, value, tmp_path, capsys):
     # the same refusal as the ERROR flags above, before any simulation, board or cycle model
     from sluice.cli import main
-    from sluice.errors import SluiceError
     from sluice.model.layerfile import write_layer
     layer = make_layer(c_in=4, c_out=4, size=(9, 9), partitions=2, seed=3,
                        **{field_name: value})
