@@ -423,7 +423,7 @@ def test_walked_rows_and_bands_of_stacked_images():
         (y0 + 3 * i, y1 + 3 * i, 0, 0, 3 * i, 3 * i + 2) for i in range(5) for y0, y1 in one]
     assert IMG_GAP_MAX == 7
     with pytest.raises(SluiceError, match="does not tile its 14 output rows"):
-        job_rows(big.replace(stack=(4, 2, 2)), SQUARE, 14)
+        job_rows(big.replace(stack=(5, 2, 2)), SQUARE, 14)
 
 
 def test_gated_tiles_send_the_conditional_weights_last():
