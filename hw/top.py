@@ -36,9 +36,9 @@ from amaranth.lib.wiring import In, Out
 
 from sluice.hw.fifo import BufferedFIFO
 from sluice.hw.params import (ACT_BITS, COUNTERS, DEFAULT, DIM_BITS, ERROR_FIELDS,
-                              FLAG_FIELDS, IMG_GAP_MAX, KEEP_ATTRS, KERNELS, MAX_PADDING, PARAM_BITS,
-                              PARAM_ORDER, PIX_BITS, SLICE3_KERNEL, HwParams, desc_ranges,
-                              id_value, slice_taps)
+                              FLAG_FIELDS, IMG_GAP_MAX, KEEP_ATTRS, KERNELS, MAX_PADDING,
+                              PARAM_BITS, PARAM_ORDER, PIX_BITS, SLICE3_KERNEL, HwParams,
+                              desc_ranges, id_value, slice_taps)
 from sluice.hw.pe import ISSUE_REGS, SystolicArray
 from sluice.hw.postproc import (GateUnit, PostProc, front_regs, mult_stages, param_read_last,
                                 post_latency, res_stages)
@@ -270,7 +270,8 @@ class Sluice(wiring.Component):
         gap_ok0 = Signal()  # a gap fits after the first row: H_OUT - 1 > IMG_GAP
         if not P.stacking:  # (the jump left out: IMG_ROWS and IMG_GAP ignored)
             img_rows, img_gap = Const(0, len(img_rows)), Const(0, len(img_gap))
-        m.d.sync += [gap_ok0.eq(h_out > img_gap + 1),gap_pix.eq(sum(Mux(img_gap[i], w_out << i, 0) for i in range(gbits))),
+        m.d.sync += [gap_ok0.eq(h_out > img_gap + 1),
+                     gap_pix.eq(sum(Mux(img_gap[i], w_out << i, 0) for i in range(gbits))),
                      gap_step.eq(row_step + sum(Mux(img_gap[i], row_step << i, 0)
                                                 for i in range(gbits))),
                      gap_y.eq(times_stride(img_gap[:gbits] + 1)),

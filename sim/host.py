@@ -329,8 +329,9 @@ def computed_rows(layer, params: HwParams = DEFAULT, dense: bool = False) -> np.
     for stacked images (``layer.stack``) all but the rows between the images
     (``Job.rows``); the others get no results and no gate bits (zero in ``new_outputs``)."""
     mask = np.zeros(layer.h_out, bool)
-    for job in layer_jobs(layer, params, dense):
-        mask[[job.y0 + r for r in job.rows]] = True
+    for y0, y1, img_rows, img_gap, _, _ in job_rows(layer, params,
+                                                    check_runnable(layer, params, dense)):
+        mask[[y0 + r for r in walked_rows(y1 - y0, img_rows, img_gap)]] = True
     return mask
 
 
