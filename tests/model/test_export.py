@@ -486,6 +486,30 @@ def test_demo_column_order_step(exported, tmp_path):
     assert "as exported, without the column order: " in demo._as_exported()
 
 
+def test_demo_throughput_figures(exported, tmp_path):
+    """`sluice demo`'s throughput line (cycle model): the sample image and the next seven
+    stacked against the same eight images each alone, the latter what `sluice cycles EXPORT
+    --images 8` reports."""
+    import argparse
+
+    from sluice.demo import THROUGHPUT_IMAGES, Demo
+    from sluice.hw.commands import network_cycles
+
+    _, out, _ = exported
+    demo = Demo(argparse.Namespace(out=str(tmp_path / "demo"), rows=4, cols=4,
+                                   column_order=True))
+    demo.run_dir = out
+    demo.say = lambda text: None
+    demo.throughput()
+    t = demo.facts["throughput"]
+    alone = network_cycles(out, demo.params, THROUGHPUT_IMAGES)
+    assert t["images"] == THROUGHPUT_IMAGES == 8
+    assert t["alone_per_image"] * 8 == alone["cycles_gated"]
+    assert t["efficiency_alone"] == pytest.approx(alone["efficiency"], rel=1e-12)
+    assert t["gated_per_image"] < t["alone_per_image"]  # stacking fills the passes
+    assert "8 test images stacked" in demo._throughput_text()
+
+
 def test_column_order_into_a_copy(exported, tmp_path, capsys):
     """`sluice column-order EXPORT -o OUT`: the orders go into a complete copy at OUT (an
     earlier export there replaced), the export untouched; OUT that is the export, lies inside
