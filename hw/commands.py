@@ -175,9 +175,9 @@ def cmd_cycles(args) -> int:
         if args.dense:
             raise SluiceError(f"--dense: applies to a layer file, not to the export folder "
                               f"{args.layer} (its report has both runs)")
-        return _cycles_network(args.layer, params, args.images, args.data_dir)
-    if args.images != 1:
-        raise SluiceError(f"--images: applies to an export folder, not to the layer file "
+        return _cycles_network(args.layer, params, args.images, args.data_dir, args.stacked)
+    if args.images != 1 or args.stacked:
+        raise SluiceError(f"--images/--stacked: apply to an export folder, not to the layer file "
                           f"{args.layer}")
     layer = read_layer(args.layer)
     _, gate = run_reference(layer)
@@ -198,16 +198,23 @@ def cmd_cycles(args) -> int:
     return 0
 
 
-def network_cycles(export_dir, params, images: int = 1, data_dir=None) -> dict:
+def network_cycles(export_dir, params, images: int = 1, data_dir=None,
+                   stacked: bool = False) -> dict:
     """:func:`sluice.sim.model_run.predict_network` summed over ``images`` test images, each
-    run alone: the export's sample image and the ``images - 1`` after it in its data set;
+    run alone: the export's sample image and the ``images - 1`` after it in its data set
+    (``stacked``: the images stacked, the throughput mode of ``run-model --images``, one run);
     ``column_order``: the manifest's ``column_order_info`` (None: as exported)."""
     from sluice.hw.levers import sample_images
     from sluice.model.intnet import IntNet
-    from sluice.sim.model_run import bind_export, predict_network
+    from sluice.sim.model_run import bind_export, bind_export_stacked, predict_network
     if images < 1:
         raise SluiceError(f"--images must be >= 1, got {images}")
     export = IntNet(export_dir)  # read once, for every image
+    if stacked:
+        tot = predict_network(bind_export_stacked(export, images, data_dir), params)
+        tot["images"] = images
+        tot["column_order"] = export.manifest.get("column_order_info")
+        return tot
     xs = [None] + (sample_images(export, images, data_dir)[1:] if images > 1 else [])
     tot = None
     for x in xs:
@@ -231,11 +238,12 @@ def network_cycles(export_dir, params, images: int = 1, data_dir=None) -> dict:
     return tot
 
 
-def _cycles_network(export_dir, params, images=1, data_dir=None) -> int:
+def _cycles_network(export_dir, params, images=1, data_dir=None, stacked=False) -> int:
     from sluice.sim.model_run import column_order_note
-    net = network_cycles(export_dir, params, images, data_dir)
+    net = network_cycles(export_dir, params, images, data_dir, stacked)
     what = ("the export's sample image" if images == 1 else
-            f"{images} images each alone (the export's sample and the {images - 1} after it)")
+            f"{images} images {'stacked' if stacked else 'each alone'} (the export's sample "
+            f"and the {images - 1} after it)")
     order = f"; {column_order_note(net['column_order'])}" if net["column_order"] else ""
     print(f"{export_dir}: {params.summary()}, {len(net['layers'])} layers, {what}{order}")
     print(f"  {'layer':24s} {'dense':>8s} {'gated':>8s} {'speedup':>8s} {'reduction':>9s}")
@@ -403,6 +411,10 @@ def add_commands(sub) -> None:
     p.add_argument("--images", type=int, default=1,
                    help="export folder: sum over N images of its data set, each run alone "
                         "(the sample image and the N - 1 after it; default 1)")
+    p.add_argument("--stacked", action="store_true",
+                   help="with --images N: the N images stacked along the height, one run per "
+                        "layer (the throughput mode of run-model --images N, whose jobs skip "
+                        "the rows between the images)")
     p.add_argument("--data-dir", default=None, help="data set directory (--images)")
     add_params(p)
     p.set_defaults(func=cmd_cycles)

@@ -247,6 +247,33 @@ def bind_export(export, image=None) -> list[tuple]:
     return out
 
 
+def bind_export_stacked(export, images: int, data_dir=None) -> list[tuple]:
+    """:func:`bind_export` for the throughput mode (:mod:`sluice.sim.batch`): every layer
+    bound to the export's sample image and the ``images - 1`` after it in its data set,
+    stacked along the height, with the stacked layer's reference gate bits; the work figures
+    are the images' own, summed (as ``run_model --images`` counts them)."""
+    from sluice.hw.levers import network_tensors, sample_images
+    from sluice.model.intnet import IntNet
+    from sluice.model.reference import run_reference, work_figures
+    from sluice.sim.batch import stack_layer
+
+    net = export if isinstance(export, IntNet) else IntNet(export)
+    runs = [network_tensors(net, x) for x in sample_images(net, images, data_dir)]
+    out = []
+    for entry, layer in net.layers:
+        tensors = [t for t, _ in runs]
+        res = ([t[entry["residual"]] for t in tensors] if entry.get("residual") is not None
+               else None)
+        big, _ = stack_layer(layer, [t[entry["input"]] for t in tensors], res)
+        _, gate = run_reference(big, check=False)
+        figs = [work_figures(net.bind(entry, layer, t), g[entry["name"]])
+                for t, (_, g) in zip(tensors, runs)]
+        fig = {k: sum(f[k] for f in figs) for k in ("macs_dense", "macs_theory")}
+        fig["reduction"] = fig["macs_dense"] / fig["macs_theory"]
+        out.append((big, gate, fig))
+    return out
+
+
 def predict_network(bound_layers: list[tuple], params: HwParams) -> dict:
     """The cycle model over a whole network (``bind_export``'s layers). Returns per-layer rows
     and the network's totals (speedup over dense mode, element-level reduction, efficiency,

@@ -120,6 +120,22 @@ def test_params_summary_names_what_differs():
     assert HwParams(row_slices=1).summary() == "8x8, skip_cols 2, row_slices 1"
     # a dense-only build has no conditional passes to slice: the option is moot, not named
     assert HwParams(gating=False, row_slices=1).summary() == "8x8 dense-only"
+    assert HwParams(stacking=0).summary() == "8x8, skip_cols 2, stacking False"
+
+
+def test_stacking_option(tmp_path, capsys):
+    """`--stacking 0|1` (the walker's jump over the rows between stacked images), and
+    `cycles --stacked`, which needs an export folder."""
+    from sluice.model.layerfile import write_layer
+    from sluice.model.randlayer import make_layer
+
+    assert main(["verilog", "-o", str(tmp_path / "a.v"), "--rows", "2", "--cols", "2",
+                 "--stacking", "2"]) == 2
+    assert "--stacking: 2 must be 0 or 1" in capsys.readouterr().err
+    path = tmp_path / "l.layer.npz"
+    write_layer(path, make_layer(c_in=4, c_out=4, size=(4, 4), partitions=2, seed=1))
+    assert main(["cycles", str(path), "--stacked"]) == 2
+    assert "--images/--stacked: apply to an export folder" in capsys.readouterr().err
 
 
 def test_board_option_starts_from_the_board_build(capsys):

@@ -151,3 +151,15 @@ def test_predict_network_is_the_per_layer_model(export_dir, capsys):
     assert main(["cycles", str(export_dir), "--images", "2"]) == 0
     assert f"gated {both['cycles_gated']}," in capsys.readouterr().out
     assert main(["cycles", str(export_dir), "--images", "0"]) == 2
+    capsys.readouterr()
+    # --stacked: the same images stacked, one run per layer (the throughput mode), as
+    # levers.study counts it; the same work, fewer cycles
+    from sluice.hw.levers import sample_runs, study
+    st = network_cycles(export_dir, params, images=2, stacked=True)
+    ref = study(IntNet(export_dir), sample_runs(IntNet(export_dir), 2), params)
+    assert (st["cycles_gated"], st["cycles_dense"]) == (ref["lockstep"], ref["dense"])
+    assert (st["macs_dense"], st["macs_theory"]) == (both["macs_dense"], both["macs_theory"])
+    assert st["cycles_gated"] < both["cycles_gated"]
+    assert main(["cycles", str(export_dir), "--images", "2", "--stacked"]) == 0
+    out = capsys.readouterr().out
+    assert "2 images stacked" in out and f"gated {st['cycles_gated']}," in out
