@@ -6,7 +6,8 @@
 3. the embedded-default network on the RTL: per-layer speedup, reduction, efficiency and the
    cycle model's error, and the wall time of ``run-model`` per simulator; then again, on the
    fastest simulator, with the host column order fitted into a copy of the export (``sluice
-   column-order``, as ``make demo`` runs it);
+   column-order``, as ``make demo`` runs it), and in the throughput mode on that copy (the
+   sample and the next seven test images stacked, ``sluice run-model --images 8``);
 4. the same network on other array shapes and skip-group widths, from the cycle model (exact
    against the RTL, step 3 checks it on the default): how efficiency trades against size;
 5. efficiency levers from the cycle model (``sluice.hw.levers``): eight test images stacked
@@ -136,8 +137,10 @@ def array_shapes(export: Path) -> list[dict]:
 
 # (rows, cols, skip_cols) and image counts for step 5; the default instance's again with the
 # host column order (fitted to it in step 3)
-LEVERS = [((8, 8, 2), (1, 8)), ((8, 8, 1), (1, 8))]
-LEVERS_ORDERED = [((8, 8, 2), (1, 8))]
+#: images of step 3's throughput-mode run on the RTL and of step 5's stacked rows
+BENCH_IMAGES = 8
+LEVERS = [((8, 8, 2), (1, BENCH_IMAGES)), ((8, 8, 1), (1, BENCH_IMAGES))]
+LEVERS_ORDERED = [((8, 8, 2), (1, BENCH_IMAGES))]
 
 
 def levers(export: Path, ordered: Path | None = None) -> list[dict]:
@@ -224,6 +227,16 @@ def cmd_bench(args) -> int:
     print(f"      {fast}, host column order (fitted in {fit_s:.0f} s): {summ['wall_s']:.0f} s, "
           f"speedup {summ['speedup']:.2f}x, efficiency {summ['efficiency']:.3f}, bit-exact "
           f"{summ['bit_exact']}")
+    # the throughput mode on the RTL: the ordered export's sample and the images after it
+    t0 = _now()
+    summ = run_model(work / "export-ordered", out / f"network_{fast}_stacked", sim=fast,
+                     params=params, images=BENCH_IMAGES,
+                     progress=lambda t: print("      " + t, flush=True))
+    summ["wall_s"] = round(_now() - t0, 1)
+    res["network_stacked"] = {fast: summ}
+    print(f"      {fast}, {BENCH_IMAGES} images stacked: {summ['wall_s']:.0f} s, "
+          f"{summ['cycles_gated_per_image']:,.0f} gated cycles per image, efficiency "
+          f"{summ['efficiency']:.3f}, bit-exact {summ['bit_exact']}")
 
     print("[4/5] the network on other array shapes (cycle model) ...", flush=True)
     res["shapes"] = array_shapes(exp)
@@ -277,6 +290,22 @@ def _write_report(out: Path, res: dict, fast: str) -> None:
               f"{summ['bit_exact']}. "
               f"Network: speedup {summ['speedup']:.2f}x, efficiency {summ['efficiency']:.3f}.",
               "", (out / f"network_{s}_ordered" / "layers.md").read_text()]
+    for s, summ in res.get("network_stacked", {}).items():
+        alone = next((r for r in res.get("levers", []) if r.get("order") == "host column order"
+                      and r["images"] == summ["images"]
+                      and [r["rows"], r["cols"]] == list(res["array"])), None)
+        vs = (f" The same images each alone (cycle model, step 5): "
+              f"{alone['alone'] / alone['images']:,.0f} gated cycles per image, efficiency "
+              f"{alone['efficiency_alone']:.3f}." if alone else "")
+        L += ["", f"## Throughput mode on {s}: {summ['images']} images stacked", "",
+              f"`sluice run-model EXPORT-ORDERED --images {summ['images']}`: the sample image "
+              f"and the {summ['images'] - 1} after it stacked along the height of every map, "
+              f"the jobs skipping the rows between them. Wall time: {summ['wall_s']:.0f} s. "
+              f"Bit-exact: {summ['bit_exact']}; {summ.get('correct')} of {summ['images']} "
+              f"classified correctly. Per image {summ['cycles_gated_per_image']:,.0f} gated "
+              f"and {summ['cycles_dense_per_image']:,.0f} dense cycles; speedup "
+              f"{summ['speedup']:.2f}x, efficiency {summ['efficiency']:.3f}.{vs}", "",
+              (out / f"network_{s}_stacked" / "layers.md").read_text()]
     L += ["", "## The network on other array shapes (cycle model)", "",
           "The embedded default's sample image, every layer predicted by the cycle model (exact "
           "against the RTL on the default instance above). `MACs/cycle` is the dense network's "
