@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from sluice.boards import protocol as P
 from sluice.errors import SluiceError
-from sluice.hw.params import ID_GATING_BIT, VERSION
+from sluice.hw.params import ID_GATING_BIT, ID_STACKING_BIT, VERSION
 
 
 class BridgeError(SluiceError):
@@ -206,6 +206,11 @@ class BoardRunner:
                               f"--program)")
         if not ident >> ID_GATING_BIT & 1 and params.gating:  # a --dense-only bitstream
             params = self.params = dataclasses.replace(params, gating=False)
+        # with or without the walker's jump over the rows between stacked images (board
+        # builds leave it out unless built with --stacking 1): the host's jobs follow it
+        stacking = bool(ident >> ID_STACKING_BIT & 1)
+        if stacking != params.stacking:
+            params = self.params = dataclasses.replace(params, stacking=stacking)
         if info.stream_bytes != params.stream_bytes:
             raise BridgeError(f"the board's stream is {info.stream_bytes} bytes wide, the host "
                               f"expects {params.stream_bytes} (--rows/--cols of the bitstream?)")

@@ -448,9 +448,10 @@ def desc_ranges(p: HwParams | None = None) -> dict[str, tuple[int, str]]:
     written (its ``<name>_over`` port); a larger value sets the error flag named here (the
     check it would fail), and the flags computed from the field's value see only its low bits.
     Read back, a register returns the value as written (``hw/regs.py``). C_OUT and
-    GROUP_COUT, whose channel tiles are streamed, keep DIM_BITS."""
+    GROUP_COUT, whose channel tiles are streamed, keep DIM_BITS. On an instance with the
+    walker's jump (``HwParams.stacking``) IMG_GAP keeps 0..IMG_GAP_MAX and IMG_ROWS as many
+    bits as H_OUT; without it both keep DIM_BITS and are ignored, never refused."""
     out = {"KERNEL": (max(KERNELS).bit_length(), "KERNEL"),
-           "IMG_GAP": (IMG_GAP_MAX.bit_length(), "GEOMETRY"),
            "STRIDE": (max(STRIDES).bit_length(), "STRIDE"),
            "PAD_TOP": (MAX_PADDING.bit_length(), "PADDING"),
            "PAD_LEFT": (MAX_PADDING.bit_length(), "PADDING")}
@@ -458,7 +459,6 @@ def desc_ranges(p: HwParams | None = None) -> dict[str, tuple[int, str]]:
         cin_max = min(p.act_depth, p.wgt_depth)
         cin_flag = "WGT_BUFFER" if p.wgt_depth <= p.act_depth else "ACT_BUFFER"
         for name, bound, flag in (("H_OUT", p.pix_depth, "PIX_BUFFER"),
-                                  ("IMG_ROWS", p.pix_depth, "PIX_BUFFER"),
                                   ("W_OUT", p.pix_depth, "PIX_BUFFER"),
                                   ("H_IN", p.act_depth, "ACT_BUFFER"),
                                   ("W_IN", p.act_depth, "ACT_BUFFER"),
@@ -468,6 +468,10 @@ def desc_ranges(p: HwParams | None = None) -> dict[str, tuple[int, str]]:
                                   ("BASE_LO", cin_max, "PARTITIONS")):
             if bound.bit_length() < DIM_BITS:
                 out[name] = (bound.bit_length(), flag)
+    if p is None or p.stacking:  # (without the jump both are ignored, never refused)
+        out["IMG_GAP"] = (IMG_GAP_MAX.bit_length(), "GEOMETRY")
+        if p is not None and p.pix_depth.bit_length() < DIM_BITS:
+            out["IMG_ROWS"] = (p.pix_depth.bit_length(), "PIX_BUFFER")
     return out
 
 
@@ -504,10 +508,12 @@ ERROR_FIELDS = (
     ("PARTITIONS", 4, 1, "BASE_CIN * p != C_IN, or GROUP_COUT * p != C_OUT (group mode), "
                          "or BASE_LO + BASE_CIN > C_IN (BASE_FIRST)"),
     ("GEOMETRY", 5, 1, "an output window reaches beyond the input plus 3 padding rows/cols, "
-                       f"or IMG_GAP above {IMG_GAP_MAX}"),
+                       f"or IMG_GAP above {IMG_GAP_MAX} (on an instance with HwParams."
+                       "stacking)"),
     ("ACT_BUFFER", 6, 1, "C_IN * H_IN * W_IN exceeds the activation buffer"),
     ("WGT_BUFFER", 7, 1, "C_IN * K * K exceeds the weight buffer"),
-    ("PIX_BUFFER", 8, 1, "H_OUT * W_OUT (or IMG_ROWS) exceeds the pixel buffers"),
+    ("PIX_BUFFER", 8, 1, "H_OUT * W_OUT exceeds the pixel buffers, or IMG_ROWS is twice "
+                         "their depth or more"),
     ("SKIP_GROUP", 9, 1, "gated group mode with GROUP_COUT not a multiple of the skip group "
                          "width (the host pads each base group with unused channels)"),
     ("GATING", 10, 1, "FLAGS.GATED on a dense-only build (generated with gating off, ID bit 16 "

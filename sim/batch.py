@@ -21,9 +21,12 @@ import numpy as np
 
 def separator(h: int, layer) -> int:
     """Zero rows between stacked images of height ``h``: at least the padding (at least 1),
-    and ``h + s`` a multiple of the stride, so every image's outputs start on an output row."""
+    ``h + s`` a multiple of the stride, so every image's outputs start on an output row, and
+    each image's output rows ending before the next image's begin (a padding wider than the
+    kernel's reach, e.g. a 1 x 1 layer with padding 1, needs more rows than the padding)."""
     s = max(1, layer.padding)
-    while (h + s) % layer.stride:
+    h_out = (h + 2 * layer.padding - layer.kernel) // layer.stride + 1
+    while (h + s) % layer.stride or (h + s) // layer.stride < h_out:
         s += 1
     return s
 

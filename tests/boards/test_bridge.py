@@ -124,6 +124,16 @@ def test_a_bitstream_of_another_register_map_version_is_refused(link):
                                           f"{VERSION}.*rebuild"):
         BoardRunner(OldId(VERSION - 1), PARAMS)
     BoardRunner(OldId(VERSION), PARAMS)  # the same ID with the current version is accepted
+    # the host follows the bitstream's ID bit 17 (the walker's jump over the rows between
+    # stacked images), whichever way it was told
+    for built in (False, True):
+        class Id(OldId):
+            def read_reg(self, name):
+                return id_value(dataclasses.replace(PARAMS, stacking=built))
+
+        for told in (False, True):
+            runner = BoardRunner(Id(VERSION), dataclasses.replace(PARAMS, stacking=told))
+            assert runner.params.stacking is built
 
 
 def test_bad_checksum_is_retried(link):
