@@ -67,7 +67,7 @@ from sluice.hw.cycle_model import (active_items, host_gate, last_pass_items, pas
 from sluice.hw.params import DEFAULT, HwParams
 from sluice.model.intnet import IntNet
 from sluice.model.reference import run_reference, work_figures
-from sluice.sim.batch import split, stack_layer
+from sluice.sim.batch import bind_batch, split
 from sluice.sim.host import computed_rows
 
 
@@ -219,8 +219,7 @@ def study(net: IntNet, runs, params: HwParams = DEFAULT, max_slices: int = 4) ->
     tot = {"dense": 0, "lockstep": 0, "independent": 0, "paired": 0, "shared": 0, "sliced": 0,
            "decoupled": 0, "macs_dense": 0, "macs_theory": 0, "alone": 0, "dense_alone": 0}
     for e, layer in net.layers:
-        res = [t[e["residual"]] for t in per_image] if e.get("residual") is not None else None
-        big, rows = stack_layer(layer, [t[e["input"]] for t in per_image], res)
+        big, rows = bind_batch(net, e, layer, per_image)
         y, gate = run_reference(big, check=False)
         # the stacked layer's real rows are exactly each image's own outputs and gates
         for i, (yi, gi) in enumerate(zip(split(y, rows), split(gate, rows))):
@@ -237,8 +236,7 @@ def study(net: IntNet, runs, params: HwParams = DEFAULT, max_slices: int = 4) ->
         gated = predict(big, gate, params, dense=not layer.gated)["cycles"]
         # the same images each run alone (the throughput the stacking is compared with)
         for i in range(n):
-            one, _ = stack_layer(layer, [per_image[i][e["input"]]],
-                                 [res[i]] if res is not None else None)
+            one = net.bind(e, layer, per_image[i])
             tot["alone"] += predict(one, runs[i][1][e["name"]], params,
                                     dense=not layer.gated)["cycles"]
             tot["dense_alone"] += predict(one, None, params, dense=True)["cycles"]

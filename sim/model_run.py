@@ -255,16 +255,14 @@ def bind_export_stacked(export, images: int, data_dir=None) -> list[tuple]:
     from sluice.hw.levers import network_tensors, sample_images
     from sluice.model.intnet import IntNet
     from sluice.model.reference import run_reference, work_figures
-    from sluice.sim.batch import stack_layer
+    from sluice.sim.batch import bind_batch
 
     net = export if isinstance(export, IntNet) else IntNet(export)
     runs = [network_tensors(net, x) for x in sample_images(net, images, data_dir)]
+    tensors = [t for t, _ in runs]
     out = []
     for entry, layer in net.layers:
-        tensors = [t for t, _ in runs]
-        res = ([t[entry["residual"]] for t in tensors] if entry.get("residual") is not None
-               else None)
-        big, _ = stack_layer(layer, [t[entry["input"]] for t in tensors], res)
+        big, _ = bind_batch(net, entry, layer, tensors)
         _, gate = run_reference(big, check=False)
         figs = [work_figures(net.bind(entry, layer, t), g[entry["name"]])
                 for t, (_, g) in zip(tensors, runs)]
