@@ -275,8 +275,8 @@ def job_bands(layer, gate, params: HwParams, dense: bool):
         band = gate[:, job.y0:job.y0 + job.h_out]
         rows = job.rows
         if len(rows) < job.h_out:  # the rows between stacked images: never computed
-            band = np.zeros_like(band)
-            band[:, rows] = gate[:, job.y0:job.y0 + job.h_out][:, rows]
+            band, full = np.zeros_like(band), band
+            band[:, rows] = full[:, rows]
         yield job, host_gate(band, job.channels)
 
 
@@ -334,19 +334,18 @@ def loss_breakdown(layer, gate, counters: dict, params: HwParams = DEFAULT,
     R, C, NG = params.rows, params.cols, params.groups
     kk = layer.kernel * layer.kernel
     gated = layer.gated and not dense
-    from sluice.sim.host import computed_rows
-
-    rows = computed_rows(layer, params, dense)  # (stacked images: not the rows between them)
+    base_cin = layer.c_in // layer.partitions if gated else layer.c_in
+    first_steps = 0  # steps of the dense or base phase, all jobs and tiles
+    rows = np.zeros(layer.h_out, bool)  # computed (stacked images: not the rows between)
+    for job in layer_jobs(layer, params, dense=dense):
+        tiles = -(-len(job.channels) // C)
+        first_steps += tiles * -(-len(job.rows) * layer.w_out // R) * base_cin * kk
+        rows[[job.y0 + r for r in job.rows]] = True
     fig = work_figures(layer, (gate if gated else np.ones_like(gate))[:, rows],
                        out_rows=int(rows.sum()))
     cycles = counters["cycles"]
     overhead = counters["stall_cycles"] + counters["load_cycles"]
     issued = array_steps(cycles, counters)
-    base_cin = layer.c_in // layer.partitions if gated else layer.c_in
-    first_steps = 0  # steps of the dense or base phase, all jobs and tiles
-    for job in layer_jobs(layer, params, dense=dense):
-        tiles = -(-len(job.channels) // C)
-        first_steps += tiles * -(-len(job.rows) * layer.w_out // R) * base_cin * kk
     first_macs = fig["macs_base"] if gated else fig["macs_dense"]
     out = {"cycles": cycles, "ideal": fig["macs_theory"] / (R * C),
            "base_fill": first_steps - first_macs / (R * C), "overhead": overhead}
