@@ -259,24 +259,24 @@ class Sluice(wiring.Component):
         # (IMG_GAP is at most IMG_GAP_MAX: sums of shifts): the pixels it skips
         # (IMG_GAP * W_OUT), the row address and window origin it moves by ((IMG_GAP + 1)
         # rows), whether an image is one row and whether any image ends at all
-        img_rows, img_gap = regs.img_rows, regs.img_gap
-        gbits = IMG_GAP_MAX.bit_length()
-        gap_pix = Signal(len(w_out) + gbits)
-        gap_step = Signal(saddr)
-        gap_y = Signal(gbits + 2)
-        img_on = Signal()
-        img_one = Signal()
-        img_last = Signal.like(img_rows)
-        gap_ok0 = Signal()  # a gap fits after the first row: H_OUT - 1 > IMG_GAP
-        if not P.stacking:  # (the jump left out: IMG_ROWS and IMG_GAP ignored)
-            img_rows, img_gap = Const(0, len(img_rows)), Const(0, len(img_gap))
-        m.d.sync += [gap_ok0.eq(h_out > img_gap + 1),
-                     gap_pix.eq(sum(Mux(img_gap[i], w_out << i, 0) for i in range(gbits))),
-                     gap_step.eq(row_step + sum(Mux(img_gap[i], row_step << i, 0)
-                                                for i in range(gbits))),
-                     gap_y.eq(times_stride(img_gap[:gbits] + 1)),
-                     img_on.eq(img_rows != 0), img_one.eq(img_rows == 1),
-                     img_last.eq(img_rows - 1)]
+        ST = P.stacking  # (without it the jump is not generated: IMG_ROWS, IMG_GAP ignored)
+        if ST:
+            img_rows, img_gap = regs.img_rows, regs.img_gap
+            gbits = IMG_GAP_MAX.bit_length()
+            gap_pix = Signal(len(w_out) + gbits)
+            gap_step = Signal(saddr)
+            gap_y = Signal(gbits + 2)
+            img_on = Signal()
+            img_one = Signal()
+            img_last = Signal.like(img_rows)
+            gap_ok0 = Signal()  # a gap fits after the first row: H_OUT - 1 > IMG_GAP
+            m.d.sync += [gap_ok0.eq(h_out > img_gap + 1),
+                         gap_pix.eq(sum(Mux(img_gap[i], w_out << i, 0) for i in range(gbits))),
+                         gap_step.eq(row_step + sum(Mux(img_gap[i], row_step << i, 0)
+                                                    for i in range(gbits))),
+                         gap_y.eq(times_stride(img_gap[:gbits] + 1)),
+                         img_on.eq(img_rows != 0), img_one.eq(img_rows == 1),
+                         img_last.eq(img_rows - 1)]
         # no conditional channels (BASE_CIN == C_IN): registered, a level behind the descriptor
         # (the 16-bit compare in front of the drain's skip decision was the 4 x 4 ECP5
         # critical path)
@@ -635,10 +635,11 @@ class Sluice(wiring.Component):
         # stacked images: the current row's index in its image, flags "it is the image's last
         # row" and "more than IMG_GAP rows follow it" (both set from the next values at each
         # row's end, so the jump's select is two registers), and the rows after the current one
-        pw_irow = Signal.like(img_rows)
-        pw_ilast = Signal()
-        pw_gap_ok = Signal()
-        pw_rows = Signal.like(h_out)
+        if ST:
+            pw_irow = Signal.like(img_rows)
+            pw_ilast = Signal()
+            pw_gap_ok = Signal()
+            pw_rows = Signal.like(h_out)
         # active lists (skip controller), one per skip group
         n_active = [Signal(PIX_BITS + 1, name=f"n_active_{j}") for j in range(NG)]
         al_rd = [Signal(PIX_BITS + 1, name=f"al_rd_{j}") for j in range(NG)]
@@ -1409,23 +1410,28 @@ class Sluice(wiring.Component):
                                  pw_more.eq(pw_rem != 1)]
                     with m.If(pw_x == w_out_m1):
                         m.d.sync += [pw_x.eq(0), pw_xbase.eq(-pad_left)]
-                        rows_next = Signal.like(pw_rows, name="pw_rows_next")
-                        with m.If(pw_ilast & pw_gap_ok if P.stacking else 0):  # the gap
-                            m.d.comb += rows_next.eq(pw_rows - 1 - img_gap)
-                            m.d.sync += [pw_ybase.eq(pw_ybase + gap_y),
-                                         pw_rowaddr.eq(pw_rowaddr + gap_step),
-                                         pw_p.eq(pw_p + 1 + gap_pix),
-                                         pw_rem.eq(pw_rem - 1 - gap_pix), pw_more.eq(1)]
-                        with m.Else():
-                            m.d.comb += rows_next.eq(pw_rows - 1)
-                            m.d.sync += [pw_ybase.eq(pw_ybase + stride),
-                                         pw_rowaddr.eq(pw_rowaddr + row_step)]
-                        with m.If(pw_ilast):
-                            m.d.sync += [pw_irow.eq(0), pw_ilast.eq(img_one)]
-                        with m.Else():
-                            m.d.sync += [pw_irow.eq(pw_irow + 1),
-                                         pw_ilast.eq(img_on & (pw_irow + 1 == img_last))]
-                        m.d.sync += [pw_rows.eq(rows_next), pw_gap_ok.eq(rows_next > img_gap)]
+                        next_row = [pw_ybase.eq(pw_ybase + stride),
+                                    pw_rowaddr.eq(pw_rowaddr + row_step)]
+                        if not ST:
+                            m.d.sync += next_row
+                        else:
+                            rows_next = Signal.like(pw_rows, name="pw_rows_next")
+                            with m.If(pw_ilast & pw_gap_ok):  # over the gap to the next image
+                                m.d.comb += rows_next.eq(pw_rows - 1 - img_gap)
+                                m.d.sync += [pw_ybase.eq(pw_ybase + gap_y),
+                                             pw_rowaddr.eq(pw_rowaddr + gap_step),
+                                             pw_p.eq(pw_p + 1 + gap_pix),
+                                             pw_rem.eq(pw_rem - 1 - gap_pix), pw_more.eq(1)]
+                            with m.Else():
+                                m.d.comb += rows_next.eq(pw_rows - 1)
+                                m.d.sync += next_row
+                            with m.If(pw_ilast):
+                                m.d.sync += [pw_irow.eq(0), pw_ilast.eq(img_one)]
+                            with m.Else():
+                                m.d.sync += [pw_irow.eq(pw_irow + 1),
+                                             pw_ilast.eq(img_on & (pw_irow + 1 == img_last))]
+                            m.d.sync += [pw_rows.eq(rows_next),
+                                         pw_gap_ok.eq(rows_next > img_gap)]
                     with m.Else():
                         m.d.sync += [pw_x.eq(pw_x + 1), pw_xbase.eq(pw_xbase + stride)]
         # what a row's slot of group j takes: the walker's pixel (dense and base phases) or the
@@ -1832,8 +1838,8 @@ class Sluice(wiring.Component):
             stmts = [phase.eq(ph), pw_p.eq(0), pw_rem.eq(hw_out), pw_more.eq(hw_out != 0),
                      pw_x.eq(0), pw_ybase.eq(-pad_top),
                      pw_xbase.eq(-pad_left), pw_rowaddr.eq(row_start),
-                     pw_irow.eq(0), pw_ilast.eq(img_one), pw_rows.eq(h_out - 1),
-                     pw_gap_ok.eq(gap_ok0),
+                     *([pw_irow.eq(0), pw_ilast.eq(img_one), pw_rows.eq(h_out - 1),
+                        pw_gap_ok.eq(gap_ok0)] if ST else []),
                      *(a.eq(0) for a in al_rd), *(a.eq(1) for a in al_nx),
                      have_cur.eq(0), rl_done.eq(0), rl_busy.eq(0)]
             return stmts
