@@ -716,8 +716,20 @@ class Sluice(wiring.Component):
         lo_beyond = [Signal(name=f"lo_beyond_{j}") for j in range(NG if SL else 0)]
         lo_gap = [Signal(DIM_BITS, name=f"lo_gap_{j}") for j in range(NG if SL else 0)]
         hb_off = Signal(off_bits)  # (h + BASE_CIN) * H_IN * W_IN, a level behind the products
+        # the lower offset's whole step at a channel end in a two-slice pass (the upper one's
+        # increment plus the new distance), one register per case, a level behind the products
+        # (settled by START, DESC_LEVELS): the lower offset is then one add (with the increment
+        # and the distance added in series, g_off -> lo_step_off was the 85F 8 x 8 critical
+        # path, 10.6 ns): past the base range (BASE_CIN + 1) * H_IN * W_IN + h * H_IN * W_IN;
+        # else H_IN * W_IN + h * H_IN * W_IN, or + (h + BASE_CIN) * H_IN * W_IN when far
+        lo_inc_skip = Signal(off_bits)
+        lo_inc_near = Signal(off_bits)
+        lo_inc_far = Signal(off_bits)
         if SL:
-            m.d.sync += hb_off.eq(prods.half_off + prods.base_off)
+            m.d.sync += [hb_off.eq(prods.half_off + prods.base_off),
+                         lo_inc_skip.eq(prods.base_off + hw_in + prods.half_off),
+                         lo_inc_near.eq(hw_in + prods.half_off),
+                         lo_inc_far.eq(hw_in + prods.half_off + prods.base_off)]
         # per group: the offset of its first column's base range (captured in COL_SETUP)
         g_lo_off = [Signal(off_bits, name=f"g_lo_off_{j}") for j in range(NG)]
         grp_lo_off = Signal(off_bits)  # grp_lo * H_IN * W_IN
@@ -1597,7 +1609,12 @@ class Sluice(wiring.Component):
                     g_off_next = Mux(g_skip_next[j], g_off[j] + skip_off, g_off[j] + hw_in)
                     if SL:  # the lower slice's channel: the upper one's plus the distance
                         far = Mux(g_skip_next[j], 0, lo_far[j] | lo_set_next[j])
-                        lo_next = g_off_next + lo_dist(st_slc, far)
+                        lo_inc = Mux(st_slc,
+                                     Mux(g_skip_next[j], lo_inc_skip,
+                                         Mux(lo_far[j] | lo_set_next[j], lo_inc_far,
+                                             lo_inc_near)),
+                                     Mux(g_skip_next[j], skip_off, hw_in))
+                        lo_next = (g_off[j] + lo_inc)[:len(lo_row_off[j])]
                         m.d.sync += [lo_far[j].eq(far), lo_row_off[j].eq(lo_next),
                                      lo_step_off[j].eq(lo_next),
                                      lo_set_next[j].eq(lo_beyond[j] & (st_n + 2 == lo_gap[j]))]
