@@ -117,7 +117,7 @@ def cmd_board_run_model(args) -> int:
         raise SluiceError(f"{args.export_dir}: not a directory (expected `sluice export` output)")
     with _board_runner(args) as (runner, link):
         s = board_run_model(runner, args.export_dir, args.out, dense=args.dense,
-                            limit=args.layers)
+                            limit=args.layers, images=args.images, data_dir=args.data_dir)
     print(f"{link.frames} frames ({link.retried} retried)")
     return print_summary(s, args.out)
 
@@ -248,6 +248,13 @@ def add_commands(sub) -> None:
     q.add_argument("export_dir", metavar="EXPORT_DIR")
     q.add_argument("-o", "--out", default="build/board-run-model", help="report folder")
     q.add_argument("--layers", type=int, default=0, help="only the first N layers (0: all)")
+    q.add_argument("--images", type=int, default=1,
+                   help="the export's sample image and the N - 1 after it in its data set, "
+                        "stacked as `sluice run-model --images` stacks them (each image in "
+                        "jobs of its own unless the bitstream was built with --stacking 1), "
+                        "each checked on its own; the correct classes counted (default 1)")
+    q.add_argument("--data-dir", default=None,
+                   help="data set folder for --images (as for sluice train)")
     q.add_argument("--dense", action="store_true",
                    help="every layer in dense mode (the only way on a dense-only bitstream, "
                         "such as the iCEBreaker's default); the logits are then reported, not "

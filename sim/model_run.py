@@ -39,25 +39,17 @@ def run_model(export_dir, out_dir, *, sim="icarus", params: HwParams | None = No
     against the reference on that image's own input, and each image's logits against the
     integer model's. The MAC reduction counts the images' own outputs only; the cycles
     include the separator rows between them."""
-    from sluice.hw.levers import sample_images
     from sluice.model.intnet import IntNet
     from sluice.sim.host import check_network
     from sluice.sim.runner import RtlSim
 
     params = params or HwParams()
-    if images < 1:
-        raise SluiceError(f"--images: {images} must be at least 1")
+    check_images(images)
     net = IntNet(export_dir)  # validates the manifest and every layer file
     layers = net.layers[:limit or None]
     check_network(layers, params, dense=not params.gating)
-    xs = [layers[0][1].x]
+    xs, labels = network_images(net, images, data_dir)
     extra = {}
-    labels = None
-    if images > 1:
-        xs, labels = sample_images(net, images, data_dir, labels=True)
-        if not np.array_equal(xs[0], layers[0][1].x):
-            raise SluiceError(f"{net.dir / 'manifest.json'}: the sample image from the data set "
-                              "is not the exported layers' input")
     out = Path(out_dir).resolve()
     res_dir = out / "results"
     res_dir.mkdir(parents=True, exist_ok=True)
@@ -89,9 +81,31 @@ def run_model(export_dir, out_dir, *, sim="icarus", params: HwParams | None = No
     summary = {"export": str(export_dir), "sim": sim, "array": [params.rows, params.cols],
                "images": images, "layers": len(layers), "build_s": round(t_build, 1),
                "run_s": round(t_run, 1), **tot}
-    finish_summary(summary, net, layers, tensors, failures, labels=labels if images > 1 else None)
+    finish_summary(summary, net, layers, tensors, failures, labels=labels)
     write_reports(out, rows, summary, losses)
     return summary
+
+
+def check_images(images: int) -> None:
+    if images < 1:
+        raise SluiceError(f"--images: {images} must be at least 1")
+
+
+def network_images(net, images: int, data_dir=None):
+    """The images a network run takes (``images`` >= 1): the export's sample image alone
+    (labels None: the manifest's own), or it and the ``images - 1`` after it in its data set
+    with their labels; refused where the data set's sample is not the exported layers' input.
+    """
+    from sluice.hw.levers import sample_images
+
+    x0 = net.layers[0][1].x
+    if images == 1:
+        return [x0], None
+    xs, labels = sample_images(net, images, data_dir, labels=True)
+    if not np.array_equal(xs[0], x0):
+        raise SluiceError(f"{net.dir / 'manifest.json'}: the sample image from the data set "
+                          "is not the exported layers' input")
+    return xs, labels
 
 
 def account_layers(net, layers, tensors: list[dict], params: HwParams, results, *,

@@ -30,8 +30,12 @@ class ReferenceBoard:
         self.params, self.corrupt, self.calls = params, corrupt, []
 
     def run_layer(self, layer, *, dense=False):
+        from sluice.sim.host import computed_rows
+
         self.calls.append((layer.name, dense))
         y, gate = run_reference(layer, dense=dense)
+        skipped = ~computed_rows(layer, self.params, dense)  # (stacked images: no results)
+        y[:, skipped], gate[:, skipped] = 0, 0
         if layer.name == self.corrupt and not dense:
             y = y.copy()
             y.flat[0] = y.flat[0] + 1 if y.flat[0] < 127 else 0
@@ -68,6 +72,34 @@ def test_the_network_chains_the_boards_outputs(tiny_export, tmp_path):
     assert len(rows) == len(net.layers)
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["layers"] == s["layers"]
     assert (tmp_path / "run" / "speedup.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("stacking", [False, True])
+def test_several_images(tiny_export, tmp_path, stacking):
+    """``images=3``: the sample image and the two after it stacked, each checked on its own,
+    the correct classes counted. A bitstream without the walker's jump (the boards' default)
+    runs each image in jobs of its own: the cycles are the three images' each alone; one with
+    it (``--stacking 1``), the throughput mode's (fewer)."""
+    from dataclasses import replace
+
+    from sluice.hw.commands import network_cycles
+    from sluice.model.data import synthetic
+
+    params = replace(PARAMS, stacking=stacking)
+    s = board_run_model(ReferenceBoard(params), tiny_export, tmp_path / "run", images=3,
+                        progress=lambda t: None)
+    assert s["bit_exact"] and s["logits_exact"], s["mismatches"]
+    assert s["images"] == 3 and len(s["predicted"]) == 3
+    assert s["label"] == [int(v) for v in synthetic("test").labels[5:8]]
+    assert s["correct"] == sum(p == lb for p, lb in zip(s["predicted"], s["label"]))
+    model = network_cycles(tiny_export, params, images=3, stacked=stacking)
+    assert (s["cycles_gated"], s["cycles_dense"]) == (model["cycles_gated"],
+                                                      model["cycles_dense"])
+    alone = network_cycles(tiny_export, params, images=3)
+    assert (s["cycles_gated"] < alone["cycles_gated"]) if stacking else (
+        s["cycles_gated"] == alone["cycles_gated"])
+    with pytest.raises(SluiceError, match="--images: 0 must be at least 1"):
+        board_run_model(ReferenceBoard(params), tiny_export, tmp_path / "x", images=0)
 
 
 def test_a_wrong_output_is_found_and_carried_on(tiny_export, tmp_path):
@@ -159,6 +191,12 @@ def test_the_command_line(tiny_export, tmp_path, monkeypatch, capsys):
     assert "bit-exact against the integer model" in text and "serial link" in text
     assert "array steps (CYCLES - LOAD_CYCLES - STALL_CYCLES" in text
     assert "the cycle model's, exactly" in text
+    assert main(["board", "run-model", str(tiny_export), "-o", str(out), "--port", "X",
+                 "--images", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "(2 images stacked)" in text and " of 2 correct" in text
+    assert main(["board", "run-model", str(tiny_export), "--port", "X", "--images", "0"]) == 2
+    assert "--images: 0 must be at least 1" in capsys.readouterr().err
     board["corrupt"] = IntNet(tiny_export).layers[1][1].name
     assert main(["board", "run-model", str(tiny_export), "-o", str(out), "--port", "X"]) == 1
     assert f"MISMATCH: {board['corrupt']}" in capsys.readouterr().out
