@@ -500,6 +500,12 @@ class Sluice(wiring.Component):
         # per skip group: the base range's first input channel of its first column (captured
         # in COL_SETUP when that column is set up; only the group's first column's is read)
         g_lo = [Signal(DIM_BITS, name=f"g_lo_{j}") for j in range(NG)]
+        # g_lo - 1 and g_lo - 2, set with it, one bit wider (a g_lo of 0 or 1 wraps to a value
+        # no channel index reaches): the sequencer's "next channel step passes the base range"
+        # flag compares a channel index with these (equality, no adder; with ``g_i + 2 ==
+        # g_lo`` the adder's carry chain was the 85F 8 x 8's critical path in session 42)
+        g_lo_m1 = [Signal(DIM_BITS + 1, name=f"g_lo_m1_{j}") for j in range(NG)]
+        g_lo_m2 = [Signal(DIM_BITS + 1, name=f"g_lo_m2_{j}") for j in range(NG)]
         col_valid = Signal(C)
         tile_o0 = Signal(DIM_BITS + 1)
         tile_idx = Signal(PIX_BITS)
@@ -779,7 +785,8 @@ class Sluice(wiring.Component):
         g_chg = Signal(2)
         m.d.sync += g_chg.eq(0)
         # a channel boundary step moves group j past the base range (conditional phase):
-        # ``is_cond & (g_i + 1 == g_lo)`` as a register, set beside every g_i update (phase and
+        # ``is_cond & (g_i + 1 == g_lo)`` as a register (compared with ``g_lo_m1`` /
+        # ``g_lo_m2``, no adder), set beside every g_i update (phase and
         # g_lo do not change within a phase, and every phase's steps start with reset_steps);
         # the sum and compare behind g_i in front of the offsets' multiplexers were the 8 x 8
         # ECP5 critical path (10.2 ns); cycle-neutral
@@ -801,7 +808,7 @@ class Sluice(wiring.Component):
                     is_last.eq((kernel_m1 == 0) & last_n0),
                     st_n.eq(0), st_ky.eq(0), st_kx.eq(0), st_w.eq(w_start),
                     st_first.eq(1), *(g_i[j].eq(g_start[j]) for j in range(NG)),
-                    *(g_skip_next[j].eq(is_cond & (g_start[j] + 1 == g_lo[j]))
+                    *(g_skip_next[j].eq(is_cond & (g_start[j] == g_lo_m1[j]))
                       for j in range(NG)),
                     *(g_off[j].eq(g_start_off[j]) for j in range(NG)),
                     *(row_off[j].eq(g_start_off[j]) for j in range(NG)),
@@ -1626,7 +1633,7 @@ class Sluice(wiring.Component):
                                      g_end[j].eq(g_end[j] + skip_off)]
                     with m.Else():
                         m.d.sync += [g_i[j].eq(g_i[j] + 1),
-                                     g_skip_next[j].eq(is_cond & (g_i[j] + 2 == g_lo[j])),
+                                     g_skip_next[j].eq(is_cond & (g_i[j] == g_lo_m2[j])),
                                      g_end[j].eq(g_end[j] + hw_in)]
         with m.If(swap):
             m.d.sync += [rl_done.eq(0), have_cur.eq(1)]
@@ -1926,7 +1933,8 @@ class Sluice(wiring.Component):
                     m.d.sync += phase_q.eq(1)  # PHASE's clears, from a register
                 for j in range(NG):  # column j * G's base range and its offset (g_start_off)
                     with m.If(setup_c == j * G):
-                        m.d.sync += [g_lo[j].eq(lo),
+                        m.d.sync += [g_lo[j].eq(lo), g_lo_m1[j].eq(lo - 1),
+                                     g_lo_m2[j].eq(lo - 2),
                                      g_lo_off[j].eq(Mux(base_first, prods.lo_off, grp_lo_off))]
                 with m.If(valid):
                     with m.If(grp_r == group_cout_m1):

@@ -40,6 +40,10 @@ CASES = {
     "gated_stride2_k5_res": (TALL, dict(c_in=4, c_out=6, size=(9, 8), kernel=5, stride=2,
                                         padding=2, partitions=2, gate_rate=0.5,
                                         residual=True)),
+    # one base channel per group: group 1's base range starts at channel 1, so its first
+    # conditional channel step already skips it (the flag set at the phase's start)
+    "gated_base_at_channel_1": (SQUARE, dict(c_in=4, c_out=8, size=(4, 5), partitions=4,
+                                             gate_rate=0.5)),
     "gated_k7_pad3": (SQUARE, dict(c_in=2, c_out=4, size=(6, 5), kernel=7, padding=3,
                                    partitions=2, gate_rate=0.3)),
     "dense_k3_stride2_nopad": (TALL, dict(c_in=3, c_out=5, size=(7, 7), kernel=3, stride=2,
