@@ -72,7 +72,8 @@ def board_run_model(runner, export_dir, out_dir, *, dense: bool = False, limit: 
     rows, losses, tot, failures = account_layers(net, layers, tensors, params, on_board,
                                                  dense=dense, progress=progress)
     summary = {"export": str(export_dir), "sim": name,
-               "array": [params.rows, params.cols], "images": images, "layers": len(layers),
+               "array": [params.rows, params.cols], "images": images,
+               "shared_jobs": params.stacking, "layers": len(layers),
                "dense": dense, "run_s": round(time.monotonic() - t0, 1), "link_bound": True,
                **tot}
     finish_summary(summary, net, layers, tensors, failures, labels=labels, dense=dense)

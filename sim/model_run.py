@@ -79,8 +79,8 @@ def run_model(export_dir, out_dir, *, sim="icarus", params: HwParams | None = No
 
     rows, losses, tot, failures = account_layers(net, layers, tensors, params, rtl_results)
     summary = {"export": str(export_dir), "sim": sim, "array": [params.rows, params.cols],
-               "images": images, "layers": len(layers), "build_s": round(t_build, 1),
-               "run_s": round(t_run, 1), **tot}
+               "images": images, "shared_jobs": params.stacking, "layers": len(layers),
+               "build_s": round(t_build, 1), "run_s": round(t_run, 1), **tot}
     finish_summary(summary, net, layers, tensors, failures, labels=labels)
     write_reports(out, rows, summary, losses)
     return summary
@@ -421,7 +421,10 @@ def print_summary(s: dict, out) -> int:
     """Print a run's ``layers.md`` and one line of totals (``run_model``'s summary, or ``sluice
     board run-model``'s); 1 if anything did not match, else 0."""
     print((Path(out) / "layers.md").read_text(), end="")
-    batch = f" ({s['images']} images stacked)" if s["images"] > 1 else ""
+    batch = ""
+    if s["images"] > 1:  # (an instance without the walker's jump runs each image alone)
+        batch = (f" ({s['images']} images stacked)" if s.get("shared_jobs", True) else
+                 f" ({s['images']} images, each in jobs of its own)")
     if s.get("dense"):
         line = (f"{s['layers']} layers in dense mode on {s['sim']} in {s['run_s']:.0f} s: "
                 f"{s['cycles_dense']:,} cycles, dense utilisation {s['utilisation']:.2f}")

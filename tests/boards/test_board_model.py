@@ -75,7 +75,7 @@ def test_the_network_chains_the_boards_outputs(tiny_export, tmp_path):
 
 
 @pytest.mark.parametrize("stacking", [False, True])
-def test_several_images(tiny_export, tmp_path, stacking):
+def test_several_images(tiny_export, tmp_path, stacking, capsys):
     """``images=3``: the sample image and the two after it stacked, each checked on its own,
     the correct classes counted. A bitstream without the walker's jump (the boards' default)
     runs each image in jobs of its own: the cycles are the three images' each alone; one with
@@ -84,12 +84,16 @@ def test_several_images(tiny_export, tmp_path, stacking):
 
     from sluice.hw.commands import network_cycles
     from sluice.model.data import synthetic
+    from sluice.sim.model_run import print_summary
 
     params = replace(PARAMS, stacking=stacking)
     s = board_run_model(ReferenceBoard(params), tiny_export, tmp_path / "run", images=3,
                         progress=lambda t: None)
     assert s["bit_exact"] and s["logits_exact"], s["mismatches"]
-    assert s["images"] == 3 and len(s["predicted"]) == 3
+    assert s["images"] == 3 and len(s["predicted"]) == 3 and s["shared_jobs"] is stacking
+    print_summary(s, tmp_path / "run")
+    assert ("(3 images stacked)" if stacking else "(3 images, each in jobs of its own)") in \
+        capsys.readouterr().out
     assert s["label"] == [int(v) for v in synthetic("test").labels[5:8]]
     assert s["correct"] == sum(p == lb for p, lb in zip(s["predicted"], s["label"]))
     model = network_cycles(tiny_export, params, images=3, stacked=stacking)
@@ -193,7 +197,7 @@ def test_the_command_line(tiny_export, tmp_path, monkeypatch, capsys):
     assert "the cycle model's, exactly" in text
     assert main(["board", "run-model", str(tiny_export), "-o", str(out), "--port", "X",
                  "--images", "2"]) == 0
-    text = capsys.readouterr().out
+    text = capsys.readouterr().out  # (the stand-in's PARAMS carry the jump)
     assert "(2 images stacked)" in text and " of 2 correct" in text
     assert main(["board", "run-model", str(tiny_export), "--port", "X", "--images", "0"]) == 2
     assert "--images: 0 must be at least 1" in capsys.readouterr().err
