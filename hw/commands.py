@@ -206,9 +206,9 @@ def network_cycles(export_dir, params, images: int = 1, data_dir=None,
     ``column_order``: the manifest's ``column_order_info`` (None: as exported)."""
     from sluice.hw.levers import sample_images
     from sluice.model.intnet import IntNet
-    from sluice.sim.model_run import bind_export, bind_export_stacked, predict_network
-    if images < 1:
-        raise SluiceError(f"--images must be >= 1, got {images}")
+    from sluice.sim.model_run import (bind_export, bind_export_stacked, check_images,
+                                      predict_network)
+    check_images(images)
     export = IntNet(export_dir)  # read once, for every image
     if stacked:
         tot = predict_network(bind_export_stacked(export, images, data_dir), params)

@@ -151,7 +151,7 @@ def test_predict_network_is_the_per_layer_model(export_dir, capsys):
     assert main(["cycles", str(export_dir), "--images", "2"]) == 0
     assert f"gated {both['cycles_gated']}," in capsys.readouterr().out
     assert main(["cycles", str(export_dir), "--images", "0"]) == 2
-    capsys.readouterr()
+    assert "--images: 0 must be at least 1" in capsys.readouterr().err
     # --stacked: the same images stacked, one run per layer (the throughput mode), as
     # levers.study counts it; the same work, fewer cycles
     from sluice.hw.levers import sample_runs, study
