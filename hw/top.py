@@ -722,20 +722,24 @@ class Sluice(wiring.Component):
         lo_beyond = [Signal(name=f"lo_beyond_{j}") for j in range(NG if SL else 0)]
         lo_gap = [Signal(DIM_BITS, name=f"lo_gap_{j}") for j in range(NG if SL else 0)]
         hb_off = Signal(off_bits)  # (h + BASE_CIN) * H_IN * W_IN, a level behind the products
+        # (BASE_CIN + 1) * H_IN * W_IN, a level behind the serial products
+        skip_off = Signal(off_bits)
+        m.d.sync += skip_off.eq(prods.base_off + hw_in)
         # the lower offset's whole step at a channel end in a two-slice pass (the upper one's
-        # increment plus the new distance), one register per case, a level behind the products
-        # (settled by START, DESC_LEVELS): the lower offset is then one add (with the increment
-        # and the distance added in series, g_off -> lo_step_off was the 85F 8 x 8 critical
-        # path, 10.6 ns): past the base range (BASE_CIN + 1) * H_IN * W_IN + h * H_IN * W_IN;
-        # else H_IN * W_IN + h * H_IN * W_IN, or + (h + BASE_CIN) * H_IN * W_IN when far
+        # increment plus the new distance), one register per case, each a two-input add of
+        # products or of registers a level behind them (at most two levels: settled by START,
+        # DESC_LEVELS): the lower offset is then one add (with the increment and the distance
+        # added in series, g_off -> lo_step_off was the 85F 8 x 8 critical path, 10.6 ns):
+        # past the base range (BASE_CIN + 1) * H_IN * W_IN + h * H_IN * W_IN; else
+        # H_IN * W_IN + h * H_IN * W_IN, or + (h + BASE_CIN) * H_IN * W_IN when far
         lo_inc_skip = Signal(off_bits)
         lo_inc_near = Signal(off_bits)
         lo_inc_far = Signal(off_bits)
         if SL:
             m.d.sync += [hb_off.eq(prods.half_off + prods.base_off),
-                         lo_inc_skip.eq(prods.base_off + hw_in + prods.half_off),
+                         lo_inc_skip.eq(skip_off + prods.half_off),
                          lo_inc_near.eq(hw_in + prods.half_off),
-                         lo_inc_far.eq(hw_in + prods.half_off + prods.base_off)]
+                         lo_inc_far.eq(hw_in + hb_off)]
         # per group: the offset of its first column's base range (captured in COL_SETUP)
         g_lo_off = [Signal(off_bits, name=f"g_lo_off_{j}") for j in range(NG)]
         grp_lo_off = Signal(off_bits)  # grp_lo * H_IN * W_IN
@@ -747,9 +751,6 @@ class Sluice(wiring.Component):
         g_end = [Signal(ewidth, name=f"g_end_{j}") for j in range(NG)]
         g_start_end = [Signal(ewidth, name=f"g_start_end_{j}") for j in range(NG)]
         m.d.sync += [g_start_end[j].eq(g_start_off[j] + hw_in) for j in range(NG)]
-        # (BASE_CIN + 1) * H_IN * W_IN, a level behind the serial products
-        skip_off = Signal(off_bits)
-        m.d.sync += skip_off.eq(prods.base_off + hw_in)
 
         kernel_m1 = Signal(3)  # registered, one level behind the descriptor (DESC_LEVELS)
         m.d.sync += kernel_m1.eq(kernel - 1)
@@ -792,6 +793,11 @@ class Sluice(wiring.Component):
         # ECP5 critical path (10.2 ns); cycle-neutral
         g_skip_next = [Signal(name=f"g_skip_next_{j}") for j in range(NG)]
 
+        def passes_base(i, ref):
+            """g_skip_next's next value: channel ``i`` is ``ref`` (g_lo - 1 or g_lo - 2) in the
+            conditional phase; constant 0 in a dense-only build (no g_lo_m1 / g_lo_m2 there)."""
+            return is_cond & (i == ref) if gating else Const(0)
+
         def lo_dist(two_slices, far):
             """The distance from the upper slice's channel offset to the lower one's."""
             return Mux(two_slices, Mux(far, hb_off, prods.half_off), 0)
@@ -808,7 +814,7 @@ class Sluice(wiring.Component):
                     is_last.eq((kernel_m1 == 0) & last_n0),
                     st_n.eq(0), st_ky.eq(0), st_kx.eq(0), st_w.eq(w_start),
                     st_first.eq(1), *(g_i[j].eq(g_start[j]) for j in range(NG)),
-                    *(g_skip_next[j].eq(is_cond & (g_start[j] == g_lo_m1[j]))
+                    *(g_skip_next[j].eq(passes_base(g_start[j], g_lo_m1[j]))
                       for j in range(NG)),
                     *(g_off[j].eq(g_start_off[j]) for j in range(NG)),
                     *(row_off[j].eq(g_start_off[j]) for j in range(NG)),
@@ -1621,7 +1627,7 @@ class Sluice(wiring.Component):
                                          Mux(lo_far[j] | lo_set_next[j], lo_inc_far,
                                              lo_inc_near)),
                                      Mux(g_skip_next[j], skip_off, hw_in))
-                        lo_next = (g_off[j] + lo_inc)[:len(lo_row_off[j])]
+                        lo_next = g_off[j] + lo_inc
                         m.d.sync += [lo_far[j].eq(far), lo_row_off[j].eq(lo_next),
                                      lo_step_off[j].eq(lo_next),
                                      lo_set_next[j].eq(lo_beyond[j] & (st_n + 2 == lo_gap[j]))]
@@ -1633,7 +1639,7 @@ class Sluice(wiring.Component):
                                      g_end[j].eq(g_end[j] + skip_off)]
                     with m.Else():
                         m.d.sync += [g_i[j].eq(g_i[j] + 1),
-                                     g_skip_next[j].eq(is_cond & (g_i[j] == g_lo_m2[j])),
+                                     g_skip_next[j].eq(passes_base(g_i[j], g_lo_m2[j])),
                                      g_end[j].eq(g_end[j] + hw_in)]
         with m.If(swap):
             m.d.sync += [rl_done.eq(0), have_cur.eq(1)]
@@ -1933,9 +1939,10 @@ class Sluice(wiring.Component):
                     m.d.sync += phase_q.eq(1)  # PHASE's clears, from a register
                 for j in range(NG):  # column j * G's base range and its offset (g_start_off)
                     with m.If(setup_c == j * G):
-                        m.d.sync += [g_lo[j].eq(lo), g_lo_m1[j].eq(lo - 1),
-                                     g_lo_m2[j].eq(lo - 2),
+                        m.d.sync += [g_lo[j].eq(lo),
                                      g_lo_off[j].eq(Mux(base_first, prods.lo_off, grp_lo_off))]
+                        if gating:
+                            m.d.sync += [g_lo_m1[j].eq(lo - 1), g_lo_m2[j].eq(lo - 2)]
                 with m.If(valid):
                     with m.If(grp_r == group_cout_m1):
                         m.d.sync += [grp_r.eq(0), grp_lo.eq(grp_lo + base_cin),
