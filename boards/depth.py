@@ -69,7 +69,7 @@ def _net(sink_type, sink_port, driver_type, fanout=1):
 def _stem(name):
     """A register's name without yosys's bit and mapping suffixes: ``acc.x_TRELLIS_FF_Q_5`` ->
     ``acc.x``."""
-    return re.sub(r"(_TRELLIS_FF_Q|_DP16KD|_TRELLIS_DPR16X4|\$).*$", "", name)
+    return re.sub(r"(_TRELLIS_FF_Q|_DP16KD|_TRELLIS_DPR16X4|_SB_DFF[A-Z]*_Q|\$).*$", "", name)
 
 
 def top_module(netlist, path):
@@ -79,6 +79,30 @@ def top_module(netlist, path):
     if len(tops) != 1:
         raise SluiceError(f"{path}: not a synthesised netlist (no single top module)")
     return mods[tops[0]]
+
+
+def cell_src(cell):
+    """A cell's first source location outside the techmap libraries (``top.py:123``)."""
+    for loc in cell.get("attributes", {}).get("src", "").split("|"):
+        if loc and not loc.startswith("/share/"):
+            return loc.rsplit("/", 1)[-1]
+    return ""
+
+
+def connectivity(cells):
+    """(driver, sinks) of a flattened module's cells: net bit -> (cell, output port), and net
+    bit -> the set of cells it feeds (a sign bit on several pins of one DSP: one)."""
+    driver, sinks = {}, {}
+    for name, c in cells.items():
+        for port, d in c.get("port_directions", {}).items():
+            for bit in c["connections"].get(port, []):
+                if not isinstance(bit, int):
+                    continue
+                if d == "output":
+                    driver[bit] = (name, port)
+                elif d == "input":
+                    sinks.setdefault(bit, set()).add(name)
+    return driver, sinks
 
 
 class Endpoint(NamedTuple):
@@ -91,17 +115,7 @@ class Endpoint(NamedTuple):
 def arrivals(netlist, path="netlist"):
     """``{endpoint name: Endpoint}`` for every register, block RAM and LUT RAM input."""
     cells = top_module(netlist, path)["cells"]
-    driver = {}  # net bit -> (cell, output port)
-    sinks = {}  # net bit -> the cells it feeds (a sign bit on several pins of one DSP: one)
-    for name, c in cells.items():
-        for port, d in c.get("port_directions", {}).items():
-            for bit in c["connections"].get(port, []):
-                if not isinstance(bit, int):
-                    continue
-                if d == "output":
-                    driver[bit] = (name, port)
-                elif d == "input":
-                    sinks.setdefault(bit, set()).add(name)
+    driver, sinks = connectivity(cells)
     fanout = {bit: len(names) for bit, names in sinks.items()}
     memo = {}
     via = {}  # (cell, output port) -> the (cell, output port) its worst input came from
@@ -161,11 +175,7 @@ def arrivals(netlist, path="netlist"):
         return v
 
     def src_of(name):
-        """The first source location outside the techmap libraries."""
-        for loc in cells[name].get("attributes", {}).get("src", "").split("|"):
-            if loc and not loc.startswith("/share/"):
-                return loc.rsplit("/", 1)[-1]
-        return ""
+        return cell_src(cells[name])
 
     def trace(key):
         """The worst path into ``key``, first cell first, as ``(cell, src, arrival)``."""
