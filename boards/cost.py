@@ -6,8 +6,10 @@ one module). This walks the netlist yosys hands to nextpnr (the build folder's `
 forward from every combinational cell (ECP5 LUT4, CCU2C, PFUMX, L6MUX21; iCE40 SB_LUT4,
 SB_CARRY) through other combinational cells to the first register, block RAM, LUT RAM, DSP
 block or pin on each path, and charges the cell to those endpoints, split evenly where it
-reaches several: its cone. Endpoints are grouped by name with the indices after ``_`` or ``.``
-written ``*`` (``acc.next_abase_5`` -> ``acc.next_abase_*``; ``--by register`` keeps them),
+reaches several: its cone. Endpoints are grouped by name with the indices written ``*``
+(``acc.next_abase_5`` -> ``acc.next_abase_*``, ``acc.skew_q12_3`` -> ``acc.skew_q*_*``; a
+name's first part keeps its digits, ``acc.d1_psum_0`` -> ``acc.d1_psum_*``; ``--by register``
+keeps them all),
 unnamed registers by the source line that made them. With ``--against`` a second netlist (the
 dense-only partner of a gated build, ``sluice build --dense-only``) is charged the same way
 and the table lists the differences: where a build's extra logic sits.
@@ -52,8 +54,9 @@ def endpoint_name(name, cell, by="field"):
     if not last or "$" in stem:
         prefix = stem[:stem.rfind(".") + 1] if "." in stem else ""
         stem = f"{prefix}<{cell_src(cell) or cell['type']}>"
-    if by == "field":
-        stem = re.sub(r"(?<=[_.])\d+", "*", stem)
+    if by == "field":  # an index: digits after "_" or ".", or a letter and digits after "_"
+        stem = re.sub(r"(?<=_)([A-Za-z]?)\d+(?=[_.]|$)", r"\1*", stem)
+        stem = re.sub(r"(?<=[_.])\d+(?=[_.]|$)", "*", stem)
     return stem
 
 

@@ -44,6 +44,10 @@ def _gated():
         "acc.d_TRELLIS_FF_Q_1": _ff(21, 31),
         "acc.slot_0_TRELLIS_FF_Q": _ff(10, 40),
         "acc.slot_1_TRELLIS_FF_Q": _ff(40, 41),
+        "acc.skew_q12_3_TRELLIS_FF_Q": _ff(40, 43),
+        "acc.skew_q2_0_TRELLIS_FF_Q": _ff(43, 44),
+        "acc.d1_psum_0_TRELLIS_FF_Q": _ff(44, 45),
+        "acc.d2_psum_0_TRELLIS_FF_Q": _ff(45, 46),
         "acc.$auto_TRELLIS_FF_Q": _ff(41, 42, "/share/x.v:1|/work/hw/top.py:77"),
         "l4": _lut([42], 50),
         "l5": _lut([42, 52], 51),
@@ -63,6 +67,8 @@ def test_cells_are_charged_to_the_endpoints_they_reach():
     assert got["acc.c"]["lut"] == pytest.approx(1.5)  # half of l1, all of l2
     assert got["acc.d"] == {"ff": 2, "carry": 1}  # both bits under one name
     assert got["acc.slot_*"]["ff"] == 2  # indices grouped by field
+    assert got["acc.skew_q*_*"]["ff"] == 2  # a letter and an index after "_" too
+    assert got["acc.d1_psum_*"]["ff"] == got["acc.d2_psum_*"]["ff"] == 1  # a first part kept
     assert got["acc.<top.py:77>"]["ff"] == 1  # unnamed: by its source line
     assert got["(unreached)"]["lut"] == 1  # l4
     assert got["acc.e"]["lut"] == 2  # the loop l5 <-> l6, cut, both cells charged
