@@ -1177,12 +1177,12 @@ class Sluice(wiring.Component):
             gate_now = Const(0, C)
             gate_pre = Const(0, NG)
         if gating:
-            # the gate compare has copies of its own: the drained sums (beside d1_psum, which
-            # feeds the post-processing), and the thresholds with the column's validity folded
-            # in (an invalid column's threshold is the largest int32, which no sum exceeds),
-            # registered beside the tile parameters (a tile's first compare comes passes after
-            # they change). At 8 x 8 on the ECP5, d1_psum's route to the compare's carry chain
-            # and the validity AND behind it were the critical path, 10.5 ns.
+            # the gate compare has its own thresholds, the column's validity folded in (an
+            # invalid column's threshold is the largest int32, which no sum exceeds), registered
+            # beside the tile parameters (a tile's first compare comes passes after they change);
+            # the drained sums are kept (gate_psum) beside d1_psum, but yosys merges the two (the
+            # same inputs), so one register feeds the compare and the post-processing (the
+            # critical path once, 8 x 8 ECP5: d1_psum -> the compare -> the validity AND, 10.5 ns).
             assert SB <= PARAM_BITS  # (so no sum exceeds the largest threshold)
             gate_psum = [Signal(signed(SB), name=f"gate_psum_{c}", reset_less=True,
                                 attrs=KEEP_ATTRS) for c in range(C)]
