@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from sluice.boards import cost as cost_mod
 from sluice.boards import outreg as outreg_mod
 from sluice.boards import report as rpt
 from sluice.boards.platforms import Board, get_board
@@ -303,11 +304,18 @@ def build(board_name: str, *, rows=None, cols=None, dense_only=False, gated=Fals
     other_json = other / f"{other.name}.report.json"
     if not loopback and other_json.exists():
         theirs = json.loads(other_json.read_text())
+        gated_dir, dense_dir = (other, build_dir) if dense_only else (build_dir, other)
+        try:  # (a partner's netlist it cannot read costs the breakdown, not the build)
+            where = cost_mod.netlist_differences(gated_dir / f"{gated_dir.name}.json",
+                                                 dense_dir / f"{dense_dir.name}.json")
+        except SluiceError as e:
+            log(f"{name}: gating cost without the breakdown by register: {e}")
+            where = None
         if dense_only:
-            theirs["gating_cost"] = rpt.gating_cost(theirs, report)
+            theirs["gating_cost"] = rpt.gating_cost(theirs, report, where)
             rpt.write_reports(theirs, other)
         else:
-            report["gating_cost"] = rpt.gating_cost(report, theirs)
+            report["gating_cost"] = rpt.gating_cost(report, theirs, where)
     j, md = rpt.write_reports(report, build_dir)
     log(f"{name}: {_one_line(report)}")
     log(f"wrote {j} and {md}; bitstream {bitstream}")

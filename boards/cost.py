@@ -127,6 +127,39 @@ def _carry_weight(netlist, path):
     return 0 if "SB_CARRY" in types else 2
 
 
+def differences(a, b, top=12, carry_weight=2):
+    """The ``top`` groups by how much more logic ``a`` charges them than ``b`` (a gated
+    build against its dense-only partner), each ``{"field", "logic": [a, b], "ff": [a, b]}``
+    rounded to whole cells, for the build report."""
+    names = set(a) | set(b)
+
+    def pair(k, f):
+        return [round(f(a.get(k, {}))), round(f(b.get(k, {})))]
+    rows = [{"field": k, "logic": pair(k, lambda v: logic(v, carry_weight)),
+             "ff": pair(k, lambda v: v.get("ff", 0.0))} for k in names]
+    rows.sort(key=lambda r: (-(r["logic"][0] - r["logic"][1]), r["field"]))
+    return rows[:top]
+
+
+def netlist_differences(gated_path, dense_path, top=12):
+    """:func:`differences` of two netlist files (the build's ``NAME.json``), or None when
+    either is missing; a file that cannot be used raises SluiceError naming it."""
+    import json
+    from pathlib import Path
+
+    counts, weight = [], 2
+    for p in (gated_path, dense_path):
+        if not Path(p).exists():
+            return None
+        try:
+            netlist = json.loads(Path(p).read_text())
+        except (OSError, ValueError) as e:
+            raise SluiceError(f"{p}: {e}") from None
+        counts.append(charge(netlist, str(p)))
+        weight = _carry_weight(netlist, str(p))
+    return differences(*counts, top=top, carry_weight=weight)
+
+
 def table(a, b=None, top=30, carry_weight=2):
     """The report's lines: groups by logic (or by its difference against ``b``), totals last."""
     def row(v):

@@ -239,12 +239,23 @@ def markdown(report: dict) -> str:
         if g.get("fmax"):
             lines.append(f"| Fmax (MHz) | {g['fmax']['gated']:.2f} | {g['fmax']['dense']:.2f} | "
                          f"{g['fmax']['overhead_pct']:+.1f}% |")
+        if g.get("where"):
+            lines += ["", "Where the gated build's extra logic sits: each LUT and carry cell of "
+                      "the two netlists charged to the registers and memory or DSP inputs it "
+                      "reaches (`python -m sluice.boards.cost GATED.json --against DENSE.json`; "
+                      "logic = LUT4 + 2 x CCU2C on the ECP5, SB_LUT4 on the iCE40; registers "
+                      "yosys merged count under the surviving name):", "",
+                      "| register field | logic, gated | dense only | flip-flops, gated | "
+                      "dense only |", "|---|---|---|---|---|"]
+            lines += [f"| `{w['field']}` | {w['logic'][0]} | {w['logic'][1]} | {w['ff'][0]} | "
+                      f"{w['ff'][1]} |" for w in g["where"]]
     lines.append("")
     return "\n".join(lines)
 
 
-def gating_cost(gated: dict, dense: dict) -> dict:
-    """Side by side figures of a gated build and the dense-only build of the same array."""
+def gating_cost(gated: dict, dense: dict, where: list | None = None) -> dict:
+    """Side by side figures of a gated build and the dense-only build of the same array;
+    ``where``: the register fields with the most extra logic (``cost.netlist_differences``)."""
     res = {}
     for cat in ("lut", "ff", "logic_cells", "bram", "dsp"):
         a = gated["resources"].get(cat, {}).get("used")
@@ -257,6 +268,8 @@ def gating_cost(gated: dict, dense: dict) -> dict:
         out["fmax"] = {"gated": gated["fmax_mhz"], "dense": dense["fmax_mhz"],
                        "overhead_pct": 100.0 * (gated["fmax_mhz"] - dense["fmax_mhz"])
                        / dense["fmax_mhz"]}
+    if where:
+        out["where"] = where
     return out
 
 

@@ -132,6 +132,75 @@ def test_report_only_rereads_a_finished_build(tmp_path):
               out_root=str(tmp_path))
 
 
+def _finished_build(d, name, netlist):
+    """A build folder as a finished build leaves it: the logs, the script, the bitstream (a
+    minute later) and the netlist."""
+    import os
+
+    d.mkdir()
+    (d / f"{name}.tim").write_text(NEXTPNR)
+    (d / f"{name}.rpt").write_text(YOSYS)
+    (d / f"build_{name}.sh").write_text("# written by amaranth\n")
+    (d / f"{name}.bin").write_bytes(b"\0")
+    t = os.stat(d / f"build_{name}.sh").st_mtime
+    os.utime(d / f"{name}.bin", (t + 60, t + 60))
+    if netlist is not None:
+        (d / f"{name}.json").write_text(netlist)
+
+
+def _ice40_netlist(extra_luts):
+    """ff a -> ``extra_luts`` SB_LUT4 in a chain -> ff b (none: a feeds b); ff a -> one SB_LUT4 ->
+    ff c."""
+    def cell(typ, conns, outputs):
+        return {"type": typ, "attributes": {}, "connections": conns,
+                "port_directions": {p: "output" if p in outputs else "input" for p in conns}}
+    cells = {"acc.a_SB_DFF_Q": cell("SB_DFF", {"C": [1], "D": [2], "Q": [10]}, {"Q"}),
+             "lc": cell("SB_LUT4", {"I0": [10], "O": [11]}, {"O"}),
+             "acc.c_SB_DFF_Q": cell("SB_DFF", {"C": [1], "D": [11], "Q": [12]}, {"Q"})}
+    prev = 10
+    for i in range(extra_luts):
+        cells[f"l{i}"] = cell("SB_LUT4", {"I0": [prev], "O": [100 + i]}, {"O"})
+        prev = 100 + i
+    cells["acc.b_SB_DFF_Q"] = cell("SB_DFF", {"C": [1], "D": [prev], "Q": [13]}, {"Q"})
+    return json.dumps({"modules": {"top": {"attributes": {"top": "1"}, "cells": cells}}})
+
+
+def test_gating_cost_says_where_the_logic_sits(tmp_path):
+    """With both builds of an array finished, the report's cost of gating lists the register
+    fields by extra logic (`sluice.boards.cost` on the two netlists); a partner netlist it
+    cannot read leaves that list out, with a line saying so, and the build stands."""
+    from sluice.boards.build import build, build_name
+    from sluice.boards.platforms import get_board
+
+    board = get_board("icebreaker")
+    params = board.params(None, None)
+    gated, dense = build_name(board, params), build_name(board, params, dense_only=True)
+    _finished_build(tmp_path / dense, dense, _ice40_netlist(0))
+    _finished_build(tmp_path / gated, gated, _ice40_netlist(3))
+    build("icebreaker", dense_only=True, report_only=True, out_root=str(tmp_path),
+          log=lambda s: None)
+    rep = build("icebreaker", gated=True, report_only=True, out_root=str(tmp_path),
+                log=lambda s: None)
+    where = rep["gating_cost"]["where"]
+    assert where[0] == {"field": "acc.b", "logic": [3, 0], "ff": [1, 1]}
+    assert {"field": "acc.c", "logic": [1, 1], "ff": [1, 1]} in where
+    md = (tmp_path / gated / f"{gated}.report.md").read_text()
+    assert "| `acc.b` | 3 | 0 | 1 | 1 |" in md
+    # the dense-only build finishing second writes the gated report's table too
+    rep = build("icebreaker", dense_only=True, report_only=True, out_root=str(tmp_path),
+                log=lambda s: None)
+    saved = json.loads((tmp_path / gated / f"{gated}.report.json").read_text())
+    assert saved["gating_cost"]["where"][0]["field"] == "acc.b"
+    (tmp_path / dense / f"{dense}.json").write_text("{")
+    lines = []
+    rep = build("icebreaker", gated=True, report_only=True, out_root=str(tmp_path),
+                log=lines.append)
+    assert "where" not in rep["gating_cost"] and rep["gating_cost"]["resources"]
+    assert any("without the breakdown" in s and f"{dense}.json" in s for s in lines)
+    saved = json.loads((tmp_path / gated / f"{gated}.report.json").read_text())
+    assert "where" not in saved["gating_cost"]
+
+
 def test_slow_endpoints_group_registers():
     """nextpnr's detailed timing report (an excerpt of a real 8 x 8 ULX3S build at 100 MHz,
     82.0 MHz reached): register inputs over the 10 ns period, grouped by register, worst first;
