@@ -204,6 +204,9 @@ def main(argv=None):
     ap.add_argument("--by", default="field", choices=("field", "register"),
                     help="group endpoints by field (indices as *, the default) or by register")
     args = ap.parse_args(argv)
+    if args.top < 1:
+        print(f"cost: error: --top: {args.top} must be at least 1", file=sys.stderr)
+        return 2
     res, rc = apply_to_netlist(
         "cost", args.netlist,
         lambda n: (charge(n, args.netlist, args.by), _carry_weight(n, args.netlist)))

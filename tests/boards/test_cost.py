@@ -123,3 +123,5 @@ def test_cli(tmp_path, capsys):
     assert err.startswith("cost: error: ") and str(bad) in err and "\n" not in err.strip()
     assert cost.main([str(p), "--against", str(tmp_path / "missing.json")]) == 2
     assert "missing.json" in capsys.readouterr().err
+    assert cost.main([str(p), "--top", "0"]) == 2
+    assert capsys.readouterr().err == "cost: error: --top: 0 must be at least 1\n"
