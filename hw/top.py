@@ -506,6 +506,14 @@ class Sluice(wiring.Component):
         # g_lo`` the adder's carry chain was the 85F 8 x 8's critical path in session 42)
         g_lo_m1 = [Signal(DIM_BITS + 1, name=f"g_lo_m1_{j}") for j in range(NG)]
         g_lo_m2 = [Signal(DIM_BITS + 1, name=f"g_lo_m2_{j}") for j in range(NG)]
+        # their sources, kept one and two below BASE_LO (a level behind the descriptor) and
+        # below the group counter grp_lo (stepped beside it; it does not wrap in an accepted
+        # job, its largest value being C_IN), so COL_SETUP only selects (the subtract after
+        # the selection was the 85F 8 x 8's second-worst path, 10.2 ns)
+        base_lo_m = [Signal(DIM_BITS + 1, name=f"base_lo_m{k}") for k in (1, 2)]
+        grp_lo_m = [Signal(DIM_BITS + 1, name=f"grp_lo_m{k}") for k in (1, 2)]
+        if gating:
+            m.d.sync += [b.eq(regs.base_lo - k) for b, k in zip(base_lo_m, (1, 2))]
         col_valid = Signal(C)
         tile_o0 = Signal(DIM_BITS + 1)
         tile_idx = Signal(PIX_BITS)
@@ -798,14 +806,16 @@ class Sluice(wiring.Component):
             conditional phase; constant 0 in a dense-only build (no g_lo_m1 / g_lo_m2 there)."""
             return is_cond & (i == ref) if gating else Const(0)
 
-        def lo_dist(two_slices, far):
-            """The distance from the upper slice's channel offset to the lower one's."""
-            return Mux(two_slices, Mux(far, hb_off, prods.half_off), 0)
-
-        # the lower slice's offsets at a pass's start: the upper one's plus the distance
+        # the lower slice's offsets at a pass's start: the upper one's plus the distance, the
+        # sum for a two-slice pass (`lo_start`) a register a level behind g_start_off and
+        # lo_far0 (both set in PHASE / COND; first read at the phase's first swap, rows + 2
+        # cycles later): the pass's row-set flag then only selects (nxt_sl -> the distance's
+        # multiplexer -> the add -> lo_step_off was the 85F 8 x 8's critical path, 10.5 ns)
         lo_reset = [Signal(saddr, name=f"lo_reset_{j}") for j in range(len(lo_far))]
+        lo_start = [Signal(saddr, name=f"lo_start_{j}") for j in range(len(lo_far))]
         for j in range(len(lo_far)):
-            m.d.comb += lo_reset[j].eq(g_start_off[j] + lo_dist(nxt_slc, lo_far0[j]))
+            m.d.sync += lo_start[j].eq(g_start_off[j] + Mux(lo_far0[j], hb_off, prods.half_off))
+            m.d.comb += lo_reset[j].eq(Mux(nxt_slc, lo_start[j], g_start_off[j]))
 
         def reset_steps():
             last_n0 = Mux(nxt_slc, half_m1 == 0, n_ch_m1 == 0) if SL else n_ch_m1 == 0
@@ -1909,6 +1919,8 @@ class Sluice(wiring.Component):
                 # unchanged.
                 m.d.comb += start_job.eq(1)
                 m.d.sync += [tile_o0.eq(0), grp_r.eq(0), grp_lo.eq(0),
+                             *(grp_lo_m[i].eq((1 << (DIM_BITS + 1)) - 1 - i)
+                               for i in range(2) if gating),
                              grp_lo_off.eq(0),
                              tile_idx.eq(0),
                              cmp_bank.eq(0), bank_full.eq(0),
@@ -1942,10 +1954,12 @@ class Sluice(wiring.Component):
                         m.d.sync += [g_lo[j].eq(lo),
                                      g_lo_off[j].eq(Mux(base_first, prods.lo_off, grp_lo_off))]
                         if gating:
-                            m.d.sync += [g_lo_m1[j].eq(lo - 1), g_lo_m2[j].eq(lo - 2)]
+                            m.d.sync += [g.eq(Mux(base_first, b, r)) for g, b, r in zip(
+                                (g_lo_m1[j], g_lo_m2[j]), base_lo_m, grp_lo_m)]
                 with m.If(valid):
                     with m.If(grp_r == group_cout_m1):
                         m.d.sync += [grp_r.eq(0), grp_lo.eq(grp_lo + base_cin),
+                                     *(g.eq(g + base_cin) for g in grp_lo_m if gating),
                                      grp_lo_off.eq(grp_lo_off + prods.base_off)]
                     with m.Else():
                         m.d.sync += grp_r.eq(grp_r + 1)
