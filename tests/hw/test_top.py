@@ -702,6 +702,44 @@ def test_ctrl_write_waits_for_the_descriptor_products_within_the_documented_boun
     assert waits[1] < waits[0] / 2, waits
 
 
+@pytest.mark.parametrize("base_lo", [2, 3])
+def test_a_first_base_range_inside_the_channels(monkeypatch, base_lo):
+    """BASE_FIRST with BASE_LO > 1 (the host always sends 0; the descriptor takes any): the
+    layer's input channels rotated by BASE_LO so that its base set [0, BASE_CIN) lies at
+    [BASE_LO, BASE_LO + BASE_CIN), each column's weights in that job's channel sequence
+    (`channel_order`), give the unrotated layer's outputs and gate bits, bit for bit, and the
+    cycle model's counts from the same descriptors. The conditional channel walk steps over
+    the base range in the middle (the skip-ahead flag's g_lo - 1 / g_lo - 2 from BASE_LO)."""
+    import sluice.sim.host as host
+    from sluice.hw.cycle_model import job_cycles
+
+    params = SQUARE
+    layer = make_layer(c_in=6, c_out=6, size=(5, 5), partitions=3, base="first",
+                       gate_rate=0.5, seed=base_lo)
+    assert layer.c_in // layer.partitions == 2 and layer.c_in > base_lo + 2
+    rot = replace(layer, x=np.roll(layer.x, base_lo, axis=0), w=np.roll(layer.w, base_lo, axis=1))
+    order = host.channel_order
+    monkeypatch.setattr(host, "channel_order",
+                        lambda c_in, lo, base_cin, gated: order(c_in, lo + base_lo, base_cin,
+                                                                gated))
+    jobs = host.layer_jobs(rot, params)
+    for job in jobs:
+        job.descriptor["BASE_LO"] = base_lo
+        job.writes[:] = [(a, base_lo if a == REG["BASE_LO"].addr else v) for a, v in job.writes]
+    y, gate = new_outputs(rot)
+    cycles = 0
+    for job, (words, _, error, counters) in zip(jobs, simulate_jobs(jobs, params)):
+        assert error == 0
+        decode_words(rot, job, words, y, gate, params)
+        cycles += counters["cycles"]
+    ref_y, ref_gate = run_reference(layer)
+    assert np.array_equal(y, ref_y) and np.array_equal(gate, ref_gate)
+    _, g_all = run_reference(layer)
+    model = sum(job_cycles(rot, job.descriptor, g_all[:, job.y0:job.y0 + job.h_out], params,
+                           dense=False)["cycles"] for job in jobs)
+    assert model == cycles
+
+
 def test_a_column_order_runs_bit_exact_and_moves_the_cycles():
     """A host column order (``Layer.column_order``, within base groups; ``sluice
     column-order``): the jobs put the channels on the columns in that order, the results come
