@@ -506,14 +506,6 @@ class Sluice(wiring.Component):
         # g_lo`` the adder's carry chain was the 85F 8 x 8's critical path in session 42)
         g_lo_m1 = [Signal(DIM_BITS + 1, name=f"g_lo_m1_{j}") for j in range(NG)]
         g_lo_m2 = [Signal(DIM_BITS + 1, name=f"g_lo_m2_{j}") for j in range(NG)]
-        # their sources, kept one and two below BASE_LO (a level behind the descriptor) and
-        # below the group counter grp_lo (stepped beside it; it does not wrap in an accepted
-        # job, its largest value being C_IN), so COL_SETUP only selects (the subtract after
-        # the selection was the 85F 8 x 8's second-worst path, 10.2 ns)
-        base_lo_m = [Signal(DIM_BITS + 1, name=f"base_lo_m{k}") for k in (1, 2)]
-        grp_lo_m = [Signal(DIM_BITS + 1, name=f"grp_lo_m{k}") for k in (1, 2)]
-        if gating:
-            m.d.sync += [b.eq(regs.base_lo - k) for b, k in zip(base_lo_m, (1, 2))]
         col_valid = Signal(C)
         tile_o0 = Signal(DIM_BITS + 1)
         tile_idx = Signal(PIX_BITS)
@@ -730,24 +722,20 @@ class Sluice(wiring.Component):
         lo_beyond = [Signal(name=f"lo_beyond_{j}") for j in range(NG if SL else 0)]
         lo_gap = [Signal(DIM_BITS, name=f"lo_gap_{j}") for j in range(NG if SL else 0)]
         hb_off = Signal(off_bits)  # (h + BASE_CIN) * H_IN * W_IN, a level behind the products
-        # (BASE_CIN + 1) * H_IN * W_IN, a level behind the serial products
-        skip_off = Signal(off_bits)
-        m.d.sync += skip_off.eq(prods.base_off + hw_in)
         # the lower offset's whole step at a channel end in a two-slice pass (the upper one's
-        # increment plus the new distance), one register per case, each a two-input add of
-        # products or of registers a level behind them (at most two levels: settled by START,
-        # DESC_LEVELS): the lower offset is then one add (with the increment and the distance
-        # added in series, g_off -> lo_step_off was the 85F 8 x 8 critical path, 10.6 ns):
-        # past the base range (BASE_CIN + 1) * H_IN * W_IN + h * H_IN * W_IN; else
-        # H_IN * W_IN + h * H_IN * W_IN, or + (h + BASE_CIN) * H_IN * W_IN when far
+        # increment plus the new distance), one register per case, a level behind the products
+        # (settled by START, DESC_LEVELS): the lower offset is then one add (with the increment
+        # and the distance added in series, g_off -> lo_step_off was the 85F 8 x 8 critical
+        # path, 10.6 ns): past the base range (BASE_CIN + 1) * H_IN * W_IN + h * H_IN * W_IN;
+        # else H_IN * W_IN + h * H_IN * W_IN, or + (h + BASE_CIN) * H_IN * W_IN when far
         lo_inc_skip = Signal(off_bits)
         lo_inc_near = Signal(off_bits)
         lo_inc_far = Signal(off_bits)
         if SL:
             m.d.sync += [hb_off.eq(prods.half_off + prods.base_off),
-                         lo_inc_skip.eq(skip_off + prods.half_off),
+                         lo_inc_skip.eq(prods.base_off + hw_in + prods.half_off),
                          lo_inc_near.eq(hw_in + prods.half_off),
-                         lo_inc_far.eq(hw_in + hb_off)]
+                         lo_inc_far.eq(hw_in + prods.half_off + prods.base_off)]
         # per group: the offset of its first column's base range (captured in COL_SETUP)
         g_lo_off = [Signal(off_bits, name=f"g_lo_off_{j}") for j in range(NG)]
         grp_lo_off = Signal(off_bits)  # grp_lo * H_IN * W_IN
@@ -759,6 +747,9 @@ class Sluice(wiring.Component):
         g_end = [Signal(ewidth, name=f"g_end_{j}") for j in range(NG)]
         g_start_end = [Signal(ewidth, name=f"g_start_end_{j}") for j in range(NG)]
         m.d.sync += [g_start_end[j].eq(g_start_off[j] + hw_in) for j in range(NG)]
+        # (BASE_CIN + 1) * H_IN * W_IN, a level behind the serial products
+        skip_off = Signal(off_bits)
+        m.d.sync += skip_off.eq(prods.base_off + hw_in)
 
         kernel_m1 = Signal(3)  # registered, one level behind the descriptor (DESC_LEVELS)
         m.d.sync += kernel_m1.eq(kernel - 1)
@@ -801,21 +792,14 @@ class Sluice(wiring.Component):
         # ECP5 critical path (10.2 ns); cycle-neutral
         g_skip_next = [Signal(name=f"g_skip_next_{j}") for j in range(NG)]
 
-        def passes_base(i, ref):
-            """g_skip_next's next value: channel ``i`` is ``ref`` (g_lo - 1 or g_lo - 2) in the
-            conditional phase; constant 0 in a dense-only build (no g_lo_m1 / g_lo_m2 there)."""
-            return is_cond & (i == ref) if gating else Const(0)
+        def lo_dist(two_slices, far):
+            """The distance from the upper slice's channel offset to the lower one's."""
+            return Mux(two_slices, Mux(far, hb_off, prods.half_off), 0)
 
-        # the lower slice's offsets at a pass's start: the upper one's plus the distance, the
-        # sum for a two-slice pass (`lo_start`) a register a level behind g_start_off and
-        # lo_far0 (both set in PHASE / COND; first read at the phase's first swap, rows + 2
-        # cycles later): the pass's row-set flag then only selects (nxt_sl -> the distance's
-        # multiplexer -> the add -> lo_step_off was the 85F 8 x 8's critical path, 10.5 ns)
+        # the lower slice's offsets at a pass's start: the upper one's plus the distance
         lo_reset = [Signal(saddr, name=f"lo_reset_{j}") for j in range(len(lo_far))]
-        lo_start = [Signal(saddr, name=f"lo_start_{j}") for j in range(len(lo_far))]
         for j in range(len(lo_far)):
-            m.d.sync += lo_start[j].eq(g_start_off[j] + Mux(lo_far0[j], hb_off, prods.half_off))
-            m.d.comb += lo_reset[j].eq(Mux(nxt_slc, lo_start[j], g_start_off[j]))
+            m.d.comb += lo_reset[j].eq(g_start_off[j] + lo_dist(nxt_slc, lo_far0[j]))
 
         def reset_steps():
             last_n0 = Mux(nxt_slc, half_m1 == 0, n_ch_m1 == 0) if SL else n_ch_m1 == 0
@@ -824,7 +808,7 @@ class Sluice(wiring.Component):
                     is_last.eq((kernel_m1 == 0) & last_n0),
                     st_n.eq(0), st_ky.eq(0), st_kx.eq(0), st_w.eq(w_start),
                     st_first.eq(1), *(g_i[j].eq(g_start[j]) for j in range(NG)),
-                    *(g_skip_next[j].eq(passes_base(g_start[j], g_lo_m1[j]))
+                    *(g_skip_next[j].eq(is_cond & (g_start[j] == g_lo_m1[j]))
                       for j in range(NG)),
                     *(g_off[j].eq(g_start_off[j]) for j in range(NG)),
                     *(row_off[j].eq(g_start_off[j]) for j in range(NG)),
@@ -1637,7 +1621,7 @@ class Sluice(wiring.Component):
                                          Mux(lo_far[j] | lo_set_next[j], lo_inc_far,
                                              lo_inc_near)),
                                      Mux(g_skip_next[j], skip_off, hw_in))
-                        lo_next = g_off[j] + lo_inc
+                        lo_next = (g_off[j] + lo_inc)[:len(lo_row_off[j])]
                         m.d.sync += [lo_far[j].eq(far), lo_row_off[j].eq(lo_next),
                                      lo_step_off[j].eq(lo_next),
                                      lo_set_next[j].eq(lo_beyond[j] & (st_n + 2 == lo_gap[j]))]
@@ -1649,7 +1633,7 @@ class Sluice(wiring.Component):
                                      g_end[j].eq(g_end[j] + skip_off)]
                     with m.Else():
                         m.d.sync += [g_i[j].eq(g_i[j] + 1),
-                                     g_skip_next[j].eq(passes_base(g_i[j], g_lo_m2[j])),
+                                     g_skip_next[j].eq(is_cond & (g_i[j] == g_lo_m2[j])),
                                      g_end[j].eq(g_end[j] + hw_in)]
         with m.If(swap):
             m.d.sync += [rl_done.eq(0), have_cur.eq(1)]
@@ -1919,8 +1903,6 @@ class Sluice(wiring.Component):
                 # unchanged.
                 m.d.comb += start_job.eq(1)
                 m.d.sync += [tile_o0.eq(0), grp_r.eq(0), grp_lo.eq(0),
-                             *(grp_lo_m[i].eq((1 << (DIM_BITS + 1)) - 1 - i)
-                               for i in range(2) if gating),
                              grp_lo_off.eq(0),
                              tile_idx.eq(0),
                              cmp_bank.eq(0), bank_full.eq(0),
@@ -1951,15 +1933,12 @@ class Sluice(wiring.Component):
                     m.d.sync += phase_q.eq(1)  # PHASE's clears, from a register
                 for j in range(NG):  # column j * G's base range and its offset (g_start_off)
                     with m.If(setup_c == j * G):
-                        m.d.sync += [g_lo[j].eq(lo),
+                        m.d.sync += [g_lo[j].eq(lo), g_lo_m1[j].eq(lo - 1),
+                                     g_lo_m2[j].eq(lo - 2),
                                      g_lo_off[j].eq(Mux(base_first, prods.lo_off, grp_lo_off))]
-                        if gating:
-                            m.d.sync += [g.eq(Mux(base_first, b, r)) for g, b, r in zip(
-                                (g_lo_m1[j], g_lo_m2[j]), base_lo_m, grp_lo_m)]
                 with m.If(valid):
                     with m.If(grp_r == group_cout_m1):
                         m.d.sync += [grp_r.eq(0), grp_lo.eq(grp_lo + base_cin),
-                                     *(g.eq(g + base_cin) for g in grp_lo_m if gating),
                                      grp_lo_off.eq(grp_lo_off + prods.base_off)]
                     with m.Else():
                         m.d.sync += grp_r.eq(grp_r + 1)
