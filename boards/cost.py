@@ -9,10 +9,9 @@ block or pin on each path, and charges the cell to those endpoints, split evenly
 reaches several: its cone. Endpoints are grouped by name with the indices written ``*``
 (``acc.next_abase_5`` -> ``acc.next_abase_*``, ``acc.skew_q12_3`` -> ``acc.skew_q*_*``; a
 name's first part keeps its digits, ``acc.d1_psum_0`` -> ``acc.d1_psum_*``; ``--by register``
-keeps them all),
-unnamed registers by the source line that made them. With ``--against`` a second netlist (the
-dense-only partner of a gated build, ``sluice build --dense-only``) is charged the same way
-and the table lists the differences: where a build's extra logic sits.
+keeps them all), unnamed registers by the source line that made them. With ``--against`` a
+second netlist (the dense-only partner of a gated build, ``sluice build --dense-only``) is
+charged the same way and the table lists the differences: where a build's extra logic sits.
 
     python -m sluice.boards.cost build/boards/NAME/NAME.json [--against OTHER.json] [--top N]
         [--by field|register]
