@@ -126,10 +126,12 @@ def _carry_weight(netlist, path):
     return 0 if "SB_CARRY" in types else 2
 
 
-def differences(a, b, top=12, carry_weight=2):
+def differences(a, b, top=12, fewer=4, carry_weight=2):
     """The ``top`` groups by how much more logic ``a`` charges them than ``b`` (a gated
-    build against its dense-only partner), each ``{"field", "logic": [a, b], "ff": [a, b]}``
-    rounded to whole cells, for the build report."""
+    build against its dense-only partner), then the ``fewer`` with the most less logic in
+    ``a`` (mostly the same registers under another name there: merged or renamed), each
+    ``{"field", "logic": [a, b], "ff": [a, b]}`` rounded to whole cells, for the build
+    report."""
     names = set(a) | set(b)
 
     def pair(k, f):
@@ -137,7 +139,9 @@ def differences(a, b, top=12, carry_weight=2):
     rows = [{"field": k, "logic": pair(k, lambda v: logic(v, carry_weight)),
              "ff": pair(k, lambda v: v.get("ff", 0.0))} for k in names]
     rows.sort(key=lambda r: (-(r["logic"][0] - r["logic"][1]), r["field"]))
-    return rows[:top]
+    more = rows[:top]
+    less = [r for r in reversed(rows[top:]) if r["logic"][0] < r["logic"][1]][:fewer]
+    return more + less
 
 
 def netlist_differences(gated_path, dense_path, top=12):

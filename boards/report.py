@@ -244,7 +244,9 @@ def markdown(report: dict) -> str:
                       "the two netlists charged to the registers and memory or DSP inputs it "
                       "reaches (`python -m sluice.boards.cost GATED.json --against DENSE.json`; "
                       "logic = LUT4 + 2 x CCU2C on the ECP5, SB_LUT4 on the iCE40; registers "
-                      "yosys merged count under the surviving name):", "",
+                      "yosys merged count under the surviving name, so the last rows, fields "
+                      "with less logic in the gated build, are mostly registers named otherwise "
+                      "there, to be read against the first):", "",
                       "| register field | logic, gated | dense only | flip-flops, gated | "
                       "dense only |", "|---|---|---|---|---|"]
             lines += [f"| `{w['field']}` | {w['logic'][0]} | {w['logic'][1]} | {w['ff'][0]} | "

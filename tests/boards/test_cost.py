@@ -96,6 +96,16 @@ def test_table_and_difference():
     assert lines[-1].split()[2] == "+2"
 
 
+def test_differences_list_the_most_and_the_least():
+    a = {"x": {"lut": 5, "ff": 2}, "z": {"lut": 1}, "w": {"lut": 2}}
+    b = {"x": {"lut": 1}, "y": {"lut": 3, "ff": 1}, "z": {"lut": 1}, "w": {"lut": 1}}
+    assert cost.differences(a, b, top=1) == [
+        {"field": "x", "logic": [5, 1], "ff": [2, 0]},
+        {"field": "y", "logic": [0, 3], "ff": [0, 1]}]  # less in a: listed last
+    assert [r["field"] for r in cost.differences(a, b, top=2, fewer=0)] == ["x", "w"]
+    assert [r["field"] for r in cost.differences(a, b, top=4)] == ["x", "w", "z", "y"]
+
+
 def test_ice40_carries_count_with_their_luts():
     nl = _netlist({"acc.a_SB_DFF_Q": _cell("SB_DFF", {"C": [1], "D": [2], "Q": [10]}, {"Q"}),
                    "l": _cell("SB_LUT4", {"I0": [10], "O": [11]}, {"O"}),
