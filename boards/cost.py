@@ -33,7 +33,8 @@ import re
 import sys
 from collections import defaultdict
 
-from sluice.boards.depth import _stem, apply_to_netlist, cell_src, connectivity, top_module
+from sluice.boards.depth import (_stem, apply_to_netlist, cell_src, connectivity,
+                                 read_netlist, top_module)
 from sluice.errors import SluiceError
 
 LUTS = {"LUT4", "SB_LUT4"}
@@ -147,17 +148,13 @@ def differences(a, b, top=12, fewer=4, carry_weight=2):
 def netlist_differences(gated_path, dense_path, top=12):
     """:func:`differences` of two netlist files (the build's ``NAME.json``), or None when
     either is missing; a file that cannot be used raises SluiceError naming it."""
-    import json
     from pathlib import Path
 
+    if not (Path(gated_path).exists() and Path(dense_path).exists()):
+        return None
     counts, weight = [], 2
     for p in (gated_path, dense_path):
-        if not Path(p).exists():
-            return None
-        try:
-            netlist = json.loads(Path(p).read_text())
-        except (OSError, ValueError) as e:
-            raise SluiceError(f"{p}: {e}") from None
+        netlist = read_netlist(p)
         counts.append(charge(netlist, str(p)))
         weight = _carry_weight(netlist, str(p))
     return differences(*counts, top=top, carry_weight=weight)

@@ -214,15 +214,20 @@ def arrivals(netlist, path="netlist"):
     return {k: Endpoint(ns, n, src, trace(key)) for k, (ns, n, src, key) in worst.items()}
 
 
+def read_netlist(path):
+    """The yosys JSON netlist at ``path``; SluiceError naming the file when it cannot be read."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise SluiceError(f"{path}: {e}") from None
+
+
 def apply_to_netlist(prog: str, path: str, fn):
     """``fn(netlist)`` on the yosys JSON netlist at ``path``: (its result, None), or (None, 2)
     after a one-line ``PROG: error: ...`` on stderr when the file cannot be read or used."""
     try:
-        with open(path) as f:
-            netlist = json.load(f)
-        return fn(netlist), None
-    except (OSError, ValueError) as e:
-        print(f"{prog}: error: {path}: {e}", file=sys.stderr)
+        return fn(read_netlist(path)), None
     except SluiceError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
     return None, 2
