@@ -134,6 +134,11 @@ CASES = {
     "sliced3_eight_rows": (HwParams(rows=8, cols=4, act_depth=2048, wgt_depth=512,
                                     pix_depth=128, skip_cols=2, post_cols=2, row_slices=3),
                            dict(c_in=6, c_out=8, size=(6, 6), partitions=2, gate_rate=0.02)),
+    # 6 rows (rows 0, 1 and 3 of a three-slice pass: the middle row fires two rows before
+    # the lower one, the upper row three), a two-slice pass beside the three-slice one
+    "sliced3_six_rows": (HwParams(rows=6, cols=4, act_depth=2048, wgt_depth=512,
+                                  pix_depth=128, skip_cols=2, post_cols=2, row_slices=3),
+                         dict(c_in=12, c_out=8, size=(4, 6), partitions=2, gate_rate=0.15)),
     # two channel slices where the skip groups' base ranges lie before, inside and past the
     # lower slice's channels (n = 6 conditional channels, h = 3; base ranges at 0, 2, 4, 6):
     # the lower slice's channel sequence skips the base range at its own step
