@@ -1046,15 +1046,17 @@ class Sluice(wiring.Component):
         # row select -> read address was an 8 x 8 ECP5 critical path, 12.7 ns)
         drn_head = [{f: drn[f][j] for f in FIELDS if j in drain_slots(f)} for j in range(NG)]
         psum_rows = Array([Array([arr.psum[r][c] for c in range(C)]) for r in range(R)])
-        # a sliced pass's lower row r (H <= r < 2H) drains with the upper row r - H's sum
-        # (that row finished H cycles earlier; `d1_up`); other rows read zeros here
-        psum_up = Array([Array([arr.psum[r - H][c] if H <= r < 2 * H else Const(0, signed(SB))
-                                for c in range(C)]) for r in range(R)]) if SL else None
-        # a three-slice pass's lower row r (H <= r < H + T) also drains with the middle row
-        # r - H + T's sum (finished H - T cycles earlier)
-        psum_mid = Array([Array([arr.psum[r - H + T][c] if H <= r < H + T
-                                 else Const(0, signed(SB)) for c in range(C)])
-                          for r in range(R)]) if SL3 else None
+        # a sliced pass's lower row r (H <= r < 2H) drains with the upper row r - H's sum, a
+        # three-slice pass's (H <= r < H + T) also with the middle row r - H + T's: rows fire
+        # in order, so those rows fired H and H - T fires earlier, and their sums are taken
+        # from a history of the drained rows' sums shifted at each fire (`d_hist[k]`: the
+        # row k + 2 fires back; `d1_psum` the row one back), not by a select on d_r (its
+        # 4:1 and 2:1 multiplexers with zeros were the largest row-slice items of the 85F
+        # 8 x 8, `python -m sluice.boards.cost`). In the upper and middle rows, which write
+        # no result, the sums read are don't-care; in unsliced passes they are zeros.
+        d_hist = [[Signal(signed(SB), name=f"d_hist{k}_{c}", reset_less=True)
+                   for c in range(C)] for k in range(H - 1)] if SL else []
+        hist = [d1_psum] + d_hist  # hist[k]: the sums of the row k + 1 fires back
 
         # a pass's last step was issued a cycle ago (a one-cycle pulse): the drain's count
         # starts from it, one less, so the first row fires in the same cycle as it would from
@@ -1136,9 +1138,12 @@ class Sluice(wiring.Component):
                          if j in drain_slots(f)]
             m.d.sync += [d1_psum[c].eq(psum_rows[d_r][c]) for c in range(C)]
             if SL:
-                m.d.sync += [d1_up[c].eq(Mux(drn_sl, psum_up[d_r][c], 0)) for c in range(C)]
+                m.d.sync += [d_hist[k][c].eq(hist[k][c]) for k in range(H - 1)
+                             for c in range(C)]
+                m.d.sync += [d1_up[c].eq(Mux(drn_sl, hist[H - 1][c], 0)) for c in range(C)]
             if SL3:
-                m.d.sync += [d1_mid[c].eq(Mux(drn_sl3, psum_mid[d_r][c], 0)) for c in range(C)]
+                m.d.sync += [d1_mid[c].eq(Mux(drn_sl3, hist[H - T - 1][c], 0))
+                             for c in range(C)]
             m.d.sync += d_r.eq(d_r + 1)
             with m.If(d_r == R - 1):
                 m.d.sync += [d_r.eq(0), in_flight.eq(0)]
