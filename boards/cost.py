@@ -16,10 +16,14 @@ charged the same way and the table lists the differences: where a build's extra 
     python -m sluice.boards.cost build/boards/NAME/NAME.json [--against OTHER.json] [--top N]
         [--by field|register]
 
-Registers that yosys merged (the same inputs) are counted once, under the surviving name,
-and a shared cone is split between its endpoints, so a difference can move logic between
-names (in the 85F's 8 x 8, `gate_psum` is a kept copy of `d1_psum`, which the gated netlist
-then lacks: +1,046 against -1,048); read a table's large opposite entries together.
+Registers that yosys merged (the same inputs) are counted once, under the surviving name;
+their other names stay in the netlist as names of the register's output net. With
+``--against`` the first netlist's registers are listed under such a name where the second
+netlist uses it and not the surviving one (then the second's likewise against the first's):
+in the 85F's 8 x 8 yosys keeps `gate_psum` for the merged `d1_psum`, which the table lists as
+`d1_psum`, like the dense-only build's. A register renamed without an alias (a module's
+output taken up by another name) still shows as logic moved between two names; and a shared
+cone is split between its endpoints, so read a table's large opposite entries together.
 
 "logic" is LUT4 + 2 x CCU2C on the ECP5 (a carry cell holds two LUTs' worth) and SB_LUT4 on
 the iCE40 (its carry sits beside a LUT); the multiplexers (PFUMX, L6MUX21) share slices with
@@ -60,17 +64,52 @@ def endpoint_name(name, cell, by="field"):
     return stem
 
 
-def charge(netlist, path="netlist", by="field"):
+def _cells(netlist, path):
+    return {n: c for n, c in top_module(netlist, path)["cells"].items()
+            if c["type"] not in IGNORED}
+
+
+def endpoint_groups(netlist, path="netlist", by="field", prefer=None):
+    """``{cell: group}`` for the non-combinational cells (:func:`endpoint_name`). With
+    ``prefer`` (another netlist's groups), a cell whose group is not among them takes the
+    first of its aliases' groups that is: the names of its output nets other than the
+    cell's own (a merged register's other names), yosys's generated names left out."""
+    if by not in ("field", "register"):
+        raise SluiceError(f"--by: {by!r} must be field or register")
+    cells = _cells(netlist, path)
+    group = {n: endpoint_name(n, c, by) for n, c in cells.items() if c["type"] not in COMB}
+    if prefer is None:
+        return group
+    names = defaultdict(list)  # net bit -> the user names on it
+    for name, net in top_module(netlist, path).get("netnames", {}).items():
+        if net.get("hide_name") or "$" in name or _stem(name) != name:
+            continue
+        for bit in net.get("bits", []):
+            if isinstance(bit, int):
+                names[bit].append(name)
+    for n, g in group.items():
+        if g in prefer:
+            continue
+        c = cells[n]
+        alias = sorted({endpoint_name(a, c, by)
+                        for p, d in c.get("port_directions", {}).items() if d == "output"
+                        for b in c["connections"].get(p, []) if isinstance(b, int)
+                        for a in names.get(b, ())} & set(prefer))
+        if alias:
+            group[n] = alias[0]
+    return group
+
+
+def charge(netlist, path="netlist", by="field", group=None):
     """``{group: counts}``: per endpoint group the logic charged to it (``lut``, ``carry``,
     ``mux``, fractional where cells are shared) and its own cells (``ff`` and, by type, the
     block RAMs, LUT RAMs and DSP blocks); ``(unreached)`` holds cells whose outputs reach no
-    endpoint."""
-    if by not in ("field", "register"):
-        raise SluiceError(f"--by: {by!r} must be field or register")
-    cells = {n: c for n, c in top_module(netlist, path)["cells"].items()
-             if c["type"] not in IGNORED}
+    endpoint. ``group``: the endpoints' groups (:func:`endpoint_groups`, by default its
+    names)."""
+    cells = _cells(netlist, path)
     _, sinks = connectivity(cells)
-    group = {n: endpoint_name(n, c, by) for n, c in cells.items() if c["type"] not in COMB}
+    if group is None:
+        group = endpoint_groups(netlist, path, by)
     counts = defaultdict(lambda: defaultdict(float))
     for n, c in cells.items():
         if n in group:
@@ -145,6 +184,15 @@ def differences(a, b, top=12, fewer=4, carry_weight=2):
     return more + less
 
 
+def charge_pair(a, b, path_a="netlist", path_b="other netlist", by="field"):
+    """:func:`charge` of two netlists named against each other: ``a``'s registers under an
+    alias that ``b`` uses where their own name is not ``b``'s, then ``b``'s against ``a``'s
+    names so chosen (:func:`endpoint_groups`)."""
+    ga = endpoint_groups(a, path_a, by, prefer=set(endpoint_groups(b, path_b, by).values()))
+    gb = endpoint_groups(b, path_b, by, prefer=set(ga.values()))
+    return charge(a, path_a, by, ga), charge(b, path_b, by, gb)
+
+
 def netlist_differences(gated_path, dense_path, top=12):
     """:func:`differences` of two netlist files (the build's ``NAME.json``), or None when
     either is missing; a file that cannot be used raises SluiceError naming it."""
@@ -152,12 +200,9 @@ def netlist_differences(gated_path, dense_path, top=12):
 
     if not (Path(gated_path).exists() and Path(dense_path).exists()):
         return None
-    counts, weight = [], 2
-    for p in (gated_path, dense_path):
-        netlist = read_netlist(p)
-        counts.append(charge(netlist, str(p)))
-        weight = _carry_weight(netlist, str(p))
-    return differences(*counts, top=top, carry_weight=weight)
+    a, b = (read_netlist(p) for p in (gated_path, dense_path))
+    counts = charge_pair(a, b, str(gated_path), str(dense_path))
+    return differences(*counts, top=top, carry_weight=_carry_weight(b, str(dense_path)))
 
 
 def table(a, b=None, top=30, carry_weight=2):
@@ -207,19 +252,17 @@ def main(argv=None):
     if args.top < 1:
         print(f"cost: error: --top: {args.top} must be at least 1", file=sys.stderr)
         return 2
-    res, rc = apply_to_netlist(
-        "cost", args.netlist,
-        lambda n: (charge(n, args.netlist, args.by), _carry_weight(n, args.netlist)))
+
+    def work(na):  # (the second netlist's errors name it, like the first's)
+        weight = _carry_weight(na, args.netlist)
+        if not args.against:
+            return charge(na, args.netlist, args.by), None, weight
+        nb = read_netlist(args.against)
+        return (*charge_pair(na, nb, args.netlist, args.against, args.by), weight)
+    res, rc = apply_to_netlist("cost", args.netlist, work)
     if rc:
         return rc
-    a, weight = res
-    b = None
-    if args.against:
-        b, rc = apply_to_netlist("cost", args.against,
-                                 lambda n: charge(n, args.against, args.by))
-        if rc:
-            return rc
-    print("\n".join(table(a, b, args.top, weight)))
+    print("\n".join(table(*res[:2], args.top, res[2])))
     return 0
 
 

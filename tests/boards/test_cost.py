@@ -106,6 +106,40 @@ def test_differences_list_the_most_and_the_least():
     assert [r["field"] for r in cost.differences(a, b, top=4)] == ["x", "w", "z", "y"]
 
 
+def _named(cells, nets):
+    nl = _netlist(cells)
+    nl["modules"]["top"]["netnames"] = {n: {"hide_name": 0, "bits": b} for n, b in nets.items()}
+    return nl
+
+
+def test_a_merged_register_is_listed_under_its_partners_name():
+    """yosys keeps one name for registers it merged; the others stay on the output net, and
+    against a partner netlist the register takes the name the partner uses."""
+    gated = _named({"acc.a_TRELLIS_FF_Q": _ff(2, 10), "l1": _lut([10], 11),
+                    "acc.gate_psum_0_TRELLIS_FF_Q": _ff(11, 12),
+                    "acc.x_0_TRELLIS_FF_Q": _ff(12, 13), "l2": _lut([13], 14),
+                    "acc.e_TRELLIS_FF_Q": _ff(14, 15)},
+                   {"acc.a": [10], "acc.gate_psum_0": [12], "acc.d1_psum_0": [12],
+                    "acc.x_0": [13], "acc.y_0": [13],
+                    # generated names (yosys's mapping suffixes, $) are no aliases
+                    "acc.e_TRELLIS_FF_Q_DI_LUT4_Z": [13], "acc.$f": [13]})
+    dense = _named({"acc.a_TRELLIS_FF_Q": _ff(2, 10), "l1": _lut([10], 11),
+                    "acc.d1_psum_0_TRELLIS_FF_Q": _ff(11, 12),
+                    "acc.y_0_TRELLIS_FF_Q": _ff(12, 13), "acc.e_TRELLIS_FF_Q": _ff(13, 15)},
+                   {"acc.a": [10], "acc.d1_psum_0": [12], "acc.y_0": [13], "acc.x_0": [13]})
+    assert "acc.gate_psum_*" in cost.charge(gated)  # alone: the surviving name
+    a, b = cost.charge_pair(gated, dense)
+    assert a["acc.d1_psum_*"] == b["acc.d1_psum_*"] == {"ff": 1, "lut": 1}
+    assert "acc.gate_psum_*" not in a
+    # x in one, y in the other, each an alias of the other: one name on both sides
+    assert set(a) == set(b) == {"acc.a", "acc.d1_psum_*", "acc.y_*", "acc.e"}
+    # an alias that yosys generated (acc.e_..._LUT4_Z on y's output) is not taken
+    assert a["acc.y_*"] == {"ff": 1} and a["acc.e"] == {"ff": 1, "lut": 1}
+    assert cost.differences(a, b, top=2) == [
+        {"field": "acc.e", "logic": [1, 0], "ff": [1, 1]},
+        {"field": "acc.a", "logic": [0, 0], "ff": [1, 1]}]
+
+
 def test_ice40_carries_count_with_their_luts():
     nl = _netlist({"acc.a_SB_DFF_Q": _cell("SB_DFF", {"C": [1], "D": [2], "Q": [10]}, {"Q"}),
                    "l": _cell("SB_LUT4", {"I0": [10], "O": [11]}, {"O"}),
