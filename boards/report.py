@@ -243,10 +243,11 @@ def markdown(report: dict) -> str:
             lines += ["", "Where the gated build's extra logic sits: each LUT and carry cell of "
                       "the two netlists charged to the registers and memory or DSP inputs it "
                       "reaches (`python -m sluice.boards.cost GATED.json --against DENSE.json`; "
-                      "logic = LUT4 + 2 x CCU2C on the ECP5, SB_LUT4 on the iCE40; registers "
-                      "yosys merged count under the surviving name, so the last rows, fields "
-                      "with less logic in the gated build, are mostly registers named otherwise "
-                      "there, to be read against the first):", "",
+                      "logic = LUT4 + 2 x CCU2C on the ECP5, SB_LUT4 on the iCE40; a "
+                      "register yosys merged counts under the name the other build uses where "
+                      "the netlist keeps it, else under the surviving one, so the last rows, "
+                      "fields with less logic in the gated build, are mostly registers named "
+                      "otherwise there, to be read against the first):", "",
                       "| register field | logic, gated | dense only | flip-flops, gated | "
                       "dense only |", "|---|---|---|---|---|"]
             lines += [f"| `{w['field']}` | {w['logic'][0]} | {w['logic'][1]} | {w['ff'][0]} | "
