@@ -1164,9 +1164,17 @@ class Sluice(wiring.Component):
             # the gate bits and the group's any-gate is taken after the registers, one LUT with
             # the base-phase flag below (the 4 x 8 ECP5 critical path ran cond_empty -> skip
             # decision -> next state; then, with the any-gate before the register, the
-            # partial sum -> 32-bit compare -> any over the group's columns -> `gate_pre`)
+            # partial sum -> 32-bit compare -> any over the group's columns -> `gate_pre`).
+            # The row entering d2 (d1_go) and the base phase are registered into it too, so the
+            # active list's write enable is one LUT after the registers (its path, phase ->
+            # the base-phase AND -> d2_go's AND -> the block RAM's byte enables, was the 85F
+            # 8 x 8's critical path with seed 3, 10.1 ns, session 44): the phase does not
+            # change between a row's d1 and d2 cycles (a base phase ends with no row in d1
+            # or d2, `phase_done`; the next starts states later), and every reader of
+            # `to_active` is qualified by d2_go.
             pre_ok = Signal(NG)
-            m.d.sync += [pre_ok[j].eq(d1[j]["valid"] & ~cond_empty) for j in range(NG)]
+            m.d.sync += [pre_ok[j].eq(d1_go & d1[j]["valid"] & ~cond_empty & is_base)
+                         for j in range(NG)]
             gate_pre = Signal(NG)
             m.d.comb += [gate_pre[j].eq(pre_ok[j] & gate_now[j * G:(j + 1) * G].any())
                          for j in range(NG)]
@@ -1274,7 +1282,7 @@ class Sluice(wiring.Component):
         to_active = Signal(NG)
         out_valid = Signal(NG)
         for j in range(NG):
-            m.d.comb += to_active[j].eq(gate_pre[j] & is_base)
+            m.d.comb += to_active[j].eq(gate_pre[j])  # (in the base phase, d2_go set)
             m.d.comb += out_valid[j].eq(d2[j]["valid"] & ~to_active[j])
         term = Signal()  # the job's terminating word (VALID = 0, TLAST = 1)
         # everything of a word but the results is known at d2 (post-processing stage 1) and
@@ -1338,7 +1346,7 @@ class Sluice(wiring.Component):
                          *(getattr(wp.data, f).eq(d2[0][f]) for f in WINDOW_FIELDS),
                          wp.data.gate.eq(gate_now[j * G:(j + 1) * G])]
             m.d.comb += [pw.data[c].eq(d2_psum[j * G + c]) for c in range(G)]
-            with m.If(d2_go & to_active[j]):
+            with m.If(to_active[j]):
                 m.d.comb += [wp.en.eq(1), pw.en.eq(1), al_push[j].eq(1)]
                 m.d.sync += n_active[j].eq(n_active[j] + 1)
             m.d.comb += skipped_cols[j * G:(j + 1) * G].eq(
@@ -1357,7 +1365,7 @@ class Sluice(wiring.Component):
         m.d.sync += any_active.eq(any_active | al_push.any())
         # (the pixels deferred this cycle, registered before the counter's adder)
         n_deferred = Signal(range(NG + 1))
-        m.d.sync += [n_deferred.eq(Mux(d2_go, sum(to_active[j] for j in range(NG)), 0)),
+        m.d.sync += [n_deferred.eq(sum(to_active[j] for j in range(NG))),
                      cnt["ACTIVE_PIXELS"].eq(cnt["ACTIVE_PIXELS"] + n_deferred)]
         # conditional work of outputs emitted straight from the base, added to MACS_SKIPPED four
         # cycles later, three up to 3 columns (the columns registered, then their count, then
