@@ -1046,17 +1046,15 @@ class Sluice(wiring.Component):
         # row select -> read address was an 8 x 8 ECP5 critical path, 12.7 ns)
         drn_head = [{f: drn[f][j] for f in FIELDS if j in drain_slots(f)} for j in range(NG)]
         psum_rows = Array([Array([arr.psum[r][c] for c in range(C)]) for r in range(R)])
-        # a sliced pass's lower row r (H <= r < 2H) drains with the upper row r - H's sum, a
-        # three-slice pass's (H <= r < H + T) also with the middle row r - H + T's: rows fire
-        # in order, so those rows fired H and H - T fires earlier, and their sums are taken
-        # from a history of the drained rows' sums shifted at each fire (`d_hist[k]`: the
-        # row k + 2 fires back; `d1_psum` the row one back), not by a select on d_r (its
-        # 4:1 and 2:1 multiplexers with zeros were the largest row-slice items of the 85F
-        # 8 x 8, `python -m sluice.boards.cost`). In the upper and middle rows, which write
-        # no result, the sums read are don't-care; in unsliced passes they are zeros.
-        d_hist = [[Signal(signed(SB), name=f"d_hist{k}_{c}", reset_less=True)
-                   for c in range(C)] for k in range(H - 1)] if SL else []
-        hist = [d1_psum] + d_hist  # hist[k]: the sums of the row k + 1 fires back
+        # a sliced pass's lower row r (H <= r < 2H) drains with the upper row r - H's sum
+        # (that row finished H cycles earlier; `d1_up`); other rows read zeros here
+        psum_up = Array([Array([arr.psum[r - H][c] if H <= r < 2 * H else Const(0, signed(SB))
+                                for c in range(C)]) for r in range(R)]) if SL else None
+        # a three-slice pass's lower row r (H <= r < H + T) also drains with the middle row
+        # r - H + T's sum (finished H - T cycles earlier)
+        psum_mid = Array([Array([arr.psum[r - H + T][c] if H <= r < H + T
+                                 else Const(0, signed(SB)) for c in range(C)])
+                          for r in range(R)]) if SL3 else None
 
         # a pass's last step was issued a cycle ago (a one-cycle pulse): the drain's count
         # starts from it, one less, so the first row fires in the same cycle as it would from
@@ -1138,12 +1136,9 @@ class Sluice(wiring.Component):
                          if j in drain_slots(f)]
             m.d.sync += [d1_psum[c].eq(psum_rows[d_r][c]) for c in range(C)]
             if SL:
-                m.d.sync += [d_hist[k][c].eq(hist[k][c]) for k in range(H - 1)
-                             for c in range(C)]
-                m.d.sync += [d1_up[c].eq(Mux(drn_sl, hist[H - 1][c], 0)) for c in range(C)]
+                m.d.sync += [d1_up[c].eq(Mux(drn_sl, psum_up[d_r][c], 0)) for c in range(C)]
             if SL3:
-                m.d.sync += [d1_mid[c].eq(Mux(drn_sl3, hist[H - T - 1][c], 0))
-                             for c in range(C)]
+                m.d.sync += [d1_mid[c].eq(Mux(drn_sl3, psum_mid[d_r][c], 0)) for c in range(C)]
             m.d.sync += d_r.eq(d_r + 1)
             with m.If(d_r == R - 1):
                 m.d.sync += [d_r.eq(0), in_flight.eq(0)]
@@ -1164,17 +1159,9 @@ class Sluice(wiring.Component):
             # the gate bits and the group's any-gate is taken after the registers, one LUT with
             # the base-phase flag below (the 4 x 8 ECP5 critical path ran cond_empty -> skip
             # decision -> next state; then, with the any-gate before the register, the
-            # partial sum -> 32-bit compare -> any over the group's columns -> `gate_pre`).
-            # The row entering d2 (d1_go) and the base phase are registered into it too, so the
-            # active list's write enable is one LUT after the registers (its path, phase ->
-            # the base-phase AND -> d2_go's AND -> the block RAM's byte enables, was the 85F
-            # 8 x 8's critical path with seed 3, 10.1 ns, session 44): the phase does not
-            # change between a row's d1 and d2 cycles (a base phase ends with no row in d1
-            # or d2, `phase_done`; the next starts states later), and every reader of
-            # `to_active` is qualified by d2_go.
+            # partial sum -> 32-bit compare -> any over the group's columns -> `gate_pre`)
             pre_ok = Signal(NG)
-            m.d.sync += [pre_ok[j].eq(d1_go & d1[j]["valid"] & ~cond_empty & is_base)
-                         for j in range(NG)]
+            m.d.sync += [pre_ok[j].eq(d1[j]["valid"] & ~cond_empty) for j in range(NG)]
             gate_pre = Signal(NG)
             m.d.comb += [gate_pre[j].eq(pre_ok[j] & gate_now[j * G:(j + 1) * G].any())
                          for j in range(NG)]
@@ -1282,7 +1269,7 @@ class Sluice(wiring.Component):
         to_active = Signal(NG)
         out_valid = Signal(NG)
         for j in range(NG):
-            m.d.comb += to_active[j].eq(gate_pre[j])  # (in the base phase, d2_go set)
+            m.d.comb += to_active[j].eq(gate_pre[j] & is_base)
             m.d.comb += out_valid[j].eq(d2[j]["valid"] & ~to_active[j])
         term = Signal()  # the job's terminating word (VALID = 0, TLAST = 1)
         # everything of a word but the results is known at d2 (post-processing stage 1) and
@@ -1346,7 +1333,7 @@ class Sluice(wiring.Component):
                          *(getattr(wp.data, f).eq(d2[0][f]) for f in WINDOW_FIELDS),
                          wp.data.gate.eq(gate_now[j * G:(j + 1) * G])]
             m.d.comb += [pw.data[c].eq(d2_psum[j * G + c]) for c in range(G)]
-            with m.If(to_active[j]):
+            with m.If(d2_go & to_active[j]):
                 m.d.comb += [wp.en.eq(1), pw.en.eq(1), al_push[j].eq(1)]
                 m.d.sync += n_active[j].eq(n_active[j] + 1)
             m.d.comb += skipped_cols[j * G:(j + 1) * G].eq(
@@ -1365,7 +1352,7 @@ class Sluice(wiring.Component):
         m.d.sync += any_active.eq(any_active | al_push.any())
         # (the pixels deferred this cycle, registered before the counter's adder)
         n_deferred = Signal(range(NG + 1))
-        m.d.sync += [n_deferred.eq(sum(to_active[j] for j in range(NG))),
+        m.d.sync += [n_deferred.eq(Mux(d2_go, sum(to_active[j] for j in range(NG)), 0)),
                      cnt["ACTIVE_PIXELS"].eq(cnt["ACTIVE_PIXELS"] + n_deferred)]
         # conditional work of outputs emitted straight from the base, added to MACS_SKIPPED four
         # cycles later, three up to 3 columns (the columns registered, then their count, then
