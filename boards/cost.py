@@ -80,6 +80,7 @@ def endpoint_groups(netlist, path="netlist", by="field", prefer=None):
     group = {n: endpoint_name(n, c, by) for n, c in cells.items() if c["type"] not in COMB}
     if prefer is None:
         return group
+    prefer = set(prefer)
     names = defaultdict(list)  # net bit -> the user names on it
     for name, net in top_module(netlist, path).get("netnames", {}).items():
         if net.get("hide_name") or "$" in name or _stem(name) != name:
@@ -94,7 +95,7 @@ def endpoint_groups(netlist, path="netlist", by="field", prefer=None):
         alias = sorted({endpoint_name(a, c, by)
                         for p, d in c.get("port_directions", {}).items() if d == "output"
                         for b in c["connections"].get(p, []) if isinstance(b, int)
-                        for a in names.get(b, ())} & set(prefer))
+                        for a in names.get(b, ())} & prefer)
         if alias:
             group[n] = alias[0]
     return group
@@ -262,7 +263,8 @@ def main(argv=None):
     res, rc = apply_to_netlist("cost", args.netlist, work)
     if rc:
         return rc
-    print("\n".join(table(*res[:2], args.top, res[2])))
+    a, b, weight = res
+    print("\n".join(table(a, b, args.top, weight)))
     return 0
 
 
