@@ -7,7 +7,9 @@
    cycle model's error, and the wall time of ``run-model`` per simulator; then again, on the
    fastest simulator, with the host column order fitted into a copy of the export (``sluice
    column-order``, as ``make demo`` runs it), and in the throughput mode on that copy (the
-   sample and the next seven test images stacked, ``sluice run-model --images 8``);
+   sample and the next seven test images stacked, ``sluice run-model --images 8``); then the
+   smaller arrays whose efficiency reaches issue 4's 0.90 by the cycle model
+   (:data:`SMALL_ARRAYS`: 2 x 2 and 4 x 4 with one-column skip groups);
 4. the same network on other array shapes and skip-group widths, from the cycle model (exact
    against the RTL, step 3 checks it on the default): how efficiency trades against size;
 5. efficiency levers from the cycle model (``sluice.hw.levers``): eight test images stacked
@@ -139,6 +141,11 @@ def array_shapes(export: Path) -> list[dict]:
 # host column order (fitted to it in step 3)
 #: images of step 3's throughput-mode run on the RTL and of step 5's stacked rows
 BENCH_IMAGES = 8
+#: step 3's smaller arrays on the RTL, (rows, cols, skip_cols, column order fitted, images):
+#: the instances whose efficiency on the embedded network reaches issue 4's 0.90 by the cycle
+#: model (step 4), checked on the RTL: 2 x 2 as exported, one image; 4 x 4 with its own
+#: column order, the throughput mode
+SMALL_ARRAYS = [(2, 2, 1, False, 1), (4, 4, 1, True, BENCH_IMAGES)]
 LEVERS = [((8, 8, 2), (1, BENCH_IMAGES)), ((8, 8, 1), (1, BENCH_IMAGES))]
 LEVERS_ORDERED = [((8, 8, 2), (1, BENCH_IMAGES))]
 
@@ -172,6 +179,35 @@ def export_default(work: Path) -> Path:
                                   sample=0, calib=1000, percentile=99.99, data_dir=None,
                                   threads=2))
     return out
+
+
+def small_arrays(exp: Path, work: Path, out: Path, sim: str) -> list[dict]:
+    """Step 3's :data:`SMALL_ARRAYS` on the RTL: each one's summary with its instance, how it
+    was run and the fit's and the run's wall times."""
+    from sluice.hw.commands import write_column_orders
+    from sluice.hw.params import HwParams
+    from sluice.sim.model_run import run_model
+
+    rows = []
+    for r, c, s, ordered, n in SMALL_ARRAYS:
+        p = HwParams(rows=r, cols=c, skip_cols=s)
+        tag = f"{r}x{c}_skip{s}" + ("_ordered" if ordered else "") + (f"_x{n}" if n > 1 else "")
+        src, t0, fit_s = exp, _now(), 0.0
+        if ordered:
+            src = work / f"export-ordered-{r}x{c}-skip{s}"
+            print("      " + write_column_orders(exp, p, out=src), flush=True)
+            fit_s = round(_now() - t0, 1)
+        summ = run_model(src, out / f"network_{sim}_{tag}", sim=sim, params=p, images=n,
+                         progress=lambda t: print("      " + t, flush=True))
+        summ.update(rows=r, cols=c, skip_cols=s, ordered=ordered, sim=sim, tag=tag,
+                    fit_s=fit_s, wall_s=round(_now() - t0 - fit_s, 1))
+        rows.append(summ)
+        print(f"      {sim}, {r}x{c} skip_cols {s}"
+              + (", host column order" if ordered else "")
+              + (f", {n} images stacked" if n > 1 else "") + f": {summ['wall_s']:.0f} s, "
+              f"speedup {summ['speedup']:.2f}x, efficiency {summ['efficiency']:.3f}, bit-exact "
+              f"{summ['bit_exact']}", flush=True)
+    return rows
 
 
 def cmd_bench(args) -> int:
@@ -237,6 +273,8 @@ def cmd_bench(args) -> int:
     print(f"      {fast}, {BENCH_IMAGES} images stacked: {summ['wall_s']:.0f} s, "
           f"{summ['cycles_gated_per_image']:,.0f} gated cycles per image, efficiency "
           f"{summ['efficiency']:.3f}, bit-exact {summ['bit_exact']}")
+
+    res["network_small"] = small_arrays(exp, work, out, fast)
 
     print("[4/5] the network on other array shapes (cycle model) ...", flush=True)
     res["shapes"] = array_shapes(exp)
@@ -306,6 +344,26 @@ def _write_report(out: Path, res: dict, fast: str) -> None:
               f"and {summ['cycles_dense_per_image']:,.0f} dense cycles; speedup "
               f"{summ['speedup']:.2f}x, efficiency {summ['efficiency']:.3f}.{vs}", "",
               (out / f"network_{s}_stacked" / "layers.md").read_text()]
+    small = res.get("network_small", [])
+    if small:
+        L += ["", "## Smaller arrays on the RTL", "",
+              "The arrays at which the cycle model (next section) puts the embedded network's "
+              "efficiency at issue 4's 0.90 or more, run on the RTL like the default instance "
+              "above (`sluice run-model EXPORT --rows R --cols C --skip-cols S [--images N]`; "
+              "the column order, where fitted, by `sluice column-order EXPORT --rows R --cols C "
+              "--skip-cols S -o DIR` for that instance; `run-model s` includes building the "
+              "simulation). Smaller arrays lose fewer cycles to skip groups in lockstep and to "
+              "partly filled passes (the next section's columns), and do fewer dense-equivalent "
+              "MACs per cycle (its `MACs/cycle`).", "",
+              "| array | skip_cols | column order | images | fit s | run-model s | dense cycles | "
+              "gated cycles | speedup | reduction | efficiency | bit-exact |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in small:
+            L.append(f"| {r['rows']}x{r['cols']} | {r['skip_cols']} | "
+                     f"{'fitted' if r['ordered'] else 'as exported'} | {r['images']} | "
+                     f"{r['fit_s']:.0f} | {r['wall_s']:.0f} | {r['cycles_dense']} | "
+                     f"{r['cycles_gated']} | {r['speedup']:.2f} | {r['reduction']:.2f} | "
+                     f"{r['efficiency']:.3f} | {r['bit_exact']} |")
     L += ["", "## The network on other array shapes (cycle model)", "",
           "The embedded default's sample image, every layer predicted by the cycle model (exact "
           "against the RTL on the default instance above). `MACs/cycle` is the dense network's "
