@@ -55,8 +55,10 @@ PARAM_OPTIONS = {
 
 def option_args(values: dict) -> list[str]:
     """``{HwParams field: value}`` as the command-line options that give them
-    (``["--post-cols", "2", ...]``), as ``add_instance_options`` names them."""
-    return [a for field, v in values.items() for a in (option_name(field), str(v))]
+    (``["--post-cols", "2", ...]``), as ``add_instance_options`` names them; a flag field's
+    value as the 0 or 1 its integer option takes (``--stacking 1``, not ``True``)."""
+    return [a for field, v in values.items()
+            for a in (option_name(field), str(int(v)) if isinstance(v, bool) else str(v))]
 
 
 def option_name(field: str) -> str:
@@ -72,7 +74,8 @@ def add_instance_options(p, fields=None, default=None):
     choices = {"pe_mult": PE_MULTS}  # the text-valued fields (a new one must be listed here)
     for field in fields or PARAM_OPTIONS:
         value = getattr(DEFAULT, field)
-        text = f"{PARAM_OPTIONS[field]}; default {default or value}"
+        shown = int(value) if isinstance(value, bool) else value  # (as the option takes it)
+        text = f"{PARAM_OPTIONS[field]}; default {default or shown}"
         if isinstance(value, str):
             p.add_argument(option_name(field), choices=choices[field], default=None,
                            help=text)

@@ -136,6 +136,20 @@ def test_stacking_option(tmp_path, capsys):
     write_layer(path, make_layer(c_in=4, c_out=4, size=(4, 4), partitions=2, seed=1))
     assert main(["cycles", str(path), "--stacked"]) == 2
     assert "--images/--stacked: apply to an export folder" in capsys.readouterr().err
+    # a build report's command line gives the flag as the option takes it, 0 or 1, and the
+    # help states its default so
+    import argparse
+
+    from sluice.hw.commands import add_params, option_args, params_from_args
+    from sluice.hw.params import HwParams
+    assert option_args({"stacking": False, "rows": 4}) == ["--stacking", "0", "--rows", "4"]
+    p = argparse.ArgumentParser()
+    add_params(p)
+    for on in (False, True):
+        want = HwParams(rows=4, stacking=on)
+        assert params_from_args(p.parse_args(option_args(
+            {"rows": 4, "stacking": want.stacking}))) == want
+    assert "default 1" in next(a.help for a in p._actions if a.dest == "stacking")
 
 
 def test_board_option_starts_from_the_board_build(capsys):
