@@ -183,15 +183,15 @@ def export_default(work: Path) -> Path:
 
 def small_arrays(exp: Path, work: Path, out: Path, sim: str) -> list[dict]:
     """Step 3's :data:`SMALL_ARRAYS` on the RTL: each one's summary with its instance, how it
-    was run and the fit's and the run's wall times; none on Icarus (about 34 million simulated
-    cycles, 40 times the default instance's network run), with a line saying so."""
+    was run and the fit's and the run's wall times; none on Icarus (about 35 million simulated
+    cycles, 44 times the default instance's network run), with a line saying so."""
     from sluice.hw.commands import write_column_orders
     from sluice.hw.params import HwParams
     from sluice.sim.model_run import run_model
 
     rows = []
     if sim != "verilator":
-        print(f"      the smaller arrays skipped: they run on Verilator only (about 34 million "
+        print(f"      the smaller arrays skipped: they run on Verilator only (about 35 million "
               f"simulated cycles)", flush=True)
         return rows
     for r, c, s, ordered, n in SMALL_ARRAYS:
