@@ -160,3 +160,8 @@ register(Board(name="ulx3s-85f", platform="amaranth_boards.ulx3s:ULX3S_85F_Platf
 #: the instance of the 85F's 8 x 8 that meets 100 MHz (with ``--clock-mhz 100 --outreg``; the Make
 #: targets' example), as ``Board.params`` keywords: the bench's and the tests' one definition
 ULX3S_85F_8X8 = dict(rows=8, cols=8, post_cols=2, act_share=2, act_width=8, feed_regs=2)
+#: the 85F's 4 x 4 with one-column skip groups and the default instance's buffers: the board
+#: instance whose efficiency on the demo network reaches issue 4's 0.90 with eight images
+#: stacked (cycle model; boards/README.md, "A board instance at issue 4's efficiency")
+ULX3S_85F_4X4_SKIP1 = dict(rows=4, cols=4, skip_cols=1, act_depth=16384, pix_depth=1024,
+                           stacking=1)

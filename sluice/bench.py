@@ -30,7 +30,7 @@ import platform
 import time
 from pathlib import Path
 
-from sluice.boards.platforms import ULX3S_85F_8X8
+from sluice.boards.platforms import ULX3S_85F_4X4_SKIP1, ULX3S_85F_8X8
 
 
 def _now():
@@ -94,9 +94,11 @@ def dense_utilisation(sim, params, work: Path) -> list[dict]:
 SHAPES = [(8, 8, 2), (8, 8, 1), (16, 16, 2), (8, 16, 2), (4, 8, 2), (4, 8, 1), (4, 4, 2),
           (4, 4, 1), (2, 4, 1), (2, 2, 1)]
 # board builds as they are built (`sluice build --board NAME [OPTIONS]`: the board's buffer
-# depths and stream width), after the shapes in step 4: the ULX3S 85F's default 4 x 4 and the
-# 8 x 8 that meets 100 MHz (boards/README.md), whose area options cost cycles
-BOARD_INSTANCES = [("ulx3s-85f", {}), ("ulx3s-85f", ULX3S_85F_8X8)]
+# depths and stream width), after the shapes in step 4: the ULX3S 85F's default 4 x 4, the
+# 8 x 8 that meets 100 MHz (boards/README.md), whose area options cost cycles, and the 4 x 4
+# with one-column groups and the default instance's buffers
+BOARD_INSTANCES = [("ulx3s-85f", {}), ("ulx3s-85f", ULX3S_85F_8X8),
+                   ("ulx3s-85f", ULX3S_85F_4X4_SKIP1)]
 
 
 def _options(opts: dict) -> str:
@@ -376,8 +378,9 @@ def _write_report(out: Path, res: dict, fast: str) -> None:
           "last four columns: the gated cycles lost to skip tiles, partly filled last passes, "
           "skip groups in lockstep, and stalls and loads (`loss_breakdown`). `--board` rows: "
           "board builds as built (`sluice build --board NAME OPTIONS`: the board's buffer "
-          "depths and stream width; the ULX3S 85F's default 4 x 4 and its 8 x 8 that meets "
-          "100 MHz, `boards/README.md`).", "",
+          "depths and stream width; the ULX3S 85F's default 4 x 4, its 8 x 8 that meets "
+          "100 MHz and its 4 x 4 with one-column groups and 16 KiB copies, "
+          "`boards/README.md`).", "",
           "| array | skip_cols | dense cycles | gated cycles | speedup | efficiency | "
           "MACs/cycle | skip_tile | partial passes | lockstep | overhead |",
           "|---|---|---|---|---|---|---|---|---|---|---|"]
