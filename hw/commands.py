@@ -57,8 +57,12 @@ def option_args(values: dict) -> list[str]:
     """``{HwParams field: value}`` as the command-line options that give them
     (``["--post-cols", "2", ...]``), as ``add_instance_options`` names them; a flag field's
     value as the 0 or 1 its integer option takes (``--stacking 1``, not ``True``)."""
-    return [a for field, v in values.items()
-            for a in (option_name(field), str(int(v)) if isinstance(v, bool) else str(v))]
+    return [a for field, v in values.items() for a in (option_name(field), option_value(v))]
+
+
+def option_value(v) -> str:
+    """A field's value as its option takes it: a flag as 0 or 1, anything else as written."""
+    return str(int(v)) if isinstance(v, bool) else str(v)
 
 
 def option_name(field: str) -> str:
@@ -74,8 +78,7 @@ def add_instance_options(p, fields=None, default=None):
     choices = {"pe_mult": PE_MULTS}  # the text-valued fields (a new one must be listed here)
     for field in fields or PARAM_OPTIONS:
         value = getattr(DEFAULT, field)
-        shown = int(value) if isinstance(value, bool) else value  # (as the option takes it)
-        text = f"{PARAM_OPTIONS[field]}; default {default or shown}"
+        text = f"{PARAM_OPTIONS[field]}; default {default or option_value(value)}"
         if isinstance(value, str):
             p.add_argument(option_name(field), choices=choices[field], default=None,
                            help=text)

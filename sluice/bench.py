@@ -206,8 +206,8 @@ def small_arrays(exp: Path, work: Path, out: Path, sim: str) -> list[dict]:
             fit_s = round(_now() - t0, 1)
         summ = run_model(src, out / f"network_{sim}_{tag}", sim=sim, params=p, images=n,
                          progress=lambda t: print("      " + t, flush=True))
-        summ.update(rows=r, cols=c, skip_cols=s, ordered=ordered, sim=sim, tag=tag,
-                    fit_s=fit_s, wall_s=round(_now() - t0 - fit_s, 1))
+        summ.update(rows=r, cols=c, skip_cols=s, ordered=ordered, fit_s=fit_s,
+                    wall_s=round(_now() - t0 - fit_s, 1))
         rows.append(summ)
         print(f"      {sim}, {r}x{c} skip_cols {s}"
               + (", host column order" if ordered else "")
